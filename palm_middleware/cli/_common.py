@@ -1,0 +1,47 @@
+"""Options and loaders shared by the CLI commands."""
+
+from __future__ import annotations
+
+import argparse
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..pipeline import Palm
+    from ..policy import BoundsPolicy
+    from ..portfolio.manifest import Portfolio
+
+
+def bundled(name: str) -> Path:
+    """Path of a data file shipped inside the package."""
+    return Path(str(resources.files("palm_middleware") / "data" / name))
+
+
+def add_deployment_options(p: argparse.ArgumentParser) -> None:
+    """--portfolio, --policy and --db, defaulting to the embedded defaults."""
+    p.add_argument("--portfolio", type=Path, default=None,
+                   help="portfolio manifest (default: the bundled demo portfolio)")
+    p.add_argument("--policy", type=Path, default=None,
+                   help="bounds policy (default: the bundled default policy)")
+    p.add_argument("--db", type=Path, default=Path("palm.db"), help="SQLite database file")
+
+
+def load_deployment(args: argparse.Namespace) -> tuple[Portfolio, BoundsPolicy]:
+    """The portfolio and policy named by the options (or the bundled ones)."""
+    from ..policy import load_policy
+    from ..portfolio.manifest import load_portfolio
+
+    portfolio = load_portfolio(args.portfolio or bundled("portfolio.yaml"))
+    policy = load_policy(args.policy or bundled("policy.yaml"))
+    return portfolio, policy
+
+
+def open_palm(args: argparse.Namespace) -> Palm:
+    """A :class:`Palm` over the deployment options, with an SQLite store."""
+    from ..pipeline import Palm
+    from ..stores.sqlite import SQLiteStore
+
+    portfolio, policy = load_deployment(args)
+    args.db.parent.mkdir(parents=True, exist_ok=True)
+    return Palm(portfolio, policy, SQLiteStore(args.db))

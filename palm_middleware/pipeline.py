@@ -1,0 +1,520 @@
+"""The per-request pipeline: identify → infer → clamp → route → record.
+
+:class:`Palm` is the one object adapters talk to. The decision path never raises because of bad
+state: if inference fails it serves the deployment default, clamped by the policy, and says why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import math
+import secrets
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .exceptions import (
+    IdentityError,
+    InvalidEventError,
+    InvalidParameterError,
+    InvalidWeightsError,
+    PalmError,
+    StoreError,
+)
+from .policy import BoundsPolicy, ClampResult
+from .portfolio.manifest import Portfolio
+from .preferences.cues import CueLexicon
+from .preferences.events import (
+    ExplicitWeights,
+    FeedbackEvent,
+    Observation,
+    Pairwise,
+    Regenerate,
+    TextCue,
+    Thumb,
+)
+from .preferences.model import PosteriorSummary, PreferenceModel, check_random_state
+from .routing import Route, RouteMode, Router
+from .stores.base import AuditRecord, EventRecord, ProfileRecord, Store
+from .traits import check_simplex
+from .types import FloatArray, MemberId, UserId
+
+__all__ = ["Decision", "Palm", "Profile"]
+
+logger = logging.getLogger("palm_middleware")
+
+#: Strength of a regenerate relative to a thumbs-down.
+REGENERATE_STRENGTH = 0.3
+#: Standard deviation of an explicit weight setting at confidence 1.
+EXPLICIT_SD = 0.05
+_MODES = ("mean", "thompson", "robust")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Everything about one routing decision (also what the audit log stores).
+
+    Attributes:
+        raw_weights: the inferred weights before the policy (posterior mean).
+        weights: the weights actually used, after the policy (for Thompson mode, the clamped draw).
+        rules_fired: ids of the policy rules that changed or constrained the weights.
+        fallback: why the deployment default was served because inference failed, or None.
+    """
+
+    decision_id: str
+    user_key: str
+    member: MemberId
+    runner_up: MemberId | None
+    margin: float
+    mode: RouteMode
+    raw_weights: dict[str, float]
+    weights: dict[str, float]
+    rules_fired: tuple[str, ...]
+    policy_version: str
+    evidence: float
+    used_default: bool
+    fallback: str | None
+    cues: tuple[str, ...]
+    explanation: str
+    ts: float
+
+    def headers(self) -> dict[str, str]:
+        """Response headers that make the decision visible to the caller."""
+        return {
+            "x-palm-member": self.member,
+            "x-palm-weights": ",".join(f"{k}={v:.3f}" for k, v in self.weights.items()),
+            "x-palm-policy": self.policy_version,
+            "x-palm-decision": self.decision_id,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "decision_id": self.decision_id, "member": self.member,
+            "runner_up": self.runner_up, "margin": round(self.margin, 6), "mode": self.mode,
+            "raw_weights": self.raw_weights, "weights": self.weights,
+            "rules_fired": list(self.rules_fired), "policy_version": self.policy_version,
+            "evidence": round(self.evidence, 4), "used_default": self.used_default,
+            "fallback": self.fallback, "cues": list(self.cues), "ts": self.ts,
+        }
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What the system holds about one user, as the user may see it."""
+
+    user_key: str
+    weights: dict[str, float]
+    lower: dict[str, float]
+    upper: dict[str, float]
+    effective_weights: dict[str, float]
+    rules_fired: tuple[str, ...]
+    evidence: float
+    n_events: int
+    opted_out: bool
+    recent_events: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "user_key": self.user_key, "weights": self.weights,
+            "credible_interval": {"lower": self.lower, "upper": self.upper},
+            "effective_weights": self.effective_weights, "rules_fired": list(self.rules_fired),
+            "evidence": self.evidence, "n_events": self.n_events, "opted_out": self.opted_out,
+            "recent_events": self.recent_events,
+        }
+
+
+class Palm:
+    """Personalized, bounded routing over a portfolio.
+
+    Args:
+        portfolio: the members and their reward profiles.
+        policy: the deployment's bounds policy (traits must equal the portfolio's, in order).
+        store: where profiles, events and audit records live.
+        mode: ``"mean"`` (posterior mean, default), ``"thompson"`` (a posterior draw, for
+            exploration; falls back to mean when the policy disables exploration) or ``"robust"``
+            (best worst case over the credible box).
+        cues: the cue lexicon; None uses the bundled one (restricted to the portfolio's traits).
+        beta, lapse, half_life, n_particles: see :class:`PreferenceModel`.
+        salt: key for pseudonymizing user ids; by default the store's own salt.
+        clock: time source (seconds), injectable for tests.
+        random_state: seed for Thompson draws and particles.
+    """
+
+    def __init__(
+        self,
+        portfolio: Portfolio,
+        policy: BoundsPolicy,
+        store: Store,
+        *,
+        mode: RouteMode = "mean",
+        cues: CueLexicon | None = None,
+        beta: float = 10.0,
+        lapse: float = 0.05,
+        half_life: float | None = 90 * 24 * 3600.0,
+        n_particles: int = 1024,
+        salt: str | bytes | None = None,
+        clock: Callable[[], float] = time.time,
+        random_state: int | np.random.Generator | None = None,
+    ) -> None:
+        if portfolio.space.names != policy.space.names:
+            raise InvalidParameterError(
+                f"policy traits {list(policy.space.names)} differ from portfolio traits "
+                f"{list(portfolio.space.names)}; they must be the same, in the same order"
+            )
+        if mode not in _MODES:
+            raise InvalidParameterError(f"mode must be one of {_MODES}; got {mode!r}")
+        self.portfolio = portfolio
+        self.policy = policy
+        self.store = store
+        self.mode: RouteMode = mode
+        self.router = Router(portfolio)
+        self.cues = (cues if cues is not None else CueLexicon.default()).for_space(portfolio.space)
+        self.clock = clock
+        self._rng = check_random_state(random_state)
+        self._rng_lock = threading.Lock()
+        self._model_params = dict(beta=beta, lapse=lapse, half_life=half_life,
+                                  n_particles=n_particles)
+        # Fail now, not on the first feedback, if the parameters are bad.
+        self._new_model().fit([])
+        key = salt if salt is not None else getattr(store, "salt", None)
+        if key is None:
+            key = secrets.token_hex(16)
+            logger.warning("store has no salt and none was given: user keys last this process")
+        self._salt = key.encode() if isinstance(key, str) else bytes(key)
+        self._reference = portfolio.rewards.mean(axis=0)
+        self._prior = self._new_model().fit([]).summary()
+        self._safe_default = policy.clamp(policy.default.values, evidence=0.0, personalized=False)
+        self._outbox: deque[AuditRecord] = deque(maxlen=100_000)
+        self._outbox_lock = threading.Lock()
+
+    # -- identity -------------------------------------------------------------------------------
+    def user_key(self, user: UserId) -> str:
+        """The pseudonymous key under which ``user`` is stored (keyed hash; raw ids never stored).
+
+        ``user`` must come from the caller's authentication, never from a request body field.
+        """
+        if not isinstance(user, str) or not user:
+            raise IdentityError("a user id must be a non-empty string from authentication")
+        return hmac.new(self._salt, user.encode(), hashlib.sha256).hexdigest()[:32]
+
+    # -- deciding -------------------------------------------------------------------------------
+    def decide(
+        self,
+        user: UserId,
+        messages: Sequence[Mapping[str, Any]] = (),
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Decision:
+        """Choose the member for this request. Never raises for bad stored state or store errors.
+
+        Cues in the latest user message are recorded as feedback first (only their ids are kept).
+        """
+        now = float(self.clock())
+        key = self.user_key(user)
+        decision_id = uuid.uuid4().hex
+        fallback: str | None = None
+        cue_ids: tuple[str, ...] = ()
+        opted_out = False
+        try:
+            cue_ids = self._record_cues(user, key, messages, now)
+            record = self.store.get_profile(key)
+            summary, opted_out = self._summary(record)
+            raw = summary.mean
+            check_simplex(raw, self.portfolio.space, "inferred weights")
+            clamp = self.policy.clamp(raw, evidence=summary.evidence, personalized=not opted_out)
+            route, used_w = self._route(summary, clamp)
+        except PalmError as exc:
+            fallback = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # the decision path must keep serving; say why, inside bounds
+            fallback = f"{type(exc).__name__}: {exc}"
+            logger.exception("inference failed for user %s; serving the default", key)
+        if fallback is not None:
+            summary = self._prior
+            raw = self.policy.default.values
+            clamp = self._safe_default
+            route = self.router.route(clamp.weights)
+            used_w = clamp.weights
+        names = self.portfolio.space.names
+        rules = clamp.rules_fired
+        explanation = self._explain(route, clamp, fallback, opted_out)
+        decision = Decision(
+            decision_id=decision_id, user_key=key, member=route.member,
+            runner_up=route.runner_up, margin=route.margin, mode=route.mode,
+            raw_weights={n: round(float(v), 6) for n, v in zip(names, raw)},
+            weights={n: round(float(v), 6) for n, v in zip(names, used_w)},
+            rules_fired=rules, policy_version=self.policy.version, evidence=summary.evidence,
+            used_default=clamp.used_default or fallback is not None, fallback=fallback,
+            cues=cue_ids, explanation=explanation, ts=now,
+        )
+        self._audit(AuditRecord(decision_id, key, "decision", decision.to_dict(), now))
+        return decision
+
+    async def adecide(
+        self,
+        user: UserId,
+        messages: Sequence[Mapping[str, Any]] = (),
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Decision:
+        """Async :meth:`decide`; store I/O runs in a worker thread, never on the event loop."""
+        return await asyncio.to_thread(self.decide, user, messages, metadata)
+
+    def _summary(self, record: ProfileRecord | None) -> tuple[PosteriorSummary, bool]:
+        if record is None:
+            return self._prior, False
+        post = record.state.get("posterior")
+        summary = self._prior if post is None else PosteriorSummary.from_dict(post)
+        return summary, bool(record.state.get("opted_out", False))
+
+    def _route(self, summary: PosteriorSummary, clamp: ClampResult) -> tuple[Route, FloatArray]:
+        mode = self.mode
+        if clamp.used_default or (mode == "thompson" and not self.policy.exploration):
+            mode = "mean"
+        if mode == "thompson":
+            with self._rng_lock:
+                draw = summary.sample(1, self._rng)[0]
+            drawn = self.policy.clamp(draw, evidence=summary.evidence)
+            return self.router.route(drawn.weights, mode="thompson"), drawn.weights
+        if mode == "robust":
+            lo = np.maximum(np.minimum(summary.lower, clamp.weights), self.policy.lower)
+            hi = np.minimum(np.maximum(summary.upper, clamp.weights), self.policy.upper)
+            if lo.sum() <= 1 <= hi.sum():
+                return self.router.route_robust(lo, hi), clamp.weights
+        return self.router.route(clamp.weights), clamp.weights
+
+    def _explain(self, route: Route, clamp: ClampResult, fallback: str | None,
+                 opted_out: bool) -> str:
+        parts = [f"chose {route.explain()}"]
+        if fallback is not None:
+            parts.append(f"inference failed ({fallback}); served the deployment default")
+        elif opted_out:
+            parts.append("user opted out of personalization")
+        if clamp.rules_fired:
+            parts.append(f"policy {self.policy.version}: {clamp.reason}")
+        return "; ".join(parts)
+
+    def _audit(self, record: AuditRecord) -> None:
+        """Write an audit record; if the store is down, keep it and retry on the next write."""
+        with self._outbox_lock:
+            self._outbox.append(record)
+            try:
+                while self._outbox:
+                    self.store.append_audit(self._outbox[0])
+                    self._outbox.popleft()
+            except StoreError as exc:
+                logger.error("audit write failed (%s); %d record(s) pending", exc,
+                             len(self._outbox))
+
+    @property
+    def pending_audit(self) -> int:
+        """Audit records not yet written because the store failed."""
+        return len(self._outbox)
+
+    # -- feedback -------------------------------------------------------------------------------
+    def record_feedback(self, user: UserId, event: FeedbackEvent) -> bool:
+        """Record one feedback event and update the user's profile atomically.
+
+        Returns False when an event with the same ``event_id`` was already recorded (idempotent).
+        Raises :class:`InvalidEventError` (unknown member or decision, bad values) and
+        :class:`IdentityError` when the event refers to another user's decision.
+        """
+        now = float(self.clock())
+        key = self.user_key(user)
+        obs, kind, extra = self._resolve(key, event, now)
+        return self._apply(key, event.event_id, kind, obs, extra, now)
+
+    async def arecord_feedback(self, user: UserId, event: FeedbackEvent) -> bool:
+        """Async :meth:`record_feedback`."""
+        return await asyncio.to_thread(self.record_feedback, user, event)
+
+    def _apply(self, key: str, event_id: str, kind: str, obs: list[Observation],
+               extra: dict[str, Any], now: float) -> bool:
+        payload = {"obs": [o.to_dict() for o in obs], **extra}
+        record = EventRecord(event_id=f"{key}:{event_id}", user_key=key, kind=kind,
+                             payload=payload, ts=now)
+        window = 256
+        added, _ = self.store.apply_event(record, self._rebuild, window=window, now=now)
+        return added
+
+    def _rebuild(self, profile: ProfileRecord | None, events: list[EventRecord]
+                 ) -> dict[str, Any]:
+        obs = [Observation.from_dict(d) for e in events for d in e.payload.get("obs", [])]
+        model = self._new_model().fit(obs, now=float(self.clock()))
+        state = dict(profile.state) if profile is not None else {}
+        state["posterior"] = model.summary().to_dict()
+        return state
+
+    def _new_model(self) -> PreferenceModel:
+        return PreferenceModel(
+            prior_mean=self.policy.default.values,
+            prior_strength=self.policy.prior_strength,
+            random_state=0,
+            **self._model_params,  # type: ignore[arg-type]
+        )
+
+    def _member_reward(self, key: str, member: MemberId | None, decision_id: str | None
+                       ) -> tuple[FloatArray, MemberId]:
+        if decision_id is not None:
+            rec = self.store.get_audit(decision_id)
+            if rec is None or rec.kind != "decision":
+                raise InvalidEventError(f"unknown decision {decision_id!r}")
+            if rec.user_key != key:
+                raise IdentityError("that decision belongs to another user")
+            member = str(rec.payload["member"])
+        if member is None:
+            raise InvalidEventError("feedback needs a decision_id or a member")
+        if member not in self.portfolio:
+            raise InvalidEventError(
+                f"unknown member {member!r}; members are {list(self.portfolio.ids)}"
+            )
+        return self.portfolio.rewards[self.portfolio.index(member)], member
+
+    def _resolve(self, key: str, event: FeedbackEvent, now: float
+                 ) -> tuple[list[Observation], str, dict[str, Any]]:
+        ts = now if event.ts is None else float(event.ts)
+        if isinstance(event, Thumb):
+            r, m = self._member_reward(key, event.member, event.decision_id)
+            return ([Observation.compare(r - self._reference, 1 if event.up else -1, ts=ts)],
+                    "thumb", {"member": m, "up": bool(event.up)})
+        if isinstance(event, Regenerate):
+            r, m = self._member_reward(key, event.member, event.decision_id)
+            return ([Observation.compare(r - self._reference, -1, strength=REGENERATE_STRENGTH,
+                                         ts=ts)], "regenerate", {"member": m})
+        if isinstance(event, Pairwise):
+            if event.winner == event.loser:
+                raise InvalidEventError("pairwise winner and loser must differ")
+            rw, _ = self._member_reward(key, event.winner, None)
+            rl, _ = self._member_reward(key, event.loser, None)
+            return ([Observation.compare(rw - rl, 1, ts=ts)], "pairwise",
+                    {"winner": event.winner, "loser": event.loser})
+        if isinstance(event, ExplicitWeights):
+            return [self._anchor(event, ts)], "explicit", {"weights": dict(event.weights)}
+        if isinstance(event, TextCue):
+            space = self.portfolio.space
+            i = space.index(event.trait)
+            if event.direction not in (-1, 1):
+                raise InvalidEventError(f"cue direction must be +1 or -1; got {event.direction}")
+            delta = -np.full(space.dim, self.policy.default.values[i])
+            delta[i] += 1.0
+            return ([Observation.compare(delta, event.direction, scale=event.strength, ts=ts)],
+                    "cue", {"cue": event.cue_id, "trait": event.trait})
+        raise InvalidEventError(f"unknown feedback event {event!r}")
+
+    def _anchor(self, event: ExplicitWeights, ts: float) -> Observation:
+        space = self.portfolio.space
+        if not event.weights:
+            raise InvalidEventError("explicit weights are empty")
+        if not (isinstance(event.confidence, (int, float)) and 0 < event.confidence <= 100):
+            raise InvalidEventError(f"confidence must be in (0, 100]; got {event.confidence!r}")
+        target = np.zeros(space.dim)
+        mask = np.zeros(space.dim)
+        for name, v in event.weights.items():
+            i = space.index(name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise InvalidWeightsError(f"weight for {name!r} must be a number; got {v!r}")
+            if not 0.0 <= v <= 1.0:
+                raise InvalidWeightsError(f"weight for {name!r} must be in [0, 1]; got {v!r}")
+            target[i] = v
+            mask[i] = 1.0
+        if mask.all():
+            check_simplex(target, space, "explicit weights")
+        precision = float(event.confidence) / EXPLICIT_SD**2
+        return Observation.anchor(target, mask, precision=precision, ts=ts)
+
+    def _record_cues(self, user: UserId, key: str, messages: Sequence[Mapping[str, Any]],
+                     now: float) -> tuple[str, ...]:
+        text, position = _last_user_text(messages)
+        if not text or not self.cues.cues:
+            return ()
+        found = self.cues.match(text)
+        # The same message re-sent (retries, chat history) must count once: id from its content.
+        digest = hashlib.sha256(f"{position}\x00{text}".encode()).hexdigest()[:16]
+        for cue in found:
+            event = TextCue(trait=cue.trait, direction=cue.direction, strength=cue.strength,
+                            cue_id=cue.id, event_id=f"cue:{digest}:{cue.id}", ts=now)
+            obs, kind, extra = self._resolve(key, event, now)
+            self._apply(key, event.event_id, kind, obs, extra, now)
+        return tuple(c.id for c in found)
+
+    # -- the user's rights ------------------------------------------------------------------------
+    def profile(self, user: UserId, *, recent: int = 20) -> Profile:
+        """The user's own profile: inferred weights with uncertainty, and what the policy applies."""
+        key = self.user_key(user)
+        summary, opted_out = self._summary(self.store.get_profile(key))
+        clamp = self.policy.clamp(summary.mean, evidence=summary.evidence,
+                                  personalized=not opted_out)
+        names = self.portfolio.space.names
+
+        def named(a: FloatArray) -> dict[str, float]:
+            return {n: round(float(v), 6) for n, v in zip(names, a)}
+
+        events = [
+            {"kind": e.kind, "ts": e.ts,
+             **{k: v for k, v in e.payload.items() if k not in ("obs",)}}
+            for e in self.store.events(key, limit=recent)
+        ]
+        return Profile(
+            user_key=key, weights=named(summary.mean), lower=named(summary.lower),
+            upper=named(summary.upper), effective_weights=named(clamp.weights),
+            rules_fired=clamp.rules_fired, evidence=round(summary.evidence, 4),
+            n_events=summary.n_events, opted_out=opted_out, recent_events=events,
+        )
+
+    def set_opt_out(self, user: UserId, opted_out: bool = True) -> None:
+        """Switch personalization off (or back on) for this user; the default is served."""
+        key = self.user_key(user)
+        now = float(self.clock())
+        record = self.store.get_profile(key)
+        state = dict(record.state) if record is not None else {}
+        state["opted_out"] = bool(opted_out)
+        self.store.put_profile(key, state, now=now)
+        self._audit(AuditRecord(uuid.uuid4().hex, key, "opt_out" if opted_out else "opt_in",
+                                {}, now))
+
+    def reset(self, user: UserId) -> None:
+        """Forget the learned preferences (events and profile); keep the audit trail."""
+        key = self.user_key(user)
+        now = float(self.clock())
+        self.store.delete_user(key, keep_audit=True)
+        self._audit(AuditRecord(uuid.uuid4().hex, key, "reset", {}, now))
+
+    def forget(self, user: UserId) -> None:
+        """Delete everything about the user; only an audit record of the deletion remains."""
+        key = self.user_key(user)
+        now = float(self.clock())
+        self.store.delete_user(key, keep_audit=False)
+        self._audit(AuditRecord(uuid.uuid4().hex, key, "forget", {}, now))
+
+    def compare_candidates(self, user: UserId) -> tuple[MemberId, MemberId]:
+        """Two members whose comparison would tell most about this user (for an A/B prompt)."""
+        key = self.user_key(user)
+        obs = [Observation.from_dict(d) for e in self.store.events(key, limit=256)
+               for d in e.payload.get("obs", [])]
+        model = self._new_model().fit(obs, now=float(self.clock()))
+        i, j = model.query_pair(self.portfolio.rewards)
+        return self.portfolio.ids[i], self.portfolio.ids[j]
+
+
+def _last_user_text(messages: Sequence[Mapping[str, Any]]) -> tuple[str, int]:
+    for pos in range(len(messages) - 1, -1, -1):
+        m = messages[pos]
+        if not isinstance(m, Mapping) or m.get("role") != "user":
+            continue
+        content = m.get("content")
+        if isinstance(content, str):
+            return content, pos
+        if isinstance(content, list):  # OpenAI content parts
+            texts = [p.get("text", "") for p in content
+                     if isinstance(p, Mapping) and p.get("type") == "text"]
+            return " ".join(t for t in texts if isinstance(t, str)), pos
+        return "", pos
+    return "", -1
