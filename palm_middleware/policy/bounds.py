@@ -1,0 +1,481 @@
+"""The merged, checked form of a bounds policy and the clamp applied on every decision."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .._yaml import LocatedYAML
+from ..exceptions import (
+    ConfigIssue,
+    InvalidParameterError,
+    InvalidWeightsError,
+    PolicyInfeasibleError,
+    PolicyWarning,
+)
+from ..traits import SIMPLEX_TOL, TraitSpace, WeightVector, check_simplex
+from ..types import FloatArray
+from .models import BoundRule, DefaultsSpec, PolicySpec
+from .projection import FEASIBILITY_TOL, l1_distance_to_feasible, solve
+
+__all__ = ["GLOBAL_EXPLORATION", "GLOBAL_PERSONALIZATION", "BoundSources", "BoundsPolicy",
+           "ClampResult"]
+
+#: Pseudo rule id cited when the policy's top-level ``personalization: false`` applies. It has a
+#: dot, so it cannot clash with a rule id.
+GLOBAL_PERSONALIZATION = "policy.personalization"
+#: Pseudo rule id cited when the policy's top-level ``exploration: false`` applies.
+GLOBAL_EXPLORATION = "policy.exploration"
+
+# A bound counts as fired when the unclipped optimum lies beyond it by more than this.
+_FIRE_TOL = 1e-9
+# Slack on the fast path's feasibility test (the result must satisfy bounds within 1e-9).
+_FAST_TOL = 1e-12
+
+RuleIds = tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ClampResult:
+    """Outcome of :meth:`BoundsPolicy.clamp`."""
+
+    weights: FloatArray
+    """Weights satisfying every bound (read-only), shape (n_traits,)."""
+    rules_fired: RuleIds
+    """Ids of rules whose constraint was active or that forced the default, in policy order."""
+    used_default: bool
+    """True when personalization was skipped and the (clamped) default served."""
+    reason: str
+    """Human-readable explanation."""
+
+
+@dataclass(frozen=True)
+class BoundSources:
+    """Which rule ids produced each effective bound (the rules achieving the strictest value)."""
+
+    lower: tuple[RuleIds, ...]
+    """Per trait, the rules setting the effective floor (empty: floor 0)."""
+    upper: tuple[RuleIds, ...]
+    """Per trait, the rules setting the effective cap (empty: cap 1)."""
+    max_drift: RuleIds = ()
+    """Rules setting the effective drift radius."""
+    min_events: RuleIds = ()
+    """Rules setting the effective evidence threshold."""
+    personalization: RuleIds = ()
+    """Rules (or :data:`GLOBAL_PERSONALIZATION`) switching personalization off."""
+    exploration: RuleIds = ()
+    """Rules (or :data:`GLOBAL_EXPLORATION`) switching exploration off."""
+
+
+@dataclass(frozen=True, eq=False)
+class BoundsPolicy:
+    """A loaded, merged and feasibility-checked bounds policy.
+
+    Build one with :func:`~palm_middleware.policy.load_policy`,
+    :func:`~palm_middleware.policy.parse_policy`, :meth:`from_dict` or :meth:`default_policy`.
+    Merging: floors take the max, caps the min, the drift radius the min, ``min_events`` the max,
+    switches the AND; :attr:`sources` keeps which rules produced each effective bound.
+
+    >>> from palm_middleware.traits import TraitSpace
+    >>> policy = BoundsPolicy.default_policy(TraitSpace(["safety", "humor"]))
+    >>> policy.clamp(np.array([0.1, 0.9]), evidence=5).weights.tolist()
+    [0.1, 0.9]
+    """
+
+    space: TraitSpace
+    """The trait space."""
+    name: str
+    """Policy name."""
+    version: str
+    """Short sha256 of the canonical policy content, cited by every decision."""
+    default: WeightVector
+    """The declared default weights (possibly outside the bounds; see :attr:`effective_default`)."""
+    prior_strength: float
+    """Dirichlet concentration of the prior around the default."""
+    personalization: bool
+    """Global switch, ANDed over the top-level flag and every rule."""
+    exploration: bool
+    """May the router explore, ANDed over the top-level flag and every rule."""
+    lower: FloatArray
+    """Effective floors, shape (n_traits,)."""
+    upper: FloatArray
+    """Effective caps, shape (n_traits,)."""
+    max_drift: float | None
+    """Effective cap on ``||w - default||_1``, or None."""
+    min_events: float
+    """Effective evidence needed before leaving the default."""
+    sources: BoundSources
+    """Rule ids behind each effective bound."""
+    rules: tuple[BoundRule, ...] = ()
+    """The rules as written, in policy order."""
+    source: str | None = None
+    """File (or ``<dict>``) the policy came from."""
+    _order: dict[str, int] = field(init=False, repr=False)
+    _default_x: FloatArray = field(init=False, repr=False)
+    _default_fired: RuleIds = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        d = self.space.dim
+        for what in ("lower", "upper"):
+            arr = np.array(getattr(self, what), dtype=np.float64).reshape(-1)
+            if arr.shape != (d,):
+                raise InvalidParameterError(f"{what} must have shape ({d},); got {arr.shape}")
+            arr.setflags(write=False)
+            object.__setattr__(self, what, arr)
+        order = {GLOBAL_PERSONALIZATION: -2, GLOBAL_EXPLORATION: -1}
+        order.update({r.id: i for i, r in enumerate(self.rules)})
+        object.__setattr__(self, "_order", order)
+        # The default is served often (cold start, opt-out): clamp it once.
+        sol = solve(self.default.values, self.lower, self.upper, self._center, self.max_drift)
+        x = sol.x
+        x.setflags(write=False)
+        object.__setattr__(self, "_default_x", x)
+        object.__setattr__(self, "_default_fired", self._fired(sol.z, sol.mu))
+
+    # -- construction -------------------------------------------------------------------------
+
+    @classmethod
+    def default_policy(cls, space: TraitSpace, *, name: str = "default") -> BoundsPolicy:
+        """A policy without bounds: uniform default, prior strength 10, everything allowed."""
+        spec = PolicySpec(
+            version=1,
+            name=name,
+            traits=list(space.names),
+            defaults=DefaultsSpec(weights=None, prior_strength=10.0),
+        )
+        return compile_policy(spec, LocatedYAML(data={}, positions={}, filename="<default>"))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "<dict>") -> BoundsPolicy:
+        """Build from plain data shaped like the YAML file; errors as for a file."""
+        from .loader import policy_from_data  # loader imports this module
+
+        return policy_from_data(data, source)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The policy as plain data (without defaults left unset); inverse of :meth:`from_dict`."""
+        out: dict[str, Any] = {"version": 1, "name": self.name, "traits": list(self.space.names)}
+        out["defaults"] = {"weights": self.default.as_dict(), "prior_strength": self.prior_strength}
+        out["personalization"] = GLOBAL_PERSONALIZATION not in self.sources.personalization
+        out["exploration"] = GLOBAL_EXPLORATION not in self.sources.exploration
+        out["bounds"] = [r.model_dump(exclude_none=True) for r in self.rules]
+        return out
+
+    # -- evaluation ---------------------------------------------------------------------------
+
+    @property
+    def effective_default(self) -> FloatArray:
+        """The default clamped into the bounds (equal to :attr:`default` when it satisfies them)."""
+        return self._default_x
+
+    @property
+    def _center(self) -> FloatArray | None:
+        return self.default.values if self.max_drift is not None else None
+
+    def clamp(
+        self,
+        weights: FloatArray | WeightVector | Sequence[float],
+        *,
+        evidence: float,
+        personalized: bool = True,
+    ) -> ClampResult:
+        """The point satisfying every bound that is closest (Euclidean) to ``weights``.
+
+        Args:
+            weights: The user's inferred weights, shape (n_traits,), on the simplex.
+            evidence: Effective number of events behind ``weights`` (compared with
+                :attr:`min_events`).
+            personalized: False serves the default (e.g. the request opted out).
+
+        Returns:
+            A :class:`ClampResult`; ``weights`` satisfies floors, caps and drift within 1e-9.
+
+        Raises:
+            InvalidWeightsError: ``weights`` has NaN, negative entries, the wrong length or does
+                not sum to 1.
+            InvalidParameterError: ``evidence`` is not a finite number >= 0.
+        """
+        w = self._check_weights(weights)
+        if isinstance(evidence, bool) or not isinstance(evidence, (int, float, np.number)):
+            raise InvalidParameterError(f"evidence must be a number; got {evidence!r}")
+        ev = float(evidence)
+        if not ev >= 0.0 or math.isinf(ev):
+            raise InvalidParameterError(f"evidence must be a finite number >= 0; got {evidence!r}")
+        if not self.personalization:
+            fired = self.sources.personalization
+            why = f"personalization is off ({_cite(fired)})"
+            return self._serve_default(fired, why)
+        if not personalized:
+            return self._serve_default((), "personalization not requested for this call")
+        if ev < self.min_events:
+            fired = self.sources.min_events
+            why = f"evidence {ev:g} < {self.min_events:g} required ({_cite(fired)})"
+            return self._serve_default(fired, why)
+        lo, up = self.lower, self.upper
+        if (
+            abs(float(w.sum()) - 1.0) <= _FAST_TOL
+            and bool(np.all(w >= lo - _FAST_TOL))
+            and bool(np.all(w <= up + _FAST_TOL))
+            and (
+                self.max_drift is None
+                or float(np.abs(w - self.default.values).sum()) <= self.max_drift + _FAST_TOL
+            )
+        ):
+            w = w.copy()
+            w.setflags(write=False)
+            return ClampResult(w, (), False, "within bounds")
+        sol = solve(w, lo, up, self._center, self.max_drift)
+        fired = self._fired(sol.z, sol.mu)
+        x = sol.x
+        x.setflags(write=False)
+        reason = f"clamped by {_cite(fired)}" if fired else "renormalized onto the simplex"
+        return ClampResult(x, fired, False, reason)
+
+    def _serve_default(self, fired: RuleIds, why: str) -> ClampResult:
+        if self._default_fired:
+            why += f"; the default itself was clamped by {_cite(self._default_fired)}"
+        all_fired = self._sort({*fired, *self._default_fired})
+        return ClampResult(self._default_x, all_fired, True, f"{why}: serving the default")
+
+    def _fired(self, z: FloatArray, mu: float) -> RuleIds:
+        ids: set[str] = set()
+        src = self.sources
+        for i in np.flatnonzero(z < self.lower - _FIRE_TOL):
+            ids.update(src.lower[i])
+        for i in np.flatnonzero(z > self.upper + _FIRE_TOL):
+            ids.update(src.upper[i])
+        if mu > 0.0:
+            ids.update(src.max_drift)
+        return self._sort(ids)
+
+    def _sort(self, ids: set[str] | Sequence[str]) -> RuleIds:
+        return tuple(sorted(ids, key=lambda r: self._order.get(r, len(self._order))))
+
+    def _check_weights(self, weights: FloatArray | WeightVector | Sequence[float]) -> FloatArray:
+        if isinstance(weights, WeightVector):
+            if weights.space != self.space:
+                raise InvalidWeightsError(
+                    f"weights are over traits {list(weights.space.names)}; the policy's traits "
+                    f"are {list(self.space.names)}"
+                )
+            return weights.values
+        try:
+            w = np.asarray(weights, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise InvalidWeightsError(
+                f"weights must be an array of numbers; got {weights!r}"
+            ) from exc
+        ok = (
+            w.shape == (self.space.dim,)
+            and bool(np.all(np.isfinite(w)))
+            and float(w.min()) >= -SIMPLEX_TOL
+            and abs(float(w.sum()) - 1.0) <= SIMPLEX_TOL
+        )
+        if not ok:
+            check_simplex(w.reshape(-1) if w.ndim != 1 else w, self.space)
+            raise InvalidWeightsError(f"weights must be a vector on the simplex; got {w!r}")
+        return w
+
+
+def _cite(ids: Sequence[str]) -> str:
+    if not ids:
+        return "no rule"
+    return ("rule " if len(ids) == 1 else "rules ") + ", ".join(repr(i) for i in ids)
+
+
+# -- compiling a spec into a policy ------------------------------------------------------------
+
+
+def policy_version(spec: PolicySpec) -> str:
+    """Short sha256 of the canonical JSON of ``spec`` (key order and formatting do not matter)."""
+    canonical = json.dumps(
+        spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), allow_nan=False
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:12]
+
+
+def compile_policy(spec: PolicySpec, doc: LocatedYAML) -> BoundsPolicy:
+    """Merge the rules of a schema-valid ``spec`` and check feasibility.
+
+    Trait names must already be checked (see the loader). ``doc`` locates issues in the text.
+
+    Raises:
+        PolicyInfeasibleError: No weight vector satisfies the bounds; names the rules in conflict.
+
+    Warns:
+        PolicyWarning: The default weights violate a floor or cap (they are clamped when served).
+    """
+    space = TraitSpace(spec.traits)
+    d = space.dim
+    lower, upper = np.zeros(d), np.ones(d)
+    lo_src: list[list[str]] = [[] for _ in range(d)]
+    up_src: list[list[str]] = [[] for _ in range(d)]
+    # where[rule id] = index in bounds, to locate issues
+    where = {r.id: i for i, r in enumerate(spec.bounds)}
+    drift: float | None = None
+    drift_src: list[str] = []
+    min_events = 0.0
+    ev_src: list[str] = []
+    pers_src = [] if spec.personalization else [GLOBAL_PERSONALIZATION]
+    expl_src = [] if spec.exploration else [GLOBAL_EXPLORATION]
+
+    def tighten(
+        cur: float, new: float, src: list[str], rid: str, stricter: bool, noop: bool
+    ) -> float:
+        # A value equal to the implicit one (floor 0, cap 1) constrains nothing: cite no rule.
+        if stricter:
+            src[:] = [rid]
+            return new
+        if new == cur and not noop:
+            src.append(rid)
+        return cur
+
+    for rule in spec.bounds:
+        rid = rule.id
+        for name, v in (rule.min or {}).items():
+            i = space.index(name)
+            lower[i] = tighten(lower[i], v, lo_src[i], rid, v > lower[i], v == 0.0)
+        for name, v in (rule.max or {}).items():
+            i = space.index(name)
+            upper[i] = tighten(upper[i], v, up_src[i], rid, v < upper[i], v == 1.0)
+        if rule.max_l1_from_default is not None:
+            v = rule.max_l1_from_default
+            if drift is None or v < drift:
+                drift, drift_src = v, [rid]
+            elif v == drift:
+                drift_src.append(rid)
+        if rule.min_events is not None:
+            v = rule.min_events
+            min_events = tighten(min_events, v, ev_src, rid, v > min_events, v == 0.0)
+        if rule.personalization is False:
+            pers_src.append(rid)
+        if rule.exploration is False:
+            expl_src.append(rid)
+
+    if spec.defaults.weights is None:
+        default = space.uniform()
+    else:
+        default = WeightVector(space, space.vector(spec.defaults.weights, fill=0.0))
+
+    def at(rid: str, *key: str | int) -> tuple[str | int, ...]:
+        return ("bounds", where[rid], *key)
+
+    issues: list[ConfigIssue] = []
+    conflict: list[str] = []
+    for i, name in enumerate(space.names):
+        if lower[i] > upper[i]:
+            rids = _unique([*lo_src[i], *up_src[i]])
+            conflict.extend(rids)
+            issues.append(
+                doc.issue(
+                    at(lo_src[i][0], "min", name),
+                    f"floor {lower[i]:g} on {name!r} ({_cite(lo_src[i])}) is above its cap "
+                    f"{upper[i]:g} ({_cite(up_src[i])}); no weight vector satisfies both",
+                    lo_src[i][0],
+                )
+            )
+    floor_rules = _unique([r for s in lo_src for r in s])
+    cap_rules = _unique([r for s in up_src for r in s])
+    if float(lower.sum()) > 1.0 + FEASIBILITY_TOL:
+        conflict.extend(floor_rules)
+        parts = ", ".join(
+            f"{n} >= {lower[i]:g} ({_cite(lo_src[i])})" for i, n in enumerate(space.names)
+            if lo_src[i]
+        )
+        issues.append(
+            doc.issue(
+                at(floor_rules[0], "min"),
+                f"floors sum to {float(lower.sum()):.6g} > 1, so no weight vector satisfies them: "
+                f"{parts}; lower some of them",
+                floor_rules[0],
+            )
+        )
+    if float(upper.sum()) < 1.0 - FEASIBILITY_TOL:
+        conflict.extend(cap_rules)
+        parts = ", ".join(f"{n} <= {upper[i]:g} ({_cite(up_src[i])})"
+                          for i, n in enumerate(space.names))
+        issues.append(
+            doc.issue(
+                at(cap_rules[0], "max"),
+                f"caps sum to {float(upper.sum()):.6g} < 1, so no weight vector satisfies them: "
+                f"{parts}; raise some of them",
+                cap_rules[0],
+            )
+        )
+    c = default.values
+    violated = [
+        (i, name) for i, name in enumerate(space.names) if c[i] < lower[i] or c[i] > upper[i]
+    ]
+    if not issues and drift is not None:
+        dist = l1_distance_to_feasible(c, lower, upper)
+        if dist > drift + FEASIBILITY_TOL:
+            involved = [
+                r for i, _ in violated for r in (lo_src[i] if c[i] < lower[i] else up_src[i])
+            ]
+            rids = _unique([*drift_src, *involved])
+            conflict.extend(rids)
+            issues.append(
+                doc.issue(
+                    at(drift_src[0], "max_l1_from_default"),
+                    f"max_l1_from_default {drift:g} ({_cite(drift_src)}) is smaller than the L1 "
+                    f"distance {dist:.6g} from the default weights to the nearest vector meeting "
+                    f"the floors and caps ({_cite(_unique(involved))}); every vector breaks one; "
+                    "raise the radius or move the default",
+                    drift_src[0],
+                )
+            )
+    if issues:
+        raise PolicyInfeasibleError(issues, _unique(conflict))
+    for i, name in violated:
+        if c[i] < lower[i]:
+            bound, src = f"floor {lower[i]:g}", lo_src[i]
+        else:
+            bound, src = f"cap {upper[i]:g}", up_src[i]
+        issue = doc.issue(
+            ("defaults", "weights", name),
+            f"default weight {c[i]:g} for {name!r} breaks the {bound} ({_cite(src)}); the default "
+            "is clamped into the bounds when served",
+            src[0],
+        )
+        warnings.warn(str(issue), PolicyWarning, stacklevel=4)
+
+    return BoundsPolicy(
+        space=space,
+        name=spec.name or _stem(doc.filename),
+        version=policy_version(spec),
+        default=default,
+        prior_strength=spec.defaults.prior_strength,
+        personalization=not pers_src,
+        exploration=not expl_src,
+        lower=lower,
+        upper=upper,
+        max_drift=drift,
+        min_events=min_events,
+        sources=BoundSources(
+            lower=tuple(tuple(s) for s in lo_src),
+            upper=tuple(tuple(s) for s in up_src),
+            max_drift=tuple(drift_src),
+            min_events=tuple(ev_src),
+            personalization=tuple(pers_src),
+            exploration=tuple(expl_src),
+        ),
+        rules=tuple(spec.bounds),
+        source=doc.filename,
+    )
+
+
+def _unique(ids: Sequence[str]) -> list[str]:
+    return list(dict.fromkeys(ids))
+
+
+def _stem(filename: str) -> str:
+    base = filename.replace("\\", "/").rsplit("/", 1)[-1]
+    stem = base.rsplit(".", 1)[0] if "." in base.strip(".") else base
+    return stem.strip("<>") or "policy"
