@@ -250,8 +250,8 @@ class Palm:
         decision = Decision(
             decision_id=decision_id, user_key=key, member=route.member,
             runner_up=route.runner_up, margin=route.margin, mode=route.mode,
-            raw_weights={n: round(float(v), 6) for n, v in zip(names, raw)},
-            weights={n: round(float(v), 6) for n, v in zip(names, used_w)},
+            raw_weights={n: float(v) for n, v in zip(names, raw)},
+            weights={n: float(v) for n, v in zip(names, used_w)},
             rules_fired=rules, policy_version=self.policy.version, evidence=summary.evidence,
             used_default=clamp.used_default or fallback is not None, fallback=fallback,
             cues=cue_ids, explanation=explanation, ts=now,
@@ -447,7 +447,7 @@ class Palm:
 
     # -- the user's rights ------------------------------------------------------------------------
     def profile(self, user: UserId, *, recent: int = 20) -> Profile:
-        """The user's own profile: inferred weights with uncertainty, and what the policy applies."""
+        """The user's own profile: inferred weights, their uncertainty, what the policy applies."""
         key = self.user_key(user)
         summary, opted_out = self._summary(self.store.get_profile(key))
         clamp = self.policy.clamp(summary.mean, evidence=summary.evidence,

@@ -129,7 +129,8 @@ def run_simulation(config: SimulationConfig = SimulationConfig(),
             opt = float(vals.max())
             urng = np.random.default_rng([c.seed, u, 0 if fb == "pairwise" else 1])
 
-            def feedback(i: int, j: int | None, w: FloatArray = w) -> int:
+            def feedback(i: int, j: int | None, w: FloatArray = w,
+                         urng: np.random.Generator = urng) -> int:
                 if j is None:
                     p = _sigmoid(c.beta * float(w @ (R[i] - ref)))
                 else:

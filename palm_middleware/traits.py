@@ -145,7 +145,7 @@ class WeightVector:
 
 
 def check_simplex(arr: FloatArray, space: TraitSpace, what: str = "weights") -> None:
-    """Raise :class:`InvalidWeightsError` unless ``arr`` is a point of the simplex over ``space``."""
+    """Raise :class:`InvalidWeightsError` unless ``arr`` lies on the simplex over ``space``."""
     if arr.shape != (space.dim,):
         raise InvalidWeightsError(
             f"{what} must have one entry per trait ({space.dim}: {list(space.names)}); "

@@ -34,9 +34,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the simulation, write CSV and PNG, print the table."""
-    from ..simulate import SimulationConfig, format_table, run_simulation
+    from ..simulate import Feedback, SimulationConfig, format_table, run_simulation
 
-    fb = ("pairwise", "thumbs") if args.feedback == "both" else (args.feedback,)
+    fb: tuple[Feedback, ...] = (
+        ("pairwise", "thumbs") if args.feedback == "both" else (args.feedback,)
+    )
     cfg = SimulationConfig(
         n_traits=args.traits, n_members=args.members, n_users=args.users,
         n_events=args.events, beta=args.beta, noise=args.noise, feedback=fb, seed=args.seed,

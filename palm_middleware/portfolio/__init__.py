@@ -1,4 +1,4 @@
-"""Portfolios: manifests (this package), and offline building (grid, search, pruning, certificate)."""
+"""Portfolios: manifests, and offline building (grid, search, pruning, certificate)."""
 
 from __future__ import annotations
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from ..exceptions import InvalidParameterError, NotFittedError
 from ..types import FloatArray
@@ -60,7 +61,7 @@ class PosteriorSummary:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (about 30 numbers for 4 traits)."""
         return {
-            "mean": [round(float(x), 6) for x in self.mean],
+            "mean": [round(float(x), 9) for x in self.mean],
             "lower": [round(float(x), 6) for x in self.lower],
             "upper": [round(float(x), 6) for x in self.upper],
             "concentration": round(float(self.concentration), 4),
@@ -72,8 +73,9 @@ class PosteriorSummary:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PosteriorSummary:
         """Inverse of :meth:`to_dict`."""
+        mean = np.asarray(d["mean"], dtype=np.float64)
         return cls(
-            mean=np.asarray(d["mean"], dtype=np.float64),
+            mean=mean / mean.sum(),  # undo rounding drift from storage
             lower=np.asarray(d["lower"], dtype=np.float64),
             upper=np.asarray(d["upper"], dtype=np.float64),
             concentration=float(d["concentration"]),
@@ -178,12 +180,15 @@ class PreferenceModel:
         ):
             raise InvalidParameterError(f"half_life must be > 0 or None; got {self.half_life!r}")
         if not isinstance(self.n_particles, int) or self.n_particles < 64:
-            raise InvalidParameterError(f"n_particles must be an int >= 64; got {self.n_particles!r}")
+            raise InvalidParameterError(
+                f"n_particles must be an int >= 64; got {self.n_particles!r}"
+            )
         if not isinstance(self.max_observations, int) or self.max_observations < 1:
             raise InvalidParameterError(
                 f"max_observations must be an int >= 1; got {self.max_observations!r}"
             )
-        return mean / mean.sum()
+        out: FloatArray = mean / mean.sum()
+        return out
 
     # -- fitting ----------------------------------------------------------------------------
     def fit(self, observations: Iterable[Observation], *, now: float | None = None
@@ -222,7 +227,8 @@ class PreferenceModel:
         for o in obs:
             if o.vector.shape != (self.n_traits_,):
                 raise InvalidParameterError(
-                    f"observation has {o.vector.size} entries; the model has {self.n_traits_} traits"
+                    f"observation has {o.vector.size} entries; "
+                    f"the model has {self.n_traits_} traits"
                 )
         t_new = max(o.ts for o in obs) if now is None else float(now)
         self._decay_to(t_new)
@@ -258,7 +264,7 @@ class PreferenceModel:
             self._maybe_rejuvenate()
         self._t_ref = max(self._t_ref, t)
 
-    def _temper_in(self, idx: FloatArray, factors: FloatArray) -> None:
+    def _temper_in(self, idx: npt.NDArray[np.intp], factors: FloatArray) -> None:
         """Raise the exponents of observations ``idx`` by ``factors``, in ESS-safe stages."""
         n = self.n_particles
         remaining = 1.0
@@ -360,7 +366,8 @@ class PreferenceModel:
         """Posterior mean weight vector."""
         self._check_fitted()
         m: FloatArray = self.weights_ @ self.particles_
-        return m / m.sum()
+        out: FloatArray = m / m.sum()
+        return out
 
     def sample(self, n: int = 1, random_state: int | np.random.Generator | None = None
                ) -> FloatArray:

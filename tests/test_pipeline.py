@@ -1,0 +1,272 @@
+"""The Palm pipeline end to end on a real SQLite store, the bundled portfolio and default policy."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from palm_middleware import (
+    ExplicitWeights,
+    IdentityError,
+    InvalidEventError,
+    InvalidWeightsError,
+    Pairwise,
+    Palm,
+    Regenerate,
+    SQLiteStore,
+    StoreUnavailable,
+    Thumb,
+    load_policy,
+    load_portfolio,
+)
+from palm_middleware.cli._common import bundled
+from palm_middleware.policy import parse_policy
+from palm_middleware.stores.base import AuditRecord
+
+PORTFOLIO = load_portfolio(bundled("portfolio.yaml"))
+POLICY = load_policy(bundled("policy.yaml"))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        self.t += 1.0
+        return self.t
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Any:
+    s = SQLiteStore(tmp_path / "palm.db")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def palm(store: SQLiteStore) -> Palm:
+    return Palm(PORTFOLIO, POLICY, store, clock=Clock(), random_state=0)
+
+
+def prefer(palm: Palm, user: str, winner: str, n: int = 12) -> None:
+    others = [m for m in PORTFOLIO.ids if m != winner]
+    for i in range(n):
+        assert palm.record_feedback(user, Pairwise(winner=winner, loser=others[i % len(others)]))
+
+
+def test_new_user_gets_the_default_with_reasons(palm: Palm) -> None:
+    d = palm.decide("alice", [{"role": "user", "content": "hi"}])
+    default_member = PORTFOLIO.ids[int(np.argmax(PORTFOLIO.rewards @ POLICY.default.values))]
+    assert d.member == default_member
+    assert d.used_default and "min-evidence" in d.rules_fired
+    assert d.policy_version == POLICY.version
+    assert d.headers()["x-palm-member"] == d.member
+    assert d.headers()["x-palm-policy"] == POLICY.version
+    assert "chose" in d.explanation and d.fallback is None
+
+
+def test_feedback_changes_routing_for_that_user_only(palm: Palm) -> None:
+    before_bob = palm.decide("bob").member
+    prefer(palm, "alice", "terse")
+    assert palm.decide("alice").member == "terse"
+    assert palm.decide("bob").member == before_bob
+    prof = palm.profile("alice")
+    assert prof.n_events == 12 and prof.weights["brevity"] > POLICY.default["brevity"]
+    assert prof.lower["brevity"] <= prof.weights["brevity"] <= prof.upper["brevity"]
+    assert palm.profile("bob").n_events == 0
+
+
+def test_weights_never_leave_the_bounds(palm: Palm) -> None:
+    prefer(palm, "clown", "playful", n=30)
+    palm.record_feedback("clown", ExplicitWeights({"humor": 0.9, "safety": 0.0}, confidence=5))
+    d = palm.decide("clown")
+    assert d.weights["humor"] <= 0.3 + 1e-9 and d.weights["safety"] >= 0.2 - 1e-9
+    assert abs(sum(d.weights.values()) - 1) < 1e-9
+    assert "humor-cap" in d.rules_fired
+    assert d.raw_weights["humor"] > 0.3  # the bound, not the inference, held it back
+    drift = sum(abs(d.weights[t] - POLICY.default[t]) for t in d.weights)
+    assert drift <= 0.8 + 1e-9
+
+
+def test_thumbs_by_decision_and_identity_isolation(palm: Palm) -> None:
+    d = palm.decide("alice")
+    assert palm.record_feedback("alice", Thumb(up=False, decision_id=d.decision_id))
+    with pytest.raises(IdentityError, match="another user"):
+        palm.record_feedback("mallory", Thumb(up=True, decision_id=d.decision_id))
+    assert palm.profile("mallory").n_events == 0
+    assert palm.user_key("alice") != palm.user_key("mallory")
+    with pytest.raises(IdentityError):
+        palm.decide("")
+
+
+def test_events_are_idempotent(palm: Palm) -> None:
+    e = Pairwise(winner="terse", loser="thorough", event_id="evt-1")
+    assert palm.record_feedback("alice", e) is True
+    assert palm.record_feedback("alice", e) is False
+    assert palm.profile("alice").n_events == 1
+    # the same client event id from another user is a different event
+    assert palm.record_feedback("bob", e) is True
+
+
+@pytest.mark.parametrize(
+    ("event", "exc", "match"),
+    [
+        (Thumb(up=True, member="nobody"), InvalidEventError, "unknown member 'nobody'"),
+        (Thumb(up=True), InvalidEventError, "decision_id or a member"),
+        (Thumb(up=True, decision_id="nope"), InvalidEventError, "unknown decision"),
+        (Pairwise(winner="terse", loser="terse"), InvalidEventError, "must differ"),
+        (Regenerate(member="ghost"), InvalidEventError, "unknown member"),
+        (ExplicitWeights({"wit": 0.5}), InvalidWeightsError, "unknown trait 'wit'"),
+        (ExplicitWeights({"humor": 1.5}), InvalidWeightsError, r"'humor' must be in \[0, 1\]"),
+        (ExplicitWeights({"humor": float("nan")}), InvalidWeightsError, "must be a number"),
+        (ExplicitWeights({}), InvalidEventError, "empty"),
+        (ExplicitWeights({"safety": 0.5, "helpfulness": 0.5, "humor": 0.5, "brevity": 0.5}),
+         InvalidWeightsError, "sum to 1"),
+        (ExplicitWeights({"humor": 0.5}, confidence=0), InvalidEventError, "confidence"),
+    ],
+)
+def test_bad_feedback_is_refused_clearly(palm: Palm, event: Any, exc: type, match: str) -> None:
+    with pytest.raises(exc, match=match):
+        palm.record_feedback("alice", event)
+    assert palm.profile("alice").n_events == 0
+
+
+def test_cues_count_once_and_no_text_is_stored(palm: Palm, tmp_path: Path) -> None:
+    secret = "My name is Zebediah Quux and that was too long, shorter please"
+    history = [{"role": "user", "content": secret}]
+    d1 = palm.decide("alice", history)
+    d2 = palm.decide("alice", history)  # a retry re-sends the same message
+    assert d1.cues == d2.cues == ("shorter",)
+    prof = palm.profile("alice")
+    assert prof.n_events == 1 and prof.recent_events[0]["cue"] == "shorter"
+    assert prof.weights["brevity"] > POLICY.default["brevity"]
+    palm.store.close()
+    blob = b"".join(p.read_bytes() for p in tmp_path.glob("palm.db*"))
+    assert b"Zebediah" not in blob and b"shorter please" not in blob
+    assert b"alice" not in blob  # user ids are pseudonymized too
+
+
+def test_reset_keeps_audit_forget_leaves_only_the_deletion(palm: Palm, tmp_path: Path) -> None:
+    prefer(palm, "alice", "terse", n=3)
+    palm.decide("alice")
+    key = palm.user_key("alice")
+    palm.reset("alice")
+    assert palm.profile("alice").n_events == 0
+    assert {r.kind for r in palm.store.audit(key)} == {"decision", "reset"}
+    palm.forget("alice")
+    assert palm.store.get_profile(key) is None and palm.store.events(key) == []
+    assert [r.kind for r in palm.store.audit(key)] == ["forget"]
+
+
+def test_opt_out_serves_the_default(palm: Palm) -> None:
+    prefer(palm, "alice", "terse")
+    palm.set_opt_out("alice")
+    d = palm.decide("alice")
+    assert d.used_default and d.weights == pytest.approx(
+        dict(zip(POLICY.space.names, POLICY.clamp(POLICY.default.values, evidence=0,
+                                                  personalized=False).weights)))
+    assert palm.profile("alice").opted_out
+    palm.set_opt_out("alice", False)
+    assert palm.decide("alice").member == "terse"
+
+
+def test_corrupt_profile_falls_back_to_the_default_inside_bounds(palm: Palm) -> None:
+    key = palm.user_key("alice")
+    palm.store.put_profile(key, {"posterior": {"mean": [0.5, 0.5]}}, now=1.0)
+    d = palm.decide("alice")
+    assert d.fallback is not None and d.used_default
+    safe = POLICY.clamp(POLICY.default.values, evidence=0, personalized=False)
+    assert list(d.weights.values()) == pytest.approx(list(safe.weights))
+
+
+class FlakyStore(SQLiteStore):
+    """A real SQLite store whose audit writes can be made to fail (the disk is full, say)."""
+
+    failing = False
+
+    def append_audit(self, record: AuditRecord) -> None:
+        if self.failing:
+            raise StoreUnavailable("injected failure")
+        super().append_audit(record)
+
+
+def test_audit_records_survive_a_store_outage(tmp_path: Path) -> None:
+    store = FlakyStore(tmp_path / "f.db")
+    palm = Palm(PORTFOLIO, POLICY, store, clock=Clock())
+    store.failing = True
+    ids = [palm.decide("alice").decision_id for _ in range(3)]
+    assert palm.pending_audit == 3
+    store.failing = False
+    ids.append(palm.decide("alice").decision_id)
+    assert palm.pending_audit == 0
+    assert [r.record_id for r in store.audit(palm.user_key("alice"))] == ids
+    store.close()
+
+
+def test_concurrent_feedback_loses_nothing(palm: Palm) -> None:
+    errors: list[BaseException] = []
+
+    def worker(k: int) -> None:
+        try:
+            for i in range(10):
+                palm.record_feedback("alice", Pairwise(winner="terse", loser="thorough",
+                                                       event_id=f"{k}-{i}"))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert palm.profile("alice").n_events == 60
+    assert len(palm.store.events(palm.user_key("alice"))) == 60
+
+
+def test_async_twins(palm: Palm) -> None:
+    async def go() -> tuple[str, bool]:
+        d = await palm.adecide("alice", [{"role": "user", "content": "hello"}])
+        ok = await palm.arecord_feedback("alice", Thumb(up=True, decision_id=d.decision_id))
+        return d.member, ok
+
+    member, ok = asyncio.run(go())
+    assert member in PORTFOLIO and ok
+
+
+def test_thompson_explores_only_when_the_policy_allows(store: SQLiteStore) -> None:
+    explore = Palm(PORTFOLIO, POLICY, store, mode="thompson", clock=Clock(), random_state=1)
+    prefer(explore, "alice", "terse", n=4)
+    chosen = {explore.decide("alice").member for _ in range(40)}
+    assert len(chosen) >= 2  # draws from the posterior reach more than one member
+    text = bundled("policy.yaml").read_text().replace("exploration: true", "exploration: false")
+    strict = Palm(PORTFOLIO, parse_policy(text, "p.yaml"), store, mode="thompson", clock=Clock())
+    modes = {strict.decide("alice").mode for _ in range(10)}
+    assert modes == {"mean"}
+
+
+def test_robust_mode_routes_inside_the_portfolio(store: SQLiteStore) -> None:
+    palm = Palm(PORTFOLIO, POLICY, store, mode="robust", clock=Clock())
+    prefer(palm, "alice", "terse", n=8)
+    d = palm.decide("alice")
+    assert d.mode == "robust" and d.member in PORTFOLIO
+
+
+def test_compare_candidates_returns_two_members(palm: Palm) -> None:
+    a, b = palm.compare_candidates("alice")
+    assert a != b and a in PORTFOLIO and b in PORTFOLIO
+
+
+def test_database_holds_decisions_as_audit(palm: Palm, tmp_path: Path) -> None:
+    d = palm.decide("alice")
+    rec = palm.store.get_audit(d.decision_id)
+    assert rec is not None and rec.payload["member"] == d.member
+    assert rec.payload["policy_version"] == POLICY.version
+    with sqlite3.connect(tmp_path / "palm.db") as conn:
+        assert conn.execute("select count(*) from audit").fetchone()[0] == 1
