@@ -13,7 +13,7 @@ For a fixed ``mu``, ``sum_i x_i(nu)`` is non-increasing and piecewise linear in 
 ``6 d`` kinks, so ``nu`` is found exactly by evaluating every kink and interpolating linearly.
 ``||x(mu) - c||_1`` is non-increasing and piecewise linear in ``mu`` with a slope known in closed
 form; the smallest ``mu`` that puts ``x`` inside the ball is found by bracketed Newton steps,
-which are exact within a linear piece (falling back to secant/bisection on the bracket).
+which are exact within a linear piece (falling back to bisection of the bracket).
 """
 
 from __future__ import annotations
@@ -134,30 +134,24 @@ def solve(
     # Find the smallest mu with phi(mu) = ||x(mu) - c||_1 - radius <= 0. phi is non-increasing
     # and piecewise linear, with slope -4 n+ n- / (n+ + n-) where n+ (n-) counts the coordinates
     # strictly inside the box and above (below) the centre: Newton steps are exact within a
-    # piece, and a bracket [lo, hi] keeps them safe.
+    # piece, and a bracket [lo, hi] with bisection keeps them safe.
     mu = 0.0
     slope = _slope(y, lower, upper, center, z, nu, mu)
-    lo, f_lo = 0.0, f
-    hi, f_hi = math.inf, -math.inf
+    lo, hi = 0.0, math.inf
     x_hi, z_hi = x, z
-    for it in range(200):
-        cand = mu - f / slope if slope < 0.0 else math.nan
-        if not lo < cand < hi or it >= 20:  # no usable Newton step (or slow progress)
-            if math.isinf(hi):
-                cand = max(4.0 * lo, 0.05)
-            else:  # secant on the bracket, bisection if it stalls at an end
-                cand = hi - f_hi * (hi - lo) / (f_hi - f_lo)
-                if not lo + 1e-3 * (hi - lo) < cand < hi - 1e-3 * (hi - lo):
-                    cand = 0.5 * (lo + hi)
+    for it in range(300):
+        cand = mu - f / slope if slope < 0.0 and it < 30 else math.nan
+        if not lo < cand < hi:  # no usable Newton step: grow, or bisect the bracket
+            cand = max(4.0 * lo, 0.05) if math.isinf(hi) else 0.5 * (lo + hi)
         mu = cand
         x, z, nu = _solve_sum(y, lower, upper, center, mu)
         f = float(np.abs(x - center).sum()) - radius
         if abs(f) <= _BALL_TOL:
             return _Solution(x, z, mu)  # inside, or outside by < 1e-13
         if f > 0.0:
-            lo, f_lo = mu, f
+            lo = mu
         else:
-            hi, f_hi, x_hi, z_hi = mu, f, x, z
+            hi, x_hi, z_hi = mu, x, z
         if hi - lo <= 1e-15 * max(1.0, hi) and not math.isinf(hi):
             break
         slope = _slope(y, lower, upper, center, z, nu, mu)
