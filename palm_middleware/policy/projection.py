@@ -181,27 +181,26 @@ def _solve_sum(
     y: FloatArray, lower: FloatArray, upper: FloatArray, center: FloatArray | None, mu: float
 ) -> tuple[FloatArray, FloatArray, float]:
     """(x, z, nu): x(nu, mu) with nu chosen so that sum(x) = 1 (exactly, up to rounding)."""
+    # np.minimum(np.maximum(.)) rather than np.clip: same result, half the overhead at d <= 8.
     if mu == 0.0:
         # z_i = y_i - nu; kinks where z_i meets a bound.
         bps = np.concatenate((y - upper, y - lower))
         bps.sort()
-        zz = y[None, :] - bps[:, None]
+        zz = y - bps[:, None]
     else:
         assert center is not None
         t = y - center
-        bps = np.concatenate(
-            (t - mu, t + mu, y - mu - upper, y + mu - upper, y - mu - lower, y + mu - lower)
-        )
+        # Kinks of the soft threshold (t - mu, t + mu) and where z_i meets a bound.
+        base = np.concatenate((t, y - upper, y - lower))
+        bps = np.concatenate((base - mu, base + mu))
         bps.sort()
-        s = t[None, :] - bps[:, None]
-        zz = center + np.sign(s) * np.maximum(np.abs(s) - mu, 0.0)
-    sums = np.clip(zz, lower, upper).sum(axis=1)
+        s = t - bps[:, None]
+        zz = center + s - np.minimum(np.maximum(s, -mu), mu)  # c + soft_threshold(s, mu)
+    sums = np.minimum(np.maximum(zz, lower), upper).sum(axis=1)
     below = sums <= 1.0
     if below[0]:  # everything at its cap already sums to <= 1
-        k = 0
         nu = float(bps[0])
     elif not below[-1]:  # everything at its floor sums to > 1 (within tolerance)
-        k = len(bps) - 1
         nu = float(bps[-1])
     else:
         k = int(np.argmax(below))
@@ -213,8 +212,8 @@ def _solve_sum(
     else:
         assert center is not None
         s1 = y - center - nu
-        z = center + np.sign(s1) * np.maximum(np.abs(s1) - mu, 0.0)
-    return np.clip(z, lower, upper), z, nu
+        z = center + s1 - np.minimum(np.maximum(s1, -mu), mu)
+    return np.minimum(np.maximum(z, lower), upper), z, nu
 
 
 def _vec(a: object, what: str, d: int | None = None) -> FloatArray:
