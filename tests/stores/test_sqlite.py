@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import closing
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -289,7 +290,7 @@ def test_processes_writing_concurrently_lose_nothing(tmp_path: Path) -> None:
         stored = [e.event_id for e in store.events("shared")]
         assert set(stored) == {f"p{k}-{i}" for k in range(n_procs) for i in range(n_each)}
         # The writers really overlapped: their events interleave in commit order.
-        switches = sum(a[:2] != b[:2] for a, b in zip(stored, stored[1:]))
+        switches = sum(a[:2] != b[:2] for a, b in pairwise(stored))
         assert switches > 10
         profile = store.get_profile("shared")
         assert profile is not None
