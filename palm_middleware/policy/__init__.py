@@ -18,18 +18,18 @@ from .models import BoundRule, DefaultsSpec, Layer, PolicySpec
 from .projection import l1_distance_to_feasible, project
 
 __all__ = [
-    "GLOBAL_EXPLORATION",
-    "GLOBAL_PERSONALIZATION",
     "BoundRule",
     "BoundSources",
     "BoundsPolicy",
     "ClampResult",
     "DefaultsSpec",
-    "Layer",
-    "PolicySpec",
+    "GLOBAL_EXPLORATION",
+    "GLOBAL_PERSONALIZATION",
     "l1_distance_to_feasible",
+    "Layer",
     "load_policy",
     "parse_policy",
     "policy_from_data",
+    "PolicySpec",
     "project",
 ]

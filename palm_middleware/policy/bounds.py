@@ -272,6 +272,11 @@ class BoundsPolicy:
             raise InvalidWeightsError(
                 f"weights must be an array of numbers; got {weights!r}"
             ) from exc
+        if w.ndim != 1:
+            raise InvalidWeightsError(
+                f"weights must have one entry per trait ({self.space.dim}: "
+                f"{list(self.space.names)}); got an array of shape {w.shape}"
+            )
         ok = (
             w.shape == (self.space.dim,)
             and bool(np.all(np.isfinite(w)))
@@ -279,7 +284,7 @@ class BoundsPolicy:
             and abs(float(w.sum()) - 1.0) <= SIMPLEX_TOL
         )
         if not ok:
-            check_simplex(w.reshape(-1) if w.ndim != 1 else w, self.space)
+            check_simplex(w, self.space)
             raise InvalidWeightsError(f"weights must be a vector on the simplex; got {w!r}")
         return w
 

@@ -198,8 +198,10 @@ def test_bad_defaults(write: Writer, defaults: str, pattern: str) -> None:
         ("version: 2\ntraits: [a]\n", r"bad\.yaml:1:\d+: version: Input should be 1; got 2"),
         ("traits: [a]\n", r"bad\.yaml:1:1: version: required field is missing"),
         ("version: 1\ntraits: []\n", r"bad\.yaml:2:\d+: traits: .*at least 1 item"),
-        ("version: 1\ntraits: [a, a]\n", r"bad\.yaml:2:\d+: traits\[1\]: trait 'a' is listed twice"),
-        ("version: 1\ntraits: [a, B]\n", r"bad\.yaml:2:\d+: traits\[1\]: trait name 'B' is invalid"),
+        ("version: 1\ntraits: [a, a]\n",
+         r"bad\.yaml:2:\d+: traits\[1\]: trait 'a' is listed twice"),
+        ("version: 1\ntraits: [a, B]\n",
+         r"bad\.yaml:2:\d+: traits\[1\]: trait name 'B' is invalid"),
         ("version: 1\ntraits: [a]\nprivacy: {store: weights_only}\n",
          r"bad\.yaml:3:\d+: privacy: the 'privacy' section is not supported by policy version 1"),
         ("version: 1\ntraits: [a]\npersonalisation: false\n",
@@ -246,7 +248,8 @@ def test_floors_above_one_name_every_contributing_rule(write: Writer) -> None:
         "  - {id: brevity-floor, min: {brevity: 0.3}}\n"
     )
     with pytest.raises(
-        PolicyInfeasibleError, match=r"bad\.yaml:6:\d+: rule 'safety-floor': .*floors sum to 1\.2 > 1"
+        PolicyInfeasibleError,
+        match=r"bad\.yaml:6:\d+: rule 'safety-floor': .*floors sum to 1\.2 > 1",
     ) as info:
         load_policy(write(text))
     assert info.value.rule_ids == ["safety-floor", "help-floor", "brevity-floor"]
