@@ -41,11 +41,14 @@ class WorstCase:
         value: The maximum over the simplex.
         at: A maximizing weight vector, shape (d,).
         n_lps: Number of linear programs solved.
+        violators: When asked for (``collect_above``), the maximizer of every per-member
+            program whose value exceeds that threshold, shape (n, d).
     """
 
     value: float
     at: FloatArray
     n_lps: int
+    violators: FloatArray | None = None
 
 
 @dataclass(frozen=True)
@@ -146,7 +149,11 @@ def certified_delta(
 
 
 def certified_eps(
-    portfolio: npt.ArrayLike, pool: npt.ArrayLike, delta: float = 0.0
+    portfolio: npt.ArrayLike,
+    pool: npt.ArrayLike,
+    delta: float = 0.0,
+    *,
+    collect_above: float | None = None,
 ) -> WorstCase:
     """Smallest eps with max_P w·r ≥ (1 − eps)·OPT(w) − delta for every w of the simplex.
 
@@ -158,12 +165,16 @@ def certified_eps(
         portfolio: Member rewards, shape (k, d).
         pool: Reference rewards defining OPT, shape (m, d).
         delta: Additive slack ≥ 0.
+        collect_above: Also return every per-member maximizer with a value above this
+            (cutting planes for a cover); this solves more programs.
 
     Returns:
         The exact maximum and a weight vector attaining it.
     """
     p, c = _inputs(portfolio, pool)
     k, d = p.shape
+    stop = np.inf if collect_above is None else collect_above
+    found: list[FloatArray] = []
     shifted = p + delta  # (w·r_p + delta) = w·(r_p + delta·1) on the simplex
     probe = _probe(d)
     opt = (probe @ c.T).max(axis=1)
@@ -181,7 +192,7 @@ def certified_eps(
     obj = np.concatenate([np.zeros(d), [1.0]])
     a_ub = np.concatenate([shifted, -np.ones((k, 1))], axis=1)
     for j in np.argsort(-ub, kind="stable"):
-        if ub[j] <= best + 1e-12:
+        if ub[j] <= min(best, stop) + 1e-12:
             break
         a_eq = np.concatenate([c[j], [0.0]])[None, :]
         x = _linprog(obj, a_ub, np.zeros(k), a_eq, np.ones(1), bounds)
@@ -194,9 +205,14 @@ def certified_eps(
         if o <= 0:
             continue
         val = 1.0 - float((shifted @ w).max()) / o
+        if val > stop:
+            found.append(w)
         if val > best:
             best, best_w = val, w
-    return WorstCase(value=best, at=best_w, n_lps=n_lps)
+    violators = None
+    if collect_above is not None:
+        violators = np.vstack(found) if found else np.zeros((0, d))
+    return WorstCase(value=best, at=best_w, n_lps=n_lps, violators=violators)
 
 
 def certify_gaps(portfolio: npt.ArrayLike, pool: npt.ArrayLike) -> GapCertificate:
