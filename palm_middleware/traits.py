@@ -82,7 +82,7 @@ class TraitSpace:
         for name, v in values.items():
             out[self.index(name)] = _as_float(v, f"{what}[{name!r}]")
         if fill is None:
-            missing = [n for n, x in zip(self.names, out) if math.isnan(x)]
+            missing = [n for n, x in zip(self.names, out, strict=True) if math.isnan(x)]
             missing = [n for n in missing if n not in values]
             if missing:
                 raise InvalidWeightsError(f"{what} is missing traits {missing}")
@@ -126,7 +126,7 @@ class WeightVector:
 
     def as_dict(self) -> dict[str, float]:
         """``{trait: weight}`` in trait order."""
-        return {n: float(v) for n, v in zip(self.space.names, self.values)}
+        return {n: float(v) for n, v in zip(self.space.names, self.values, strict=True)}
 
     def __getitem__(self, name: TraitName) -> float:
         return float(self.values[self.space.index(name)])
@@ -145,16 +145,16 @@ class WeightVector:
 
 
 def check_simplex(arr: FloatArray, space: TraitSpace, what: str = "weights") -> None:
-    """Raise :class:`InvalidWeightsError` unless ``arr`` is a point of the simplex over ``space``."""
+    """Raise :class:`InvalidWeightsError` unless ``arr`` is on the simplex over ``space``."""
     if arr.shape != (space.dim,):
         raise InvalidWeightsError(
             f"{what} must have one entry per trait ({space.dim}: {list(space.names)}); "
             f"got {arr.size}"
         )
-    bad = [n for n, x in zip(space.names, arr) if not math.isfinite(x)]
+    bad = [n for n, x in zip(space.names, arr, strict=True) if not math.isfinite(x)]
     if bad:
         raise InvalidWeightsError(f"{what} must be finite; got NaN or infinity for {bad}")
-    neg = [n for n, x in zip(space.names, arr) if x < -SIMPLEX_TOL]
+    neg = [n for n, x in zip(space.names, arr, strict=True) if x < -SIMPLEX_TOL]
     if neg:
         raise InvalidWeightsError(f"{what} must be non-negative; negative for {neg}")
     s = float(arr.sum())

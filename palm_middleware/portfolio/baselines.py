@@ -38,8 +38,7 @@ def uniform_weights(d: int, m: int) -> FloatArray:
     if len(lat) == m:
         return lat
     is_vertex = np.isclose(lat.max(axis=1), 1.0)
-    start = list(np.flatnonzero(is_vertex))[:m]
-    chosen = list(start)
+    chosen = [int(i) for i in np.flatnonzero(is_vertex)][:m]
     dist = np.min(np.abs(lat[:, None, :] - lat[None, chosen, :]).sum(axis=2), axis=1)
     while len(chosen) < m:
         j = int(np.argmax(dist))

@@ -225,7 +225,7 @@ def build_with_oracle(
 def _member(c: Candidate, space: TraitSpace) -> Member:
     prov = None
     if c.stderr is not None and np.any(c.stderr > 0):
-        prov = Provenance(stderr={n: float(v) for n, v in zip(space.names, c.stderr)})
+        prov = Provenance(stderr={n: float(v) for n, v in zip(space.names, c.stderr, strict=True)})
     stderr = np.zeros(space.dim) if c.stderr is None else c.stderr
     return Member(id=c.id, reward=c.reward, stderr=stderr, provenance=prov)
 

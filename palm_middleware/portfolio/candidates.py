@@ -29,7 +29,7 @@ from ..types import FloatArray
 from .manifest import _from_doc
 from .oracle import Candidate
 
-__all__ = ["CandidateSet", "load_candidates"]
+__all__ = ["CandidateSet", "align_pool", "load_candidates"]
 
 
 @dataclass(frozen=True)
@@ -167,7 +167,9 @@ def _load_csv(p: Path, traits: Sequence[str] | None) -> CandidateSet:
             continue
         seen[cid] = line
 
-        def num(col: str, lo: float, hi: float, line: int = line) -> float | None:
+        def num(
+            col: str, lo: float, hi: float, line: int = line, row: list[str] = row
+        ) -> float | None:
             raw = row[pos[col]].strip()
             try:
                 v = float(raw)
@@ -345,3 +347,18 @@ def _select(cs: CandidateSet, traits: Sequence[str] | None, doc: LocatedYAML) ->
         for c in cs.candidates
     )
     return CandidateSet(TraitSpace(traits), cands, cs.source)
+
+
+def align_pool(pool: CandidateSet, space: TraitSpace) -> FloatArray:
+    """The pool's rewards in the order of ``space``, shape (n, d).
+
+    Raises:
+        ManifestError: When the pool lacks one of the traits of ``space`` (naming the file).
+    """
+    missing = [t for t in space.names if t not in pool.space]
+    if missing:
+        raise ManifestError(ConfigIssue(
+            f"the pool has traits {list(pool.space.names)} but the portfolio needs "
+            f"{list(space.names)}; missing {missing}", file=pool.source, line=1, field="traits"))
+    idx = [pool.space.index(t) for t in space.names]
+    return pool.rewards[:, idx]

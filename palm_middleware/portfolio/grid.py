@@ -135,7 +135,7 @@ def round_to_grid(
     # The tolerance keeps a coordinate that already sits on a level from dropping one level.
     pos = np.searchsorted(levels, u * (1.0 + _LEVEL_TOL), side="right") - 1
     r = levels[np.clip(pos, 0, len(levels) - 1)]
-    out = r / r.sum(axis=1, keepdims=True)
+    out: FloatArray = r / r.sum(axis=1, keepdims=True)
     return out[0] if single else out
 
 

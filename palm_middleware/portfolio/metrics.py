@@ -35,7 +35,8 @@ def route(rewards: npt.ArrayLike, weights: npt.ArrayLike) -> IntArray:
     """
     r = _as_matrix(rewards, "rewards")
     w = _as_matrix(weights, "weights", r.shape[1])
-    return np.argmax(w @ r.T, axis=1).astype(np.int64)
+    out: IntArray = np.argmax(w @ r.T, axis=1).astype(np.int64)
+    return out
 
 
 def usage_shares(rewards: npt.ArrayLike, users: npt.ArrayLike) -> FloatArray:

@@ -123,7 +123,9 @@ class NearestWeightOracle:
 
     def __init__(self, candidates: Sequence[Candidate]) -> None:
         if not candidates:
-            raise InvalidParameterError("NearestWeightOracle needs at least one candidate; got none")
+            raise InvalidParameterError(
+                "NearestWeightOracle needs at least one candidate; got none"
+            )
         missing = [c.id for c in candidates if c.weight is None]
         if missing:
             raise InvalidParameterError(

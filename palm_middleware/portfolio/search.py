@@ -83,7 +83,8 @@ def lazy_search(
         delta: Additive slack of the certificate.
         rmax: Per-trait upper bound on OPT: ``"candidates"`` (max over evaluated candidates,
             refreshed as they arrive, seeded by oracle calls at the vertices; safer than the
-            vertex values alone when the oracle is not exact), ``"trivial"`` (all 1: rewards are normalized) or an explicit array (d,).
+            vertex values alone when the oracle is not exact), ``"trivial"`` (all 1: rewards
+            are normalized) or an explicit array of shape (d,).
         progress: Show a tqdm progress bar (hidden when stderr is not a terminal).
 
     Returns:

@@ -27,7 +27,7 @@ def lp_front_optimum(w: npt.ArrayLike, p: float = 2.0) -> FloatArray:
     q = p / (p - 1.0)
     num = arr ** (q - 1.0)
     norm = np.linalg.norm(arr, ord=q, axis=1, keepdims=True) ** (q - 1.0)
-    r = num / norm
+    r: FloatArray = num / norm
     return r[0] if np.ndim(w) == 1 else r
 
 
