@@ -44,14 +44,16 @@ def uniform_weights(d: int, m: int) -> FloatArray:
         j = int(np.argmax(dist))
         chosen.append(j)
         dist = np.minimum(dist, np.abs(lat - lat[j]).sum(axis=1))
-    return lat[np.sort(chosen)]
+    out: FloatArray = lat[np.sort(chosen)]
+    return out
 
 
 def random_weights(d: int, m: int, random_state: RandomState = None) -> FloatArray:
     """``m`` i.i.d. Dirichlet(1, …, 1) weight vectors, shape (m, d)."""
     if d < 2 or m < 1:
         raise InvalidParameterError(f"random_weights needs d >= 2 and m >= 1; got d={d}, m={m}")
-    return check_random_state(random_state).dirichlet(np.ones(d), size=m)
+    out: FloatArray = check_random_state(random_state).dirichlet(np.ones(d), size=m)
+    return out
 
 
 def evaluate_weights(weights: npt.ArrayLike, oracle: Oracle) -> list[Candidate]:
