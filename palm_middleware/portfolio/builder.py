@@ -64,7 +64,8 @@ def _universe(
     d: int, eps: float, delta: float, tau: float | None, n_sample: int, rng: np.random.Generator
 ) -> FloatArray:
     parts = [simplex_sample(d, n_sample, rng)]
-    if grid_size(d, eps, delta, tau) <= MAX_GRID_POINTS:
+    # eps = 0 or delta = 0 would need infinitely many levels: the sample and cuts suffice then.
+    if eps > 0 and delta > 0 and grid_size(d, eps, delta, tau) <= MAX_GRID_POINTS:
         parts.insert(0, grid(d, eps, delta, tau))
     return np.concatenate(parts, axis=0)
 
@@ -124,7 +125,7 @@ def build_portfolio(
             f"candidates have {rewards.shape[1]} rewards; the trait space has {sp.dim}")
     stderr = np.vstack([np.zeros(sp.dim) if c.stderr is None else c.stderr for c in cands])
     rng = check_random_state(random_state)
-    universe = _universe(sp.dim, eps, delta if delta > 0 else 1e-3, tau, n_sample, rng)
+    universe = _universe(sp.dim, eps, delta, tau, n_sample, rng)
     priority = universe.mean(axis=0) @ rewards.T  # tie-break: higher mean value
     target = eps
     rounds = 0
