@@ -28,6 +28,7 @@ from .preferences.model import PreferenceModel, check_random_state
 from .types import FloatArray
 
 __all__ = [
+    "METHODS",
     "SimulationConfig",
     "SimulationResult",
     "format_table",

@@ -241,7 +241,9 @@ class Portfolio:
             if m.backend is not None:
                 d["backend"] = m.backend.model_dump(exclude_defaults=True)
                 d["backend"]["kind"] = m.backend.kind
-            d["reward"] = {n: round(float(v), 6) for n, v in zip(self.space.names, m.reward)}
+            d["reward"] = {
+                n: round(float(v), 6) for n, v in zip(self.space.names, m.reward, strict=True)
+            }
             if m.provenance is not None:
                 d["provenance"] = m.provenance.model_dump(exclude_defaults=True)
             members.append(d)
@@ -302,7 +304,11 @@ def _from_doc(doc: LocatedYAML) -> Portfolio:
                 )
                 continue
             reward[space.index(name)] = v
-        missing = [n for n, v in zip(space.names, reward) if math.isnan(v) and n not in m.reward]
+        missing = [
+            n
+            for n, v in zip(space.names, reward, strict=True)
+            if math.isnan(v) and n not in m.reward
+        ]
         if missing:
             issues.append(doc.issue((*here, "reward"), f"missing traits {missing}"))
         stderr = np.zeros(space.dim)
