@@ -35,9 +35,9 @@ from palm_middleware.portfolio import (
     usage_perplexity,
 )
 
-DATA = Path("/work/shared/data/rlvr_gsm_released_rewards.csv")
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "rlvr_gsm_released_rewards.csv"
 OUT = Path(__file__).parent / "results"
-COMMAND = "cd /work/wt-portfolio && PYTHONPATH=. python bench/bench_portfolio.py"
+COMMAND = "python bench/bench_portfolio.py"
 
 
 def machine() -> str:

@@ -17,7 +17,8 @@ def test_simulate_writes_csv_and_png(tmp_path: Path, capsys: pytest.CaptureFixtu
     code = main(["simulate", "--users", "8", "--events", "4", "--pipeline-users", "2",
                  "--out", str(out)])
     assert code == 0
-    rows = list(csv.DictReader(open(out / "simulate.csv")))
+    with open(out / "simulate.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
     assert {r["method"] for r in rows} == {"default", "arm_thompson", "preference_model",
                                            "oracle"}
     assert (out / "simulate.png").read_bytes()[:4] == b"\x89PNG"
