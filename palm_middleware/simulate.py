@@ -10,7 +10,10 @@ Methods:
     default: no personalization; the member best for the deployment default.
     arm_thompson: a per-user Beta-Bernoulli Thompson sampler over members (the scheme of simple
         per-arm personalizers), which ignores reward profiles.
-    preference_model: :class:`PreferenceModel` with queries chosen by expected information gain.
+    particle_random: :class:`PreferenceModel` fed by queries chosen at random (a plain particle
+        posterior: isolates what query choice adds).
+    preference_model: :class:`PreferenceModel` with queries chosen by expected information gain
+        about which member is best.
     oracle: the best member for the true weights.
 """
 
@@ -37,7 +40,8 @@ __all__ = [
 ]
 
 Feedback = Literal["pairwise", "thumbs"]
-METHODS = ("default", "arm_thompson", "preference_model", "oracle")
+METHODS = ("default", "arm_thompson", "particle_random", "preference_model", "oracle")
+_DEFAULT, _ARMS, _RANDOM, _MODEL, _ORACLE = range(len(METHODS))
 
 
 @dataclass(frozen=True)
@@ -141,15 +145,15 @@ def run_simulation(config: SimulationConfig = SimulationConfig(),
 
             # default and oracle: constant routing
             d_idx = int(np.argmax(R @ default_w))
-            regret[0, u, :] = (opt - vals[d_idx]) / opt
-            werr[0, u, :] = 0.5 * np.abs(default_w - w).sum()
-            regret[3, u, :] = 0.0
+            regret[_DEFAULT, u, :] = (opt - vals[d_idx]) / opt
+            werr[_DEFAULT, u, :] = 0.5 * np.abs(default_w - w).sum()
+            regret[_ORACLE, u, :] = 0.0
             # per-arm Thompson sampling
             a = np.ones(c.n_members)
             b = np.ones(c.n_members)
             for t in range(c.n_events + 1):
                 best = int(np.argmax(a / (a + b)))
-                regret[1, u, t] = (opt - vals[best]) / opt
+                regret[_ARMS, u, t] = (opt - vals[best]) / opt
                 if t == c.n_events:
                     break
                 draws = urng.beta(a, b)
@@ -163,29 +167,34 @@ def run_simulation(config: SimulationConfig = SimulationConfig(),
                     win, lose = (i, j) if feedback(i, j) > 0 else (j, i)
                     a[win] += 1
                     b[lose] += 1
-            werr[1, u, :] = np.nan
-            # the preference model with information-directed queries
-            model = PreferenceModel(prior_mean=default_w, prior_strength=float(c.n_traits),
-                                    beta=c.beta, lapse=c.noise, n_particles=c.n_particles,
-                                    random_state=np.random.default_rng([c.seed, u])).fit([])
-            for t in range(c.n_events + 1):
-                mean = model.predict()
-                best = int(np.argmax(R @ mean))
-                regret[2, u, t] = (opt - vals[best]) / opt
-                werr[2, u, t] = 0.5 * np.abs(mean - w).sum()
-                lo, hi = model.credible_interval(0.9)
-                cover[2, u, t] = float(np.mean((w >= lo) & (w <= hi)))
-                if t == c.n_events:
-                    break
-                if fb == "thumbs":
-                    i = model.query_member(R, ref)
-                    obs = Observation.compare(R[i] - ref, feedback(i, None))
-                else:
-                    i, j = model.query_pair(R)
-                    obs = Observation.compare(R[i] - R[j], feedback(i, j))
-                model.partial_fit([obs])
-        cover[[0, 1, 3]] = np.nan
-        werr[3] = 0.0
+            werr[_ARMS, u, :] = np.nan
+            # the preference model, fed random or information-directed queries
+            for mi in (_RANDOM, _MODEL):
+                model = PreferenceModel(prior_mean=default_w, prior_strength=float(c.n_traits),
+                                        beta=c.beta, lapse=c.noise, n_particles=c.n_particles,
+                                        random_state=np.random.default_rng([c.seed, u])).fit([])
+                for t in range(c.n_events + 1):
+                    mean = model.predict()
+                    best = int(np.argmax(R @ mean))
+                    regret[mi, u, t] = (opt - vals[best]) / opt
+                    werr[mi, u, t] = 0.5 * np.abs(mean - w).sum()
+                    lo, hi = model.credible_interval(0.9)
+                    cover[mi, u, t] = float(np.mean((w >= lo) & (w <= hi)))
+                    if t == c.n_events:
+                        break
+                    if fb == "thumbs":
+                        i = (int(urng.integers(c.n_members)) if mi == _RANDOM
+                             else model.query_member(R, ref))
+                        obs = Observation.compare(R[i] - ref, feedback(i, None))
+                    else:
+                        if mi == _RANDOM:
+                            i, j = (int(k) for k in urng.choice(c.n_members, 2, replace=False))
+                        else:
+                            i, j = model.query_pair(R)
+                        obs = Observation.compare(R[i] - R[j], feedback(i, j))
+                    model.partial_fit([obs])
+        cover[[_DEFAULT, _ARMS, _ORACLE]] = np.nan
+        werr[_ORACLE] = 0.0
         result.regret[fb] = regret.mean(axis=1)
         result.regret_se[fb] = regret.std(axis=1, ddof=1) / np.sqrt(c.n_users)
         result.weight_error[fb] = werr.mean(axis=1)
@@ -208,7 +217,7 @@ def format_table(result: SimulationResult, steps: Sequence[int] = (0, 5, 10, 20)
             lines.append(f"  {m:<18}{cells}")
         last = reg.shape[1] - 1
         lines.append(
-            f"  preference_model: weight error (TV) {result.weight_error[fb][2, last]:.3f}, "
-            f"90% interval coverage {result.coverage[fb][2, last]:.3f}"
+            f"  preference_model: weight error (TV) {result.weight_error[fb][_MODEL, last]:.3f}, "
+            f"90% interval coverage {result.coverage[fb][_MODEL, last]:.3f}"
         )
     return "\n".join(lines)

@@ -24,13 +24,16 @@ def test_lp_front_members_lie_near_the_front() -> None:
 def test_preference_model_converges_and_beats_baselines() -> None:
     cfg = SimulationConfig(n_users=40, n_events=15, n_particles=512, seed=3)
     res = run_simulation(cfg)
-    pm, default, arms, oracle = (METHODS.index(m) for m in
-                                 ("preference_model", "default", "arm_thompson", "oracle"))
+    pm, default, arms, oracle, plain = (
+        METHODS.index(m)
+        for m in ("preference_model", "default", "arm_thompson", "oracle", "particle_random")
+    )
     for fb in ("pairwise", "thumbs"):
         reg = res.regret[fb]
         assert reg[oracle].max() == 0
         assert reg[pm, -1] < 0.5 * reg[default, -1]
         assert reg[pm, -1] <= reg[arms, -1] + 0.01
+        assert reg[plain, -1] < 0.5 * reg[default, -1]
         assert res.weight_error[fb][pm, -1] < res.weight_error[fb][pm, 0]
         assert 0.7 <= res.coverage[fb][pm, -1] <= 1.0
     rows = res.rows()
