@@ -21,8 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from ..exceptions import InvalidParameterError, PalmError
+from ..exceptions import InvalidParameterError
 from ..types import FloatArray
+from ._lp import solve_lp
 
 __all__ = [
     "GapCertificate",
@@ -89,23 +90,6 @@ def _probe(d: int) -> FloatArray:
     return np.concatenate([eye, np.full((1, d), 1.0 / d), mids])
 
 
-def _linprog(
-    c: FloatArray,
-    a_ub: FloatArray,
-    b_ub: FloatArray,
-    a_eq: FloatArray,
-    b_eq: FloatArray,
-    bounds: list[tuple[float | None, float | None]],
-) -> FloatArray:
-    from scipy.optimize import linprog
-
-    res = linprog(c, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=b_eq, bounds=bounds, method="highs")
-    if res.status != 0:
-        raise PalmError(f"certificate LP failed (status {res.status}): {res.message}")
-    x: FloatArray = np.asarray(res.x, dtype=np.float64)
-    return x
-
-
 def certified_delta(
     portfolio: npt.ArrayLike, pool: npt.ArrayLike, eps: float = 0.0
 ) -> WorstCase:
@@ -138,7 +122,7 @@ def certified_delta(
         if ub[j] <= best + 1e-12:
             break
         a_ub = np.concatenate([p - scaled[j], np.ones((k, 1))], axis=1)
-        x = _linprog(obj, a_ub, np.zeros(k), a_eq, np.ones(1), bounds)
+        x = solve_lp(obj, a_ub, np.zeros(k), a_eq, np.ones(1), bounds)
         n_lps += 1
         w = np.clip(x[:d], 0.0, None)
         w = w / w.sum()
@@ -195,7 +179,7 @@ def certified_eps(
         if ub[j] <= min(best, stop) + 1e-12:
             break
         a_eq = np.concatenate([c[j], [0.0]])[None, :]
-        x = _linprog(obj, a_ub, np.zeros(k), a_eq, np.ones(1), bounds)
+        x = solve_lp(obj, a_ub, np.zeros(k), a_eq, np.ones(1), bounds)
         n_lps += 1
         y = np.clip(x[:d], 0.0, None)
         if y.sum() <= 0:
