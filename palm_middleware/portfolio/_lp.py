@@ -3,12 +3,13 @@
 The certificate (:mod:`.certify`) solves thousands of tiny LPs (d + 1 variables, tens of rows).
 ``scipy.optimize.linprog`` spends about 85% of such a call in Python: input cleaning, option
 validation (it builds a HiGHS options manager per option), sparse conversion and result
-packing; HiGHS itself runs in ~0.2 ms. :func:`solve_lp` hands HiGHS the very model and options
-``linprog(method="highs")`` would (same CSC matrix, same row order, same option values, a fresh
+packing; HiGHS itself runs in ~0.15 ms. :func:`solve_lp` hands HiGHS the very model and options
+``linprog(method="highs")`` would (same CSC matrix, same row order, same option values, a reset
 solver per call), so the solution is the same to the last bit, and it keeps linprog's feasibility
 check of the result. It goes through scipy's bundled HiGHS bindings, which are private: if they
 are missing or the fast path meets anything but a clean optimum, it falls back to ``linprog``,
-which then also produces the error message.
+which then also produces the error message. :class:`DenseLPSolver` keeps one HiGHS instance
+for a sequence of LPs.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 from ..exceptions import PalmError
 from ..types import FloatArray
 
-__all__ = ["solve_lp"]
+__all__ = ["DenseLPSolver", "solve_lp"]
 
 Bounds = list[tuple[float | None, float | None]]
 
@@ -53,6 +54,101 @@ def _options(core: Any) -> Any:
     return opts
 
 
+class DenseLPSolver:
+    """Solves a sequence of small dense LPs with one HiGHS instance.
+
+    Creating a HiGHS instance costs about as much as a third of a small solve, so the
+    instance is kept and fully reset (``clear``: model, solution, basis and options) before
+    each LP: nothing carries over from one LP to the next, as with linprog's fresh instance.
+    Not thread-safe; use one solver per thread.
+    """
+
+    def __init__(self) -> None:
+        self._core = _highs_core()
+        self._highs: Any = None if self._core is None else self._core._Highs()
+
+    def solve(
+        self,
+        c: FloatArray,
+        a_ub: FloatArray,
+        b_ub: FloatArray,
+        a_eq: FloatArray,
+        b_eq: FloatArray,
+        bounds: Bounds,
+    ) -> FloatArray:
+        """``min c·x  s.t.  a_ub x ≤ b_ub, a_eq x = b_eq, bounds``; the optimal x.
+
+        Same arguments and the same answer as ``scipy.optimize.linprog(..., method="highs")``
+        with dense arrays and a list of (low, high) bounds.
+
+        Raises:
+            PalmError: The LP has no optimal solution (infeasible, unbounded, numerical
+                trouble).
+        """
+        if self._highs is not None:
+            x = self._solve_fast(c, a_ub, b_ub, a_eq, b_eq, bounds)
+            if x is not None:
+                return x
+        return _solve_linprog(c, a_ub, b_ub, a_eq, b_eq, bounds)
+
+    def _solve_fast(
+        self,
+        c: FloatArray,
+        a_ub: FloatArray,
+        b_ub: FloatArray,
+        a_eq: FloatArray,
+        b_eq: FloatArray,
+        bounds: Bounds,
+    ) -> FloatArray | None:
+        core, highs = self._core, self._highs
+        n_ub = len(b_ub)
+        a = np.vstack((a_ub, a_eq))
+        n_row, n_col = a.shape
+        # CSC exactly as scipy.sparse.csc_array(a) stores it: explicit zeros dropped, rows
+        # sorted within each column.
+        at = a.T
+        nz = at != 0
+        cols, rows = np.nonzero(nz)
+        start = np.zeros(n_col + 1, dtype=np.int32)
+        np.cumsum(nz.sum(axis=1), out=start[1:])
+        lo = np.array([-np.inf if b[0] is None else b[0] for b in bounds], dtype=np.float64)
+        hi = np.array([np.inf if b[1] is None else b[1] for b in bounds], dtype=np.float64)
+        rhs = np.concatenate((b_ub, b_eq)).astype(np.float64)
+        lp = core.HighsLp()
+        lp.num_col_ = n_col
+        lp.num_row_ = n_row
+        lp.a_matrix_.num_col_ = n_col
+        lp.a_matrix_.num_row_ = n_row
+        lp.a_matrix_.format_ = core.MatrixFormat.kColwise
+        lp.col_cost_ = np.asarray(c, dtype=np.float64)
+        lp.col_lower_ = lo
+        lp.col_upper_ = hi
+        lp.row_lower_ = np.concatenate((np.full(n_ub, -np.inf), b_eq)).astype(np.float64)
+        lp.row_upper_ = rhs
+        lp.a_matrix_.start_ = start
+        lp.a_matrix_.index_ = rows.astype(np.int32)
+        lp.a_matrix_.value_ = at[cols, rows]
+        highs.clear()
+        if highs.passOptions(_options(core)) == core.HighsStatus.kError:
+            return None
+        if highs.passModel(lp) == core.HighsStatus.kError:
+            return None
+        if highs.run() == core.HighsStatus.kError:
+            return None
+        if highs.getModelStatus() != core.HighsModelStatus.kOptimal:
+            return None
+        sol = highs.getSolution()
+        x: FloatArray = np.array(sol.col_value, dtype=np.float64)
+        slack = rhs - np.asarray(sol.row_value, dtype=np.float64)
+        feasible = (
+            not (np.isnan(x).any() or np.isnan(slack).any())
+            and bool(np.all((x >= lo - _FEAS_TOL) & (x <= hi + _FEAS_TOL)))
+            and not bool((slack[:n_ub] < -_FEAS_TOL).any())
+            and not bool((np.abs(slack[n_ub:]) > _FEAS_TOL).any())
+        )
+        return x if feasible else None
+
+
 def solve_lp(
     c: FloatArray,
     a_ub: FloatArray,
@@ -61,73 +157,8 @@ def solve_lp(
     b_eq: FloatArray,
     bounds: Bounds,
 ) -> FloatArray:
-    """``min c·x  s.t.  a_ub x ≤ b_ub, a_eq x = b_eq, bounds``; the optimal x.
-
-    Same arguments and the same answer as ``scipy.optimize.linprog(..., method="highs")`` with
-    dense arrays and a list of (low, high) bounds.
-
-    Raises:
-        PalmError: The LP has no optimal solution (infeasible, unbounded, numerical trouble).
-    """
-    core = _highs_core()
-    if core is not None:
-        x = _solve_fast(core, c, a_ub, b_ub, a_eq, b_eq, bounds)
-        if x is not None:
-            return x
-    return _solve_linprog(c, a_ub, b_ub, a_eq, b_eq, bounds)
-
-
-def _solve_fast(
-    core: Any,
-    c: FloatArray,
-    a_ub: FloatArray,
-    b_ub: FloatArray,
-    a_eq: FloatArray,
-    b_eq: FloatArray,
-    bounds: Bounds,
-) -> FloatArray | None:
-    n_ub = len(b_ub)
-    a = np.vstack((a_ub, a_eq))
-    # CSC exactly as scipy.sparse.csc_array(a) stores it: explicit zeros dropped, rows sorted
-    # within each column.
-    nz = a.T != 0
-    cols, rows = np.nonzero(nz)
-    lp = core.HighsLp()
-    lp.num_col_ = a.shape[1]
-    lp.num_row_ = a.shape[0]
-    lp.a_matrix_.num_col_ = a.shape[1]
-    lp.a_matrix_.num_row_ = a.shape[0]
-    lp.a_matrix_.format_ = core.MatrixFormat.kColwise
-    lp.col_cost_ = np.asarray(c, dtype=np.float64)
-    lo = np.array([-np.inf if b[0] is None else b[0] for b in bounds], dtype=np.float64)
-    hi = np.array([np.inf if b[1] is None else b[1] for b in bounds], dtype=np.float64)
-    lp.col_lower_ = lo
-    lp.col_upper_ = hi
-    rhs = np.concatenate((b_ub, b_eq)).astype(np.float64)
-    lp.row_lower_ = np.concatenate((np.full(n_ub, -np.inf), b_eq)).astype(np.float64)
-    lp.row_upper_ = rhs
-    lp.a_matrix_.start_ = np.concatenate(([0], np.cumsum(nz.sum(axis=1)))).astype(np.int32)
-    lp.a_matrix_.index_ = rows.astype(np.int32)
-    lp.a_matrix_.value_ = a.T[cols, rows]
-    highs = core._Highs()  # a fresh solver per LP, as linprog: no state carried over
-    if highs.passOptions(_options(core)) == core.HighsStatus.kError:
-        return None
-    if highs.passModel(lp) == core.HighsStatus.kError:
-        return None
-    if highs.run() == core.HighsStatus.kError:
-        return None
-    if highs.getModelStatus() != core.HighsModelStatus.kOptimal:
-        return None
-    sol = highs.getSolution()
-    x: FloatArray = np.array(sol.col_value, dtype=np.float64)
-    slack = rhs - np.asarray(sol.row_value, dtype=np.float64)
-    feasible = (
-        not (np.isnan(x).any() or np.isnan(slack).any())
-        and bool(np.all((x >= lo - _FEAS_TOL) & (x <= hi + _FEAS_TOL)))
-        and not bool((slack[:n_ub] < -_FEAS_TOL).any())
-        and not bool((np.abs(slack[n_ub:]) > _FEAS_TOL).any())
-    )
-    return x if feasible else None
+    """One LP with a fresh :class:`DenseLPSolver` (see :meth:`DenseLPSolver.solve`)."""
+    return DenseLPSolver().solve(c, a_ub, b_ub, a_eq, b_eq, bounds)
 
 
 def _solve_linprog(

@@ -23,7 +23,7 @@ import numpy.typing as npt
 
 from ..exceptions import InvalidParameterError
 from ..types import FloatArray
-from ._lp import solve_lp
+from ._lp import DenseLPSolver
 
 __all__ = [
     "GapCertificate",
@@ -115,6 +115,7 @@ def certified_delta(
     # min_p max_i (s_c − r_p)_i bounds the LP of c from above (a max over w of a min over p).
     ub = (scaled[:, None, :] - p[None, :, :]).max(axis=2).min(axis=1)
     n_lps = 0
+    solver = DenseLPSolver()
     a_eq = np.concatenate([np.ones(d), [0.0]])[None, :]
     bounds: list[tuple[float | None, float | None]] = [(0.0, None)] * d + [(None, None)]
     obj = np.concatenate([np.zeros(d), [-1.0]])
@@ -122,7 +123,7 @@ def certified_delta(
         if ub[j] <= best + 1e-12:
             break
         a_ub = np.concatenate([p - scaled[j], np.ones((k, 1))], axis=1)
-        x = solve_lp(obj, a_ub, np.zeros(k), a_eq, np.ones(1), bounds)
+        x = solver.solve(obj, a_ub, np.zeros(k), a_eq, np.ones(1), bounds)
         n_lps += 1
         w = np.clip(x[:d], 0.0, None)
         w = w / w.sum()
@@ -172,6 +173,7 @@ def certified_eps(
     ub = 1.0 - ratio.min(axis=2).max(axis=1)
     ub[c.max(axis=1) <= 0] = -np.inf  # w·r_c = 0 everywhere: c never sets a positive OPT
     n_lps = 0
+    solver = DenseLPSolver()
     bounds: list[tuple[float | None, float | None]] = [(0.0, None)] * d + [(None, None)]
     obj = np.concatenate([np.zeros(d), [1.0]])
     a_ub = np.concatenate([shifted, -np.ones((k, 1))], axis=1)
@@ -179,7 +181,7 @@ def certified_eps(
         if ub[j] <= min(best, stop) + 1e-12:
             break
         a_eq = np.concatenate([c[j], [0.0]])[None, :]
-        x = solve_lp(obj, a_ub, np.zeros(k), a_eq, np.ones(1), bounds)
+        x = solver.solve(obj, a_ub, np.zeros(k), a_eq, np.ones(1), bounds)
         n_lps += 1
         y = np.clip(x[:d], 0.0, None)
         if y.sum() <= 0:

@@ -6,7 +6,7 @@ from scipy.optimize import linprog
 
 from palm_middleware.exceptions import PalmError
 from palm_middleware.portfolio import _lp
-from palm_middleware.portfolio._lp import solve_lp
+from palm_middleware.portfolio._lp import DenseLPSolver, solve_lp
 
 
 def _certificate_lp(
@@ -31,6 +31,7 @@ def _certificate_lp(
 def test_solution_is_bitwise_linprogs(kind: str, d: int) -> None:
     rng = np.random.default_rng(d)
     bounds: list[tuple[float | None, float | None]] = [(0.0, None)] * d + [(None, None)]
+    solver = DenseLPSolver()  # one instance for the whole sequence: nothing may carry over
     for _ in range(40):
         obj, a_ub, b_ub, a_eq, b_eq = _certificate_lp(rng, d, int(rng.integers(1, 25)), kind)
         if kind == "eps":
@@ -38,8 +39,8 @@ def test_solution_is_bitwise_linprogs(kind: str, d: int) -> None:
             a_ub[:, :d][rng.uniform(size=(len(a_ub), d)) < 0.1] = 0.0
         ref = linprog(obj, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=b_eq, bounds=bounds,
                       method="highs")
-        x = solve_lp(obj, a_ub, b_ub, a_eq, b_eq, bounds)
-        assert np.array_equal(x, ref.x)
+        assert np.array_equal(solver.solve(obj, a_ub, b_ub, a_eq, b_eq, bounds), ref.x)
+        assert np.array_equal(solve_lp(obj, a_ub, b_ub, a_eq, b_eq, bounds), ref.x)
 
 
 def test_infeasible_lp_is_a_palm_error() -> None:
