@@ -21,8 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from ..exceptions import InvalidParameterError, PalmError
+from ..exceptions import InvalidParameterError
 from ..types import FloatArray
+from ._lp import DenseLPSolver
 
 __all__ = [
     "GapCertificate",
@@ -89,23 +90,6 @@ def _probe(d: int) -> FloatArray:
     return np.concatenate([eye, np.full((1, d), 1.0 / d), mids])
 
 
-def _linprog(
-    c: FloatArray,
-    a_ub: FloatArray,
-    b_ub: FloatArray,
-    a_eq: FloatArray,
-    b_eq: FloatArray,
-    bounds: list[tuple[float | None, float | None]],
-) -> FloatArray:
-    from scipy.optimize import linprog
-
-    res = linprog(c, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=b_eq, bounds=bounds, method="highs")
-    if res.status != 0:
-        raise PalmError(f"certificate LP failed (status {res.status}): {res.message}")
-    x: FloatArray = np.asarray(res.x, dtype=np.float64)
-    return x
-
-
 def certified_delta(
     portfolio: npt.ArrayLike, pool: npt.ArrayLike, eps: float = 0.0
 ) -> WorstCase:
@@ -131,6 +115,7 @@ def certified_delta(
     # min_p max_i (s_c − r_p)_i bounds the LP of c from above (a max over w of a min over p).
     ub = (scaled[:, None, :] - p[None, :, :]).max(axis=2).min(axis=1)
     n_lps = 0
+    solver = DenseLPSolver()
     a_eq = np.concatenate([np.ones(d), [0.0]])[None, :]
     bounds: list[tuple[float | None, float | None]] = [(0.0, None)] * d + [(None, None)]
     obj = np.concatenate([np.zeros(d), [-1.0]])
@@ -138,7 +123,7 @@ def certified_delta(
         if ub[j] <= best + 1e-12:
             break
         a_ub = np.concatenate([p - scaled[j], np.ones((k, 1))], axis=1)
-        x = _linprog(obj, a_ub, np.zeros(k), a_eq, np.ones(1), bounds)
+        x = solver.solve(obj, a_ub, np.zeros(k), a_eq, np.ones(1), bounds)
         n_lps += 1
         w = np.clip(x[:d], 0.0, None)
         w = w / w.sum()
@@ -188,6 +173,7 @@ def certified_eps(
     ub = 1.0 - ratio.min(axis=2).max(axis=1)
     ub[c.max(axis=1) <= 0] = -np.inf  # w·r_c = 0 everywhere: c never sets a positive OPT
     n_lps = 0
+    solver = DenseLPSolver()
     bounds: list[tuple[float | None, float | None]] = [(0.0, None)] * d + [(None, None)]
     obj = np.concatenate([np.zeros(d), [1.0]])
     a_ub = np.concatenate([shifted, -np.ones((k, 1))], axis=1)
@@ -195,7 +181,7 @@ def certified_eps(
         if ub[j] <= min(best, stop) + 1e-12:
             break
         a_eq = np.concatenate([c[j], [0.0]])[None, :]
-        x = _linprog(obj, a_ub, np.zeros(k), a_eq, np.ones(1), bounds)
+        x = solver.solve(obj, a_ub, np.zeros(k), a_eq, np.ones(1), bounds)
         n_lps += 1
         y = np.clip(x[:d], 0.0, None)
         if y.sum() <= 0:

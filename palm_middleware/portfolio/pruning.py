@@ -138,7 +138,9 @@ def greedy_set_cover(
     c = _check_cover(cover)
     n, m = c.shape
     pri = np.zeros(m) if priority is None else np.asarray(priority, dtype=np.float64)
-    wts = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
+    if weights is None:
+        return _greedy_unit(c, pri)
+    wts = np.asarray(weights, dtype=np.float64)
     cf = c.astype(np.float64)
     uncovered = np.ones(n, dtype=bool)
     chosen: list[int] = []
@@ -151,6 +153,27 @@ def greedy_set_cover(
         j = int(ties[np.argmax(pri[ties])])  # argmax returns the first (lowest index) maximum
         chosen.append(j)
         uncovered &= ~c[:, j]
+    return np.asarray(chosen, dtype=np.int64)
+
+
+def _greedy_unit(c: BoolArray, pri: FloatArray) -> IntArray:
+    """:func:`greedy_set_cover` with unit weights, keeping the gains up to date incrementally.
+
+    Gains are integer counts here, so subtracting the points each pick covers gives exactly the
+    numbers a recount would (same picks, same ties), while touching every point only once
+    instead of rescanning the (n, m) matrix per pick.
+    """
+    gain = c.sum(axis=0, dtype=np.int64)
+    uncovered = np.ones(len(c), dtype=bool)
+    chosen: list[int] = []
+    while uncovered.any():
+        top = float(gain.max())  # > 0: every point is covered by some set (_check_cover)
+        ties = np.flatnonzero(gain >= top - 1e-12 * max(1.0, top))
+        j = int(ties[np.argmax(pri[ties])])  # argmax returns the first (lowest index) maximum
+        chosen.append(j)
+        newly = uncovered & c[:, j]
+        gain -= c[newly].sum(axis=0, dtype=np.int64)
+        uncovered &= ~newly
     return np.asarray(chosen, dtype=np.int64)
 
 

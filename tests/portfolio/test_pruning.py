@@ -111,3 +111,16 @@ def test_max_coverage_is_within_1_minus_1_over_e(cover: np.ndarray, k: int, seed
     )
     assert mass >= (1 - 1 / math.e) * best - 1e-12
     assert mass == pytest.approx(float(w[cover[:, chosen].any(axis=1)].sum() / w.sum()))
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(seed=st.integers(0, 100_000), n=st.integers(1, 60), m=st.integers(1, 12))
+def test_unit_weight_greedy_equals_the_weighted_recount(seed: int, n: int, m: int) -> None:
+    # Unweighted greedy keeps its gains incrementally; explicit unit weights recount each pick.
+    rng = np.random.default_rng(seed)
+    cover = rng.uniform(size=(n, m)) < 0.3
+    cover[np.arange(n), rng.integers(0, m, n)] = True
+    priority = rng.integers(0, 3, m).astype(float)  # coarse, so ties are common
+    fast = greedy_set_cover(cover, priority=priority)
+    slow = greedy_set_cover(cover, priority=priority, weights=np.ones(n))
+    assert fast.tolist() == slow.tolist()
