@@ -23,7 +23,9 @@ from palm_middleware.exceptions import (
     StoreUnavailable,
 )
 from palm_middleware.stores import AuditRecord, SQLiteStore, Store
-from palm_middleware.stores.sqlite import MIGRATIONS, SCHEMA_VERSION, _migrate, _translate
+from palm_middleware.stores._sqlite_pool import translate as _translate
+from palm_middleware.stores._sqlite_schema import migrate
+from palm_middleware.stores.sqlite import MIGRATIONS, SCHEMA_VERSION
 
 from .contract import StoreContract, count_update, event
 
@@ -81,7 +83,7 @@ def test_opens_a_v1_database_and_upgrades_it(tmp_path: Path) -> None:
     path = tmp_path / "v1.db"
     with raw(path) as conn:
         conn.execute("BEGIN IMMEDIATE")
-        assert _migrate(conn, target=1, where=str(path)) == 1
+        assert migrate(conn, target=1, where=str(path)) == 1
         conn.execute("INSERT INTO profiles VALUES ('u1', '{\"count\": 7}', 7, 5.0)")
         conn.execute(
             "INSERT INTO events (event_id, user_key, kind, payload, ts) "
@@ -237,7 +239,7 @@ def test_connections_of_finished_threads_are_closed(tmp_path: Path) -> None:
             thread.start()
             thread.join()
         # Each new thread's connection pruned the previous dead one: main + the last thread.
-        assert len(store._conns) == 2
+        assert len(store._pool._conns) == 2
 
 
 # ---------------------------------------------------------------------- processes
