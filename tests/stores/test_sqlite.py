@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import closing
 from itertools import pairwise
@@ -337,3 +338,24 @@ def test_acknowledged_events_survive_sigkill(tmp_path: Path, synchronous: str) -
         assert profile is not None and profile.state["count"] == len(stored)
     with raw(path) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_child_opens_its_own_connections(tmp_path: Path) -> None:
+    with SQLiteStore(tmp_path / "palm.db") as store:
+        store.put_profile("u1", {"by": "parent"}, now=0.0)
+        with warnings.catch_warnings():
+            # Python >= 3.12 warns about fork() in a process that ever had threads.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:  # child: never return into pytest
+            code = 1
+            try:
+                code = 0 if store.put_profile("u1", {"by": "child"}, now=1.0).version == 2 else 1
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        profile = store.get_profile("u1")
+        assert profile is not None and profile.state == {"by": "child"}
+        assert store.put_profile("u1", {"by": "parent"}, now=2.0).version == 3
