@@ -269,7 +269,7 @@ class SQLiteStore(AsyncStoreMixin):
             self._run(conn, op, _UPSERT_PROFILE, (user_key, state_json, version, now))
         return ProfileRecord(user_key, decode_json(state_json, what="state"), version, now)
 
-    def bulk_put_profiles(self, items: Iterable[tuple[str, dict[str, Any]]], *, now: float) -> int:
+    def bulk_put_profiles(self, items: Iterable[tuple[str, dict[str, Any]]], now: float) -> int:
         """Write many profiles in one transaction (imports, benchmarks).
 
         Each item bumps its user's version as ``put_profile`` would. Items are encoded as they
