@@ -87,7 +87,7 @@ ProfileUpdate = Callable[[ProfileRecord | None, list[EventRecord]], dict[str, An
 class Store(Protocol):
     """Profiles, events and audit records of users; safe to share between threads.
 
-    Writes are serialized per user store; ``put_profile`` and ``apply_event`` never lose an
+    Writes to one store are serialized; ``put_profile`` and ``apply_event`` never lose an
     update under concurrent writers (threads, and processes for file-backed stores). The
     ``a``-prefixed twins run the sync method in a worker thread (``asyncio.to_thread``);
     cancelling the awaiting task does not cancel a write that already started.

@@ -135,7 +135,7 @@ class MemoryStore(AsyncStoreMixin):
         with self._writing():
             return self._write_profile(user_key, state_json, now)
 
-    def bulk_put_profiles(self, items: Iterable[tuple[str, dict[str, Any]]], *, now: float) -> int:
+    def bulk_put_profiles(self, items: Iterable[tuple[str, dict[str, Any]]], now: float) -> int:
         """Write many profiles at once (imports, benchmarks); returns how many were written."""
         encoded = [(k, encode_json(s, what=f"state of user {k!r}")) for k, s in items]
         with self._writing():

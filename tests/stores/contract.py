@@ -188,7 +188,10 @@ class StoreContract:
     def test_events_limit_keeps_the_most_recent(self, store: Store) -> None:
         for i in range(4):
             store.apply_event(event(f"e{i}"), count_update, now=0.0)
-        ids = lambda events: [e.event_id for e in events]  # noqa: E731
+
+        def ids(events: list[EventRecord]) -> list[str]:
+            return [e.event_id for e in events]
+
         assert ids(store.events("u1", limit=2)) == ["e2", "e3"]
         assert ids(store.events("u1", limit=10)) == ["e0", "e1", "e2", "e3"]
         assert store.events("u1", limit=0) == []

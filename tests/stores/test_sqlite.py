@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import closing
 from itertools import pairwise
@@ -23,7 +24,9 @@ from palm_middleware.exceptions import (
     StoreUnavailable,
 )
 from palm_middleware.stores import AuditRecord, SQLiteStore, Store
-from palm_middleware.stores.sqlite import MIGRATIONS, SCHEMA_VERSION, _migrate, _translate
+from palm_middleware.stores._sqlite_pool import translate as _translate
+from palm_middleware.stores._sqlite_schema import migrate
+from palm_middleware.stores.sqlite import MIGRATIONS, SCHEMA_VERSION
 
 from .contract import StoreContract, count_update, event
 
@@ -81,7 +84,7 @@ def test_opens_a_v1_database_and_upgrades_it(tmp_path: Path) -> None:
     path = tmp_path / "v1.db"
     with raw(path) as conn:
         conn.execute("BEGIN IMMEDIATE")
-        assert _migrate(conn, target=1, where=str(path)) == 1
+        assert migrate(conn, target=1, where=str(path)) == 1
         conn.execute("INSERT INTO profiles VALUES ('u1', '{\"count\": 7}', 7, 5.0)")
         conn.execute(
             "INSERT INTO events (event_id, user_key, kind, payload, ts) "
@@ -237,7 +240,7 @@ def test_connections_of_finished_threads_are_closed(tmp_path: Path) -> None:
             thread.start()
             thread.join()
         # Each new thread's connection pruned the previous dead one: main + the last thread.
-        assert len(store._conns) == 2
+        assert len(store._pool._conns) == 2
 
 
 # ---------------------------------------------------------------------- processes
@@ -335,3 +338,24 @@ def test_acknowledged_events_survive_sigkill(tmp_path: Path, synchronous: str) -
         assert profile is not None and profile.state["count"] == len(stored)
     with raw(path) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_child_opens_its_own_connections(tmp_path: Path) -> None:
+    with SQLiteStore(tmp_path / "palm.db") as store:
+        store.put_profile("u1", {"by": "parent"}, now=0.0)
+        with warnings.catch_warnings():
+            # Python >= 3.12 warns about fork() in a process that ever had threads.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:  # child: never return into pytest
+            code = 1
+            try:
+                code = 0 if store.put_profile("u1", {"by": "child"}, now=1.0).version == 2 else 1
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        profile = store.get_profile("u1")
+        assert profile is not None and profile.state == {"by": "child"}
+        assert store.put_profile("u1", {"by": "parent"}, now=2.0).version == 3
