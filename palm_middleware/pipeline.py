@@ -11,7 +11,6 @@ import hashlib
 import hmac
 import logging
 import math
-import secrets
 import threading
 import time
 import uuid
@@ -146,7 +145,7 @@ class Palm:
             (best worst case over the credible box).
         cues: the cue lexicon; None uses the bundled one (restricted to the portfolio's traits).
         beta, lapse, half_life, n_particles: see :class:`PreferenceModel`.
-        salt: key for pseudonymizing user ids; by default the store's own salt.
+        salt: key for pseudonymizing user ids; by default the store's own (persistent) salt.
         clock: time source (seconds), injectable for tests.
         random_state: seed for Thompson draws and particles.
     """
@@ -187,10 +186,7 @@ class Palm:
                                   n_particles=n_particles)
         # Fail now, not on the first feedback, if the parameters are bad.
         self._new_model().fit([])
-        key = salt if salt is not None else getattr(store, "salt", None)
-        if key is None:
-            key = secrets.token_hex(16)
-            logger.warning("store has no salt and none was given: user keys last this process")
+        key = store.salt if salt is None else salt
         self._salt = key.encode() if isinstance(key, str) else bytes(key)
         self._reference = portfolio.rewards.mean(axis=0)
         self._prior = self._new_model().fit([]).summary()

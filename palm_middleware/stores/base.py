@@ -93,6 +93,11 @@ class Store(Protocol):
     cancelling the awaiting task does not cancel a write that already started.
     """
 
+    @property
+    def salt(self) -> str:
+        """A random per-store secret (hex) for pseudonymizing user ids; fixed at creation."""
+        ...
+
     def get_profile(self, user_key: str) -> ProfileRecord | None:
         """Return the profile of ``user_key``, or None if it has none."""
         ...
