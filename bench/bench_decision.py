@@ -88,5 +88,30 @@ def main() -> None:
             store.close()
 
 
+def feedback_cost(n_events: int = 300) -> None:
+    """record_feedback latency as one user's history grows (the posterior is rebuilt each time)."""
+    from palm_middleware import Pairwise
+
+    portfolio = load_portfolio(bundled("portfolio.yaml"))
+    policy = load_policy(bundled("policy.yaml"))
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        store = SQLiteStore(Path(tmp) / "fb.db")
+        palm = Palm(portfolio, policy, store, salt="bench")
+        ids = portfolio.ids
+        times = []
+        for _ in range(n_events):
+            a, b = rng.choice(len(ids), 2, replace=False)
+            t = time.perf_counter()
+            palm.record_feedback("u", Pairwise(winner=ids[a], loser=ids[b]))
+            times.append(time.perf_counter() - t)
+        store.close()
+    ms = np.array(times) * 1e3
+    print(f"record_feedback p50 (ms) after 1-10 events {np.median(ms[:10]):.1f}, "
+          f"50-100 {np.median(ms[50:100]):.1f}, {n_events - 50}-{n_events} "
+          f"{np.median(ms[-50:]):.1f}; max {ms.max():.1f}")
+
+
 if __name__ == "__main__":
     main()
+    feedback_cost()

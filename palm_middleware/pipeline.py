@@ -55,6 +55,8 @@ logger = logging.getLogger("palm_middleware")
 REGENERATE_STRENGTH = 0.3
 #: Standard deviation of an explicit weight setting at confidence 1.
 EXPLICIT_SD = 0.05
+#: Distinct observations kept per user (the weakest, i.e. oldest, go first beyond this).
+MAX_EVIDENCE_GROUPS = 128
 _MODES = ("mean", "thompson", "robust")
 
 
@@ -190,6 +192,7 @@ class Palm:
         self._salt = key.encode() if isinstance(key, str) else bytes(key)
         self._reference = portfolio.rewards.mean(axis=0)
         self._prior = self._new_model().fit([]).summary()
+        self._prior_alr = _dirichlet_alr_moments(policy.default.values * policy.prior_strength)
         self._safe_default = policy.clamp(policy.default.values, evidence=0.0, personalized=False)
         self._outbox: deque[AuditRecord] = deque(maxlen=100_000)
         self._outbox_lock = threading.Lock()
@@ -337,17 +340,59 @@ class Palm:
         payload = {"obs": [o.to_dict() for o in obs], **extra}
         record = EventRecord(event_id=f"{key}:{event_id}", user_key=key, kind=kind,
                              payload=payload, ts=now)
-        window = 256
-        added, _ = self.store.apply_event(record, self._rebuild, window=window, now=now)
+        added, _ = self.store.apply_event(record, self._rebuild, window=1, now=now)
         return added
 
     def _rebuild(self, profile: ProfileRecord | None, events: list[EventRecord]
                  ) -> dict[str, Any]:
-        obs = [Observation.from_dict(d) for e in events for d in e.payload.get("obs", [])]
-        model = self._new_model().fit(obs, now=float(self.clock()))
+        """New profile state: the stored evidence plus the event just appended (``events[-1]``).
+
+        Identical observations (same pair and outcome, same member rated the same way, same
+        cue) multiply into one likelihood term whose exponent is their decayed count. The state
+        keeps one such group per distinct observation, so replaying it costs the same after ten
+        events or ten thousand, and the posterior is exactly the one over the whole history.
+        """
+        now = float(self.clock())
         state = dict(profile.state) if profile is not None else {}
-        state["posterior"] = model.summary().to_dict()
+        groups = self._decayed_groups(state, now)
+        for d in events[-1].payload.get("obs", []):
+            o = Observation.from_dict(d)
+            key = _group_key(o)
+            grown = groups.get(key)
+            add = o.strength * self._decay(now - o.ts)
+            groups[key] = (o, add + (grown[1] if grown is not None else 0.0))
+        kept = sorted(groups.values(), key=lambda g: -g[1])[:MAX_EVIDENCE_GROUPS]
+        state["evidence"] = [
+            _with_strength(o, s, now).to_dict() for o, s in kept if s >= 1e-6
+        ]
+        state["evidence_ts"] = now
+        state["n_events"] = int(state.get("n_events", 0)) + 1
+        model = self._posterior(state, now)
+        summary = model.summary()
+        state["posterior"] = PosteriorSummary(
+            mean=summary.mean, lower=summary.lower, upper=summary.upper,
+            concentration=summary.concentration, evidence=summary.evidence,
+            n_events=state["n_events"], level=summary.level,
+        ).to_dict()
         return state
+
+    def _decay(self, age: float) -> float:
+        half_life = self._model_params["half_life"]
+        return 1.0 if half_life is None or age <= 0 else 0.5 ** (age / float(half_life))
+
+    def _decayed_groups(self, state: Mapping[str, Any], now: float
+                        ) -> dict[tuple[Any, ...], tuple[Observation, float]]:
+        g = self._decay(now - float(state.get("evidence_ts", now)))
+        out: dict[tuple[Any, ...], tuple[Observation, float]] = {}
+        for d in state.get("evidence", []):
+            o = Observation.from_dict(d)
+            out[_group_key(o)] = (o, o.strength * g)
+        return out
+
+    def _posterior(self, state: Mapping[str, Any], now: float) -> PreferenceModel:
+        """The particle posterior over the user's grouped evidence, decayed to ``now``."""
+        obs = [_with_strength(o, s, now) for o, s in self._decayed_groups(state, now).values()]
+        return self._new_model().fit(obs, now=now)
 
     def _new_model(self) -> PreferenceModel:
         return PreferenceModel(
@@ -492,10 +537,8 @@ class Palm:
 
     def compare_candidates(self, user: UserId) -> tuple[MemberId, MemberId]:
         """Two members whose comparison would tell most about this user (for an A/B prompt)."""
-        key = self.user_key(user)
-        obs = [Observation.from_dict(d) for e in self.store.events(key, limit=256)
-               for d in e.payload.get("obs", [])]
-        model = self._new_model().fit(obs, now=float(self.clock()))
+        record = self.store.get_profile(self.user_key(user))
+        model = self._posterior(record.state if record is not None else {}, float(self.clock()))
         i, j = model.query_pair(self.portfolio.rewards)
         return self.portfolio.ids[i], self.portfolio.ids[j]
 
@@ -514,3 +557,23 @@ def _last_user_text(messages: Sequence[Mapping[str, Any]]) -> tuple[str, int]:
             return " ".join(t for t in texts if isinstance(t, str)), pos
         return "", pos
     return "", -1
+
+
+def _dirichlet_alr_moments(alpha: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Mean and precision of log(w_i / w_d) under Dirichlet(alpha) (digamma/trigamma)."""
+    from scipy.special import digamma, polygamma
+
+    a = np.maximum(np.asarray(alpha, dtype=np.float64), 1e-2)
+    mean = digamma(a[:-1]) - digamma(a[-1])
+    cov = np.diag(polygamma(1, a[:-1])) + polygamma(1, a[-1])
+    return np.asarray(mean, dtype=np.float64), np.asarray(np.linalg.inv(cov), dtype=np.float64)
+
+
+def _group_key(o: Observation) -> tuple[Any, ...]:
+    mask = None if o.mask is None else tuple(int(x) for x in o.mask)
+    return (o.kind, tuple(round(float(x), 6) for x in o.vector), o.y, o.scale, mask, o.precision)
+
+
+def _with_strength(o: Observation, strength: float, ts: float) -> Observation:
+    return Observation(o.kind, o.vector, y=o.y, strength=strength, scale=o.scale, mask=o.mask,
+                       precision=o.precision, ts=ts)

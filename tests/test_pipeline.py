@@ -270,3 +270,45 @@ def test_database_holds_decisions_as_audit(palm: Palm, tmp_path: Path) -> None:
     assert rec.payload["policy_version"] == POLICY.version
     with sqlite3.connect(tmp_path / "palm.db") as conn:
         assert conn.execute("select count(*) from audit").fetchone()[0] == 1
+
+
+def test_long_histories_keep_the_exact_posterior_at_bounded_size(store: SQLiteStore) -> None:
+    from palm_middleware.preferences.events import Observation
+    from palm_middleware.preferences.model import PreferenceModel
+
+    palm = Palm(PORTFOLIO, POLICY, store, clock=Clock(), half_life=None)
+    rng = np.random.default_rng(0)
+    hidden = np.array([0.2, 0.2, 0.1, 0.5])
+    obs = []
+    for _ in range(40):
+        a, b = rng.choice(len(PORTFOLIO), 2, replace=False)
+        ra, rb = PORTFOLIO.rewards[a], PORTFOLIO.rewards[b]
+        win = a if rng.random() < 1 / (1 + np.exp(-10 * hidden @ (ra - rb))) else b
+        lose = b if win == a else a
+        palm.record_feedback("alice", Pairwise(winner=PORTFOLIO.ids[win],
+                                               loser=PORTFOLIO.ids[lose]))
+        obs.append(Observation.compare(PORTFOLIO.rewards[win] - PORTFOLIO.rewards[lose], 1))
+    prof = palm.profile("alice")
+    assert prof.n_events == 40 and prof.evidence == pytest.approx(40, abs=1e-3)
+    assert len(palm.store.events(palm.user_key("alice"))) == 40  # the log keeps everything
+    exact = PreferenceModel(prior_mean=POLICY.default.values, prior_strength=POLICY.prior_strength,
+                            lapse=0.05, random_state=0).fit(obs).predict()
+    grouped = np.array(list(prof.weights.values()))
+    # Same posterior, another Monte Carlo path: agree to sampling error.
+    assert np.abs(grouped - exact).sum() < 0.06
+    state = palm.store.get_profile(palm.user_key("alice")).state  # type: ignore[union-attr]
+    assert len(state["evidence"]) <= 2 * len(PORTFOLIO) * (len(PORTFOLIO) - 1) // 2
+
+
+def test_old_evidence_fades_with_the_half_life(store: SQLiteStore) -> None:
+    clock = Clock()
+    day = 86400.0
+    palm = Palm(PORTFOLIO, POLICY, store, clock=clock, half_life=10 * day)
+    prefer(palm, "alice", "terse", n=10)
+    assert palm.profile("alice").evidence == pytest.approx(10, abs=1e-3)
+    clock.t += 100 * day  # ten half-lives
+    palm.record_feedback("alice", Pairwise(winner="thorough", loser="terse"))
+    prof = palm.profile("alice")
+    assert prof.n_events == 11
+    assert prof.evidence == pytest.approx(1 + 10 * 0.5**10, abs=1e-3)
+    assert "min-evidence" in palm.decide("alice").rules_fired  # too little evidence is left
