@@ -128,7 +128,10 @@ def run_simulation(config: SimulationConfig = SimulationConfig(),
         regret = np.zeros((len(METHODS), c.n_users, c.n_events + 1))
         werr = np.zeros_like(regret)
         cover = np.zeros_like(regret)
-        for u in tqdm(range(c.n_users), desc=f"simulate {fb}", disable=None if progress else True, leave=False):
+        # disable=None: a bar on a terminal, silence in logs and CI.
+        bar = tqdm(range(c.n_users), desc=f"simulate {fb}", disable=None if progress else True,
+                   leave=False)
+        for u in bar:
             w = users[u]
             vals = R @ w
             opt = float(vals.max())
