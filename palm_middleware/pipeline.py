@@ -7,8 +7,10 @@ state: if inference fails it serves the deployment default, clamped by the polic
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import hmac
+import json
 import logging
 import math
 import threading
@@ -21,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from ._rng import check_random_state
 from .exceptions import (
     IdentityError,
     InvalidEventError,
@@ -41,7 +44,7 @@ from .preferences.events import (
     TextCue,
     Thumb,
 )
-from .preferences.model import PosteriorSummary, PreferenceModel, check_random_state
+from .preferences.model import PosteriorSummary, PreferenceModel
 from .routing import Route, RouteMode, Router
 from .stores.base import AuditRecord, EventRecord, ProfileRecord, Store
 from .traits import check_simplex
@@ -191,10 +194,9 @@ class Palm:
         key = store.salt if salt is None else salt
         self._salt = key.encode() if isinstance(key, str) else bytes(key)
         self._reference = portfolio.rewards.mean(axis=0)
-        self._prior = self._new_model().fit([]).summary()
-        self._prior_alr = _dirichlet_alr_moments(policy.default.values * policy.prior_strength)
+        self._prior = _prior_summary(policy.default.values, float(policy.prior_strength))
         self._safe_default = policy.clamp(policy.default.values, evidence=0.0, personalized=False)
-        self._outbox: deque[AuditRecord] = deque(maxlen=100_000)
+        self._outbox: deque[AuditRecord] = deque()
         self._outbox_lock = threading.Lock()
 
     # -- identity -------------------------------------------------------------------------------
@@ -225,13 +227,13 @@ class Palm:
         cue_ids: tuple[str, ...] = ()
         opted_out = False
         try:
-            cue_ids = self._record_cues(user, key, messages, now)
+            cue_ids = self._record_cues(key, messages, metadata, now)
             record = self.store.get_profile(key)
-            summary, opted_out = self._summary(record)
+            summary, opted_out = self._summary(record, now)
             raw = summary.mean
             check_simplex(raw, self.portfolio.space, "inferred weights")
             clamp = self.policy.clamp(raw, evidence=summary.evidence, personalized=not opted_out)
-            route, used_w = self._route(summary, clamp)
+            route, clamp = self._route(summary, clamp)
         except PalmError as exc:
             fallback = f"{type(exc).__name__}: {exc}"
         except Exception as exc:  # the decision path must keep serving; say why, inside bounds
@@ -242,7 +244,7 @@ class Palm:
             raw = self.policy.default.values
             clamp = self._safe_default
             route = self.router.route(clamp.weights)
-            used_w = clamp.weights
+        used_w = clamp.weights
         names = self.portfolio.space.names
         rules = clamp.rules_fired
         explanation = self._explain(route, clamp, fallback, opted_out)
@@ -267,14 +269,23 @@ class Palm:
         """Async :meth:`decide`; store I/O runs in a worker thread, never on the event loop."""
         return await asyncio.to_thread(self.decide, user, messages, metadata)
 
-    def _summary(self, record: ProfileRecord | None) -> tuple[PosteriorSummary, bool]:
+    def _summary(self, record: ProfileRecord | None, now: float
+                 ) -> tuple[PosteriorSummary, bool]:
         if record is None:
             return self._prior, False
+        opted_out = bool(record.state.get("opted_out", False))
         post = record.state.get("posterior")
-        summary = self._prior if post is None else PosteriorSummary.from_dict(post)
-        return summary, bool(record.state.get("opted_out", False))
+        if post is None:
+            return self._prior, opted_out
+        summary = PosteriorSummary.from_dict(post)
+        g = self._decay(now - float(record.state.get("evidence_ts", now)))
+        if g < 1.0:
+            summary = _faded(summary, g, self._prior)
+        return summary, opted_out
 
-    def _route(self, summary: PosteriorSummary, clamp: ClampResult) -> tuple[Route, FloatArray]:
+    def _route(self, summary: PosteriorSummary, clamp: ClampResult
+               ) -> tuple[Route, ClampResult]:
+        """Route, and the clamp whose weights were used (in Thompson mode, the draw's)."""
         mode = self.mode
         if clamp.used_default or (mode == "thompson" and not self.policy.exploration):
             mode = "mean"
@@ -282,13 +293,13 @@ class Palm:
             with self._rng_lock:
                 draw = summary.sample(1, self._rng)[0]
             drawn = self.policy.clamp(draw, evidence=summary.evidence)
-            return self.router.route(drawn.weights, mode="thompson"), drawn.weights
+            return self.router.route(drawn.weights, mode="thompson"), drawn
         if mode == "robust":
             lo = np.maximum(np.minimum(summary.lower, clamp.weights), self.policy.lower)
             hi = np.minimum(np.maximum(summary.upper, clamp.weights), self.policy.upper)
             if lo.sum() <= 1 <= hi.sum():
-                return self.router.route_robust(lo, hi), clamp.weights
-        return self.router.route(clamp.weights), clamp.weights
+                return self.router.route_robust(lo, hi), clamp
+        return self.router.route(clamp.weights), clamp
 
     def _explain(self, route: Route, clamp: ClampResult, fallback: str | None,
                  opted_out: bool) -> str:
@@ -302,16 +313,28 @@ class Palm:
         return "; ".join(parts)
 
     def _audit(self, record: AuditRecord) -> None:
-        """Write an audit record; if the store is down, keep it and retry on the next write."""
+        """Write an audit record; if the store is down, keep it and retry on the next write.
+
+        A record the store refuses for good (not retryable) is written to the error log in
+        full, so it is never dropped silently and never blocks the records behind it.
+        """
         with self._outbox_lock:
             self._outbox.append(record)
-            try:
-                while self._outbox:
-                    self.store.append_audit(self._outbox[0])
-                    self._outbox.popleft()
-            except StoreError as exc:
-                logger.error("audit write failed (%s); %d record(s) pending", exc,
-                             len(self._outbox))
+            while self._outbox:
+                head = self._outbox[0]
+                try:
+                    self.store.append_audit(head)
+                except StoreError as exc:
+                    if exc.is_retryable:
+                        logger.error("audit write failed (%s); %d record(s) pending", exc,
+                                     len(self._outbox))
+                        return
+                    logger.error("audit record refused by the store (%s); dead letter: %s", exc,
+                                 json.dumps(dataclasses.asdict(head), default=str))
+                except Exception as exc:  # keep serving; the record stays queued
+                    logger.exception("audit write failed unexpectedly (%s)", exc)
+                    return
+                self._outbox.popleft()
 
     @property
     def pending_audit(self) -> int:
@@ -328,6 +351,8 @@ class Palm:
         """
         now = float(self.clock())
         key = self.user_key(user)
+        if not isinstance(event.event_id, str) or not event.event_id:
+            raise InvalidEventError(f"event_id must be a non-empty string; got {event.event_id!r}")
         obs, kind, extra = self._resolve(key, event, now)
         return self._apply(key, event.event_id, kind, obs, extra, now)
 
@@ -354,6 +379,9 @@ class Palm:
         """
         now = float(self.clock())
         state = dict(profile.state) if profile is not None else {}
+        if events[-1].kind in ("opt_out", "opt_in"):
+            state["opted_out"] = events[-1].kind == "opt_out"
+            return state
         groups = self._decayed_groups(state, now)
         for d in events[-1].payload.get("obs", []):
             o = Observation.from_dict(d)
@@ -421,7 +449,16 @@ class Palm:
 
     def _resolve(self, key: str, event: FeedbackEvent, now: float
                  ) -> tuple[list[Observation], str, dict[str, Any]]:
-        ts = now if event.ts is None else float(event.ts)
+        ts = now
+        if event.ts is not None:
+            if isinstance(event.ts, bool) or not isinstance(event.ts, (int, float)) or not (
+                math.isfinite(event.ts)
+            ):
+                raise InvalidEventError(f"ts must be a finite unix time or None; got {event.ts!r}")
+            # A client clock cannot make its feedback outlast forgetting: no future times.
+            ts = min(float(event.ts), now)
+        if isinstance(event, Thumb) and not isinstance(event.up, bool):
+            raise InvalidEventError(f"Thumb.up must be True or False; got {event.up!r}")
         if isinstance(event, Thumb):
             r, m = self._member_reward(key, event.member, event.decision_id)
             return ([Observation.compare(r - self._reference, 1 if event.up else -1, ts=ts)],
@@ -442,8 +479,12 @@ class Palm:
         if isinstance(event, TextCue):
             space = self.portfolio.space
             i = space.index(event.trait)
-            if event.direction not in (-1, 1):
+            if event.direction not in (-1, 1) or isinstance(event.direction, bool):
                 raise InvalidEventError(f"cue direction must be +1 or -1; got {event.direction}")
+            if isinstance(event.strength, bool) or not isinstance(event.strength, (int, float)) or (
+                not 0 < event.strength <= 10
+            ):
+                raise InvalidEventError(f"cue strength must be in (0, 10]; got {event.strength!r}")
             delta = -np.full(space.dim, self.policy.default.values[i])
             delta[i] += 1.0
             return ([Observation.compare(delta, event.direction, scale=event.strength, ts=ts)],
@@ -454,7 +495,9 @@ class Palm:
         space = self.portfolio.space
         if not event.weights:
             raise InvalidEventError("explicit weights are empty")
-        if not (isinstance(event.confidence, (int, float)) and 0 < event.confidence <= 100):
+        if isinstance(event.confidence, bool) or not (
+            isinstance(event.confidence, (int, float)) and 0 < event.confidence <= 100
+        ):
             raise InvalidEventError(f"confidence must be in (0, 100]; got {event.confidence!r}")
         target = np.zeros(space.dim)
         mask = np.zeros(space.dim)
@@ -471,14 +514,17 @@ class Palm:
         precision = float(event.confidence) / EXPLICIT_SD**2
         return Observation.anchor(target, mask, precision=precision, ts=ts)
 
-    def _record_cues(self, user: UserId, key: str, messages: Sequence[Mapping[str, Any]],
-                     now: float) -> tuple[str, ...]:
+    def _record_cues(self, key: str, messages: Sequence[Mapping[str, Any]],
+                     metadata: Mapping[str, Any] | None, now: float) -> tuple[str, ...]:
         text, position = _last_user_text(messages)
         if not text or not self.cues.cues:
             return ()
         found = self.cues.match(text)
-        # The same message re-sent (retries, chat history) must count once: id from its content.
-        digest = hashlib.sha256(f"{position}\x00{text}".encode()).hexdigest()[:16]
+        # The same message re-sent (retries, chat history) must count once: the id comes from
+        # its content and place, and from the conversation id when the caller passes one.
+        conversation = str((metadata or {}).get("conversation_id", ""))
+        digest = hashlib.sha256(f"{conversation}\x00{position}\x00{text}".encode()).hexdigest()
+        digest = digest[:16]
         for cue in found:
             event = TextCue(trait=cue.trait, direction=cue.direction, strength=cue.strength,
                             cue_id=cue.id, event_id=f"cue:{digest}:{cue.id}", ts=now)
@@ -490,7 +536,7 @@ class Palm:
     def profile(self, user: UserId, *, recent: int = 20) -> Profile:
         """The user's own profile: inferred weights, their uncertainty, what the policy applies."""
         key = self.user_key(user)
-        summary, opted_out = self._summary(self.store.get_profile(key))
+        summary, opted_out = self._summary(self.store.get_profile(key), float(self.clock()))
         clamp = self.policy.clamp(summary.mean, evidence=summary.evidence,
                                   personalized=not opted_out)
         names = self.portfolio.space.names
@@ -506,7 +552,7 @@ class Palm:
         return Profile(
             user_key=key, weights=named(summary.mean), lower=named(summary.lower),
             upper=named(summary.upper), effective_weights=named(clamp.weights),
-            rules_fired=clamp.rules_fired, evidence=round(summary.evidence, 4),
+            rules_fired=clamp.rules_fired, evidence=summary.evidence,
             n_events=summary.n_events, opted_out=opted_out, recent_events=events,
         )
 
@@ -514,12 +560,11 @@ class Palm:
         """Switch personalization off (or back on) for this user; the default is served."""
         key = self.user_key(user)
         now = float(self.clock())
-        record = self.store.get_profile(key)
-        state = dict(record.state) if record is not None else {}
-        state["opted_out"] = bool(opted_out)
-        self.store.put_profile(key, state, now=now)
-        self._audit(AuditRecord(uuid.uuid4().hex, key, "opt_out" if opted_out else "opt_in",
-                                {}, now))
+        kind = "opt_out" if opted_out else "opt_in"
+        # Through apply_event, so it cannot overwrite a feedback update racing with it.
+        record = EventRecord(f"{key}:{uuid.uuid4().hex}", key, kind, {}, now)
+        self.store.apply_event(record, self._rebuild, window=1, now=now)
+        self._audit(AuditRecord(uuid.uuid4().hex, key, kind, {}, now))
 
     def reset(self, user: UserId) -> None:
         """Forget the learned preferences (events and profile); keep the audit trail."""
@@ -559,16 +604,6 @@ def _last_user_text(messages: Sequence[Mapping[str, Any]]) -> tuple[str, int]:
     return "", -1
 
 
-def _dirichlet_alr_moments(alpha: FloatArray) -> tuple[FloatArray, FloatArray]:
-    """Mean and precision of log(w_i / w_d) under Dirichlet(alpha) (digamma/trigamma)."""
-    from scipy.special import digamma, polygamma
-
-    a = np.maximum(np.asarray(alpha, dtype=np.float64), 1e-2)
-    mean = digamma(a[:-1]) - digamma(a[-1])
-    cov = np.diag(polygamma(1, a[:-1])) + polygamma(1, a[-1])
-    return np.asarray(mean, dtype=np.float64), np.asarray(np.linalg.inv(cov), dtype=np.float64)
-
-
 def _group_key(o: Observation) -> tuple[Any, ...]:
     mask = None if o.mask is None else tuple(int(x) for x in o.mask)
     return (o.kind, tuple(round(float(x), 6) for x in o.vector), o.y, o.scale, mask, o.precision)
@@ -577,3 +612,40 @@ def _group_key(o: Observation) -> tuple[Any, ...]:
 def _with_strength(o: Observation, strength: float, ts: float) -> Observation:
     return Observation(o.kind, o.vector, y=o.y, strength=strength, scale=o.scale, mask=o.mask,
                        precision=o.precision, ts=ts)
+
+
+def _prior_summary(mean: FloatArray, strength: float, level: float = 0.9) -> PosteriorSummary:
+    """The Dirichlet(strength · mean) prior, summarized exactly (Beta marginals)."""
+    from scipy.stats import beta
+
+    a = np.maximum(mean * strength, 1e-2)
+    total = float(a.sum())
+    tail = (1 - level) / 2
+    return PosteriorSummary(
+        mean=a / total, lower=np.asarray(beta.ppf(tail, a, total - a), dtype=np.float64),
+        upper=np.asarray(beta.ppf(1 - tail, a, total - a), dtype=np.float64),
+        concentration=total, evidence=0.0, n_events=0, level=level,
+    )
+
+
+def _faded(summary: PosteriorSummary, g: float, prior: PosteriorSummary) -> PosteriorSummary:
+    """``summary`` after its evidence has faded by the factor ``g`` since it was computed.
+
+    Conjugate-style approximation between feedback events (each event rebuilds the exact
+    posterior): with prior strength s and evidence E, the data pulled the mean from the prior
+    with weight E / (s + E); fading leaves g·E.
+    """
+    s, e = prior.concentration, summary.evidence
+    if e <= 0:
+        return summary
+    keep = (g * e / (s + g * e)) / (e / (s + e))
+    widen = float(np.sqrt((s + e) / (s + g * e)))
+    mean = prior.mean + keep * (summary.mean - prior.mean)
+    half_lo = (summary.mean - summary.lower) * widen
+    half_hi = (summary.upper - summary.mean) * widen
+    return PosteriorSummary(
+        mean=mean / mean.sum(), lower=np.clip(mean - half_lo, 0.0, 1.0),
+        upper=np.clip(mean + half_hi, 0.0, 1.0),
+        concentration=summary.concentration * (s + g * e) / (s + e), evidence=g * e,
+        n_events=summary.n_events, level=summary.level,
+    )

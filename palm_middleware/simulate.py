@@ -27,7 +27,7 @@ import numpy as np
 
 from .exceptions import InvalidParameterError
 from .preferences.events import Observation
-from .preferences.model import PreferenceModel, check_random_state
+from .preferences.model import PreferenceModel
 from .types import FloatArray
 
 __all__ = [
@@ -94,13 +94,12 @@ def lp_front_members(n_members: int, n_traits: int, *, p: float = 2.0, noise: fl
 
     The best point of the front for weights w is r_i = w_i^(q−1)/‖w‖_q^(q−1), q = p/(p−1).
     """
-    rng = check_random_state(random_state)
-    q = p / (p - 1.0)
-    w = rng.dirichlet(np.ones(n_traits), size=n_members)
-    r = w ** (q - 1.0) / (np.sum(w ** q, axis=1, keepdims=True) ** ((q - 1.0) / q))
-    r = r + rng.normal(0.0, noise, size=r.shape)
-    out: FloatArray = np.clip(r, 0.0, 1.0)
-    return out
+    from .portfolio.oracle import stack_rewards
+    from .portfolio.synthetic import lp_front_pool
+
+    pool = lp_front_pool(n_traits, n_members, p, sigma=noise, shrink=0.0,
+                         random_state=random_state)
+    return stack_rewards(pool)
 
 
 def _sigmoid(x: float) -> float:

@@ -251,11 +251,20 @@ def test_thompson_explores_only_when_the_policy_allows(store: SQLiteStore) -> No
     assert modes == {"mean"}
 
 
-def test_robust_mode_routes_inside_the_portfolio(store: SQLiteStore) -> None:
+def test_robust_mode_takes_the_best_worst_case(store: SQLiteStore) -> None:
+    from palm_middleware.routing import worst_case_values
+
     palm = Palm(PORTFOLIO, POLICY, store, mode="robust", clock=Clock())
     prefer(palm, "alice", "terse", n=8)
     d = palm.decide("alice")
-    assert d.mode == "robust" and d.member in PORTFOLIO
+    prof = palm.profile("alice")
+    names = POLICY.space.names
+    w = np.array([d.weights[t] for t in names])
+    lo = np.maximum(np.minimum([prof.lower[t] for t in names], w), POLICY.lower)
+    hi = np.minimum(np.maximum([prof.upper[t] for t in names], w), POLICY.upper)
+    worst = worst_case_values(PORTFOLIO.rewards, lo, hi)
+    assert d.mode == "robust"
+    assert PORTFOLIO.index(d.member) == int(np.argmax(worst))
 
 
 def test_compare_candidates_returns_two_members(palm: Palm) -> None:
@@ -312,3 +321,100 @@ def test_old_evidence_fades_with_the_half_life(store: SQLiteStore) -> None:
     assert prof.n_events == 11
     assert prof.evidence == pytest.approx(1 + 10 * 0.5**10, abs=1e-3)
     assert "min-evidence" in palm.decide("alice").rules_fired  # too little evidence is left
+
+
+def test_evidence_fades_between_events_too(store: SQLiteStore) -> None:
+    clock = Clock()
+    palm = Palm(PORTFOLIO, POLICY, store, clock=clock, half_life=3600.0)
+    prefer(palm, "alice", "terse", n=12)
+    assert palm.decide("alice").member == "terse"
+    clock.t += 50 * 3600.0  # fifty half-lives, no new events
+    d = palm.decide("alice")
+    assert d.evidence < 1e-6 and "min-evidence" in d.rules_fired
+    assert d.raw_weights == pytest.approx(dict(zip(POLICY.space.names, POLICY.default.values)),
+                                          abs=1e-6)
+
+
+def test_new_users_start_exactly_at_the_default(palm: Palm) -> None:
+    d = palm.decide("newcomer")
+    assert list(d.raw_weights.values()) == pytest.approx(list(POLICY.default.values), abs=1e-12)
+    prof = palm.profile("newcomer")
+    for t in POLICY.space.names:
+        assert prof.lower[t] < POLICY.default[t] < prof.upper[t]
+
+
+@pytest.mark.parametrize(
+    ("event", "match"),
+    [
+        (Thumb(up="no", member="terse"), "Thumb.up must be True or False"),  # type: ignore[arg-type]
+        (Thumb(up=True, member="terse", event_id=""), "event_id must be a non-empty string"),
+        (Thumb(up=True, member="terse", event_id=None), "event_id"),  # type: ignore[arg-type]
+        (Thumb(up=True, member="terse", ts=float("nan")), "ts must be a finite"),
+        (Thumb(up=True, member="terse", ts="yesterday"), "ts must be a finite"),  # type: ignore[arg-type]
+        (ExplicitWeights({"humor": 0.5}, confidence=True), "confidence"),
+    ],
+)
+def test_malformed_event_fields_are_refused(palm: Palm, event: Any, match: str) -> None:
+    with pytest.raises(InvalidEventError, match=match):
+        palm.record_feedback("alice", event)
+
+
+def test_cue_strength_and_direction_are_checked(palm: Palm) -> None:
+    from palm_middleware import TextCue
+
+    for bad in (TextCue("brevity", 1, strength=-1e6), TextCue("brevity", 1, strength=1e9),
+                TextCue("brevity", 0)):  # type: ignore[arg-type]
+        with pytest.raises(InvalidEventError):
+            palm.record_feedback("alice", bad)
+
+
+def test_future_timestamps_cannot_outlast_forgetting(store: SQLiteStore) -> None:
+    clock = Clock()
+    palm = Palm(PORTFOLIO, POLICY, store, clock=clock, half_life=3600.0)
+    palm.record_feedback("alice", Pairwise(winner="terse", loser="thorough", ts=1e15))
+    clock.t += 10 * 3600.0
+    assert palm.profile("alice").evidence == pytest.approx(0.5**10, rel=1e-3)
+
+
+def test_a_refused_audit_record_does_not_block_the_rest(tmp_path: Path,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    from palm_middleware import StoreError
+
+    class Refusing(SQLiteStore):
+        refuse: set[str] = set()
+
+        def append_audit(self, record: AuditRecord) -> None:
+            if record.record_id in self.refuse:
+                raise StoreError("refused for good")
+            super().append_audit(record)
+
+    store = Refusing(tmp_path / "r.db")
+    palm = Palm(PORTFOLIO, POLICY, store, clock=Clock())
+    first = palm.decide("alice")
+    Refusing.refuse = {first.decision_id}
+    # replay: the same record again is refused permanently, later ones still get written
+    palm._audit(AuditRecord(first.decision_id, first.user_key, "decision", {}, 0.0))
+    later = palm.decide("alice")
+    assert palm.pending_audit == 0
+    assert store.get_audit(later.decision_id) is not None
+    assert "dead letter" in caplog.text
+    store.close()
+
+
+def test_thompson_reports_the_rules_that_bounded_its_draw(store: SQLiteStore) -> None:
+    palm = Palm(PORTFOLIO, POLICY, store, mode="thompson", clock=Clock(), random_state=3)
+    prefer(palm, "clown", "playful", n=30)
+    for _ in range(20):
+        d = palm.decide("clown")
+        if d.weights["humor"] >= 0.3 - 1e-9:
+            assert "humor-cap" in d.rules_fired
+        assert d.weights["humor"] <= 0.3 + 1e-9 and d.weights["safety"] >= 0.2 - 1e-9
+
+
+def test_opt_out_keeps_the_learned_posterior(palm: Palm) -> None:
+    prefer(palm, "alice", "terse")
+    before = palm.profile("alice").weights
+    palm.set_opt_out("alice")
+    palm.set_opt_out("alice", False)
+    assert palm.profile("alice").weights == before
+    assert palm.profile("alice").n_events == 12

@@ -7,9 +7,9 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from .._rng import RandomState, check_random_state
 from ..exceptions import InvalidParameterError
 from ..types import FloatArray
-from ._rng import RandomState, check_random_state
 from .oracle import Candidate, Oracle
 from .simplex import lattice_size, simplex_lattice
 

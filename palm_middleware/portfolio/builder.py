@@ -16,10 +16,10 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from .._rng import RandomState, check_random_state
 from ..exceptions import InvalidParameterError
 from ..traits import TraitSpace
 from ..types import FloatArray
-from ._rng import RandomState, check_random_state
 from .certify import GapCertificate, certified_eps, certify_gaps
 from .grid import grid, grid_size
 from .manifest import Certificate, Member, Portfolio, Provenance

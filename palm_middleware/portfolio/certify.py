@@ -78,9 +78,20 @@ def _inputs(portfolio: npt.ArrayLike, pool: npt.ArrayLike) -> tuple[FloatArray, 
             f"portfolio and pool must be non-empty reward arrays of shapes (k, d) and (m, d); "
             f"got {p.shape} and {c.shape}"
         )
-    if not (np.all(np.isfinite(p)) and np.all(np.isfinite(c))):
-        raise InvalidParameterError("portfolio and pool rewards must be finite; got NaN or inf")
+    for name, arr in (("portfolio", p), ("pool", c)):
+        _check_rewards(arr, name)
     return p, c
+
+
+def _check_rewards(arr: FloatArray, name: str) -> None:
+    """Rewards must be normalized: the LP certificate assumes 0 <= r <= 1 (non-negative)."""
+    bad = np.argwhere(~np.isfinite(arr) | (arr < 0) | (arr > 1))
+    if bad.size:
+        i, j = (int(x) for x in bad[0])
+        raise InvalidParameterError(
+            f"{name} rewards must be finite numbers in [0, 1]; row {i}, column {j} is "
+            f"{float(arr[i, j])!r} ({len(bad)} bad entries); normalize rewards first"
+        )
 
 
 def _probe(d: int) -> FloatArray:

@@ -23,6 +23,7 @@ import numpy.typing as npt
 
 from ..exceptions import ConvergenceWarning, InvalidParameterError
 from ..types import FloatArray
+from .certify import _check_rewards
 
 __all__ = [
     "BudgetedCover",
@@ -51,6 +52,7 @@ def _check(universe: npt.ArrayLike, rewards: npt.ArrayLike) -> tuple[FloatArray,
             f"universe and rewards must be non-empty arrays of shapes (n, d) and (m, d); got "
             f"{u.shape} and {r.shape}"
         )
+    _check_rewards(r, "candidate")
     return u, r
 
 

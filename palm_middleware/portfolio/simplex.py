@@ -7,9 +7,9 @@ import math
 
 import numpy as np
 
+from .._rng import RandomState, check_random_state
 from ..exceptions import InvalidParameterError
 from ..types import FloatArray
-from ._rng import RandomState, check_random_state
 
 __all__ = ["lattice_size", "simplex_lattice", "simplex_sample"]
 

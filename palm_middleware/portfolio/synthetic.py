@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from .._rng import RandomState, check_random_state
 from ..exceptions import InvalidParameterError
 from ..types import FloatArray
-from ._rng import RandomState, check_random_state
 from .oracle import CallableOracle, Candidate
 
 __all__ = ["lp_front_optimum", "lp_front_oracle", "lp_front_pool"]

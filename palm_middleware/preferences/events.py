@@ -129,12 +129,22 @@ class Observation:
         object.__setattr__(self, "vector", v)
         if self.kind == "compare" and self.y not in (-1, 1):
             raise InvalidEventError(f"compare observation needs y = +1 or -1; got {self.y!r}")
-        if not (math.isfinite(self.strength) and self.strength >= 0):
-            raise InvalidEventError(f"strength must be finite and >= 0; got {self.strength!r}")
+        for name, val, low in (("strength", self.strength, 0.0), ("scale", self.scale, 1e-12),
+                               ("precision", self.precision, 0.0)):
+            if isinstance(val, bool) or not isinstance(val, (int, float)) or not (
+                math.isfinite(val) and val >= low
+            ):
+                raise InvalidEventError(f"{name} must be a finite number >= {low:g}; got {val!r}")
+        if isinstance(self.ts, bool) or not isinstance(self.ts, (int, float)) or not math.isfinite(
+            self.ts
+        ):
+            raise InvalidEventError(f"ts must be a finite unix time; got {self.ts!r}")
         if self.kind == "anchor":
             if self.mask is None:
                 raise InvalidEventError("anchor observation needs a mask")
             object.__setattr__(self, "mask", np.asarray(self.mask, dtype=np.float64))
+            if self.precision <= 0:
+                raise InvalidEventError(f"anchor precision must be > 0; got {self.precision!r}")
 
     @classmethod
     def compare(

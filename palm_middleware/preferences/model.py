@@ -19,22 +19,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from .._rng import check_random_state
 from ..exceptions import InvalidParameterError, NotFittedError
 from ..types import FloatArray
 from .events import Observation
 
-__all__ = ["PosteriorSummary", "PreferenceModel", "check_random_state"]
+__all__ = ["PosteriorSummary", "PreferenceModel"]
 
 _TINY = 1e-300
-
-
-def check_random_state(seed: int | np.random.Generator | None) -> np.random.Generator:
-    """Turn ``seed`` into a :class:`numpy.random.Generator` (never the global RNG)."""
-    if isinstance(seed, np.random.Generator):
-        return seed
-    if seed is None or (isinstance(seed, (int, np.integer)) and not isinstance(seed, bool)):
-        return np.random.default_rng(seed)
-    raise InvalidParameterError(f"{seed!r} cannot be used to seed a numpy.random.Generator")
 
 
 @dataclass(frozen=True)
@@ -231,8 +223,9 @@ class PreferenceModel:
                     f"the model has {self.n_traits_} traits"
                 )
         t_new = max(o.ts for o in obs) if now is None else float(now)
-        self._decay_to(t_new)
-        factors = np.array([o.strength * self._decay_factor(t_new - o.ts) for o in obs])
+        t_ref = self._decay_to(t_new)
+        # Ages count from the latest time seen, so a late batch of old events fades too.
+        factors = np.array([o.strength * self._decay_factor(t_ref - o.ts) for o in obs])
         new_ll = self._loglik(self.particles_, obs)
         self._obs.extend(obs)
         self._exps = np.concatenate([self._exps, np.zeros(len(obs))])
@@ -253,16 +246,18 @@ class PreferenceModel:
             return 1.0
         return float(0.5 ** (age / float(self.half_life)))
 
-    def _decay_to(self, t: float) -> None:
+    def _decay_to(self, t: float) -> float:
+        """Fade the evidence held so far to time ``t``; returns the new reference time."""
         if self._t_ref is None:
             self._t_ref = t
-            return
+            return t
         if self.half_life is not None and t > self._t_ref and self._exps.size:
             g = self._decay_factor(t - self._t_ref)
             self._logw += (g - 1.0) * (self._ll @ self._exps)
             self._exps = self._exps * g
             self._maybe_rejuvenate()
         self._t_ref = max(self._t_ref, t)
+        return self._t_ref
 
     def _temper_in(self, idx: npt.NDArray[np.intp], factors: FloatArray) -> None:
         """Raise the exponents of observations ``idx`` by ``factors``, in ESS-safe stages."""

@@ -73,3 +73,17 @@ def test_mixed_forms_are_tight(seed: int) -> None:
 def test_bad_shapes() -> None:
     with pytest.raises(InvalidParameterError, match="shapes"):
         certify_gaps(np.zeros((2, 2)), np.zeros((3, 3)))
+
+
+def test_library_api_rejects_unnormalized_rewards() -> None:
+    import numpy as np
+    import pytest
+
+    from palm_middleware import InvalidParameterError
+    from palm_middleware.portfolio import certify_gaps, coverage_matrix
+
+    bad = np.array([[0.5, -0.2], [0.3, 0.9]])
+    with pytest.raises(InvalidParameterError, match=r"row 0, column 1 is -0\.2"):
+        certify_gaps(bad[:1], bad)
+    with pytest.raises(InvalidParameterError, match=r"in \[0, 1\]"):
+        coverage_matrix(np.array([[0.5, 0.5]]), np.array([[1.5, 0.2]]), eps=0.1, delta=0.0)

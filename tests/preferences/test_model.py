@@ -8,8 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from palm_middleware import InvalidParameterError, NotFittedError, PreferenceModel
+from palm_middleware._rng import check_random_state
 from palm_middleware.preferences.events import Observation
-from palm_middleware.preferences.model import PosteriorSummary, check_random_state
+from palm_middleware.preferences.model import PosteriorSummary
 
 UNIFORM = np.full(4, 0.25)
 
@@ -165,3 +166,26 @@ def test_params_round_trip() -> None:
     assert m.set_params(beta=4.0).beta == 4.0
     with pytest.raises(InvalidParameterError, match="unknown parameter"):
         m.set_params(temperature=1)
+
+
+def test_a_late_batch_of_old_events_fades_like_in_fit() -> None:
+    day = 86400.0
+    new = [Observation.compare(np.array([0.5, -0.5, 0, 0]), 1, ts=100 * day)]
+    old = [Observation.compare(np.array([-0.5, 0.5, 0, 0]), 1, ts=0.0)]
+    params = {"prior_mean": UNIFORM, "half_life": day, "random_state": 0}
+    batch = PreferenceModel(**params).fit(new + old)  # type: ignore[arg-type]
+    late = PreferenceModel(**params).fit(new).partial_fit(old)  # type: ignore[arg-type]
+    assert late.evidence_ == pytest.approx(batch.evidence_, rel=1e-9)
+    assert late.evidence_ == pytest.approx(1 + 0.5**100, rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"scale": 0.0}, "scale"), ({"ts": float("inf")}, "ts must be a finite"),
+     ({"strength": float("nan")}, "strength")],
+)
+def test_observation_fields_are_checked(kwargs: dict[str, float], match: str) -> None:
+    from palm_middleware import InvalidEventError
+
+    with pytest.raises(InvalidEventError, match=match):
+        Observation.compare(np.array([0.1, -0.1]), 1, **kwargs)

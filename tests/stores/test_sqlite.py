@@ -250,6 +250,7 @@ import sys, time
 from palm_middleware.stores import EventRecord, SQLiteStore
 
 path, name, n, synchronous = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+pace = float(sys.argv[6]) if len(sys.argv) > 6 else 0.0
 time.sleep(max(0.0, float(sys.argv[5]) - time.time()))  # start together with the others
 
 def update(profile, events):
@@ -262,15 +263,19 @@ with SQLiteStore(path, synchronous=synchronous) as store:
         store.apply_event(e, update, window=16, now=0.0)
         print(f"{name}-{i}", flush=True)  # acknowledged: committed
         i += 1
+        if pace:
+            time.sleep(pace)  # yield the lock so writers interleave even on a loaded machine
 """
 
 
 def _writer(
-    path: Path, name: str, n: int, synchronous: str = "NORMAL", start_at: float = 0.0
+    path: Path, name: str, n: int, synchronous: str = "NORMAL", start_at: float = 0.0,
+    pace: float = 0.0,
 ) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(
-        [sys.executable, "-c", _WRITER, str(path), name, str(n), synchronous, str(start_at)],
+        [sys.executable, "-c", _WRITER, str(path), name, str(n), synchronous, str(start_at),
+         str(pace)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -281,9 +286,10 @@ def _writer(
 def test_processes_writing_concurrently_lose_nothing(tmp_path: Path) -> None:
     path = tmp_path / "palm.db"
     SQLiteStore(path).close()  # create the schema once; the writers race on data, not DDL
-    n_procs, n_each = 3, 400
+    n_procs, n_each = 3, 300
     start_at = time.time() + 1.0  # after every interpreter has started
-    procs = [_writer(path, f"p{k}", n_each, start_at=start_at) for k in range(n_procs)]
+    procs = [_writer(path, f"p{k}", n_each, start_at=start_at, pace=0.001)
+             for k in range(n_procs)]
     for proc in procs:
         with proc:
             out, err = proc.communicate(timeout=60)

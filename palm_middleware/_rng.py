@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..exceptions import InvalidParameterError
+from .exceptions import InvalidParameterError
 
 __all__ = ["RandomState", "check_random_state"]
 
