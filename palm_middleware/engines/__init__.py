@@ -27,7 +27,17 @@ _LAZY = {
     "Usage": "base",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = [
+    "Chunk",
+    "Engine",
+    "Generation",
+    "GenerationParams",
+    "OnnxEngine",
+    "OnnxModel",
+    "RuntimeOptions",
+    "SessionRegistry",
+    "Usage",
+]
 
 
 def __getattr__(name: str) -> Any:
