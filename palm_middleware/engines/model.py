@@ -269,7 +269,8 @@ class OnnxModel:
                 return found
             if not key.is_file():
                 raise ModelLoadError(f"LoRA adapter file {key} does not exist")
-            if not self.session.get_overridable_initializers():
+            sites = {i.name: i for i in self.session.get_overridable_initializers()}
+            if not sites:
                 raise ModelLoadError(
                     f"{self.path}: the model has no overridable initializers, so LoRA adapter "
                     f"{key} cannot apply; inject LoRA sites into the base graph first"
@@ -277,8 +278,16 @@ class OnnxModel:
             ort = import_ort()
             adapter = ort.LoraAdapter()
             try:
+                params = ort.AdapterFormat.read_adapter(str(key)).get_parameters()
                 adapter.Load(str(key))
             except Exception as exc:  # onnxruntime's own exception classes
                 raise ModelLoadError(f"{key}: not a valid .onnx_adapter file ({exc})") from exc
+            unknown = sorted(set(params) - set(sites))
+            if unknown:
+                raise ModelLoadError(
+                    f"{key}: adapter parameters {unknown[:5]} are not LoRA sites of "
+                    f"{self.path} (sites: {sorted(sites)[:5]}...); the adapter belongs to "
+                    "another base model"
+                )
             self._adapters[key] = adapter
             return adapter
