@@ -156,7 +156,7 @@ def _main_export(hf_dir: Path, output: Path, *, opset: int | None, atol: float) 
 
     try:
         main_export(str(hf_dir), output=str(output), task="text-generation-with-past",
-                    device="cpu", opset=opset, atol=atol)
+                    device="cpu", opset=opset, atol=atol, local_files_only=True)
     except Exception as exc:  # optimum/torch raise many unrelated types; translate once
         raise ModelLoadError(f"exporting {hf_dir} to ONNX failed: {type(exc).__name__}: {exc}"
                              ) from exc
