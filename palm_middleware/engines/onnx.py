@@ -9,6 +9,10 @@ Each request owns its KV cache, sampler RNG and detokenizer, so concurrent reque
 member (threads, or the async methods, which run in an executor) never interfere;
 ``InferenceSession.run`` is thread-safe.
 
+TODO(gpu): on CUDA the numpy KV cache is copied host<->device every step; IO binding would keep
+it on the device. Not done: no GPU to test on here, and ``run_with_iobinding`` ignores active
+LoRA adapters (onnx.md §5), so adapter members would have to keep using ``run``.
+
 Example (not run here: it needs a model folder)::
 
     engine = OnnxEngine("models/smollm2", system_prompt="Answer in one line.")

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from palm_middleware.engines.base import Chunk, GenerationParams
+from palm_middleware.engines.base import Chunk, Engine, GenerationParams
 from palm_middleware.engines.model import OnnxModel
 from palm_middleware.engines.onnx import OnnxEngine
 from palm_middleware.engines.registry import SessionRegistry
@@ -20,6 +20,11 @@ from .conftest import TinyModel
 from .tiny import reference_greedy, write_model
 
 CHAT = [{"role": "user", "content": "Héllo, who are you? 🙂"}]
+
+
+def test_engine_satisfies_the_protocol(engine: OnnxEngine) -> None:
+    assert isinstance(engine, Engine)
+    assert engine.name == "tiny" and "tiny" in repr(engine)
 
 
 def test_greedy_tokens_equal_numpy_reference(engine: OnnxEngine, tiny: TinyModel) -> None:
