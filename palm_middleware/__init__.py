@@ -13,11 +13,14 @@ from typing import TYPE_CHECKING, Any
 from .exceptions import (
     ConfigError,
     DecisionBlocked,
+    EngineError,
+    GenerationError,
     IdentityError,
     InvalidEventError,
     InvalidParameterError,
     InvalidWeightsError,
     ManifestError,
+    ModelLoadError,
     NotFittedError,
     PalmError,
     PolicyError,
@@ -26,6 +29,9 @@ from .exceptions import (
 )
 
 if TYPE_CHECKING:
+    from .engines.base import GenerationParams
+    from .engines.onnx import OnnxEngine
+    from .engines.registry import SessionRegistry
     from .pipeline import Decision, Palm, Profile
     from .policy import BoundsPolicy, ClampResult, load_policy
     from .portfolio.manifest import Portfolio, load_portfolio
@@ -45,7 +51,9 @@ _LAZY = {
     "CueLexicon": "preferences.cues",
     "Decision": "pipeline",
     "ExplicitWeights": "preferences.events",
+    "GenerationParams": "engines.base",
     "MemoryStore": "stores.memory",
+    "OnnxEngine": "engines.onnx",
     "Pairwise": "preferences.events",
     "Palm": "pipeline",
     "Portfolio": "portfolio.manifest",
@@ -56,6 +64,7 @@ _LAZY = {
     "Route": "routing",
     "Router": "routing",
     "SQLiteStore": "stores.sqlite",
+    "SessionRegistry": "engines.registry",
     "TextCue": "preferences.events",
     "Thumb": "preferences.events",
     "TraitSpace": "traits",
@@ -71,14 +80,19 @@ __all__ = [
     "CueLexicon",
     "Decision",
     "DecisionBlocked",
+    "EngineError",
     "ExplicitWeights",
+    "GenerationError",
+    "GenerationParams",
     "IdentityError",
     "InvalidEventError",
     "InvalidParameterError",
     "InvalidWeightsError",
     "ManifestError",
     "MemoryStore",
+    "ModelLoadError",
     "NotFittedError",
+    "OnnxEngine",
     "Pairwise",
     "Palm",
     "PalmError",
@@ -91,6 +105,7 @@ __all__ = [
     "Route",
     "Router",
     "SQLiteStore",
+    "SessionRegistry",
     "StoreError",
     "StoreUnavailable",
     "TextCue",

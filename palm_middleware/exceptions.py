@@ -16,6 +16,9 @@ Our exception hierarchy::
       DecisionBlocked                    the policy refuses the request (.rule_id, .user_message)
       StoreError                         is_retryable = False
         StoreUnavailable                 is_retryable = True
+      EngineError                        running a portfolio member (ONNX Runtime, tokenizer)
+        ModelLoadError                   missing, corrupt or mismatched model folder; no GPU
+        GenerationError                  a request failed (bad prompt or parameters, run failure)
     PalmWarning(UserWarning)
       PolicyWarning
       ConvergenceWarning
@@ -30,11 +33,14 @@ __all__ = [
     "ConfigIssue",
     "ConvergenceWarning",
     "DecisionBlocked",
+    "EngineError",
+    "GenerationError",
     "IdentityError",
     "InvalidEventError",
     "InvalidParameterError",
     "InvalidWeightsError",
     "ManifestError",
+    "ModelLoadError",
     "NotFittedError",
     "PalmError",
     "PalmWarning",
@@ -156,6 +162,20 @@ class StoreUnavailable(StoreError):
     """The store is temporarily unavailable (locked, down); the call may be retried."""
 
     is_retryable = True
+
+
+class EngineError(PalmError):
+    """Running a portfolio member failed; ONNX Runtime errors are translated into subclasses."""
+
+    is_retryable = False
+
+
+class ModelLoadError(EngineError):
+    """A model folder cannot be loaded: missing or corrupt files, mismatched tokenizer, no GPU."""
+
+
+class GenerationError(EngineError):
+    """A generation request failed: invalid prompt or parameters, or the runtime failed mid-run."""
 
 
 class PalmWarning(UserWarning):

@@ -32,3 +32,14 @@ def test_cli_help_does_not_import_heavy_modules() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_engines_import_lazily() -> None:
+    code = (
+        "import sys, palm_middleware.engines, palm_middleware.engines.base; "
+        "from palm_middleware import OnnxEngine, GenerationParams; "
+        "heavy = ['onnxruntime', 'tokenizers', 'jinja2', 'onnx', 'torch']; "
+        "print(','.join(m for m in heavy if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

@@ -19,6 +19,8 @@ COMMANDS = (
     "build",
     "certify",
     "report",
+    "export",
+    "soup",
 )
 
 
