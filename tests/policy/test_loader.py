@@ -195,7 +195,7 @@ def test_bad_defaults(write: Writer, defaults: str, pattern: str) -> None:
 @pytest.mark.parametrize(
     ("text", "pattern"),
     [
-        ("version: 2\ntraits: [a]\n", r"bad\.yaml:1:\d+: version: Input should be 1; got 2"),
+        ("version: 3\ntraits: [a]\n", r"bad\.yaml:1:\d+: version: Input should be 1 or 2; got 3"),
         ("traits: [a]\n", r"bad\.yaml:1:1: version: required field is missing"),
         ("version: 1\ntraits: []\n", r"bad\.yaml:2:\d+: traits: .*at least 1 item"),
         ("version: 1\ntraits: [a, a]\n",
