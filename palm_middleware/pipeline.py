@@ -7,6 +7,7 @@ state: if inference fails it serves the deployment default, clamped by the polic
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import hmac
 import logging
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from .exceptions import (
+    DecisionBlocked,
     IdentityError,
     InvalidEventError,
     InvalidParameterError,
@@ -30,7 +32,14 @@ from .exceptions import (
     PalmError,
     StoreError,
 )
-from .policy import BoundsPolicy, ClampResult
+from .policy import BoundsPolicy
+from .policy.bounds import Evaluation
+from .policy.conditions import RequestContext
+from .policy.context import build_context
+from .policy.models import PrivacySpec
+from .policy.redact import redact
+from .policy.reload import ReloadingPolicy
+from .policy.topics import TopicClassifier
 from .portfolio.manifest import Portfolio
 from .preferences.cues import CueLexicon
 from .preferences.events import (
@@ -86,15 +95,29 @@ class Decision:
     cues: tuple[str, ...]
     explanation: str
     ts: float
+    action: str = "clamp"
+    """The winning policy action: ``clamp``, ``use_default`` or ``pin``."""
+    rules_active: tuple[str, ...] = ()
+    """Conditional or action rules whose conditions held for this request."""
+    topics: tuple[str, ...] = ()
+    """Topic labels of the last user message."""
 
     def headers(self) -> dict[str, str]:
         """Response headers that make the decision visible to the caller."""
-        return {
+        out = {
             "x-palm-member": self.member,
             "x-palm-weights": ",".join(f"{k}={v:.3f}" for k, v in self.weights.items()),
             "x-palm-policy": self.policy_version,
             "x-palm-decision": self.decision_id,
+            "x-palm-action": self.action,
         }
+        if self.rules_fired:
+            out["x-palm-rules"] = ",".join(self.rules_fired)
+        if self.topics:
+            out["x-palm-topics"] = ",".join(self.topics)
+        if self.used_default:
+            out["x-palm-default"] = "1"
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -105,6 +128,8 @@ class Decision:
             "rules_fired": list(self.rules_fired), "policy_version": self.policy_version,
             "evidence": round(self.evidence, 4), "used_default": self.used_default,
             "fallback": self.fallback, "cues": list(self.cues), "ts": self.ts,
+            "action": self.action, "rules_active": list(self.rules_active),
+            "topics": list(self.topics), "explanation": self.explanation,
         }
 
 
@@ -154,10 +179,11 @@ class Palm:
     def __init__(
         self,
         portfolio: Portfolio,
-        policy: BoundsPolicy,
+        policy: BoundsPolicy | ReloadingPolicy,
         store: Store,
         *,
         mode: RouteMode = "mean",
+        topics: TopicClassifier | None = None,
         cues: CueLexicon | None = None,
         beta: float = 10.0,
         lapse: float = 0.05,
@@ -167,15 +193,24 @@ class Palm:
         clock: Callable[[], float] = time.time,
         random_state: int | np.random.Generator | None = None,
     ) -> None:
-        if portfolio.space.names != policy.space.names:
-            raise InvalidParameterError(
-                f"policy traits {list(policy.space.names)} differ from portfolio traits "
-                f"{list(portfolio.space.names)}; they must be the same, in the same order"
-            )
         if mode not in _MODES:
             raise InvalidParameterError(f"mode must be one of {_MODES}; got {mode!r}")
         self.portfolio = portfolio
-        self.policy = policy
+        if isinstance(policy, ReloadingPolicy):
+            self._check_policy(policy.current)
+            user_check = policy.check
+
+            def check(p: BoundsPolicy) -> None:
+                self._check_policy(p)
+                if user_check is not None:
+                    user_check(p)
+
+            policy.check = check  # a reloaded file must also fit this portfolio
+        else:
+            self._check_policy(policy)
+        self._policy_source = policy
+        self._topics_given = topics
+        self._topics: tuple[str, TopicClassifier] | None = None
         self.store = store
         self.mode: RouteMode = mode
         self.router = Router(portfolio)
@@ -194,9 +229,71 @@ class Palm:
         self._salt = key.encode() if isinstance(key, str) else bytes(key)
         self._reference = portfolio.rewards.mean(axis=0)
         self._prior = self._new_model().fit([]).summary()
-        self._safe_default = policy.clamp(policy.default.values, evidence=0.0, personalized=False)
+        self._user_lock = threading.Lock()
         self._outbox: deque[AuditRecord] = deque(maxlen=100_000)
         self._outbox_lock = threading.Lock()
+
+    # -- policy ---------------------------------------------------------------------------------
+    @property
+    def policy(self) -> BoundsPolicy:
+        """The policy in force (the latest good file when built with a ``ReloadingPolicy``)."""
+        src = self._policy_source
+        return src.current if isinstance(src, ReloadingPolicy) else src
+
+    @property
+    def policy_error(self) -> PalmError | None:
+        """Why the latest policy file was refused (the previous one keeps serving), or None."""
+        src = self._policy_source
+        return src.error if isinstance(src, ReloadingPolicy) else None
+
+    def _check_policy(self, policy: BoundsPolicy) -> None:
+        """Refuse a policy that does not fit the portfolio (traits, pinned members)."""
+        portfolio = self.portfolio
+        if portfolio.space.names != policy.space.names:
+            raise InvalidParameterError(
+                f"policy traits {list(policy.space.names)} differ from portfolio traits "
+                f"{list(portfolio.space.names)}; they must be the same, in the same order"
+            )
+        members = list(portfolio.ids)
+        for rid, member in policy.pinned_members().items():
+            if member not in portfolio:
+                raise InvalidParameterError(
+                    f"{policy.source}: rule {rid!r}: action pin: member {member!r} is not in "
+                    f"the portfolio; members are {members}"
+                )
+        for rid, names in policy.condition_members().items():
+            unknown = sorted(n for n in names if n not in portfolio)
+            if unknown:
+                raise InvalidParameterError(
+                    f"{policy.source}: rule {rid!r}: condition names unknown member(s) "
+                    f"{unknown}; members are {members}"
+                )
+
+    def topic_classifier(self) -> TopicClassifier:
+        """The classifier for the policy in force (rebuilt when a reload changes the topics)."""
+        if self._topics_given is not None:
+            return self._topics_given
+        policy = self.policy
+        cached = self._topics
+        if cached is None or cached[0] != policy.version:
+            topics = policy.spec.topics if policy.spec is not None else {}
+            cached = (policy.version, TopicClassifier(topics))
+            self._topics = cached
+        return cached[1]
+
+    def context(self, messages: Sequence[Mapping[str, Any]] = (),
+                metadata: Mapping[str, Any] | None = None, *, now: float | None = None,
+                policy: BoundsPolicy | None = None) -> RequestContext:
+        """The request context conditions see.
+
+        ``metadata`` must come from the adapter's authenticated request (cohort, channel and
+        declared attributes), never from user-editable profile fields or the message body.
+        """
+        policy = policy if policy is not None else self.policy
+        now = float(self.clock()) if now is None else now
+        text, _ = _last_user_text(messages)
+        topics = self.topic_classifier().classify(text) if text else frozenset()
+        return build_context(policy, metadata, now, topics)
 
     # -- identity -------------------------------------------------------------------------------
     def user_key(self, user: UserId) -> str:
@@ -221,18 +318,24 @@ class Palm:
         """
         now = float(self.clock())
         key = self.user_key(user)
+        policy = self.policy  # one policy for the whole decision, even if a reload happens
         decision_id = uuid.uuid4().hex
         fallback: str | None = None
         cue_ids: tuple[str, ...] = ()
         opted_out = False
+        ctx = RequestContext()
+        ev: Evaluation | None = None
         try:
-            cue_ids = self._record_cues(user, key, messages, now)
+            ctx = self.context(messages, metadata, now=now, policy=policy)
+            cue_ids = self._record_cues(user, key, messages, now, ctx, policy)
             record = self.store.get_profile(key)
             summary, opted_out = self._summary(record)
             raw = summary.mean
             check_simplex(raw, self.portfolio.space, "inferred weights")
-            clamp = self.policy.clamp(raw, evidence=summary.evidence, personalized=not opted_out)
-            route, used_w = self._route(summary, clamp)
+            ev = policy.evaluate(ctx, raw, evidence=summary.evidence, personalized=not opted_out,
+                                 choose=self._choose)
+            if ev.action != "block":
+                route, used_w = self._route(summary, ev, ctx, policy)
         except PalmError as exc:
             fallback = f"{type(exc).__name__}: {exc}"
         except Exception as exc:  # the decision path must keep serving; say why, inside bounds
@@ -240,24 +343,59 @@ class Palm:
             logger.exception("inference failed for user %s; serving the default", key)
         if fallback is not None:
             summary = self._prior
-            raw = self.policy.default.values
-            clamp = self._safe_default
-            route = self.router.route(clamp.weights)
-            used_w = clamp.weights
+            raw = policy.default.values
+            ev = self._fallback_evaluation(policy, ctx)
+            if ev.action != "block":
+                route = self._pinned(ev) or self.router.route(ev.clamp.weights)
+                used_w = ev.clamp.weights
+        assert ev is not None
         names = self.portfolio.space.names
-        rules = clamp.rules_fired
-        explanation = self._explain(route, clamp, fallback, opted_out)
+        if ev.action == "block":
+            assert ev.action_rule is not None and ev.message is not None
+            self._audit(AuditRecord(decision_id, key, "block", {
+                "decision_id": decision_id, "rule_id": ev.action_rule,
+                "rules_active": list(ev.active), "topics": sorted(ctx.topics),
+                "policy_version": policy.version, "fallback": fallback, "ts": now,
+            }, now))
+            raise DecisionBlocked(ev.action_rule, ev.message)
+        clamp = ev.clamp
+        explanation = self._explain(route, ev, fallback, opted_out, ctx, policy)
         decision = Decision(
             decision_id=decision_id, user_key=key, member=route.member,
             runner_up=route.runner_up, margin=route.margin, mode=route.mode,
             raw_weights={n: float(v) for n, v in zip(names, raw)},
             weights={n: float(v) for n, v in zip(names, used_w)},
-            rules_fired=rules, policy_version=self.policy.version, evidence=summary.evidence,
+            rules_fired=ev.rules_fired, policy_version=policy.version, evidence=summary.evidence,
             used_default=clamp.used_default or fallback is not None, fallback=fallback,
-            cues=cue_ids, explanation=explanation, ts=now,
+            cues=cue_ids, explanation=explanation, ts=now, action=ev.action,
+            rules_active=ev.active, topics=tuple(sorted(ctx.topics)),
         )
         self._audit(AuditRecord(decision_id, key, "decision", decision.to_dict(), now))
         return decision
+
+    def _choose(self, weights: FloatArray) -> str:
+        return self.router.route(weights).member
+
+    def _pinned(self, ev: Evaluation) -> Route | None:
+        if ev.action != "pin" or ev.member is None:
+            return None
+        scores = self.portfolio.rewards @ ev.clamp.weights
+        i = self.portfolio.index(ev.member)
+        return Route(member=ev.member, index=i, value=float(scores[i]), runner_up=None,
+                     margin=0.0, mode="mean", scores=scores)
+
+    def _fallback_evaluation(self, policy: BoundsPolicy, ctx: RequestContext) -> Evaluation:
+        """The deployment default under the rules of this context; never raises."""
+        for c in (ctx, RequestContext()):
+            try:
+                return policy.evaluate(c, policy.default.values, evidence=0.0,
+                                       personalized=False, choose=self._choose)
+            except Exception:  # pragma: no cover - the default always evaluates
+                logger.exception("evaluating the default failed; trying without context")
+        # Last resort: the unconditional bounds' clamped default.
+        clamp = policy.clamp(policy.default.values, evidence=0.0, personalized=False)
+        return Evaluation(clamp=clamp, bounds=policy, active=(), action="clamp",
+                          action_rule=None)  # pragma: no cover
 
     async def adecide(
         self,
@@ -275,31 +413,57 @@ class Palm:
         summary = self._prior if post is None else PosteriorSummary.from_dict(post)
         return summary, bool(record.state.get("opted_out", False))
 
-    def _route(self, summary: PosteriorSummary, clamp: ClampResult) -> tuple[Route, FloatArray]:
+    def _route(self, summary: PosteriorSummary, ev: Evaluation, ctx: RequestContext,
+               policy: BoundsPolicy) -> tuple[Route, FloatArray]:
+        clamp = ev.clamp
+        pinned = self._pinned(ev)
+        if pinned is not None:
+            return pinned, clamp.weights
         mode = self.mode
-        if clamp.used_default or (mode == "thompson" and not self.policy.exploration):
+        bounds = ev.bounds
+        if clamp.used_default or (mode == "thompson" and not ev.exploration):
             mode = "mean"
+        # Rules conditioned on the member were settled for the mean route; another mode may
+        # only pick a member that triggers no further rule.
+        member_rules = bool(policy.condition_members())
         if mode == "thompson":
             with self._rng_lock:
                 draw = summary.sample(1, self._rng)[0]
-            drawn = self.policy.clamp(draw, evidence=summary.evidence)
-            return self.router.route(drawn.weights, mode="thompson"), drawn.weights
+            drawn = bounds.clamp(draw, evidence=summary.evidence)
+            route = self.router.route(drawn.weights, mode="thompson")
+            if not member_rules or self._member_ok(policy, ctx, ev, route.member):
+                return route, drawn.weights
         if mode == "robust":
-            lo = np.maximum(np.minimum(summary.lower, clamp.weights), self.policy.lower)
-            hi = np.minimum(np.maximum(summary.upper, clamp.weights), self.policy.upper)
+            lo = np.maximum(np.minimum(summary.lower, clamp.weights), bounds.lower)
+            hi = np.minimum(np.maximum(summary.upper, clamp.weights), bounds.upper)
             if lo.sum() <= 1 <= hi.sum():
-                return self.router.route_robust(lo, hi), clamp.weights
+                route = self.router.route_robust(lo, hi)
+                if not member_rules or self._member_ok(policy, ctx, ev, route.member):
+                    return route, clamp.weights
         return self.router.route(clamp.weights), clamp.weights
 
-    def _explain(self, route: Route, clamp: ClampResult, fallback: str | None,
-                 opted_out: bool) -> str:
+    @staticmethod
+    def _member_ok(policy: BoundsPolicy, ctx: RequestContext, ev: Evaluation, member: str
+                   ) -> bool:
+        return set(policy.active_rules(ctx.with_member(member))) <= (
+            set(ev.active) | {r.id for r in policy.rules if not r.conditional})
+
+    def _explain(self, route: Route, ev: Evaluation, fallback: str | None, opted_out: bool,
+                 ctx: RequestContext, policy: BoundsPolicy) -> str:
+        clamp = ev.clamp
         parts = [f"chose {route.explain()}"]
+        if ev.action == "pin":
+            parts.append(f"member pinned by rule {ev.action_rule!r}")
+        elif ev.action == "use_default":
+            parts.append(f"rule {ev.action_rule!r} serves the deployment default")
+        if ctx.topics:
+            parts.append(f"topics: {', '.join(sorted(ctx.topics))}")
         if fallback is not None:
             parts.append(f"inference failed ({fallback}); served the deployment default")
         elif opted_out:
             parts.append("user opted out of personalization")
         if clamp.rules_fired:
-            parts.append(f"policy {self.policy.version}: {clamp.reason}")
+            parts.append(f"policy {policy.version}: {clamp.reason}")
         return "; ".join(parts)
 
     def _audit(self, record: AuditRecord) -> None:
@@ -320,37 +484,117 @@ class Palm:
         return len(self._outbox)
 
     # -- feedback -------------------------------------------------------------------------------
-    def record_feedback(self, user: UserId, event: FeedbackEvent) -> bool:
+    def record_feedback(self, user: UserId, event: FeedbackEvent,
+                        metadata: Mapping[str, Any] | None = None) -> bool:
         """Record one feedback event and update the user's profile atomically.
 
         Returns False when an event with the same ``event_id`` was already recorded (idempotent).
         Raises :class:`InvalidEventError` (unknown member or decision, bad values) and
         :class:`IdentityError` when the event refers to another user's decision.
+
+        ``metadata`` (authenticated, as for :meth:`decide`) selects the rules that apply, e.g. a
+        cohort's ``max_step``: when the event would move the posterior mean further than
+        ``max_step`` (L1), its strength is tempered (halved by bisection) until the move fits.
         """
         now = float(self.clock())
         key = self.user_key(user)
         obs, kind, extra = self._resolve(key, event, now)
-        return self._apply(key, event.event_id, kind, obs, extra, now)
+        policy = self.policy
+        ctx = build_context(policy, metadata, now)
+        limit = policy.evaluate(ctx, policy.default.values, evidence=0.0).max_step
+        return self._apply(key, event.event_id, kind, obs, extra, now, limit=limit)
 
-    async def arecord_feedback(self, user: UserId, event: FeedbackEvent) -> bool:
+    async def arecord_feedback(self, user: UserId, event: FeedbackEvent,
+                               metadata: Mapping[str, Any] | None = None) -> bool:
         """Async :meth:`record_feedback`."""
-        return await asyncio.to_thread(self.record_feedback, user, event)
+        return await asyncio.to_thread(self.record_feedback, user, event, metadata)
+
+    def _privacy(self, policy: BoundsPolicy) -> PrivacySpec:
+        return policy.spec.privacy if policy.spec is not None else PrivacySpec()
 
     def _apply(self, key: str, event_id: str, kind: str, obs: list[Observation],
-               extra: dict[str, Any], now: float) -> bool:
+               extra: dict[str, Any], now: float, *, limit: float | None = None,
+               text: str | None = None) -> bool:
+        privacy = self._privacy(self.policy)
         payload = {"obs": [o.to_dict() for o in obs], **extra}
+        if text is not None and privacy.store == "events_with_text":
+            payload["text"] = redact(text, privacy.redact)
         record = EventRecord(event_id=f"{key}:{event_id}", user_key=key, kind=kind,
                              payload=payload, ts=now)
-        window = 256
-        added, _ = self.store.apply_event(record, self._rebuild, window=window, now=now)
+        fold = privacy.store == "weights_only"
+
+        def update(profile: ProfileRecord | None, events: list[EventRecord]) -> dict[str, Any]:
+            return self._rebuild(profile, events, new_id=record.event_id, limit=limit,
+                                 fold=fold)
+
+        with self._user_lock if fold else _NO_LOCK:
+            added, _ = self.store.apply_event(record, update, window=256, now=now)
+            if fold:
+                # weights_only: the event now lives only inside the profile summary.
+                self.store.purge_events(before=math.inf, user_key=key)
         return added
 
-    def _rebuild(self, profile: ProfileRecord | None, events: list[EventRecord]
+    def _fit(self, state: Mapping[str, Any], events: Sequence[EventRecord],
+             tempered: Mapping[str, float], extra: float = 1.0, new_id: str | None = None
+             ) -> PosteriorSummary:
+        """Posterior from the folded ``base`` (or the prior) plus ``events``."""
+        obs: list[Observation] = []
+        for e in events:
+            f = float(tempered.get(e.event_id, 1.0))
+            if e.event_id == new_id:
+                f *= extra
+            for d in e.payload.get("obs", []):
+                o = Observation.from_dict(d)
+                obs.append(o if f == 1.0 else dataclasses.replace(o, strength=o.strength * f))
+        base = state.get("base")
+        if base is None:
+            return self._new_model().fit(obs, now=float(self.clock())).summary()
+        b = PosteriorSummary.from_dict(base)
+        model = PreferenceModel(prior_mean=b.mean, prior_strength=max(b.concentration, 1e-3),
+                                random_state=0, **self._model_params)  # type: ignore[arg-type]
+        s = model.fit(obs, now=float(self.clock())).summary()
+        return dataclasses.replace(s, evidence=s.evidence + b.evidence,
+                                   n_events=s.n_events + b.n_events)
+
+    def _rebuild(self, profile: ProfileRecord | None, events: list[EventRecord], *,
+                 new_id: str | None = None, limit: float | None = None, fold: bool = False
                  ) -> dict[str, Any]:
-        obs = [Observation.from_dict(d) for e in events for d in e.payload.get("obs", [])]
-        model = self._new_model().fit(obs, now=float(self.clock()))
         state = dict(profile.state) if profile is not None else {}
-        state["posterior"] = model.summary().to_dict()
+        folded = set(state.get("folded", []))
+        if fold:
+            if new_id is not None and _digest(new_id) in folded:
+                return state  # a retried delivery of an event already folded in
+            events = [e for e in events if _digest(e.event_id) not in folded]
+        ids = {e.event_id for e in events}
+        tempered = {k: v for k, v in state.get("tempered", {}).items() if k in ids}
+        summary = self._fit(state, events, tempered)
+        if limit is not None and new_id in ids:
+            prev = state.get("posterior")
+            prev_mean = (PosteriorSummary.from_dict(prev).mean if prev is not None
+                         else self._prior.mean)
+            if float(np.abs(summary.mean - prev_mean).sum()) > limit:
+                lo, hi = 0.0, 1.0  # bisection on the event's strength factor
+                best = self._fit(state, events, tempered, 0.0, new_id)
+                for _ in range(12):
+                    mid = (lo + hi) / 2
+                    cand = self._fit(state, events, tempered, mid, new_id)
+                    if float(np.abs(cand.mean - prev_mean).sum()) <= limit:
+                        lo, best = mid, cand
+                    else:
+                        hi = mid
+                summary = best
+                assert new_id is not None
+                tempered[new_id] = round(lo, 6)
+        if tempered:
+            state["tempered"] = tempered
+        else:
+            state.pop("tempered", None)
+        state["posterior"] = summary.to_dict()
+        if fold:
+            state["base"] = summary.to_dict()
+            state.pop("tempered", None)
+            state["folded"] = _bounded([*state.get("folded", []),
+                                        *(_digest(e.event_id) for e in events)])
         return state
 
     def _new_model(self) -> PreferenceModel:
@@ -431,18 +675,22 @@ class Palm:
         return Observation.anchor(target, mask, precision=precision, ts=ts)
 
     def _record_cues(self, user: UserId, key: str, messages: Sequence[Mapping[str, Any]],
-                     now: float) -> tuple[str, ...]:
+                     now: float, ctx: RequestContext | None = None,
+                     policy: BoundsPolicy | None = None) -> tuple[str, ...]:
         text, position = _last_user_text(messages)
         if not text or not self.cues.cues:
             return ()
         found = self.cues.match(text)
+        limit = None
+        if found and policy is not None and ctx is not None:
+            limit = policy.evaluate(ctx, policy.default.values, evidence=0.0).max_step
         # The same message re-sent (retries, chat history) must count once: id from its content.
         digest = hashlib.sha256(f"{position}\x00{text}".encode()).hexdigest()[:16]
         for cue in found:
             event = TextCue(trait=cue.trait, direction=cue.direction, strength=cue.strength,
                             cue_id=cue.id, event_id=f"cue:{digest}:{cue.id}", ts=now)
             obs, kind, extra = self._resolve(key, event, now)
-            self._apply(key, event.event_id, kind, obs, extra, now)
+            self._apply(key, event.event_id, kind, obs, extra, now, limit=limit, text=text)
         return tuple(c.id for c in found)
 
     # -- the user's rights ------------------------------------------------------------------------
@@ -488,11 +736,89 @@ class Palm:
         self._audit(AuditRecord(uuid.uuid4().hex, key, "reset", {}, now))
 
     def forget(self, user: UserId) -> None:
-        """Delete everything about the user; only an audit record of the deletion remains."""
+        """Delete everything about the user; only an audit record of the deletion remains.
+
+        The ``forget`` record lists the ids of the erased audit records (random ids, no
+        content), so :func:`~palm_middleware.audit.verify_audit_chain` can tell this erasure
+        from tampering: the erased records' hashes stay in the chain as tombstones.
+        """
         key = self.user_key(user)
         now = float(self.clock())
-        self.store.delete_user(key, keep_audit=False)
-        self._audit(AuditRecord(uuid.uuid4().hex, key, "forget", {}, now))
+        with self._outbox_lock:  # no audit write of this process slips between list and delete
+            erased = [r.record_id for r in self.store.audit(key)]
+            self.store.delete_user(key, keep_audit=False)
+        self._audit(AuditRecord(uuid.uuid4().hex, key, "forget",
+                                {"erased": erased, "n_erased": len(erased)}, now))
+
+    def export(self, user: UserId) -> dict[str, Any]:
+        """Everything stored about the user, as JSON-ready data (the right of access).
+
+        Returns:
+            ``{"user_key", "profile", "events", "audit", "policy_version", "privacy"}``.
+        """
+        key = self.user_key(user)
+        record = self.store.get_profile(key)
+        policy = self.policy
+        return {
+            "user_key": key,
+            "policy_version": policy.version,
+            "privacy": self._privacy(policy).model_dump(mode="json"),
+            "profile": self.profile(user).to_dict(),
+            "stored_state": dict(record.state) if record is not None else None,
+            "events": [{"event_id": e.event_id, "kind": e.kind, "payload": e.payload,
+                        "ts": e.ts} for e in self.store.events(key)],
+            "audit": [{"record_id": a.record_id, "kind": a.kind, "payload": a.payload,
+                       "ts": a.ts} for a in self.store.audit(key)],
+        }
+
+    def edit(self, user: UserId, weights: Mapping[str, float], *, confidence: float = 1.0
+             ) -> Profile:
+        """The user sets some weights; they are recorded as evidence and still clamped.
+
+        Returns:
+            The updated profile (``effective_weights`` shows what the bounds allow).
+        """
+        self.record_feedback(user, ExplicitWeights(weights=dict(weights), confidence=confidence,
+                                                   event_id=f"edit:{uuid.uuid4().hex}"))
+        return self.profile(user)
+
+    def purge_expired(self, now: float | None = None) -> int:
+        """Apply ``privacy.retention_days``: fold older events into the profile, delete them.
+
+        The posterior keeps what the events taught (their evidence moves into the profile's
+        ``base`` summary, which later rebuilds start from), so purging changes storage, not
+        routing. Audit records are kept: they are the accountability trail.
+
+        Returns:
+            The number of events deleted.
+        """
+        privacy = self._privacy(self.policy)
+        now = float(self.clock()) if now is None else float(now)
+        if privacy.store == "weights_only":
+            cutoff = math.inf
+        elif privacy.retention_days is None:
+            return 0
+        else:
+            cutoff = now - privacy.retention_days * 86400.0
+        n = 0
+        for key in self.store.users_with_events_before(cutoff):
+            n += self._fold_and_purge(key, cutoff, now)
+        return n
+
+    def _fold_and_purge(self, key: str, cutoff: float, now: float) -> int:
+        with self._user_lock:
+            record = self.store.get_profile(key)
+            state = dict(record.state) if record is not None else {}
+            folded = set(state.get("folded", []))
+            old = [e for e in self.store.events(key) if e.ts < cutoff]
+            fresh = [e for e in old if _digest(e.event_id) not in folded]
+            if fresh:
+                base = self._fit(state, fresh, tempered=state.get("tempered", {}))
+                state["base"] = base.to_dict()
+                state["folded"] = _bounded([*state.get("folded", []),
+                                            *(_digest(e.event_id) for e in fresh)])
+                self.store.put_profile(key, state, now=now)
+            return self.store.purge_events(before=cutoff, user_key=key)
 
     def compare_candidates(self, user: UserId) -> tuple[MemberId, MemberId]:
         """Two members whose comparison would tell most about this user (for an A/B prompt)."""
@@ -502,6 +828,25 @@ class Palm:
         model = self._new_model().fit(obs, now=float(self.clock()))
         i, j = model.query_pair(self.portfolio.rewards)
         return self.portfolio.ids[i], self.portfolio.ids[j]
+
+
+class _NoLock:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+_NO_LOCK = _NoLock()
+
+
+def _digest(event_id: str) -> str:
+    return hashlib.sha256(event_id.encode()).hexdigest()[:16]
+
+
+def _bounded(ids: list[str], n: int = 512) -> list[str]:
+    return list(dict.fromkeys(ids))[-n:]
 
 
 def _last_user_text(messages: Sequence[Mapping[str, Any]]) -> tuple[str, int]:
