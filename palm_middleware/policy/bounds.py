@@ -115,6 +115,8 @@ class _Plan:
     member: tuple[_PlanRule, ...]  # need the routed member
     by_action: tuple[_PlanRule, ...]  # action rules, strictest action/layer first
     constraint_mask: int  # conditional rules that carry bounds (need a merged variant)
+    always: int = 0  # unconditional action rules
+    tests: tuple[tuple[int, Callable[[RequestContext], bool]], ...] = ()  # plain, conditional
 
     @classmethod
     def build(cls, rules: Sequence[BoundRule], conditions: Mapping[str, CompiledCondition]
@@ -136,7 +138,12 @@ class _Plan:
         for p in out:
             if p.rule.conditional and _has_constraint(p.rule):
                 cmask |= p.bit
-        return cls(tuple(out), plain, member, tuple(acting), cmask)
+        always = 0
+        for p in plain:
+            if p.test is None:
+                always |= p.bit
+        tests = tuple((p.bit, p.test) for p in plain if p.test is not None)
+        return cls(tuple(out), plain, member, tuple(acting), cmask, always, tests)
 
 
 def _has_constraint(rule: BoundRule) -> bool:
@@ -235,6 +242,7 @@ class BoundsPolicy:
     _default_fired: RuleIds = field(init=False, repr=False)
     _plan: _Plan = field(init=False, repr=False)
     _variants: dict[int, BoundsPolicy] = field(init=False, repr=False)
+    _masks: dict[int, tuple[RuleIds, BoundRule | None]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         d = self.space.dim
@@ -249,6 +257,7 @@ class BoundsPolicy:
         object.__setattr__(self, "_order", order)
         object.__setattr__(self, "_plan", _Plan.build(self.rules, self.conditions))
         object.__setattr__(self, "_variants", {})
+        object.__setattr__(self, "_masks", {})
         # The default is served often (cold start, opt-out): clamp it once.
         sol = solve(self.default.values, self.lower, self.upper, self._center, self.max_drift)
         x = sol.x
@@ -357,10 +366,10 @@ class BoundsPolicy:
             An :class:`Evaluation`; ``clamp.weights`` satisfies every active bound.
         """
         plan = self._plan
-        mask = 0
-        for pr in plan.plain:
-            if pr.test is None or pr.test(context):
-                mask |= pr.bit
+        mask = plan.always
+        for bit, test in plan.tests:
+            if test(context):
+                mask |= bit
         if choose is None:
             for pr in plan.member:
                 if pr.test is not None and pr.test(context):
@@ -387,14 +396,16 @@ class BoundsPolicy:
         plan = self._plan
         bounds = self._variant(mask & plan.constraint_mask) if mask & plan.constraint_mask \
             else self
-        active = tuple(pr.rule.id for pr in plan.rules if mask & pr.bit)
-        action: str = "clamp"
-        winner: BoundRule | None = None
-        for pr in plan.by_action:
-            if mask & pr.bit:
-                winner = pr.rule
-                action = winner.action or "clamp"
-                break
+        memo = self._masks.get(mask)
+        if memo is None:  # ids and winning action depend on the mask only: memoize them
+            ids = tuple(pr.rule.id for pr in plan.rules if mask & pr.bit)
+            win = next((pr.rule for pr in plan.by_action if mask & pr.bit), None)
+            memo = (ids, win)
+            if len(self._masks) >= _MAX_VARIANTS:
+                self._masks.clear()
+            self._masks[mask] = memo
+        active, winner = memo
+        action: str = (winner.action or "clamp") if winner is not None else "clamp"
         if action == "use_default":
             assert winner is not None
             clamp = bounds.clamp(weights, evidence=evidence, personalized=personalized)
