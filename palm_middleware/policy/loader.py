@@ -9,7 +9,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from .._yaml import LocatedYAML, load_yaml_file, load_yaml_text
-from ..exceptions import ConfigIssue, InvalidWeightsError, PolicyValidationError
+from ..exceptions import (
+    ConfigIssue,
+    InvalidWeightsError,
+    PolicySyntaxError,
+    PolicyValidationError,
+)
 from ..traits import TraitSpace
 from .bounds import BoundsPolicy, compile_policy
 from .models import (
@@ -44,12 +49,12 @@ def load_policy(path: str | Path) -> BoundsPolicy:
     Warns:
         PolicyWarning: The default weights break a floor or cap.
     """
-    return _from_doc(load_yaml_file(path, PolicyValidationError))
+    return _from_doc(load_yaml_file(path, PolicySyntaxError))
 
 
 def parse_policy(text: str, filename: str = "<string>") -> BoundsPolicy:
     """Like :func:`load_policy`, from YAML text; ``filename`` is used in messages."""
-    return _from_doc(load_yaml_text(text, filename, PolicyValidationError))
+    return _from_doc(load_yaml_text(text, filename, PolicySyntaxError))
 
 
 def policy_from_data(data: Mapping[str, Any], source: str = "<dict>") -> BoundsPolicy:

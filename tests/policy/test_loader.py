@@ -406,3 +406,12 @@ def test_fuzz_structures_raise_only_policy_errors(tree: object) -> None:
             parse_policy(text, "fuzz.yaml")
         except PolicyError:
             pass
+
+
+def test_yaml_syntax_error_is_a_located_policy_syntax_error() -> None:
+    from palm_middleware.exceptions import PolicySyntaxError
+
+    with pytest.raises(PolicySyntaxError, match=r"s\.yaml:3:1: invalid YAML"):
+        parse_policy("version: 2\ntraits: [a, b\n", "s.yaml")
+    with pytest.raises(PolicySyntaxError, match="larger than"):
+        parse_policy("#" * (5 * 1024 * 1024), "huge.yaml")
