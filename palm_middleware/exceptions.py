@@ -6,6 +6,7 @@ Our exception hierarchy::
       ConfigError(ValueError)            deployer-fixable input; .source = (file, line, col)
         PolicyError                      bounds policy files
           PolicyValidationError          schema or value errors (.issues)
+            PolicySyntaxError            YAML that does not parse, or is too large
           PolicyInfeasibleError          bounds that no weight vector satisfies (.rule_ids)
         ManifestError                    portfolio manifests
       InvalidParameterError(ValueError, TypeError)
@@ -46,6 +47,7 @@ __all__ = [
     "PalmWarning",
     "PolicyError",
     "PolicyInfeasibleError",
+    "PolicySyntaxError",
     "PolicyValidationError",
     "PolicyWarning",
     "StoreError",
@@ -109,6 +111,14 @@ class PolicyError(ConfigError):
 
 class PolicyValidationError(PolicyError):
     """A bounds policy has wrong fields, types or values."""
+
+
+class PolicySyntaxError(PolicyValidationError):
+    """A policy file is not valid YAML (or is too large): located file:line:col.
+
+    A subclass of :class:`PolicyValidationError` so callers written for version 1, which
+    raised that for syntax errors, keep catching it.
+    """
 
 
 class PolicyInfeasibleError(PolicyError):

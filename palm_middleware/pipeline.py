@@ -25,6 +25,7 @@ import numpy as np
 
 from ._rng import check_random_state
 from .exceptions import (
+    DecisionBlocked,
     IdentityError,
     InvalidEventError,
     InvalidParameterError,
@@ -33,6 +34,13 @@ from .exceptions import (
     StoreError,
 )
 from .policy import BoundsPolicy, ClampResult
+from .policy.bounds import Evaluation
+from .policy.conditions import RequestContext
+from .policy.context import build_context
+from .policy.models import PrivacySpec
+from .policy.redact import redact
+from .policy.reload import ReloadingPolicy
+from .policy.topics import TopicClassifier
 from .portfolio.manifest import Portfolio
 from .preferences.cues import CueLexicon
 from .preferences.events import (
@@ -90,15 +98,29 @@ class Decision:
     cues: tuple[str, ...]
     explanation: str
     ts: float
+    action: str = "clamp"
+    """The winning policy action: ``clamp``, ``use_default`` or ``pin``."""
+    rules_active: tuple[str, ...] = ()
+    """Conditional or action rules whose conditions held for this request."""
+    topics: tuple[str, ...] = ()
+    """Topic labels of the last user message."""
 
     def headers(self) -> dict[str, str]:
         """Response headers that make the decision visible to the caller."""
-        return {
+        out = {
             "x-palm-member": self.member,
             "x-palm-weights": ",".join(f"{k}={v:.3f}" for k, v in self.weights.items()),
             "x-palm-policy": self.policy_version,
             "x-palm-decision": self.decision_id,
+            "x-palm-action": self.action,
         }
+        if self.rules_fired:
+            out["x-palm-rules"] = ",".join(self.rules_fired)
+        if self.topics:
+            out["x-palm-topics"] = ",".join(self.topics)
+        if self.used_default:
+            out["x-palm-default"] = "1"
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -109,6 +131,8 @@ class Decision:
             "rules_fired": list(self.rules_fired), "policy_version": self.policy_version,
             "evidence": round(self.evidence, 4), "used_default": self.used_default,
             "fallback": self.fallback, "cues": list(self.cues), "ts": self.ts,
+            "action": self.action, "rules_active": list(self.rules_active),
+            "topics": list(self.topics), "explanation": self.explanation,
         }
 
 
@@ -158,10 +182,11 @@ class Palm:
     def __init__(
         self,
         portfolio: Portfolio,
-        policy: BoundsPolicy,
+        policy: BoundsPolicy | ReloadingPolicy,
         store: Store,
         *,
         mode: RouteMode = "mean",
+        topics: TopicClassifier | None = None,
         cues: CueLexicon | None = None,
         beta: float = 10.0,
         lapse: float = 0.05,
@@ -171,15 +196,24 @@ class Palm:
         clock: Callable[[], float] = time.time,
         random_state: int | np.random.Generator | None = None,
     ) -> None:
-        if portfolio.space.names != policy.space.names:
-            raise InvalidParameterError(
-                f"policy traits {list(policy.space.names)} differ from portfolio traits "
-                f"{list(portfolio.space.names)}; they must be the same, in the same order"
-            )
         if mode not in _MODES:
             raise InvalidParameterError(f"mode must be one of {_MODES}; got {mode!r}")
         self.portfolio = portfolio
-        self.policy = policy
+        if isinstance(policy, ReloadingPolicy):
+            self._check_policy(policy.current)
+            user_check = policy.check
+
+            def check(p: BoundsPolicy) -> None:
+                self._check_policy(p)
+                if user_check is not None:
+                    user_check(p)
+
+            policy.check = check  # a reloaded file must also fit this portfolio
+        else:
+            self._check_policy(policy)
+        self._policy_source = policy
+        self._topics_given = topics
+        self._topics: tuple[str, TopicClassifier] | None = None
         self.store = store
         self.mode: RouteMode = mode
         self.router = Router(portfolio)
@@ -194,10 +228,72 @@ class Palm:
         key = store.salt if salt is None else salt
         self._salt = key.encode() if isinstance(key, str) else bytes(key)
         self._reference = portfolio.rewards.mean(axis=0)
-        self._prior = _prior_summary(policy.default.values, float(policy.prior_strength))
-        self._safe_default = policy.clamp(policy.default.values, evidence=0.0, personalized=False)
+        self._user_lock = threading.Lock()
+        self._priors: dict[str, PosteriorSummary] = {}
         self._outbox: deque[AuditRecord] = deque()
         self._outbox_lock = threading.Lock()
+
+    # -- policy ---------------------------------------------------------------------------------
+    @property
+    def policy(self) -> BoundsPolicy:
+        """The policy in force (the latest good file when built with a ``ReloadingPolicy``)."""
+        src = self._policy_source
+        return src.current if isinstance(src, ReloadingPolicy) else src
+
+    @property
+    def policy_error(self) -> PalmError | None:
+        """Why the latest policy file was refused (the previous one keeps serving), or None."""
+        src = self._policy_source
+        return src.error if isinstance(src, ReloadingPolicy) else None
+
+    def _check_policy(self, policy: BoundsPolicy) -> None:
+        """Refuse a policy that does not fit the portfolio (traits, pinned members)."""
+        portfolio = self.portfolio
+        if portfolio.space.names != policy.space.names:
+            raise InvalidParameterError(
+                f"policy traits {list(policy.space.names)} differ from portfolio traits "
+                f"{list(portfolio.space.names)}; they must be the same, in the same order"
+            )
+        members = list(portfolio.ids)
+        for rid, member in policy.pinned_members().items():
+            if member not in portfolio:
+                raise InvalidParameterError(
+                    f"{policy.source}: rule {rid!r}: action pin: member {member!r} is not in "
+                    f"the portfolio; members are {members}"
+                )
+        for rid, names in policy.condition_members().items():
+            unknown = sorted(n for n in names if n not in portfolio)
+            if unknown:
+                raise InvalidParameterError(
+                    f"{policy.source}: rule {rid!r}: condition names unknown member(s) "
+                    f"{unknown}; members are {members}"
+                )
+
+    def topic_classifier(self) -> TopicClassifier:
+        """The classifier for the policy in force (rebuilt when a reload changes the topics)."""
+        if self._topics_given is not None:
+            return self._topics_given
+        policy = self.policy
+        cached = self._topics
+        if cached is None or cached[0] != policy.version:
+            topics = policy.spec.topics if policy.spec is not None else {}
+            cached = (policy.version, TopicClassifier(topics))
+            self._topics = cached
+        return cached[1]
+
+    def context(self, messages: Sequence[Mapping[str, Any]] = (),
+                metadata: Mapping[str, Any] | None = None, *, now: float | None = None,
+                policy: BoundsPolicy | None = None) -> RequestContext:
+        """The request context conditions see.
+
+        ``metadata`` must come from the adapter's authenticated request (cohort, channel and
+        declared attributes), never from user-editable profile fields or the message body.
+        """
+        policy = policy if policy is not None else self.policy
+        now = float(self.clock()) if now is None else now
+        text, _ = _last_user_text(messages)
+        topics = self.topic_classifier().classify(text) if text else frozenset()
+        return build_context(policy, metadata, now, topics)
 
     # -- identity -------------------------------------------------------------------------------
     def user_key(self, user: UserId) -> str:
@@ -222,43 +318,86 @@ class Palm:
         """
         now = float(self.clock())
         key = self.user_key(user)
+        policy = self.policy  # one policy for the whole decision, even if a reload happens
         decision_id = uuid.uuid4().hex
         fallback: str | None = None
         cue_ids: tuple[str, ...] = ()
         opted_out = False
+        ctx = RequestContext()
+        ev: Evaluation | None = None
         try:
-            cue_ids = self._record_cues(key, messages, metadata, now)
+            ctx = self.context(messages, metadata, now=now, policy=policy)
+            cue_ids = self._record_cues(key, messages, metadata, now, ctx, policy)
             record = self.store.get_profile(key)
-            summary, opted_out = self._summary(record, now)
+            summary, opted_out = self._summary(record, now, policy)
             raw = summary.mean
             check_simplex(raw, self.portfolio.space, "inferred weights")
-            clamp = self.policy.clamp(raw, evidence=summary.evidence, personalized=not opted_out)
-            route, clamp = self._route(summary, clamp)
+            ev = policy.evaluate(ctx, raw, evidence=summary.evidence, personalized=not opted_out,
+                                 choose=self._choose)
+            if ev.action != "block":
+                route, used = self._route(summary, ev, ctx, policy)
         except PalmError as exc:
             fallback = f"{type(exc).__name__}: {exc}"
         except Exception as exc:  # the decision path must keep serving; say why, inside bounds
             fallback = f"{type(exc).__name__}: {exc}"
             logger.exception("inference failed for user %s; serving the default", key)
         if fallback is not None:
-            summary = self._prior
-            raw = self.policy.default.values
-            clamp = self._safe_default
-            route = self.router.route(clamp.weights)
-        used_w = clamp.weights
+            summary = self._prior_of(policy)
+            raw = policy.default.values
+            ev = self._fallback_evaluation(policy, ctx)
+            if ev.action != "block":
+                route = self._pinned(ev) or self.router.route(ev.clamp.weights)
+                used = ev.clamp
+        assert ev is not None
         names = self.portfolio.space.names
-        rules = clamp.rules_fired
-        explanation = self._explain(route, clamp, fallback, opted_out)
+        if ev.action == "block":
+            assert ev.action_rule is not None and ev.message is not None
+            self._audit(AuditRecord(decision_id, key, "block", {
+                "decision_id": decision_id, "rule_id": ev.action_rule,
+                "rules_active": list(ev.active), "topics": sorted(ctx.topics),
+                "policy_version": policy.version, "fallback": fallback, "ts": now,
+            }, now))
+            raise DecisionBlocked(ev.action_rule, ev.message)
+        clamp = ev.clamp
+        # In Thompson mode the draw was clamped on its own: cite its rules too.
+        rules = tuple(dict.fromkeys((*ev.rules_fired, *used.rules_fired)))
+        explanation = self._explain(route, ev, fallback, opted_out, ctx, policy)
         decision = Decision(
             decision_id=decision_id, user_key=key, member=route.member,
             runner_up=route.runner_up, margin=route.margin, mode=route.mode,
             raw_weights={n: float(v) for n, v in zip(names, raw)},
-            weights={n: float(v) for n, v in zip(names, used_w)},
-            rules_fired=rules, policy_version=self.policy.version, evidence=summary.evidence,
+            weights={n: float(v) for n, v in zip(names, used.weights)},
+            rules_fired=rules, policy_version=policy.version, evidence=summary.evidence,
             used_default=clamp.used_default or fallback is not None, fallback=fallback,
-            cues=cue_ids, explanation=explanation, ts=now,
+            cues=cue_ids, explanation=explanation, ts=now, action=ev.action,
+            rules_active=ev.active, topics=tuple(sorted(ctx.topics)),
         )
         self._audit(AuditRecord(decision_id, key, "decision", decision.to_dict(), now))
         return decision
+
+    def _choose(self, weights: FloatArray) -> str:
+        return self.router.route(weights).member
+
+    def _pinned(self, ev: Evaluation) -> Route | None:
+        if ev.action != "pin" or ev.member is None:
+            return None
+        scores = self.portfolio.rewards @ ev.clamp.weights
+        i = self.portfolio.index(ev.member)
+        return Route(member=ev.member, index=i, value=float(scores[i]), runner_up=None,
+                     margin=0.0, mode="mean", scores=scores)
+
+    def _fallback_evaluation(self, policy: BoundsPolicy, ctx: RequestContext) -> Evaluation:
+        """The deployment default under the rules of this context; never raises."""
+        for c in (ctx, RequestContext()):
+            try:
+                return policy.evaluate(c, policy.default.values, evidence=0.0,
+                                       personalized=False, choose=self._choose)
+            except Exception:  # pragma: no cover - the default always evaluates
+                logger.exception("evaluating the default failed; trying without context")
+        # Last resort: the unconditional bounds' clamped default.
+        clamp = policy.clamp(policy.default.values, evidence=0.0, personalized=False)
+        return Evaluation(clamp=clamp, bounds=policy, active=(), action="clamp",
+                          action_rule=None)  # pragma: no cover
 
     async def adecide(
         self,
@@ -269,47 +408,81 @@ class Palm:
         """Async :meth:`decide`; store I/O runs in a worker thread, never on the event loop."""
         return await asyncio.to_thread(self.decide, user, messages, metadata)
 
-    def _summary(self, record: ProfileRecord | None, now: float
-                 ) -> tuple[PosteriorSummary, bool]:
+    def _prior_of(self, policy: BoundsPolicy) -> PosteriorSummary:
+        """The policy's prior, summarized exactly (cached per policy version)."""
+        prior = self._priors.get(policy.version)
+        if prior is None:
+            prior = _prior_summary(policy.default.values, float(policy.prior_strength))
+            self._priors[policy.version] = prior
+        return prior
+
+    def _summary(self, record: ProfileRecord | None, now: float,
+                 policy: BoundsPolicy | None = None) -> tuple[PosteriorSummary, bool]:
+        prior = self._prior_of(policy if policy is not None else self.policy)
         if record is None:
-            return self._prior, False
+            return prior, False
         opted_out = bool(record.state.get("opted_out", False))
         post = record.state.get("posterior")
         if post is None:
-            return self._prior, opted_out
+            return prior, opted_out
         summary = PosteriorSummary.from_dict(post)
         g = self._decay(now - float(record.state.get("evidence_ts", now)))
         if g < 1.0:
-            summary = _faded(summary, g, self._prior)
+            summary = _faded(summary, g, prior)
         return summary, opted_out
 
-    def _route(self, summary: PosteriorSummary, clamp: ClampResult
-               ) -> tuple[Route, ClampResult]:
+    def _route(self, summary: PosteriorSummary, ev: Evaluation, ctx: RequestContext,
+               policy: BoundsPolicy) -> tuple[Route, ClampResult]:
         """Route, and the clamp whose weights were used (in Thompson mode, the draw's)."""
+        clamp = ev.clamp
+        pinned = self._pinned(ev)
+        if pinned is not None:
+            return pinned, clamp
         mode = self.mode
-        if clamp.used_default or (mode == "thompson" and not self.policy.exploration):
+        bounds = ev.bounds
+        if clamp.used_default or (mode == "thompson" and not ev.exploration):
             mode = "mean"
+        # Rules conditioned on the member were settled for the mean route; another mode may
+        # only pick a member that triggers no further rule.
+        member_rules = bool(policy.condition_members())
         if mode == "thompson":
             with self._rng_lock:
                 draw = summary.sample(1, self._rng)[0]
-            drawn = self.policy.clamp(draw, evidence=summary.evidence)
-            return self.router.route(drawn.weights, mode="thompson"), drawn
+            drawn = bounds.clamp(draw, evidence=summary.evidence)
+            route = self.router.route(drawn.weights, mode="thompson")
+            if not member_rules or self._member_ok(policy, ctx, ev, route.member):
+                return route, drawn
         if mode == "robust":
-            lo = np.maximum(np.minimum(summary.lower, clamp.weights), self.policy.lower)
-            hi = np.minimum(np.maximum(summary.upper, clamp.weights), self.policy.upper)
+            lo = np.maximum(np.minimum(summary.lower, clamp.weights), bounds.lower)
+            hi = np.minimum(np.maximum(summary.upper, clamp.weights), bounds.upper)
             if lo.sum() <= 1 <= hi.sum():
-                return self.router.route_robust(lo, hi), clamp
+                route = self.router.route_robust(lo, hi)
+                if not member_rules or self._member_ok(policy, ctx, ev, route.member):
+                    return route, clamp
         return self.router.route(clamp.weights), clamp
 
-    def _explain(self, route: Route, clamp: ClampResult, fallback: str | None,
-                 opted_out: bool) -> str:
+    @staticmethod
+    def _member_ok(policy: BoundsPolicy, ctx: RequestContext, ev: Evaluation, member: str
+                   ) -> bool:
+        return set(policy.active_rules(ctx.with_member(member))) <= (
+            set(ev.active) | {r.id for r in policy.rules if not r.conditional})
+
+    def _explain(self, route: Route, ev: Evaluation, fallback: str | None, opted_out: bool,
+                 ctx: RequestContext, policy: BoundsPolicy) -> str:
+        clamp = ev.clamp
         parts = [f"chose {route.explain()}"]
+        if ev.action == "pin":
+            parts.append(f"member pinned by rule {ev.action_rule!r}")
+        elif ev.action == "use_default":
+            parts.append(f"rule {ev.action_rule!r} serves the deployment default")
+        if ctx.topics:
+            parts.append(f"topics: {', '.join(sorted(ctx.topics))}")
         if fallback is not None:
             parts.append(f"inference failed ({fallback}); served the deployment default")
         elif opted_out:
             parts.append("user opted out of personalization")
         if clamp.rules_fired:
-            parts.append(f"policy {self.policy.version}: {clamp.reason}")
+            parts.append(f"policy {policy.version}: {clamp.reason}")
         return "; ".join(parts)
 
     def _audit(self, record: AuditRecord) -> None:
@@ -342,33 +515,59 @@ class Palm:
         return len(self._outbox)
 
     # -- feedback -------------------------------------------------------------------------------
-    def record_feedback(self, user: UserId, event: FeedbackEvent) -> bool:
+    def record_feedback(self, user: UserId, event: FeedbackEvent,
+                        metadata: Mapping[str, Any] | None = None) -> bool:
         """Record one feedback event and update the user's profile atomically.
 
         Returns False when an event with the same ``event_id`` was already recorded (idempotent).
         Raises :class:`InvalidEventError` (unknown member or decision, bad values) and
         :class:`IdentityError` when the event refers to another user's decision.
+
+        ``metadata`` (authenticated, as for :meth:`decide`) selects the rules that apply, e.g. a
+        cohort's ``max_step``: when the event would move the posterior mean further than
+        ``max_step`` (L1), its strength is tempered (halved by bisection) until the move fits.
         """
         now = float(self.clock())
         key = self.user_key(user)
         if not isinstance(event.event_id, str) or not event.event_id:
             raise InvalidEventError(f"event_id must be a non-empty string; got {event.event_id!r}")
         obs, kind, extra = self._resolve(key, event, now)
-        return self._apply(key, event.event_id, kind, obs, extra, now)
+        policy = self.policy
+        ctx = build_context(policy, metadata, now)
+        limit = policy.evaluate(ctx, policy.default.values, evidence=0.0).max_step
+        return self._apply(key, event.event_id, kind, obs, extra, now, limit=limit)
 
-    async def arecord_feedback(self, user: UserId, event: FeedbackEvent) -> bool:
+    async def arecord_feedback(self, user: UserId, event: FeedbackEvent,
+                               metadata: Mapping[str, Any] | None = None) -> bool:
         """Async :meth:`record_feedback`."""
-        return await asyncio.to_thread(self.record_feedback, user, event)
+        return await asyncio.to_thread(self.record_feedback, user, event, metadata)
+
+    def _privacy(self, policy: BoundsPolicy) -> PrivacySpec:
+        return policy.spec.privacy if policy.spec is not None else PrivacySpec()
 
     def _apply(self, key: str, event_id: str, kind: str, obs: list[Observation],
-               extra: dict[str, Any], now: float) -> bool:
+               extra: dict[str, Any], now: float, *, limit: float | None = None,
+               text: str | None = None) -> bool:
+        privacy = self._privacy(self.policy)
         payload = {"obs": [o.to_dict() for o in obs], **extra}
+        if text is not None and privacy.store == "events_with_text":
+            payload["text"] = redact(text, privacy.redact)
         record = EventRecord(event_id=f"{key}:{event_id}", user_key=key, kind=kind,
                              payload=payload, ts=now)
-        added, _ = self.store.apply_event(record, self._rebuild, window=1, now=now)
+        fold = privacy.store == "weights_only"
+
+        def update(profile: ProfileRecord | None, events: list[EventRecord]) -> dict[str, Any]:
+            return self._rebuild(profile, events, limit=limit, fold=fold)
+
+        with self._user_lock if fold else _NO_LOCK:
+            added, _ = self.store.apply_event(record, update, window=1, now=now)
+            if fold:
+                # weights_only: the event now lives only inside the profile's grouped evidence.
+                self.store.purge_events(before=math.inf, user_key=key)
         return added
 
-    def _rebuild(self, profile: ProfileRecord | None, events: list[EventRecord]
+    def _rebuild(self, profile: ProfileRecord | None, events: list[EventRecord], *,
+                 new_id: str | None = None, limit: float | None = None, fold: bool = False
                  ) -> dict[str, Any]:
         """New profile state: the stored evidence plus the event just appended (``events[-1]``).
 
@@ -376,32 +575,52 @@ class Palm:
         cue) multiply into one likelihood term whose exponent is their decayed count. The state
         keeps one such group per distinct observation, so replaying it costs the same after ten
         events or ten thousand, and the posterior is exactly the one over the whole history.
+
+        ``limit`` (the policy's ``max_step``): if the event would move the posterior mean
+        further than this (L1), its strength is tempered by bisection until the move fits; the
+        tempered strength is what enters the evidence. ``fold`` (privacy ``weights_only``): the
+        event row is deleted after this update, so retries are recognized by a hashed event id.
         """
         now = float(self.clock())
         state = dict(profile.state) if profile is not None else {}
-        if events[-1].kind in ("opt_out", "opt_in"):
-            state["opted_out"] = events[-1].kind == "opt_out"
+        event = events[-1]
+        if event.kind in ("opt_out", "opt_in"):
+            state["opted_out"] = event.kind == "opt_out"
             return state
+        if fold:
+            digest = _digest(event.event_id)
+            if digest in state.get("folded", []):
+                return state  # a retried delivery of an event already folded in
+            state["folded"] = _bounded([*state.get("folded", []), digest])
         groups = self._decayed_groups(state, now)
-        for d in events[-1].payload.get("obs", []):
-            o = Observation.from_dict(d)
-            key = _group_key(o)
-            grown = groups.get(key)
-            add = o.strength * self._decay(now - o.ts)
-            groups[key] = (o, add + (grown[1] if grown is not None else 0.0))
+        new = [Observation.from_dict(d) for d in event.payload.get("obs", [])]
+        model = self._fit_groups(_add_to_groups(groups, new, 1.0, now, self._decay), now)
+        if limit is not None:
+            # The move is measured from where the faded evidence stands now, without this event:
+            # forgetting is not the event's doing.
+            best = self._fit_groups(groups, now)
+            prev = best.predict()
+            if float(np.abs(model.predict() - prev).sum()) > limit:
+                lo, hi = 0.0, 1.0  # bisection on the event's strength factor
+                for _ in range(12):
+                    mid = (lo + hi) / 2
+                    cand = self._fit_groups(
+                        _add_to_groups(groups, new, mid, now, self._decay), now)
+                    if float(np.abs(cand.predict() - prev).sum()) <= limit:
+                        lo, best = mid, cand
+                    else:
+                        hi = mid
+                model = best
+                new = [dataclasses.replace(o, strength=o.strength * lo) for o in new]
+        groups = _add_to_groups(groups, new, 1.0, now, self._decay)
         kept = sorted(groups.values(), key=lambda g: -g[1])[:MAX_EVIDENCE_GROUPS]
         state["evidence"] = [
             _with_strength(o, s, now).to_dict() for o, s in kept if s >= 1e-6
         ]
         state["evidence_ts"] = now
         state["n_events"] = int(state.get("n_events", 0)) + 1
-        model = self._posterior(state, now)
         summary = model.summary()
-        state["posterior"] = PosteriorSummary(
-            mean=summary.mean, lower=summary.lower, upper=summary.upper,
-            concentration=summary.concentration, evidence=summary.evidence,
-            n_events=state["n_events"], level=summary.level,
-        ).to_dict()
+        state["posterior"] = dataclasses.replace(summary, n_events=state["n_events"]).to_dict()
         return state
 
     def _decay(self, age: float) -> float:
@@ -419,7 +638,11 @@ class Palm:
 
     def _posterior(self, state: Mapping[str, Any], now: float) -> PreferenceModel:
         """The particle posterior over the user's grouped evidence, decayed to ``now``."""
-        obs = [_with_strength(o, s, now) for o, s in self._decayed_groups(state, now).values()]
+        return self._fit_groups(self._decayed_groups(state, now), now)
+
+    def _fit_groups(self, groups: Mapping[tuple[Any, ...], tuple[Observation, float]],
+                    now: float) -> PreferenceModel:
+        obs = [_with_strength(o, s, now) for o, s in groups.values() if s > 0]
         return self._new_model().fit(obs, now=now)
 
     def _new_model(self) -> PreferenceModel:
@@ -515,11 +738,16 @@ class Palm:
         return Observation.anchor(target, mask, precision=precision, ts=ts)
 
     def _record_cues(self, key: str, messages: Sequence[Mapping[str, Any]],
-                     metadata: Mapping[str, Any] | None, now: float) -> tuple[str, ...]:
+                     metadata: Mapping[str, Any] | None, now: float,
+                     ctx: RequestContext | None = None, policy: BoundsPolicy | None = None
+                     ) -> tuple[str, ...]:
         text, position = _last_user_text(messages)
         if not text or not self.cues.cues:
             return ()
         found = self.cues.match(text)
+        limit = None
+        if found and policy is not None and ctx is not None:
+            limit = policy.evaluate(ctx, policy.default.values, evidence=0.0).max_step
         # The same message re-sent (retries, chat history) must count once: the id comes from
         # its content and place, and from the conversation id when the caller passes one.
         conversation = str((metadata or {}).get("conversation_id", ""))
@@ -529,7 +757,7 @@ class Palm:
             event = TextCue(trait=cue.trait, direction=cue.direction, strength=cue.strength,
                             cue_id=cue.id, event_id=f"cue:{digest}:{cue.id}", ts=now)
             obs, kind, extra = self._resolve(key, event, now)
-            self._apply(key, event.event_id, kind, obs, extra, now)
+            self._apply(key, event.event_id, kind, obs, extra, now, limit=limit, text=text)
         return tuple(c.id for c in found)
 
     # -- the user's rights ------------------------------------------------------------------------
@@ -574,11 +802,79 @@ class Palm:
         self._audit(AuditRecord(uuid.uuid4().hex, key, "reset", {}, now))
 
     def forget(self, user: UserId) -> None:
-        """Delete everything about the user; only an audit record of the deletion remains."""
+        """Delete everything about the user; only an audit record of the deletion remains.
+
+        The ``forget`` record lists the ids of the erased audit records (random ids, no
+        content), so :func:`~palm_middleware.audit.verify_audit_chain` can tell this erasure
+        from tampering: the erased records' hashes stay in the chain as tombstones.
+        """
         key = self.user_key(user)
         now = float(self.clock())
-        self.store.delete_user(key, keep_audit=False)
-        self._audit(AuditRecord(uuid.uuid4().hex, key, "forget", {}, now))
+        with self._outbox_lock:  # no audit write of this process slips between list and delete
+            erased = [r.record_id for r in self.store.audit(key)]
+            self.store.delete_user(key, keep_audit=False)
+        self._audit(AuditRecord(uuid.uuid4().hex, key, "forget",
+                                {"erased": erased, "n_erased": len(erased)}, now))
+
+    def export(self, user: UserId) -> dict[str, Any]:
+        """Everything stored about the user, as JSON-ready data (the right of access).
+
+        Returns:
+            ``{"user_key", "profile", "events", "audit", "policy_version", "privacy"}``.
+        """
+        key = self.user_key(user)
+        record = self.store.get_profile(key)
+        policy = self.policy
+        return {
+            "user_key": key,
+            "policy_version": policy.version,
+            "privacy": self._privacy(policy).model_dump(mode="json"),
+            "profile": self.profile(user).to_dict(),
+            "stored_state": dict(record.state) if record is not None else None,
+            "events": [{"event_id": e.event_id, "kind": e.kind, "payload": e.payload,
+                        "ts": e.ts} for e in self.store.events(key)],
+            "audit": [{"record_id": a.record_id, "kind": a.kind, "payload": a.payload,
+                       "ts": a.ts} for a in self.store.audit(key)],
+        }
+
+    def edit(self, user: UserId, weights: Mapping[str, float], *, confidence: float = 1.0
+             ) -> Profile:
+        """The user sets some weights; they are recorded as evidence and still clamped.
+
+        Returns:
+            The updated profile (``effective_weights`` shows what the bounds allow).
+        """
+        self.record_feedback(user, ExplicitWeights(weights=dict(weights), confidence=confidence,
+                                                   event_id=f"edit:{uuid.uuid4().hex}"))
+        return self.profile(user)
+
+    def purge_expired(self, now: float | None = None) -> int:
+        """Apply ``privacy.retention_days``: delete older event rows.
+
+        The posterior keeps what the events taught (the profile holds the grouped evidence of
+        the whole history), so purging changes storage, not routing. Audit records are kept:
+        they are the accountability trail.
+
+        Returns:
+            The number of events deleted.
+        """
+        privacy = self._privacy(self.policy)
+        now = float(self.clock()) if now is None else float(now)
+        if privacy.store == "weights_only":
+            cutoff = math.inf
+        elif privacy.retention_days is None:
+            return 0
+        else:
+            cutoff = now - privacy.retention_days * 86400.0
+        n = 0
+        for key in self.store.users_with_events_before(cutoff):
+            n += self._fold_and_purge(key, cutoff, now)
+        return n
+
+    def _fold_and_purge(self, key: str, cutoff: float, now: float) -> int:
+        # The profile's grouped evidence already holds what every event taught, so deleting
+        # event rows changes storage, never routing.
+        return self.store.purge_events(before=cutoff, user_key=key)
 
     def compare_candidates(self, user: UserId) -> tuple[MemberId, MemberId]:
         """Two members whose comparison would tell most about this user (for an A/B prompt)."""
@@ -586,6 +882,25 @@ class Palm:
         model = self._posterior(record.state if record is not None else {}, float(self.clock()))
         i, j = model.query_pair(self.portfolio.rewards)
         return self.portfolio.ids[i], self.portfolio.ids[j]
+
+
+class _NoLock:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+_NO_LOCK = _NoLock()
+
+
+def _digest(event_id: str) -> str:
+    return hashlib.sha256(event_id.encode()).hexdigest()[:16]
+
+
+def _bounded(ids: list[str], n: int = 512) -> list[str]:
+    return list(dict.fromkeys(ids))[-n:]
 
 
 def _last_user_text(messages: Sequence[Mapping[str, Any]]) -> tuple[str, int]:
@@ -649,3 +964,17 @@ def _faded(summary: PosteriorSummary, g: float, prior: PosteriorSummary) -> Post
         concentration=summary.concentration * (s + g * e) / (s + e), evidence=g * e,
         n_events=summary.n_events, level=summary.level,
     )
+
+
+def _add_to_groups(
+    groups: Mapping[tuple[Any, ...], tuple[Observation, float]], new: Sequence[Observation],
+    factor: float, now: float, decay: Callable[[float], float],
+) -> dict[tuple[Any, ...], tuple[Observation, float]]:
+    """A copy of ``groups`` with ``new`` observations added at ``factor`` times their strength."""
+    out = dict(groups)
+    for o in new:
+        key = _group_key(o)
+        have = out.get(key)
+        add = factor * o.strength * decay(now - o.ts)
+        out[key] = (o, add + (have[1] if have is not None else 0.0))
+    return out

@@ -12,6 +12,7 @@ from ..exceptions import PalmError
 # Each module registers one sub-command; imports inside commands stay lazy so `palm --help` is fast.
 COMMANDS = (
     "validate",
+    "explain",
     "inspect",
     "profile",
     "simulate",

@@ -9,10 +9,24 @@ from typing import Any
 from pydantic import ValidationError
 
 from .._yaml import LocatedYAML, load_yaml_file, load_yaml_text
-from ..exceptions import ConfigIssue, InvalidWeightsError, PolicyValidationError
+from ..exceptions import (
+    ConfigIssue,
+    InvalidWeightsError,
+    PolicySyntaxError,
+    PolicyValidationError,
+)
 from ..traits import TraitSpace
 from .bounds import BoundsPolicy, compile_policy
-from .models import RESERVED_POLICY_KEYS, RESERVED_RULE_KEYS, BoundRule, DefaultsSpec, PolicySpec
+from .models import (
+    CONSTRAINT_FIELDS,
+    RESERVED_POLICY_KEYS,
+    RESERVED_RULE_KEYS,
+    V2_POLICY_KEYS,
+    V2_RULE_KEYS,
+    BoundRule,
+    DefaultsSpec,
+    PolicySpec,
+)
 
 __all__ = ["load_policy", "parse_policy", "policy_from_data"]
 
@@ -35,12 +49,12 @@ def load_policy(path: str | Path) -> BoundsPolicy:
     Warns:
         PolicyWarning: The default weights break a floor or cap.
     """
-    return _from_doc(load_yaml_file(path, PolicyValidationError))
+    return _from_doc(load_yaml_file(path, PolicySyntaxError))
 
 
 def parse_policy(text: str, filename: str = "<string>") -> BoundsPolicy:
     """Like :func:`load_policy`, from YAML text; ``filename`` is used in messages."""
-    return _from_doc(load_yaml_text(text, filename, PolicyValidationError))
+    return _from_doc(load_yaml_text(text, filename, PolicySyntaxError))
 
 
 def policy_from_data(data: Mapping[str, Any], source: str = "<dict>") -> BoundsPolicy:
@@ -56,8 +70,14 @@ def _from_doc(doc: LocatedYAML) -> BoundsPolicy:
         )
     issues: list[ConfigIssue] = []
     spec: PolicySpec | None = None
+    data: Mapping[str, Any] = doc.data
+    if data.get("version") == 1:
+        v1 = _v1_issues(doc)
+        if v1:
+            issues.extend(v1)
+            data = _strip_v2(data)  # reported above; do not report them twice
     try:
-        spec = PolicySpec.model_validate(doc.data)
+        spec = PolicySpec.model_validate(data)
     except ValidationError as exc:
         issues.extend(_issues_from_validation(exc, doc))
     # Name checks run on the raw data so they are reported together with schema errors.
@@ -82,6 +102,43 @@ def _issues_from_validation(exc: ValidationError, doc: LocatedYAML) -> list[Conf
         elif "input" in err and not isinstance(err["input"], (Mapping, list)):
             msg = f"{msg}; got {err['input']!r}"
         out.append(doc.issue(loc, msg, _rule_id_at(doc, loc)))
+    return out
+
+
+def _v1_issues(doc: LocatedYAML) -> list[ConfigIssue]:
+    """Version 2 keys in a version 1 file: rejected by name, never silently given a meaning."""
+    out = []
+    for key in V2_POLICY_KEYS:
+        if key in doc.data:
+            out.append(doc.issue((key,), f"{RESERVED_POLICY_KEYS[key]}; remove the section"))
+    rules = doc.data.get("bounds")
+    if isinstance(rules, list):
+        for i, rule in enumerate(rules):
+            if not isinstance(rule, Mapping):
+                continue
+            for key in V2_RULE_KEYS:
+                if key in rule:
+                    out.append(doc.issue(
+                        ("bounds", i, key),
+                        f"{RESERVED_RULE_KEYS[key]}; remove the key (the rule is rejected, not "
+                        "ignored)", _rule_id_at(doc, ("bounds", i))))
+    return out
+
+
+def _strip_v2(data: Mapping[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in data.items() if k not in V2_POLICY_KEYS}
+    rules = out.get("bounds")
+    if isinstance(rules, list):
+        out["bounds"] = [_strip_rule(r) if isinstance(r, Mapping) else r for r in rules]
+    return out
+
+
+def _strip_rule(rule: Mapping[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in rule.items() if k not in V2_RULE_KEYS}
+    if len(out) < len(rule) and not any(k in out for k in CONSTRAINT_FIELDS):
+        # The rule was already reported for its version 2 keys; an inert constraint keeps
+        # its other fields checked without a second, misleading "needs a constraint" issue.
+        out["min_events"] = 0
     return out
 
 

@@ -1,4 +1,4 @@
-"""Typed schema of a bounds policy file (version 1).
+"""Typed schema of a bounds policy file (versions 1 and 2).
 
 A policy file is YAML::
 
@@ -14,9 +14,23 @@ A policy file is YAML::
       - {id: safety-floor, layer: law, min: {safety: 0.2}}
       - {id: max-drift, max_l1_from_default: 0.8}
 
-A rule is an id, a layer and constraint fields. Later versions add ``when:`` conditions and
-actions; version 1 rejects them (see :data:`RESERVED_RULE_KEYS`) rather than applying a
-conditional rule unconditionally or ignoring it.
+A rule is an id, a layer and constraint fields. Version 2 is a superset of version 1: it adds
+``when:``/``unless:`` conditions, actions (``use_default``, ``pin``, ``block``), ``max_step``
+and the top-level sections ``topics``, ``context``, ``timezone`` and ``privacy``. A version 1
+file that uses a version 2 key is rejected by name (see :data:`RESERVED_RULE_KEYS`) rather
+than applying a conditional rule unconditionally or ignoring it, so the meaning of an existing
+version 1 file never changes.
+
+Version 2 example::
+
+    version: 2
+    traits: [safety, helpfulness, humor, brevity]
+    topics:
+      politics: {keywords: [election, senator, parliament]}
+    context: {cohorts: [adult, minor]}
+    bounds:
+      - {id: no-politics, when: {topic: politics}, action: use_default}
+      - {id: minors, layer: law, when: {cohort: minor}, min: {safety: 0.5}, exploration: false}
 """
 
 from __future__ import annotations
@@ -36,7 +50,14 @@ from pydantic import (
 )
 
 __all__ = [
+    "ACTIONS",
     "CONSTRAINT_FIELDS",
+    "V2_POLICY_KEYS",
+    "V2_RULE_KEYS",
+    "Action",
+    "ContextSpec",
+    "PrivacySpec",
+    "TopicSpec",
     "RESERVED_POLICY_KEYS",
     "RESERVED_RULE_KEYS",
     "BoundRule",
@@ -48,24 +69,43 @@ __all__ = [
 #: Who set a rule: law (immutable), org (the deployment), user. Merged law -> org -> user.
 Layer = Literal["law", "org", "user"]
 
-#: Rule keys that later schema versions will give a meaning; version 1 rejects them by name.
+#: An action of a rule; the strictest action among the rules that apply wins:
+#: ``block`` > ``pin`` > ``use_default`` > ``clamp`` (the default: only constrain the weights).
+Action = Literal["clamp", "use_default", "pin", "block"]
+#: Actions from the strictest to the loosest.
+ACTIONS: tuple[str, ...] = ("block", "pin", "use_default", "clamp")
+
+_V2 = "; set 'version: 2' to use it"
+#: Rule keys that version 1 rejects by name (version 2 gives them a meaning, except ``model``).
 RESERVED_RULE_KEYS: dict[str, str] = {
-    "when": "conditional rules ('when:') are not supported by policy version 1",
-    "unless": "conditional rules ('unless:') are not supported by policy version 1",
-    "action": "rule actions (block, pin, use_default) are not supported by policy version 1",
-    "topics": "topic rules are not supported by policy version 1",
-    "model": "pinned models are not supported by policy version 1",
-    "message": "user messages (for blocking rules) are not supported by policy version 1",
+    "when": "conditional rules ('when:') are not supported by policy version 1" + _V2,
+    "unless": "conditional rules ('unless:') are not supported by policy version 1" + _V2,
+    "action": "rule actions (block, pin, use_default) are not supported by policy version 1" + _V2,
+    "topics": "topic rules are not supported by policy version 1; use 'when: {topic: ...}' "
+    "in version 2",
+    "model": "pinned models are not supported by policy version 1; use 'action: pin' with "
+    "'member:' in version 2",
+    "member": "pinned members are not supported by policy version 1" + _V2,
+    "message": "user messages (for blocking rules) are not supported by policy version 1" + _V2,
+    "max_step": "max_step is not supported by policy version 1" + _V2,
 }
 
-#: Top-level keys that later schema versions will give a meaning.
+#: Top-level keys that version 1 rejects by name.
 RESERVED_POLICY_KEYS: dict[str, str] = {
     "layers": "layer settings are not supported by policy version 1",
-    "privacy": "the 'privacy' section is not supported by policy version 1",
+    "privacy": "the 'privacy' section is not supported by policy version 1" + _V2,
     "audit": "the 'audit' section is not supported by policy version 1",
-    "topics": "topic definitions are not supported by policy version 1",
-    "no_personalization_topics": "topic rules are not supported by policy version 1",
+    "topics": "topic definitions are not supported by policy version 1" + _V2,
+    "context": "the 'context' section is not supported by policy version 1" + _V2,
+    "timezone": "'timezone' is not supported by policy version 1" + _V2,
+    "no_personalization_topics": "topic rules are not supported by policy version 1; use "
+    "'when: {topic: ...}' with 'action: use_default' in version 2",
 }
+
+#: Rule fields that exist only in version 2.
+V2_RULE_KEYS = ("when", "unless", "action", "member", "message", "max_step")
+#: Top-level fields that exist only in version 2.
+V2_POLICY_KEYS = ("topics", "context", "timezone", "privacy")
 
 
 def _number(v: object) -> float:
@@ -111,6 +151,20 @@ DriftFloat = Annotated[float, BeforeValidator(_drift)]
 NonNegativeFloat = Annotated[float, BeforeValidator(_non_negative)]
 PositiveFloat = Annotated[float, BeforeValidator(_positive)]
 RuleId = Annotated[StrictStr, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")]
+Label = Annotated[StrictStr, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")]
+StepFloat = Annotated[float, BeforeValidator(_drift)]
+#: A ``when:`` condition as written; its grammar is checked by ``policy/conditions.py`` so
+#: errors can name the exact key (the JSON Schema describes it loosely).
+Condition = Annotated[
+    dict[StrictStr, Any],
+    Field(
+        min_length=1,
+        description= "Condition over the request context: {field: value | {in: [...]} | "
+            "{not_in: [...]} | {between: [HH:MM, HH:MM]} | {exists: bool}} or "
+            "{all: [...]}, {any: [...]}, {not: {...}}. Fields: topic, cohort, channel, member, "
+            "time, weekday, metadata.<attribute>.",
+    ),
+]
 TraitMap = Annotated[dict[StrictStr, UnitFloat], Field(min_length=1)]
 
 
@@ -126,6 +180,7 @@ CONSTRAINT_FIELDS = (
     "min_events",
     "personalization",
     "exploration",
+    "max_step",
 )
 
 
@@ -150,6 +205,26 @@ class BoundRule(_Strict):
     """``false`` switches personalization off; ``true`` is refused (the stricter rule wins)."""
     exploration: StrictBool | None = None
     """``false`` forbids exploration (Thompson sampling); ``true`` is refused."""
+    max_step: StepFloat | None = None
+    """(v2) Cap on how far one feedback event may move the posterior mean, in L1 (0, 2]."""
+    when: Condition | None = None
+    """(v2) The rule applies only when this condition holds for the request."""
+    unless: Condition | None = None
+    """(v2) The rule does not apply when this condition holds."""
+    action: Action | None = None
+    """(v2) ``clamp`` (default), ``use_default``, ``pin`` (needs ``member``) or ``block``
+    (needs ``message``)."""
+    member: StrictStr | None = Field(default=None, min_length=1, max_length=128)
+    """(v2) The portfolio member served by ``action: pin``."""
+    message: StrictStr | None = Field(default=None, min_length=1, max_length=1000)
+    """(v2) What the user is told by ``action: block``."""
+
+    @field_validator("max_step")
+    @classmethod
+    def _positive_step(cls, v: float | None) -> float | None:
+        if v is not None and v <= 0.0:
+            raise ValueError("must be > 0 (0 would freeze learning; use 'personalization: false')")
+        return v
 
     @field_validator("personalization", "exploration")
     @classmethod
@@ -163,11 +238,26 @@ class BoundRule(_Strict):
 
     @model_validator(mode="after")
     def _has_constraint(self) -> BoundRule:
-        if all(getattr(self, f) is None for f in CONSTRAINT_FIELDS):
+        action = self.action or "clamp"
+        if action == "pin" and self.member is None:
+            raise ValueError("'action: pin' needs 'member:' (the portfolio member to serve)")
+        if action == "block" and self.message is None:
+            raise ValueError("'action: block' needs 'message:' (what the user is told)")
+        if self.member is not None and action != "pin":
+            raise ValueError("'member:' is only used with 'action: pin'")
+        if self.message is not None and action != "block":
+            raise ValueError("'message:' is only used with 'action: block'")
+        if action == "clamp" and all(getattr(self, f) is None for f in CONSTRAINT_FIELDS):
             raise ValueError(
                 f"a rule needs at least one constraint: one of {', '.join(CONSTRAINT_FIELDS)}"
+                " (or, in version 2, an action: use_default, pin or block)"
             )
         return self
+
+    @property
+    def conditional(self) -> bool:
+        """True when the rule has a ``when:`` or ``unless:`` condition."""
+        return self.when is not None or self.unless is not None
 
 
 class DefaultsSpec(_Strict):
@@ -189,11 +279,65 @@ class DefaultsSpec(_Strict):
         return v
 
 
+class TopicSpec(_Strict):
+    """How a topic label is recognised in the last user message."""
+
+    keywords: list[Annotated[StrictStr, Field(min_length=1, max_length=100)]] = Field(
+        default_factory=list, max_length=1000
+    )
+    """Words or phrases (case-insensitive, whole words; ``*`` at the end matches a prefix)."""
+    prototypes: list[Annotated[StrictStr, Field(min_length=1, max_length=500)]] = Field(
+        default_factory=list, max_length=200
+    )
+    """Example sentences; a message whose embedding is close to one of them gets the label
+    (needs ``palm prepare-topics``; without it only keywords are used)."""
+    threshold: UnitFloat = 0.6
+    """Cosine similarity to a prototype at or above which the label applies."""
+
+    @model_validator(mode="after")
+    def _something(self) -> TopicSpec:
+        if not self.keywords and not self.prototypes:
+            raise ValueError("a topic needs 'keywords' or 'prototypes'")
+        return self
+
+
+class ContextSpec(_Strict):
+    """The request-context vocabulary conditions may use (checked at load time)."""
+
+    cohorts: list[Label] | None = None
+    """Allowed cohort values (from the authenticated request); None: any string."""
+    channels: list[Label] | None = None
+    """Allowed channel values; None: any string."""
+    attributes: dict[Label, list[StrictStr] | None] = Field(default_factory=dict)
+    """Request-metadata attributes usable as ``metadata.<name>``, with their allowed values
+    (None: any string)."""
+
+
+StoreMode = Literal["weights_only", "events", "events_with_text"]
+RedactKind = Literal["email", "phone", "ip", "credit_card", "iban", "url", "handle"]
+
+
+DEFAULT_REDACT: tuple[RedactKind, ...] = ("email", "phone", "ip", "credit_card", "iban")
+
+
+class PrivacySpec(_Strict):
+    """What is stored about users, for how long, and what is removed before storage."""
+
+    store: StoreMode = "events"
+    """``weights_only``: events are folded into the profile summary and their rows deleted at
+    once; ``events``: feedback events (no text); ``events_with_text``: events plus the
+    (redacted) message text that produced a cue."""
+    retention_days: PositiveFloat | None = None
+    """Events older than this are folded into the profile and purged (None: kept)."""
+    redact: list[RedactKind] = Field(default_factory=lambda: list(DEFAULT_REDACT))
+    """Personal-data patterns replaced by ``[email]``, ``[phone]``... before any text is stored."""
+
+
 class PolicySpec(_Strict):
     """A whole policy file, as written (before merging)."""
 
-    version: Literal[1]
-    """Schema version; this code reads version 1."""
+    version: Literal[1, 2]
+    """Schema version: 1 (bounds only) or 2 (conditions, actions, topics, privacy)."""
     name: StrictStr | None = Field(default=None, min_length=1, max_length=128)
     """Human-readable policy name (defaults to the file's stem)."""
     traits: list[StrictStr] = Field(min_length=1)
@@ -204,8 +348,28 @@ class PolicySpec(_Strict):
     """Global switch: ``false`` serves the default to everyone."""
     exploration: StrictBool = True
     """May the router explore among portfolio members (Thompson sampling)?"""
-    bounds: list[BoundRule] = Field(default_factory=list)
+    bounds: list[BoundRule] = Field(default_factory=list, max_length=10_000)
     """The rules, merged so that the stricter one always wins."""
+    topics: dict[Label, TopicSpec] = Field(default_factory=dict)
+    """(v2) Topic labels for ``when: {topic: ...}``."""
+    context: ContextSpec = ContextSpec()
+    """(v2) Cohorts, channels and metadata attributes that conditions may use."""
+    timezone: StrictStr = "UTC"
+    """(v2) IANA time zone in which ``time:`` and ``weekday:`` conditions are read."""
+    privacy: PrivacySpec = PrivacySpec()
+    """(v2) Storage, retention and redaction."""
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone; use an IANA name such as 'Europe/Paris' ({exc})"
+                             ) from None
+        return v
 
     @model_validator(mode="before")
     @classmethod

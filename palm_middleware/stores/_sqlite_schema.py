@@ -76,6 +76,21 @@ _V2: tuple[str, ...] = (
 )
 
 
+_V3: tuple[str, ...] = (
+    # One link per audit record, never updated or deleted (not even by delete_user): an erased
+    # record leaves its hash, so the chain stays verifiable. It holds no user key or payload.
+    "CREATE TABLE audit_chain ("
+    " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " record_id TEXT NOT NULL UNIQUE,"
+    " prev_hash TEXT NOT NULL,"
+    " hash TEXT NOT NULL)",
+    "CREATE TRIGGER audit_chain_no_update BEFORE UPDATE ON audit_chain BEGIN "
+    "SELECT RAISE(ABORT, 'palm: audit_chain rows are append-only'); END",
+    "CREATE TRIGGER audit_chain_no_delete BEFORE DELETE ON audit_chain BEGIN "
+    "SELECT RAISE(ABORT, 'palm: audit_chain rows are never deleted'); END",
+)
+
+
 def _migration_1(conn: sqlite3.Connection) -> None:
     for sql in _V1:
         conn.execute(sql)
@@ -88,11 +103,17 @@ def _migration_2(conn: sqlite3.Connection) -> None:
         conn.execute(sql)
 
 
+def _migration_3(conn: sqlite3.Connection) -> None:
+    for sql in _V3:
+        conn.execute(sql)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1, "tables meta, profiles, events, audit; append-only triggers; user salt", _migration_1
     ),
     Migration(2, "indexes events(user_key, seq) and audit(user_key, seq)", _migration_2),
+    Migration(3, "audit_chain: sha256 hash chain over audit records", _migration_3),
 )
 """Schema steps in order; append a new ``Migration`` to change the schema, never edit one."""
 

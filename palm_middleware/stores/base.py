@@ -19,6 +19,7 @@ read back is what ``json.loads(json.dumps(value))`` gives, in every backend.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,10 +30,13 @@ from palm_middleware.exceptions import InvalidParameterError, StoreError
 __all__ = [
     "AsyncStoreMixin",
     "AuditRecord",
+    "ChainLink",
     "EventRecord",
+    "GENESIS_HASH",
     "ProfileRecord",
     "ProfileUpdate",
     "Store",
+    "audit_hash",
     "check_limit",
     "check_window",
     "decode_json",
@@ -77,6 +81,32 @@ class AuditRecord:
     kind: str  # "decision", "feedback", "reset", "forget", ...
     payload: dict[str, Any]
     ts: float
+
+
+@dataclass(frozen=True)
+class ChainLink:
+    """One link of the audit hash chain; links are never deleted, so an erased record leaves
+    its hash behind (a tombstone) and the chain stays verifiable."""
+
+    seq: int
+    record_id: str
+    prev_hash: str
+    hash: str
+
+
+#: ``prev_hash`` of the first link.
+GENESIS_HASH = "0" * 64
+
+
+def audit_hash(prev_hash: str, record_id: str, user_key: str, kind: str,
+               payload: dict[str, Any], ts: float) -> str:
+    """sha256 over the canonical JSON of a record and the hash of the link before it."""
+    canonical = json.dumps(
+        {"prev": prev_hash, "record_id": record_id, "user_key": user_key, "kind": kind,
+         "payload": payload, "ts": ts},
+        sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False,
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 ProfileUpdate = Callable[[ProfileRecord | None, list[EventRecord]], dict[str, Any]]
@@ -135,7 +165,8 @@ class Store(Protocol):
         ...
 
     def append_audit(self, record: AuditRecord) -> None:
-        """Append an audit record; a duplicate ``record_id`` raises ``StoreError``."""
+        """Append an audit record and its hash-chain link, atomically; a duplicate
+        ``record_id`` raises ``StoreError``."""
         ...
 
     def get_audit(self, record_id: str) -> AuditRecord | None:
@@ -152,6 +183,22 @@ class Store(Protocol):
         Returns:
             The number of rows deleted.
         """
+        ...
+
+    def audit_chain(self) -> list[ChainLink]:
+        """Return the audit hash chain in append order (links outlive erased records)."""
+        ...
+
+    def purge_events(self, *, before: float, user_key: str | None = None) -> int:
+        """Delete events with ``ts < before`` (of one user, or all): retention and folding.
+
+        Returns:
+            The number of events deleted.
+        """
+        ...
+
+    def users_with_events_before(self, before: float) -> list[str]:
+        """Return the user keys that have at least one event with ``ts < before``."""
         ...
 
     def count_profiles(self) -> int:

@@ -11,11 +11,14 @@ from typing import Any, NamedTuple
 
 from palm_middleware.exceptions import IdentityError, StoreError
 from palm_middleware.stores.base import (
+    GENESIS_HASH,
     AsyncStoreMixin,
     AuditRecord,
+    ChainLink,
     EventRecord,
     ProfileRecord,
     ProfileUpdate,
+    audit_hash,
     check_limit,
     check_window,
     decode_json,
@@ -66,6 +69,7 @@ class MemoryStore(AsyncStoreMixin):
         self._event_owner: dict[str, str] = {}  # event_id -> user_key
         self._audit: dict[str, _Row] = {}  # record_id -> record; dict order = append order
         self._audit_ids: dict[str, list[str]] = {}  # user_key -> record ids in append order
+        self._chain: list[ChainLink] = []  # never shrinks: erased records leave their hash
 
     @property
     def salt(self) -> str:
@@ -200,8 +204,17 @@ class MemoryStore(AsyncStoreMixin):
                 raise StoreError(
                     f"Audit record id {record.record_id!r} already exists; audit ids are unique."
                 )
+            prev = self._chain[-1].hash if self._chain else GENESIS_HASH
+            digest = audit_hash(prev, record.record_id, record.user_key, record.kind,
+                                decode_json(row.payload, what="audit payload"), record.ts)
             self._audit[record.record_id] = row
             self._audit_ids.setdefault(record.user_key, []).append(record.record_id)
+            self._chain.append(ChainLink(len(self._chain) + 1, record.record_id, prev, digest))
+
+    def audit_chain(self) -> list[ChainLink]:
+        """Return the audit hash chain in append order."""
+        with self._reading():
+            return list(self._chain)
 
     def get_audit(self, record_id: str) -> AuditRecord | None:
         """Return the audit record ``record_id``, or None."""
@@ -238,6 +251,27 @@ class MemoryStore(AsyncStoreMixin):
                     del self._audit[record_id]
                     n += 1
             return n
+
+    def purge_events(self, *, before: float, user_key: str | None = None) -> int:
+        """Delete events with ``ts < before`` (of one user, or all); return how many."""
+        with self._writing():
+            n = 0
+            keys = [user_key] if user_key is not None else list(self._events)
+            for key in keys:
+                rows = self._events.get(key, [])
+                keep = [r for r in rows if not r.ts < before]
+                for r in rows:
+                    if r.ts < before:
+                        del self._event_owner[r.id]
+                        n += 1
+                if rows:
+                    self._events[key] = keep
+            return n
+
+    def users_with_events_before(self, before: float) -> list[str]:
+        """Return the user keys with at least one event older than ``before``."""
+        with self._reading():
+            return [k for k, rows in self._events.items() if any(r.ts < before for r in rows)]
 
     def count_profiles(self) -> int:
         """Return the number of stored profiles."""

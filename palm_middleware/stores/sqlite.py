@@ -44,11 +44,14 @@ from palm_middleware.stores._sqlite_schema import (
     schema_version,
 )
 from palm_middleware.stores.base import (
+    GENESIS_HASH,
     AsyncStoreMixin,
     AuditRecord,
+    ChainLink,
     EventRecord,
     ProfileRecord,
     ProfileUpdate,
+    audit_hash,
     check_limit,
     check_window,
     decode_json,
@@ -374,6 +377,16 @@ class SQLiteStore(AsyncStoreMixin):
         with self._transaction(op) as conn:
             try:
                 conn.execute(_INSERT_AUDIT, params)
+                # The link is computed inside the write transaction, so concurrent writers
+                # (threads or processes) extend one chain instead of forking it.
+                last = conn.execute(
+                    "SELECT hash FROM audit_chain ORDER BY seq DESC LIMIT 1").fetchone()
+                prev = str(last[0]) if last is not None else GENESIS_HASH
+                digest = audit_hash(prev, record.record_id, record.user_key, record.kind,
+                                    decode_json(payload, what="audit payload"), record.ts)
+                conn.execute(
+                    "INSERT INTO audit_chain (record_id, prev_hash, hash) VALUES (?, ?, ?)",
+                    (record.record_id, prev, digest))
             except sqlite3.IntegrityError as exc:
                 raise StoreError(
                     f"{self._where}: audit record id {record.record_id!r} already exists; "
@@ -381,6 +394,12 @@ class SQLiteStore(AsyncStoreMixin):
                 ) from exc
             except sqlite3.Error as exc:
                 raise translate(exc, where=self._where, op=op) from exc
+
+    def audit_chain(self) -> list[ChainLink]:
+        """Return the audit hash chain in append order."""
+        rows = self._all(self._pool.get(), "audit_chain",
+                         "SELECT seq, record_id, prev_hash, hash FROM audit_chain ORDER BY seq")
+        return [ChainLink(int(r[0]), str(r[1]), str(r[2]), str(r[3])) for r in rows]
 
     def get_audit(self, record_id: str) -> AuditRecord | None:
         """Return the audit record ``record_id``, or None."""
@@ -410,6 +429,36 @@ class SQLiteStore(AsyncStoreMixin):
         return [_audit(r) for r in rows]
 
     # ------------------------------------------------------------------ deletion
+
+    def purge_events(self, *, before: float, user_key: str | None = None) -> int:
+        """Delete events with ``ts < before`` (of one user, or all) in one transaction.
+
+        The append-only triggers allow it through per-user deletion grants that exist only
+        inside this transaction, as for ``delete_user``.
+
+        Returns:
+            The number of events deleted.
+        """
+        op = "purge_events"
+        with self._transaction(op) as conn:
+            if user_key is None:
+                keys = [r[0] for r in self._all(
+                    conn, op, "SELECT DISTINCT user_key FROM events WHERE ts < ?", (before,))]
+            else:
+                keys = [user_key]
+            n = 0
+            for key in keys:
+                self._run(conn, op, "INSERT INTO deletion_grants (user_key) VALUES (?)", (key,))
+                n += self._run(conn, op, "DELETE FROM events WHERE user_key = ? AND ts < ?",
+                               (key, before))
+                self._run(conn, op, "DELETE FROM deletion_grants WHERE user_key = ?", (key,))
+        return n
+
+    def users_with_events_before(self, before: float) -> list[str]:
+        """Return the user keys with at least one event older than ``before``."""
+        rows = self._all(self._pool.get(), "users_with_events_before",
+                         "SELECT DISTINCT user_key FROM events WHERE ts < ?", (before,))
+        return [str(r[0]) for r in rows]
 
     def delete_user(self, user_key: str, *, keep_audit: bool) -> int:
         """Delete profile and events (and audit rows unless ``keep_audit``) in one transaction.

@@ -195,7 +195,7 @@ def test_bad_defaults(write: Writer, defaults: str, pattern: str) -> None:
 @pytest.mark.parametrize(
     ("text", "pattern"),
     [
-        ("version: 2\ntraits: [a]\n", r"bad\.yaml:1:\d+: version: Input should be 1; got 2"),
+        ("version: 3\ntraits: [a]\n", r"bad\.yaml:1:\d+: version: Input should be 1 or 2; got 3"),
         ("traits: [a]\n", r"bad\.yaml:1:1: version: required field is missing"),
         ("version: 1\ntraits: []\n", r"bad\.yaml:2:\d+: traits: .*at least 1 item"),
         ("version: 1\ntraits: [a, a]\n",
@@ -406,3 +406,12 @@ def test_fuzz_structures_raise_only_policy_errors(tree: object) -> None:
             parse_policy(text, "fuzz.yaml")
         except PolicyError:
             pass
+
+
+def test_yaml_syntax_error_is_a_located_policy_syntax_error() -> None:
+    from palm_middleware.exceptions import PolicySyntaxError
+
+    with pytest.raises(PolicySyntaxError, match=r"s\.yaml:3:1: invalid YAML"):
+        parse_policy("version: 2\ntraits: [a, b\n", "s.yaml")
+    with pytest.raises(PolicySyntaxError, match="larger than"):
+        parse_policy("#" * (5 * 1024 * 1024), "huge.yaml")
