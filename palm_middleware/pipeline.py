@@ -557,6 +557,22 @@ class Palm:
             n_events=summary.n_events, opted_out=opted_out, recent_events=events,
         )
 
+    def export(self, user: UserId) -> dict[str, Any]:
+        """Everything stored about the user, JSON-ready: profile, every event, the audit trail.
+
+        Events carry their resolved observations (reward differences, never message text).
+        """
+        key = self.user_key(user)
+        return {
+            "profile": {k: v for k, v in self.profile(user).to_dict().items()
+                        if k != "recent_events"},
+            "events": [{"event_id": e.event_id.split(":", 1)[-1], "kind": e.kind,
+                        "ts": e.ts, "payload": e.payload}
+                       for e in self.store.events(key)],
+            "audit": [{"record_id": a.record_id, "kind": a.kind, "ts": a.ts,
+                       "payload": a.payload} for a in self.store.audit(key)],
+        }
+
     def set_opt_out(self, user: UserId, opted_out: bool = True) -> None:
         """Switch personalization off (or back on) for this user; the default is served."""
         key = self.user_key(user)

@@ -432,3 +432,13 @@ def test_record_outcome_is_audited(palm: Palm, store: SQLiteStore) -> None:
     assert recs[0].payload["latency_ms"] == 12.346
     assert recs[1].payload["error"] == "BadRequestError"
     assert all(r.payload["decision_id"] == d.decision_id for r in recs)
+
+
+def test_export_holds_events_and_audit(palm: Palm) -> None:
+    d = palm.decide("alice")
+    palm.record_feedback("alice", Thumb(up=True, decision_id=d.decision_id, event_id="e1"))
+    out = palm.export("alice")
+    assert out["profile"]["n_events"] == 1
+    assert [e["event_id"] for e in out["events"]] == ["e1"]
+    assert "decision" in {a["kind"] for a in out["audit"]}
+    assert palm.export("bob")["events"] == []
