@@ -21,6 +21,7 @@ COMMANDS = (
     "report",
     "export",
     "soup",
+    "proxy",
 )
 
 

@@ -6,11 +6,11 @@ import asyncio
 from typing import Any
 
 import pytest
-from conftest import BLOCK_WORD, BREVITY, user
 from langchain.agents import create_agent
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, ToolMessage
 from langchain_core.tools import tool
+from langchain_fixtures import BLOCK_WORD, BREVITY, user
 
 from palm_langchain import PalmAgentMiddleware, PalmChatModel
 from palm_middleware import ExplicitWeights, IdentityError, Palm

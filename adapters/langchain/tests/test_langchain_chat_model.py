@@ -6,12 +6,12 @@ import asyncio
 from typing import Any
 
 import pytest
-from conftest import BLOCK_WORD, BREVITY, user
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import BaseChatModel
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.tools import tool
+from langchain_fixtures import BLOCK_WORD, BREVITY, user
 from pydantic import BaseModel
 
 from palm_langchain import PalmChatModel, PalmFeedback, decision_of

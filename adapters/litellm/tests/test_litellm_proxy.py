@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from conftest import Proxy
+from litellm_proxy_fixtures import Proxy
 from palm_test_factory import BLOCK_WORD, RULE_ID
 
 HI = [{"role": "user", "content": "Hello there"}]

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from conftest import Deployment
+from litellm_proxy_fixtures import Deployment
 
 from palm_litellm.auth import key_digest, principal_of
 from palm_litellm.config import KeyEntry, PalmRuntime, Target
