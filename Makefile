@@ -7,17 +7,19 @@ BIN := $(VENV)/bin
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml Makefile
+$(VENV)/.installed: pyproject.toml adapters/litellm/pyproject.toml adapters/langchain/pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[cpu,dev]'
+	# One resolve: the core, both adapters (litellm[proxy]==1.106.2 is ~740 MB) and the openai
+	# client the proxy tests call it with.
+	$(BIN)/python -m pip install -q -e '.[cpu,dev]' -e adapters/litellm -e 'adapters/langchain[agents]' 'openai>=1.40'
 	touch $@
 
 demo: setup
 	$(BIN)/palm simulate --out out/simulate
 
 lint: setup
-	$(BIN)/ruff check palm_middleware tests bench
+	$(BIN)/ruff check palm_middleware tests bench adapters examples
 	$(BIN)/mypy
 
 test: lint
@@ -25,6 +27,7 @@ test: lint
 
 bench: setup
 	$(BIN)/python bench/bench_decision.py
+	$(BIN)/python bench/bench_adapters.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import hashlib
 import hmac
 import json
@@ -784,6 +785,22 @@ class Palm:
             n_events=summary.n_events, opted_out=opted_out, recent_events=events,
         )
 
+    def export(self, user: UserId) -> dict[str, Any]:
+        """Everything stored about the user, JSON-ready: profile, every event, the audit trail.
+
+        Events carry their resolved observations (reward differences, never message text).
+        """
+        key = self.user_key(user)
+        return {
+            "profile": {k: v for k, v in self.profile(user).to_dict().items()
+                        if k != "recent_events"},
+            "events": [{"event_id": e.event_id.split(":", 1)[-1], "kind": e.kind,
+                        "ts": e.ts, "payload": e.payload}
+                       for e in self.store.events(key)],
+            "audit": [{"record_id": a.record_id, "kind": a.kind, "ts": a.ts,
+                       "payload": a.payload} for a in self.store.audit(key)],
+        }
+
     def set_opt_out(self, user: UserId, opted_out: bool = True) -> None:
         """Switch personalization off (or back on) for this user; the default is served."""
         key = self.user_key(user)
@@ -882,6 +899,58 @@ class Palm:
         model = self._posterior(record.state if record is not None else {}, float(self.clock()))
         i, j = model.query_pair(self.portfolio.rewards)
         return self.portfolio.ids[i], self.portfolio.ids[j]
+
+    # -- serving outcome ------------------------------------------------------------------------
+    def record_outcome(
+        self,
+        user: UserId,
+        decision_id: str,
+        outcome: str,
+        *,
+        usage: Mapping[str, int] | None = None,
+        latency_ms: float | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Append what happened after a decision (served, failed, ...) to the audit log.
+
+        No message text is stored: only the outcome label, token counts, latency and an error
+        class name. Never raises because of the store (the record waits in the outbox).
+
+        Args:
+            user: the same id that :meth:`decide` was given.
+            decision_id: :attr:`Decision.decision_id`.
+            outcome: a short label such as ``"success"`` or ``"failure"``.
+            usage: token counts (``prompt_tokens``, ``completion_tokens``, ``total_tokens``).
+            latency_ms: time from the decision to the end of the response.
+            error: the failure's exception class name, if any.
+        """
+        key = self.user_key(user)
+        payload: dict[str, Any] = {"decision_id": decision_id, "outcome": str(outcome)}
+        if usage:
+            payload["usage"] = {str(k): int(v) for k, v in usage.items()
+                                if isinstance(v, int) and not isinstance(v, bool)}
+        if latency_ms is not None:
+            payload["latency_ms"] = round(float(latency_ms), 3)
+        if error is not None:
+            payload["error"] = str(error)[:200]
+        self._audit(AuditRecord(uuid.uuid4().hex, key, "outcome", payload,
+                                float(self.clock())))
+
+    async def arecord_outcome(
+        self,
+        user: UserId,
+        decision_id: str,
+        outcome: str,
+        *,
+        usage: Mapping[str, int] | None = None,
+        latency_ms: float | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Async :meth:`record_outcome` (the store write runs in a worker thread)."""
+        await asyncio.to_thread(
+            functools.partial(self.record_outcome, user, decision_id, outcome, usage=usage,
+                              latency_ms=latency_ms, error=error)
+        )
 
 
 class _NoLock:

@@ -418,3 +418,27 @@ def test_opt_out_keeps_the_learned_posterior(palm: Palm) -> None:
     palm.set_opt_out("alice", False)
     assert palm.profile("alice").weights == before
     assert palm.profile("alice").n_events == 12
+
+
+def test_record_outcome_is_audited(palm: Palm, store: SQLiteStore) -> None:
+    d = palm.decide("alice")
+    palm.record_outcome("alice", d.decision_id, "success",
+                        usage={"prompt_tokens": 3, "completion_tokens": 5, "x": "no"},  # type: ignore[dict-item]
+                        latency_ms=12.3456)
+    asyncio.run(palm.arecord_outcome("alice", d.decision_id, "failure", error="BadRequestError"))
+    recs = [r for r in store.audit(palm.user_key("alice")) if r.kind == "outcome"]
+    assert [r.payload["outcome"] for r in recs] == ["success", "failure"]
+    assert recs[0].payload["usage"] == {"prompt_tokens": 3, "completion_tokens": 5}
+    assert recs[0].payload["latency_ms"] == 12.346
+    assert recs[1].payload["error"] == "BadRequestError"
+    assert all(r.payload["decision_id"] == d.decision_id for r in recs)
+
+
+def test_export_holds_events_and_audit(palm: Palm) -> None:
+    d = palm.decide("alice")
+    palm.record_feedback("alice", Thumb(up=True, decision_id=d.decision_id, event_id="e1"))
+    out = palm.export("alice")
+    assert out["profile"]["n_events"] == 1
+    assert [e["event_id"] for e in out["events"]] == ["e1"]
+    assert "decision" in {a["kind"] for a in out["audit"]}
+    assert palm.export("bob")["events"] == []

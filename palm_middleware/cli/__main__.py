@@ -22,6 +22,7 @@ COMMANDS = (
     "report",
     "export",
     "soup",
+    "proxy",
 )
 
 

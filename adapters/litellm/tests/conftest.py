@@ -1,0 +1,24 @@
+"""Fixtures: a real LiteLLM proxy on 127.0.0.1 with tiny real ONNX members (session-wide)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+from collections.abc import Iterator
+
+import pytest
+from litellm_proxy_fixtures import Deployment, Proxy, build_deployment, start_proxy, stop_proxy
+
+
+@pytest.fixture(scope="session")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Deployment:
+    return build_deployment(tmp_path_factory.mktemp("proxy"))
+
+
+@pytest.fixture(scope="session")
+def proxy(deployment: Deployment) -> Iterator[Proxy]:
+    p = start_proxy(deployment)
+    yield p
+    stop_proxy(p)
