@@ -785,22 +785,6 @@ class Palm:
             n_events=summary.n_events, opted_out=opted_out, recent_events=events,
         )
 
-    def export(self, user: UserId) -> dict[str, Any]:
-        """Everything stored about the user, JSON-ready: profile, every event, the audit trail.
-
-        Events carry their resolved observations (reward differences, never message text).
-        """
-        key = self.user_key(user)
-        return {
-            "profile": {k: v for k, v in self.profile(user).to_dict().items()
-                        if k != "recent_events"},
-            "events": [{"event_id": e.event_id.split(":", 1)[-1], "kind": e.kind,
-                        "ts": e.ts, "payload": e.payload}
-                       for e in self.store.events(key)],
-            "audit": [{"record_id": a.record_id, "kind": a.kind, "ts": a.ts,
-                       "payload": a.payload} for a in self.store.audit(key)],
-        }
-
     def set_opt_out(self, user: UserId, opted_out: bool = True) -> None:
         """Switch personalization off (or back on) for this user; the default is served."""
         key = self.user_key(user)
@@ -836,6 +820,9 @@ class Palm:
     def export(self, user: UserId) -> dict[str, Any]:
         """Everything stored about the user, as JSON-ready data (the right of access).
 
+        Events carry their resolved observations (reward differences), never message text
+        unless the privacy setting ``events_with_text`` stored it, redacted.
+
         Returns:
             ``{"user_key", "profile", "events", "audit", "policy_version", "privacy"}``.
         """
@@ -848,8 +835,9 @@ class Palm:
             "privacy": self._privacy(policy).model_dump(mode="json"),
             "profile": self.profile(user).to_dict(),
             "stored_state": dict(record.state) if record is not None else None,
-            "events": [{"event_id": e.event_id, "kind": e.kind, "payload": e.payload,
-                        "ts": e.ts} for e in self.store.events(key)],
+            # Event ids are stored as "<user key>:<client id>"; give back the client's id.
+            "events": [{"event_id": e.event_id.split(":", 1)[-1], "kind": e.kind,
+                        "payload": e.payload, "ts": e.ts} for e in self.store.events(key)],
             "audit": [{"record_id": a.record_id, "kind": a.kind, "payload": a.payload,
                        "ts": a.ts} for a in self.store.audit(key)],
         }

@@ -30,19 +30,28 @@ from tests.engines.tiny import train_tokenizer, write_model
 
 HERE = Path(__file__).parent
 
-POLICY = """\
-version: 1
+BLOCK_WORD = "forbidden-topic"
+RULE_ID = "no-forbidden-topic"
+
+POLICY = f"""\
+version: 2
 name: adapter-test
 traits: [safety, helpfulness, humor, brevity]
 defaults:
-  weights: {safety: 0.3, helpfulness: 0.4, humor: 0.1, brevity: 0.2}
+  weights: {{safety: 0.3, helpfulness: 0.4, humor: 0.1, brevity: 0.2}}
   prior_strength: 10
 personalization: true
 exploration: false
+topics:
+  forbidden: {{keywords: [{BLOCK_WORD}]}}
 bounds:
   - id: safety-floor
     layer: law
-    min: {safety: 0.2}
+    min: {{safety: 0.2}}
+  - id: {RULE_ID}
+    when: {{topic: forbidden}}
+    action: block
+    message: This assistant does not discuss that topic.
 """
 
 PORTFOLIO = {
@@ -93,7 +102,6 @@ def build_deployment(root: Path, *, with_hook: bool = True) -> Deployment:
     palm = {
         "portfolio": "portfolio.yaml", "policy": "policy.yaml", "store": "palm.db",
         "route_models": ["auto"], "bases": {"base": "models/base"},
-        "factory": "palm_test_factory:make_palm",
         "auth": {"keys": [
             {"sha256": _digest(keys["alice"]), "user": "alice"},
             {"sha256": _digest(keys["bob"]), "user": "bob"},

@@ -8,8 +8,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from litellm_proxy_fixtures import Proxy
-from palm_test_factory import BLOCK_WORD, RULE_ID
+from litellm_proxy_fixtures import BLOCK_WORD, RULE_ID, Proxy
 
 HI = [{"role": "user", "content": "Hello there"}]
 BREVITY = {"safety": 0.2, "helpfulness": 0.1, "humor": 0.0, "brevity": 0.7}
