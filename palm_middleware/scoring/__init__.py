@@ -1,0 +1,31 @@
+"""Trait scorers: ``(reply, prompt) -> [0, 1]`` per trait, calibrated and validated.
+
+Built-in: :class:`~palm_middleware.scoring.brevity.BrevityScorer` (token length),
+:class:`~palm_middleware.scoring.structure.StructureScorer` (lists, steps, headings,
+paragraphs, length), :class:`~palm_middleware.scoring.formality.FormalityScorer` (a lexicon of
+casual and formal cues) and :class:`~palm_middleware.scoring.classifier.OnnxClassifierScorer`
+(any exported Hugging Face sequence classifier; the path for a real reward model). Anything
+with ``name``, ``score``, ``score_many`` and ``params`` is a
+:class:`~palm_middleware.scoring.base.TraitScorer`.
+"""
+
+from __future__ import annotations
+
+from .base import TraitScorer
+from .brevity import BrevityScorer
+from .calibration import ScorerSet, load_scorers, save_scorers
+from .formality import FormalityScorer
+from .structure import StructureScorer
+from .validation import load_validation_set, pairwise_accuracy
+
+__all__ = [
+    "BrevityScorer",
+    "FormalityScorer",
+    "ScorerSet",
+    "StructureScorer",
+    "TraitScorer",
+    "load_scorers",
+    "load_validation_set",
+    "pairwise_accuracy",
+    "save_scorers",
+]
