@@ -23,6 +23,8 @@ COMMANDS = (
     "export",
     "soup",
     "proxy",
+    "eval",
+    "validate_scorers",
 )
 
 

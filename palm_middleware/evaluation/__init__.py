@@ -1,0 +1,18 @@
+"""Measuring members: prompt sets, the reply cache, and the runner behind ``palm eval``."""
+
+from __future__ import annotations
+
+from .cache import ReplyCache
+from .prompts import EvalPrompt, PromptSet, load_prompt_set
+from .runner import MemberResult, evaluate_portfolio, update_portfolio, write_candidates
+
+__all__ = [
+    "EvalPrompt",
+    "MemberResult",
+    "PromptSet",
+    "ReplyCache",
+    "evaluate_portfolio",
+    "load_prompt_set",
+    "update_portfolio",
+    "write_candidates",
+]
