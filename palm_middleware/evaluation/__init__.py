@@ -8,11 +8,11 @@ from .runner import MemberResult, evaluate_portfolio, update_portfolio, write_ca
 
 __all__ = [
     "EvalPrompt",
+    "evaluate_portfolio",
+    "load_prompt_set",
     "MemberResult",
     "PromptSet",
     "ReplyCache",
-    "evaluate_portfolio",
-    "load_prompt_set",
     "update_portfolio",
     "write_candidates",
 ]

@@ -21,11 +21,11 @@ from .validation import load_validation_set, pairwise_accuracy
 __all__ = [
     "BrevityScorer",
     "FormalityScorer",
-    "ScorerSet",
-    "StructureScorer",
-    "TraitScorer",
     "load_scorers",
     "load_validation_set",
     "pairwise_accuracy",
     "save_scorers",
+    "ScorerSet",
+    "StructureScorer",
+    "TraitScorer",
 ]

@@ -153,3 +153,21 @@ def test_trait_without_scorer_and_bad_base(workdir: Path,
     assert "no scorer for trait 'safety'" in capsys.readouterr().err
     assert main([*_args(workdir, "x.csv"), "--base", "nofolder"]) == 2
     assert "--base must be NAME=DIR; got 'nofolder'" in capsys.readouterr().err
+
+
+def test_workers_give_the_same_replies(workdir: Path) -> None:
+    one = _args(workdir, "w1.csv", "--no-cache", "--limit", "3")
+    two = _args(workdir, "w2.csv", "--no-cache", "--limit", "3", "--workers", "3")
+    assert main(one) == 0 and main(two) == 0
+    assert _rows(workdir / "w1.csv") == _rows(workdir / "w2.csv")
+
+
+def test_validate_scorers_reports_fits_and_gates(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "fitted.yaml"
+    assert main(["validate-scorers", "--fit", "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert re.search(r"brevity +accuracy 0\.9\d\d", text) and f"wrote {out}" in text
+    assert "pairwise_accuracy" in out.read_text()
+    assert main(["validate-scorers", "--scorers", str(out), "--min-accuracy", "0.999"]) == 1
+    assert "FAIL: a scorer is below --min-accuracy 0.999" in capsys.readouterr().out

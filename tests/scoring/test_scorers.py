@@ -106,3 +106,24 @@ def test_bundled_scorers_load() -> None:
     scorers = load_scorers(bundled("scorers.yaml"))
     assert scorers.traits == ["brevity", "structure", "formality"]
     assert all(v["pairwise_accuracy"] >= 0.85 for v in scorers.validation.values())
+
+
+def test_scoring_and_evaluation_import_lightly() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, palm_middleware.scoring, palm_middleware.evaluation; "
+            "print(','.join(m for m in ['onnxruntime', 'tokenizers', 'tqdm', 'matplotlib'] "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == ""
+
+
+@pytest.mark.parametrize("module", ["palm_middleware.scoring", "palm_middleware.evaluation"])
+def test_all_is_sorted(module: str) -> None:
+    import importlib
+
+    mod = importlib.import_module(module)
+    assert mod.__all__ == sorted(mod.__all__, key=str.casefold)
+    assert all(hasattr(mod, n) for n in mod.__all__)
