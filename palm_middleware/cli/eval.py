@@ -38,6 +38,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of sampling members (default 0)")
     p.add_argument("--update-manifest", action="store_true",
                    help="also write the measured reward and provenance into the manifest")
+    p.add_argument("--replies-out", type=Path, default=None, metavar="JSONL",
+                   help="also write every reply with its scores (to audit the scorers)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("-o", "--output", required=True, type=Path, metavar="CANDIDATES",
                    help="candidates CSV to write")
@@ -64,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
         load_prompt_set,
         update_portfolio,
         write_candidates,
+        write_replies,
     )
     from ..exceptions import InvalidParameterError
     from ..portfolio.manifest import load_portfolio
@@ -91,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
         assert isinstance(r, MemberResult)
         cells = "  ".join(f"{t} {m:.3f}±{s:.3f}" for t, m, s in zip(r.traits, r.mean, r.stderr))
         print(f"  {r.id:<{width}}  n={r.n}  {cells}  tokens/reply {r.mean_tokens:.1f}  "
-              f"cached {r.n_cached}/{r.n}  {r.seconds:.1f}s", flush=True)
+              f"truncated {r.truncated:.0%}  cached {r.n_cached}/{r.n}  {r.seconds:.1f}s",
+              flush=True)
 
     try:
         results = evaluate_portfolio(
@@ -104,6 +108,9 @@ def run(args: argparse.Namespace) -> int:
             cache.close()
     write_candidates(results, args.output)
     print(f"wrote {args.output}")
+    if args.replies_out is not None:
+        write_replies(results, prompts, args.replies_out)
+        print(f"wrote {args.replies_out}")
     if args.update_manifest:
         updated = update_portfolio(portfolio, results, prompt_set=pset.name,
                                    scorers=scorers.describe())

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from .cache import ReplyCache
 from .prompts import EvalPrompt, PromptSet, load_prompt_set
-from .runner import MemberResult, evaluate_portfolio, update_portfolio, write_candidates
+from .runner import (
+    MemberResult,
+    evaluate_portfolio,
+    update_portfolio,
+    write_candidates,
+    write_replies,
+)
 
 __all__ = [
     "EvalPrompt",
@@ -15,4 +21,5 @@ __all__ = [
     "ReplyCache",
     "update_portfolio",
     "write_candidates",
+    "write_replies",
 ]

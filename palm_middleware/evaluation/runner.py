@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -31,7 +32,13 @@ from ..types import FloatArray
 from .cache import ReplyCache, member_fingerprint, reply_key
 from .prompts import EvalPrompt
 
-__all__ = ["MemberResult", "evaluate_portfolio", "update_portfolio", "write_candidates"]
+__all__ = [
+    "MemberResult",
+    "evaluate_portfolio",
+    "update_portfolio",
+    "write_candidates",
+    "write_replies",
+]
 
 
 @dataclass(frozen=True)
@@ -47,7 +54,10 @@ class MemberResult:
         n_cached: Replies taken from the cache.
         seconds: Wall time spent generating (0 when every reply was cached).
         mean_tokens: Mean completion tokens per reply.
+        truncated: Fraction of replies cut by ``max_tokens`` (finish reason ``length``): a
+            brevity score earned by truncation rather than by the member's style.
         replies: The replies, in prompt order.
+        scores: Per-reply scores, shape (n, n_traits).
     """
 
     id: str
@@ -58,7 +68,9 @@ class MemberResult:
     n_cached: int
     seconds: float
     mean_tokens: float
+    truncated: float
     replies: tuple[str, ...]
+    scores: FloatArray
 
 
 def _params(engine: OnnxEngine, prompt: EvalPrompt, max_tokens: int | None,
@@ -146,7 +158,8 @@ def evaluate_portfolio(
             texts = [g[0] for g in done]
             res = _aggregate(member.id, traits, scorers, texts, [p.text for p in prompts])
             res = replace(res, n_cached=n_cached, seconds=seconds,
-                          mean_tokens=float(np.mean([g[2] for g in done])))
+                          mean_tokens=float(np.mean([g[2] for g in done])),
+                          truncated=float(np.mean([g[1] == "length" for g in done])))
             results.append(res)
             if on_member is not None:
                 on_member(res)
@@ -168,7 +181,7 @@ def _aggregate(mid: str, traits: tuple[str, ...], scorers: ScorerSet, texts: lis
     n = scores.shape[0]
     mean = scores.mean(axis=0)
     se = scores.std(axis=0, ddof=1) / math.sqrt(n) if n > 1 else np.zeros(len(traits))
-    return MemberResult(mid, traits, mean, se, n, 0, 0.0, 0.0, tuple(texts))
+    return MemberResult(mid, traits, mean, se, n, 0, 0.0, 0.0, 0.0, tuple(texts), scores)
 
 
 def write_candidates(results: Sequence[MemberResult], path: str | Path) -> None:
@@ -181,6 +194,18 @@ def write_candidates(results: Sequence[MemberResult], path: str | Path) -> None:
         w.writerow(["id", *traits, *(f"{t}_se" for t in traits)])
         for r in results:
             w.writerow([r.id, *(f"{v:.6f}" for v in r.mean), *(f"{v:.6f}" for v in r.stderr)])
+
+
+def write_replies(results: Sequence[MemberResult], prompts: Sequence[EvalPrompt],
+                  path: str | Path) -> None:
+    """Write every reply with its scores as JSON lines (to audit what the scorers saw)."""
+    with open(path, "w", encoding="utf-8") as f:
+        for r in results:
+            for p, text, row in zip(prompts, r.replies, r.scores):
+                f.write(json.dumps({"member": r.id, "prompt_id": p.id, "prompt": p.text,
+                                    "reply": text, "scores": {
+                                        t: round(float(v), 6) for t, v in zip(r.traits, row)}},
+                                   ensure_ascii=False) + "\n")
 
 
 def update_portfolio(portfolio: Portfolio, results: Sequence[MemberResult], *,

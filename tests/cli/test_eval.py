@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import re
 import time
 from pathlib import Path
@@ -87,10 +88,14 @@ def test_eval_measures_caches_and_feeds_build(workdir: Path,
     assert float(rows["plain"]["brevity_se"]) >= 0.0
 
     t0 = time.perf_counter()
-    assert main(_args(workdir, "cand2.csv")) == 0
+    assert main(_args(workdir, "cand2.csv", "--replies-out", str(workdir / "r.jsonl"))) == 0
     second = time.perf_counter() - t0
     assert "cached 5/5" in capsys.readouterr().out
+    lines = [json.loads(x) for x in (workdir / "r.jsonl").read_text().splitlines()]
+    assert len(lines) == 10 and {x["member"] for x in lines} == {"plain", "terse"}
+    assert set(lines[0]["scores"]) == {"brevity", "structure", "formality"}
     assert _rows(workdir / "cand2.csv") == rows
+    assert "truncated 100%" in out  # the terse member always hits its 3-token budget
     assert second < first
 
     pool = load_candidates(workdir / "cand.csv")
