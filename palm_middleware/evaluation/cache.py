@@ -1,8 +1,9 @@
 """An on-disk cache of generated replies, so re-running ``palm eval`` is instant.
 
 Keys hash (member configuration, prompt text, generation parameters); the member configuration
-includes its backend and the size and modification time of its model and adapter files, so a
-re-exported model or a changed system prompt misses the cache.
+includes its backend and the size and modification time of every file in its model folder and
+of its adapter, so a re-exported model, an edited chat template or a changed system prompt
+misses the cache.
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ __all__ = ["ReplyCache", "member_fingerprint", "reply_key"]
 
 
 def _file_stamp(path: Path) -> list[Any]:
-    files = [path] if path.is_file() else sorted(path.glob("*.onnx*")) if path.is_dir() else []
+    if path.is_file():
+        files = [path]
+    else:  # a model folder: weights, tokenizer, chat template, generation config
+        files = sorted(f for f in path.iterdir() if f.is_file()) if path.is_dir() else []
     return [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in files]
 
 

@@ -176,3 +176,21 @@ def test_validate_scorers_reports_fits_and_gates(tmp_path: Path,
     assert "pairwise_accuracy" in out.read_text()
     assert main(["validate-scorers", "--scorers", str(out), "--min-accuracy", "0.999"]) == 1
     assert "FAIL: a scorer is below --min-accuracy 0.999" in capsys.readouterr().out
+
+
+def test_fingerprint_follows_backend_and_model_files(tmp_path: Path) -> None:
+    import os
+
+    from palm_middleware.evaluation.cache import member_fingerprint
+
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "model.onnx").write_bytes(b"x")
+    (tmp_path / "m" / "tokenizer_config.json").write_text("{}")
+    backend = {"kind": "prompted", "base": "m", "system_prompt": "Be brief."}
+    fp = member_fingerprint(backend, [tmp_path / "m"])
+    assert fp == member_fingerprint(dict(backend), [tmp_path / "m"])
+    assert fp != member_fingerprint({**backend, "system_prompt": "Be formal."}, [tmp_path / "m"])
+    cfg = tmp_path / "m" / "tokenizer_config.json"
+    cfg.write_text('{"chat_template": "changed"}')
+    os.utime(cfg, ns=(1, 1))
+    assert fp != member_fingerprint(backend, [tmp_path / "m"])
