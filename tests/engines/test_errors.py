@@ -139,9 +139,12 @@ def test_require_gpu_contradicts_cpu(tiny: TinyModel) -> None:
 
 def test_cpu_session_options_apply(tiny: TinyModel) -> None:
     model = OnnxModel(tiny.path, RuntimeOptions(device="cpu", intra_op_threads=1,
-                                                disable_prepacking=True))
+                                                disable_prepacking=True, allow_spinning=False))
     assert model.providers == ["CPUExecutionProvider"]
-    assert model.session.get_session_options().intra_op_num_threads == 1
+    so = model.session.get_session_options()
+    assert so.intra_op_num_threads == 1
+    assert so.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert so.get_session_config_entry("session.disable_prepacking") == "1"
 
 
 def test_messages_without_chat_template(folder: Path) -> None:

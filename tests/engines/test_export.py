@@ -79,6 +79,9 @@ def test_export_matches_torch(kind: str, tmp_path: Path, tokenizer_file: Path,
     card = json.loads((out / "model_card.json").read_text())
     assert card["check"]["result"] == "passed" and len(card["check"]["cases"]) == 3
     assert card["opset"] >= 14 and len(card["sha256"]) == 64 and card["source_sha256"]
+    # The check above ran on the fused graph: fusing kept torch's greedy tokens.
+    fused = {"gpt2": "SkipLayerNormalization", "llama": "SkipSimplifiedLayerNormalization"}
+    assert card["fusions"]["result"] == "fused" and card["fusions"]["ops"][fused[kind]] >= 1
     eng = OnnxEngine(out)
     assert eng.model.kv_inputs and eng.model.providers == ["CPUExecutionProvider"]
     chat = eng.generate([{"role": "user", "content": "Héllo 🙂"}], {"max_tokens": 8})
