@@ -23,6 +23,7 @@ COMMANDS = (
     "export",
     "soup",
     "proxy",
+    "prepare-embedder",
 )
 
 
@@ -33,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
-        importlib.import_module(f"palm_middleware.cli.{name}").register(sub)
+        importlib.import_module(f"palm_middleware.cli.{name.replace('-', '_')}").register(sub)
     return parser
 
 
