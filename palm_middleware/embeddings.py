@@ -445,7 +445,9 @@ class OnnxEmbedder:
         folder: the exported folder (``model.onnx``, ``tokenizer.json``, ``model_card.json``).
         batch_size: texts per ONNX Runtime call.
         cache_size: texts whose vectors are remembered (LRU); 0 disables the cache.
-        threads: intra-op threads of the session; None lets ONNX Runtime choose.
+        threads: intra-op threads of the session (default 1: messages are short, one thread has
+            the lowest latency in ``bench/bench_embeddings.py`` and leaves the cores to the
+            portfolio members); None lets ONNX Runtime choose.
 
     Example:
         >>> emb = OnnxEmbedder(export_embedder())  # doctest: +SKIP
@@ -454,7 +456,7 @@ class OnnxEmbedder:
     """
 
     def __init__(self, folder: str | os.PathLike[str], *, batch_size: int = 32,
-                 cache_size: int = 4096, threads: int | None = None) -> None:
+                 cache_size: int = 4096, threads: int | None = 1) -> None:
         if batch_size < 1 or cache_size < 0:
             raise InvalidParameterError(f"batch_size must be >= 1 and cache_size >= 0; got "
                                         f"{batch_size}, {cache_size}")
