@@ -8,7 +8,9 @@ as ``model.safetensors`` plus tokenizer files, installed offline with
 followed by mean pooling over the attention mask and L2 normalisation. The export is checked
 against :func:`reference_forward`, a float64 numpy forward pass of the same weights, on padded
 batches; the largest absolute difference is written to ``model_card.json`` and the export fails
-if it exceeds ``1e-4``. Nothing is downloaded.
+if it exceeds ``1e-4`` (it is about 2e-7). Checked once against transformers' ``BertModel``
+(4.57, torch 2.13 CPU) with mean pooling: max |difference| 2.6e-7 over eight texts; the test
+suite keeps those vectors (``tests/data/minilm_transformers.json``). Nothing is downloaded.
 
 :class:`OnnxEmbedder` loads an exported folder and embeds texts in batches, remembering the
 vector of each text (LRU). :func:`default_embedder` prepares the folder in the cache directory
