@@ -421,9 +421,13 @@ def export_embedder(out: str | os.PathLike[str] | None = None, *,
             "onnx": onnx.__version__,
         }
         (tmp / "model_card.json").write_text(json.dumps(card, indent=2) + "\n")
-        if dest.exists():
-            shutil.rmtree(dest)
+        old = None
+        if dest.exists():  # move the previous export aside first: the swap is two renames
+            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old.", dir=dest.parent))
+            os.replace(dest, old / dest.name)
         os.replace(tmp, dest)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -181,6 +181,8 @@ def test_cli_prepare_embedder(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert main(["prepare-embedder", "--out", str(out)]) == 0
     line = capsys.readouterr().out
     assert f"wrote {out / 'model.onnx'}" in line and "max |onnx - numpy|" in line
+    assert main(["prepare-embedder", "--out", str(out)]) == 0  # replaces the previous export
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["minilm"]  # nothing left aside
     e = OnnxEmbedder(out)
     np.testing.assert_allclose(e.embed(["hello"]), OnnxEmbedder(minilm_dir).embed(["hello"]),
                                atol=1e-6)
