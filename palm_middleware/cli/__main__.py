@@ -25,6 +25,7 @@ COMMANDS = (
     "proxy",
     "eval",
     "validate_scorers",
+    "prepare-embedder",
 )
 
 
@@ -35,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
-        importlib.import_module(f"palm_middleware.cli.{name}").register(sub)
+        importlib.import_module(f"palm_middleware.cli.{name.replace('-', '_')}").register(sub)
     return parser
 
 

@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
 
     policy = load_policy(args.policy)
     portfolio = load_portfolio(args.portfolio or bundled("portfolio.yaml"))
-    topics = TopicClassifier(policy.spec.topics if policy.spec is not None else {})
+    topics = TopicClassifier.build(policy.spec.topics if policy.spec is not None else {})
     labels = topics.classify(args.message)
     md: dict[str, Any] = {"cohort": args.cohort, "channel": args.channel}
     for item in args.attr:

