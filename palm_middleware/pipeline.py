@@ -333,8 +333,14 @@ class Palm:
         fallback: str | None = None
         cue_ids: tuple[str, ...] = ()
         opted_out = False
-        ctx = RequestContext()
         ev: Evaluation | None = None
+        try:
+            # Cohort, channel and time first, on their own: if topic labelling fails below, the
+            # fallback still sees them, so cohort and time rules keep applying.
+            ctx = build_context(policy, metadata, now)
+        except Exception:  # malformed metadata: no context rather than no decision
+            logger.exception("request metadata could not be read; evaluating without context")
+            ctx = RequestContext()
         try:
             ctx = self.context(messages, metadata, now=now, policy=policy)
             cue_ids = self._record_cues(key, messages, metadata, now, ctx, policy)
@@ -609,14 +615,24 @@ class Palm:
             # The move is measured from where the faded evidence stands now, without this event:
             # forgetting is not the event's doing.
             best = self._fit_groups(groups, now)
-            prev = best.predict()
-            if float(np.abs(model.predict() - prev).sum()) > limit:
+            # Bound the move from the exact posterior and from the weights being served (the
+            # faded summary decide() uses between events): neither may jump by more than limit.
+            # If those two already differ by more (long idle), the event is held back entirely:
+            # conservative, and the next event starts from the refit.
+            bases = [best.predict()]
+            if profile is not None:
+                bases.append(self._summary(profile, now)[0].mean)
+
+            def moved(m: PreferenceModel) -> float:
+                return max(float(np.abs(m.predict() - b).sum()) for b in bases)
+
+            if moved(model) > limit:
                 lo, hi = 0.0, 1.0  # bisection on the event's strength factor
                 for _ in range(12):
                     mid = (lo + hi) / 2
                     cand = self._fit_groups(
                         _add_to_groups(groups, new, mid, now, self._decay), now)
-                    if float(np.abs(cand.predict() - prev).sum()) <= limit:
+                    if moved(cand) <= limit:
                         lo, best = mid, cand
                     else:
                         hi = mid
@@ -822,6 +838,10 @@ class Palm:
         now = float(self.clock())
         with self._outbox_lock:  # no audit write of this process slips between list and delete
             erased = [r.record_id for r in self.store.audit(key)]
+            # Records still queued (the store was down) would land after the deletion.
+            queued = [r for r in self._outbox if r.user_key == key]
+            erased += [r.record_id for r in queued]
+            self._outbox = deque(r for r in self._outbox if r.user_key != key)
             self.store.delete_user(key, keep_audit=False)
         self._audit(AuditRecord(uuid.uuid4().hex, key, "forget",
                                 {"erased": erased, "n_erased": len(erased)}, now))

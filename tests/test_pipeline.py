@@ -442,3 +442,17 @@ def test_export_holds_events_and_audit(palm: Palm) -> None:
     assert [e["event_id"] for e in out["events"]] == ["e1"]
     assert "decision" in {a["kind"] for a in out["audit"]}
     assert palm.export("bob")["events"] == []
+
+
+def test_forget_also_erases_audit_records_still_queued(tmp_path: Path) -> None:
+    store = FlakyStore(tmp_path / "q.db")
+    palm = Palm(PORTFOLIO, POLICY, store, clock=Clock())
+    store.failing = True
+    palm.decide("alice")
+    palm.decide("bob")
+    assert palm.pending_audit == 2
+    store.failing = False
+    palm.forget("alice")
+    assert [r.kind for r in store.audit(palm.user_key("alice"))] == ["forget"]
+    assert [r.kind for r in store.audit(palm.user_key("bob"))] == ["decision"]
+    store.close()

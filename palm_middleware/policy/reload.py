@@ -103,8 +103,8 @@ class ReloadingPolicy:
             except PolicyError as exc:
                 self._fail(exc)
                 return False
-            except (ValueError, TypeError) as exc:  # a refused check (e.g. unknown member)
-                self._fail(PolicyError(f"{self.path}: {exc}"))
+            except Exception as exc:  # a refused check (e.g. unknown member), or anything else:
+                self._fail(PolicyError(f"{self.path}: {exc}"))  # the last good policy serves
                 return False
             self._digest = digest
             self._current = new  # one assignment: readers see the old or the new policy

@@ -17,17 +17,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Mapping
 from typing import Any
 
 from palm_middleware.exceptions import IdentityError
 from palm_middleware.identity import Principal
 
-from .config import get_runtime
+from .config import KeyEntry, get_runtime
 
 __all__ = ["key_digest", "principal_of", "user_api_key_auth"]
 
-_PRINCIPAL = "palm_principal"
-_ACTS_FOR = "palm_acts_for_end_users"
 _LITELLM_DEFAULT_USER = "default_user_id"
 
 
@@ -56,12 +55,7 @@ async def user_api_key_auth(request: Any, api_key: str) -> Any:
     if principal is None:
         raise ProxyException(message="Authentication Error: invalid API key",
                              type="auth_error", param="api_key", code=401)
-    return UserAPIKeyAuth(
-        api_key=digest,
-        user_id=principal.id,
-        user_role=role,
-        metadata={_PRINCIPAL: principal.id, _ACTS_FOR: principal.acts_for_end_users},
-    )
+    return UserAPIKeyAuth(api_key=digest, user_id=principal.id, user_role=role)
 
 
 def _master_key() -> str | None:
@@ -73,15 +67,20 @@ def _master_key() -> str | None:
     return value if isinstance(value, str) else None
 
 
-def principal_of(user_api_key_dict: Any, *, master_key_app: str | None = "admin") -> Principal:
+def principal_of(user_api_key_dict: Any, *, master_key_app: str | None = "admin",
+                 keys: Mapping[str, KeyEntry] | None = None) -> Principal:
     """The principal of an authenticated proxy request (``UserAPIKeyAuth``).
+
+    Decided only by what the proxy authenticated: the key itself (its digest looked up in
+    ``keys`` from ``palm.yaml``), the admin role, or the user a virtual key is bound to. Key
+    metadata is never trusted: whoever creates a virtual key can write it.
 
     Raises:
         IdentityError: the key identifies nobody PALM can serve (no user, not an app).
     """
-    metadata = getattr(user_api_key_dict, "metadata", None) or {}
-    if isinstance(metadata, dict) and isinstance(metadata.get(_PRINCIPAL), str):
-        return Principal(metadata[_PRINCIPAL], acts_for_end_users=bool(metadata.get(_ACTS_FOR)))
+    api_key = getattr(user_api_key_dict, "api_key", None)
+    if keys is not None and isinstance(api_key, str) and api_key in keys:
+        return keys[api_key].principal
     role = getattr(user_api_key_dict, "user_role", None)
     if str(getattr(role, "value", role)) == "proxy_admin" and master_key_app:
         return Principal(master_key_app, acts_for_end_users=True)

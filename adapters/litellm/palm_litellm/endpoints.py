@@ -118,7 +118,8 @@ def build_router(runtime: Callable[[], PalmRuntime] = get_runtime,
                    fn: Callable[[PalmRuntime, str], Awaitable[T]]) -> T:
         rt = runtime()
         try:
-            principal = principal_of(key, master_key_app=rt.settings.auth.master_key_app)
+            principal = principal_of(key, master_key_app=rt.settings.auth.master_key_app,
+                                     keys=rt.keys)
             return await fn(rt, resolve_user(principal, asserted))
         except PalmError as exc:
             raise http_exception(exc) from exc

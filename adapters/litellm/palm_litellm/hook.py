@@ -88,13 +88,22 @@ class PalmProxyHook(CustomLogger):
                                   call_type: Any) -> dict[str, Any]:
         """Decide the member for this user; re-target ``data``; raise HTTP 4xx to refuse."""
         runtime = self.runtime
+        # The hook keeps its per-request state under metadata["palm"]; a client may have sent
+        # that key itself, so drop it before anything else (the post-call hooks trust it).
+        for holder in (data.get("metadata"), data.get("litellm_metadata")):
+            if isinstance(holder, dict):
+                holder.pop("palm", None)
+                requester = holder.get("requester_metadata")
+                if isinstance(requester, dict):
+                    requester.pop("palm", None)
         if call_type not in _ROUTED_CALLS or data.get("model") not in runtime.route_models:
             return data
         messages = _check_messages(data.get("messages"))
         asserted = data.get("user")
         try:
             principal = principal_of(user_api_key_dict,
-                                     master_key_app=runtime.settings.auth.master_key_app)
+                                     master_key_app=runtime.settings.auth.master_key_app,
+                                     keys=runtime.keys)
             user = resolve_user(principal, asserted if asserted is None or isinstance(
                 asserted, str) else str(asserted))
             decision = await runtime.palm.adecide(user, messages, self._policy_metadata(data))

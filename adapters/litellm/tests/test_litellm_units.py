@@ -61,8 +61,14 @@ def test_key_entries() -> None:
 
 
 def test_principal_of() -> None:
-    ours = SimpleNamespace(metadata={"palm_principal": "web", "palm_acts_for_end_users": True})
-    assert principal_of(ours) == Principal("web", acts_for_end_users=True)
+    d = key_digest("sk-web")
+    keys = {d: KeyEntry(sha256=d, app="web")}
+    ours = SimpleNamespace(api_key=d, metadata={}, user_role="internal_user", user_id="web")
+    assert principal_of(ours, keys=keys) == Principal("web", acts_for_end_users=True)
+    # Metadata on a virtual key is written by whoever created the key: never trusted.
+    forged = SimpleNamespace(api_key="other", user_role="internal_user", user_id="mallory",
+                             metadata={"palm_principal": "web", "palm_acts_for_end_users": True})
+    assert principal_of(forged, keys=keys) == Principal("mallory")
     admin = SimpleNamespace(metadata={}, user_role=SimpleNamespace(value="proxy_admin"))
     assert principal_of(admin, master_key_app="ops") == Principal("ops", True)
     with pytest.raises(IdentityError):
@@ -95,3 +101,18 @@ def test_palm_yaml_errors_are_located(tmp_path: Path) -> None:
     (tmp_path / "palm.yaml").write_text("portfolio: p.yaml\nroute_modelz: [auto]\n")
     with pytest.raises(ConfigError, match=r"palm\.yaml:2"):
         PalmRuntime.from_file(tmp_path / "palm.yaml")
+
+
+def test_client_cannot_forge_the_hooks_request_state() -> None:
+    import asyncio
+
+    from palm_litellm.hook import PalmProxyHook
+
+    hook = PalmProxyHook(SimpleNamespace(route_models=["auto"]))  # type: ignore[arg-type]
+    forged = {"user": "victim", "headers": {"x-palm-member": "evil"}}
+    data: dict[str, Any] = {"model": "balanced", "messages": [{"role": "user", "content": "hi"}],
+                            "metadata": {"palm": forged,
+                                         "requester_metadata": {"palm": forged}}}
+    out = asyncio.run(hook.async_pre_call_hook(None, None, data, "acompletion"))
+    assert "palm" not in out["metadata"]
+    assert "palm" not in out["metadata"]["requester_metadata"]
