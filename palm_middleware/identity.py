@@ -52,9 +52,13 @@ def resolve_user(principal: Principal, asserted: str | None) -> UserId:
     Raises:
         IdentityError: a user principal names another user; an app principal names no end
             user; an id is not a non-empty string of at most :data:`MAX_USER_ID_LENGTH`
-            characters.
+            characters; the authenticated id contains ``/``.
     """
     _check_id(principal.id, "authenticated id")
+    if "/" in principal.id:
+        # "/" separates an app from its end users: a principal containing it could collide
+        # with an app's end user ("webapp/u42"), so it is refused outright.
+        raise IdentityError("an authenticated user or app id must not contain '/'")
     if asserted is not None and not isinstance(asserted, str):
         raise IdentityError(f"the end-user id must be a string; got {type(asserted).__name__}")
     if principal.acts_for_end_users:

@@ -37,3 +37,14 @@ def test_bad_ids_refused(bad: str) -> None:
         resolve_user(Principal(bad), None)
     with pytest.raises(IdentityError):
         resolve_user(Principal("app", acts_for_end_users=True), bad or 5)  # type: ignore[arg-type]
+
+
+def test_principals_cannot_impersonate_an_apps_end_user() -> None:
+    import pytest
+
+    from palm_middleware import IdentityError
+    from palm_middleware.identity import Principal, resolve_user
+
+    assert resolve_user(Principal("webapp", acts_for_end_users=True), "u42") == "webapp/u42"
+    with pytest.raises(IdentityError, match="must not contain '/'"):
+        resolve_user(Principal("webapp/u42"), None)

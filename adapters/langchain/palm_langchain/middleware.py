@@ -14,7 +14,7 @@ Example (not run: needs members)::
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 try:
@@ -61,7 +61,8 @@ class PalmAgentMiddleware(AgentMiddleware[PalmAgentState, Any, Any]):
     state_schema = PalmAgentState
 
     def __init__(self, palm: Palm, members: Mapping[str, BaseChatModel], *,
-                 user_key: str = "user_id") -> None:
+                 user_key: str = "user_id",
+                 metadata_keys: Sequence[str] = ("cohort", "channel", "thread_id")) -> None:
         super().__init__()
         missing = sorted(set(palm.portfolio.ids) - set(members))
         if missing:
@@ -69,6 +70,9 @@ class PalmAgentMiddleware(AgentMiddleware[PalmAgentState, Any, Any]):
         self.palm = palm
         self.members = dict(members)
         self.user_key = user_key
+        self.metadata_keys = tuple(metadata_keys)
+        """Context or ``configurable`` keys given to the policy as request metadata (cohort,
+        channel, ...): the app sets them from its own authentication, like the user id."""
 
     def _user(self, runtime: Any) -> str:
         context = getattr(runtime, "context", None)
@@ -88,6 +92,25 @@ class PalmAgentMiddleware(AgentMiddleware[PalmAgentState, Any, Any]):
             )
         return user
 
+    def _metadata(self, runtime: Any) -> dict[str, Any]:
+        context = getattr(runtime, "context", None)
+        found: dict[str, Any] = {}
+        for k in self.metadata_keys:
+            v = (context.get(k) if isinstance(context, Mapping)
+                 else getattr(context, k, None))
+            if v is not None:
+                found[k] = v
+        missing = [k for k in self.metadata_keys if k not in found]
+        if missing:
+            from langgraph.config import get_config
+
+            try:
+                configurable = get_config().get("configurable", {})
+            except RuntimeError:  # outside a graph run
+                configurable = {}
+            found.update({k: configurable[k] for k in missing if k in configurable})
+        return {("conversation_id" if k == "thread_id" else k): v for k, v in found.items()}
+
     @staticmethod
     def _update(decision: Decision) -> dict[str, Any]:
         return {"palm_decision": decision_metadata(decision)}
@@ -102,7 +125,8 @@ class PalmAgentMiddleware(AgentMiddleware[PalmAgentState, Any, Any]):
     def before_model(self, state: PalmAgentState, runtime: Any) -> dict[str, Any] | None:
         """Decide the member for this model call; end the run if the policy blocks it."""
         try:
-            decision = self.palm.decide(self._user(runtime), to_dicts(state["messages"]))
+            decision = self.palm.decide(self._user(runtime), to_dicts(state["messages"]),
+                                        self._metadata(runtime))
         except DecisionBlocked as exc:
             return self._blocked(exc)
         return self._update(decision)
@@ -111,7 +135,8 @@ class PalmAgentMiddleware(AgentMiddleware[PalmAgentState, Any, Any]):
     async def abefore_model(self, state: PalmAgentState, runtime: Any) -> dict[str, Any] | None:
         """Async :meth:`before_model`."""
         try:
-            decision = await self.palm.adecide(self._user(runtime), to_dicts(state["messages"]))
+            decision = await self.palm.adecide(self._user(runtime), to_dicts(state["messages"]),
+                                               self._metadata(runtime))
         except DecisionBlocked as exc:
             return self._blocked(exc)
         return self._update(decision)

@@ -93,3 +93,13 @@ def test_middleware_requires_every_member(palm: Palm,
                                           tool_members: dict[str, BaseChatModel]) -> None:
     with pytest.raises(ValueError, match="playful"):
         PalmAgentMiddleware(palm, {k: v for k, v in tool_members.items() if k != "playful"})
+
+
+def test_agent_passes_the_apps_authenticated_metadata(palm: Palm,
+                                                       tool_members: dict[str, BaseChatModel]
+                                                       ) -> None:
+    from types import SimpleNamespace
+
+    mw = PalmAgentMiddleware(palm, tool_members)
+    runtime = SimpleNamespace(context={"user_id": "u1", "cohort": "minor", "thread_id": "t9"})
+    assert mw._metadata(runtime) == {"cohort": "minor", "conversation_id": "t9"}
