@@ -576,6 +576,13 @@ class Palm:
             return self._rebuild(profile, events, limit=limit, fold=fold)
 
         with self._user_lock if fold else _NO_LOCK:
+            if fold:
+                # The row of an earlier delivery is gone: recognize the retry by its digest.
+                current = self.store.get_profile(key)
+                if current is not None and _digest(record.event_id) in current.state.get(
+                    "folded", []
+                ):
+                    return False
             added, _ = self.store.apply_event(record, update, window=1, now=now)
             if fold:
                 # weights_only: the event now lives only inside the profile's grouped evidence.
@@ -818,6 +825,8 @@ class Palm:
         # Through apply_event, so it cannot overwrite a feedback update racing with it.
         record = EventRecord(f"{key}:{uuid.uuid4().hex}", key, kind, {}, now)
         self.store.apply_event(record, self._rebuild, window=1, now=now)
+        if self._privacy(self.policy).store == "weights_only":
+            self.store.purge_events(before=math.inf, user_key=key)
         self._audit(AuditRecord(uuid.uuid4().hex, key, kind, {}, now))
 
     def reset(self, user: UserId) -> None:

@@ -177,10 +177,12 @@ def test_privacy_first_keeps_no_events(store: SQLiteStore) -> None:
     assert prof.n_events == 10 and prof.weights["humor"] > 0.15
     # A retried delivery of a folded event changes nothing.
     ev = Pairwise(winner="playful", loser="careful", event_id="fixed")
-    palm.record_feedback("u1", ev)
+    assert palm.record_feedback("u1", ev) is True
     once = palm.profile("u1").weights
-    palm.record_feedback("u1", ev)
+    assert palm.record_feedback("u1", ev) is False
     assert palm.profile("u1").weights == once
+    palm.set_opt_out("u1")
+    assert store.events(key) == [] and palm.profile("u1").opted_out
 
 
 def test_retention_purge_keeps_what_events_taught(store: SQLiteStore) -> None:
@@ -191,7 +193,7 @@ def test_retention_purge_keeps_what_events_taught(store: SQLiteStore) -> None:
     assert palm.purge_expired(clock.t + 400 * 86400) == 10
     assert store.events(palm.user_key("u1")) == []
     assert palm.profile("u1").weights == before
-    train_playful(palm, "u1", n=1)  # the next rebuild starts from the folded base
+    train_playful(palm, "u1", n=1)  # the profile's grouped evidence still holds the old events
     assert palm.profile("u1").weights["humor"] >= before["humor"] - 0.02
 
 
