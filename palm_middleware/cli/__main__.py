@@ -26,6 +26,7 @@ COMMANDS = (
     "eval",
     "validate_scorers",
     "prepare-embedder",
+    "prepare-base",
 )
 
 
