@@ -7,9 +7,9 @@ Names are imported on first use, so ``import palm_middleware`` stays light.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
+from ._lazy import load as _load
 from .exceptions import (
     ConfigError,
     DecisionBlocked,
@@ -119,12 +119,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'palm_middleware' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
+    return _load(__name__, _LAZY, name)
 
 
 def __dir__() -> list[str]:

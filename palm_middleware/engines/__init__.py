@@ -5,8 +5,9 @@ Names are imported on first use, so importing this package does not import onnxr
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
+
+from .._lazy import load as _load
 
 if TYPE_CHECKING:
     from ._runtime import RuntimeOptions
@@ -41,12 +42,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
+    return _load(__name__, _LAZY, name)
 
 
 def __dir__() -> list[str]:

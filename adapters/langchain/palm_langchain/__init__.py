@@ -9,8 +9,9 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
+
+from palm_middleware._lazy import load as _load
 
 if TYPE_CHECKING:
     from .chat_models import PalmChatModel, decision_metadata
@@ -38,12 +39,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
+    return _load(__name__, _LAZY, name)
 
 
 def __dir__() -> list[str]:

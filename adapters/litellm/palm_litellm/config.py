@@ -46,7 +46,15 @@ from palm_middleware.engines.registry import SessionRegistry
 from palm_middleware.identity import Principal
 from palm_middleware.portfolio.manifest import LiteLLMBackend, PromptedBackend
 
-__all__ = ["CONFIG_ENV", "KeyEntry", "PalmProxySettings", "PalmRuntime", "Target", "get_runtime"]
+__all__ = [
+    "CONFIG_ENV",
+    "KeyEntry",
+    "PalmProxySettings",
+    "PalmRuntime",
+    "RuntimeUser",
+    "Target",
+    "get_runtime",
+]
 
 #: Environment variable naming the ``palm.yaml`` file of the running proxy.
 CONFIG_ENV = "PALM_CONFIG"
@@ -223,3 +231,16 @@ def get_runtime() -> PalmRuntime:
                     )
                 _runtime = PalmRuntime.from_file(path)
     return _runtime
+
+
+class RuntimeUser:
+    """Mixin for proxy plug-ins: a runtime given explicitly (tests) or the process's shared one."""
+
+    _runtime: PalmRuntime | None = None
+
+    @property
+    def runtime(self) -> PalmRuntime:
+        """The shared runtime (built from ``PALM_CONFIG`` on first use)."""
+        if self._runtime is None:
+            self._runtime = get_runtime()
+        return self._runtime

@@ -19,7 +19,7 @@ from palm_middleware.exceptions import PalmError
 from palm_middleware.identity import resolve_user
 
 from .auth import principal_of
-from .config import PalmRuntime, Target, get_runtime
+from .config import PalmRuntime, RuntimeUser, Target
 from .errors import http_exception
 
 __all__ = ["PalmProxyHook", "apply_target", "instance"]
@@ -69,19 +69,12 @@ def _check_messages(messages: object) -> list[Mapping[str, Any]]:
     return messages
 
 
-class PalmProxyHook(CustomLogger):
+class PalmProxyHook(RuntimeUser, CustomLogger):
     """Pre-call routing and bounds, post-call outcome records, ``x-palm-*`` response headers."""
 
     def __init__(self, runtime: PalmRuntime | None = None) -> None:
         super().__init__()
         self._runtime = runtime
-
-    @property
-    def runtime(self) -> PalmRuntime:
-        """The shared runtime (built from ``PALM_CONFIG`` on first use)."""
-        if self._runtime is None:
-            self._runtime = get_runtime()
-        return self._runtime
 
     # The proxy looks this up on the leaf class (integration.md §4.3): keep it defined here.
     async def async_pre_call_hook(self, user_api_key_dict: Any, cache: Any, data: dict[str, Any],

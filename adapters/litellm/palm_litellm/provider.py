@@ -25,7 +25,7 @@ from palm_middleware.engines.base import Chunk, Generation
 from palm_middleware.engines.onnx import OnnxEngine
 from palm_middleware.exceptions import PalmError
 
-from .config import PalmRuntime, get_runtime
+from .config import PalmRuntime, RuntimeUser
 from .errors import message_for, status_for
 
 __all__ = ["PROVIDER", "PalmProvider", "instance", "to_prompt"]
@@ -62,19 +62,12 @@ def to_params(optional_params: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-class PalmProvider(CustomLLM):
+class PalmProvider(RuntimeUser, CustomLLM):
     """Serves ``palm_onnx/<member or base>`` from local ONNX engines (sync, async, streaming)."""
 
     def __init__(self, runtime: PalmRuntime | None = None) -> None:
         super().__init__()
         self._runtime = runtime
-
-    @property
-    def runtime(self) -> PalmRuntime:
-        """The shared runtime (built from ``PALM_CONFIG`` on first use)."""
-        if self._runtime is None:
-            self._runtime = get_runtime()
-        return self._runtime
 
     def _engine(self, model: str) -> OnnxEngine:
         name = model.split("/", 1)[1] if model.startswith("palm_onnx/") else model
