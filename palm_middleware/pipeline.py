@@ -321,16 +321,25 @@ class Palm:
         user: UserId,
         messages: Sequence[Mapping[str, Any]] = (),
         metadata: Mapping[str, Any] | None = None,
+        *,
+        compare: MemberId | None = None,
     ) -> Decision:
         """Choose the member for this request. Never raises for bad stored state or store errors.
 
         Cues in the latest user message are recorded as feedback first (only their ids are kept).
+
+        Args:
+            compare: serve this member instead, as one side of an A/B question to the user
+                (see :meth:`compare_candidates`). Honoured only where the policy allows
+                exploration and no rule pins, defaults or conditions on members for this
+                request; otherwise the request is routed as usual and the explanation says why.
         """
         now = float(self.clock())
         key = self.user_key(user)
         policy = self.policy  # one policy for the whole decision, even if a reload happens
         decision_id = uuid.uuid4().hex
         fallback: str | None = None
+        refused: str | None = None
         cue_ids: tuple[str, ...] = ()
         opted_out = False
         ev: Evaluation | None = None
@@ -352,6 +361,8 @@ class Palm:
                                  choose=self._choose)
             if ev.action != "block":
                 route, used = self._route(summary, ev, ctx, policy)
+                if compare is not None:
+                    route, refused = self._compare(route, compare, ev, ctx, policy)
         except PalmError as exc:
             fallback = f"{type(exc).__name__}: {exc}"
         except Exception as exc:  # the decision path must keep serving; say why, inside bounds
@@ -378,6 +389,8 @@ class Palm:
         # In Thompson mode the draw was clamped on its own: cite its rules too.
         rules = tuple(dict.fromkeys((*ev.rules_fired, *used.rules_fired)))
         explanation = self._explain(route, ev, fallback, opted_out, ctx, policy)
+        if compare is not None and route.mode != "compare":
+            explanation += f"; comparison with {compare!r} not served: {refused or 'fallback'}"
         decision = Decision(
             decision_id=decision_id, user_key=key, member=route.member,
             runner_up=route.runner_up, margin=route.margin, mode=route.mode,
@@ -390,6 +403,23 @@ class Palm:
         )
         self._audit(AuditRecord(decision_id, key, "decision", decision.to_dict(), now))
         return decision
+
+    def _compare(self, route: Route, member: MemberId, ev: Evaluation, ctx: RequestContext,
+                 policy: BoundsPolicy) -> tuple[Route, str | None]:
+        """``member`` served as one side of an A/B question, or ``route`` and why not."""
+        if member not in self.portfolio:
+            return route, f"{member!r} is not a member of the portfolio"
+        if ev.action != "clamp":
+            return route, f"rule {ev.action_rule!r} decides the member ({ev.action})"
+        if not ev.exploration:
+            return route, "the policy does not allow exploration here"
+        if policy.condition_members() and not self._member_ok(policy, ctx, ev, member):
+            return route, f"rules conditioned on the member apply to {member!r}"
+        i = self.portfolio.index(member)
+        scores = route.scores
+        return Route(member=member, index=i, value=float(scores[i]), runner_up=route.member,
+                     margin=float(scores[i] - scores[route.index]), mode="compare",
+                     scores=scores), None
 
     def _choose(self, weights: FloatArray) -> str:
         return self.router.route(weights).member
@@ -420,9 +450,12 @@ class Palm:
         user: UserId,
         messages: Sequence[Mapping[str, Any]] = (),
         metadata: Mapping[str, Any] | None = None,
+        *,
+        compare: MemberId | None = None,
     ) -> Decision:
         """Async :meth:`decide`; store I/O runs in a worker thread, never on the event loop."""
-        return await asyncio.to_thread(self.decide, user, messages, metadata)
+        return await asyncio.to_thread(
+            functools.partial(self.decide, user, messages, metadata, compare=compare))
 
     def _prior_of(self, policy: BoundsPolicy) -> PosteriorSummary:
         """The policy's prior, summarized exactly (cached per policy version)."""

@@ -14,7 +14,7 @@ from .types import FloatArray, MemberId
 
 __all__ = ["Route", "RouteMode", "Router", "worst_case_values"]
 
-RouteMode = Literal["mean", "thompson", "robust"]
+RouteMode = Literal["mean", "thompson", "robust", "compare"]
 
 #: Values closer than this count as tied; ties go to the member listed first in the manifest.
 TIE_TOLERANCE = 1e-12
@@ -43,6 +43,9 @@ class Route:
 
     def explain(self) -> str:
         """One line a person can read."""
+        if self.mode == "compare":
+            return (f"{self.member} (value {self.value:.3f}) for an A/B comparison; routing "
+                    f"would serve {self.runner_up} (value {self.value - self.margin:.3f})")
         if self.runner_up is None:
             return f"{self.member} (only member)"
         tie = " (tie, broken by manifest order)" if self.margin <= TIE_TOLERANCE else ""

@@ -456,3 +456,38 @@ def test_forget_also_erases_audit_records_still_queued(tmp_path: Path) -> None:
     assert [r.kind for r in store.audit(palm.user_key("alice"))] == ["forget"]
     assert [r.kind for r in store.audit(palm.user_key("bob"))] == ["decision"]
     store.close()
+
+
+def test_compare_serves_the_requested_member_inside_the_policy(palm: Palm) -> None:
+    routed = palm.decide("alice")
+    other = next(m for m in PORTFOLIO.ids if m != routed.member)
+    d = palm.decide("alice", compare=other)
+    assert (d.member, d.mode, d.runner_up) == (other, "compare", routed.member)
+    assert d.weights == routed.weights  # the bounds still decide the weights it is judged by
+    assert "A/B comparison" in d.explanation
+    # Unknown members are refused with a reason, and routing goes on as usual.
+    unknown = palm.decide("alice", compare="no-such-member")
+    assert unknown.member == routed.member and unknown.mode == "mean"
+    assert "not a member" in unknown.explanation
+
+
+def test_compare_is_refused_where_a_rule_decides_or_exploration_is_off(store: SQLiteStore
+                                                                       ) -> None:
+    palm = Palm(PORTFOLIO, POLICY, store, clock=Clock(), random_state=0)
+    routed = palm.decide("bob").member
+    other = next(m for m in PORTFOLIO.ids if m != routed)
+    msg = [{"role": "user", "content": "Which political party should I vote for?"}]
+    d = palm.decide("bob", msg, compare=other)
+    assert d.action == "use_default" and d.mode != "compare"
+    assert "no-political-personalization" in d.explanation
+    text = bundled("policy.yaml").read_text().replace("exploration: true", "exploration: false")
+    strict = Palm(PORTFOLIO, parse_policy(text, "p.yaml"), store, clock=Clock())
+    d = strict.decide("bob", compare=other)
+    assert d.member == routed and "does not allow exploration" in d.explanation
+
+
+def test_adecide_passes_compare(palm: Palm) -> None:
+    routed = palm.decide("carol").member
+    other = next(m for m in PORTFOLIO.ids if m != routed)
+    d = asyncio.run(palm.adecide("carol", compare=other))
+    assert d.member == other and d.mode == "compare"

@@ -27,6 +27,8 @@ COMMANDS = (
     "validate_scorers",
     "prepare-embedder",
     "prepare-base",
+    "demo",
+    "chat",
 )
 
 

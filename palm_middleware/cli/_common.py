@@ -45,3 +45,16 @@ def open_palm(args: argparse.Namespace) -> Palm:
     portfolio, policy = load_deployment(args)
     args.db.parent.mkdir(parents=True, exist_ok=True)
     return Palm(portfolio, policy, SQLiteStore(args.db))
+
+
+def parse_bases(specs: list[str]) -> dict[str, str]:
+    """``--base NAME=DIR`` options as ``{name: folder}``."""
+    from ..exceptions import InvalidParameterError
+
+    out = {}
+    for s in specs:
+        name, sep, folder = s.partition("=")
+        if not sep or not name or not folder:
+            raise InvalidParameterError(f"--base must be NAME=DIR; got {s!r}")
+        out[name] = folder
+    return out

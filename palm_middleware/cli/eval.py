@@ -46,18 +46,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=run)
 
 
-def _bases(specs: list[str]) -> dict[str, str]:
-    from ..exceptions import InvalidParameterError
-
-    out = {}
-    for s in specs:
-        name, sep, folder = s.partition("=")
-        if not sep or not name or not folder:
-            raise InvalidParameterError(f"--base must be NAME=DIR; got {s!r}")
-        out[name] = folder
-    return out
-
-
 def run(args: argparse.Namespace) -> int:
     """Measure, print the table, write the candidates file (and the manifest if asked)."""
     from ..evaluation import (
@@ -71,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from ..exceptions import InvalidParameterError
     from ..portfolio.manifest import load_portfolio
     from ..scoring.calibration import load_scorers
-    from ._common import bundled
+    from ._common import bundled, parse_bases
 
     if args.limit is not None and args.limit < 1:
         raise InvalidParameterError(f"--limit must be >= 1; got {args.limit}")
@@ -100,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         results = evaluate_portfolio(
             portfolio, scorers, prompts, root=args.portfolio.resolve().parent,
-            bases=_bases(args.base), cache=cache, max_tokens=args.max_tokens,
+            bases=parse_bases(args.base), cache=cache, max_tokens=args.max_tokens,
             workers=args.workers, seed=args.seed, progress=not args.no_progress,
             on_member=show)
     finally:

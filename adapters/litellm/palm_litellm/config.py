@@ -192,8 +192,10 @@ class PalmRuntime:
 
     def _new_engine(self, name: str) -> OnnxEngine:
         if name in self.portfolio:
+            # Member paths (model folders, adapters) are relative to the manifest's folder.
             return engine_for_member(self.portfolio.member(name), self.registry,
-                                     bases=self._bases(), root=self.root)
+                                     bases=self._bases(),
+                                     root=(self.root / self.settings.portfolio).parent)
         bases = self._bases()
         if name in bases:
             return OnnxEngine(Path(bases[name]), registry=self.registry, name=name)

@@ -22,9 +22,11 @@ from .auth import principal_of
 from .config import PalmRuntime, RuntimeUser, Target
 from .errors import http_exception
 
-__all__ = ["PalmProxyHook", "apply_target", "instance"]
+__all__ = ["COMPARE_KEY", "PalmProxyHook", "apply_target", "instance"]
 
 _ROUTED_CALLS = frozenset({"completion", "acompletion"})
+#: Request metadata key naming the member to serve for an A/B comparison (``/palm/v1/compare``).
+COMPARE_KEY = "palm_compare"
 #: Member generation parameters that have an OpenAI request field of the same meaning.
 _OPENAI_PARAMS = ("max_tokens", "temperature", "top_p", "seed", "stop")
 
@@ -99,7 +101,8 @@ class PalmProxyHook(RuntimeUser, CustomLogger):
                                      keys=runtime.keys)
             user = resolve_user(principal, asserted if asserted is None or isinstance(
                 asserted, str) else str(asserted))
-            decision = await runtime.palm.adecide(user, messages, self._policy_metadata(data))
+            decision = await runtime.palm.adecide(user, messages, self._policy_metadata(data),
+                                                  compare=self._compare(data))
         except PalmError as exc:
             raise http_exception(exc) from exc
         apply_target(data, runtime.targets[decision.member])
@@ -111,6 +114,20 @@ class PalmProxyHook(RuntimeUser, CustomLogger):
             "headers": decision.headers(), "t0": time.perf_counter(),
         }
         return data
+
+    @staticmethod
+    def _compare(data: Mapping[str, Any]) -> str | None:
+        """``metadata.palm_compare``: the member the client asks for, for an A/B question.
+
+        Not identity, and the pipeline honours it only where the policy allows exploration.
+        """
+        theirs = data.get("metadata")
+        if not isinstance(theirs, dict):
+            return None
+        requester = theirs.get("requester_metadata")
+        source = requester if isinstance(requester, dict) else theirs
+        member = source.get(COMPARE_KEY)
+        return member if isinstance(member, str) and member else None
 
     def _policy_metadata(self, data: Mapping[str, Any]) -> dict[str, Any]:
         """Request metadata the policy may see: only the keys the deployment allows."""
