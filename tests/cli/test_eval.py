@@ -102,7 +102,26 @@ def test_eval_measures_caches_and_feeds_build(workdir: Path,
     assert pool.has_stderr and pool.ids == ("plain", "terse")
     assert main(["build", "--candidates", str(workdir / "cand.csv"), "--eps", "0.2",
                  "--delta", "0.05", "-o", str(workdir / "built.yaml")]) == 0
-    assert load_portfolio(workdir / "built.yaml").ids
+    built = load_portfolio(workdir / "built.yaml")
+    assert built.ids and all(m.backend is None for m in built.members)
+    # --members keeps what serves each kept member; rewards stay as measured.
+    assert main(["build", "--candidates", str(workdir / "cand.csv"), "--eps", "0.2",
+                 "--delta", "0.05", "--members", str(workdir / "palm.yaml"),
+                 "-o", str(workdir / "served.yaml")]) == 0
+    served = load_portfolio(workdir / "served.yaml")
+    source = load_portfolio(workdir / "palm.yaml")
+    assert served.ids == built.ids
+    for m in served.members:
+        assert m.backend == source.member(m.id).backend
+        assert list(m.reward) == pytest.approx([float(rows[m.id][t]) for t in
+                                                ("brevity", "structure", "formality")])
+    other = workdir / "other.yaml"
+    other.write_text(MANIFEST.replace("id: plain", "id: unrelated").replace(
+        "id: terse", "id: unrelated2"))
+    assert main(["build", "--candidates", str(workdir / "cand.csv"), "--eps", "0.2",
+                 "--delta", "0.05", "--members", str(other), "-o",
+                 str(workdir / "x.yaml")]) == 2
+    assert "no member" in capsys.readouterr().err
 
 
 def test_changed_generation_params_miss_the_cache(workdir: Path,
