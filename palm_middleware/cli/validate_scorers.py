@@ -31,6 +31,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the accuracy table; optionally fit and save."""
+    from ..exceptions import ModelLoadError
     from ..scoring.base import SquashScorer
     from ..scoring.calibration import load_scorers, save_scorers
     from ..scoring.validation import load_validation_set, pairwise_accuracy
@@ -43,15 +44,24 @@ def run(args: argparse.Namespace) -> int:
     worst = 1.0
     print(f"{len(items)} labelled replies in {len(set(i.group for i in items))} groups "
           f"({labelled})")
+    width = max(12, *(len(n) for n in scorers.scorers))
     for name, s in scorers.scorers.items():
-        if args.fit and isinstance(s, SquashScorer):
-            s.fit([i.text for i in items], [i.prompt for i in items])
-        r = pairwise_accuracy(s, items)
+        trait = str(getattr(s, "trait", None) or name)
+        try:
+            if args.fit and isinstance(s, SquashScorer):
+                s.fit([i.text for i in items], [i.prompt for i in items])
+            r = pairwise_accuracy(s, items, trait)
+        except ModelLoadError as exc:  # e.g. an embedding scorer without its model package
+            worst = 0.0
+            print(f"  {name:<{width}} unavailable: {exc}")
+            continue
         worst = min(worst, r.accuracy)
         scorers.validation[name] = {"pairwise_accuracy": round(r.accuracy, 4),
                                     "n_pairs": r.n_pairs, "n_ties": r.n_ties,
                                     "set": Path(labelled).name}
-        print(f"  {name:<12} accuracy {r.accuracy:.3f}  ({r.n_pairs} pairs, {r.n_ties} ties)")
+        of = f", {trait} labels" if trait != name else ""
+        print(f"  {name:<{width}} accuracy {r.accuracy:.3f}  ({r.n_pairs} pairs, {r.n_ties} "
+              f"ties{of})")
     if args.fit:
         out = args.output or src
         save_scorers(out, scorers)

@@ -5,13 +5,15 @@ A calibration file is YAML, one entry per trait::
     version: 1
     scorers:
       brevity:
-        kind: brevity                 # brevity | structure | formality | onnx_classifier
+        kind: brevity   # brevity | structure | formality | onnx_classifier | embedding
         params: {tokenizer: whitespace, center: 3.9, scale: 0.8}
         validation: {pairwise_accuracy: 0.97, n_pairs: 180, set: scorer_validation.yaml}
 
 Relative paths in ``params`` (a tokenizer, a classifier folder) are resolved against the file's
-folder. The bundled file (``palm_middleware/data/scorers.yaml``) is written by
-``palm validate-scorers --fit``.
+folder. An ``embedding`` entry keeps its prototype sentences in ``params`` (see
+:mod:`palm_middleware.scoring.embedding`) and may measure another trait than its name
+(``formality_emb`` with ``trait: formality``). The bundled file
+(``palm_middleware/data/scorers.yaml``) is written by ``palm validate-scorers --fit``.
 """
 
 from __future__ import annotations
@@ -26,12 +28,13 @@ from .._yaml import LocatedYAML, load_yaml_file
 from ..exceptions import ConfigError
 from .base import TraitScorer
 from .brevity import BrevityScorer
+from .embedding import EmbeddingScorer, embedding_from_doc
 from .formality import FormalityScorer
 from .structure import StructureScorer
 
 __all__ = ["KINDS", "ScorerSet", "load_scorers", "save_scorers", "scorer_kind"]
 
-KINDS = ("brevity", "structure", "formality", "onnx_classifier")
+KINDS = ("brevity", "structure", "formality", "onnx_classifier", "embedding")
 _PATH_PARAMS = {"brevity": "tokenizer", "onnx_classifier": "path"}
 
 
@@ -72,7 +75,7 @@ def scorer_kind(scorer: TraitScorer) -> str:
     from .classifier import OnnxClassifierScorer
 
     kinds: dict[type, str] = {BrevityScorer: "brevity", StructureScorer: "structure",
-                              FormalityScorer: "formality",
+                              FormalityScorer: "formality", EmbeddingScorer: "embedding",
                               OnnxClassifierScorer: "onnx_classifier"}
     return kinds.get(type(scorer), type(scorer).__name__)
 
@@ -118,7 +121,8 @@ def _from_doc(doc: LocatedYAML, folder: Path, traits: Sequence[str] | None) -> S
                                     "mapping of trait -> {kind, params}"))
     entries: dict[str, Any] = data["scorers"]
     wanted = list(traits) if traits is not None else list(entries)
-    scorers, validation = [], {}
+    scorers: list[TraitScorer] = []
+    validation: dict[str, Any] = {}
     for name in wanted:
         if name not in entries:
             raise ConfigError(doc.issue(("scorers",), f"no scorer for trait {name!r}; the file "
@@ -134,7 +138,12 @@ def _from_doc(doc: LocatedYAML, folder: Path, traits: Sequence[str] | None) -> S
             raise ConfigError(doc.issue((*here, "params"), f"params must be a mapping; got "
                                         f"{params!r}"))
         try:
-            scorers.append(_build(e["kind"], str(name), dict(params), folder))
+            if e["kind"] == "embedding":  # built from the document: prototype errors name a line
+                scorers.append(embedding_from_doc(doc, here, str(name)))
+            else:
+                scorers.append(_build(e["kind"], str(name), dict(params), folder))
+        except ConfigError:
+            raise
         except TypeError as exc:
             raise ConfigError(doc.issue((*here, "params"), f"bad parameters for a "
                                         f"{e['kind']} scorer: {exc}")) from None

@@ -90,9 +90,10 @@ def pairwise_accuracy(scorer: TraitScorer, items: Sequence[LabelledReply],
     Args:
         scorer: The scorer.
         items: The labelled replies.
-        trait: Label to compare against (default: the scorer's name).
+        trait: Label to compare against (default: the scorer's ``trait`` attribute if it has
+            one, as an embedding scorer named ``formality_emb`` does, else its name).
     """
-    trait = trait or scorer.name
+    trait = trait or str(getattr(scorer, "trait", None) or scorer.name)
     labelled = [it for it in items if trait in it.labels]
     scores = scorer.score_many([it.text for it in labelled], [it.prompt for it in labelled])
     right = 0.0

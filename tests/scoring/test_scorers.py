@@ -104,8 +104,10 @@ def test_bundled_scorers_load() -> None:
     from palm_middleware.cli._common import bundled
 
     scorers = load_scorers(bundled("scorers.yaml"))
-    assert scorers.traits == ["brevity", "structure", "formality"]
+    assert scorers.traits == ["brevity", "structure", "formality", "formality_emb",
+                              "detail_emb"]
     assert all(v["pairwise_accuracy"] >= 0.85 for v in scorers.validation.values())
+    assert scorers.describe()["formality_emb"].startswith("embedding (validation acc 0.8")
 
 
 def test_scoring_and_evaluation_import_lightly() -> None:

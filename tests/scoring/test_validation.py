@@ -32,6 +32,8 @@ def test_labelled_set_is_large_enough() -> None:
     assert len(items) >= 60
     for trait in ("brevity", "structure", "formality"):
         assert {it.labels[trait] for it in items} == {1, 2, 3}
+    detail = [it for it in items if "detail" in it.labels]  # the crossed groups only
+    assert len(detail) >= 25 and {it.labels["detail"] for it in detail} == {1, 2, 3}
 
 
 @pytest.mark.parametrize("trait", ["brevity", "structure", "formality"])
