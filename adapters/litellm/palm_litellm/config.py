@@ -41,7 +41,7 @@ from palm_middleware import (
 )
 from palm_middleware._yaml import issues_from_pydantic, load_yaml_file
 from palm_middleware.engines.members import engine_for_member
-from palm_middleware.engines.onnx import OnnxEngine
+from palm_middleware.engines.onnx import OnnxEngine, normalize_few_shot
 from palm_middleware.engines.registry import SessionRegistry
 from palm_middleware.identity import Principal
 from palm_middleware.portfolio.manifest import LiteLLMBackend, PromptedBackend
@@ -176,7 +176,9 @@ class PalmRuntime:
             return Target(
                 self.settings.base_groups.get(backend.base, backend.base),
                 system_prompt=backend.system_prompt,
-                few_shot=tuple(backend.few_shot),
+                # Manifests may write examples as {user, assistant} pairs; the request
+                # needs chat messages.
+                few_shot=normalize_few_shot(backend.few_shot),
                 generation=dict(backend.generation),
             )
         return Target(member_id)

@@ -116,3 +116,29 @@ def test_client_cannot_forge_the_hooks_request_state() -> None:
     out = asyncio.run(hook.async_pre_call_hook(None, None, data, "acompletion"))
     assert "palm" not in out["metadata"]
     assert "palm" not in out["metadata"]["requester_metadata"]
+
+
+def test_prompted_members_few_shot_pairs_become_chat_messages(tmp_path: Path) -> None:
+    # A manifest may write examples as {user, assistant} pairs; through the proxy the member
+    # must see the same chat messages as in-process (palm eval measured it that way).
+    from palm_litellm.config import PalmProxySettings
+    from palm_middleware.engines.onnx import normalize_few_shot
+
+    pairs = [{"user": "Why do cats purr?", "assistant": "To show they are content."}]
+    (tmp_path / "p.yaml").write_text(
+        "version: 1\ntraits: [a, b]\nmembers:\n"
+        "  - id: terse\n    reward: {a: 0.9, b: 0.1}\n"
+        "    backend: {kind: prompted, base: tiny, system_prompt: Be brief., few_shot: "
+        "[{user: 'Why do cats purr?', assistant: 'To show they are content.'}]}\n"
+        "  - id: other\n    reward: {a: 0.1, b: 0.9}\n"
+        "    backend: {kind: prompted, base: tiny}\n")
+    (tmp_path / "pol.yaml").write_text(
+        "version: 2\ntraits: [a, b]\ndefaults: {weights: {a: 0.5, b: 0.5}}\n")
+    rt = PalmRuntime(PalmProxySettings(portfolio="p.yaml", store=":memory:",
+                                       policy="pol.yaml"), root=tmp_path)
+    data: dict[str, Any] = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
+    apply_target(data, rt.targets["terse"])
+    assert data["messages"] == [{"role": "system", "content": "Be brief."},
+                                *normalize_few_shot(pairs),
+                                {"role": "user", "content": "hi"}]
+    assert to_prompt(data["messages"]) == data["messages"]
