@@ -36,6 +36,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--rounds", type=int, default=8, help="A/B rounds per user (default 8)")
     p.add_argument("--max-tokens", type=int, default=96,
                    help="cap per reply; the default portfolio was measured with 96")
+    p.add_argument("--seed", type=int, default=0, help="order of the prompts (default 0)")
     p.add_argument("--port", type=int, default=None, help="proxy port (default: a free one)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -44,6 +45,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     """Prepare, serve, play the session, print and write the summary."""
     import json
+    import random
     import shutil
     import time
 
@@ -69,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
                            traits=portfolio.space.names)
     prompts = load_prompt_set(args.prompts or bundled("prompts.yaml")).prompts
     safe = [p for p in prompts if not p.risky]
+    random.Random(args.seed).shuffle(safe)  # every category early on, the same order each run
     risky = next((p for p in prompts if p.risky), None)
     if not safe:
         raise InvalidParameterError("the prompt set has no non-risky prompts")
