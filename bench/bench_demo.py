@@ -37,18 +37,20 @@ def load_replies(path: Path) -> dict[str, dict[str, dict[str, float]]]:
 
 
 def replay(portfolio_path: Path, policy_path: Path, replies: dict[str, dict[str, dict[str, float]]],
-           rounds: int, seed: int, margin: float) -> dict[str, bool]:
+           rounds: int, seed: int, margin: float, focus: float = 0.9) -> dict[str, bool]:
     portfolio = load_portfolio(portfolio_path)
     policy = load_policy(policy_path)
-    users = default_users(portfolio.space.names)
+    users = default_users(portfolio.space.names, focus=focus)
     prompts = sorted(set.intersection(*(set(replies[m]) for m in portfolio.ids)))
     rng = random.Random(seed)
     palm = Palm(portfolio, policy, MemoryStore(), random_state=seed)
     names = portfolio.space.names
     out = {}
     for user in users:
-        for _ in range(rounds):
+        for turn in range(rounds):
             p = rng.choice(prompts)
+            # As in the demo: the served request carries the user's words (and their cues).
+            palm.decide(user.name, [{"role": "user", "content": user.message(p, turn)}])
             a, b = palm.compare_candidates(user.name)
             ua, ub = user.utility(replies[a][p]), user.utility(replies[b][p])
             if a != b and abs(ua - ub) > margin:
@@ -70,6 +72,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, nargs="+", default=[4, 8, 12, 16])
     ap.add_argument("--margins", type=float, nargs="+", default=[0.0])
     ap.add_argument("--seeds", type=int, default=40)
+    ap.add_argument("--focus", type=float, default=0.9,
+                    help="hidden weight of each user's main trait (palm demo: 0.9)")
     a = ap.parse_args()
     replies = load_replies(a.replies)
     t0 = time.perf_counter()
@@ -78,7 +82,7 @@ def main() -> None:
     print("|---|---|" + "---|" * (len(users) + 1))
     for margin in a.margins:
         for r in a.rounds:
-            runs = [replay(a.portfolio, a.policy, replies, r, s, margin) for s in range(a.seeds)]
+            runs = [replay(a.portfolio, a.policy, replies, r, s, margin, a.focus) for s in range(a.seeds)]
             per = [np.mean([x[u] for x in runs]) for u in users]
             every = np.mean([all(x.values()) for x in runs])
             print(f"| {margin:g} | {r} | " + " | ".join(f"{v:.2f}" for v in per)

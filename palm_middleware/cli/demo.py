@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--users", type=Path, default=None,
                    help="scripted users YAML (users: [{name, hidden: {trait: w}, about}]); "
                    "default: one user leaning on each trait and one balanced")
-    p.add_argument("--rounds", type=int, default=8, help="A/B rounds per user (default 8)")
+    p.add_argument("--rounds", type=int, default=12, help="A/B rounds per user (default 12)")
     p.add_argument("--max-tokens", type=int, default=96,
                    help="cap per reply; the default portfolio was measured with 96")
     p.add_argument("--seed", type=int, default=0, help="order of the prompts (default 0)")

@@ -162,9 +162,9 @@ class Session:
         return {t: float(np.clip(s.score_many([text], [prompt])[0], 0.0, 1.0))
                 for t, s in self.scorers.scorers.items()}
 
-    def _chat(self, result: SessionResult, user: str, prompt: Prompt,
+    def _chat(self, result: SessionResult, user: str, text: str,
               compare: str | None = None) -> ChatReply:
-        reply = self.clients[user].chat([{"role": "user", "content": prompt.text}],
+        reply = self.clients[user].chat([{"role": "user", "content": text}],
                                         compare=compare, max_tokens=self.max_tokens)
         if reply.member is not None:
             # A member's first request loads its session: not steady state.
@@ -191,7 +191,7 @@ class Session:
             result.users.append(self._summary(result, user, last))
         if self.risky is not None and self.users:
             who = self.users[-1].name
-            reply = self._chat(result, who, self.risky)
+            reply = self._chat(result, who, self.risky.text)
             result.guard = {"user": who, "prompt": self.risky.text, "blocked_by": reply.blocked_by,
                             "member": reply.member, "message": reply.text}
             verdict = (f"blocked by {reply.blocked_by}" if reply.blocked_by
@@ -203,34 +203,36 @@ class Session:
     def _round(self, result: SessionResult, user: ScriptedUser, r: int, prompt: Prompt
                ) -> RoundRecord:
         client = self.clients[user.name]
-        served = self._chat(result, user.name, prompt)
+        text = user.message(prompt.text, r)  # now and then with "Keep it short." etc.
+        served = self._chat(result, user.name, text)
         replies: dict[str, ChatReply] = {}
         if served.member is not None:
             replies[served.member] = served
         a, b = client.compare()
         for m in (a, b):
             if m not in replies:
-                got = self._chat(result, user.name, prompt, compare=m)
+                got = self._chat(result, user.name, text, compare=m)
                 if got.member == m:
                     replies[m] = got
         winner = None
         if a in replies and b in replies and a != b:
-            choice = user.prefers(self._score(replies[a].text, prompt.text),
-                                  self._score(replies[b].text, prompt.text))
+            choice = user.prefers(self._score(replies[a].text, text),
+                                  self._score(replies[b].text, text))
             if choice is not None:
                 winner, loser = (a, b) if choice == 0 else (b, a)
                 client.feedback({"type": "pairwise", "winner": winner, "loser": loser})
         weights = client.profile()["weights"]
         w = " ".join(f"{t[:5]}={v:.2f}" for t, v in weights.items())
         ab = f"{a} vs {b} -> {winner or 'no choice'}"
+        said = f" +{user.says!r}" if text != prompt.text else ""
         self.echo(f"r{r + 1:<2} {user.name:<6} served {served.member or '-':<12} "
-                  f"{_excerpt(served.text, 60)!r:<64} A/B {ab:<34} {w}")
+                  f"{_excerpt(served.text, 60)!r:<64} A/B {ab:<34} {w}{said}")
         return RoundRecord(user.name, r + 1, prompt.id, served.member, served.text, (a, b),
                            winner, weights)
 
     def _summary(self, result: SessionResult, user: ScriptedUser, prompt: Prompt
                  ) -> UserSummary:
-        final = self._chat(result, user.name, prompt)
+        final = self._chat(result, user.name, prompt.text)
         prof = self.clients[user.name].profile()
         names = self.portfolio.space.names
         hidden = np.array([user.hidden[t] for t in names])

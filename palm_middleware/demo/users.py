@@ -24,6 +24,10 @@ class ScriptedUser:
     name: str
     hidden: Mapping[str, float]
     about: str = ""
+    says: str = ""
+    """What the user sometimes adds to a message ("Keep it short."): a text cue."""
+    says_every: int = 3
+    """Every how many messages the user says it (the cue lexicon turns it into evidence)."""
 
     def __post_init__(self) -> None:
         total = sum(self.hidden.values())
@@ -31,6 +35,12 @@ class ScriptedUser:
             raise InvalidWeightsError(
                 f"user {self.name!r}: hidden weights must be >= 0 and sum to 1, got "
                 f"{dict(self.hidden)}")
+
+    def message(self, text: str, turn: int) -> str:
+        """The user's ``turn``-th message (0-based) asking ``text``."""
+        if self.says and self.says_every > 0 and turn % self.says_every == self.says_every - 1:
+            return f"{text} {self.says}"
+        return text
 
     def utility(self, scores: Mapping[str, float]) -> float:
         """Hidden scalarized reward of one reply's trait scores."""
@@ -49,18 +59,27 @@ _ABOUT = {
     "structure": "wants lists and steps",
     "formality": "wants formal prose",
 }
+_SAYS = {
+    "brevity": "Keep it short.",
+    "structure": "As a list, please.",
+    "formality": "Please answer formally.",
+}
 _NAMES = ("ana", "ben", "chloe", "dev", "eve", "finn")
 
 
-def default_users(traits: Sequence[str], *, focus: float = 0.8) -> list[ScriptedUser]:
-    """One user leaning on each trait (``focus`` of the weight), then one balanced user."""
+def default_users(traits: Sequence[str], *, focus: float = 0.9) -> list[ScriptedUser]:
+    """One user leaning on each trait (``focus`` of the weight), then one balanced user.
+
+    Each leaning user now and then says what they want ("Keep it short."), as people do.
+    """
     if len(traits) > len(_NAMES) - 1:
         raise InvalidWeightsError(f"default_users supports up to {len(_NAMES) - 1} traits")
     users = []
     rest = (1.0 - focus) / max(len(traits) - 1, 1)
     for name, t in zip(_NAMES, traits):
         hidden = {u: (focus if u == t else rest) for u in traits}
-        users.append(ScriptedUser(name, hidden, _ABOUT.get(t, f"leans on {t}")))
+        users.append(ScriptedUser(name, hidden, _ABOUT.get(t, f"leans on {t}"),
+                                  says=_SAYS.get(t, "")))
     even = {t: 1.0 / len(traits) for t in traits}
     users.append(ScriptedUser(_NAMES[len(traits)], even, "wants a bit of everything"))
     return users
@@ -77,7 +96,7 @@ def load_users(path: str | Path, traits: Sequence[str]) -> list[ScriptedUser]:
     items = doc.data.get("users") if isinstance(doc.data, dict) else None
     if not isinstance(items, list) or not items:
         raise ConfigError(doc.issue((), "a users file needs a non-empty 'users' list of "
-                                    "{name, hidden, about}"))
+                                    "{name, hidden, about, says}"))
     users: list[ScriptedUser] = []
     for i, item in enumerate(items):
         here: tuple[str | int, ...] = ("users", i)
@@ -90,7 +109,7 @@ def load_users(path: str | Path, traits: Sequence[str]) -> list[ScriptedUser]:
                                         f"of the traits {list(traits)}; got {hidden!r}"))
         try:
             users.append(ScriptedUser(item["name"], {t: float(hidden[t]) for t in traits},
-                                      str(item.get("about", ""))))
+                                      str(item.get("about", "")), str(item.get("says", ""))))
         except InvalidWeightsError as exc:
             raise ConfigError(doc.issue((*here, "hidden"), str(exc))) from None
     return users

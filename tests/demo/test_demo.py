@@ -138,6 +138,15 @@ def test_scripted_users_judge_by_hidden_weights() -> None:
     users = default_users(["brevity", "structure", "formality"])
     assert [u.name for u in users] == ["ana", "ben", "chloe", "dev"]
     assert all(abs(sum(u.hidden.values()) - 1) < 1e-9 for u in users)
+    # Now and then a user says what they want; the cue lexicon hears it.
+    ana_says = [users[0].message("Why is the sky blue?", turn) for turn in range(3)]
+    assert ana_says == ["Why is the sky blue?"] * 2 + ["Why is the sky blue? Keep it short."]
+    from palm_middleware.preferences.cues import CueLexicon
+
+    lexicon = CueLexicon.default()
+    for user, trait in zip(users, ["brevity", "structure", "formality"]):
+        found = lexicon.match(user.message("Q?", 2))
+        assert [(c.trait, c.direction) for c in found] == [(trait, 1)], user.says
 
 
 def test_a_bad_users_file_names_file_line_and_field(tmp_path: Path) -> None:
