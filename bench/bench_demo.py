@@ -82,7 +82,8 @@ def main() -> None:
     print("|---|---|" + "---|" * (len(users) + 1))
     for margin in a.margins:
         for r in a.rounds:
-            runs = [replay(a.portfolio, a.policy, replies, r, s, margin, a.focus) for s in range(a.seeds)]
+            runs = [replay(a.portfolio, a.policy, replies, r, s, margin, a.focus)
+                    for s in range(a.seeds)]
             per = [np.mean([x[u] for x in runs]) for u in users]
             every = np.mean([all(x.values()) for x in runs])
             print(f"| {margin:g} | {r} | " + " | ".join(f"{v:.2f}" for v in per)
