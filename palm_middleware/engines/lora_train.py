@@ -166,9 +166,11 @@ def _check(model: Any, lora_base: Path, adapter: Path, messages: Sequence[str],
            n: int) -> dict[str, Any]:
     from .export import _torch_greedy
     from .onnx import OnnxEngine
+    from .registry import SessionRegistry
 
-    engine = OnnxEngine(lora_base, adapter=adapter)
-    base = OnnxEngine(lora_base)
+    registry = SessionRegistry()  # one session for base and adapter, as in serving
+    engine = OnnxEngine(lora_base, registry=registry, adapter=adapter)
+    base = OnnxEngine(lora_base, registry=registry)
     cases = []
     for text in messages:
         msgs = [{"role": "user", "content": text}]
