@@ -246,8 +246,9 @@ def train_adapter(hf_folder: str | Path, style: StyleSet, out: str | Path,
     order: list[int] = []
     bar = progress_bar(total=config.steps, desc=f"train {style.name}", enabled=progress)
     started = time.perf_counter()
+    every = max(1, config.steps // 10)
     try:
-        for _ in range(config.steps):
+        for step in range(config.steps):
             while len(order) < config.batch_size:  # epochs of shuffled examples
                 order += [int(i) for i in rng.permutation(len(data))]
             batch = [data[i] for i in order[: config.batch_size]]
@@ -260,11 +261,13 @@ def train_adapter(hf_folder: str | Path, style: StyleSet, out: str | Path,
             sched.step()
             losses.append(float(loss.detach()))
             bar.update(1)
+            if not progress and (step + 1) % every == 0:  # no bar: still show it is moving
+                log(f"step {step + 1}/{config.steps}: loss {losses[-1]:.3f} "
+                    f"({(time.perf_counter() - started) / (step + 1):.1f} s/step)")
     finally:
         bar.close()
     seconds = time.perf_counter() - started
     model.eval()
-    every = max(1, config.steps // 10)
     log("loss: " + "  ".join(f"{i + 1}:{losses[i]:.3f}" for i in
                              sorted({*range(0, config.steps, every), config.steps - 1})))
     params = lora_params(wrapped)
