@@ -1,8 +1,9 @@
 """Resident memory of a K-member LoRA portfolio over one shared base, K = 0, 1, 4, 8.
 
-The ``palm export`` graph of each model gets LoRA sites (onnx.md §5: ``Y = X·W + (X·A)·B`` with
-A/B overridable initializers, rank 0 by default) on the attention input projections (Llama
-q_proj and v_proj, GPT-2 c_attn); K random rank-16 adapters are written as ``.onnx_adapter``
+The ``palm export`` graph of each model gets LoRA sites from
+:func:`palm_middleware.engines.lora.add_lora_sites` (onnx.md §5: ``Y = X·W + (X·A)·B`` with A/B
+overridable initializers, rank 0 by default) on the attention input projections (Llama q_proj
+and v_proj, GPT-2 c_attn); K random rank-16 adapters are written as ``.onnx_adapter``
 files. A fresh process loads the base, serves one request, then serves one request through
 each adapter member, reading its resident set size (VmRSS) along the way; a second pass over
 all members checks that RSS does not grow per request. Target (issue 4): RSS with K adapters
@@ -29,63 +30,24 @@ sys.path.insert(0, str(Path(__file__).parent))
 import _models  # noqa: E402
 import numpy as np  # noqa: E402
 
+from palm_middleware.engines.lora import add_lora_sites, param_names, write_adapter  # noqa: E402
+
 KS = (1, 4, 8)
 RANK = 16
 
 
-def _is_target(node: Any) -> bool:
-    name = node.name + " " + node.input[1]
-    return any(t in name for t in ("/self_attn/q_proj/", "/self_attn/v_proj/",
-                                   "attn.c_attn.weight"))
+# Attention input projections: Llama q_proj and v_proj, GPT-2's fused c_attn.
+TARGETS = ("q_proj", "v_proj", "c_attn")
 
 
-def inject_lora(src: Path, dst: Path) -> dict[str, tuple[int, int]]:
-    """Copy model folder ``src`` to ``dst`` with LoRA sites; returns {site: (d_in, d_out)}."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    shutil.copytree(src, dst)
-    proto = onnx.load(str(src / "model.onnx"))
-    g = proto.graph
-    inits = {i.name: i for i in g.initializer}
-    sites: dict[str, tuple[int, int]] = {}
-    nodes = []
-    for node in g.node:
-        nodes.append(node)
-        if node.op_type != "MatMul" or node.input[1] not in inits or not _is_target(node):
-            continue
-        d_in, d_out = (int(d) for d in inits[node.input[1]].dims)
-        site = f"lora.{len(sites)}"
-        a, b = f"{site}.A", f"{site}.B"
-        sites[site] = (d_in, d_out)
-        g.initializer.extend([numpy_helper.from_array(np.zeros((d_in, 0), np.float32), a),
-                              numpy_helper.from_array(np.zeros((0, d_out), np.float32), b)])
-        g.input.extend([helper.make_tensor_value_info(a, TensorProto.FLOAT, [d_in, "lora_r"]),
-                        helper.make_tensor_value_info(b, TensorProto.FLOAT, ["lora_r", d_out])])
-        y = node.output[0]
-        node.output[0] = f"{site}.base"
-        nodes += [helper.make_node("MatMul", [node.input[0], a], [f"{site}.xa"]),
-                  helper.make_node("MatMul", [f"{site}.xa", b], [f"{site}.xab"]),
-                  helper.make_node("Add", [f"{site}.base", f"{site}.xab"], [y])]
-    del g.node[:]
-    g.node.extend(nodes)
-    onnx.save(proto, str(dst / "model.onnx"))
-    return sites
-
-
-def write_adapter(path: Path, sites: dict[str, tuple[int, int]], seed: int) -> None:
-    import onnxruntime as ort
-
+def _random_adapter(path: Path, sites: dict[str, tuple[int, int]], seed: int) -> None:
     rng = np.random.default_rng(seed)
     params = {}
     for site, (d_in, d_out) in sites.items():
-        params[f"{site}.A"] = (rng.standard_normal((d_in, RANK)) * 0.05).astype(np.float32)
-        params[f"{site}.B"] = (rng.standard_normal((RANK, d_out)) * 0.05).astype(np.float32)
-    af = ort.AdapterFormat()
-    af.set_adapter_version(1)
-    af.set_model_version(1)
-    af.set_parameters({n: ort.OrtValue.ortvalue_from_numpy(a) for n, a in params.items()})
-    af.export_adapter(str(path))
+        a, b = param_names(site)
+        params[a] = (rng.standard_normal((d_in, RANK)) * 0.05).astype(np.float32)
+        params[b] = (rng.standard_normal((RANK, d_out)) * 0.05).astype(np.float32)
+    write_adapter(path, params, sites)
 
 
 def _rss() -> int:
@@ -129,10 +91,10 @@ def _bench(name: str, cache: Path) -> str:
     folder = root / "lora"
     if not (folder / "adapters").is_dir():
         shutil.rmtree(folder, ignore_errors=True)
-        sites = inject_lora(root / "fused", folder)
+        sites = add_lora_sites(root / "fused", folder, TARGETS)
         (folder / "adapters").mkdir()
         for i in range(max(KS)):
-            write_adapter(folder / "adapters" / f"a{i}.onnx_adapter", sites, seed=i)
+            _random_adapter(folder / "adapters" / f"a{i}.onnx_adapter", sites, seed=i)
     adapter = (folder / "adapters" / "a0.onnx_adapter").stat().st_size
     proc = subprocess.run([sys.executable, __file__, "--worker", str(folder)],
                           capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))

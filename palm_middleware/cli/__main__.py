@@ -27,6 +27,8 @@ COMMANDS = (
     "validate_scorers",
     "prepare-embedder",
     "prepare-base",
+    "prepare-lora-base",
+    "train-member",
     "demo",
     "chat",
 )
