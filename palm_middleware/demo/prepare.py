@@ -11,14 +11,27 @@ from ..portfolio.manifest import AdapterBackend, Portfolio, PromptedBackend
 __all__ = ["PREPARERS", "bases_of", "resolve_bases"]
 
 
-def _smollm2(progress: bool) -> Path:
+def _smollm2(progress: bool, ready: Mapping[str, Path]) -> Path:
     from ..engines.base_model import prepare_base
 
     return prepare_base(progress=progress)
 
 
-#: Base names the package knows how to build offline: name → preparer(progress) -> folder.
-PREPARERS: dict[str, Callable[[bool], Path]] = {"smollm2": _smollm2}
+def _smollm2_lora(progress: bool, ready: Mapping[str, Path]) -> Path:
+    """The SmolLM2 base with rank-0 LoRA sites (cached beside it; ~1 s after the base)."""
+    from ..engines.lora import add_lora_sites
+
+    base = ready.get("smollm2") or _smollm2(progress, ready)
+    out = base.with_name(f"{base.name}-lora")
+    add_lora_sites(base, out)
+    return out
+
+
+#: Base names the package builds offline: name → preparer(progress, bases so far) -> folder.
+PREPARERS: dict[str, Callable[[bool, Mapping[str, Path]], Path]] = {
+    "smollm2": _smollm2,
+    "smollm2-lora": _smollm2_lora,
+}
 
 
 def bases_of(portfolio: Portfolio) -> list[str]:
@@ -44,5 +57,5 @@ def resolve_bases(portfolio: Portfolio, given: Mapping[str, str | Path] | None =
             raise ConfigError(f"portfolio {portfolio.name or portfolio.source!r}: base {name!r} "
                               f"has no folder; pass --base {name}=DIR (preparable: "
                               f"{sorted(PREPARERS)})")
-        out[name] = prep(progress)
+        out[name] = prep(progress, out)
     return out
