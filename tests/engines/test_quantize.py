@@ -176,3 +176,23 @@ def test_cli_quantize(tiny: TinyModel, tmp_path: Path, capsys: pytest.CaptureFix
     assert main(["quantize", str(tmp_path / "nope"), "--bits", "8", "--out",
                  str(tmp_path / "q2")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_loaded_model_reports_quantization(quantized: QuantizeResult, tiny: TinyModel,
+                                           tmp_path: Path) -> None:
+    model = OnnxEngine(quantized.path).model
+    assert model.quantization is not None
+    assert f"int{model.quantization['bits']}" in repr(model)
+    assert OnnxEngine(tiny.path).model.quantization is None
+    # A quantized graph whose op the runtime cannot run: the error names the quantization.
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for p in quantized.path.iterdir():
+        (broken / p.name).write_bytes(p.read_bytes())
+    proto = onnx.load(str(broken / "model.onnx"))
+    for node in proto.graph.node:
+        if node.op_type == "MatMulNBits":
+            node.op_type = "MatMulNBitsX"  # an op no onnxruntime has
+    onnx.save(proto, str(broken / "model.onnx"))
+    with pytest.raises(ModelLoadError, match=r"-quantized \(com.microsoft MatMulNBits\)"):
+        OnnxEngine(broken).load()
