@@ -25,7 +25,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    "largest speed gain, and the most direct effect on the logits)")
     p.add_argument("--accuracy-level", type=int, choices=(0, 1, 4), default=4,
                    help="MatMulNBits compute type: 4 = int8 activations (default, fastest on "
-                   "CPU), 0/1 = fp32 activations (closer to the source)")
+                   "CPU), 0/1 = fp32 activations (int4 only: 8-bit weights then run ~10x slower "
+                   "than fp32 on CPU)")
     p.add_argument("--check-tokens", type=int, default=32, metavar="N",
                    help="greedy tokens compared per check prompt (default 32)")
     p.add_argument("--out", required=True, metavar="DIR", help="new model folder")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 import time
 from collections.abc import Sequence
@@ -40,6 +41,8 @@ from ..portfolio._progress import progress_bar
 from .model import find_model_file
 
 __all__ = ["CHECK_PROMPTS", "QuantizeResult", "agreement", "quantize", "quantize_weight"]
+
+logger = logging.getLogger("palm_middleware.engines")
 
 _TWO_GB = 2**31 - 1  # protobuf's limit: larger models keep weights in external data
 _MODEL_FILES = {"model.onnx", "model.onnx.data", "model.onnx_data", "model_card.json"}
@@ -265,6 +268,11 @@ def _check_args(bits: int, block_size: int, accuracy_level: int) -> None:
             f"block_size must be a power of two >= 16 (MatMulNBits); got {block_size!r}")
     if accuracy_level not in (0, 1, 2, 3, 4):
         raise InvalidParameterError(f"accuracy_level must be 0..4; got {accuracy_level!r}")
+    if bits == 8 and accuracy_level < 4:
+        # Measured (bench/results/engine.md): ORT's CPU kernel dequantizes 8-bit weights on
+        # every call at fp32 compute, ~10x slower than the fp32 MatMul it replaces.
+        logger.warning("8-bit weights with accuracy_level %d run ~10x slower than fp32 on CPU; "
+                       "use accuracy_level=4 for speed", accuracy_level)
 
 
 def quantize(src: str | Path, out: str | Path, *, bits: int = 4, block_size: int = 32,
@@ -281,7 +289,8 @@ def quantize(src: str | Path, out: str | Path, *, bits: int = 4, block_size: int
         block_size: Weights sharing one scale and zero point (power of two, >= 16).
         lm_head: Quantize the LM head too (see the module docstring).
         accuracy_level: MatMulNBits' compute type of the activations: 4 = int8 (fastest on
-            CPU, adds activation rounding), 0/1 = fp32.
+            CPU, adds activation rounding), 0/1 = fp32 (8-bit weights: ~10x slower than fp32
+            on CPU, logged as a warning).
         check_prompts: Prompts of the greedy-agreement check against ``src``.
         check_tokens: Tokens generated per prompt in the check.
         progress: Show progress bars (on a terminal).
