@@ -145,10 +145,11 @@ def _bench(name: str, args: argparse.Namespace, cache: Path) -> str:
     need["eager"] = need["fp32"]  # the same fp32 weights
     loads = [os.getloadavg()[0]]
     runs: dict[str, list[dict[str, Any]]] = {k: [] for k in (*NAMES, "bandwidth")}
+    engines = {k: v for k, v in NAMES.items() if k in args.engines}
     for _ in range(args.rounds):
         runs["bandwidth"].append(_spawn("bandwidth", root, n, args.reps,
                                         {"bytes": need["fp32"]["total"]}))
-        for key in NAMES:
+        for key in engines:
             r = _spawn(key, root, n, args.reps, {})
             runs[key].append(r)
             loads.append(r["load"])
@@ -167,8 +168,8 @@ def _bench(name: str, args: argparse.Namespace, cache: Path) -> str:
         f"load average (1 min) before/median/after: {loads[0]:.2f}/"
         f"{statistics.median(loads):.2f}/{loads[-1]:.2f} (the machine is shared)",
         f"Command: `python bench/bench_quant.py --models {name} --new-tokens {n} --reps "
-        f"{args.reps} --rounds {args.rounds}` ({time.perf_counter() - started:.0f} s incl. "
-        "preparation)",
+        f"{args.reps} --rounds {args.rounds} --engines {' '.join(engines)}` "
+        f"({time.perf_counter() - started:.0f} s incl. preparation)",
         f"Batch 1, greedy, {PROMPT}-token prompt, {n} new tokens; each cell: median over "
         f"{args.rounds} interleaved rounds (min–max), each round the median of {args.reps} runs "
         "in a fresh process. Ratios: medians / eager's median; best: each engine's best round / "
@@ -179,7 +180,7 @@ def _bench(name: str, args: argparse.Namespace, cache: Path) -> str:
         f"{n}) | card: prefix / overall / teacher-forced agreement, max Δlogit step 1 |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for key, label in NAMES.items():
+    for key, label in engines.items():
         tps = [r["tps"] for r in runs[key]]
         med = statistics.median(tps)
         total = need[key]["total"]
@@ -208,6 +209,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", nargs="+", choices=["gpt2-124m", "smollm2-135m", "tiny"],
                     default=["tiny"])
+    ap.add_argument("--engines", nargs="+", choices=list(NAMES), default=list(NAMES),
+                    help="rows to measure (eager and fp32 are needed for the ratios)")
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=3)
