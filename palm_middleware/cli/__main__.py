@@ -22,6 +22,7 @@ COMMANDS = (
     "report",
     "export",
     "soup",
+    "quantize",
     "proxy",
     "eval",
     "validate_scorers",

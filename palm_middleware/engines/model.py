@@ -114,6 +114,8 @@ class OnnxModel:
         eos_token_ids: Token ids that end generation.
         max_context: Longest prompt + completion the model supports, or ``None`` if unknown.
         n_bytes: Size of the model files; the registry budgets memory from it.
+        quantization: ``model_card.json``'s ``quantization`` section (bits, block size,
+            agreement with the fp32 source) for a ``palm quantize`` folder, else ``None``.
     """
 
     def __init__(self, path: str | Path, options: RuntimeOptions | None = None) -> None:
@@ -136,14 +138,32 @@ class OnnxModel:
             p.stat().st_size for p in self.path.iterdir()
             if p.is_file() and (p.suffix in {".onnx", ".data"} or p.name.endswith("_data"))
         )
-        self.session = create_session(model_file, self.options)
+        try:
+            card = _read_json(self.path / "model_card.json")
+        except ModelLoadError:
+            card = {}  # the card is provenance, not needed to run; never fail a load over it
+        quant = card.get("quantization")
+        self.quantization: dict[str, Any] | None = quant if isinstance(quant, dict) else None
+        try:
+            self.session = create_session(model_file, self.options)
+        except ModelLoadError as exc:
+            if self.quantization is None:
+                raise
+            # The generic hint ("re-export") is wrong here: the contrib op is what failed.
+            raise ModelLoadError(
+                f"{exc}. {self.path} is int{self.quantization.get('bits')}-quantized "
+                "(com.microsoft MatMulNBits): it needs an onnxruntime build and execution "
+                "provider with that contrib op (the CPU provider of onnxruntime >= 1.20 has "
+                "it); serve the fp32 source folder otherwise"
+            ) from exc
         self.providers: list[str] = list(self.session.get_providers())
         self._inspect_graph(model_file)
         self._adapters: dict[Path, Any] = {}
         self._adapters_lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"OnnxModel({str(self.path)!r}, providers={self.providers})"
+        bits = f", int{self.quantization.get('bits')}" if self.quantization else ""
+        return f"OnnxModel({str(self.path)!r}, providers={self.providers}{bits})"
 
     # -- loading -------------------------------------------------------------------------------
 
