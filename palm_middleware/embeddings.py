@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._hashing import sha256_file as _sha256
 from .exceptions import InvalidParameterError, ModelLoadError
 from .types import FloatArray
 
@@ -109,13 +110,6 @@ def source_dir() -> Path:
                              f"{MODEL_PACKAGE}")
     return folder
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # -- weights and reference --------------------------------------------------------------------

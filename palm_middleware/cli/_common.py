@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -58,3 +59,38 @@ def parse_bases(specs: list[str]) -> dict[str, str]:
             raise InvalidParameterError(f"--base must be NAME=DIR; got {s!r}")
         out[name] = folder
     return out
+
+
+def add_served_options(p: argparse.ArgumentParser) -> None:
+    """--portfolio, --policy and --base of commands that serve a portfolio's members."""
+    p.add_argument("--portfolio", type=Path, default=None,
+                   help="portfolio manifest (default: the bundled SmolLM2 portfolio)")
+    p.add_argument("--policy", type=Path, default=None,
+                   help="bounds policy (default: the bundled assistant policy)")
+    p.add_argument("--base", action="append", default=[], metavar="NAME=DIR",
+                   help="folder of a shared base model (default: prepared and cached)")
+
+
+@dataclass(frozen=True)
+class Served:
+    """What :func:`load_served` read: files, portfolio, policy and base model folders."""
+
+    portfolio_path: Path
+    policy_path: Path
+    portfolio: Portfolio
+    policy: BoundsPolicy
+    bases: dict[str, Path]
+
+
+def load_served(args: argparse.Namespace, *, progress: bool = True) -> Served:
+    """The served deployment from the options; bases are prepared (and cached) if needed."""
+    from ..demo.prepare import resolve_bases
+    from ..policy import load_policy
+    from ..portfolio.manifest import load_portfolio
+
+    path = Path(args.portfolio or bundled("smollm2/portfolio.yaml"))
+    policy_path = Path(args.policy or bundled("smollm2/policy.yaml"))
+    portfolio = load_portfolio(path)
+    policy = load_policy(policy_path)
+    bases = resolve_bases(portfolio, parse_bases(args.base), progress=progress)
+    return Served(path, policy_path, portfolio, policy, bases)

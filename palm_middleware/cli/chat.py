@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from ._common import add_served_options, load_served
+
 __all__ = ["register", "run"]
 
 
@@ -18,12 +20,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "another member's answer and asks which is better, p shows your profile, r resets "
         "it, q quits. Profiles persist in --db.")
     p.add_argument("--user", required=True, help="whose profile (this terminal's person)")
-    p.add_argument("--portfolio", type=Path, default=None,
-                   help="portfolio manifest (default: the bundled SmolLM2 portfolio)")
-    p.add_argument("--policy", type=Path, default=None,
-                   help="bounds policy (default: the bundled assistant policy)")
-    p.add_argument("--base", action="append", default=[], metavar="NAME=DIR",
-                   help="folder of a shared base model (default: prepared and cached)")
+    add_served_options(p)
     p.add_argument("--db", type=Path, default=Path("out/chat/palm.db"),
                    help="SQLite store (default: %(default)s)")
     p.add_argument("--max-tokens", type=int, default=160, help="cap per reply (default 160)")
@@ -40,24 +37,17 @@ def _read(prompt: str) -> str | None:
 def run(args: argparse.Namespace) -> int:
     """Open the store and run the loop until ``q`` or end of input."""
     from ..demo.chat import Chat
-    from ..demo.prepare import resolve_bases
     from ..identity import Principal, resolve_user
     from ..pipeline import Palm
-    from ..policy import load_policy
-    from ..portfolio.manifest import load_portfolio
     from ..stores.sqlite import SQLiteStore
-    from ._common import bundled, parse_bases
 
-    portfolio_path = args.portfolio or bundled("smollm2/portfolio.yaml")
-    portfolio = load_portfolio(portfolio_path)
-    policy = load_policy(args.policy or bundled("smollm2/policy.yaml"))
-    bases = resolve_bases(portfolio, parse_bases(args.base))
+    served = load_served(args)
     user = resolve_user(Principal(args.user), None)  # same id rules as the proxy's keys
     args.db.parent.mkdir(parents=True, exist_ok=True)
     store = SQLiteStore(args.db)
     try:
-        chat = Chat(Palm(portfolio, policy, store), user, bases=bases,
-                    root=Path(portfolio_path).parent, max_tokens=args.max_tokens, read=_read,
+        chat = Chat(Palm(served.portfolio, served.policy, store), user, bases=served.bases,
+                    root=served.portfolio_path.parent, max_tokens=args.max_tokens, read=_read,
                     out=sys.stdout)
         return chat.run()
     finally:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ._common import add_served_options, load_served
+
 __all__ = ["register", "run"]
 
 
@@ -20,12 +22,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "summary.md to --out.")
     p.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder "
                    "(deployment, SQLite store, proxy log, results; default: %(default)s)")
-    p.add_argument("--portfolio", type=Path, default=None,
-                   help="portfolio manifest (default: the bundled SmolLM2 portfolio)")
-    p.add_argument("--policy", type=Path, default=None,
-                   help="bounds policy (default: the bundled assistant policy)")
-    p.add_argument("--base", action="append", default=[], metavar="NAME=DIR",
-                   help="folder of a shared base model (default: prepared and cached)")
+    add_served_options(p)
     p.add_argument("--prompts", type=Path, default=None,
                    help="prompt set (default: the bundled palm-prompts-v1)")
     p.add_argument("--scorers", type=Path, default=None,
@@ -50,25 +47,16 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from ..demo.deployment import write_deployment
-    from ..demo.prepare import resolve_bases
     from ..demo.proxy import ProxyProcess
     from ..demo.session import Session
     from ..demo.users import default_users, load_users
     from ..evaluation.prompts import load_prompt_set
     from ..exceptions import InvalidParameterError
-    from ..policy import load_policy
-    from ..portfolio.manifest import load_portfolio
     from ..scoring.calibration import load_scorers
-    from ._common import bundled, parse_bases
+    from ._common import bundled
 
     if args.rounds < 1:
         raise InvalidParameterError(f"--rounds must be >= 1; got {args.rounds}")
-    portfolio_path = args.portfolio or bundled("smollm2/portfolio.yaml")
-    policy_path = args.policy or bundled("smollm2/policy.yaml")
-    portfolio = load_portfolio(portfolio_path)
-    policy = load_policy(policy_path)
-    scorers = load_scorers(args.scorers or bundled("scorers.yaml"),
-                           traits=portfolio.space.names)
     prompts = load_prompt_set(args.prompts or bundled("prompts.yaml")).prompts
     safe = [p for p in prompts if not p.risky]
     random.Random(args.seed).shuffle(safe)  # every category early on, the same order each run
@@ -77,11 +65,15 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidParameterError("the prompt set has no non-risky prompts")
 
     t0 = time.perf_counter()
-    print(f"[1/3] preparing the portfolio {portfolio.name!r} ({len(portfolio.ids)} members: "
-          f"{', '.join(portfolio.ids)})")
-    bases = resolve_bases(portfolio, parse_bases(args.base), progress=not args.no_progress)
+    print("[1/3] preparing the portfolio's base models (cached after the first run)")
+    served = load_served(args, progress=not args.no_progress)
+    portfolio, policy = served.portfolio, served.policy
+    portfolio_path, policy_path = served.portfolio_path, served.policy_path
+    scorers = load_scorers(args.scorers or bundled("scorers.yaml"),
+                           traits=portfolio.space.names)
     prepared = time.perf_counter() - t0
-    for name, folder in bases.items():
+    print(f"      portfolio {portfolio.name!r}: {', '.join(portfolio.ids)}")
+    for name, folder in served.bases.items():
         print(f"      base {name}: {folder}")
     print(f"      ready in {prepared:.1f} s")
 
@@ -91,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
             f.unlink()
     users = (load_users(args.users, portfolio.space.names) if args.users
              else default_users(portfolio.space.names))
-    dep = write_deployment(out, portfolio=portfolio_path, policy=policy_path, bases=bases,
+    dep = write_deployment(out, portfolio=portfolio_path, policy=policy_path, bases=served.bases,
                            users=[u.name for u in users])
     print(f"[2/3] starting the LiteLLM proxy with PALM (config {dep.config})")
     t1 = time.perf_counter()

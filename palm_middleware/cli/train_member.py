@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
     from typing import Any
 
+    from .._hashing import sha256_file as _sha256
     from ..engines.base_model import (
         GGUF_FILE,
         _gguf_to_hf,
@@ -60,7 +61,6 @@ def run(args: argparse.Namespace) -> int:
         repair_bytelevel_tokenizer,
         smollm2_package_dir,
     )
-    from ..engines.export import _sha256
     from ..engines.lora_train import TrainConfig, train_adapter
     from ..evaluation.styles import bundled_style, load_style
     from ..exceptions import ModelLoadError

@@ -101,7 +101,7 @@ def repair_bytelevel_tokenizer(folder: str | Path, *, bos: str = "<|im_start|>",
 
 def cache_is_valid(folder: str | Path, gguf_sha256: str) -> bool:
     """True when ``folder`` holds a finished, checked export of the GGUF with this sha256."""
-    from .export import _sha256
+    from .._hashing import sha256_file as _sha256
 
     folder = Path(folder)
     try:
@@ -154,7 +154,8 @@ def prepare_base(out: str | Path | None = None, *, source: str | Path | None = N
     Returns:
         The destination folder (``model.onnx``, tokenizer, ``model_card.json`` with ``base``).
     """
-    from .export import _sha256, _version, export_model
+    from .._hashing import sha256_file as _sha256
+    from .export import _version, export_model
 
     src = Path(source) if source is not None else smollm2_package_dir()
     gguf = src / GGUF_FILE

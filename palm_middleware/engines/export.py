@@ -16,7 +16,6 @@ SmolLM2-135M; their dispatch costs about as much as the weight reads (bench/resu
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.metadata
 import json
@@ -28,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._hashing import sha256_file as _sha256
 from ..exceptions import EngineError, InvalidParameterError, ModelLoadError
 from ..portfolio._progress import progress_bar
 
@@ -70,13 +70,6 @@ def _importable(module: str) -> bool:
         return False
     return True
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _version(dist: str) -> str | None:

@@ -77,7 +77,7 @@ def read_sites(folder: str | Path) -> Sites:
 
 
 def _cached(dst: Path, base_sha: str, targets: Sequence[str]) -> Sites | None:
-    from .export import _sha256
+    from .._hashing import sha256_file as _sha256
 
     try:
         data = json.loads((dst / SITES_FILE).read_text(encoding="utf-8"))
@@ -145,7 +145,7 @@ def add_lora_sites(src_folder: str | Path, dst_folder: str | Path,
     """
     import onnx
 
-    from .export import _sha256
+    from .._hashing import sha256_file as _sha256
 
     src, dst = Path(src_folder), Path(dst_folder)
     if not (src / _MODEL).is_file():

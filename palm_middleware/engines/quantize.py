@@ -23,7 +23,6 @@ the agreement into ``model_card.json``; it is an opt-in artifact, never a silent
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -36,6 +35,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from .._hashing import sha256_file as _sha256
 from ..exceptions import InvalidParameterError, ModelLoadError
 from ..portfolio._progress import progress_bar
 from .model import find_model_file
@@ -65,13 +65,6 @@ class QuantizeResult:
     n_quantized: int
     card: dict[str, Any]
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def quantize_weight(w: npt.NDArray[np.float32], bits: int, block_size: int

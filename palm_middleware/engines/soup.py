@@ -8,7 +8,6 @@ optimizations on, ONNX Runtime silently uses neither A nor B).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from .._hashing import sha256_file as _sha256
 from ..exceptions import InvalidParameterError, ModelLoadError
 from .model import find_model_file
 
@@ -36,13 +36,6 @@ class SoupResult:
     n_shared: int
     card: dict[str, Any]
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _signature(model: Any) -> list[tuple[str, tuple[str, ...], tuple[str, ...]]]:

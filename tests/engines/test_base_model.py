@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from palm_middleware._hashing import sha256_file as _sha256
 from palm_middleware.engines import base_model
 from palm_middleware.engines.base_model import (
     GGUF_FILE,
@@ -21,7 +22,7 @@ from palm_middleware.engines.base_model import (
     prepare_base,
     repair_bytelevel_tokenizer,
 )
-from palm_middleware.engines.export import ExportResult, _sha256
+from palm_middleware.engines.export import ExportResult
 from palm_middleware.engines.onnx import OnnxEngine
 from palm_middleware.exceptions import EngineError, ModelLoadError
 from tests.engines.tiny import train_tokenizer, write_model
