@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from ..exceptions import GenerationError, ModelLoadError
 
-__all__ = ["Device", "RuntimeOptions", "create_session", "import_ort", "run_session"]
+__all__ = ["Device", "RuntimeOptions", "create_session", "import_ort", "run_bound", "run_session"]
 
 logger = logging.getLogger("palm_middleware.engines")
 
@@ -80,6 +80,11 @@ class RuntimeOptions:
         allow_spinning: Let idle intra-op threads spin between ops (ONNX Runtime's default).
             Spinning shortens each op's hand-off; ``False`` yields the core instead, which helps
             when other processes compete for the cores (bench/results/engine.md).
+        io_binding: Decode through ``session.io_binding()`` so the KV cache stays on the
+            session's device between steps (``None``: only when the session runs on CUDA, where
+            it saves two cache copies over the bus per step; ``True``: on CPU too, which runs the
+            same code path for tests and benchmarks; ``False``: never). Members with a LoRA
+            adapter always use ``session.run`` (ONNX Runtime ignores adapters under IO binding).
     """
 
     device: Device = "auto"
@@ -88,6 +93,7 @@ class RuntimeOptions:
     inter_op_threads: int = 0
     disable_prepacking: bool = False
     allow_spinning: bool = True
+    io_binding: bool | None = None
 
     @property
     def wants_gpu(self) -> bool:
@@ -161,6 +167,21 @@ def run_session(session: Any, outputs: list[str], feeds: dict[str, Any], run_opt
             f"{_first_line(exc)})"
         ) from exc
     return result
+
+
+def run_bound(session: Any, binding: Any, where: str) -> None:
+    """``session.run_with_iobinding`` with runtime errors translated to :class:`GenerationError`.
+
+    No ``RunOptions``: the only per-run setting the engine uses is a LoRA adapter, which
+    ``run_with_iobinding`` would ignore (onnx.md §5), so adapter members never come here.
+    """
+    try:
+        session.run_with_iobinding(binding, None)
+    except Exception as exc:  # onnxruntime raises its own unrelated classes; translate them all
+        raise GenerationError(
+            f"{where}: ONNX Runtime failed during generation ({type(exc).__name__}: "
+            f"{_first_line(exc)})"
+        ) from exc
 
 
 def _first_line(exc: BaseException) -> str:

@@ -27,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..exceptions import ModelLoadError
+from ._kvcache import BindingDevice, binding_device
 from ._runtime import RuntimeOptions, create_session, import_ort
 from ._template import ChatTemplate
 
@@ -116,6 +117,9 @@ class OnnxModel:
         n_bytes: Size of the model files; the registry budgets memory from it.
         quantization: ``model_card.json``'s ``quantization`` section (bits, block size,
             agreement with the fp32 source) for a ``palm quantize`` folder, else ``None``.
+        binding_device: Where requests without a LoRA adapter keep their KV cache through IO
+            binding (CUDA automatically, CPU with ``RuntimeOptions(io_binding=True)``), or
+            ``None`` when every step uses ``session.run`` with a numpy cache.
     """
 
     def __init__(self, path: str | Path, options: RuntimeOptions | None = None) -> None:
@@ -157,6 +161,8 @@ class OnnxModel:
                 "it); serve the fp32 source folder otherwise"
             ) from exc
         self.providers: list[str] = list(self.session.get_providers())
+        self.binding_device: BindingDevice | None = binding_device(self.session,
+                                                                   self.options.io_binding)
         self._inspect_graph(model_file)
         self._adapters: dict[Path, Any] = {}
         self._adapters_lock = threading.Lock()

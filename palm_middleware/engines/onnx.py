@@ -1,4 +1,4 @@
-"""``OnnxEngine``: a generation loop on raw ONNX Runtime with a numpy KV cache.
+"""``OnnxEngine``: a generation loop on raw ONNX Runtime with a per-request KV cache.
 
 One engine serves one portfolio member. Full models, prompted members (system prompt, few-shot
 examples, default decoding parameters over a shared base) and LoRA members (an
@@ -7,11 +7,15 @@ examples, default decoding parameters over a shared base) and LoRA members (an
 
 Each request owns its KV cache, sampler RNG and detokenizer, so concurrent requests to one
 member (threads, or the async methods, which run in an executor) never interfere;
-``InferenceSession.run`` is thread-safe.
+``InferenceSession.run`` and ``run_with_iobinding`` are thread-safe.
 
-TODO(gpu): on CUDA the numpy KV cache is copied host<->device every step; IO binding would keep
-it on the device. Not done: no GPU to test on here, and ``run_with_iobinding`` ignores active
-LoRA adapters (onnx.md §5), so adapter members would have to keep using ``run``.
+The cache (``_kvcache``) is a numpy array set carried through ``session.run``, or, when the
+session runs on CUDA (or ``RuntimeOptions(io_binding=True)`` on CPU), OrtValues kept on the
+device through ``session.io_binding()``: each step's ``present.*`` are bound as the next
+step's ``past_key_values.*`` without a host copy; only the logits come to the host. Members
+with a LoRA adapter always use ``session.run``, because ``run_with_iobinding`` ignores active
+adapters (onnx.md §5). The CUDA path is untested on hardware (no GPU here): it is the code the
+CPU-bound tests run, with device ``"cuda"`` instead of ``"cpu"``.
 
 Example (not run here: it needs a model folder)::
 
@@ -33,7 +37,8 @@ from typing import Any, cast
 import numpy as np
 
 from ..exceptions import GenerationError, InvalidParameterError
-from ._runtime import RuntimeOptions, import_ort, run_session
+from ._kvcache import BoundCache, KVCache, NumpyCache
+from ._runtime import RuntimeOptions, import_ort
 from ._sampling import Sampler
 from ._text import IncrementalDecoder, StopMatcher
 from .base import (
@@ -210,39 +215,54 @@ class OnnxEngine:
 
     # -- the loop -------------------------------------------------------------------------------
 
+    def uses_io_binding(self, model: OnnxModel | None = None) -> bool:
+        """Whether this member's requests keep their KV cache on the device (IO binding).
+
+        Never with an adapter: ``run_with_iobinding`` ignores the ``RunOptions``' active
+        adapters (onnx.md §5) and would silently serve the base model.
+        """
+        model = model or self.model
+        return self.adapter is None and bool(model.kv_inputs) and model.binding_device is not None
+
+    def _cache(self, model: OnnxModel) -> KVCache:
+        """A new cache for one request: device-bound if possible, else numpy via ``run``."""
+        where = model.path.name
+        if self.uses_io_binding(model):
+            assert model.binding_device is not None  # checked by uses_io_binding
+            return BoundCache(model.session, model.kv_inputs, model.logits_name,
+                              model.binding_device, where)
+        return NumpyCache(model.session, model.kv_inputs, model.output_names,
+                          self._run_options(model), where)
+
     def _tokens(self, model: OnnxModel, prompt_ids: list[int], params: GenerationParams,
                 cancel: threading.Event | None) -> Iterator[int]:
         """Sampled token ids, one per model step (KV cache carried between steps)."""
-        run_options = self._run_options(model)
+        cache = self._cache(model)
         sampler = Sampler(params)
         names = model.input_names
-        past: dict[str, Any] = {k.input_name: k.empty() for k in model.kv_inputs}
         all_ids = np.asarray([prompt_ids], dtype=model.ids_dtype)
         step_ids = all_ids
         total = len(prompt_ids)  # tokens the model has seen after this step's input
         n_new = params.max_tokens
         if model.max_context is not None:
             n_new = min(n_new, model.max_context - total)
-        where = model.path.name
         for _ in range(n_new):
             if cancel is not None and cancel.is_set():
                 return
             if not model.kv_inputs:  # no cache in the graph: re-run the whole sequence
                 step_ids = all_ids
             n = step_ids.shape[1]
-            feeds: dict[str, Any] = {"input_ids": step_ids, **past}
+            feeds: dict[str, Any] = {"input_ids": step_ids}
             if "attention_mask" in names:
                 feeds["attention_mask"] = np.ones((1, total), dtype=np.int64)
             if "position_ids" in names:
                 feeds["position_ids"] = np.arange(total - n, total, dtype=np.int64)[None, :]
-            out = run_session(model.session, model.output_names, feeds, run_options, where)
-            logits = out[0][0, -1]
+            logits = cache.step(feeds)
             if model.vocab_size is None and logits.shape[0] < model.tokenizer.get_vocab_size():
                 raise GenerationError(
                     f"{model.path}: the model predicts {logits.shape[0]} tokens but the "
                     "tokenizer has more; the tokenizer belongs to another model"
                 )
-            past = {k.input_name: v for k, v in zip(model.kv_inputs, out[1:], strict=True)}
             token = sampler(logits)
             yield token
             step_ids = np.asarray([[token]], dtype=model.ids_dtype)
