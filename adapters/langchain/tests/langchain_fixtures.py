@@ -51,11 +51,12 @@ class BlockingPalm(Palm):
     """Stand-in for a policy ``when:`` rule with ``action: block``."""
 
     def decide(self, user: str, messages: Sequence[Mapping[str, Any]] = (),
-               metadata: Mapping[str, Any] | None = None) -> Decision:
+               metadata: Mapping[str, Any] | None = None, *,
+               compare: str | None = None) -> Decision:
         last = next((m for m in reversed(messages) if m.get("role") == "user"), None)
         if last is not None and BLOCK_WORD in str(last.get("content", "")):
             raise DecisionBlocked("no-forbidden-topic", "I can't help with that topic.")
-        return super().decide(user, messages, metadata)
+        return super().decide(user, messages, metadata, compare=compare)
 
 
 def make_palm() -> Palm:
