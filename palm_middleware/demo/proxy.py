@@ -40,11 +40,12 @@ class ProxyProcess:
 
     def __init__(self, config: str | Path, palm_config: str | Path, *, port: int | None = None,
                  host: str = "127.0.0.1", log: str | Path | None = None) -> None:
-        self.config = Path(config)
-        self.palm_config = Path(palm_config)
+        # Absolute: the proxy runs in the config's folder, so relative paths would not resolve.
+        self.config = Path(config).resolve()
+        self.palm_config = Path(palm_config).resolve()
         self.host = host
         self.port = port or free_port(host)
-        self.log = Path(log) if log is not None else self.config.parent / "proxy.log"
+        self.log = Path(log).resolve() if log is not None else self.config.parent / "proxy.log"
         self.url = f"http://{host}:{self.port}"
         self._proc: subprocess.Popen[bytes] | None = None
 

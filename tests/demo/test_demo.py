@@ -157,3 +157,17 @@ def test_a_bad_users_file_names_file_line_and_field(tmp_path: Path) -> None:
     path.write_text("users:\n  - {name: ana, hidden: {brevity: 0.9, structure: 0.9}}\n")
     with pytest.raises(ConfigError, match=r"users\.yaml:2:.*sum to 1"):
         load_users(path, ["brevity", "structure"])
+
+
+def test_proxy_command_uses_absolute_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                           ) -> None:
+    # `make demo` passes a relative --out; the proxy runs in the config's folder.
+    from palm_middleware.demo.proxy import ProxyProcess
+
+    monkeypatch.chdir(tmp_path)
+    proc = ProxyProcess(Path("out/demo/config.yaml"), Path("out/demo/palm.yaml"),
+                        log=Path("out/demo/proxy.log"))
+    cmd = proc.command()
+    config = Path(cmd[cmd.index("--config") + 1])
+    assert config.is_absolute() and config == tmp_path / "out" / "demo" / "config.yaml"
+    assert proc.palm_config.is_absolute() and proc.log.is_absolute()
