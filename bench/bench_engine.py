@@ -117,7 +117,6 @@ def _worker(name: str, root: Path, n: int, reps: int, extra: dict[str, Any]) -> 
     else:
         import torch
 
-        ids = torch.tensor([prompt])
         if name == "optimum":
             from optimum.onnxruntime import ORTModelForCausalLM
 
@@ -130,15 +129,30 @@ def _worker(name: str, root: Path, n: int, reps: int, extra: dict[str, Any]) -> 
             model = AutoModelForCausalLM.from_pretrained(root / "hf", dtype=torch.float32)
             model.eval()
 
-        def make(k: int) -> Callable[[], list[int]]:
-            def run() -> list[int]:
-                with torch.no_grad():
-                    out = model.generate(ids, attention_mask=torch.ones_like(ids),
-                                         max_new_tokens=k, min_new_tokens=k, do_sample=False,
-                                         pad_token_id=0)
-                return [int(t) for t in out[0, len(prompt):]]
-            return run
+        make = generate_maker(model, prompt)
+    return decode_stats(make, n, reps, load)
 
+
+def generate_maker(model: Any, prompt: list[int]) -> Callable[[int], Callable[[], list[int]]]:
+    """``make(k)``: a call generating exactly k greedy tokens with a transformers-style model."""
+    import torch
+
+    ids = torch.tensor([prompt])
+
+    def make(k: int) -> Callable[[], list[int]]:
+        def run() -> list[int]:
+            with torch.no_grad():
+                out = model.generate(ids, attention_mask=torch.ones_like(ids),
+                                     max_new_tokens=k, min_new_tokens=k, do_sample=False,
+                                     pad_token_id=0)
+            return [int(t) for t in out[0, len(prompt):]]
+        return run
+    return make
+
+
+def decode_stats(make: Callable[[int], Callable[[], list[int]]], n: int, reps: int,
+                 load: float) -> dict[str, Any]:
+    """Prefill = time of 1 token; decode tok/s = (n - 1) / (t(n) - t(1)), medians of reps."""
     t1 = _median_time(make(1), reps)
     tn = _median_time(make(n), reps)
     return {"prefill_ms": t1 * 1e3, "tps": (n - 1) / (tn - t1), "tokens": make(n)(),

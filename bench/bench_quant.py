@@ -41,7 +41,14 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 
 import _models  # noqa: E402
-from bench_engine import PROMPT, _bandwidth, _cpu, _med, _median_time  # noqa: E402
+from bench_engine import (  # noqa: E402
+    PROMPT,
+    _bandwidth,
+    _cpu,
+    _med,
+    decode_stats,
+    generate_maker,
+)
 
 NAMES = {
     "eager": "transformers eager, fp32",
@@ -72,23 +79,10 @@ def _worker(name: str, root: Path, n: int, reps: int, extra: dict[str, Any]) -> 
         import torch
         from transformers import AutoModelForCausalLM
 
-        ids = torch.tensor([prompt])
         model: Any = AutoModelForCausalLM.from_pretrained(root / "hf", dtype=torch.float32)
         model.eval()
-
-        def make(k: int) -> Any:
-            def run() -> list[int]:
-                with torch.no_grad():
-                    out = model.generate(ids, attention_mask=torch.ones_like(ids),
-                                         max_new_tokens=k, min_new_tokens=k, do_sample=False,
-                                         pad_token_id=0)
-                return [int(t) for t in out[0, len(prompt):]]
-            return run
-
-    t1 = _median_time(make(1), reps)
-    tn = _median_time(make(n), reps)
-    return {"prefill_ms": t1 * 1e3, "tps": (n - 1) / (tn - t1), "tokens": make(n)(),
-            "load": load}
+        make = generate_maker(model, prompt)
+    return decode_stats(make, n, reps, load)
 
 
 def _spawn(key: str, root: Path, n: int, reps: int, extra: dict[str, Any]) -> dict[str, Any]:
