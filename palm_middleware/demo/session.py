@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..evaluation.prompts import EvalPrompt as Prompt
+from ..exceptions import InvalidParameterError
 from ..policy.bounds import BoundsPolicy
 from ..portfolio.manifest import Portfolio
 from ..scoring.calibration import ScorerSet
@@ -145,7 +146,7 @@ class Session:
                  max_tokens: int = 96, echo: Callable[[str], None] | None = print) -> None:
         missing = [u.name for u in users if u.name not in keys]
         if missing:
-            raise ValueError(f"no API key for users {missing}")
+            raise InvalidParameterError(f"no API key for users {missing}")
         self.clients = {u.name: ProxyClient(url, keys[u.name]) for u in users}
         self.users = list(users)
         self.portfolio = portfolio
