@@ -17,6 +17,11 @@ with a LoRA adapter always use ``session.run``, because ``run_with_iobinding`` i
 adapters (onnx.md §5). The CUDA path is untested on hardware (no GPU here): it is the code the
 CPU-bound tests run, with device ``"cuda"`` instead of ``"cpu"``.
 
+With ``RuntimeOptions(batch_decode=True)`` the decode steps of concurrent requests to one model
+(without an adapter, on the numpy path) run as one batched ``session.run`` (``_batcher``):
+each request keeps its own cache, sampler and detokenizer, and gets the tokens it would get
+alone; prefill stays per request.
+
 Example (not run here: it needs a model folder)::
 
     engine = OnnxEngine("models/smollm2", system_prompt="Answer in one line.")

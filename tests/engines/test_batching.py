@@ -237,5 +237,25 @@ def test_cancelled_agenerate_does_not_stall_others(engine: OnnxEngine, tiny: Tin
     assert [g.token_ids for g in got] == want
 
 
+def test_one_thread_interleaving_two_streams_finishes(engine: OnnxEngine,
+                                                      tiny: TinyModel) -> None:
+    """Both streams are registered but one thread drives them: each step waits out the (short,
+    default) window for the other instead of deadlocking, and outputs are unchanged."""
+    short = OnnxEngine(tiny.path, registry=SessionRegistry(RuntimeOptions(batch_decode=True)))
+    params = {"max_tokens": 16}
+    a, b = short.stream("Hello world", params), short.stream("def add(a, b):", params)
+    got: dict[str, list[int]] = {"a": [], "b": []}
+    live = {"a": a, "b": b}
+    while live:
+        for key, stream in list(live.items()):
+            chunk = next(stream, None)
+            if chunk is None:
+                del live[key]
+            else:
+                got[key].extend(chunk.token_ids)
+    assert tuple(got["a"]) == engine.generate("Hello world", params).token_ids
+    assert tuple(got["b"]) == engine.generate("def add(a, b):", params).token_ids
+
+
 def test_batching_is_off_by_default(engine: OnnxEngine) -> None:
     assert engine.model.batcher is None
