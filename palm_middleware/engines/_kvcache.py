@@ -4,7 +4,8 @@ Two implementations of the same step (feed this step's ids, mask and positions; 
 last position's logits on the host; keep the cache for the next step):
 
 - :class:`NumpyCache`: ``session.run`` with the cache as numpy arrays. Works everywhere and is
-  the only path that honours a LoRA adapter's ``RunOptions``.
+  the only path that honours a LoRA adapter's ``RunOptions``. ``_batcher.BatchedCache`` is
+  this path with decode steps batched across concurrent requests (``batch_decode=True``).
 - :class:`BoundCache`: ``session.io_binding()``. ONNX Runtime allocates the ``present.*``
   outputs on the session's device and they are bound as the next step's ``past_key_values.*``
   inputs as they are, so on CUDA the cache never crosses the bus. Only the logits are bound
@@ -48,6 +49,9 @@ class KVCache(Protocol):
     """A request's cache: :meth:`step` runs the model once and returns the last logits row."""
 
     def step(self, feeds: Mapping[str, Array]) -> Array: ...
+
+    def close(self) -> None:
+        """The request is over (finished, closed or cancelled); release shared resources."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,9 @@ class NumpyCache:
         logits: Array = out[0][0, -1]
         return logits
 
+    def close(self) -> None:
+        pass  # nothing shared to release
+
 
 class BoundCache:
     """The IO-binding path: the cache stays in OrtValues on ``device`` between steps."""
@@ -134,3 +141,6 @@ class BoundCache:
         # A copy of one row: the output buffer belongs to the binding, reused next step.
         row: Array = np.array(logits.numpy()[0, -1], copy=True)
         return row
+
+    def close(self) -> None:
+        pass  # the binding is the request's own

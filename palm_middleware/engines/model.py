@@ -27,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..exceptions import ModelLoadError
+from ._batcher import DecodeBatcher
 from ._kvcache import BindingDevice, binding_device
 from ._runtime import RuntimeOptions, create_session, import_ort
 from ._template import ChatTemplate
@@ -120,6 +121,8 @@ class OnnxModel:
         binding_device: Where requests without a LoRA adapter keep their KV cache through IO
             binding (CUDA automatically, CPU with ``RuntimeOptions(io_binding=True)``), or
             ``None`` when every step uses ``session.run`` with a numpy cache.
+        batcher: The :class:`DecodeBatcher` shared by this model's requests without an adapter
+            (``RuntimeOptions(batch_decode=True)``), or ``None``.
     """
 
     def __init__(self, path: str | Path, options: RuntimeOptions | None = None) -> None:
@@ -164,6 +167,7 @@ class OnnxModel:
         self.binding_device: BindingDevice | None = binding_device(self.session,
                                                                    self.options.io_binding)
         self._inspect_graph(model_file)
+        self.batcher = self._batcher()
         self._adapters: dict[Path, Any] = {}
         self._adapters_lock = threading.Lock()
 
@@ -271,6 +275,16 @@ class OnnxModel:
                 f"{vocab_dim}; the tokenizer belongs to another model"
             )
         self.vocab_size = vocab_dim
+
+    def _batcher(self) -> DecodeBatcher | None:
+        opts = self.options
+        # Rows of different lengths need a mask to hide their padding; IO binding keeps the
+        # cache in OrtValues, which the numpy batcher cannot pad.
+        if (not opts.batch_decode or not self.kv_inputs or self.binding_device is not None
+                or "attention_mask" not in self.input_names):
+            return None
+        return DecodeBatcher(self.session, self.kv_inputs, self.output_names, self.path.name,
+                             window_s=opts.batch_window_ms / 1000, max_batch=opts.max_batch)
 
     def _config_int(self, *keys: str) -> int | None:
         return next((int(self.config[k]) for k in keys if isinstance(self.config.get(k), int)),

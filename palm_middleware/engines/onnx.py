@@ -17,6 +17,11 @@ with a LoRA adapter always use ``session.run``, because ``run_with_iobinding`` i
 adapters (onnx.md §5). The CUDA path is untested on hardware (no GPU here): it is the code the
 CPU-bound tests run, with device ``"cuda"`` instead of ``"cpu"``.
 
+With ``RuntimeOptions(batch_decode=True)`` the decode steps of concurrent requests to one model
+(without an adapter, on the numpy path) run as one batched ``session.run`` (``_batcher``):
+each request keeps its own cache, sampler and detokenizer, and gets the tokens it would get
+alone; prefill stays per request.
+
 Example (not run here: it needs a model folder)::
 
     engine = OnnxEngine("models/smollm2", system_prompt="Answer in one line.")
@@ -37,6 +42,7 @@ from typing import Any, cast
 import numpy as np
 
 from ..exceptions import GenerationError, InvalidParameterError
+from ._batcher import BatchedCache
 from ._kvcache import BoundCache, KVCache, NumpyCache
 from ._runtime import RuntimeOptions, import_ort
 from ._sampling import Sampler
@@ -80,6 +86,18 @@ def normalize_few_shot(examples: Sequence[Mapping[str, str]]) -> tuple[dict[str,
                 f"few_shot[{i}] must have keys role/content or user/assistant; got {sorted(ex)}"
             )
     return tuple(out)
+
+
+def _step_feeds(names: frozenset[str], step_ids: np.ndarray[Any, Any],
+                total: int) -> dict[str, Any]:
+    """One step's inputs: ``step_ids`` are the last of ``total`` tokens the model has seen."""
+    n = step_ids.shape[1]
+    feeds: dict[str, Any] = {"input_ids": step_ids}
+    if "attention_mask" in names:
+        feeds["attention_mask"] = np.ones((1, total), dtype=np.int64)
+    if "position_ids" in names:
+        feeds["position_ids"] = np.arange(total - n, total, dtype=np.int64)[None, :]
+    return feeds
 
 
 class OnnxEngine:
@@ -225,12 +243,18 @@ class OnnxEngine:
         return self.adapter is None and bool(model.kv_inputs) and model.binding_device is not None
 
     def _cache(self, model: OnnxModel) -> KVCache:
-        """A new cache for one request: device-bound if possible, else numpy via ``run``."""
+        """A new cache for one request: device-bound if possible, else numpy via ``run``.
+
+        Decode steps are batched with other requests' (``batch_decode``) only without an
+        adapter: the adapter is a per-run setting, so one run cannot mix adapters.
+        """
         where = model.path.name
         if self.uses_io_binding(model):
             assert model.binding_device is not None  # checked by uses_io_binding
             return BoundCache(model.session, model.kv_inputs, model.logits_name,
                               model.binding_device, where)
+        if self.adapter is None and model.batcher is not None:
+            return BatchedCache(model.batcher)
         return NumpyCache(model.session, model.kv_inputs, model.output_names,
                           self._run_options(model), where)
 
@@ -240,35 +264,33 @@ class OnnxEngine:
         cache = self._cache(model)
         sampler = Sampler(params)
         names = model.input_names
+        vocab = model.tokenizer.get_vocab_size()
         all_ids = np.asarray([prompt_ids], dtype=model.ids_dtype)
         step_ids = all_ids
         total = len(prompt_ids)  # tokens the model has seen after this step's input
         n_new = params.max_tokens
         if model.max_context is not None:
             n_new = min(n_new, model.max_context - total)
-        for _ in range(n_new):
-            if cancel is not None and cancel.is_set():
-                return
-            if not model.kv_inputs:  # no cache in the graph: re-run the whole sequence
-                step_ids = all_ids
-            n = step_ids.shape[1]
-            feeds: dict[str, Any] = {"input_ids": step_ids}
-            if "attention_mask" in names:
-                feeds["attention_mask"] = np.ones((1, total), dtype=np.int64)
-            if "position_ids" in names:
-                feeds["position_ids"] = np.arange(total - n, total, dtype=np.int64)[None, :]
-            logits = cache.step(feeds)
-            if model.vocab_size is None and logits.shape[0] < model.tokenizer.get_vocab_size():
-                raise GenerationError(
-                    f"{model.path}: the model predicts {logits.shape[0]} tokens but the "
-                    "tokenizer has more; the tokenizer belongs to another model"
-                )
-            token = sampler(logits)
-            yield token
-            step_ids = np.asarray([[token]], dtype=model.ids_dtype)
-            if not model.kv_inputs:
-                all_ids = np.concatenate([all_ids, step_ids], axis=1)
-            total += 1
+        try:
+            for _ in range(n_new):
+                if cancel is not None and cancel.is_set():
+                    return
+                if not model.kv_inputs:  # no cache in the graph: re-run the whole sequence
+                    step_ids = all_ids
+                logits = cache.step(_step_feeds(names, step_ids, total))
+                if model.vocab_size is None and logits.shape[0] < vocab:
+                    raise GenerationError(
+                        f"{model.path}: the model predicts {logits.shape[0]} tokens but the "
+                        "tokenizer has more; the tokenizer belongs to another model"
+                    )
+                token = sampler(logits)
+                yield token
+                step_ids = np.asarray([[token]], dtype=model.ids_dtype)
+                if not model.kv_inputs:
+                    all_ids = np.concatenate([all_ids, step_ids], axis=1)
+                total += 1
+        finally:
+            cache.close()  # a batcher must not wait for a finished or abandoned request
 
     def _chunks(self, prompt: Prompt, params: ParamsLike,
                 cancel: threading.Event | None = None) -> Iterator[Chunk]:
