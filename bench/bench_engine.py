@@ -33,7 +33,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -254,6 +254,25 @@ def _bench(name: str, args: argparse.Namespace, cache: Path, baseline: Path) -> 
     return "\n".join(lines)
 
 
+def add_worker_options(ap: argparse.ArgumentParser, names: Iterable[str]) -> None:
+    """Hidden options of the one-engine child processes the benches spawn."""
+    ap.add_argument("--worker", choices=[*names, "bandwidth"], help=argparse.SUPPRESS)
+    ap.add_argument("--root", help=argparse.SUPPRESS)
+    ap.add_argument("--extra", default="{}", help=argparse.SUPPRESS)
+
+
+def run_worker(args: argparse.Namespace,
+               worker: Callable[[str, Path, int, int, dict[str, Any]], dict[str, Any]]) -> bool:
+    """In a child process: measure one engine, print its JSON and return True."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    warnings.filterwarnings("ignore")
+    if not args.worker:
+        return False
+    print(json.dumps(worker(args.worker, Path(args.root), args.new_tokens, args.reps,
+                            json.loads(args.extra))))
+    return True
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", nargs="+", choices=_models.MODELS, default=["tiny"])
@@ -265,15 +284,9 @@ def main() -> None:
     ap.add_argument("--cache", help="keep built models here (default: a temporary folder)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "engine.md"))
     ap.add_argument("--append", action="store_true", help="append to --out")
-    ap.add_argument("--worker", choices=[*NAMES, "bandwidth"], help=argparse.SUPPRESS)
-    ap.add_argument("--root", help=argparse.SUPPRESS)
-    ap.add_argument("--extra", default="{}", help=argparse.SUPPRESS)
+    add_worker_options(ap, NAMES)
     args = ap.parse_args()
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    warnings.filterwarnings("ignore")
-    if args.worker:
-        print(json.dumps(_worker(args.worker, Path(args.root), args.new_tokens, args.reps,
-                                 json.loads(args.extra))))
+    if run_worker(args, _worker):
         return
     import onnxruntime
     import torch

@@ -34,7 +34,6 @@ import statistics
 import subprocess
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +45,10 @@ from bench_engine import (  # noqa: E402
     _bandwidth,
     _cpu,
     _med,
+    add_worker_options,
     decode_stats,
     generate_maker,
+    run_worker,
 )
 
 NAMES = {
@@ -214,15 +215,9 @@ def main() -> None:
                     help="the prepared fp32 SmolLM2 export (palm prepare-base)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "engine.md"))
     ap.add_argument("--append", action="store_true", help="append to --out (else print only)")
-    ap.add_argument("--worker", choices=[*NAMES, "bandwidth"], help=argparse.SUPPRESS)
-    ap.add_argument("--root", help=argparse.SUPPRESS)
-    ap.add_argument("--extra", default="{}", help=argparse.SUPPRESS)
+    add_worker_options(ap, NAMES)
     args = ap.parse_args()
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    warnings.filterwarnings("ignore")
-    if args.worker:
-        print(json.dumps(_worker(args.worker, Path(args.root), args.new_tokens, args.reps,
-                                 json.loads(args.extra))))
+    if run_worker(args, _worker):
         return
     import onnxruntime
     import torch

@@ -12,19 +12,11 @@ from typing import Any
 from palm_middleware.engines.base import Chunk, Generation
 from palm_middleware.engines.onnx import OnnxEngine
 
-from .tiny import write_model
-
-PROMPTS = ["Hello world", "The quick brown fox", "Emoji: 🙂", "def add(a, b):"]
+from .tiny import mixed_requests, write_model
 
 
-def _requests() -> list[tuple[str, dict[str, Any]]]:
-    out = []
-    for i in range(12):
-        params: dict[str, Any] = {"max_tokens": 24 + i}
-        if i % 3:
-            params.update(temperature=1.0, top_p=0.95, seed=i)
-        out.append((PROMPTS[i % len(PROMPTS)], params))
-    return out
+def _requests() -> list[tuple[str, dict[str, object]]]:
+    return mixed_requests(12, 24, 3)
 
 
 def test_threads_equal_sequential(engine: OnnxEngine) -> None:

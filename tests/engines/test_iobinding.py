@@ -23,11 +23,10 @@ from palm_middleware.engines.onnx import OnnxEngine
 from palm_middleware.engines.registry import SessionRegistry
 
 from .conftest import TinyModel
-from .tiny import reference_greedy
+from .tiny import mixed_requests, reference_greedy
 
 F32 = npt.NDArray[np.float32]
 CHAT = [{"role": "user", "content": "Héllo, who are you? 🙂"}]
-PROMPTS = ["Hello world", "The quick brown fox", "Emoji: 🙂", "def add(a, b):"]
 
 
 @pytest.fixture(scope="module")
@@ -61,14 +60,8 @@ class _Calls:
         monkeypatch.setattr(session, "run_with_iobinding", counting_bound)
 
 
-def _requests() -> list[tuple[str, dict[str, Any]]]:
-    out = []
-    for i in range(8):
-        params: dict[str, Any] = {"max_tokens": 20 + i}
-        if i % 2:
-            params.update(temperature=1.0, top_p=0.95, seed=i)
-        out.append((PROMPTS[i % len(PROMPTS)], params))
-    return out
+def _requests() -> list[tuple[str, dict[str, object]]]:
+    return mixed_requests(8, 20, 2)
 
 
 def _strip(gen: Generation) -> tuple[str, tuple[int, ...], str, Any]:

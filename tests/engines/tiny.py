@@ -277,3 +277,21 @@ def reference_greedy(weights: dict[str, F32], ids: list[int], n_new: int,
     for _ in range(n_new):
         seq.append(int(np.argmax(reference_logits(weights, seq, lora=lora)[-1])))
     return seq[len(ids):]
+
+
+REQUEST_PROMPTS = ["Hello world", "The quick brown fox", "Emoji: 🙂", "def add(a, b):"]
+
+
+def mixed_requests(n: int, first_max_tokens: int, sample_every: int
+                   ) -> list[tuple[str, dict[str, object]]]:
+    """``n`` requests of growing length; all but every ``sample_every``-th sample (seeded top-p).
+
+    Concurrency tests run them at once and compare with running them one by one.
+    """
+    out: list[tuple[str, dict[str, object]]] = []
+    for i in range(n):
+        params: dict[str, object] = {"max_tokens": first_max_tokens + i}
+        if i % sample_every:
+            params.update(temperature=1.0, top_p=0.95, seed=i)
+        out.append((REQUEST_PROMPTS[i % len(REQUEST_PROMPTS)], params))
+    return out
