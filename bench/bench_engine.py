@@ -160,12 +160,13 @@ def decode_stats(make: Callable[[int], Callable[[], list[int]]], n: int, reps: i
 
 
 def _spawn(key: str, root: Path, n: int, reps: int, extra: dict[str, Any],
-           pythonpath: str | None = None) -> dict[str, Any]:
+           pythonpath: str | None = None, script: str = __file__) -> dict[str, Any]:
+    """Run ``script --worker key`` in a fresh process (one engine each); its JSON result."""
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
     proc = subprocess.run(
-        [sys.executable, __file__, "--worker", key, "--root", str(root), "--new-tokens", str(n),
+        [sys.executable, script, "--worker", key, "--root", str(root), "--new-tokens", str(n),
          "--reps", str(reps), "--extra", json.dumps(extra)],
         capture_output=True, text=True, env=env)
     if proc.returncode:

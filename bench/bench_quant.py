@@ -31,7 +31,6 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -49,6 +48,9 @@ from bench_engine import (  # noqa: E402
     decode_stats,
     generate_maker,
     run_worker,
+)
+from bench_engine import (
+    _spawn as spawn,
 )
 
 NAMES = {
@@ -87,15 +89,7 @@ def _worker(name: str, root: Path, n: int, reps: int, extra: dict[str, Any]) -> 
 
 
 def _spawn(key: str, root: Path, n: int, reps: int, extra: dict[str, Any]) -> dict[str, Any]:
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
-    proc = subprocess.run(
-        [sys.executable, __file__, "--worker", key, "--root", str(root), "--new-tokens", str(n),
-         "--reps", str(reps), "--extra", json.dumps(extra)],
-        capture_output=True, text=True, env=env)
-    if proc.returncode:
-        raise SystemExit(f"worker {key} failed:\n{proc.stderr[-3000:]}")
-    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return result
+    return spawn(key, root, n, reps, extra, script=__file__)
 
 
 def _prepare(name: str, cache: Path, smollm2: Path) -> Path:
