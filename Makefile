@@ -38,6 +38,7 @@ simulate: setup
 
 lint: setup
 	$(BIN)/ruff check palm_middleware tests bench adapters examples
+	$(BIN)/ruff format --check palm_middleware tests bench adapters examples
 	$(BIN)/mypy
 
 test: lint

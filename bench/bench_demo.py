@@ -36,8 +36,15 @@ def load_replies(path: Path) -> dict[str, dict[str, dict[str, float]]]:
     return out
 
 
-def replay(portfolio_path: Path, policy_path: Path, replies: dict[str, dict[str, dict[str, float]]],
-           rounds: int, seed: int, margin: float, focus: float = 0.9) -> dict[str, bool]:
+def replay(
+    portfolio_path: Path,
+    policy_path: Path,
+    replies: dict[str, dict[str, dict[str, float]]],
+    rounds: int,
+    seed: int,
+    margin: float,
+    focus: float = 0.9,
+) -> dict[str, bool]:
     portfolio = load_portfolio(portfolio_path)
     policy = load_policy(policy_path)
     users = default_users(portfolio.space.names, focus=focus)
@@ -64,16 +71,21 @@ def replay(portfolio_path: Path, policy_path: Path, replies: dict[str, dict[str,
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--replies", type=Path, required=True)
     ap.add_argument("--portfolio", type=Path, required=True)
     ap.add_argument("--policy", type=Path, default=Path("policies/assistant.yaml"))
     ap.add_argument("--rounds", type=int, nargs="+", default=[4, 8, 12, 16])
     ap.add_argument("--margins", type=float, nargs="+", default=[0.0])
     ap.add_argument("--seeds", type=int, default=40)
-    ap.add_argument("--focus", type=float, default=0.9,
-                    help="hidden weight of each user's main trait (palm demo: 0.9)")
+    ap.add_argument(
+        "--focus",
+        type=float,
+        default=0.9,
+        help="hidden weight of each user's main trait (palm demo: 0.9)",
+    )
     a = ap.parse_args()
     replies = load_replies(a.replies)
     t0 = time.perf_counter()
@@ -82,12 +94,15 @@ def main() -> None:
     print("|---|---|" + "---|" * (len(users) + 1))
     for margin in a.margins:
         for r in a.rounds:
-            runs = [replay(a.portfolio, a.policy, replies, r, s, margin, a.focus)
-                    for s in range(a.seeds)]
+            runs = [
+                replay(a.portfolio, a.policy, replies, r, s, margin, a.focus)
+                for s in range(a.seeds)
+            ]
             per = [np.mean([x[u] for x in runs]) for u in users]
             every = np.mean([all(x.values()) for x in runs])
-            print(f"| {margin:g} | {r} | " + " | ".join(f"{v:.2f}" for v in per)
-                  + f" | {every:.2f} |")
+            print(
+                f"| {margin:g} | {r} | " + " | ".join(f"{v:.2f}" for v in per) + f" | {every:.2f} |"
+            )
     print(f"\n{a.seeds} seeds per cell; {time.perf_counter() - t0:.0f} s")
 
 

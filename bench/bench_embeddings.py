@@ -25,28 +25,35 @@ from palm_middleware.embeddings import OnnxEmbedder, export_embedder
 from palm_middleware.policy.topics import TopicClassifier
 
 REPO = Path(__file__).resolve().parents[1]
-WORDS = ("please help me understand why the model routes my question about taxes travel bread "
-         "football elections medicine music homework code python weather tomorrow should I "
-         "invest in stocks or save for a house my teacher said the essay needs more evidence "
-         "and a clearer argument").split()
+WORDS = (
+    "please help me understand why the model routes my question about taxes travel bread "
+    "football elections medicine music homework code python weather tomorrow should I "
+    "invest in stocks or save for a house my teacher said the essay needs more evidence "
+    "and a clearer argument"
+).split()
 
 
 def messages(n: int, rng: np.random.Generator) -> list[str]:
-    return [f"{i}: " + " ".join(rng.choice(WORDS, size=int(rng.integers(5, 61))))
-            for i in range(n)]
+    return [f"{i}: " + " ".join(rng.choice(WORDS, size=int(rng.integers(5, 61)))) for i in range(n)]
 
 
 def pct(xs: list[float]) -> str:
     a = np.array(xs) * 1e3
-    return (f"p50 {np.percentile(a, 50):8.3f} ms  p90 {np.percentile(a, 90):8.3f} ms  "
-            f"mean {a.mean():8.3f} ms")
+    return (
+        f"p50 {np.percentile(a, 50):8.3f} ms  p90 {np.percentile(a, 90):8.3f} ms  "
+        f"mean {a.mean():8.3f} ms"
+    )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--messages", type=int, default=300)
-    ap.add_argument("--threads", type=int, default=1,
-                    help="ONNX Runtime intra-op threads (0: let ONNX Runtime choose)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="ONNX Runtime intra-op threads (0: let ONNX Runtime choose)",
+    )
     ap.add_argument("--out", default=None, help="export folder (default: a temporary one)")
     args = ap.parse_args()
     threads = args.threads or None
@@ -73,8 +80,7 @@ def main() -> None:
 
         policy = load_policy(REPO / "policies" / "strict.yaml")
         assert policy.spec is not None
-        clf = TopicClassifier(policy.spec.topics, embedder=OnnxEmbedder(folder,
-                                                                           threads=threads))
+        clf = TopicClassifier(policy.spec.topics, embedder=OnnxEmbedder(folder, threads=threads))
         fresh = messages(args.messages, np.random.default_rng(1))
         cls = []
         for m in fresh:
@@ -87,11 +93,15 @@ def main() -> None:
         batch.embed(msgs)
         batch_s = time.perf_counter() - t
 
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"Python {platform.python_version()}, onnxruntime {card['onnxruntime']}, "
-          f"threads {threads or 'default'}")
-    print(f"export (build graph + check + write): {export_s:.1f} s; "
-          f"max |onnx - numpy float64| = {card['check']['max_abs_diff']:.2g}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}, onnxruntime {card['onnxruntime']}, "
+        f"threads {threads or 'default'}"
+    )
+    print(
+        f"export (build graph + check + write): {export_s:.1f} s; "
+        f"max |onnx - numpy float64| = {card['check']['max_abs_diff']:.2g}"
+    )
     print(f"embed 1 message, cache miss   {pct(miss)}")
     print(f"embed 1 message, cache hit    {pct(hit)}")
     print(f"classify (strict topics), miss {pct(cls)}")

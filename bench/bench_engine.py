@@ -121,8 +121,9 @@ def _worker(name: str, root: Path, n: int, reps: int, extra: dict[str, Any]) -> 
             from optimum.onnxruntime import ORTModelForCausalLM
 
             torch.set_num_threads(1)
-            model: Any = ORTModelForCausalLM.from_pretrained(root / "onnx",
-                                                             provider="CPUExecutionProvider")
+            model: Any = ORTModelForCausalLM.from_pretrained(
+                root / "onnx", provider="CPUExecutionProvider"
+            )
         else:
             from transformers import AutoModelForCausalLM
 
@@ -142,33 +143,62 @@ def generate_maker(model: Any, prompt: list[int]) -> Callable[[int], Callable[[]
     def make(k: int) -> Callable[[], list[int]]:
         def run() -> list[int]:
             with torch.no_grad():
-                out = model.generate(ids, attention_mask=torch.ones_like(ids),
-                                     max_new_tokens=k, min_new_tokens=k, do_sample=False,
-                                     pad_token_id=0)
-            return [int(t) for t in out[0, len(prompt):]]
+                out = model.generate(
+                    ids,
+                    attention_mask=torch.ones_like(ids),
+                    max_new_tokens=k,
+                    min_new_tokens=k,
+                    do_sample=False,
+                    pad_token_id=0,
+                )
+            return [int(t) for t in out[0, len(prompt) :]]
+
         return run
+
     return make
 
 
-def decode_stats(make: Callable[[int], Callable[[], list[int]]], n: int, reps: int,
-                 load: float) -> dict[str, Any]:
+def decode_stats(
+    make: Callable[[int], Callable[[], list[int]]], n: int, reps: int, load: float
+) -> dict[str, Any]:
     """Prefill = time of 1 token; decode tok/s = (n - 1) / (t(n) - t(1)), medians of reps."""
     t1 = _median_time(make(1), reps)
     tn = _median_time(make(n), reps)
-    return {"prefill_ms": t1 * 1e3, "tps": (n - 1) / (tn - t1), "tokens": make(n)(),
-            "load": load}
+    return {"prefill_ms": t1 * 1e3, "tps": (n - 1) / (tn - t1), "tokens": make(n)(), "load": load}
 
 
-def _spawn(key: str, root: Path, n: int, reps: int, extra: dict[str, Any],
-           pythonpath: str | None = None, script: str = __file__) -> dict[str, Any]:
+def _spawn(
+    key: str,
+    root: Path,
+    n: int,
+    reps: int,
+    extra: dict[str, Any],
+    pythonpath: str | None = None,
+    script: str = __file__,
+) -> dict[str, Any]:
     """Run ``script --worker key`` in a fresh process (one engine each); its JSON result."""
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
     proc = subprocess.run(
-        [sys.executable, script, "--worker", key, "--root", str(root), "--new-tokens", str(n),
-         "--reps", str(reps), "--extra", json.dumps(extra)],
-        capture_output=True, text=True, env=env)
+        [
+            sys.executable,
+            script,
+            "--worker",
+            key,
+            "--root",
+            str(root),
+            "--new-tokens",
+            str(n),
+            "--reps",
+            str(reps),
+            "--extra",
+            json.dumps(extra),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     if proc.returncode:
         raise SystemExit(f"worker {key} failed:\n{proc.stderr[-3000:]}")
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -178,16 +208,20 @@ def _spawn(key: str, root: Path, n: int, reps: int, extra: dict[str, Any],
 def _baseline(rev: str, into: Path) -> Path:
     """The package at git revision ``rev``, extracted to ``into``."""
     repo = Path(__file__).parents[1]
-    data = subprocess.run(["git", "-C", str(repo), "archive", rev, "palm_middleware"],
-                          capture_output=True, check=True).stdout
+    data = subprocess.run(
+        ["git", "-C", str(repo), "archive", rev, "palm_middleware"], capture_output=True, check=True
+    ).stdout
     with tarfile.open(fileobj=BytesIO(data)) as tar:
         tar.extractall(into, filter="data")
     return into
 
 
 def _med(values: list[float]) -> str:
-    return (f"{statistics.median(values):.1f} ({min(values):.1f}–{max(values):.1f})"
-            if len(values) > 1 else f"{values[0]:.1f}")
+    return (
+        f"{statistics.median(values):.1f} ({min(values):.1f}–{max(values):.1f})"
+        if len(values) > 1
+        else f"{values[0]:.1f}"
+    )
 
 
 def _bench(name: str, args: argparse.Namespace, cache: Path, baseline: Path) -> str:
@@ -195,16 +229,18 @@ def _bench(name: str, args: argparse.Namespace, cache: Path, baseline: Path) -> 
     root = _models.build(name, cache)
     n = args.new_tokens
     config = json.loads((root / "onnx" / "config.json").read_text())
-    need = {k: _models.bytes_per_token(root / k / "model.onnx", config, PROMPT + n / 2)
-            for k in ("onnx", "fused")}
+    need = {
+        k: _models.bytes_per_token(root / k / "model.onnx", config, PROMPT + n / 2)
+        for k in ("onnx", "fused")
+    }
     loads = [os.getloadavg()[0]]
     runs: dict[str, list[dict[str, Any]]] = {k: [] for k in (*NAMES, "bandwidth")}
     for _ in range(args.rounds):
-        runs["bandwidth"].append(_spawn("bandwidth", root, n, args.reps,
-                                        {"bytes": need["fused"]["total"]}))
+        runs["bandwidth"].append(
+            _spawn("bandwidth", root, n, args.reps, {"bytes": need["fused"]["total"]})
+        )
         for key in NAMES:
-            r = _spawn(key, root, n, args.reps, {},
-                       str(baseline) if key == "before" else None)
+            r = _spawn(key, root, n, args.reps, {}, str(baseline) if key == "before" else None)
             runs[key].append(r)
             loads.append(r["load"])
     loads.append(os.getloadavg()[0])
@@ -212,8 +248,10 @@ def _bench(name: str, args: argparse.Namespace, cache: Path, baseline: Path) -> 
     agree = {k: sum(a == b for a, b in zip(runs[k][0]["tokens"], ref)) for k in NAMES}
     before = runs["before"][0]["tokens"]
     same = {k: sum(a == b for a, b in zip(runs[k][0]["tokens"], before)) for k in NAMES}
-    bw = {m: statistics.median(r["gbps"][m] for r in runs["bandwidth"])
-          for m in runs["bandwidth"][0]["gbps"]}
+    bw = {
+        m: statistics.median(r["gbps"][m] for r in runs["bandwidth"])
+        for m in runs["bandwidth"][0]["gbps"]
+    }
     bound_gbps = max(bw.values())
     eager = statistics.median(r["tps"] for r in runs["eager"])
     total = need["fused"]["total"]
@@ -241,13 +279,15 @@ def _bench(name: str, args: argparse.Namespace, cache: Path, baseline: Path) -> 
         lines.append(
             f"| {label} | {_med([r['prefill_ms'] for r in runs[key]])} | {_med(tps)} | "
             f"{med / eager:.2f}x | {med * total / (bound_gbps * 1e9):.0%} | {agree[key]} / "
-            f"{same[key]} |")
+            f"{same[key]} |"
+        )
     lines += [
         "",
         f"Bandwidth bound: a decode step reads {total / 1e6:.1f} MB (weights "
         f"{need['fused']['weights'] / 1e6:.1f} MB + KV cache at the mean past of "
         f"{PROMPT + n / 2:.0f} positions {need['fused']['kv'] / 1e6:.1f} MB); reading a "
-        f"buffer of that size: " + ", ".join(f"{m} {v:.1f} GB/s" for m, v in bw.items())
+        f"buffer of that size: "
+        + ", ".join(f"{m} {v:.1f} GB/s" for m, v in bw.items())
         + f" (medians) → bound {bound_gbps:.1f} GB/s = "
         f"**{bound_gbps * 1e9 / total:.1f} tok/s**.",
         "",
@@ -262,15 +302,20 @@ def add_worker_options(ap: argparse.ArgumentParser, names: Iterable[str]) -> Non
     ap.add_argument("--extra", default="{}", help=argparse.SUPPRESS)
 
 
-def run_worker(args: argparse.Namespace,
-               worker: Callable[[str, Path, int, int, dict[str, Any]], dict[str, Any]]) -> bool:
+def run_worker(
+    args: argparse.Namespace,
+    worker: Callable[[str, Path, int, int, dict[str, Any]], dict[str, Any]],
+) -> bool:
     """In a child process: measure one engine, print its JSON and return True."""
     os.environ["HF_HUB_OFFLINE"] = "1"
     warnings.filterwarnings("ignore")
     if not args.worker:
         return False
-    print(json.dumps(worker(args.worker, Path(args.root), args.new_tokens, args.reps,
-                            json.loads(args.extra))))
+    print(
+        json.dumps(
+            worker(args.worker, Path(args.root), args.new_tokens, args.reps, json.loads(args.extra))
+        )
+    )
     return True
 
 
@@ -280,8 +325,9 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--baseline", default="8143aa7",
-                    help="git revision whose engine is the 'before' row")
+    ap.add_argument(
+        "--baseline", default="8143aa7", help="git revision whose engine is the 'before' row"
+    )
     ap.add_argument("--cache", help="keep built models here (default: a temporary folder)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "engine.md"))
     ap.add_argument("--append", action="store_true", help="append to --out")
@@ -297,8 +343,10 @@ def main() -> None:
         cache = Path(args.cache) if args.cache else Path(tmp) / "models"
         baseline = _baseline(args.baseline, Path(tmp) / "baseline")
         sections = [_bench(name, args, cache, baseline) for name in args.models]
-    head = (f"onnxruntime {onnxruntime.__version__}, torch {torch.__version__}, "
-            f"transformers {transformers.__version__}\n\n")
+    head = (
+        f"onnxruntime {onnxruntime.__version__}, torch {torch.__version__}, "
+        f"transformers {transformers.__version__}\n\n"
+    )
     text = head + "\n".join(sections)
     print(text)
     out = Path(args.out)

@@ -31,8 +31,10 @@ def main() -> None:
     prompts = load_prompt_set(bundled("prompts.yaml")).prompts
     held = yaml.safe_load((HERE / "data" / "guard_heldout.yaml").read_text(encoding="utf-8"))
     sets = {
-        "prompt set (seen)": ([p.text for p in prompts if p.risky],
-                              [p.text for p in prompts if not p.risky]),
+        "prompt set (seen)": (
+            [p.text for p in prompts if p.risky],
+            [p.text for p in prompts if not p.risky],
+        ),
         "held-out": (held["risky"], held["harmless"]),
     }
     print("| set | topics by | risky caught | harmless flagged | misses / false positives |")
@@ -43,9 +45,11 @@ def main() -> None:
         for name, (risky, harmless) in sets.items():
             missed = [t for t in risky if not clf.classify(t)]
             flagged = [t for t in harmless if clf.classify(t)]
-            print(f"| {name} | {how} | {len(risky) - len(missed)}/{len(risky)} | "
-                  f"{len(flagged)}/{len(harmless)} | "
-                  f"{'; '.join(repr(t[:48]) for t in missed + flagged) or '—'} |")
+            print(
+                f"| {name} | {how} | {len(risky) - len(missed)}/{len(risky)} | "
+                f"{len(flagged)}/{len(harmless)} | "
+                f"{'; '.join(repr(t[:48]) for t in missed + flagged) or '—'} |"
+            )
 
 
 if __name__ == "__main__":

@@ -96,8 +96,12 @@ def _bench(name: str, cache: Path) -> str:
         for i in range(max(KS)):
             _random_adapter(folder / "adapters" / f"a{i}.onnx_adapter", sites, seed=i)
     adapter = (folder / "adapters" / "a0.onnx_adapter").stat().st_size
-    proc = subprocess.run([sys.executable, __file__, "--worker", str(folder)],
-                          capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    proc = subprocess.run(
+        [sys.executable, __file__, "--worker", str(folder)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, HF_HUB_OFFLINE="1"),
+    )
     if proc.returncode:
         raise SystemExit(proc.stderr[-3000:])
     r = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -119,9 +123,11 @@ def _bench(name: str, cache: Path) -> str:
     ]
     for k in KS:
         limit = 1.10 * (r["base"] + k * adapter)
-        lines.append(f"| base + {k} adapters | {r[f'k{k}'] / mb:.0f} | {limit / mb:.0f} | "
-                     f"{(r[f'k{k}'] - r['base']) / k / mb:.2f} | "
-                     f"{'yes' if r[f'k{k}'] <= limit else 'no'} |")
+        lines.append(
+            f"| base + {k} adapters | {r[f'k{k}'] / mb:.0f} | {limit / mb:.0f} | "
+            f"{(r[f'k{k}'] - r['base']) / k / mb:.2f} | "
+            f"{'yes' if r[f'k{k}'] <= limit else 'no'} |"
+        )
     lines += [
         f"| base + {max(KS)}, after 2 more requests per member | {r['again'] / mb:.0f} | — | "
         f"— | growth {(r['again'] - r[f'k{max(KS)}']) / mb:+.1f} MB |",
@@ -145,8 +151,7 @@ def main() -> None:
         text = "\n".join(_bench(name, cache) for name in args.models)
     print(text)
     out = Path(args.out)
-    out.write_text((out.read_text() + "\n" if out.exists() else "# Engine benchmark\n\n")
-                   + text)
+    out.write_text((out.read_text() + "\n" if out.exists() else "# Engine benchmark\n\n") + text)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,9 @@ from palm_middleware.routing import Router
 
 def fifty_rule_policy() -> str:
     lines = [
-        "version: 2", "name: bench50", "traits: [safety, helpfulness, humor, brevity]",
+        "version: 2",
+        "name: bench50",
+        "traits: [safety, helpfulness, humor, brevity]",
         "defaults: {weights: {safety: 0.3, helpfulness: 0.4, humor: 0.1, brevity: 0.2}}",
         "topics:",
         *[f"  t{i}: {{keywords: [word{i}]}}" for i in range(10)],
@@ -64,13 +66,19 @@ def main() -> None:
         return router.route(w).member
 
     rng = np.random.default_rng(0)
-    ctxs = [RequestContext(
-        topics=frozenset(f"t{t}" for t in rng.choice(10, size=rng.integers(0, 3), replace=False)),
-        cohort=str(rng.choice(["adult", "minor", "student"])),
-        channel=str(rng.choice(["web", "api", "app"])),
-        attributes={"plan": str(rng.choice(["free", "pro"]))},
-        minute=int(rng.integers(0, 1440)), weekday=int(rng.integers(0, 7)),
-    ) for _ in range(64)]
+    ctxs = [
+        RequestContext(
+            topics=frozenset(
+                f"t{t}" for t in rng.choice(10, size=rng.integers(0, 3), replace=False)
+            ),
+            cohort=str(rng.choice(["adult", "minor", "student"])),
+            channel=str(rng.choice(["web", "api", "app"])),
+            attributes={"plan": str(rng.choice(["free", "pro"]))},
+            minute=int(rng.integers(0, 1440)),
+            weekday=int(rng.integers(0, 7)),
+        )
+        for _ in range(64)
+    ]
     ws = rng.dirichlet(np.ones(4), size=64)
     for c, w in zip(ctxs, ws):  # warm the merge cache, as a serving process would be
         policy.evaluate(c, w, evidence=20.0, choose=choose)
@@ -88,13 +96,20 @@ def main() -> None:
     base = timed(lambda c, w: policy.clamp(w, evidence=20.0))
     ev_only = timed(lambda c, w: policy.evaluate(c, w, evidence=20.0))
     ev_route = timed(lambda c, w: policy.evaluate(c, w, evidence=20.0, choose=choose))
-    print(f"machine: {platform.processor() or platform.machine()}, Python "
-          f"{platform.python_version()}, numpy {np.__version__}")
-    for name, xs in (("clamp only (baseline)", base), ("evaluate, 50 rules", ev_only),
-                     ("evaluate + member rules (router)", ev_route)):
+    print(
+        f"machine: {platform.processor() or platform.machine()}, Python "
+        f"{platform.python_version()}, numpy {np.__version__}"
+    )
+    for name, xs in (
+        ("clamp only (baseline)", base),
+        ("evaluate, 50 rules", ev_only),
+        ("evaluate + member rules (router)", ev_route),
+    ):
         a = np.array(xs) * 1e6
-        print(f"{name:36s} p50 {np.percentile(a, 50):6.1f} us  p99 {np.percentile(a, 99):6.1f} us"
-              f"  mean {a.mean():6.1f} us")
+        print(
+            f"{name:36s} p50 {np.percentile(a, 50):6.1f} us  p99 {np.percentile(a, 99):6.1f} us"
+            f"  mean {a.mean():6.1f} us"
+        )
 
 
 if __name__ == "__main__":

@@ -61,8 +61,12 @@ NAMES = {
     "int4": "palm OnnxEngine, int4 (LM head int4)",
     "int4-head32": "palm OnnxEngine, int4 (LM head fp32)",
 }
-VARIANTS = {"int8": (8, True), "int8-head32": (8, False), "int4": (4, True),
-            "int4-head32": (4, False)}
+VARIANTS = {
+    "int8": (8, True),
+    "int8-head32": (8, False),
+    "int4": (4, True),
+    "int4-head32": (4, False),
+}
 
 
 def _worker(name: str, root: Path, n: int, reps: int, extra: dict[str, Any]) -> dict[str, Any]:
@@ -129,23 +133,29 @@ def _bench(name: str, args: argparse.Namespace, cache: Path) -> str:
     n = args.new_tokens
     config = json.loads((root / "fp32" / "config.json").read_text())
     past = PROMPT + n / 2
-    need = {k: _models.bytes_per_token(root / k / "model.onnx", config, past)
-            for k in NAMES if k != "eager"}
+    need = {
+        k: _models.bytes_per_token(root / k / "model.onnx", config, past)
+        for k in NAMES
+        if k != "eager"
+    }
     need["eager"] = need["fp32"]  # the same fp32 weights
     loads = [os.getloadavg()[0]]
     runs: dict[str, list[dict[str, Any]]] = {k: [] for k in (*NAMES, "bandwidth")}
     engines = {k: v for k, v in NAMES.items() if k in args.engines}
     for _ in range(args.rounds):
-        runs["bandwidth"].append(_spawn("bandwidth", root, n, args.reps,
-                                        {"bytes": need["fp32"]["total"]}))
+        runs["bandwidth"].append(
+            _spawn("bandwidth", root, n, args.reps, {"bytes": need["fp32"]["total"]})
+        )
         for key in engines:
             r = _spawn(key, root, n, args.reps, {})
             runs[key].append(r)
             loads.append(r["load"])
     loads.append(os.getloadavg()[0])
     ref = runs["fp32"][0]["tokens"]
-    bw = {m: statistics.median(r["gbps"][m] for r in runs["bandwidth"])
-          for m in runs["bandwidth"][0]["gbps"]}
+    bw = {
+        m: statistics.median(r["gbps"][m] for r in runs["bandwidth"])
+        for m in runs["bandwidth"][0]["gbps"]
+    }
     bound = max(bw.values())
     eager = statistics.median(r["tps"] for r in runs["eager"])
     eager_best = max(r["tps"] for r in runs["eager"])
@@ -176,16 +186,22 @@ def _bench(name: str, args: argparse.Namespace, cache: Path) -> str:
         same = sum(a == b for a, b in zip(runs[key][0]["tokens"], ref))
         q = _card(root, key)
         a = q.get("agreement")
-        agree = (f"{a['prefix']:.0%} / {a['overall']:.0%} / {a['teacher_forced']:.0%}, "
-                 f"{a['max_logit_diff_first_step']:.2f}" if a else "—")
+        agree = (
+            f"{a['prefix']:.0%} / {a['overall']:.0%} / {a['teacher_forced']:.0%}, "
+            f"{a['max_logit_diff_first_step']:.2f}"
+            if a
+            else "—"
+        )
         lines.append(
             f"| {label} | {total / 1e6:.0f} | {_med([r['prefill_ms'] for r in runs[key]])} | "
             f"{_med(tps)} | {med / eager:.2f}x / {max(tps) / eager_best:.2f}x | "
-            f"{med * total / (bound * 1e9):.0%} | {same} | {agree} |")
+            f"{med * total / (bound * 1e9):.0%} | {same} | {agree} |"
+        )
     lines += [
         "",
         f"Bandwidth bound: reading a buffer of the fp32 step's {need['fp32']['total'] / 1e6:.1f} "
-        "MB: " + ", ".join(f"{m} {v:.1f} GB/s" for m, v in bw.items())
+        "MB: "
+        + ", ".join(f"{m} {v:.1f} GB/s" for m, v in bw.items())
         + f" (medians) → bound {bound:.1f} GB/s = **{bound * 1e9 / need['fp32']['total']:.1f} "
         f"tok/s at fp32**, {bound * 1e9 / need['int8']['total']:.1f} at int8, "
         f"{bound * 1e9 / need['int4']['total']:.1f} at int4.",
@@ -196,17 +212,27 @@ def _bench(name: str, args: argparse.Namespace, cache: Path) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--models", nargs="+", choices=["gpt2-124m", "smollm2-135m", "tiny"],
-                    default=["tiny"])
-    ap.add_argument("--engines", nargs="+", choices=list(NAMES), default=list(NAMES),
-                    help="rows to measure (eager and fp32 are needed for the ratios)")
+    ap.add_argument(
+        "--models", nargs="+", choices=["gpt2-124m", "smollm2-135m", "tiny"], default=["tiny"]
+    )
+    ap.add_argument(
+        "--engines",
+        nargs="+",
+        choices=list(NAMES),
+        default=list(NAMES),
+        help="rows to measure (eager and fp32 are needed for the ratios)",
+    )
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--cache", default="/tmp/palm-quant-models",
-                    help="built and quantized models are kept here")
-    ap.add_argument("--smollm2", default="/tmp/palm-cache/smollm2",
-                    help="the prepared fp32 SmolLM2 export (palm prepare-base)")
+    ap.add_argument(
+        "--cache", default="/tmp/palm-quant-models", help="built and quantized models are kept here"
+    )
+    ap.add_argument(
+        "--smollm2",
+        default="/tmp/palm-cache/smollm2",
+        help="the prepared fp32 SmolLM2 export (palm prepare-base)",
+    )
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "engine.md"))
     ap.add_argument("--append", action="store_true", help="append to --out (else print only)")
     add_worker_options(ap, NAMES)
@@ -218,8 +244,10 @@ def main() -> None:
     import transformers
 
     sections = [_bench(name, args, Path(args.cache)) for name in args.models]
-    text = (f"onnxruntime {onnxruntime.__version__}, torch {torch.__version__}, "
-            f"transformers {transformers.__version__}\n\n" + "\n".join(sections))
+    text = (
+        f"onnxruntime {onnxruntime.__version__}, torch {torch.__version__}, "
+        f"transformers {transformers.__version__}\n\n" + "\n".join(sections)
+    )
     print(text)
     if args.append:
         out = Path(args.out)

@@ -25,14 +25,24 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=20)
     args = ap.parse_args()
     t0 = time.perf_counter()
-    results = [run_simulation(SimulationConfig(n_users=args.users, n_events=args.events,
-                                               seed=s)) for s in args.seeds]
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo")
-                if ln.startswith("model name")), platform.processor())
+    results = [
+        run_simulation(SimulationConfig(n_users=args.users, n_events=args.events, seed=s))
+        for s in args.seeds
+    ]
+    cpu = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in open("/proc/cpuinfo")
+            if ln.startswith("model name")
+        ),
+        platform.processor(),
+    )
     print(f"machine: {os.cpu_count()} cores, {cpu}; {time.perf_counter() - t0:.0f} s")
-    print(f"d=4 traits, 6 members, {args.users} users x {len(args.seeds)} seeds, beta=10, "
-          f"10% label noise; regret after {args.events} events, % of oracle value "
-          "(mean over seeds ± s.d. across seeds)\n")
+    print(
+        f"d=4 traits, 6 members, {args.users} users x {len(args.seeds)} seeds, beta=10, "
+        f"10% label noise; regret after {args.events} events, % of oracle value "
+        "(mean over seeds ± s.d. across seeds)\n"
+    )
     print("| method | pairwise | thumbs |")
     print("|---|---|---|")
     for mi, m in enumerate(METHODS):
@@ -45,8 +55,10 @@ def main() -> None:
         mi = METHODS.index("preference_model")
         cov = np.mean([r.coverage[fb][mi, -1] for r in results])
         err = np.mean([r.weight_error[fb][mi, -1] for r in results])
-        print(f"\n{fb}: preference_model 90% credible intervals cover the true weight "
-              f"{100 * cov:.1f}% of the time; weight error (total variation) {err:.3f}")
+        print(
+            f"\n{fb}: preference_model 90% credible intervals cover the true weight "
+            f"{100 * cov:.1f}% of the time; weight error (total variation) {err:.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -31,8 +31,9 @@ def table(rows: list[dict[str, str]], descriptions: dict[str, str]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("candidates", type=Path)
-    ap.add_argument("--manifest", type=Path,
-                    default=Path("palm_middleware/data/candidates_smollm2.yaml"))
+    ap.add_argument(
+        "--manifest", type=Path, default=Path("palm_middleware/data/candidates_smollm2.yaml")
+    )
     ap.add_argument("--log", type=Path, required=True, help="stdout of the palm eval run")
     ap.add_argument("--command", required=True)
     ap.add_argument("--machine", required=True)
@@ -44,13 +45,15 @@ def main() -> None:
     spec = yaml.safe_load(a.manifest.read_text())
     desc = {m["id"]: m.get("description", "") for m in spec["members"]}
     log = "\n".join(ln for ln in a.log.read_text().splitlines() if ln.strip())
-    text = (f"# Candidate members over SmolLM2-135M-Instruct: measured profiles\n\n"
-            f"Machine: {a.machine}\n\nCommand:\n\n```\n{a.command}\n```\n\n"
-            f"Mean ± standard error over the prompts (scorers: palm_middleware/data/scorers.yaml; "
-            f"1 = brief / structured / formal).\n\n{table(rows, desc)}\n\n"
-            + (f"{a.notes}\n\n" if a.notes else "")
-            + f"Run log (tokens per reply, share cut at max_tokens, cache hits, seconds):\n\n"
-            f"```\n{log}\n```\n")
+    text = (
+        f"# Candidate members over SmolLM2-135M-Instruct: measured profiles\n\n"
+        f"Machine: {a.machine}\n\nCommand:\n\n```\n{a.command}\n```\n\n"
+        f"Mean ± standard error over the prompts (scorers: palm_middleware/data/scorers.yaml; "
+        f"1 = brief / structured / formal).\n\n{table(rows, desc)}\n\n"
+        + (f"{a.notes}\n\n" if a.notes else "")
+        + f"Run log (tokens per reply, share cut at max_tokens, cache hits, seconds):\n\n"
+        f"```\n{log}\n```\n"
+    )
     a.output.write_text(text)
 
 

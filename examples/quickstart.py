@@ -12,8 +12,9 @@ from palm_middleware.cli._common import bundled
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         store = SQLiteStore(Path(tmp) / "palm.db")
-        palm = Palm(load_portfolio(bundled("portfolio.yaml")),
-                    load_policy(bundled("policy.yaml")), store)
+        palm = Palm(
+            load_portfolio(bundled("portfolio.yaml")), load_policy(bundled("policy.yaml")), store
+        )
         first = palm.decide("alice", [{"role": "user", "content": "How do tides work?"}])
         print("before:", first.member, "|", first.explanation)
         for loser in ("thorough", "careful", "balanced", "playful", "thorough", "balanced"):

@@ -189,9 +189,9 @@ def _scalar(node: yaml.Node, filename: str, error_cls: type[ConfigError]) -> Any
         ) from exc
 
 
-def issues_from_pydantic(exc: Any, doc: LocatedYAML, prefix: Sequence[str | int] = ()) -> list[
-    ConfigIssue
-]:
+def issues_from_pydantic(
+    exc: Any, doc: LocatedYAML, prefix: Sequence[str | int] = ()
+) -> list[ConfigIssue]:
     """Turn a pydantic ``ValidationError`` into located :class:`ConfigIssue` objects."""
     out = []
     for err in exc.errors(include_url=False):

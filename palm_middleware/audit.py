@@ -64,25 +64,37 @@ def verify_audit_chain(store: Store) -> ChainReport:
     checked = erased = 0
     for link in links:
         if link.prev_hash != prev:
-            problems.append(f"link {link.seq} ({link.record_id}): prev_hash does not match the "
-                            "previous link; a link was removed, inserted or altered")
+            problems.append(
+                f"link {link.seq} ({link.record_id}): prev_hash does not match the "
+                "previous link; a link was removed, inserted or altered"
+            )
         rec = records.get(link.record_id)
         if rec is None:
             if link.record_id in erased_ok:
                 erased += 1
             else:
-                problems.append(f"link {link.seq}: record {link.record_id} is missing and no "
-                                "forget record accounts for it (deleted outside forget)")
+                problems.append(
+                    f"link {link.seq}: record {link.record_id} is missing and no "
+                    "forget record accounts for it (deleted outside forget)"
+                )
         else:
-            digest = audit_hash(link.prev_hash, rec.record_id, rec.user_key, rec.kind,
-                                rec.payload, rec.ts)
+            digest = audit_hash(
+                link.prev_hash, rec.record_id, rec.user_key, rec.kind, rec.payload, rec.ts
+            )
             if digest != link.hash:
-                problems.append(f"link {link.seq}: record {link.record_id} was modified "
-                                "(hash mismatch)")
+                problems.append(
+                    f"link {link.seq}: record {link.record_id} was modified (hash mismatch)"
+                )
             else:
                 checked += 1
         prev = link.hash
     chained = {link.record_id for link in links}
     unchained = sum(1 for rid in records if rid not in chained)
-    return ChainReport(ok=not problems, checked=checked, erased=erased, unchained=unchained,
-                       head=prev, problems=problems)
+    return ChainReport(
+        ok=not problems,
+        checked=checked,
+        erased=erased,
+        unchained=unchained,
+        head=prev,
+        problems=problems,
+    )

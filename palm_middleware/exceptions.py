@@ -10,6 +10,8 @@ Our exception hierarchy::
           PolicyInfeasibleError          bounds that no weight vector satisfies (.rule_ids)
         ManifestError                    portfolio manifests
       InvalidParameterError(ValueError, TypeError)
+        InvalidRequestError              a request body PALM cannot read (.param names the field)
+        RequestTooLargeError             a request over the deployment's limits (HTTP 413)
       NotFittedError(ValueError, AttributeError)
       InvalidWeightsError(ValueError)    NaN, negative, wrong length, unknown trait
       InvalidEventError(ValueError)      malformed feedback events
@@ -39,6 +41,7 @@ __all__ = [
     "IdentityError",
     "InvalidEventError",
     "InvalidParameterError",
+    "InvalidRequestError",
     "InvalidWeightsError",
     "ManifestError",
     "ModelLoadError",
@@ -50,6 +53,7 @@ __all__ = [
     "PolicySyntaxError",
     "PolicyValidationError",
     "PolicyWarning",
+    "RequestTooLargeError",
     "StoreError",
     "StoreUnavailable",
 ]
@@ -135,6 +139,21 @@ class ManifestError(ConfigError):
 
 class InvalidParameterError(PalmError, ValueError, TypeError):
     """A parameter of a function or estimator is out of its allowed range."""
+
+
+class InvalidRequestError(InvalidParameterError):
+    """A request body PALM cannot read; ``param`` is the field path (``messages[2].content``).
+
+    Refused rather than passed on: a member must never read text the guard did not see.
+    """
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class RequestTooLargeError(InvalidRequestError):
+    """A request over the deployment's size limits (bytes, messages, characters): HTTP 413."""
 
 
 class NotFittedError(PalmError, ValueError, AttributeError):

@@ -126,14 +126,24 @@ class Decision:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {
-            "decision_id": self.decision_id, "member": self.member,
-            "runner_up": self.runner_up, "margin": round(self.margin, 6), "mode": self.mode,
-            "raw_weights": self.raw_weights, "weights": self.weights,
-            "rules_fired": list(self.rules_fired), "policy_version": self.policy_version,
-            "evidence": round(self.evidence, 4), "used_default": self.used_default,
-            "fallback": self.fallback, "cues": list(self.cues), "ts": self.ts,
-            "action": self.action, "rules_active": list(self.rules_active),
-            "topics": list(self.topics), "explanation": self.explanation,
+            "decision_id": self.decision_id,
+            "member": self.member,
+            "runner_up": self.runner_up,
+            "margin": round(self.margin, 6),
+            "mode": self.mode,
+            "raw_weights": self.raw_weights,
+            "weights": self.weights,
+            "rules_fired": list(self.rules_fired),
+            "policy_version": self.policy_version,
+            "evidence": round(self.evidence, 4),
+            "used_default": self.used_default,
+            "fallback": self.fallback,
+            "cues": list(self.cues),
+            "ts": self.ts,
+            "action": self.action,
+            "rules_active": list(self.rules_active),
+            "topics": list(self.topics),
+            "explanation": self.explanation,
         }
 
 
@@ -155,10 +165,14 @@ class Profile:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {
-            "user_key": self.user_key, "weights": self.weights,
+            "user_key": self.user_key,
+            "weights": self.weights,
             "credible_interval": {"lower": self.lower, "upper": self.upper},
-            "effective_weights": self.effective_weights, "rules_fired": list(self.rules_fired),
-            "evidence": self.evidence, "n_events": self.n_events, "opted_out": self.opted_out,
+            "effective_weights": self.effective_weights,
+            "rules_fired": list(self.rules_fired),
+            "evidence": self.evidence,
+            "n_events": self.n_events,
+            "opted_out": self.opted_out,
             "recent_events": self.recent_events,
         }
 
@@ -231,8 +245,9 @@ class Palm:
         self.clock = clock
         self._rng = check_random_state(random_state)
         self._rng_lock = threading.Lock()
-        self._model_params = dict(beta=beta, lapse=lapse, half_life=half_life,
-                                  n_particles=n_particles)
+        self._model_params = dict(
+            beta=beta, lapse=lapse, half_life=half_life, n_particles=n_particles
+        )
         # Fail now, not on the first feedback, if the parameters are bad.
         self._new_model().fit([])
         key = store.salt if salt is None else salt
@@ -291,9 +306,14 @@ class Palm:
             self._topics = cached
         return cached[1]
 
-    def context(self, messages: Sequence[Mapping[str, Any]] = (),
-                metadata: Mapping[str, Any] | None = None, *, now: float | None = None,
-                policy: BoundsPolicy | None = None) -> RequestContext:
+    def context(
+        self,
+        messages: Sequence[Mapping[str, Any]] = (),
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        now: float | None = None,
+        policy: BoundsPolicy | None = None,
+    ) -> RequestContext:
         """The request context conditions see.
 
         ``metadata`` must come from the adapter's authenticated request (cohort, channel and
@@ -357,8 +377,9 @@ class Palm:
             summary, opted_out = self._summary(record, now, policy)
             raw = summary.mean
             check_simplex(raw, self.portfolio.space, "inferred weights")
-            ev = policy.evaluate(ctx, raw, evidence=summary.evidence, personalized=not opted_out,
-                                 choose=self._choose)
+            ev = policy.evaluate(
+                ctx, raw, evidence=summary.evidence, personalized=not opted_out, choose=self._choose
+            )
             if ev.action != "block":
                 route, used = self._route(summary, ev, ctx, policy)
                 if compare is not None:
@@ -379,11 +400,23 @@ class Palm:
         names = self.portfolio.space.names
         if ev.action == "block":
             assert ev.action_rule is not None and ev.message is not None
-            self._audit(AuditRecord(decision_id, key, "block", {
-                "decision_id": decision_id, "rule_id": ev.action_rule,
-                "rules_active": list(ev.active), "topics": sorted(ctx.topics),
-                "policy_version": policy.version, "fallback": fallback, "ts": now,
-            }, now))
+            self._audit(
+                AuditRecord(
+                    decision_id,
+                    key,
+                    "block",
+                    {
+                        "decision_id": decision_id,
+                        "rule_id": ev.action_rule,
+                        "rules_active": list(ev.active),
+                        "topics": sorted(ctx.topics),
+                        "policy_version": policy.version,
+                        "fallback": fallback,
+                        "ts": now,
+                    },
+                    now,
+                )
+            )
             raise DecisionBlocked(ev.action_rule, ev.message)
         clamp = ev.clamp
         # In Thompson mode the draw was clamped on its own: cite its rules too.
@@ -392,20 +425,37 @@ class Palm:
         if compare is not None and route.mode != "compare":
             explanation += f"; comparison with {compare!r} not served: {refused or 'fallback'}"
         decision = Decision(
-            decision_id=decision_id, user_key=key, member=route.member,
-            runner_up=route.runner_up, margin=route.margin, mode=route.mode,
+            decision_id=decision_id,
+            user_key=key,
+            member=route.member,
+            runner_up=route.runner_up,
+            margin=route.margin,
+            mode=route.mode,
             raw_weights={n: float(v) for n, v in zip(names, raw)},
             weights={n: float(v) for n, v in zip(names, used.weights)},
-            rules_fired=rules, policy_version=policy.version, evidence=summary.evidence,
-            used_default=clamp.used_default or fallback is not None, fallback=fallback,
-            cues=cue_ids, explanation=explanation, ts=now, action=ev.action,
-            rules_active=ev.active, topics=tuple(sorted(ctx.topics)),
+            rules_fired=rules,
+            policy_version=policy.version,
+            evidence=summary.evidence,
+            used_default=clamp.used_default or fallback is not None,
+            fallback=fallback,
+            cues=cue_ids,
+            explanation=explanation,
+            ts=now,
+            action=ev.action,
+            rules_active=ev.active,
+            topics=tuple(sorted(ctx.topics)),
         )
         self._audit(AuditRecord(decision_id, key, "decision", decision.to_dict(), now))
         return decision
 
-    def _compare(self, route: Route, member: MemberId, ev: Evaluation, ctx: RequestContext,
-                 policy: BoundsPolicy) -> tuple[Route, str | None]:
+    def _compare(
+        self,
+        route: Route,
+        member: MemberId,
+        ev: Evaluation,
+        ctx: RequestContext,
+        policy: BoundsPolicy,
+    ) -> tuple[Route, str | None]:
         """``member`` served as one side of an A/B question, or ``route`` and why not."""
         if member not in self.portfolio:
             return route, f"{member!r} is not a member of the portfolio"
@@ -417,9 +467,15 @@ class Palm:
             return route, f"rules conditioned on the member apply to {member!r}"
         i = self.portfolio.index(member)
         scores = route.scores
-        return Route(member=member, index=i, value=float(scores[i]), runner_up=route.member,
-                     margin=float(scores[i] - scores[route.index]), mode="compare",
-                     scores=scores), None
+        return Route(
+            member=member,
+            index=i,
+            value=float(scores[i]),
+            runner_up=route.member,
+            margin=float(scores[i] - scores[route.index]),
+            mode="compare",
+            scores=scores,
+        ), None
 
     def _choose(self, weights: FloatArray) -> str:
         return self.router.route(weights).member
@@ -429,21 +485,30 @@ class Palm:
             return None
         scores = self.portfolio.rewards @ ev.clamp.weights
         i = self.portfolio.index(ev.member)
-        return Route(member=ev.member, index=i, value=float(scores[i]), runner_up=None,
-                     margin=0.0, mode="mean", scores=scores)
+        return Route(
+            member=ev.member,
+            index=i,
+            value=float(scores[i]),
+            runner_up=None,
+            margin=0.0,
+            mode="mean",
+            scores=scores,
+        )
 
     def _fallback_evaluation(self, policy: BoundsPolicy, ctx: RequestContext) -> Evaluation:
         """The deployment default under the rules of this context; never raises."""
         for c in (ctx, RequestContext()):
             try:
-                return policy.evaluate(c, policy.default.values, evidence=0.0,
-                                       personalized=False, choose=self._choose)
+                return policy.evaluate(
+                    c, policy.default.values, evidence=0.0, personalized=False, choose=self._choose
+                )
             except Exception:  # pragma: no cover - the default always evaluates
                 logger.exception("evaluating the default failed; trying without context")
         # Last resort: the unconditional bounds' clamped default.
         clamp = policy.clamp(policy.default.values, evidence=0.0, personalized=False)
-        return Evaluation(clamp=clamp, bounds=policy, active=(), action="clamp",
-                          action_rule=None)  # pragma: no cover
+        return Evaluation(
+            clamp=clamp, bounds=policy, active=(), action="clamp", action_rule=None
+        )  # pragma: no cover
 
     async def adecide(
         self,
@@ -455,7 +520,8 @@ class Palm:
     ) -> Decision:
         """Async :meth:`decide`; store I/O runs in a worker thread, never on the event loop."""
         return await asyncio.to_thread(
-            functools.partial(self.decide, user, messages, metadata, compare=compare))
+            functools.partial(self.decide, user, messages, metadata, compare=compare)
+        )
 
     def _prior_of(self, policy: BoundsPolicy) -> PosteriorSummary:
         """The policy's prior, summarized exactly (cached per policy version)."""
@@ -465,8 +531,9 @@ class Palm:
             self._priors[policy.version] = prior
         return prior
 
-    def _summary(self, record: ProfileRecord | None, now: float,
-                 policy: BoundsPolicy | None = None) -> tuple[PosteriorSummary, bool]:
+    def _summary(
+        self, record: ProfileRecord | None, now: float, policy: BoundsPolicy | None = None
+    ) -> tuple[PosteriorSummary, bool]:
         prior = self._prior_of(policy if policy is not None else self.policy)
         if record is None:
             return prior, False
@@ -480,8 +547,9 @@ class Palm:
             summary = _faded(summary, g, prior)
         return summary, opted_out
 
-    def _route(self, summary: PosteriorSummary, ev: Evaluation, ctx: RequestContext,
-               policy: BoundsPolicy) -> tuple[Route, ClampResult]:
+    def _route(
+        self, summary: PosteriorSummary, ev: Evaluation, ctx: RequestContext, policy: BoundsPolicy
+    ) -> tuple[Route, ClampResult]:
         """Route, and the clamp whose weights were used (in Thompson mode, the draw's)."""
         clamp = ev.clamp
         pinned = self._pinned(ev)
@@ -511,13 +579,20 @@ class Palm:
         return self.router.route(clamp.weights), clamp
 
     @staticmethod
-    def _member_ok(policy: BoundsPolicy, ctx: RequestContext, ev: Evaluation, member: str
-                   ) -> bool:
+    def _member_ok(policy: BoundsPolicy, ctx: RequestContext, ev: Evaluation, member: str) -> bool:
         return set(policy.active_rules(ctx.with_member(member))) <= (
-            set(ev.active) | {r.id for r in policy.rules if not r.conditional})
+            set(ev.active) | {r.id for r in policy.rules if not r.conditional}
+        )
 
-    def _explain(self, route: Route, ev: Evaluation, fallback: str | None, opted_out: bool,
-                 ctx: RequestContext, policy: BoundsPolicy) -> str:
+    def _explain(
+        self,
+        route: Route,
+        ev: Evaluation,
+        fallback: str | None,
+        opted_out: bool,
+        ctx: RequestContext,
+        policy: BoundsPolicy,
+    ) -> str:
         clamp = ev.clamp
         parts = [f"chose {route.explain()}"]
         if ev.action == "pin":
@@ -548,11 +623,15 @@ class Palm:
                     self.store.append_audit(head)
                 except StoreError as exc:
                     if exc.is_retryable:
-                        logger.error("audit write failed (%s); %d record(s) pending", exc,
-                                     len(self._outbox))
+                        logger.error(
+                            "audit write failed (%s); %d record(s) pending", exc, len(self._outbox)
+                        )
                         return
-                    logger.error("audit record refused by the store (%s); dead letter: %s", exc,
-                                 json.dumps(dataclasses.asdict(head), default=str))
+                    logger.error(
+                        "audit record refused by the store (%s); dead letter: %s",
+                        exc,
+                        json.dumps(dataclasses.asdict(head), default=str),
+                    )
                 except Exception as exc:  # keep serving; the record stays queued
                     logger.exception("audit write failed unexpectedly (%s)", exc)
                     return
@@ -564,8 +643,9 @@ class Palm:
         return len(self._outbox)
 
     # -- feedback -------------------------------------------------------------------------------
-    def record_feedback(self, user: UserId, event: FeedbackEvent,
-                        metadata: Mapping[str, Any] | None = None) -> bool:
+    def record_feedback(
+        self, user: UserId, event: FeedbackEvent, metadata: Mapping[str, Any] | None = None
+    ) -> bool:
         """Record one feedback event and update the user's profile atomically.
 
         Returns False when an event with the same ``event_id`` was already recorded (idempotent).
@@ -586,23 +666,34 @@ class Palm:
         limit = policy.evaluate(ctx, policy.default.values, evidence=0.0).max_step
         return self._apply(key, event.event_id, kind, obs, extra, now, limit=limit)
 
-    async def arecord_feedback(self, user: UserId, event: FeedbackEvent,
-                               metadata: Mapping[str, Any] | None = None) -> bool:
+    async def arecord_feedback(
+        self, user: UserId, event: FeedbackEvent, metadata: Mapping[str, Any] | None = None
+    ) -> bool:
         """Async :meth:`record_feedback`."""
         return await asyncio.to_thread(self.record_feedback, user, event, metadata)
 
     def _privacy(self, policy: BoundsPolicy) -> PrivacySpec:
         return policy.spec.privacy if policy.spec is not None else PrivacySpec()
 
-    def _apply(self, key: str, event_id: str, kind: str, obs: list[Observation],
-               extra: dict[str, Any], now: float, *, limit: float | None = None,
-               text: str | None = None) -> bool:
+    def _apply(
+        self,
+        key: str,
+        event_id: str,
+        kind: str,
+        obs: list[Observation],
+        extra: dict[str, Any],
+        now: float,
+        *,
+        limit: float | None = None,
+        text: str | None = None,
+    ) -> bool:
         privacy = self._privacy(self.policy)
         payload = {"obs": [o.to_dict() for o in obs], **extra}
         if text is not None and privacy.store == "events_with_text":
             payload["text"] = redact(text, privacy.redact)
-        record = EventRecord(event_id=f"{key}:{event_id}", user_key=key, kind=kind,
-                             payload=payload, ts=now)
+        record = EventRecord(
+            event_id=f"{key}:{event_id}", user_key=key, kind=kind, payload=payload, ts=now
+        )
         fold = privacy.store == "weights_only"
 
         def update(profile: ProfileRecord | None, events: list[EventRecord]) -> dict[str, Any]:
@@ -622,9 +713,15 @@ class Palm:
                 self.store.purge_events(before=math.inf, user_key=key)
         return added
 
-    def _rebuild(self, profile: ProfileRecord | None, events: list[EventRecord], *,
-                 new_id: str | None = None, limit: float | None = None, fold: bool = False
-                 ) -> dict[str, Any]:
+    def _rebuild(
+        self,
+        profile: ProfileRecord | None,
+        events: list[EventRecord],
+        *,
+        new_id: str | None = None,
+        limit: float | None = None,
+        fold: bool = False,
+    ) -> dict[str, Any]:
         """New profile state: the stored evidence plus the event just appended (``events[-1]``).
 
         Identical observations (same pair and outcome, same member rated the same way, same
@@ -670,8 +767,7 @@ class Palm:
                 lo, hi = 0.0, 1.0  # bisection on the event's strength factor
                 for _ in range(12):
                     mid = (lo + hi) / 2
-                    cand = self._fit_groups(
-                        _add_to_groups(groups, new, mid, now, self._decay), now)
+                    cand = self._fit_groups(_add_to_groups(groups, new, mid, now, self._decay), now)
                     if moved(cand) <= limit:
                         lo, best = mid, cand
                     else:
@@ -680,9 +776,7 @@ class Palm:
                 new = [dataclasses.replace(o, strength=o.strength * lo) for o in new]
         groups = _add_to_groups(groups, new, 1.0, now, self._decay)
         kept = sorted(groups.values(), key=lambda g: -g[1])[:MAX_EVIDENCE_GROUPS]
-        state["evidence"] = [
-            _with_strength(o, s, now).to_dict() for o, s in kept if s >= 1e-6
-        ]
+        state["evidence"] = [_with_strength(o, s, now).to_dict() for o, s in kept if s >= 1e-6]
         state["evidence_ts"] = now
         state["n_events"] = int(state.get("n_events", 0)) + 1
         summary = model.summary()
@@ -693,8 +787,9 @@ class Palm:
         half_life = self._model_params["half_life"]
         return 1.0 if half_life is None or age <= 0 else 0.5 ** (age / float(half_life))
 
-    def _decayed_groups(self, state: Mapping[str, Any], now: float
-                        ) -> dict[tuple[Any, ...], tuple[Observation, float]]:
+    def _decayed_groups(
+        self, state: Mapping[str, Any], now: float
+    ) -> dict[tuple[Any, ...], tuple[Observation, float]]:
         g = self._decay(now - float(state.get("evidence_ts", now)))
         out: dict[tuple[Any, ...], tuple[Observation, float]] = {}
         for d in state.get("evidence", []):
@@ -706,8 +801,9 @@ class Palm:
         """The particle posterior over the user's grouped evidence, decayed to ``now``."""
         return self._fit_groups(self._decayed_groups(state, now), now)
 
-    def _fit_groups(self, groups: Mapping[tuple[Any, ...], tuple[Observation, float]],
-                    now: float) -> PreferenceModel:
+    def _fit_groups(
+        self, groups: Mapping[tuple[Any, ...], tuple[Observation, float]], now: float
+    ) -> PreferenceModel:
         obs = [_with_strength(o, s, now) for o, s in groups.values() if s > 0]
         return self._new_model().fit(obs, now=now)
 
@@ -719,8 +815,9 @@ class Palm:
             **self._model_params,  # type: ignore[arg-type]
         )
 
-    def _member_reward(self, key: str, member: MemberId | None, decision_id: str | None
-                       ) -> tuple[FloatArray, MemberId]:
+    def _member_reward(
+        self, key: str, member: MemberId | None, decision_id: str | None
+    ) -> tuple[FloatArray, MemberId]:
         if decision_id is not None:
             rec = self.store.get_audit(decision_id)
             if rec is None or rec.kind != "decision":
@@ -736,12 +833,15 @@ class Palm:
             )
         return self.portfolio.rewards[self.portfolio.index(member)], member
 
-    def _resolve(self, key: str, event: FeedbackEvent, now: float
-                 ) -> tuple[list[Observation], str, dict[str, Any]]:
+    def _resolve(
+        self, key: str, event: FeedbackEvent, now: float
+    ) -> tuple[list[Observation], str, dict[str, Any]]:
         ts = now
         if event.ts is not None:
-            if isinstance(event.ts, bool) or not isinstance(event.ts, (int, float)) or not (
-                math.isfinite(event.ts)
+            if (
+                isinstance(event.ts, bool)
+                or not isinstance(event.ts, (int, float))
+                or not (math.isfinite(event.ts))
             ):
                 raise InvalidEventError(f"ts must be a finite unix time or None; got {event.ts!r}")
             # A client clock cannot make its feedback outlast forgetting: no future times.
@@ -750,19 +850,28 @@ class Palm:
             raise InvalidEventError(f"Thumb.up must be True or False; got {event.up!r}")
         if isinstance(event, Thumb):
             r, m = self._member_reward(key, event.member, event.decision_id)
-            return ([Observation.compare(r - self._reference, 1 if event.up else -1, ts=ts)],
-                    "thumb", {"member": m, "up": bool(event.up)})
+            return (
+                [Observation.compare(r - self._reference, 1 if event.up else -1, ts=ts)],
+                "thumb",
+                {"member": m, "up": bool(event.up)},
+            )
         if isinstance(event, Regenerate):
             r, m = self._member_reward(key, event.member, event.decision_id)
-            return ([Observation.compare(r - self._reference, -1, strength=REGENERATE_STRENGTH,
-                                         ts=ts)], "regenerate", {"member": m})
+            return (
+                [Observation.compare(r - self._reference, -1, strength=REGENERATE_STRENGTH, ts=ts)],
+                "regenerate",
+                {"member": m},
+            )
         if isinstance(event, Pairwise):
             if event.winner == event.loser:
                 raise InvalidEventError("pairwise winner and loser must differ")
             rw, _ = self._member_reward(key, event.winner, None)
             rl, _ = self._member_reward(key, event.loser, None)
-            return ([Observation.compare(rw - rl, 1, ts=ts)], "pairwise",
-                    {"winner": event.winner, "loser": event.loser})
+            return (
+                [Observation.compare(rw - rl, 1, ts=ts)],
+                "pairwise",
+                {"winner": event.winner, "loser": event.loser},
+            )
         if isinstance(event, ExplicitWeights):
             return [self._anchor(event, ts)], "explicit", {"weights": dict(event.weights)}
         if isinstance(event, TextCue):
@@ -770,14 +879,19 @@ class Palm:
             i = space.index(event.trait)
             if event.direction not in (-1, 1) or isinstance(event.direction, bool):
                 raise InvalidEventError(f"cue direction must be +1 or -1; got {event.direction}")
-            if isinstance(event.strength, bool) or not isinstance(event.strength, (int, float)) or (
-                not 0 < event.strength <= 10
+            if (
+                isinstance(event.strength, bool)
+                or not isinstance(event.strength, (int, float))
+                or (not 0 < event.strength <= 10)
             ):
                 raise InvalidEventError(f"cue strength must be in (0, 10]; got {event.strength!r}")
             delta = -np.full(space.dim, self.policy.default.values[i])
             delta[i] += 1.0
-            return ([Observation.compare(delta, event.direction, scale=event.strength, ts=ts)],
-                    "cue", {"cue": event.cue_id, "trait": event.trait})
+            return (
+                [Observation.compare(delta, event.direction, scale=event.strength, ts=ts)],
+                "cue",
+                {"cue": event.cue_id, "trait": event.trait},
+            )
         raise InvalidEventError(f"unknown feedback event {event!r}")
 
     def _anchor(self, event: ExplicitWeights, ts: float) -> Observation:
@@ -803,10 +917,15 @@ class Palm:
         precision = float(event.confidence) / EXPLICIT_SD**2
         return Observation.anchor(target, mask, precision=precision, ts=ts)
 
-    def _record_cues(self, key: str, messages: Sequence[Mapping[str, Any]],
-                     metadata: Mapping[str, Any] | None, now: float,
-                     ctx: RequestContext | None = None, policy: BoundsPolicy | None = None
-                     ) -> tuple[str, ...]:
+    def _record_cues(
+        self,
+        key: str,
+        messages: Sequence[Mapping[str, Any]],
+        metadata: Mapping[str, Any] | None,
+        now: float,
+        ctx: RequestContext | None = None,
+        policy: BoundsPolicy | None = None,
+    ) -> tuple[str, ...]:
         text, position = _last_user_text(messages)
         if not text or not self.cues.cues:
             return ()
@@ -820,8 +939,14 @@ class Palm:
         digest = hashlib.sha256(f"{conversation}\x00{position}\x00{text}".encode()).hexdigest()
         digest = digest[:16]
         for cue in found:
-            event = TextCue(trait=cue.trait, direction=cue.direction, strength=cue.strength,
-                            cue_id=cue.id, event_id=f"cue:{digest}:{cue.id}", ts=now)
+            event = TextCue(
+                trait=cue.trait,
+                direction=cue.direction,
+                strength=cue.strength,
+                cue_id=cue.id,
+                event_id=f"cue:{digest}:{cue.id}",
+                ts=now,
+            )
             obs, kind, extra = self._resolve(key, event, now)
             self._apply(key, event.event_id, kind, obs, extra, now, limit=limit, text=text)
         return tuple(c.id for c in found)
@@ -831,23 +956,33 @@ class Palm:
         """The user's own profile: inferred weights, their uncertainty, what the policy applies."""
         key = self.user_key(user)
         summary, opted_out = self._summary(self.store.get_profile(key), float(self.clock()))
-        clamp = self.policy.clamp(summary.mean, evidence=summary.evidence,
-                                  personalized=not opted_out)
+        clamp = self.policy.clamp(
+            summary.mean, evidence=summary.evidence, personalized=not opted_out
+        )
         names = self.portfolio.space.names
 
         def named(a: FloatArray) -> dict[str, float]:
             return {n: round(float(v), 6) for n, v in zip(names, a)}
 
         events = [
-            {"kind": e.kind, "ts": e.ts,
-             **{k: v for k, v in e.payload.items() if k not in ("obs",)}}
+            {
+                "kind": e.kind,
+                "ts": e.ts,
+                **{k: v for k, v in e.payload.items() if k not in ("obs",)},
+            }
             for e in self.store.events(key, limit=recent)
         ]
         return Profile(
-            user_key=key, weights=named(summary.mean), lower=named(summary.lower),
-            upper=named(summary.upper), effective_weights=named(clamp.weights),
-            rules_fired=clamp.rules_fired, evidence=summary.evidence,
-            n_events=summary.n_events, opted_out=opted_out, recent_events=events,
+            user_key=key,
+            weights=named(summary.mean),
+            lower=named(summary.lower),
+            upper=named(summary.upper),
+            effective_weights=named(clamp.weights),
+            rules_fired=clamp.rules_fired,
+            evidence=summary.evidence,
+            n_events=summary.n_events,
+            opted_out=opted_out,
+            recent_events=events,
         )
 
     def set_opt_out(self, user: UserId, opted_out: bool = True) -> None:
@@ -885,8 +1020,11 @@ class Palm:
             erased += [r.record_id for r in queued]
             self._outbox = deque(r for r in self._outbox if r.user_key != key)
             self.store.delete_user(key, keep_audit=False)
-        self._audit(AuditRecord(uuid.uuid4().hex, key, "forget",
-                                {"erased": erased, "n_erased": len(erased)}, now))
+        self._audit(
+            AuditRecord(
+                uuid.uuid4().hex, key, "forget", {"erased": erased, "n_erased": len(erased)}, now
+            )
+        )
 
     def export(self, user: UserId) -> dict[str, Any]:
         """Everything stored about the user, as JSON-ready data (the right of access).
@@ -907,21 +1045,35 @@ class Palm:
             "profile": self.profile(user).to_dict(),
             "stored_state": dict(record.state) if record is not None else None,
             # Event ids are stored as "<user key>:<client id>"; give back the client's id.
-            "events": [{"event_id": e.event_id.split(":", 1)[-1], "kind": e.kind,
-                        "payload": e.payload, "ts": e.ts} for e in self.store.events(key)],
-            "audit": [{"record_id": a.record_id, "kind": a.kind, "payload": a.payload,
-                       "ts": a.ts} for a in self.store.audit(key)],
+            "events": [
+                {
+                    "event_id": e.event_id.split(":", 1)[-1],
+                    "kind": e.kind,
+                    "payload": e.payload,
+                    "ts": e.ts,
+                }
+                for e in self.store.events(key)
+            ],
+            "audit": [
+                {"record_id": a.record_id, "kind": a.kind, "payload": a.payload, "ts": a.ts}
+                for a in self.store.audit(key)
+            ],
         }
 
-    def edit(self, user: UserId, weights: Mapping[str, float], *, confidence: float = 1.0
-             ) -> Profile:
+    def edit(
+        self, user: UserId, weights: Mapping[str, float], *, confidence: float = 1.0
+    ) -> Profile:
         """The user sets some weights; they are recorded as evidence and still clamped.
 
         Returns:
             The updated profile (``effective_weights`` shows what the bounds allow).
         """
-        self.record_feedback(user, ExplicitWeights(weights=dict(weights), confidence=confidence,
-                                                   event_id=f"edit:{uuid.uuid4().hex}"))
+        self.record_feedback(
+            user,
+            ExplicitWeights(
+                weights=dict(weights), confidence=confidence, event_id=f"edit:{uuid.uuid4().hex}"
+            ),
+        )
         return self.profile(user)
 
     def purge_expired(self, now: float | None = None) -> int:
@@ -986,14 +1138,16 @@ class Palm:
         key = self.user_key(user)
         payload: dict[str, Any] = {"decision_id": decision_id, "outcome": str(outcome)}
         if usage:
-            payload["usage"] = {str(k): int(v) for k, v in usage.items()
-                                if isinstance(v, int) and not isinstance(v, bool)}
+            payload["usage"] = {
+                str(k): int(v)
+                for k, v in usage.items()
+                if isinstance(v, int) and not isinstance(v, bool)
+            }
         if latency_ms is not None:
             payload["latency_ms"] = round(float(latency_ms), 3)
         if error is not None:
             payload["error"] = str(error)[:200]
-        self._audit(AuditRecord(uuid.uuid4().hex, key, "outcome", payload,
-                                float(self.clock())))
+        self._audit(AuditRecord(uuid.uuid4().hex, key, "outcome", payload, float(self.clock())))
 
     async def arecord_outcome(
         self,
@@ -1007,8 +1161,15 @@ class Palm:
     ) -> None:
         """Async :meth:`record_outcome` (the store write runs in a worker thread)."""
         await asyncio.to_thread(
-            functools.partial(self.record_outcome, user, decision_id, outcome, usage=usage,
-                              latency_ms=latency_ms, error=error)
+            functools.partial(
+                self.record_outcome,
+                user,
+                decision_id,
+                outcome,
+                usage=usage,
+                latency_ms=latency_ms,
+                error=error,
+            )
         )
 
 
@@ -1040,8 +1201,11 @@ def _last_user_text(messages: Sequence[Mapping[str, Any]]) -> tuple[str, int]:
         if isinstance(content, str):
             return content, pos
         if isinstance(content, list):  # OpenAI content parts
-            texts = [p.get("text", "") for p in content
-                     if isinstance(p, Mapping) and p.get("type") == "text"]
+            texts = [
+                p.get("text", "")
+                for p in content
+                if isinstance(p, Mapping) and p.get("type") == "text"
+            ]
             return " ".join(t for t in texts if isinstance(t, str)), pos
         return "", pos
     return "", -1
@@ -1053,8 +1217,16 @@ def _group_key(o: Observation) -> tuple[Any, ...]:
 
 
 def _with_strength(o: Observation, strength: float, ts: float) -> Observation:
-    return Observation(o.kind, o.vector, y=o.y, strength=strength, scale=o.scale, mask=o.mask,
-                       precision=o.precision, ts=ts)
+    return Observation(
+        o.kind,
+        o.vector,
+        y=o.y,
+        strength=strength,
+        scale=o.scale,
+        mask=o.mask,
+        precision=o.precision,
+        ts=ts,
+    )
 
 
 def _prior_summary(mean: FloatArray, strength: float, level: float = 0.9) -> PosteriorSummary:
@@ -1065,9 +1237,13 @@ def _prior_summary(mean: FloatArray, strength: float, level: float = 0.9) -> Pos
     total = float(a.sum())
     tail = (1 - level) / 2
     return PosteriorSummary(
-        mean=a / total, lower=np.asarray(beta.ppf(tail, a, total - a), dtype=np.float64),
+        mean=a / total,
+        lower=np.asarray(beta.ppf(tail, a, total - a), dtype=np.float64),
         upper=np.asarray(beta.ppf(1 - tail, a, total - a), dtype=np.float64),
-        concentration=total, evidence=0.0, n_events=0, level=level,
+        concentration=total,
+        evidence=0.0,
+        n_events=0,
+        level=level,
     )
 
 
@@ -1087,16 +1263,22 @@ def _faded(summary: PosteriorSummary, g: float, prior: PosteriorSummary) -> Post
     half_lo = (summary.mean - summary.lower) * widen
     half_hi = (summary.upper - summary.mean) * widen
     return PosteriorSummary(
-        mean=mean / mean.sum(), lower=np.clip(mean - half_lo, 0.0, 1.0),
+        mean=mean / mean.sum(),
+        lower=np.clip(mean - half_lo, 0.0, 1.0),
         upper=np.clip(mean + half_hi, 0.0, 1.0),
-        concentration=summary.concentration * (s + g * e) / (s + e), evidence=g * e,
-        n_events=summary.n_events, level=summary.level,
+        concentration=summary.concentration * (s + g * e) / (s + e),
+        evidence=g * e,
+        n_events=summary.n_events,
+        level=summary.level,
     )
 
 
 def _add_to_groups(
-    groups: Mapping[tuple[Any, ...], tuple[Observation, float]], new: Sequence[Observation],
-    factor: float, now: float, decay: Callable[[float], float],
+    groups: Mapping[tuple[Any, ...], tuple[Observation, float]],
+    new: Sequence[Observation],
+    factor: float,
+    now: float,
+    decay: Callable[[float], float],
 ) -> dict[tuple[Any, ...], tuple[Observation, float]]:
     """A copy of ``groups`` with ``new`` observations added at ``factor`` times their strength."""
     out = dict(groups)

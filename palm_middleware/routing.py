@@ -44,8 +44,10 @@ class Route:
     def explain(self) -> str:
         """One line a person can read."""
         if self.mode == "compare":
-            return (f"{self.member} (value {self.value:.3f}) for an A/B comparison; routing "
-                    f"would serve {self.runner_up} (value {self.value - self.margin:.3f})")
+            return (
+                f"{self.member} (value {self.value:.3f}) for an A/B comparison; routing "
+                f"would serve {self.runner_up} (value {self.value - self.margin:.3f})"
+            )
         if self.runner_up is None:
             return f"{self.member} (only member)"
         tie = " (tie, broken by manifest order)" if self.margin <= TIE_TOLERANCE else ""
@@ -93,8 +95,13 @@ class Router:
         rest[i] = -np.inf
         j = int(np.argmax(rest))
         return Route(
-            member=self._ids[i], index=i, value=float(scores[i]), runner_up=self._ids[j],
-            margin=max(float(scores[i] - scores[j]), 0.0), mode=mode, scores=scores,
+            member=self._ids[i],
+            index=i,
+            value=float(scores[i]),
+            runner_up=self._ids[j],
+            margin=max(float(scores[i] - scores[j]), 0.0),
+            mode=mode,
+            scores=scores,
         )
 
 

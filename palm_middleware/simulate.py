@@ -78,18 +78,28 @@ class SimulationResult:
         for fb in self.regret:
             for mi, method in enumerate(METHODS):
                 for t in range(self.regret[fb].shape[1]):
-                    out.append({
-                        "feedback": fb, "method": method, "events": t,
-                        "regret": round(float(self.regret[fb][mi, t]), 6),
-                        "regret_se": round(float(self.regret_se[fb][mi, t]), 6),
-                        "weight_error": round(float(self.weight_error[fb][mi, t]), 6),
-                        "coverage90": round(float(self.coverage[fb][mi, t]), 6),
-                    })
+                    out.append(
+                        {
+                            "feedback": fb,
+                            "method": method,
+                            "events": t,
+                            "regret": round(float(self.regret[fb][mi, t]), 6),
+                            "regret_se": round(float(self.regret_se[fb][mi, t]), 6),
+                            "weight_error": round(float(self.weight_error[fb][mi, t]), 6),
+                            "coverage90": round(float(self.coverage[fb][mi, t]), 6),
+                        }
+                    )
         return out
 
 
-def lp_front_members(n_members: int, n_traits: int, *, p: float = 2.0, noise: float = 0.02,
-                     random_state: int | np.random.Generator | None = 0) -> FloatArray:
+def lp_front_members(
+    n_members: int,
+    n_traits: int,
+    *,
+    p: float = 2.0,
+    noise: float = 0.02,
+    random_state: int | np.random.Generator | None = 0,
+) -> FloatArray:
     """Reward profiles of members aligned at random weights on the ℓp front ‖r‖_p ≤ 1, plus noise.
 
     The best point of the front for weights w is r_i = w_i^(q−1)/‖w‖_q^(q−1), q = p/(p−1).
@@ -97,8 +107,7 @@ def lp_front_members(n_members: int, n_traits: int, *, p: float = 2.0, noise: fl
     from .portfolio.oracle import stack_rewards
     from .portfolio.synthetic import lp_front_pool
 
-    pool = lp_front_pool(n_traits, n_members, p, sigma=noise, shrink=0.0,
-                         random_state=random_state)
+    pool = lp_front_pool(n_traits, n_members, p, sigma=noise, shrink=0.0, random_state=random_state)
     return stack_rewards(pool)
 
 
@@ -106,8 +115,9 @@ def _sigmoid(x: float) -> float:
     return float(0.5 * (1.0 + np.tanh(0.5 * x)))
 
 
-def run_simulation(config: SimulationConfig = SimulationConfig(),
-                   progress: bool = False) -> SimulationResult:
+def run_simulation(
+    config: SimulationConfig = SimulationConfig(), progress: bool = False
+) -> SimulationResult:
     """Simulate every method under each feedback kind and return averaged metrics."""
     c = config
     if c.n_members < 2 or c.n_traits < 2 or c.n_users < 1 or c.n_events < 1:
@@ -115,8 +125,9 @@ def run_simulation(config: SimulationConfig = SimulationConfig(),
     if not 0 <= c.noise < 0.5:
         raise InvalidParameterError(f"noise must be in [0, 0.5); got {c.noise}")
     rng = np.random.default_rng(c.seed)
-    R = lp_front_members(c.n_members, c.n_traits, p=c.front_p, noise=c.member_noise,
-                         random_state=rng)
+    R = lp_front_members(
+        c.n_members, c.n_traits, p=c.front_p, noise=c.member_noise, random_state=rng
+    )
     users = rng.dirichlet(np.ones(c.n_traits), size=c.n_users)
     default_w = np.full(c.n_traits, 1.0 / c.n_traits)
     ref = R.mean(axis=0)
@@ -128,16 +139,18 @@ def run_simulation(config: SimulationConfig = SimulationConfig(),
         werr = np.zeros_like(regret)
         cover = np.zeros_like(regret)
         # disable=None: a bar on a terminal, silence in logs and CI.
-        bar = tqdm(range(c.n_users), desc=f"simulate {fb}", disable=None if progress else True,
-                   leave=False)
+        bar = tqdm(
+            range(c.n_users), desc=f"simulate {fb}", disable=None if progress else True, leave=False
+        )
         for u in bar:
             w = users[u]
             vals = R @ w
             opt = float(vals.max())
             urng = np.random.default_rng([c.seed, u, 0 if fb == "pairwise" else 1])
 
-            def feedback(i: int, j: int | None, w: FloatArray = w,
-                         urng: np.random.Generator = urng) -> int:
+            def feedback(
+                i: int, j: int | None, w: FloatArray = w, urng: np.random.Generator = urng
+            ) -> int:
                 if j is None:
                     p = _sigmoid(c.beta * float(w @ (R[i] - ref)))
                 else:
@@ -172,9 +185,14 @@ def run_simulation(config: SimulationConfig = SimulationConfig(),
             werr[_ARMS, u, :] = np.nan
             # the preference model, fed random or information-directed queries
             for mi in (_RANDOM, _MODEL):
-                model = PreferenceModel(prior_mean=default_w, prior_strength=float(c.n_traits),
-                                        beta=c.beta, lapse=c.noise, n_particles=c.n_particles,
-                                        random_state=np.random.default_rng([c.seed, u])).fit([])
+                model = PreferenceModel(
+                    prior_mean=default_w,
+                    prior_strength=float(c.n_traits),
+                    beta=c.beta,
+                    lapse=c.noise,
+                    n_particles=c.n_particles,
+                    random_state=np.random.default_rng([c.seed, u]),
+                ).fit([])
                 for t in range(c.n_events + 1):
                     mean = model.predict()
                     best = int(np.argmax(R @ mean))
@@ -185,8 +203,11 @@ def run_simulation(config: SimulationConfig = SimulationConfig(),
                     if t == c.n_events:
                         break
                     if fb == "thumbs":
-                        i = (int(urng.integers(c.n_members)) if mi == _RANDOM
-                             else model.query_member(R, ref))
+                        i = (
+                            int(urng.integers(c.n_members))
+                            if mi == _RANDOM
+                            else model.query_member(R, ref)
+                        )
                         obs = Observation.compare(R[i] - ref, feedback(i, None))
                     else:
                         if mi == _RANDOM:

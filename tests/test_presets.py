@@ -71,13 +71,17 @@ def test_every_preset_is_valid_and_documented(preset: str) -> None:
     assert policy.spec is not None and policy.spec.version == 2
 
 
-@pytest.mark.parametrize(("preset", "question"), [
-    ("default", "Who should I vote for in the election?"),
-    ("strict", "What do you think about the senator's campaign?"),
-    ("permissive", "Who should I vote for in the election?"),
-])
-def test_political_question_gets_the_default_member(preset: str, question: str,
-                                                    store: SQLiteStore) -> None:
+@pytest.mark.parametrize(
+    ("preset", "question"),
+    [
+        ("default", "Who should I vote for in the election?"),
+        ("strict", "What do you think about the senator's campaign?"),
+        ("permissive", "Who should I vote for in the election?"),
+    ],
+)
+def test_political_question_gets_the_default_member(
+    preset: str, question: str, store: SQLiteStore
+) -> None:
     palm = make(preset, store)
     train_playful(palm, "u1")
     personal = palm.decide("u1", ask("tell me a joke"))
@@ -89,8 +93,11 @@ def test_political_question_gets_the_default_member(preset: str, question: str,
     if preset != "strict":  # strict's caps keep even a playful user on the default member
         assert personal.member != default_member
     assert d.headers()["x-palm-action"] == "use_default"
-    assert d.rules_fired[0] in ("no-political-personalization", "sensitive-topics-default",
-                                "elections-default")
+    assert d.rules_fired[0] in (
+        "no-political-personalization",
+        "sensitive-topics-default",
+        "elections-default",
+    )
     assert d.policy_version == palm.policy.version
     assert "serves the deployment default" in d.explanation
 
@@ -133,8 +140,9 @@ def test_pinned_member_must_exist(store: SQLiteStore) -> None:
 
 
 @pytest.mark.parametrize("preset", PRESETS)
-def test_delete_leaves_only_the_audit_record_of_the_deletion(preset: str,
-                                                             store: SQLiteStore) -> None:
+def test_delete_leaves_only_the_audit_record_of_the_deletion(
+    preset: str, store: SQLiteStore
+) -> None:
     palm = make(preset, store)
     train_playful(palm, "u1", n=5)
     palm.decide("u1", ask("my mail is bob@example.org"))
@@ -198,8 +206,11 @@ def test_retention_purge_keeps_what_events_taught(store: SQLiteStore) -> None:
 
 
 def test_events_with_text_are_redacted(store: SQLiteStore, tmp_path: Path) -> None:
-    text = (REPO / "policies/default.yaml").read_text().replace(
-        "store: events  ", "store: events_with_text  ")
+    text = (
+        (REPO / "policies/default.yaml")
+        .read_text()
+        .replace("store: events  ", "store: events_with_text  ")
+    )
     policy = parse_policy(text, "t.yaml")
     palm = Palm(PORTFOLIO, policy, store, clock=Clock())
     palm.decide("u1", ask("shorter please, mail me at bob@example.org or +44 20 7946 0958"))
@@ -240,8 +251,9 @@ def test_reload_keeps_the_last_good_policy(tmp_path: Path, store: SQLiteStore) -
     assert "org.yaml:" in str(palm.policy_error)
     d = palm.decide("u1", ask("hi"))
     assert d.policy_version == v1 and d.weights["safety"] >= 0.2 - 1e-9
-    path.write_text(good.replace("member: careful", "").replace("max: {humor: 0.3}",
-                                                                  "max: {humor: 0.2}"))
+    path.write_text(
+        good.replace("member: careful", "").replace("max: {humor: 0.3}", "max: {humor: 0.2}")
+    )
     time.sleep(0.01)
     t[0] = 4.0
     assert palm.policy.version != v1 and palm.policy_error is None

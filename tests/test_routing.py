@@ -60,8 +60,16 @@ def test_worst_case_matches_brute_force() -> None:
         rewards = rng.uniform(0, 1, (4, d))
         exact = worst_case_values(rewards, lo, hi)
         # brute force over a fine lattice of the simplex, restricted to the box
-        grid = np.array([(i, j, 200 - i - j) for i, j in itertools.product(range(201), repeat=2)
-                         if i + j <= 200]) / 200
+        grid = (
+            np.array(
+                [
+                    (i, j, 200 - i - j)
+                    for i, j in itertools.product(range(201), repeat=2)
+                    if i + j <= 200
+                ]
+            )
+            / 200
+        )
         inside = grid[np.all((grid >= lo - 1e-12) & (grid <= hi + 1e-12), axis=1)]
         if len(inside) == 0:
             continue

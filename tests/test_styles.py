@@ -34,8 +34,10 @@ def test_formal_answers_have_two_to_four_sentences() -> None:
 
 def test_errors_name_the_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text("name: x\ndescription: y\nexamples:\n  - {user: hi, assistant: hello}\n"
-                   "  - {user: hi, answer: hello}\n  - {user: HI, assistant: again}\n")
+    bad.write_text(
+        "name: x\ndescription: y\nexamples:\n  - {user: hi, assistant: hello}\n"
+        "  - {user: hi, answer: hello}\n  - {user: HI, assistant: again}\n"
+    )
     with pytest.raises(ConfigError) as err:
         load_style(bad)
     text = str(err.value)

@@ -21,10 +21,18 @@ def bundled(name: str) -> Path:
 
 def add_deployment_options(p: argparse.ArgumentParser) -> None:
     """--portfolio, --policy and --db, defaulting to the embedded defaults."""
-    p.add_argument("--portfolio", type=Path, default=None,
-                   help="portfolio manifest (default: the bundled demo portfolio)")
-    p.add_argument("--policy", type=Path, default=None,
-                   help="bounds policy (default: the bundled default policy)")
+    p.add_argument(
+        "--portfolio",
+        type=Path,
+        default=None,
+        help="portfolio manifest (default: the bundled demo portfolio)",
+    )
+    p.add_argument(
+        "--policy",
+        type=Path,
+        default=None,
+        help="bounds policy (default: the bundled default policy)",
+    )
     p.add_argument("--db", type=Path, default=Path("palm.db"), help="SQLite database file")
 
 
@@ -63,12 +71,25 @@ def parse_bases(specs: list[str]) -> dict[str, str]:
 
 def add_served_options(p: argparse.ArgumentParser) -> None:
     """--portfolio, --policy and --base of commands that serve a portfolio's members."""
-    p.add_argument("--portfolio", type=Path, default=None,
-                   help="portfolio manifest (default: the bundled SmolLM2 portfolio)")
-    p.add_argument("--policy", type=Path, default=None,
-                   help="bounds policy (default: the bundled assistant policy)")
-    p.add_argument("--base", action="append", default=[], metavar="NAME=DIR",
-                   help="folder of a shared base model (default: prepared and cached)")
+    p.add_argument(
+        "--portfolio",
+        type=Path,
+        default=None,
+        help="portfolio manifest (default: the bundled SmolLM2 portfolio)",
+    )
+    p.add_argument(
+        "--policy",
+        type=Path,
+        default=None,
+        help="bounds policy (default: the bundled assistant policy)",
+    )
+    p.add_argument(
+        "--base",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="folder of a shared base model (default: prepared and cached)",
+    )
 
 
 @dataclass(frozen=True)

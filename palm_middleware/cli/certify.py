@@ -10,14 +10,24 @@ __all__ = ["register"]
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``certify`` command."""
     p = sub.add_parser(
-        "certify", help="print the exact worst-case gaps of a portfolio against a pool",
+        "certify",
+        help="print the exact worst-case gaps of a portfolio against a pool",
         description="Compute max_w of OPT(w) - max_P w.r and 1 - max_P w.r / OPT(w) over the "
-        "whole simplex by linear programming, OPT being the pool's best.")
+        "whole simplex by linear programming, OPT being the pool's best.",
+    )
     p.add_argument("portfolio", metavar="PORTFOLIO", help="manifest (YAML)")
-    p.add_argument("--pool", required=True, metavar="FILE",
-                   help="reference candidates (CSV or YAML) defining OPT(w)")
-    p.add_argument("--samples", type=int, default=20_000,
-                   help="Dirichlet sample size for the sampled gaps (default 20000)")
+    p.add_argument(
+        "--pool",
+        required=True,
+        metavar="FILE",
+        help="reference candidates (CSV or YAML) defining OPT(w)",
+    )
+    p.add_argument(
+        "--samples",
+        type=int,
+        default=20_000,
+        help="Dirichlet sample size for the sampled gaps (default 20000)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the sample")
     p.set_defaults(func=run)
 
@@ -42,15 +52,23 @@ def run(args: argparse.Namespace) -> int:
 
         return "(" + ", ".join(f"{v:.4f}" for v in np.asarray(x)) + ")"
 
-    print(f"portfolio {args.portfolio}: {len(port)} members; pool {args.pool}: "
-          f"{len(pool_set)} candidates; traits {list(port.space.names)}")
+    print(
+        f"portfolio {args.portfolio}: {len(port)} members; pool {args.pool}: "
+        f"{len(pool_set)} candidates; traits {list(port.space.names)}"
+    )
     print(f"certified additive gap       {cert.additive_gap:.6f} at w={at(cert.additive.at)}")
-    print(f"certified multiplicative gap {cert.multiplicative_gap:.6f} at "
-          f"w={at(cert.multiplicative.at)}")
-    print(f"sampled ({len(w)} weights) additive {sg.additive:.6f}, multiplicative "
-          f"{sg.multiplicative:.6f}")
+    print(
+        f"certified multiplicative gap {cert.multiplicative_gap:.6f} at "
+        f"w={at(cert.multiplicative.at)}"
+    )
+    print(
+        f"sampled ({len(w)} weights) additive {sg.additive:.6f}, multiplicative "
+        f"{sg.multiplicative:.6f}"
+    )
     if port.certificate is not None:
         c = port.certificate
-        print(f"stored certificate: eps={c.eps} delta={c.delta} additive_gap={c.additive_gap} "
-              f"multiplicative_gap={c.multiplicative_gap} ({c.method})")
+        print(
+            f"stored certificate: eps={c.eps} delta={c.delta} additive_gap={c.additive_gap} "
+            f"multiplicative_gap={c.multiplicative_gap} ({c.method})"
+        )
     return 0

@@ -27,13 +27,21 @@ def register(sub: Any) -> None:
     parser.add_argument("--message", "-m", default="", help="the last user message")
     parser.add_argument("--cohort", help="authenticated cohort (e.g. minor)")
     parser.add_argument("--channel", help="authenticated channel")
-    parser.add_argument("--attr", action="append", default=[], metavar="NAME=VALUE",
-                        help="authenticated metadata attribute (repeatable)")
-    parser.add_argument("--time", help="local time HH:MM in the policy's time zone "
-                        "(default: now)")
+    parser.add_argument(
+        "--attr",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="authenticated metadata attribute (repeatable)",
+    )
+    parser.add_argument("--time", help="local time HH:MM in the policy's time zone (default: now)")
     parser.add_argument("--weights", help="weights as JSON {trait: w} (default: the default)")
-    parser.add_argument("--evidence", type=float, default=100.0,
-                        help="effective evidence behind --weights (default 100)")
+    parser.add_argument(
+        "--evidence",
+        type=float,
+        default=100.0,
+        help="effective evidence behind --weights (default 100)",
+    )
     parser.add_argument("--portfolio", help="portfolio YAML (default: the bundled one)")
     parser.add_argument("--db", help="SQLite store to read the user's profile from")
     parser.add_argument("--json", action="store_true", help="print JSON")
@@ -63,8 +71,15 @@ def run(args: argparse.Namespace) -> int:
     ctx = build_context(policy, md, time.time(), labels)
     if args.time:
         hh, _, mm = args.time.partition(":")
-        ctx = RequestContext(ctx.topics, ctx.cohort, ctx.channel, ctx.attributes, None,
-                             int(hh) * 60 + int(mm or 0), ctx.weekday)
+        ctx = RequestContext(
+            ctx.topics,
+            ctx.cohort,
+            ctx.channel,
+            ctx.attributes,
+            None,
+            int(hh) * 60 + int(mm or 0),
+            ctx.weekday,
+        )
     weights = policy.default.values
     evidence = args.evidence
     if args.weights:
@@ -79,27 +94,43 @@ def run(args: argparse.Namespace) -> int:
             weights = np.array(list(prof.weights.values()))
             evidence = prof.evidence
     router = Router(portfolio)
-    ev = policy.evaluate(ctx, weights, evidence=evidence,
-                         choose=lambda w: router.route(w).member)
-    member = ev.member if ev.action == "pin" else (
-        None if ev.action == "block" else router.route(ev.clamp.weights).member)
+    ev = policy.evaluate(ctx, weights, evidence=evidence, choose=lambda w: router.route(w).member)
+    member = (
+        ev.member
+        if ev.action == "pin"
+        else (None if ev.action == "block" else router.route(ev.clamp.weights).member)
+    )
     names = policy.space.names
     rules: list[dict[str, Any]] = []
     for r in policy.rules:
         cond = policy.conditions.get(r.id)
         holds = True if cond is None else bool(cond.test(ctx.with_member(member)))
-        rules.append({"id": r.id, "layer": r.layer, "action": r.action or "clamp",
-                      "applies": holds, "fired": r.id in ev.rules_fired,
-                      "trace": cond.trace(ctx.with_member(member)) if cond else ["always"],
-                      "description": r.description})
+        rules.append(
+            {
+                "id": r.id,
+                "layer": r.layer,
+                "action": r.action or "clamp",
+                "applies": holds,
+                "fired": r.id in ev.rules_fired,
+                "trace": cond.trace(ctx.with_member(member)) if cond else ["always"],
+                "description": r.description,
+            }
+        )
     out = {
-        "policy": policy.name, "policy_version": policy.version, "user": args.user,
-        "context": ctx.describe(), "topics": sorted(labels),
+        "policy": policy.name,
+        "policy_version": policy.version,
+        "user": args.user,
+        "context": ctx.describe(),
+        "topics": sorted(labels),
         "topic_scores": topics.scores(args.message),
         "weights_in": {n: round(float(v), 4) for n, v in zip(names, weights)},
         "weights_out": {n: round(float(v), 4) for n, v in zip(names, ev.clamp.weights)},
-        "action": ev.action, "action_rule": ev.action_rule, "member": member,
-        "message": ev.message, "rules_fired": list(ev.rules_fired), "reason": ev.clamp.reason,
+        "action": ev.action,
+        "action_rule": ev.action_rule,
+        "member": member,
+        "message": ev.message,
+        "rules_fired": list(ev.rules_fired),
+        "reason": ev.clamp.reason,
         "rules": rules,
     }
     if args.json:

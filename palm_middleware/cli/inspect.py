@@ -12,8 +12,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``inspect`` command."""
     p = sub.add_parser("inspect", help="show a portfolio manifest")
     p.add_argument("portfolio", type=Path, help="portfolio manifest (YAML)")
-    p.add_argument("--samples", type=int, default=20000,
-                   help="weight vectors sampled to estimate each member's share")
+    p.add_argument(
+        "--samples",
+        type=int,
+        default=20000,
+        help="weight vectors sampled to estimate each member's share",
+    )
     p.set_defaults(func=run)
 
 
@@ -40,8 +44,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"default member: {pf.default_member}")
     c = pf.certificate
     if c is not None:
-        print(f"certificate: eps={c.eps} delta={c.delta} method={c.method} "
-              f"multiplicative_gap={c.multiplicative_gap} additive_gap={c.additive_gap}")
+        print(
+            f"certificate: eps={c.eps} delta={c.delta} method={c.method} "
+            f"multiplicative_gap={c.multiplicative_gap} additive_gap={c.additive_gap}"
+        )
     else:
         print("certificate: none")
     return 0

@@ -36,12 +36,16 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(prof.to_dict(), indent=2))
             return 0
-        print(f"user {args.user} (key {prof.user_key}): {prof.n_events} events, "
-              f"evidence {prof.evidence:.2f}{', opted out' if prof.opted_out else ''}")
+        print(
+            f"user {args.user} (key {prof.user_key}): {prof.n_events} events, "
+            f"evidence {prof.evidence:.2f}{', opted out' if prof.opted_out else ''}"
+        )
         print(f"{'trait':<14}{'weight':>8}{'90% interval':>18}{'applied':>9}")
         for t, w in prof.weights.items():
-            print(f"{t:<14}{w:>8.3f}   [{prof.lower[t]:.3f}, {prof.upper[t]:.3f}]"
-                  f"{prof.effective_weights[t]:>9.3f}")
+            print(
+                f"{t:<14}{w:>8.3f}   [{prof.lower[t]:.3f}, {prof.upper[t]:.3f}]"
+                f"{prof.effective_weights[t]:>9.3f}"
+            )
         if prof.rules_fired:
             print(f"policy rules applied: {', '.join(prof.rules_fired)}")
         return 0

@@ -26,22 +26,30 @@ def register(sub: Any) -> None:
             "package: pip install -e adapters/litellm."
         ),
     )
-    parser.add_argument("--config", default="examples/litellm/config.yaml",
-                        help="LiteLLM proxy config (default: %(default)s)")
-    parser.add_argument("--palm-config", default=None,
-                        help="palm.yaml (default: palm.yaml next to --config)")
+    parser.add_argument(
+        "--config",
+        default="examples/litellm/config.yaml",
+        help="LiteLLM proxy config (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--palm-config", default=None, help="palm.yaml (default: palm.yaml next to --config)"
+    )
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default: %(default)s)")
     parser.add_argument("--port", type=int, default=4000, help="port (default: %(default)s)")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="print the command and environment instead of running it")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the command and environment instead of running it",
+    )
     parser.set_defaults(func=run)
 
 
 def command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
     """The proxy command line and the environment it runs with."""
     config = Path(args.config).resolve()
-    palm_config = Path(args.palm_config).resolve() if args.palm_config else (
-        config.parent / "palm.yaml")
+    palm_config = (
+        Path(args.palm_config).resolve() if args.palm_config else (config.parent / "palm.yaml")
+    )
     for path in (config, palm_config):
         if not path.is_file():
             raise ConfigError(f"{path}: no such file")
@@ -53,11 +61,22 @@ def command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
             "pip install -e adapters/litellm"
         ) from None
     litellm = Path(sys.executable).parent / "litellm"
-    cmd = [str(litellm), "--config", str(config), "--host", args.host,
-           "--port", str(args.port), "--num_workers", "1"]
-    env = {"PALM_CONFIG": str(palm_config),
-           # Offline start: use the cost map bundled with litellm instead of fetching it.
-           "LITELLM_LOCAL_MODEL_COST_MAP": os.environ.get("LITELLM_LOCAL_MODEL_COST_MAP", "True")}
+    cmd = [
+        str(litellm),
+        "--config",
+        str(config),
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+        "--num_workers",
+        "1",
+    ]
+    env = {
+        "PALM_CONFIG": str(palm_config),
+        # Offline start: use the cost map bundled with litellm instead of fetching it.
+        "LITELLM_LOCAL_MODEL_COST_MAP": os.environ.get("LITELLM_LOCAL_MODEL_COST_MAP", "True"),
+    }
     return cmd, env
 
 

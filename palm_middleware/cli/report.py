@@ -10,11 +10,17 @@ __all__ = ["register"]
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``report`` command."""
     p = sub.add_parser(
-        "report", help="write PNG plots of a portfolio",
-        description="d=2: value curves; d=3: ternary serving map and gap heatmap; any d: usage.")
+        "report",
+        help="write PNG plots of a portfolio",
+        description="d=2: value curves; d=3: ternary serving map and gap heatmap; any d: usage.",
+    )
     p.add_argument("portfolio", metavar="PORTFOLIO", help="manifest (YAML)")
-    p.add_argument("--pool", default=None, metavar="FILE",
-                   help="reference candidates (CSV or YAML) for OPT(w) and the gap map")
+    p.add_argument(
+        "--pool",
+        default=None,
+        metavar="FILE",
+        help="reference candidates (CSV or YAML) for OPT(w) and the gap map",
+    )
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
     p.set_defaults(func=run)
 

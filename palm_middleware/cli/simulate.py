@@ -23,11 +23,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--noise", type=float, default=0.1, help="label-flip probability")
     p.add_argument("--feedback", choices=["pairwise", "thumbs", "both"], default="both")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=Path("out/simulate"),
-                   help="folder for simulate.csv and simulate.png")
-    p.add_argument("--pipeline-users", type=int, default=4,
-                   help="also run this many users through the full pipeline (SQLite, bundled "
-                        "portfolio, default policy); 0 to skip")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("out/simulate"),
+        help="folder for simulate.csv and simulate.png",
+    )
+    p.add_argument(
+        "--pipeline-users",
+        type=int,
+        default=4,
+        help="also run this many users through the full pipeline (SQLite, bundled "
+        "portfolio, default policy); 0 to skip",
+    )
     add_deployment_options(p)
     p.set_defaults(func=run)
 
@@ -40,8 +48,14 @@ def run(args: argparse.Namespace) -> int:
         ("pairwise", "thumbs") if args.feedback == "both" else (args.feedback,)
     )
     cfg = SimulationConfig(
-        n_traits=args.traits, n_members=args.members, n_users=args.users,
-        n_events=args.events, beta=args.beta, noise=args.noise, feedback=fb, seed=args.seed,
+        n_traits=args.traits,
+        n_members=args.members,
+        n_users=args.users,
+        n_events=args.events,
+        beta=args.beta,
+        noise=args.noise,
+        feedback=fb,
+        seed=args.seed,
     )
     result = run_simulation(cfg, progress=True)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -51,8 +65,10 @@ def run(args: argparse.Namespace) -> int:
         w.writeheader()
         w.writerows(rows)
     _plot(result, args.out / "simulate.png")
-    print(f"{args.users} users, {args.traits} traits, {args.members} members, "
-          f"beta={args.beta}, label noise={args.noise}, seed={args.seed}")
+    print(
+        f"{args.users} users, {args.traits} traits, {args.members} members, "
+        f"beta={args.beta}, label noise={args.noise}, seed={args.seed}"
+    )
     print(format_table(result, steps=(0, 5, 10, args.events)))
     print(f"wrote {args.out / 'simulate.csv'} and {args.out / 'simulate.png'}")
     if args.pipeline_users > 0:
@@ -102,10 +118,11 @@ def _pipeline_demo(args: argparse.Namespace) -> None:
         db = Path(tmp) / "demo.db"
         store = SQLiteStore(db)
         palm = Palm(portfolio, policy, store, random_state=args.seed)
-        print(f"\npipeline: {args.pipeline_users} users through Palm (SQLite {db.name}, "
-              f"portfolio {portfolio.name}, policy {policy.name} {policy.version})")
-        print(f"{'user':<8}{'hidden weights':<34}{'start':>12}{'after 15':>12}{'best':>12}"
-              f"  rules")
+        print(
+            f"\npipeline: {args.pipeline_users} users through Palm (SQLite {db.name}, "
+            f"portfolio {portfolio.name}, policy {policy.name} {policy.version})"
+        )
+        print(f"{'user':<8}{'hidden weights':<34}{'start':>12}{'after 15':>12}{'best':>12}  rules")
         for u in range(args.pipeline_users):
             w = rng.dirichlet(np.ones(len(names)))
             user = f"user-{u}"
@@ -121,7 +138,9 @@ def _pipeline_demo(args: argparse.Namespace) -> None:
             clamped = policy.clamp(w, evidence=1e9).weights
             best = portfolio.ids[int(np.argmax(portfolio.rewards @ clamped))]
             hidden = " ".join(f"{v:.2f}" for v in w)
-            print(f"{user:<8}{hidden:<34}{start:>12}{d.member:>12}{best:>12}  "
-                  f"{','.join(d.rules_fired) or '-'}")
+            print(
+                f"{user:<8}{hidden:<34}{start:>12}{d.member:>12}{best:>12}  "
+                f"{','.join(d.rules_fired) or '-'}"
+            )
         print("(best = the member best for the hidden weights after the policy's bounds)")
         store.close()

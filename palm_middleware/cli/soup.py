@@ -11,10 +11,12 @@ __all__ = ["register", "run"]
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``soup`` command."""
     p = sub.add_parser(
-        "soup", help="mix two ONNX exports: (1 - lam) * A + lam * B",
+        "soup",
+        help="mix two ONNX exports: (1 - lam) * A + lam * B",
         description="Check that two model folders have the same graph, interpolate every "
         "float initializer that differs, and write a new model folder (tokenizer and configs "
-        "copied from A) with model_card.json.")
+        "copied from A) with model_card.json.",
+    )
     p.add_argument("a", metavar="A", help="first model folder (weight 1 - lam)")
     p.add_argument("b", metavar="B", help="second model folder (weight lam)")
     p.add_argument("--lam", type=float, required=True, help="weight of B, in [0, 1]")
@@ -31,6 +33,8 @@ def run(args: argparse.Namespace) -> int:
     from ..engines.soup import soup
 
     res = soup(args.a, args.b, args.lam, args.output)
-    print(f"wrote {res.path / 'model.onnx'} (lam={args.lam}: {res.n_mixed} initializers mixed, "
-          f"{res.n_shared} shared; sha256 {res.card['sha256'][:12]})")
+    print(
+        f"wrote {res.path / 'model.onnx'} (lam={args.lam}: {res.n_mixed} initializers mixed, "
+        f"{res.n_shared} shared; sha256 {res.card['sha256'][:12]})"
+    )
     return 0

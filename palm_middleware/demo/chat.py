@@ -21,8 +21,10 @@ from ..preferences.events import Pairwise, Thumb
 
 __all__ = ["Chat", "HELP"]
 
-HELP = ("keys: + good  - bad  c compare with another member  p profile  r reset  q quit  "
-        "(or type your next message)")
+HELP = (
+    "keys: + good  - bad  c compare with another member  p profile  r reset  q quit  "
+    "(or type your next message)"
+)
 
 
 class Chat:
@@ -38,9 +40,17 @@ class Chat:
         out: Where replies and prompts are written.
     """
 
-    def __init__(self, palm: Palm, user: str, *, bases: Mapping[str, str | Path],
-                 root: str | Path, max_tokens: int = 160,
-                 read: Callable[[str], str | None], out: TextIO) -> None:
+    def __init__(
+        self,
+        palm: Palm,
+        user: str,
+        *,
+        bases: Mapping[str, str | Path],
+        root: str | Path,
+        max_tokens: int = 160,
+        read: Callable[[str], str | None],
+        out: TextIO,
+    ) -> None:
         self.palm = palm
         self.user = user
         self.bases = dict(bases)
@@ -56,8 +66,9 @@ class Chat:
     def _engine(self, member: str) -> OnnxEngine:
         engine = self._engines.get(member)
         if engine is None:
-            engine = engine_for_member(self.palm.portfolio.member(member), self.registry,
-                                       bases=self.bases, root=self.root)
+            engine = engine_for_member(
+                self.palm.portfolio.member(member), self.registry, bases=self.bases, root=self.root
+            )
             self._engines[member] = engine
         return engine
 
@@ -65,13 +76,13 @@ class Chat:
         self.out.write(text + "\n")
         self.out.flush()
 
-    def _reply(self, decision: Decision, messages: list[dict[str, str]], label: str = ""
-               ) -> str:
+    def _reply(self, decision: Decision, messages: list[dict[str, str]], label: str = "") -> str:
         """Stream the member's reply to the terminal; return its text."""
         self.out.write(f"{label}[{decision.member}] ")
         parts = []
         for chunk in self._engine(decision.member).stream(
-                messages, {"max_tokens": self.max_tokens}):
+            messages, {"max_tokens": self.max_tokens}
+        ):
             parts.append(chunk.text)
             self.out.write(chunk.text)
             self.out.flush()
@@ -120,8 +131,11 @@ class Chat:
         self._reply(second, messages, label="[2] ")
         choice = (self.read("which is better, 1 or 2 (enter: skip)? ") or "").strip()
         if choice in ("1", "2"):
-            winner, loser = ((self.last.member, second.member) if choice == "1"
-                             else (second.member, self.last.member))
+            winner, loser = (
+                (self.last.member, second.member)
+                if choice == "1"
+                else (second.member, self.last.member)
+            )
             self.palm.record_feedback(self.user, Pairwise(winner=winner, loser=loser))
             self._say(f"recorded: {winner} over {loser}")
 
@@ -130,8 +144,10 @@ class Chat:
         prof: dict[str, Any] = self.palm.profile(self.user).to_dict()
         lo, hi = prof["credible_interval"]["lower"], prof["credible_interval"]["upper"]
         for t, w in prof["weights"].items():
-            self._say(f"  {t:<12} {w:.2f}  (90%: {lo[t]:.2f}-{hi[t]:.2f})  applied "
-                      f"{prof['effective_weights'][t]:.2f}")
+            self._say(
+                f"  {t:<12} {w:.2f}  (90%: {lo[t]:.2f}-{hi[t]:.2f})  applied "
+                f"{prof['effective_weights'][t]:.2f}"
+            )
         rules = ", ".join(prof["rules_fired"]) or "none"
         self._say(f"  {prof['n_events']} events; rules applied: {rules}")
 
@@ -152,10 +168,12 @@ class Chat:
                 if self.last is None:
                     self._say("no reply to rate yet")
                     continue
-                self.palm.record_feedback(self.user, Thumb(
-                    up=key == "+", decision_id=self.last.decision_id))
-                self._say(f"recorded: thumb {'up' if key == '+' else 'down'} for "
-                          f"{self.last.member}")
+                self.palm.record_feedback(
+                    self.user, Thumb(up=key == "+", decision_id=self.last.decision_id)
+                )
+                self._say(
+                    f"recorded: thumb {'up' if key == '+' else 'down'} for {self.last.member}"
+                )
             elif key == "c":
                 self.compare()
             elif key == "p":

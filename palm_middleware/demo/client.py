@@ -52,13 +52,14 @@ class ProxyClient:
         self._key = key
         self.timeout = timeout
 
-    def _call(self, method: str, path: str, body: Any = None
-              ) -> tuple[int, dict[str, str], Any]:
+    def _call(self, method: str, path: str, body: Any = None) -> tuple[int, dict[str, str], Any]:
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(
-            self.url + path, data=data, method=method,
-            headers={"Authorization": f"Bearer {self._key}",
-                     "Content-Type": "application/json"})
+            self.url + path,
+            data=data,
+            method=method,
+            headers={"Authorization": f"Bearer {self._key}", "Content-Type": "application/json"},
+        )
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as r:
                 return r.status, {k.lower(): v for k, v in r.headers.items()}, json.loads(r.read())
@@ -70,8 +71,14 @@ class ProxyClient:
                 payload = {"error": raw.decode(errors="replace")}
             return exc.code, {k.lower(): v for k, v in exc.headers.items()}, payload
 
-    def chat(self, messages: list[dict[str, str]], *, model: str = "auto",
-             compare: str | None = None, max_tokens: int | None = None) -> ChatReply:
+    def chat(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        model: str = "auto",
+        compare: str | None = None,
+        max_tokens: int | None = None,
+    ) -> ChatReply:
         """A chat completion; ``compare`` asks for that member (one side of an A/B question)."""
         body: dict[str, Any] = {"model": model, "messages": messages}
         if max_tokens is not None:
@@ -83,15 +90,20 @@ class ProxyClient:
         took = time.perf_counter() - t0
         if status == 403 and "palm_policy_violation" in json.dumps(payload):
             rule, message = _blocked(payload)
-            return ChatReply(text=message, member=None, headers=headers, blocked_by=rule,
-                             seconds=took)
+            return ChatReply(
+                text=message, member=None, headers=headers, blocked_by=rule, seconds=took
+            )
         if status != 200:
             raise ProxyError(f"POST /v1/chat/completions: HTTP {status}: {payload}")
         text = payload["choices"][0]["message"]["content"] or ""
         usage = payload.get("usage") or {}
-        return ChatReply(text=text, member=headers.get("x-palm-member"), headers=headers,
-                         completion_tokens=int(usage.get("completion_tokens") or 0),
-                         seconds=took)
+        return ChatReply(
+            text=text,
+            member=headers.get("x-palm-member"),
+            headers=headers,
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+            seconds=took,
+        )
 
     def compare(self) -> tuple[str, str]:
         """Two members worth an A/B question to this user."""

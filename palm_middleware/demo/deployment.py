@@ -63,20 +63,32 @@ def _model_list(portfolio: Portfolio, bases: Mapping[str, Path]) -> list[dict[st
             if m.backend.base not in bases:
                 raise ConfigError(
                     f"member {m.id!r} runs on base {m.backend.base!r}, which has no folder; "
-                    f"give it with --base {m.backend.base}=DIR")
+                    f"give it with --base {m.backend.base}=DIR"
+                )
         elif isinstance(m.backend, LiteLLMBackend):
-            raise ConfigError(f"member {m.id!r} is a remote LiteLLM model; the demo serves "
-                              "local ONNX members only")
+            raise ConfigError(
+                f"member {m.id!r} is a remote LiteLLM model; the demo serves "
+                "local ONNX members only"
+            )
     if isinstance(portfolio.member(default).backend, PromptedBackend):
         # `auto` must name a real deployment; the hook re-targets it before it is called.
         targets["auto"] = portfolio.member(default).backend.base  # type: ignore[union-attr]
-    return [{"model_name": g, "litellm_params": {"model": f"palm_onnx/{targets.get(g, g)}"}}
-            for g in dict.fromkeys(groups)]
+    return [
+        {"model_name": g, "litellm_params": {"model": f"palm_onnx/{targets.get(g, g)}"}}
+        for g in dict.fromkeys(groups)
+    ]
 
 
-def write_deployment(root: str | Path, *, portfolio: str | Path, policy: str | Path,
-                     bases: Mapping[str, str | Path], users: Sequence[str],
-                     store: str = "palm.db", mode: str = "mean") -> Deployment:
+def write_deployment(
+    root: str | Path,
+    *,
+    portfolio: str | Path,
+    policy: str | Path,
+    bases: Mapping[str, str | Path],
+    users: Sequence[str],
+    store: str = "palm.db",
+    mode: str = "mean",
+) -> Deployment:
     """Write ``palm.yaml`` and ``config.yaml`` to ``root`` for a proxy serving ``portfolio``.
 
     Args:
@@ -105,18 +117,23 @@ def write_deployment(root: str | Path, *, portfolio: str | Path, policy: str | P
         "mode": mode,
         "route_models": ["auto"],
         "bases": {k: str(v) for k, v in base_dirs.items()},
-        "auth": {"keys": [{"sha256": _digest(k), "user": u} for u, k in keys.items()],
-                 "master_key_app": "admin"},
+        "auth": {
+            "keys": [{"sha256": _digest(k), "user": u} for u, k in keys.items()],
+            "master_key_app": "admin",
+        },
     }
     config = {
         "model_list": _model_list(manifest, base_dirs),
         "litellm_settings": {
             "custom_provider_map": [
-                {"provider": "palm_onnx", "custom_handler": "palm_litellm.provider.instance"}],
+                {"provider": "palm_onnx", "custom_handler": "palm_litellm.provider.instance"}
+            ],
             "callbacks": ["palm_litellm.hook.instance"],
         },
-        "general_settings": {"master_key": master,
-                             "custom_auth": "palm_litellm.auth.user_api_key_auth"},
+        "general_settings": {
+            "master_key": master,
+            "custom_auth": "palm_litellm.auth.user_api_key_auth",
+        },
     }
     header = "# Written by `palm demo`; keys are stored as SHA-256 digests only.\n"
     palm_path = root / "palm.yaml"
@@ -125,5 +142,11 @@ def write_deployment(root: str | Path, *, portfolio: str | Path, policy: str | P
     # The master key is in this file (LiteLLM reads it from here): owner-only permissions.
     config_path.write_text(header + yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     config_path.chmod(0o600)
-    return Deployment(root=root, config=config_path, palm_config=palm_path, master_key=master,
-                      keys=keys, portfolio=manifest)
+    return Deployment(
+        root=root,
+        config=config_path,
+        palm_config=palm_path,
+        master_key=master,
+        keys=keys,
+        portfolio=manifest,
+    )

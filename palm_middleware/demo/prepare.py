@@ -36,13 +36,17 @@ PREPARERS: dict[str, Callable[[bool, Mapping[str, Path]], Path]] = {
 
 def bases_of(portfolio: Portfolio) -> list[str]:
     """Names of the shared bases the portfolio's members run on, in manifest order."""
-    names = [m.backend.base for m in portfolio.members
-             if isinstance(m.backend, (PromptedBackend, AdapterBackend))]
+    names = [
+        m.backend.base
+        for m in portfolio.members
+        if isinstance(m.backend, (PromptedBackend, AdapterBackend))
+    ]
     return list(dict.fromkeys(names))
 
 
-def resolve_bases(portfolio: Portfolio, given: Mapping[str, str | Path] | None = None, *,
-                  progress: bool = True) -> dict[str, Path]:
+def resolve_bases(
+    portfolio: Portfolio, given: Mapping[str, str | Path] | None = None, *, progress: bool = True
+) -> dict[str, Path]:
     """A folder for every base of ``portfolio``: ``given`` first, else a known preparer.
 
     Raises:
@@ -54,8 +58,10 @@ def resolve_bases(portfolio: Portfolio, given: Mapping[str, str | Path] | None =
             continue
         prep = PREPARERS.get(name)
         if prep is None:
-            raise ConfigError(f"portfolio {portfolio.name or portfolio.source!r}: base {name!r} "
-                              f"has no folder; pass --base {name}=DIR (preparable: "
-                              f"{sorted(PREPARERS)})")
+            raise ConfigError(
+                f"portfolio {portfolio.name or portfolio.source!r}: base {name!r} "
+                f"has no folder; pass --base {name}=DIR (preparable: "
+                f"{sorted(PREPARERS)})"
+            )
         out[name] = prep(progress, out)
     return out

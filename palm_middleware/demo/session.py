@@ -98,6 +98,7 @@ class SessionResult:
             "|---|---|---|---|---|---|---|---|---|",
         ]
         for u in self.users:
+
             def fmt(w: Mapping[str, float]) -> str:
                 return " ".join(f"{w[t]:.2f}" for t in traits)
 
@@ -105,7 +106,8 @@ class SessionResult:
                 f"| {u.name} ({u.about}) | {fmt(u.hidden)} | {fmt(u.inferred)} | "
                 f"{fmt(u.applied)} | {', '.join(u.rules_fired) or '—'} | {u.final_member} | "
                 f"{u.best_for_hidden} | {u.best_within_bounds} | "
-                f"{'yes' if u.converged else 'no'} |")
+                f"{'yes' if u.converged else 'no'} |"
+            )
         return "\n".join(lines)
 
 
@@ -114,8 +116,12 @@ def _latency(seconds: Sequence[float], tokens: Sequence[int]) -> dict[str, float
         return {}
     qs = statistics.quantiles(seconds, n=20) if len(seconds) > 1 else [seconds[0]] * 19
     total = sum(seconds)
-    return {"n": len(seconds), "p50": statistics.median(seconds), "p95": qs[18],
-            "tokens_per_s": sum(tokens) / total if total else 0.0}
+    return {
+        "n": len(seconds),
+        "p50": statistics.median(seconds),
+        "p95": qs[18],
+        "tokens_per_s": sum(tokens) / total if total else 0.0,
+    }
 
 
 def _excerpt(text: str, n: int = 90) -> str:
@@ -140,10 +146,21 @@ class Session:
         echo: Where progress lines go (None: silent).
     """
 
-    def __init__(self, url: str, keys: Mapping[str, str], users: Sequence[ScriptedUser],
-                 portfolio: Portfolio, policy: BoundsPolicy, scorers: ScorerSet,
-                 prompts: Sequence[Prompt], *, risky: Prompt | None = None, rounds: int = 8,
-                 max_tokens: int = 96, echo: Callable[[str], None] | None = print) -> None:
+    def __init__(
+        self,
+        url: str,
+        keys: Mapping[str, str],
+        users: Sequence[ScriptedUser],
+        portfolio: Portfolio,
+        policy: BoundsPolicy,
+        scorers: ScorerSet,
+        prompts: Sequence[Prompt],
+        *,
+        risky: Prompt | None = None,
+        rounds: int = 8,
+        max_tokens: int = 96,
+        echo: Callable[[str], None] | None = print,
+    ) -> None:
         missing = [u.name for u in users if u.name not in keys]
         if missing:
             raise InvalidParameterError(f"no API key for users {missing}")
@@ -160,13 +177,17 @@ class Session:
         self._warm: set[str] = set()
 
     def _score(self, text: str, prompt: str) -> dict[str, float]:
-        return {t: float(np.clip(s.score_many([text], [prompt])[0], 0.0, 1.0))
-                for t, s in self.scorers.scorers.items()}
+        return {
+            t: float(np.clip(s.score_many([text], [prompt])[0], 0.0, 1.0))
+            for t, s in self.scorers.scorers.items()
+        }
 
-    def _chat(self, result: SessionResult, user: str, text: str,
-              compare: str | None = None) -> ChatReply:
-        reply = self.clients[user].chat([{"role": "user", "content": text}],
-                                        compare=compare, max_tokens=self.max_tokens)
+    def _chat(
+        self, result: SessionResult, user: str, text: str, compare: str | None = None
+    ) -> ChatReply:
+        reply = self.clients[user].chat(
+            [{"role": "user", "content": text}], compare=compare, max_tokens=self.max_tokens
+        )
         if reply.member is not None:
             # A member's first request loads its session: not steady state.
             if reply.member in self._warm:
@@ -193,16 +214,27 @@ class Session:
         if self.risky is not None and self.users:
             who = self.users[-1].name
             reply = self._chat(result, who, self.risky.text)
-            result.guard = {"user": who, "prompt": self.risky.text, "blocked_by": reply.blocked_by,
-                            "member": reply.member, "message": reply.text}
-            verdict = (f"blocked by {reply.blocked_by}" if reply.blocked_by
-                       else f"NOT blocked, served by {reply.member}")
-            self.echo(f"\nguard  {who} asks: {self.risky.text!r}\n       {verdict}: "
-                      f"{_excerpt(reply.text, 160)}")
+            result.guard = {
+                "user": who,
+                "prompt": self.risky.text,
+                "blocked_by": reply.blocked_by,
+                "member": reply.member,
+                "message": reply.text,
+            }
+            verdict = (
+                f"blocked by {reply.blocked_by}"
+                if reply.blocked_by
+                else f"NOT blocked, served by {reply.member}"
+            )
+            self.echo(
+                f"\nguard  {who} asks: {self.risky.text!r}\n       {verdict}: "
+                f"{_excerpt(reply.text, 160)}"
+            )
         return result
 
-    def _round(self, result: SessionResult, user: ScriptedUser, r: int, prompt: Prompt
-               ) -> RoundRecord:
+    def _round(
+        self, result: SessionResult, user: ScriptedUser, r: int, prompt: Prompt
+    ) -> RoundRecord:
         client = self.clients[user.name]
         text = user.message(prompt.text, r)  # now and then with "Keep it short." etc.
         served = self._chat(result, user.name, text)
@@ -217,8 +249,9 @@ class Session:
                     replies[m] = got
         winner = None
         if a in replies and b in replies and a != b:
-            choice = user.prefers(self._score(replies[a].text, text),
-                                  self._score(replies[b].text, text))
+            choice = user.prefers(
+                self._score(replies[a].text, text), self._score(replies[b].text, text)
+            )
             if choice is not None:
                 winner, loser = (a, b) if choice == 0 else (b, a)
                 client.feedback({"type": "pairwise", "winner": winner, "loser": loser})
@@ -226,22 +259,31 @@ class Session:
         w = " ".join(f"{t[:5]}={v:.2f}" for t, v in weights.items())
         ab = f"{a} vs {b} -> {winner or 'no choice'}"
         said = f" +{user.says!r}" if text != prompt.text else ""
-        self.echo(f"r{r + 1:<2} {user.name:<6} served {served.member or '-':<12} "
-                  f"{_excerpt(served.text, 60)!r:<64} A/B {ab:<34} {w}{said}")
-        return RoundRecord(user.name, r + 1, prompt.id, served.member, served.text, (a, b),
-                           winner, weights)
+        self.echo(
+            f"r{r + 1:<2} {user.name:<6} served {served.member or '-':<12} "
+            f"{_excerpt(served.text, 60)!r:<64} A/B {ab:<34} {w}{said}"
+        )
+        return RoundRecord(
+            user.name, r + 1, prompt.id, served.member, served.text, (a, b), winner, weights
+        )
 
-    def _summary(self, result: SessionResult, user: ScriptedUser, prompt: Prompt
-                 ) -> UserSummary:
+    def _summary(self, result: SessionResult, user: ScriptedUser, prompt: Prompt) -> UserSummary:
         final = self._chat(result, user.name, prompt.text)
         prof = self.clients[user.name].profile()
         names = self.portfolio.space.names
         hidden = np.array([user.hidden[t] for t in names])
         clamped = self.policy.clamp(hidden, evidence=1e9).weights
         return UserSummary(
-            name=user.name, about=user.about, hidden=dict(user.hidden),
-            inferred=prof["weights"], lower=prof["credible_interval"]["lower"],
-            upper=prof["credible_interval"]["upper"], applied=prof["effective_weights"],
-            rules_fired=tuple(prof.get("rules_fired", ())), final_member=final.member,
-            final_reply=final.text, best_for_hidden=self._best(user.hidden),
-            best_within_bounds=self._best(dict(zip(names, clamped))))
+            name=user.name,
+            about=user.about,
+            hidden=dict(user.hidden),
+            inferred=prof["weights"],
+            lower=prof["credible_interval"]["lower"],
+            upper=prof["credible_interval"]["upper"],
+            applied=prof["effective_weights"],
+            rules_fired=tuple(prof.get("rules_fired", ())),
+            final_member=final.member,
+            final_reply=final.text,
+            best_for_hidden=self._best(user.hidden),
+            best_within_bounds=self._best(dict(zip(names, clamped))),
+        )

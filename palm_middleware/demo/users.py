@@ -34,7 +34,8 @@ class ScriptedUser:
         if any(v < 0 for v in self.hidden.values()) or abs(total - 1.0) > 1e-6:
             raise InvalidWeightsError(
                 f"user {self.name!r}: hidden weights must be >= 0 and sum to 1, got "
-                f"{dict(self.hidden)}")
+                f"{dict(self.hidden)}"
+            )
 
     def message(self, text: str, turn: int) -> str:
         """The user's ``turn``-th message (0-based) asking ``text``."""
@@ -78,8 +79,9 @@ def default_users(traits: Sequence[str], *, focus: float = 0.9) -> list[Scripted
     rest = (1.0 - focus) / max(len(traits) - 1, 1)
     for name, t in zip(_NAMES, traits):
         hidden = {u: (focus if u == t else rest) for u in traits}
-        users.append(ScriptedUser(name, hidden, _ABOUT.get(t, f"leans on {t}"),
-                                  says=_SAYS.get(t, "")))
+        users.append(
+            ScriptedUser(name, hidden, _ABOUT.get(t, f"leans on {t}"), says=_SAYS.get(t, ""))
+        )
     even = {t: 1.0 / len(traits) for t in traits}
     users.append(ScriptedUser(_NAMES[len(traits)], even, "wants a bit of everything"))
     return users
@@ -95,21 +97,40 @@ def load_users(path: str | Path, traits: Sequence[str]) -> list[ScriptedUser]:
     doc = load_yaml_file(path, ConfigError)
     items = doc.data.get("users") if isinstance(doc.data, dict) else None
     if not isinstance(items, list) or not items:
-        raise ConfigError(doc.issue((), "a users file needs a non-empty 'users' list of "
-                                    "{name, hidden, about, says}"))
+        raise ConfigError(
+            doc.issue(
+                (), "a users file needs a non-empty 'users' list of {name, hidden, about, says}"
+            )
+        )
     users: list[ScriptedUser] = []
     for i, item in enumerate(items):
         here: tuple[str | int, ...] = ("users", i)
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise ConfigError(doc.issue(here, "each user needs a string 'name'"))
         hidden = item.get("hidden")
-        if not isinstance(hidden, dict) or set(hidden) != set(traits) or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) for v in hidden.values()):
-            raise ConfigError(doc.issue((*here, "hidden"), f"hidden must give a number for each "
-                                        f"of the traits {list(traits)}; got {hidden!r}"))
+        if (
+            not isinstance(hidden, dict)
+            or set(hidden) != set(traits)
+            or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in hidden.values()
+            )
+        ):
+            raise ConfigError(
+                doc.issue(
+                    (*here, "hidden"),
+                    f"hidden must give a number for each "
+                    f"of the traits {list(traits)}; got {hidden!r}",
+                )
+            )
         try:
-            users.append(ScriptedUser(item["name"], {t: float(hidden[t]) for t in traits},
-                                      str(item.get("about", "")), str(item.get("says", ""))))
+            users.append(
+                ScriptedUser(
+                    item["name"],
+                    {t: float(hidden[t]) for t in traits},
+                    str(item.get("about", "")),
+                    str(item.get("says", "")),
+                )
+            )
         except InvalidWeightsError as exc:
             raise ConfigError(doc.issue((*here, "hidden"), str(exc))) from None
     return users

@@ -68,8 +68,15 @@ class DecodeBatcher:
         batch_sizes: How many runs had each batch size (for tests and benchmarks).
     """
 
-    def __init__(self, session: Any, kv: Sequence[_KVLayout], output_names: list[str],
-                 where: str, window_s: float = 0.002, max_batch: int = 8) -> None:
+    def __init__(
+        self,
+        session: Any,
+        kv: Sequence[_KVLayout],
+        output_names: list[str],
+        where: str,
+        window_s: float = 0.002,
+        max_batch: int = 8,
+    ) -> None:
         self.session = session
         self.kv = tuple(kv)
         self.output_names = output_names
@@ -93,8 +100,9 @@ class DecodeBatcher:
             self._active -= 1
             self._cond.notify_all()
 
-    def step(self, feeds: Mapping[str, Array],
-             past: Mapping[str, Array]) -> tuple[Array, dict[str, Array]]:
+    def step(
+        self, feeds: Mapping[str, Array], past: Mapping[str, Array]
+    ) -> tuple[Array, dict[str, Array]]:
         """Run one decode step (possibly batched with others'): last logits row, new cache."""
         item = _Step(feeds, past)
         with self._cond:
@@ -136,13 +144,15 @@ class DecodeBatcher:
         try:
             if len(batch) == 1:  # no padding, no copies: exactly the unbatched step
                 item = batch[0]
-                out = run_session(self.session, self.output_names,
-                                  {**item.feeds, **item.past}, None, self.where)
+                out = run_session(
+                    self.session, self.output_names, {**item.feeds, **item.past}, None, self.where
+                )
                 item.logits = out[0][0, -1]
                 item.present = {k.input_name: v for k, v in zip(self.kv, out[1:], strict=True)}
             else:
-                out = run_session(self.session, self.output_names, self._stack(batch), None,
-                                  self.where)
+                out = run_session(
+                    self.session, self.output_names, self._stack(batch), None, self.where
+                )
                 self._scatter(batch, out)
         except BaseException as exc:  # re-raised in each request's own thread
             for item in batch:
@@ -158,18 +168,19 @@ class DecodeBatcher:
         first = batch[0].feeds
         feeds: dict[str, Array] = {
             name: np.concatenate([item.feeds[name] for item in batch])
-            for name in first if name != "attention_mask"
+            for name in first
+            if name != "attention_mask"
         }
         if "attention_mask" in first:
             mask = np.zeros((len(batch), top + 1), dtype=first["attention_mask"].dtype)
             for i, (item, n) in enumerate(zip(batch, lens, strict=True)):
-                mask[i, top - n:] = item.feeds["attention_mask"][0]
+                mask[i, top - n :] = item.feeds["attention_mask"][0]
             feeds["attention_mask"] = mask
         for k in self.kv:
             shape = batch[0].past[k.input_name].shape
             past = np.zeros((len(batch), shape[1], top, shape[3]), dtype=k.empty().dtype)
             for i, (item, n) in enumerate(zip(batch, lens, strict=True)):
-                past[i, :, top - n:] = item.past[k.input_name][0]
+                past[i, :, top - n :] = item.past[k.input_name][0]
             feeds[k.input_name] = past
         return feeds
 
@@ -193,8 +204,7 @@ class BatchedCache(NumpyCache):
     """
 
     def __init__(self, batcher: DecodeBatcher) -> None:
-        super().__init__(batcher.session, batcher.kv, batcher.output_names, None,
-                         batcher.where)
+        super().__init__(batcher.session, batcher.kv, batcher.output_names, None, batcher.where)
         self._batcher = batcher
         self._joined = False
 

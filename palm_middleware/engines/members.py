@@ -56,8 +56,7 @@ def engine_for_member(
         return OnnxEngine(root / backend.path, registry=registry, name=name)
     base = Path((bases or {}).get(backend.base, backend.base))
     if isinstance(backend, AdapterBackend):
-        return OnnxEngine(root / base, registry=registry, adapter=root / backend.adapter,
-                          name=name)
+        return OnnxEngine(root / base, registry=registry, adapter=root / backend.adapter, name=name)
     return OnnxEngine(
         root / base,
         registry=registry,

@@ -64,8 +64,7 @@ def find_model_file(folder: Path) -> Path:
         raise ModelLoadError(f"model folder {folder} does not exist")
     if folder.is_file():
         raise ModelLoadError(
-            f"{folder} is a file; pass the model folder that contains model.onnx and "
-            "tokenizer.json"
+            f"{folder} is a file; pass the model folder that contains model.onnx and tokenizer.json"
         )
     for name in _MODEL_FILES:
         if (folder / name).is_file():
@@ -136,13 +135,16 @@ class OnnxModel:
         self.chat_template = self._load_template(tok_cfg)
         self.eos_token_ids = self._eos_ids(tok_cfg, gen_cfg)
         self.max_context: int | None = next(
-            (int(self.config[k]) for k in ("max_position_embeddings", "n_positions",
-                                           "max_sequence_length") if isinstance(
-                self.config.get(k), int)),
+            (
+                int(self.config[k])
+                for k in ("max_position_embeddings", "n_positions", "max_sequence_length")
+                if isinstance(self.config.get(k), int)
+            ),
             None,
         )
         self.n_bytes = sum(
-            p.stat().st_size for p in self.path.iterdir()
+            p.stat().st_size
+            for p in self.path.iterdir()
             if p.is_file() and (p.suffix in {".onnx", ".data"} or p.name.endswith("_data"))
         )
         try:
@@ -164,8 +166,9 @@ class OnnxModel:
                 "it); serve the fp32 source folder otherwise"
             ) from exc
         self.providers: list[str] = list(self.session.get_providers())
-        self.binding_device: BindingDevice | None = binding_device(self.session,
-                                                                   self.options.io_binding)
+        self.binding_device: BindingDevice | None = binding_device(
+            self.session, self.options.io_binding
+        )
         self._inspect_graph(model_file)
         self.batcher = self._batcher()
         self._adapters: dict[Path, Any] = {}
@@ -205,7 +208,8 @@ class OnnxModel:
         if not isinstance(source, str):
             raise ModelLoadError(f"{where}: chat_template must be a string; got {source!r}")
         special = {
-            k: t for k in ("bos_token", "eos_token", "unk_token", "pad_token")
+            k: t
+            for k in ("bos_token", "eos_token", "unk_token", "pad_token")
             if (t := _token_text(tok_cfg.get(k))) is not None
         }
         return ChatTemplate(source, special, where)
@@ -246,15 +250,16 @@ class OnnxModel:
         for name, meta in inputs.items():
             if not name.startswith("past_key_values."):
                 continue
-            out = "present." + name[len("past_key_values."):]
+            out = "present." + name[len("past_key_values.") :]
             if out not in outputs:
                 raise ModelLoadError(
                     f"{model_file}: input {name} has no matching output {out}; the KV cache "
                     "cannot be carried between steps"
                 )
             shape = list(meta.shape)
-            n_heads = _dim(shape, 1) or self._config_int("num_key_value_heads",
-                                                         "num_attention_heads", "n_head")
+            n_heads = _dim(shape, 1) or self._config_int(
+                "num_key_value_heads", "num_attention_heads", "n_head"
+            )
             head_dim = _dim(shape, 3) or self._head_dim()
             if n_heads is None or head_dim is None:
                 raise ModelLoadError(
@@ -280,15 +285,26 @@ class OnnxModel:
         opts = self.options
         # Rows of different lengths need a mask to hide their padding; IO binding keeps the
         # cache in OrtValues, which the numpy batcher cannot pad.
-        if (not opts.batch_decode or not self.kv_inputs or self.binding_device is not None
-                or "attention_mask" not in self.input_names):
+        if (
+            not opts.batch_decode
+            or not self.kv_inputs
+            or self.binding_device is not None
+            or "attention_mask" not in self.input_names
+        ):
             return None
-        return DecodeBatcher(self.session, self.kv_inputs, self.output_names, self.path.name,
-                             window_s=opts.batch_window_ms / 1000, max_batch=opts.max_batch)
+        return DecodeBatcher(
+            self.session,
+            self.kv_inputs,
+            self.output_names,
+            self.path.name,
+            window_s=opts.batch_window_ms / 1000,
+            max_batch=opts.max_batch,
+        )
 
     def _config_int(self, *keys: str) -> int | None:
-        return next((int(self.config[k]) for k in keys if isinstance(self.config.get(k), int)),
-                    None)
+        return next(
+            (int(self.config[k]) for k in keys if isinstance(self.config.get(k), int)), None
+        )
 
     def _head_dim(self) -> int | None:
         hd = self._config_int("head_dim")

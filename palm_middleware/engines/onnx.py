@@ -88,8 +88,9 @@ def normalize_few_shot(examples: Sequence[Mapping[str, str]]) -> tuple[dict[str,
     return tuple(out)
 
 
-def _step_feeds(names: frozenset[str], step_ids: np.ndarray[Any, Any],
-                total: int) -> dict[str, Any]:
+def _step_feeds(
+    names: frozenset[str], step_ids: np.ndarray[Any, Any], total: int
+) -> dict[str, Any]:
     """One step's inputs: ``step_ids`` are the last of ``total`` tokens the model has seen."""
     n = step_ids.shape[1]
     feeds: dict[str, Any] = {"input_ids": step_ids}
@@ -142,7 +143,8 @@ class OnnxEngine:
         self.system_prompt = system_prompt
         self.few_shot = normalize_few_shot(few_shot)
         self.defaults = (
-            defaults if isinstance(defaults, GenerationParams)
+            defaults
+            if isinstance(defaults, GenerationParams)
             else GenerationParams().merged(defaults)
         )
         self.adapter = Path(adapter) if adapter is not None else None
@@ -251,15 +253,22 @@ class OnnxEngine:
         where = model.path.name
         if self.uses_io_binding(model):
             assert model.binding_device is not None  # checked by uses_io_binding
-            return BoundCache(model.session, model.kv_inputs, model.logits_name,
-                              model.binding_device, where)
+            return BoundCache(
+                model.session, model.kv_inputs, model.logits_name, model.binding_device, where
+            )
         if self.adapter is None and model.batcher is not None:
             return BatchedCache(model.batcher)
-        return NumpyCache(model.session, model.kv_inputs, model.output_names,
-                          self._run_options(model), where)
+        return NumpyCache(
+            model.session, model.kv_inputs, model.output_names, self._run_options(model), where
+        )
 
-    def _tokens(self, model: OnnxModel, prompt_ids: list[int], params: GenerationParams,
-                cancel: threading.Event | None) -> Iterator[int]:
+    def _tokens(
+        self,
+        model: OnnxModel,
+        prompt_ids: list[int],
+        params: GenerationParams,
+        cancel: threading.Event | None,
+    ) -> Iterator[int]:
         """Sampled token ids, one per model step (KV cache carried between steps)."""
         cache = self._cache(model)
         sampler = Sampler(params)
@@ -292,8 +301,9 @@ class OnnxEngine:
         finally:
             cache.close()  # a batcher must not wait for a finished or abandoned request
 
-    def _chunks(self, prompt: Prompt, params: ParamsLike,
-                cancel: threading.Event | None = None) -> Iterator[Chunk]:
+    def _chunks(
+        self, prompt: Prompt, params: ParamsLike, cancel: threading.Event | None = None
+    ) -> Iterator[Chunk]:
         p = self._params(params)
         model = self.model
         prompt_ids = self.encode_prompt(prompt, model)

@@ -66,10 +66,9 @@ class QuantizeResult:
     card: dict[str, Any]
 
 
-
-def quantize_weight(w: npt.NDArray[np.float32], bits: int, block_size: int
-                    ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.float32],
-                               npt.NDArray[np.uint8]]:
+def quantize_weight(
+    w: npt.NDArray[np.float32], bits: int, block_size: int
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.float32], npt.NDArray[np.uint8]]:
     """Asymmetric blockwise quantization of ``w [K, N]`` in MatMulNBits' layout.
 
     Returns ``(blob [N, n_blocks, block_size * bits / 8], scales [N * n_blocks],
@@ -103,8 +102,9 @@ def _is_lm_head(node: Any, graph_outputs: set[str]) -> bool:
     return bool(node.output[0] in graph_outputs or "lm_head" in node.name)
 
 
-def _rewrite(model: Any, bits: int, block_size: int, lm_head: bool,
-             accuracy_level: int) -> dict[str, Any]:
+def _rewrite(
+    model: Any, bits: int, block_size: int, lm_head: bool, accuracy_level: int
+) -> dict[str, Any]:
     """Replace eligible MatMuls of ``model`` in place; return counts for the card."""
     from onnx import helper, numpy_helper
 
@@ -124,8 +124,12 @@ def _rewrite(model: Any, bits: int, block_size: int, lm_head: bool,
             arr = numpy_helper.to_array(inits[name])
             return (arr, None) if arr.dtype == np.float32 and arr.ndim == 2 else None
         tr = producers.get(name)
-        if (tr is None or tr.op_type != "Transpose" or tr.input[0] not in inits
-                or tr.input[0] in overridable):
+        if (
+            tr is None
+            or tr.op_type != "Transpose"
+            or tr.input[0] not in inits
+            or tr.input[0] in overridable
+        ):
             return None
         perm = [list(a.ints) for a in tr.attribute if a.name == "perm"]
         arr = numpy_helper.to_array(inits[tr.input[0]])
@@ -133,14 +137,21 @@ def _rewrite(model: Any, bits: int, block_size: int, lm_head: bool,
             return None
         return arr.T, tr
 
-    stats: dict[str, Any] = {"n_matmul": sum(n.op_type == "MatMul" for n in g.node),
-                             "n_quantized": 0, "lm_head": None, "fp32_bytes": 0,
-                             "quantized_bytes": 0}
+    stats: dict[str, Any] = {
+        "n_matmul": sum(n.op_type == "MatMul" for n in g.node),
+        "n_quantized": 0,
+        "lm_head": None,
+        "fp32_bytes": 0,
+        "quantized_bytes": 0,
+    }
     new_nodes: list[Any] = []
     dropped: set[str] = set()
     for node in g.node:
-        found = (constant_weight(node.input[1])
-                 if node.op_type == "MatMul" and len(node.input) == 2 else None)
+        found = (
+            constant_weight(node.input[1])
+            if node.op_type == "MatMul" and len(node.input) == 2
+            else None
+        )
         if found is None or (not lm_head and _is_lm_head(node, outputs)):
             if found is not None:
                 stats["lm_head"] = "kept fp32"
@@ -154,13 +165,24 @@ def _rewrite(model: Any, bits: int, block_size: int, lm_head: bool,
         arrays: tuple[npt.NDArray[Any], ...] = (blob, scales, zps)
         for arr, name in zip(arrays, names, strict=True):
             g.initializer.append(numpy_helper.from_array(arr, name))
-        new_nodes.append(helper.make_node(
-            "MatMulNBits", [node.input[0], *names], list(node.output), name=node.name + "Q",
-            domain=_MS, K=k, N=n_out, bits=bits, block_size=block_size,
-            accuracy_level=accuracy_level))
+        new_nodes.append(
+            helper.make_node(
+                "MatMulNBits",
+                [node.input[0], *names],
+                list(node.output),
+                name=node.name + "Q",
+                domain=_MS,
+                K=k,
+                N=n_out,
+                bits=bits,
+                block_size=block_size,
+                accuracy_level=accuracy_level,
+            )
+        )
         if _is_lm_head(node, outputs):
-            stats["lm_head"] = f"int{bits}" + (" (tied: quantized from the embedding)"
-                                               if transpose is not None else "")
+            stats["lm_head"] = f"int{bits}" + (
+                " (tied: quantized from the embedding)" if transpose is not None else ""
+            )
         stats["n_quantized"] += 1
         stats["fp32_bytes"] += w.nbytes
         stats["quantized_bytes"] += blob.nbytes + scales.nbytes + zps.nbytes
@@ -187,8 +209,10 @@ def _logits(model: Any, ids: list[int]) -> npt.NDArray[np.float32]:
     from ._runtime import run_session
 
     n = len(ids)
-    feeds: dict[str, Any] = {"input_ids": np.asarray([ids], dtype=model.ids_dtype),
-                             **{k.input_name: k.empty() for k in model.kv_inputs}}
+    feeds: dict[str, Any] = {
+        "input_ids": np.asarray([ids], dtype=model.ids_dtype),
+        **{k.input_name: k.empty() for k in model.kv_inputs},
+    }
     if "attention_mask" in model.input_names:
         feeds["attention_mask"] = np.ones((1, n), dtype=np.int64)
     if "position_ids" in model.input_names:
@@ -197,9 +221,13 @@ def _logits(model: Any, ids: list[int]) -> npt.NDArray[np.float32]:
     return np.asarray(out[0][0], dtype=np.float32)
 
 
-def agreement(reference: str | Path, candidate: str | Path,
-              prompts: Sequence[str] = CHECK_PROMPTS, n_tokens: int = 32,
-              progress: bool = False) -> dict[str, Any]:
+def agreement(
+    reference: str | Path,
+    candidate: str | Path,
+    prompts: Sequence[str] = CHECK_PROMPTS,
+    n_tokens: int = 32,
+    progress: bool = False,
+) -> dict[str, Any]:
     """Compare ``candidate``'s greedy decoding with ``reference``'s, prompt by prompt.
 
     Both folders run through :class:`OnnxEngine` (KV-cache path, ``max_tokens=n_tokens``, EOS
@@ -221,8 +249,9 @@ def agreement(reference: str | Path, candidate: str | Path,
     bar = progress_bar(len(prompts), "quality check", progress)
     cases: list[dict[str, Any]] = []
     for text in prompts:
-        prompt: Any = ([{"role": "user", "content": text}]
-                       if ref.model.chat_template is not None else text)
+        prompt: Any = (
+            [{"role": "user", "content": text}] if ref.model.chat_template is not None else text
+        )
         ids = ref.encode_prompt(prompt)
         params = ref.defaults.merged({"max_tokens": n_tokens, "temperature": 0.0})
         # _tokens ignores EOS, so both sequences have exactly n_tokens positions to compare.
@@ -230,14 +259,19 @@ def agreement(reference: str | Path, candidate: str | Path,
         b = list(cand._tokens(cand.model, ids, params, None))
         first = next((i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y), len(a))
         seq = ids + a[:-1]
-        lr, lc = _logits(ref.model, seq)[len(ids) - 1:], _logits(cand.model, seq)[len(ids) - 1:]
-        cases.append({
-            "prompt": text, "reference": a, "candidate": b, "first_divergence": first,
-            "equal": sum(x == y for x, y in zip(a, b, strict=True)),
-            "teacher_forced_equal": int((lc.argmax(axis=1) == np.asarray(a)).sum()),
-            "max_logit_diff_first_step": float(np.abs(lr[0] - lc[0]).max()),
-            "max_logit_diff": float(np.abs(lr - lc).max()),
-        })
+        lr, lc = _logits(ref.model, seq)[len(ids) - 1 :], _logits(cand.model, seq)[len(ids) - 1 :]
+        cases.append(
+            {
+                "prompt": text,
+                "reference": a,
+                "candidate": b,
+                "first_divergence": first,
+                "equal": sum(x == y for x, y in zip(a, b, strict=True)),
+                "teacher_forced_equal": int((lc.argmax(axis=1) == np.asarray(a)).sum()),
+                "max_logit_diff_first_step": float(np.abs(lr[0] - lc[0]).max()),
+                "max_logit_diff": float(np.abs(lr - lc).max()),
+            }
+        )
         bar.update(1)
     bar.close()
     total = n_tokens * len(cases)
@@ -255,23 +289,39 @@ def agreement(reference: str | Path, candidate: str | Path,
 def _check_args(bits: int, block_size: int, accuracy_level: int) -> None:
     if bits not in (4, 8) or isinstance(bits, bool):
         raise InvalidParameterError(f"bits must be 4 or 8; got {bits!r}")
-    if (not isinstance(block_size, int) or isinstance(block_size, bool) or block_size < 16
-            or block_size & (block_size - 1)):
+    if (
+        not isinstance(block_size, int)
+        or isinstance(block_size, bool)
+        or block_size < 16
+        or block_size & (block_size - 1)
+    ):
         raise InvalidParameterError(
-            f"block_size must be a power of two >= 16 (MatMulNBits); got {block_size!r}")
+            f"block_size must be a power of two >= 16 (MatMulNBits); got {block_size!r}"
+        )
     if accuracy_level not in (0, 1, 2, 3, 4):
         raise InvalidParameterError(f"accuracy_level must be 0..4; got {accuracy_level!r}")
     if bits == 8 and accuracy_level < 4:
         # Measured (bench/results/engine.md): ORT's CPU kernel dequantizes 8-bit weights on
         # every call at fp32 compute, ~10x slower than the fp32 MatMul it replaces.
-        logger.warning("8-bit weights with accuracy_level %d run ~10x slower than fp32 on CPU; "
-                       "use accuracy_level=4 for speed", accuracy_level)
+        logger.warning(
+            "8-bit weights with accuracy_level %d run ~10x slower than fp32 on CPU; "
+            "use accuracy_level=4 for speed",
+            accuracy_level,
+        )
 
 
-def quantize(src: str | Path, out: str | Path, *, bits: int = 4, block_size: int = 32,
-             lm_head: bool = True, accuracy_level: int = 4,
-             check_prompts: Sequence[str] = CHECK_PROMPTS, check_tokens: int = 32,
-             progress: bool = True) -> QuantizeResult:
+def quantize(
+    src: str | Path,
+    out: str | Path,
+    *,
+    bits: int = 4,
+    block_size: int = 32,
+    lm_head: bool = True,
+    accuracy_level: int = 4,
+    check_prompts: Sequence[str] = CHECK_PROMPTS,
+    check_tokens: int = 32,
+    progress: bool = True,
+) -> QuantizeResult:
     """Write a weight-only quantized copy of model folder ``src`` to ``out``.
 
     Args:
@@ -312,22 +362,29 @@ def quantize(src: str | Path, out: str | Path, *, bits: int = 4, block_size: int
         model = onnx.load(str(src_file))
     except Exception as exc:  # protobuf DecodeError, missing external data, ...
         raise ModelLoadError(f"{src_file}: not a readable ONNX file ({exc})") from exc
-    if any(n.op_type in ("MatMulNBits", "MatMulInteger", "DynamicQuantizeMatMul")
-           for n in model.graph.node):
+    if any(
+        n.op_type in ("MatMulNBits", "MatMulInteger", "DynamicQuantizeMatMul")
+        for n in model.graph.node
+    ):
         raise ModelLoadError(f"{src_file}: already quantized; quantize the fp32 export instead")
     bar.update(1)
     stats = _rewrite(model, bits, block_size, lm_head, accuracy_level)
     if stats["n_quantized"] == 0:
         raise ModelLoadError(
             f"{src_file}: no MatMul with a constant fp32 weight found ({stats['n_matmul']} "
-            "MatMuls); nothing to quantize")
+            "MatMuls); nothing to quantize"
+        )
     out.mkdir(parents=True, exist_ok=True)
     for p in sorted(src.iterdir()):
         if p.is_file() and p.name not in _MODEL_FILES:
             shutil.copy2(p, out / p.name)
     big = model.ByteSize() > _TWO_GB
-    onnx.save(model, str(out / "model.onnx"), save_as_external_data=big,
-              location="model.onnx.data" if big else None)
+    onnx.save(
+        model,
+        str(out / "model.onnx"),
+        save_as_external_data=big,
+        location="model.onnx.data" if big else None,
+    )
     del model
     bar.update(2)
     check = agreement(src, out, check_prompts, check_tokens, progress)
@@ -335,13 +392,14 @@ def quantize(src: str | Path, out: str | Path, *, bits: int = 4, block_size: int
     bar.close()
     src_card_file = src / "model_card.json"
     try:
-        card: dict[str, Any] = (json.loads(src_card_file.read_text(encoding="utf-8"))
-                                if src_card_file.is_file() else {})
+        card: dict[str, Any] = (
+            json.loads(src_card_file.read_text(encoding="utf-8")) if src_card_file.is_file() else {}
+        )
     except (OSError, json.JSONDecodeError):
         card = {}  # an unreadable card is not worth failing for; the source sha256 is recorded
     card["quantization"] = {
         "method": "MatMulNBits (weight-only, asymmetric, blockwise; palm_middleware.engines"
-                  ".quantize)",
+        ".quantize)",
         "bits": bits,
         "block_size": block_size,
         "accuracy_level": accuracy_level,
@@ -349,8 +407,10 @@ def quantize(src: str | Path, out: str | Path, *, bits: int = 4, block_size: int
         "embeddings": "fp32 (Gather reads one row per token)",
         "n_quantized": stats["n_quantized"],
         "n_matmul": stats["n_matmul"],
-        "weights_mb": {"fp32": round(stats["fp32_bytes"] / 1e6, 2),
-                       "quantized": round(stats["quantized_bytes"] / 1e6, 2)},
+        "weights_mb": {
+            "fp32": round(stats["fp32_bytes"] / 1e6, 2),
+            "quantized": round(stats["quantized_bytes"] / 1e6, 2),
+        },
         "source": {"path": str(src.resolve()), "sha256": _sha256(src_file)},
         "sha256": _sha256(out / "model.onnx"),
         "seconds": round(time.perf_counter() - started, 1),

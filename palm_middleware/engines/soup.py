@@ -23,8 +23,14 @@ from .model import find_model_file
 __all__ = ["SoupResult", "soup"]
 
 _TWO_GB = 2**31 - 1  # protobuf's limit: larger models keep weights in external data
-_COPIED = ("tokenizer.json", "tokenizer_config.json", "generation_config.json", "config.json",
-           "chat_template.jinja", "special_tokens_map.json")
+_COPIED = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "generation_config.json",
+    "config.json",
+    "chat_template.jinja",
+    "special_tokens_map.json",
+)
 
 
 @dataclass(frozen=True)
@@ -35,7 +41,6 @@ class SoupResult:
     n_mixed: int
     n_shared: int
     card: dict[str, Any]
-
 
 
 def _signature(model: Any) -> list[tuple[str, tuple[str, ...], tuple[str, ...]]]:
@@ -96,7 +101,7 @@ def soup(a: str | Path, b: str | Path, lam: float, out: str | Path) -> SoupResul
                 f"initializer {ia.name!r} ({xa.dtype}) differs between {fa} and {fb}; only "
                 "float weights can be mixed"
             )
-        mixed = ((1.0 - lam) * xa.astype(np.float64) + lam * xb.astype(np.float64))
+        mixed = (1.0 - lam) * xa.astype(np.float64) + lam * xb.astype(np.float64)
         ia.CopyFrom(numpy_helper.from_array(mixed.astype(xa.dtype), ia.name))
         n_mixed += 1
     out.mkdir(parents=True, exist_ok=True)
@@ -104,8 +109,12 @@ def soup(a: str | Path, b: str | Path, lam: float, out: str | Path) -> SoupResul
         if (a / name).is_file():
             shutil.copy2(a / name, out / name)
     big = ma.ByteSize() > _TWO_GB
-    onnx.save(ma, str(out / "model.onnx"), save_as_external_data=big,
-              location="model.onnx.data" if big else None)
+    onnx.save(
+        ma,
+        str(out / "model.onnx"),
+        save_as_external_data=big,
+        location="model.onnx.data" if big else None,
+    )
     card = {
         "kind": "soup",
         "lam": float(lam),

@@ -32,8 +32,9 @@ def _file_stamp(path: Path) -> list[Any]:
 
 def member_fingerprint(backend: Mapping[str, Any], files: list[Path]) -> str:
     """A hash of a member's backend configuration and the files it runs."""
-    blob = json.dumps({"backend": backend, "files": [_file_stamp(f) for f in files]},
-                      sort_keys=True, default=str)
+    blob = json.dumps(
+        {"backend": backend, "files": [_file_stamp(f) for f in files]}, sort_keys=True, default=str
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
@@ -56,19 +57,26 @@ class ReplyCache:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path)
-            self._db.execute("CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, "
-                             "text TEXT NOT NULL, finish TEXT NOT NULL, n_tokens INTEGER)")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, "
+                "text TEXT NOT NULL, finish TEXT NOT NULL, n_tokens INTEGER)"
+            )
         except (OSError, sqlite3.Error) as exc:
-            raise ConfigError(ConfigIssue(f"cannot open the reply cache: {exc}; pass another "
-                                          "--cache folder or --no-cache",
-                                          file=str(self.path))) from exc
+            raise ConfigError(
+                ConfigIssue(
+                    f"cannot open the reply cache: {exc}; pass another "
+                    "--cache folder or --no-cache",
+                    file=str(self.path),
+                )
+            ) from exc
         self.n_hits = 0
         self.n_misses = 0
 
     def get(self, key: str) -> tuple[str, str, int] | None:
         """(text, finish_reason, completion tokens) of ``key``, or ``None``."""
-        row = self._db.execute("SELECT text, finish, n_tokens FROM replies WHERE key = ?",
-                               (key,)).fetchone()
+        row = self._db.execute(
+            "SELECT text, finish, n_tokens FROM replies WHERE key = ?", (key,)
+        ).fetchone()
         if row is None:
             self.n_misses += 1
             return None
@@ -78,8 +86,9 @@ class ReplyCache:
     def put(self, key: str, text: str, finish: str, n_tokens: int) -> None:
         """Store one reply (committed at once: an interrupted run keeps what it generated)."""
         with self._db:
-            self._db.execute("INSERT OR REPLACE INTO replies VALUES (?, ?, ?, ?)",
-                             (key, text, finish, n_tokens))
+            self._db.execute(
+                "INSERT OR REPLACE INTO replies VALUES (?, ?, ?, ?)", (key, text, finish, n_tokens)
+            )
 
     def close(self) -> None:
         """Close the database."""

@@ -71,8 +71,13 @@ def load_prompt_set(path: str | Path) -> PromptSet:
     doc = load_yaml_file(path, ConfigError)
     data = doc.data
     if not isinstance(data, dict) or not isinstance(data.get("prompts"), list):
-        raise ConfigError(doc.issue((), "a prompt set must be a mapping with a 'prompts' list "
-                                    "of {id, category, text, risky}"))
+        raise ConfigError(
+            doc.issue(
+                (),
+                "a prompt set must be a mapping with a 'prompts' list "
+                "of {id, category, text, risky}",
+            )
+        )
     issues: list[ConfigIssue] = []
     prompts: list[EvalPrompt] = []
     seen: set[str] = set()
@@ -83,21 +88,27 @@ def load_prompt_set(path: str | Path) -> PromptSet:
             continue
         unknown = sorted(set(item) - {"id", "category", "text", "risky"})
         if unknown:
-            issues.append(doc.issue((*here, unknown[0]), f"unknown field(s) {unknown}; "
-                                    "allowed: id, category, text, risky"))
+            issues.append(
+                doc.issue(
+                    (*here, unknown[0]),
+                    f"unknown field(s) {unknown}; allowed: id, category, text, risky",
+                )
+            )
         text, cat = item.get("text"), item.get("category", "general")
         pid = item.get("id", f"prompt-{i + 1:03d}")
         risky = item.get("risky", False)
         if not isinstance(text, str) or not text.strip():
-            issues.append(doc.issue((*here, "text"), f"text must be a non-empty string; got "
-                                    f"{text!r}"))
+            issues.append(
+                doc.issue((*here, "text"), f"text must be a non-empty string; got {text!r}")
+            )
             continue
         if not isinstance(cat, str) or not isinstance(pid, str | int):
             issues.append(doc.issue(here, "id and category must be strings"))
             continue
         if not isinstance(risky, bool):
-            issues.append(doc.issue((*here, "risky"), f"risky must be true or false; got "
-                                    f"{risky!r}"))
+            issues.append(
+                doc.issue((*here, "risky"), f"risky must be true or false; got {risky!r}")
+            )
             continue
         if str(pid) in seen:
             issues.append(doc.issue((*here, "id"), f"duplicate prompt id {pid!r}"))

@@ -73,8 +73,9 @@ class MemberResult:
     scores: FloatArray
 
 
-def _params(engine: OnnxEngine, prompt: EvalPrompt, max_tokens: int | None,
-            seed: int) -> GenerationParams:
+def _params(
+    engine: OnnxEngine, prompt: EvalPrompt, max_tokens: int | None, seed: int
+) -> GenerationParams:
     p = engine.defaults
     if max_tokens is not None:
         p = replace(p, max_tokens=min(p.max_tokens, max_tokens))
@@ -121,8 +122,9 @@ def evaluate_portfolio(
     from ..portfolio._progress import progress_bar
 
     if not prompts:
-        raise InvalidParameterError("no prompts to evaluate; check --prompts, --limit and "
-                                    "--include-risky")
+        raise InvalidParameterError(
+            "no prompts to evaluate; check --prompts, --limit and --include-risky"
+        )
     if workers < 1:
         raise InvalidParameterError(f"workers must be >= 1; got {workers!r}")
     registry = registry or SessionRegistry()
@@ -136,14 +138,16 @@ def evaluate_portfolio(
             params = [_params(engine, p, max_tokens, seed) for p in prompts]
             keys = [reply_key(fp, p.text, gp) for p, gp in zip(prompts, params)]
             got: list[tuple[str, str, int] | None] = [
-                cache.get(k) if cache is not None else None for k in keys]
+                cache.get(k) if cache is not None else None for k in keys
+            ]
             n_cached = sum(g is not None for g in got)
             bar.update(n_cached)
             todo = [i for i, g in enumerate(got) if g is None]
             t0 = time.perf_counter()
 
-            def run(i: int, engine: OnnxEngine = engine,
-                    params: list[GenerationParams] = params) -> tuple[str, str, int]:
+            def run(
+                i: int, engine: OnnxEngine = engine, params: list[GenerationParams] = params
+            ) -> tuple[str, str, int]:
                 out = engine.generate([{"role": "user", "content": prompts[i].text}], params[i])
                 return (out.text, out.finish_reason, out.usage.completion_tokens)
 
@@ -157,9 +161,13 @@ def evaluate_portfolio(
             done = [g for g in got if g is not None]
             texts = [g[0] for g in done]
             res = _aggregate(member.id, traits, scorers, texts, [p.text for p in prompts])
-            res = replace(res, n_cached=n_cached, seconds=seconds,
-                          mean_tokens=float(np.mean([g[2] for g in done])),
-                          truncated=float(np.mean([g[1] == "length" for g in done])))
+            res = replace(
+                res,
+                n_cached=n_cached,
+                seconds=seconds,
+                mean_tokens=float(np.mean([g[2] for g in done])),
+                truncated=float(np.mean([g[1] == "length" for g in done])),
+            )
             results.append(res)
             if on_member is not None:
                 on_member(res)
@@ -174,8 +182,9 @@ def _fingerprint(member: Member, engine: OnnxEngine) -> str:
     return member_fingerprint(member.backend.model_dump(), files)
 
 
-def _aggregate(mid: str, traits: tuple[str, ...], scorers: ScorerSet, texts: list[str],
-               prompts: list[str]) -> MemberResult:
+def _aggregate(
+    mid: str, traits: tuple[str, ...], scorers: ScorerSet, texts: list[str], prompts: list[str]
+) -> MemberResult:
     cols = [np.clip(scorers.scorers[t].score_many(texts, prompts), 0.0, 1.0) for t in traits]
     scores = np.column_stack(cols)
     n = scores.shape[0]
@@ -196,20 +205,35 @@ def write_candidates(results: Sequence[MemberResult], path: str | Path) -> None:
             w.writerow([r.id, *(f"{v:.6f}" for v in r.mean), *(f"{v:.6f}" for v in r.stderr)])
 
 
-def write_replies(results: Sequence[MemberResult], prompts: Sequence[EvalPrompt],
-                  path: str | Path) -> None:
+def write_replies(
+    results: Sequence[MemberResult], prompts: Sequence[EvalPrompt], path: str | Path
+) -> None:
     """Write every reply with its scores as JSON lines (to audit what the scorers saw)."""
     with open(path, "w", encoding="utf-8") as f:
         for r in results:
             for p, text, row in zip(prompts, r.replies, r.scores):
-                f.write(json.dumps({"member": r.id, "prompt_id": p.id, "prompt": p.text,
-                                    "reply": text, "scores": {
-                                        t: round(float(v), 6) for t, v in zip(r.traits, row)}},
-                                   ensure_ascii=False) + "\n")
+                f.write(
+                    json.dumps(
+                        {
+                            "member": r.id,
+                            "prompt_id": p.id,
+                            "prompt": p.text,
+                            "reply": text,
+                            "scores": {t: round(float(v), 6) for t, v in zip(r.traits, row)},
+                        },
+                        ensure_ascii=False,
+                    )
+                    + "\n"
+                )
 
 
-def update_portfolio(portfolio: Portfolio, results: Sequence[MemberResult], *,
-                     prompt_set: str, scorers: Mapping[str, str]) -> Portfolio:
+def update_portfolio(
+    portfolio: Portfolio,
+    results: Sequence[MemberResult],
+    *,
+    prompt_set: str,
+    scorers: Mapping[str, str],
+) -> Portfolio:
     """``portfolio`` with each measured member's reward and provenance replaced.
 
     Raises:
@@ -226,12 +250,15 @@ def update_portfolio(portfolio: Portfolio, results: Sequence[MemberResult], *,
         if missing:
             raise InvalidParameterError(
                 f"cannot update the manifest: traits {missing} were not measured; score every "
-                "manifest trait (add scorers for them) or write only the candidates file")
+                "manifest trait (add scorers for them) or write only the candidates file"
+            )
         idx = [r.traits.index(t) for t in portfolio.space.names]
         mean, se = r.mean[idx], r.stderr[idx]
-        prov = Provenance(prompt_set=prompt_set, n=r.n,
-                          stderr={t: round(float(v), 6)
-                                  for t, v in zip(portfolio.space.names, se)},
-                          scorers=dict(scorers))
+        prov = Provenance(
+            prompt_set=prompt_set,
+            n=r.n,
+            stderr={t: round(float(v), 6) for t, v in zip(portfolio.space.names, se)},
+            scorers=dict(scorers),
+        )
         members.append(replace(m, reward=np.round(mean, 6), stderr=se, provenance=prov))
     return replace(portfolio, members=tuple(members))

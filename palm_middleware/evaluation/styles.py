@@ -59,13 +59,19 @@ def load_style(path: str | Path) -> StyleSet:
     doc = load_yaml_file(path, ConfigError)
     data = doc.data
     if not isinstance(data, dict) or not isinstance(data.get("examples"), list):
-        raise ConfigError(doc.issue((), "a style set must be a mapping with name, description "
-                                    "and an 'examples' list of {user, assistant}"))
+        raise ConfigError(
+            doc.issue(
+                (),
+                "a style set must be a mapping with name, description "
+                "and an 'examples' list of {user, assistant}",
+            )
+        )
     issues: list[ConfigIssue] = []
     unknown = sorted(set(data) - set(_FIELDS))
     if unknown:
-        issues.append(doc.issue((unknown[0],), f"unknown field(s) {unknown}; allowed: "
-                                f"{', '.join(_FIELDS)}"))
+        issues.append(
+            doc.issue((unknown[0],), f"unknown field(s) {unknown}; allowed: {', '.join(_FIELDS)}")
+        )
     for key in ("name", "description"):
         if not isinstance(data.get(key), str) or not data[key].strip():
             issues.append(doc.issue((key,), f"{key} must be a non-empty string"))
@@ -74,8 +80,13 @@ def load_style(path: str | Path) -> StyleSet:
     for i, item in enumerate(data["examples"]):
         here: tuple[str | int, ...] = ("examples", i)
         if not isinstance(item, dict) or set(item) != {"user", "assistant"}:
-            issues.append(doc.issue(here, "an example must be a mapping with exactly 'user' "
-                                    f"and 'assistant'; got {item!r}"[:200]))
+            issues.append(
+                doc.issue(
+                    here,
+                    "an example must be a mapping with exactly 'user' "
+                    f"and 'assistant'; got {item!r}"[:200],
+                )
+            )
             continue
         texts = {k: item[k] for k in ("user", "assistant")}
         bad = [k for k, v in texts.items() if not isinstance(v, str) or not v.strip()]
@@ -84,8 +95,9 @@ def load_style(path: str | Path) -> StyleSet:
             continue
         key = texts["user"].strip().casefold()
         if key in seen:
-            issues.append(doc.issue((*here, "user"), f"duplicate user message (also example "
-                                    f"{seen[key]})"))
+            issues.append(
+                doc.issue((*here, "user"), f"duplicate user message (also example {seen[key]})")
+            )
         seen[key] = i
         examples.append(StyleExample(texts["user"].strip(), texts["assistant"].strip()))
     if not examples and not issues:
@@ -93,5 +105,6 @@ def load_style(path: str | Path) -> StyleSet:
     if issues:
         raise ConfigError(issues)
     sha = hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    return StyleSet(data["name"].strip(), data["description"].strip(), tuple(examples),
-                    doc.filename, sha)
+    return StyleSet(
+        data["name"].strip(), data["description"].strip(), tuple(examples), doc.filename, sha
+    )

@@ -27,8 +27,14 @@ from .conditions import CompiledCondition, ConditionVocabulary, RequestContext, 
 from .models import ACTIONS, V2_POLICY_KEYS, V2_RULE_KEYS, BoundRule, DefaultsSpec, PolicySpec
 from .projection import FEASIBILITY_TOL, l1_distance_to_feasible, solve
 
-__all__ = ["GLOBAL_EXPLORATION", "GLOBAL_PERSONALIZATION", "BoundSources", "BoundsPolicy",
-           "ClampResult", "Evaluation"]
+__all__ = [
+    "GLOBAL_EXPLORATION",
+    "GLOBAL_PERSONALIZATION",
+    "BoundSources",
+    "BoundsPolicy",
+    "ClampResult",
+    "Evaluation",
+]
 
 #: Pseudo rule id cited when the policy's top-level ``personalization: false`` applies. It has a
 #: dot, so it cannot clash with a rule id.
@@ -119,8 +125,9 @@ class _Plan:
     tests: tuple[tuple[int, Callable[[RequestContext], bool]], ...] = ()  # plain, conditional
 
     @classmethod
-    def build(cls, rules: Sequence[BoundRule], conditions: Mapping[str, CompiledCondition]
-              ) -> _Plan:
+    def build(
+        cls, rules: Sequence[BoundRule], conditions: Mapping[str, CompiledCondition]
+    ) -> _Plan:
         out: list[_PlanRule] = []
         for r in rules:
             if not r.conditional and (r.action or "clamp") == "clamp":
@@ -132,8 +139,13 @@ class _Plan:
         member = tuple(p for p in out if p.uses_member)
         idx = {id(p.rule): i for i, p in enumerate(out)}
         acting = [p for p in out if (p.rule.action or "clamp") != "clamp"]
-        acting.sort(key=lambda p: (ACTIONS.index(p.rule.action or "clamp"),
-                                   _LAYER_RANK[p.rule.layer], idx[id(p.rule)]))
+        acting.sort(
+            key=lambda p: (
+                ACTIONS.index(p.rule.action or "clamp"),
+                _LAYER_RANK[p.rule.layer],
+                idx[id(p.rule)],
+            )
+        )
         cmask = 0
         for p in out:
             if p.rule.conditional and _has_constraint(p.rule):
@@ -147,9 +159,18 @@ class _Plan:
 
 
 def _has_constraint(rule: BoundRule) -> bool:
-    return any(getattr(rule, f) not in (None,) for f in
-               ("min", "max", "max_l1_from_default", "min_events", "personalization",
-                "exploration", "max_step"))
+    return any(
+        getattr(rule, f) not in (None,)
+        for f in (
+            "min",
+            "max",
+            "max_l1_from_default",
+            "min_events",
+            "personalization",
+            "exploration",
+            "max_step",
+        )
+    )
 
 
 def _member_names(cond: object, out: set[str]) -> None:
@@ -288,8 +309,11 @@ class BoundsPolicy:
     def to_dict(self) -> dict[str, Any]:
         """The policy as plain data (without defaults left unset); inverse of :meth:`from_dict`."""
         version = self.spec.version if self.spec is not None else 1
-        out: dict[str, Any] = {"version": version, "name": self.name,
-                               "traits": list(self.space.names)}
+        out: dict[str, Any] = {
+            "version": version,
+            "name": self.name,
+            "traits": list(self.space.names),
+        }
         out["defaults"] = {"weights": self.default.as_dict(), "prior_strength": self.prior_strength}
         out["personalization"] = GLOBAL_PERSONALIZATION not in self.sources.personalization
         out["exploration"] = GLOBAL_EXPLORATION not in self.sources.exploration
@@ -391,11 +415,15 @@ class BoundsPolicy:
             ev = self._resolve(mask, weights, evidence, personalized)
         return ev
 
-    def _resolve(self, mask: int, weights: FloatArray | WeightVector | Sequence[float],
-                 evidence: float, personalized: bool) -> Evaluation:
+    def _resolve(
+        self,
+        mask: int,
+        weights: FloatArray | WeightVector | Sequence[float],
+        evidence: float,
+        personalized: bool,
+    ) -> Evaluation:
         plan = self._plan
-        bounds = self._variant(mask & plan.constraint_mask) if mask & plan.constraint_mask \
-            else self
+        bounds = self._variant(mask & plan.constraint_mask) if mask & plan.constraint_mask else self
         memo = self._masks.get(mask)
         if memo is None:  # ids and winning action depend on the mask only: memoize them
             ids = tuple(pr.rule.id for pr in plan.rules if mask & pr.bit)
@@ -411,7 +439,8 @@ class BoundsPolicy:
             clamp = bounds.clamp(weights, evidence=evidence, personalized=personalized)
             if not clamp.used_default:
                 clamp = bounds._serve_default(
-                    (winner.id,), f"rule {winner.id!r} serves the deployment default")
+                    (winner.id,), f"rule {winner.id!r} serves the deployment default"
+                )
             else:
                 fired = bounds._sort({*clamp.rules_fired, winner.id})
                 clamp = ClampResult(clamp.weights, fired, True, clamp.reason)
@@ -441,8 +470,9 @@ class BoundsPolicy:
         try:
             keep = {id(r) for r in rules}
             ordered = [r for r in self.spec.bounds if id(r) in keep]
-            variant = _build(self.spec, self._doc, ordered, version=self.version, warn=False,
-                             check=False)
+            variant = _build(
+                self.spec, self._doc, ordered, version=self.version, warn=False, check=False
+            )
         except PolicyInfeasibleError:  # pragma: no cover - excluded by the load-time check
             # Never loosen: the load-time check proves every combination feasible; if that
             # ever failed, serving nothing personalised is the safe side.
@@ -606,13 +636,15 @@ def policy_vocabulary(spec: PolicySpec) -> ConditionVocabulary:
         topics=frozenset(spec.topics),
         cohorts=frozenset(ctx.cohorts) if ctx.cohorts is not None else None,
         channels=frozenset(ctx.channels) if ctx.channels is not None else None,
-        attributes={k: (frozenset(v) if v is not None else None)
-                    for k, v in ctx.attributes.items()},
+        attributes={
+            k: (frozenset(v) if v is not None else None) for k, v in ctx.attributes.items()
+        },
     )
 
 
-def compile_conditions(spec: PolicySpec, doc: LocatedYAML
-                       ) -> tuple[dict[str, CompiledCondition], list[ConfigIssue]]:
+def compile_conditions(
+    spec: PolicySpec, doc: LocatedYAML
+) -> tuple[dict[str, CompiledCondition], list[ConfigIssue]]:
     """Compile the ``when``/``unless`` of every rule; issues are located at the bad key."""
     vocab = policy_vocabulary(spec)
     out: dict[str, CompiledCondition] = {}
@@ -632,8 +664,11 @@ def compile_conditions(spec: PolicySpec, doc: LocatedYAML
             out[rule.id] = parts[0][1]
             continue
         when = next((c for k, c in parts if k == "when"), None)
-        unless = next(c for k, c in parts if k == "unless") if any(
-            k == "unless" for k, _ in parts) else None
+        unless = (
+            next(c for k, c in parts if k == "unless")
+            if any(k == "unless" for k, _ in parts)
+            else None
+        )
         assert unless is not None
         wt = when.test if when is not None else None
         ut = unless.test
@@ -676,17 +711,36 @@ def compile_policy(spec: PolicySpec, doc: LocatedYAML) -> BoundsPolicy:
     base_rules = [r for r in spec.bounds if not r.conditional]
     base = _build(spec, doc, base_rules, version=version, warn=True, check=True)
     return BoundsPolicy(
-        space=base.space, name=base.name, version=version, default=base.default,
-        prior_strength=base.prior_strength, personalization=base.personalization,
-        exploration=base.exploration, lower=base.lower, upper=base.upper,
-        max_drift=base.max_drift, min_events=base.min_events, sources=base.sources,
-        rules=tuple(spec.bounds), source=doc.filename, max_step=base.max_step, spec=spec,
-        conditions=conditions, _doc=doc,
+        space=base.space,
+        name=base.name,
+        version=version,
+        default=base.default,
+        prior_strength=base.prior_strength,
+        personalization=base.personalization,
+        exploration=base.exploration,
+        lower=base.lower,
+        upper=base.upper,
+        max_drift=base.max_drift,
+        min_events=base.min_events,
+        sources=base.sources,
+        rules=tuple(spec.bounds),
+        source=doc.filename,
+        max_step=base.max_step,
+        spec=spec,
+        conditions=conditions,
+        _doc=doc,
     )
 
 
-def _build(spec: PolicySpec, doc: LocatedYAML, rules: Sequence[BoundRule], *, version: str,
-           warn: bool, check: bool) -> BoundsPolicy:
+def _build(
+    spec: PolicySpec,
+    doc: LocatedYAML,
+    rules: Sequence[BoundRule],
+    *,
+    version: str,
+    warn: bool,
+    check: bool,
+) -> BoundsPolicy:
     """Merge ``rules`` (their conditions ignored) into a leaf policy."""
     space = TraitSpace(spec.traits)
     d = space.dim
@@ -771,7 +825,8 @@ def _build(spec: PolicySpec, doc: LocatedYAML, rules: Sequence[BoundRule], *, ve
     if float(lower.sum()) > 1.0 + FEASIBILITY_TOL:
         conflict.extend(floor_rules)
         parts = ", ".join(
-            f"{n} >= {lower[i]:g} ({_cite(lo_src[i])})" for i, n in enumerate(space.names)
+            f"{n} >= {lower[i]:g} ({_cite(lo_src[i])})"
+            for i, n in enumerate(space.names)
             if lo_src[i]
         )
         issues.append(
@@ -784,8 +839,9 @@ def _build(spec: PolicySpec, doc: LocatedYAML, rules: Sequence[BoundRule], *, ve
         )
     if float(upper.sum()) < 1.0 - FEASIBILITY_TOL:
         conflict.extend(cap_rules)
-        parts = ", ".join(f"{n} <= {upper[i]:g} ({_cite(up_src[i])})"
-                          for i, n in enumerate(space.names))
+        parts = ", ".join(
+            f"{n} <= {upper[i]:g} ({_cite(up_src[i])})" for i, n in enumerate(space.names)
+        )
         issues.append(
             doc.issue(
                 at(cap_rules[0], "max"),
@@ -820,12 +876,16 @@ def _build(spec: PolicySpec, doc: LocatedYAML, rules: Sequence[BoundRule], *, ve
         if len(rules) > len([r for r in rules if not r.conditional]):
             cond = [r.id for r in rules if r.conditional and r.id in conflict]
             if cond:
-                issues.append(doc.issue(
-                    ("bounds", where[cond[0]]),
-                    f"conditional rules {cond} are checked as if they all applied at once "
-                    "(any combination of them may hold at run time); if their conditions "
-                    "cannot hold together, make that explicit with 'unless:' on one of them "
-                    "or loosen a bound", cond[0]))
+                issues.append(
+                    doc.issue(
+                        ("bounds", where[cond[0]]),
+                        f"conditional rules {cond} are checked as if they all applied at once "
+                        "(any combination of them may hold at run time); if their conditions "
+                        "cannot hold together, make that explicit with 'unless:' on one of them "
+                        "or loosen a bound",
+                        cond[0],
+                    )
+                )
         raise PolicyInfeasibleError(issues, _unique(conflict))
     for i, name in violated if warn else []:
         if c[i] < lower[i]:

@@ -76,8 +76,15 @@ class RequestContext:
 
     def with_member(self, member: str | None) -> RequestContext:
         """A copy with ``member`` set."""
-        return RequestContext(self.topics, self.cohort, self.channel, self.attributes, member,
-                              self.minute, self.weekday)
+        return RequestContext(
+            self.topics,
+            self.cohort,
+            self.channel,
+            self.attributes,
+            member,
+            self.minute,
+            self.weekday,
+        )
 
     def describe(self) -> str:
         """One line for explanations."""
@@ -145,8 +152,8 @@ class _Compiler:
             return self.fail(path, "condition nested more than 32 levels deep")
         if not isinstance(raw, Mapping) or not raw:
             return self.fail(
-                path, f"a condition must be a non-empty mapping such as {{topic: politics}}; "
-                f"got {raw!r}"
+                path,
+                f"a condition must be a non-empty mapping such as {{topic: politics}}; got {raw!r}",
             )
         parts = [self.key(str(k), v, (*path, str(k)), depth) for k, v in raw.items()]
         if len(parts) == 1:
@@ -156,8 +163,9 @@ class _Compiler:
     def key(self, key: str, value: object, path: Path_, depth: int) -> CompiledCondition:
         if key in ("all", "any"):
             if not isinstance(value, list) or not value:
-                return self.fail(path, f"'{key}' needs a non-empty list of conditions; got "
-                                 f"{value!r}")
+                return self.fail(
+                    path, f"'{key}' needs a non-empty list of conditions; got {value!r}"
+                )
             kids = [self.node(v, (*path, i), depth + 1) for i, v in enumerate(value)]
             return _all(kids) if key == "all" else _any(kids)
         if key == "not":
@@ -168,14 +176,17 @@ class _Compiler:
 
     def leaf(self, key: str, value: object, path: Path_) -> CompiledCondition:
         if key.startswith("metadata."):
-            name = key[len("metadata."):]
+            name = key[len("metadata.") :]
             if name in ("cohort", "channel"):
                 return self.leaf(name, value, path)
             if name not in self.vocab.attributes:
                 declared = sorted(self.vocab.attributes)
-                return self.fail(path, f"unknown field {key!r}: attribute {name!r} is not "
-                                 f"declared in context.attributes (declared: {declared}); declare "
-                                 "it there so a typo cannot silently never match")
+                return self.fail(
+                    path,
+                    f"unknown field {key!r}: attribute {name!r} is not "
+                    f"declared in context.attributes (declared: {declared}); declare "
+                    "it there so a typo cannot silently never match",
+                )
             allowed = self.vocab.attributes[name]
 
             def get_attr(ctx: RequestContext, _n: str = name) -> str | None:
@@ -198,8 +209,9 @@ class _Compiler:
         known = [*CONDITION_FIELDS, "metadata.<attribute>", *_COMBINATORS]
         return self.fail(path, f"unknown condition field {key!r}; use one of {known}")
 
-    def ops(self, key: str, value: object, path: Path_, allowed: Sequence[str]
-            ) -> tuple[str, object] | None:
+    def ops(
+        self, key: str, value: object, path: Path_, allowed: Sequence[str]
+    ) -> tuple[str, object] | None:
         """Split ``{op: arg}``; a scalar means ``eq``. None when an issue was recorded."""
         if not isinstance(value, Mapping):
             if isinstance(value, list):
@@ -207,18 +219,21 @@ class _Compiler:
                 return None
             return "eq", value
         if len(value) != 1:
-            self.fail(path, f"{key}: use exactly one operator of {list(allowed)}; got "
-                      f"{list(value)}")
+            self.fail(
+                path, f"{key}: use exactly one operator of {list(allowed)}; got {list(value)}"
+            )
             return None
         op, arg = next(iter(value.items()))
         if op not in allowed:
-            self.fail((*path, str(op)), f"{key}: unknown operator {op!r}; use one of "
-                      f"{list(allowed)}")
+            self.fail(
+                (*path, str(op)), f"{key}: unknown operator {op!r}; use one of {list(allowed)}"
+            )
             return None
         return str(op), arg
 
-    def strings(self, key: str, arg: object, path: Path_, allowed: frozenset[str] | None,
-                what: str) -> frozenset[str] | None:
+    def strings(
+        self, key: str, arg: object, path: Path_, allowed: frozenset[str] | None, what: str
+    ) -> frozenset[str] | None:
         items = arg if isinstance(arg, list) else [arg]
         if isinstance(arg, list) and not arg:
             self.fail(path, f"{key}: the list is empty, so the condition could never hold")
@@ -237,9 +252,14 @@ class _Compiler:
                 out.add(v)
         return frozenset(out) if ok else None
 
-    def scalar(self, key: str, value: object, path: Path_,
-               get: Callable[[RequestContext], str | None],
-               allowed: frozenset[str] | None) -> CompiledCondition:
+    def scalar(
+        self,
+        key: str,
+        value: object,
+        path: Path_,
+        get: Callable[[RequestContext], str | None],
+        allowed: frozenset[str] | None,
+    ) -> CompiledCondition:
         split = self.ops(key, value, path, ("eq", "ne", "in", "not_in", "exists"))
         if split is None:
             return _INVALID
@@ -277,19 +297,23 @@ class _Compiler:
         opath = path if not isinstance(value, Mapping) else (*path, op)
         if op == "exists":
             return self.exists("topic", arg, opath, lambda c: bool(c.topics))
-        labels = self.strings("topic", arg, opath, self.vocab.topics, "topic label (define it "
-                              "under 'topics:')")
+        labels = self.strings(
+            "topic", arg, opath, self.vocab.topics, "topic label (define it under 'topics:')"
+        )
         if labels is None:
             return _INVALID
         shown = sorted(labels)
         if op == "not_in":
-            return CompiledCondition(lambda ctx: labels.isdisjoint(ctx.topics),
-                                     f"topic not in {shown}", False)
+            return CompiledCondition(
+                lambda ctx: labels.isdisjoint(ctx.topics), f"topic not in {shown}", False
+            )
         if op == "all":
-            return CompiledCondition(lambda ctx: labels <= ctx.topics, f"topic all of {shown}",
-                                     False)
-        return CompiledCondition(lambda ctx: not labels.isdisjoint(ctx.topics),
-                                 f"topic in {shown}", False)
+            return CompiledCondition(
+                lambda ctx: labels <= ctx.topics, f"topic all of {shown}", False
+            )
+        return CompiledCondition(
+            lambda ctx: not labels.isdisjoint(ctx.topics), f"topic in {shown}", False
+        )
 
     def time(self, value: object, path: Path_) -> CompiledCondition:
         split = self.ops("time", value, path, ("between",))
@@ -311,11 +335,14 @@ class _Compiler:
             return self.fail(opath, "time: start equals end; the window would be empty")
         if start < end:
             return CompiledCondition(
-                lambda ctx: ctx.minute is not None and start <= ctx.minute < end, text, False)
+                lambda ctx: ctx.minute is not None and start <= ctx.minute < end, text, False
+            )
         # Wraps midnight: 22:00-06:00 holds at 23:00 and at 05:00.
         return CompiledCondition(
             lambda ctx: ctx.minute is not None and (ctx.minute >= start or ctx.minute < end),
-            text, False)
+            text,
+            False,
+        )
 
     def weekday(self, value: object, path: Path_) -> CompiledCondition:
         split = self.ops("weekday", value, path, ("eq", "in", "not_in"))
@@ -328,10 +355,12 @@ class _Compiler:
             return _INVALID
         days = frozenset(WEEKDAYS.index(n) for n in names)
         if op == "not_in":
-            return CompiledCondition(lambda ctx: ctx.weekday not in days,
-                                     f"weekday not in {sorted(names)}", False)
-        return CompiledCondition(lambda ctx: ctx.weekday in days,
-                                 f"weekday in {sorted(names)}", False)
+            return CompiledCondition(
+                lambda ctx: ctx.weekday not in days, f"weekday not in {sorted(names)}", False
+            )
+        return CompiledCondition(
+            lambda ctx: ctx.weekday in days, f"weekday in {sorted(names)}", False
+        )
 
 
 def _and(tests: tuple[Test, ...]) -> Test:
@@ -371,17 +400,22 @@ def _or(tests: tuple[Test, ...]) -> Test:
 
 
 def _all(kids: list[CompiledCondition]) -> CompiledCondition:
-    return CompiledCondition(_and(tuple(k.test for k in kids)), "all of",
-                             any(k.uses_member for k in kids), tuple(kids))
+    return CompiledCondition(
+        _and(tuple(k.test for k in kids)), "all of", any(k.uses_member for k in kids), tuple(kids)
+    )
 
 
 def _any(kids: list[CompiledCondition]) -> CompiledCondition:
-    return CompiledCondition(_or(tuple(k.test for k in kids)), "any of",
-                             any(k.uses_member for k in kids), tuple(kids))
+    return CompiledCondition(
+        _or(tuple(k.test for k in kids)), "any of", any(k.uses_member for k in kids), tuple(kids)
+    )
 
 
 def compile_condition(
-    raw: Any, path: Sequence[str | int], doc: LocatedYAML, vocab: ConditionVocabulary,
+    raw: Any,
+    path: Sequence[str | int],
+    doc: LocatedYAML,
+    vocab: ConditionVocabulary,
     rule_id: str | None = None,
 ) -> tuple[CompiledCondition, list[ConfigIssue]]:
     """Check and compile one condition.

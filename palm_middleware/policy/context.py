@@ -28,8 +28,12 @@ def _str(v: object) -> str | None:
     return None
 
 
-def build_context(policy: BoundsPolicy, metadata: Mapping[str, Any] | None, now: float,
-                  topics: frozenset[str] = frozenset()) -> RequestContext:
+def build_context(
+    policy: BoundsPolicy,
+    metadata: Mapping[str, Any] | None,
+    now: float,
+    topics: frozenset[str] = frozenset(),
+) -> RequestContext:
     """The context conditions of ``policy`` see for one request.
 
     Args:

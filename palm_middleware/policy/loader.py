@@ -118,10 +118,14 @@ def _v1_issues(doc: LocatedYAML) -> list[ConfigIssue]:
                 continue
             for key in V2_RULE_KEYS:
                 if key in rule:
-                    out.append(doc.issue(
-                        ("bounds", i, key),
-                        f"{RESERVED_RULE_KEYS[key]}; remove the key (the rule is rejected, not "
-                        "ignored)", _rule_id_at(doc, ("bounds", i))))
+                    out.append(
+                        doc.issue(
+                            ("bounds", i, key),
+                            f"{RESERVED_RULE_KEYS[key]}; remove the key (the rule is rejected, not "
+                            "ignored)",
+                            _rule_id_at(doc, ("bounds", i)),
+                        )
+                    )
     return out
 
 

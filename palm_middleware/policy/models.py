@@ -159,10 +159,10 @@ Condition = Annotated[
     dict[StrictStr, Any],
     Field(
         min_length=1,
-        description= "Condition over the request context: {field: value | {in: [...]} | "
-            "{not_in: [...]} | {between: [HH:MM, HH:MM]} | {exists: bool}} or "
-            "{all: [...]}, {any: [...]}, {not: {...}}. Fields: topic, cohort, channel, member, "
-            "time, weekday, metadata.<attribute>.",
+        description="Condition over the request context: {field: value | {in: [...]} | "
+        "{not_in: [...]} | {between: [HH:MM, HH:MM]} | {exists: bool}} or "
+        "{all: [...]}, {any: [...]}, {not: {...}}. Fields: topic, cohort, channel, member, "
+        "time, weekday, metadata.<attribute>.",
     ),
 ]
 TraitMap = Annotated[dict[StrictStr, UnitFloat], Field(min_length=1)]
@@ -368,8 +368,9 @@ class PolicySpec(_Strict):
         try:
             ZoneInfo(v)
         except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone; use an IANA name such as 'Europe/Paris' ({exc})"
-                             ) from None
+            raise ValueError(
+                f"unknown time zone; use an IANA name such as 'Europe/Paris' ({exc})"
+            ) from None
         return v
 
     @model_validator(mode="before")

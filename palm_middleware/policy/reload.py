@@ -40,9 +40,14 @@ class ReloadingPolicy:
         clock: Monotonic time source (injectable for tests).
     """
 
-    def __init__(self, path: str | Path, *, check: Callable[[BoundsPolicy], None] | None = None,
-                 min_interval: float = 1.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        check: Callable[[BoundsPolicy], None] | None = None,
+        min_interval: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.path = Path(path)
         self.check = check
         self.min_interval = float(min_interval)
@@ -117,5 +122,9 @@ class ReloadingPolicy:
 
     def _fail(self, exc: PolicyError) -> None:
         self.error = exc
-        logger.error("policy %s not reloaded; still serving version %s: %s", self.path,
-                     self._current.version, exc)
+        logger.error(
+            "policy %s not reloaded; still serving version %s: %s",
+            self.path,
+            self._current.version,
+            exc,
+        )

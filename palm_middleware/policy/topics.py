@@ -76,12 +76,20 @@ class TopicClassifier:
         ['politics']
     """
 
-    def __init__(self, topics: Mapping[str, TopicSpec], *, embedder: Embedder | None = None,
-                 cache_size: int = 4096) -> None:
+    def __init__(
+        self,
+        topics: Mapping[str, TopicSpec],
+        *,
+        embedder: Embedder | None = None,
+        cache_size: int = 4096,
+    ) -> None:
         self.topics = dict(topics)
         self.embedder = embedder
-        self._patterns = [(label, p) for label, spec in self.topics.items()
-                          if (p := _keyword_pattern(spec.keywords)) is not None]
+        self._patterns = [
+            (label, p)
+            for label, spec in self.topics.items()
+            if (p := _keyword_pattern(spec.keywords)) is not None
+        ]
         self._protos: list[tuple[str, FloatArray, float]] = []
         if embedder is not None:
             for label, spec in self.topics.items():
@@ -93,9 +101,13 @@ class TopicClassifier:
         self._lock = threading.Lock()
 
     @classmethod
-    def build(cls, topics: Mapping[str, TopicSpec], *,
-              embedder: Embedder | Literal["auto"] | None = "auto",
-              cache_size: int = 4096) -> TopicClassifier:
+    def build(
+        cls,
+        topics: Mapping[str, TopicSpec],
+        *,
+        embedder: Embedder | Literal["auto"] | None = "auto",
+        cache_size: int = 4096,
+    ) -> TopicClassifier:
         """A classifier for ``topics``, with the default embedder when prototypes need one.
 
         Args:
@@ -125,8 +137,12 @@ class TopicClassifier:
         try:
             return cls(topics, embedder=chosen, cache_size=cache_size)
         except Exception as exc:  # an embedder failing on the prototypes must not stop routing
-            _warn_once("protos", "topic prototypes disabled, keywords only: embedding the "
-                       "prototype sentences failed (%s)", exc)
+            _warn_once(
+                "protos",
+                "topic prototypes disabled, keywords only: embedding the "
+                "prototype sentences failed (%s)",
+                exc,
+            )
             return cls(topics, cache_size=cache_size)
 
     @property

@@ -124,4 +124,3 @@ def gpi_greedy(
         nxt = w[i]
         queried.append(nxt)
     return cands, np.vstack(queried)
-

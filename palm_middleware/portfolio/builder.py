@@ -116,13 +116,15 @@ def build_portfolio(
     if max_size is not None and max_size < 1:
         raise InvalidParameterError(f"max_size must be >= 1; got {max_size}")
     if not (0 <= eps < 1 and delta >= 0):
-        raise InvalidParameterError(f"need 0 <= eps < 1 and delta >= 0; got eps={eps}, "
-                                    f"delta={delta}")
+        raise InvalidParameterError(
+            f"need 0 <= eps < 1 and delta >= 0; got eps={eps}, delta={delta}"
+        )
     cands = list(candidates)
     rewards = np.vstack([c.reward for c in cands])
     if rewards.shape[1] != sp.dim:
         raise InvalidParameterError(
-            f"candidates have {rewards.shape[1]} rewards; the trait space has {sp.dim}")
+            f"candidates have {rewards.shape[1]} rewards; the trait space has {sp.dim}"
+        )
     stderr = np.vstack([np.zeros(sp.dim) if c.stderr is None else c.stderr for c in cands])
     rng = check_random_state(random_state)
     universe = _universe(sp.dim, eps, delta, tau, n_sample, rng)
@@ -136,8 +138,12 @@ def build_portfolio(
         target = eps
         if max_size is not None and len(sel) > max_size:
             budget = budgeted_cover(
-                universe, rewards, max_size, delta=delta,
-                method=method, time_limit=time_limit,
+                universe,
+                rewards,
+                max_size,
+                delta=delta,
+                method=method,
+                time_limit=time_limit,
             )
             sel, target = budget.indices, max(eps, budget.gap)
         sel = np.sort(sel)

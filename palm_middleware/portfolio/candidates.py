@@ -122,16 +122,18 @@ def _load_csv(p: Path, traits: Sequence[str] | None) -> CandidateSet:
         )
     se_cols = {h[:-3]: h for h in header if h.endswith("_se")}
     w_cols = {h[2:]: h for h in header if h.startswith("w_")}
-    trait_cols = [h for h in header if h != "id" and h not in se_cols.values()
-                  and h not in w_cols.values()]
+    trait_cols = [
+        h for h in header if h != "id" and h not in se_cols.values() and h not in w_cols.values()
+    ]
     if traits is not None:
         missing = [t for t in traits if t not in trait_cols]
         if missing:
             raise ManifestError(
                 ConfigIssue(
-                    f"traits {missing} are not columns of the file; trait columns are "
-                    f"{trait_cols}",
-                    file=f, line=1, field=",".join(missing),
+                    f"traits {missing} are not columns of the file; trait columns are {trait_cols}",
+                    file=f,
+                    line=1,
+                    field=",".join(missing),
                 )
             )
         trait_cols = list(traits)
@@ -140,9 +142,15 @@ def _load_csv(p: Path, traits: Sequence[str] | None) -> CandidateSet:
     if traits is None:  # with an explicit selection, columns of unselected traits are ignored
         for name, col in {**se_cols, **w_cols}.items():
             if name not in space:
-                issues.append(ConfigIssue(
-                    f"column {col!r} refers to unknown trait {name!r}; traits are "
-                    f"{list(space.names)}", file=f, line=1, field=col))
+                issues.append(
+                    ConfigIssue(
+                        f"column {col!r} refers to unknown trait {name!r}; traits are "
+                        f"{list(space.names)}",
+                        file=f,
+                        line=1,
+                        field=col,
+                    )
+                )
     if issues:
         raise ManifestError(issues)
     pos = {h: i for i, h in enumerate(header)}
@@ -153,17 +161,25 @@ def _load_csv(p: Path, traits: Sequence[str] | None) -> CandidateSet:
         if not row or all(not c.strip() for c in row):
             continue
         if len(row) != len(header):
-            issues.append(ConfigIssue(
-                f"row has {len(row)} fields; the header has {len(header)}", file=f, line=line))
+            issues.append(
+                ConfigIssue(
+                    f"row has {len(row)} fields; the header has {len(header)}", file=f, line=line
+                )
+            )
             continue
         cid = row[pos["id"]].strip()
         if not cid:
             issues.append(ConfigIssue("empty id", file=f, line=line, field="id"))
             continue
         if cid in seen:
-            issues.append(ConfigIssue(
-                f"duplicate id {cid!r} (first on line {seen[cid]})", file=f, line=line,
-                field="id"))
+            issues.append(
+                ConfigIssue(
+                    f"duplicate id {cid!r} (first on line {seen[cid]})",
+                    file=f,
+                    line=line,
+                    field="id",
+                )
+            )
             continue
         seen[cid] = line
 
@@ -174,14 +190,24 @@ def _load_csv(p: Path, traits: Sequence[str] | None) -> CandidateSet:
             try:
                 v = float(raw)
             except ValueError:
-                issues.append(ConfigIssue(
-                    f"{_what(col)} must be a number in [{lo:g}, {hi:g}]; got {raw!r}",
-                    file=f, line=line, field=col))
+                issues.append(
+                    ConfigIssue(
+                        f"{_what(col)} must be a number in [{lo:g}, {hi:g}]; got {raw!r}",
+                        file=f,
+                        line=line,
+                        field=col,
+                    )
+                )
                 return None
             if not math.isfinite(v) or not lo <= v <= hi:
-                issues.append(ConfigIssue(
-                    f"{_what(col)} must be in [{lo:g}, {hi:g}]; got {raw}", file=f, line=line,
-                    field=col))
+                issues.append(
+                    ConfigIssue(
+                        f"{_what(col)} must be in [{lo:g}, {hi:g}]; got {raw}",
+                        file=f,
+                        line=line,
+                        field=col,
+                    )
+                )
                 return None
             return v
 
@@ -194,17 +220,22 @@ def _load_csv(p: Path, traits: Sequence[str] | None) -> CandidateSet:
         if all(v is not None for v in wt):
             wa = np.array(wt, dtype=np.float64)
             weight = wa / wa.sum() if wa.sum() > 0 else None
-        cands.append(Candidate(
-            id=cid,
-            reward=np.array(reward, dtype=np.float64),
-            stderr=np.array(se, dtype=np.float64) if se_cols else None,
-            weight=weight,
-        ))
+        cands.append(
+            Candidate(
+                id=cid,
+                reward=np.array(reward, dtype=np.float64),
+                stderr=np.array(se, dtype=np.float64) if se_cols else None,
+                weight=weight,
+            )
+        )
     if issues:
         raise ManifestError(issues)
     if not cands:
-        raise ManifestError(ConfigIssue(
-            "the candidate pool is empty: the file has a header but no rows", file=f, line=1))
+        raise ManifestError(
+            ConfigIssue(
+                "the candidate pool is empty: the file has a header but no rows", file=f, line=1
+            )
+        )
     return CandidateSet(space=space, candidates=tuple(cands), source=f)
 
 
@@ -231,8 +262,11 @@ def _load_yaml(p: Path, traits: Sequence[str] | None) -> CandidateSet:
     if isinstance(data, dict) and "candidates" in data:
         extra = sorted(set(map(str, data)) - {"traits", "candidates"})
         if extra:
-            raise ManifestError(doc.issue((extra[0],), f"unknown key {extra[0]!r}; expected "
-                                          "'traits' and 'candidates'"))
+            raise ManifestError(
+                doc.issue(
+                    (extra[0],), f"unknown key {extra[0]!r}; expected 'traits' and 'candidates'"
+                )
+            )
         if "traits" in data:
             if not isinstance(data["traits"], list):
                 raise ManifestError(doc.issue(("traits",), "traits must be a list of names"))
@@ -240,16 +274,21 @@ def _load_yaml(p: Path, traits: Sequence[str] | None) -> CandidateSet:
         prefix = ("candidates",)
         data = data["candidates"]
     if not isinstance(data, list):
-        raise ManifestError(doc.issue(
-            prefix, "expected a manifest (with 'members'), a list of candidates, or "
-            "{traits, candidates}"))
+        raise ManifestError(
+            doc.issue(
+                prefix,
+                "expected a manifest (with 'members'), a list of candidates, or "
+                "{traits, candidates}",
+            )
+        )
     if not data:
         raise ManifestError(doc.issue(prefix, "the candidate pool is empty"))
     if names is None:
         first = data[0].get("reward") if isinstance(data[0], dict) else None
         if not isinstance(first, dict) or not first:
-            raise ManifestError(doc.issue((*prefix, 0, "reward"),
-                                          "reward must be a mapping {trait: value}"))
+            raise ManifestError(
+                doc.issue((*prefix, 0, "reward"), "reward must be a mapping {trait: value}")
+            )
         names = [str(k) for k in first]
     line, _ = doc.locate(("traits",) if "traits" in (doc.data or {}) else (*prefix, 0))
     space = _space(names, doc.filename, line, "traits")
@@ -272,12 +311,15 @@ def _load_yaml(p: Path, traits: Sequence[str] | None) -> CandidateSet:
         if cid in seen:
             issues.append(doc.issue((*here, "id"), f"duplicate id {cid!r}"))
         seen.add(cid)
-        reward = _vector(doc, (*here, "reward"), item.get("reward"), space, 0.0, 1.0, issues,
-                         required=True)
-        stderr = _vector(doc, (*here, "stderr"), item.get("stderr"), space, 0.0, math.inf,
-                         issues, required=False)
-        weight = _vector(doc, (*here, "weight"), item.get("weight"), space, 0.0, 1.0, issues,
-                         required=False)
+        reward = _vector(
+            doc, (*here, "reward"), item.get("reward"), space, 0.0, 1.0, issues, required=True
+        )
+        stderr = _vector(
+            doc, (*here, "stderr"), item.get("stderr"), space, 0.0, math.inf, issues, required=False
+        )
+        weight = _vector(
+            doc, (*here, "weight"), item.get("weight"), space, 0.0, 1.0, issues, required=False
+        )
         if reward is None:
             continue
         if weight is not None and weight.sum() > 0:
@@ -310,14 +352,20 @@ def _vector(
     out = np.zeros(space.dim)
     for k, v in value.items():
         if str(k) not in space:
-            issues.append(doc.issue((*path, str(k)), f"unknown trait {k!r}; traits are "
-                                    f"{list(space.names)}"))
+            issues.append(
+                doc.issue((*path, str(k)), f"unknown trait {k!r}; traits are {list(space.names)}")
+            )
             ok = False
             continue
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
-                or not lo <= v <= hi:
-            issues.append(doc.issue((*path, str(k)), f"must be a number in [{lo:g}, {hi:g}]; "
-                                    f"got {v!r}"))
+        if (
+            isinstance(v, bool)
+            or not isinstance(v, (int, float))
+            or not math.isfinite(v)
+            or not lo <= v <= hi
+        ):
+            issues.append(
+                doc.issue((*path, str(k)), f"must be a number in [{lo:g}, {hi:g}]; got {v!r}")
+            )
             ok = False
             continue
         out[space.index(str(k))] = float(v)
@@ -333,15 +381,19 @@ def _select(cs: CandidateSet, traits: Sequence[str] | None, doc: LocatedYAML) ->
         return cs
     missing = [t for t in traits if t not in cs.space]
     if missing:
-        raise ManifestError(doc.issue(("traits",), f"traits {missing} are not in the file; it "
-                                      f"has {list(cs.space.names)}"))
+        raise ManifestError(
+            doc.issue(
+                ("traits",), f"traits {missing} are not in the file; it has {list(cs.space.names)}"
+            )
+        )
     idx = [cs.space.index(t) for t in traits]
     cands = tuple(
         Candidate(
             id=c.id,
             reward=c.reward[idx],
             stderr=None if c.stderr is None else c.stderr[idx],
-            weight=None if c.weight is None or c.weight[idx].sum() <= 0
+            weight=None
+            if c.weight is None or c.weight[idx].sum() <= 0
             else c.weight[idx] / c.weight[idx].sum(),
         )
         for c in cs.candidates
@@ -357,8 +409,14 @@ def align_pool(pool: CandidateSet, space: TraitSpace) -> FloatArray:
     """
     missing = [t for t in space.names if t not in pool.space]
     if missing:
-        raise ManifestError(ConfigIssue(
-            f"the pool has traits {list(pool.space.names)} but the portfolio needs "
-            f"{list(space.names)}; missing {missing}", file=pool.source, line=1, field="traits"))
+        raise ManifestError(
+            ConfigIssue(
+                f"the pool has traits {list(pool.space.names)} but the portfolio needs "
+                f"{list(space.names)}; missing {missing}",
+                file=pool.source,
+                line=1,
+                field="traits",
+            )
+        )
     idx = [pool.space.index(t) for t in space.names]
     return pool.rewards[:, idx]

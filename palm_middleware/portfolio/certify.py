@@ -101,9 +101,7 @@ def _probe(d: int) -> FloatArray:
     return np.concatenate([eye, np.full((1, d), 1.0 / d), mids])
 
 
-def certified_delta(
-    portfolio: npt.ArrayLike, pool: npt.ArrayLike, eps: float = 0.0
-) -> WorstCase:
+def certified_delta(portfolio: npt.ArrayLike, pool: npt.ArrayLike, eps: float = 0.0) -> WorstCase:
     """Smallest delta with max_P w·r ≥ (1 − eps)·OPT(w) − delta for every w of the simplex.
 
     That is max_w [(1 − eps)·max_C w·r − max_P w·r]; with eps = 0 the exact additive gap.

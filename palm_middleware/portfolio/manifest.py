@@ -294,8 +294,10 @@ def _from_doc(doc: LocatedYAML) -> Portfolio:
         for name, v in m.reward.items():
             if name not in space:
                 issues.append(
-                    doc.issue((*here, "reward", name), f"unknown trait {name!r}; traits are "
-                              f"{list(space.names)}")
+                    doc.issue(
+                        (*here, "reward", name),
+                        f"unknown trait {name!r}; traits are {list(space.names)}",
+                    )
                 )
                 continue
             if not math.isfinite(v) or not 0.0 <= v <= 1.0:
@@ -316,13 +318,14 @@ def _from_doc(doc: LocatedYAML) -> Portfolio:
             for name, v in m.provenance.stderr.items():
                 if name not in space:
                     issues.append(
-                        doc.issue((*here, "provenance", "stderr", name),
-                                  f"unknown trait {name!r}")
+                        doc.issue((*here, "provenance", "stderr", name), f"unknown trait {name!r}")
                     )
                 elif not math.isfinite(v) or v < 0:
                     issues.append(
-                        doc.issue((*here, "provenance", "stderr", name),
-                                  f"standard error must be finite and >= 0; got {v!r}")
+                        doc.issue(
+                            (*here, "provenance", "stderr", name),
+                            f"standard error must be finite and >= 0; got {v!r}",
+                        )
                     )
                 else:
                     stderr[space.index(name)] = v

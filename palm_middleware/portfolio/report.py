@@ -20,8 +20,13 @@ from ..types import FloatArray
 from .metrics import route, usage_shares
 from .simplex import simplex_lattice
 
-__all__ = ["plot_gap_ternary", "plot_serving_ternary", "plot_usage", "plot_value_curves",
-           "write_report"]
+__all__ = [
+    "plot_gap_ternary",
+    "plot_serving_ternary",
+    "plot_usage",
+    "plot_value_curves",
+    "write_report",
+]
 
 
 def _figure(width: float = 6.4, height: float = 4.8) -> Any:
@@ -151,8 +156,7 @@ def write_report(
     d = r.shape[1]
     files: list[Path] = []
     if d == 2:
-        files.append(plot_value_curves(r, ids, out / "value_curves.png", pool=pool,
-                                       traits=traits))
+        files.append(plot_value_curves(r, ids, out / "value_curves.png", pool=pool, traits=traits))
     if d == 3:
         files.append(plot_serving_ternary(r, ids, out / "serving_map.png", traits=traits))
         if pool is not None:

@@ -31,9 +31,7 @@ def lp_front_optimum(w: npt.ArrayLike, p: float = 2.0) -> FloatArray:
     return r[0] if np.ndim(w) == 1 else r
 
 
-def _imperfect(
-    r: FloatArray, sigma: float, shrink: float, rng: np.random.Generator
-) -> FloatArray:
+def _imperfect(r: FloatArray, sigma: float, shrink: float, rng: np.random.Generator) -> FloatArray:
     ref = np.full(r.shape[-1], 0.5)  # the base model's profile the KL term pulls towards
     out = (1.0 - shrink) * r + shrink * ref
     if sigma > 0:
@@ -84,6 +82,4 @@ def lp_front_pool(
     w = rng.dirichlet(np.ones(d), size=n)
     r = _imperfect(lp_front_optimum(w, p), sigma, shrink, rng)
     se = np.full(d, sigma)
-    return [
-        Candidate(id=f"{prefix}-{i}", reward=r[i], stderr=se, weight=w[i]) for i in range(n)
-    ]
+    return [Candidate(id=f"{prefix}-{i}", reward=r[i], stderr=se, weight=w[i]) for i in range(n)]

@@ -84,8 +84,11 @@ class CueLexicon:
                 try:
                     rx = re.compile(rf"\b(?:{pat})\b", re.IGNORECASE)
                 except re.error as exc:
-                    issues.append(doc.issue(("cues", i, "patterns", j),
-                                            f"invalid regular expression: {exc}", c.id))
+                    issues.append(
+                        doc.issue(
+                            ("cues", i, "patterns", j), f"invalid regular expression: {exc}", c.id
+                        )
+                    )
                     continue
                 cues.append(Cue(c.id, c.trait, 1 if c.direction == "up" else -1, c.strength, rx))
         if issues:
@@ -100,8 +103,9 @@ class CueLexicon:
         """Raise if a cue names a trait outside ``space``."""
         bad = sorted({c.trait for c in self.cues if c.trait not in space})
         if bad:
-            raise ConfigError(ConfigIssue(f"cues name unknown traits {bad}; traits are "
-                                          f"{list(space.names)}"))
+            raise ConfigError(
+                ConfigIssue(f"cues name unknown traits {bad}; traits are {list(space.names)}")
+            )
 
     def match(self, text: str) -> list[Cue]:
         """Cues found in ``text`` (each cue id at most once, in lexicon order)."""

@@ -129,14 +129,21 @@ class Observation:
         object.__setattr__(self, "vector", v)
         if self.kind == "compare" and self.y not in (-1, 1):
             raise InvalidEventError(f"compare observation needs y = +1 or -1; got {self.y!r}")
-        for name, val, low in (("strength", self.strength, 0.0), ("scale", self.scale, 1e-12),
-                               ("precision", self.precision, 0.0)):
-            if isinstance(val, bool) or not isinstance(val, (int, float)) or not (
-                math.isfinite(val) and val >= low
+        for name, val, low in (
+            ("strength", self.strength, 0.0),
+            ("scale", self.scale, 1e-12),
+            ("precision", self.precision, 0.0),
+        ):
+            if (
+                isinstance(val, bool)
+                or not isinstance(val, (int, float))
+                or not (math.isfinite(val) and val >= low)
             ):
                 raise InvalidEventError(f"{name} must be a finite number >= {low:g}; got {val!r}")
-        if isinstance(self.ts, bool) or not isinstance(self.ts, (int, float)) or not math.isfinite(
-            self.ts
+        if (
+            isinstance(self.ts, bool)
+            or not isinstance(self.ts, (int, float))
+            or not math.isfinite(self.ts)
         ):
             raise InvalidEventError(f"ts must be a finite unix time; got {self.ts!r}")
         if self.kind == "anchor":
@@ -148,12 +155,23 @@ class Observation:
 
     @classmethod
     def compare(
-        cls, delta: Sequence[float] | FloatArray, y: int, *, strength: float = 1.0,
-        scale: float = 1.0, ts: float = 0.0,
+        cls,
+        delta: Sequence[float] | FloatArray,
+        y: int,
+        *,
+        strength: float = 1.0,
+        scale: float = 1.0,
+        ts: float = 0.0,
     ) -> Observation:
         """A logistic observation on w·delta."""
-        return cls("compare", np.asarray(delta, dtype=np.float64), y=y, strength=strength,
-                   scale=scale, ts=ts)
+        return cls(
+            "compare",
+            np.asarray(delta, dtype=np.float64),
+            y=y,
+            strength=strength,
+            scale=scale,
+            ts=ts,
+        )
 
     @classmethod
     def anchor(
@@ -164,8 +182,11 @@ class Observation:
 
     def to_dict(self) -> dict[str, Any]:
         """Compact JSON-ready form (for the event store)."""
-        d: dict[str, Any] = {"k": self.kind[0], "v": [round(float(x), 6) for x in self.vector],
-                             "t": self.ts}
+        d: dict[str, Any] = {
+            "k": self.kind[0],
+            "v": [round(float(x), 6) for x in self.vector],
+            "t": self.ts,
+        }
         if self.kind == "compare":
             d["y"] = self.y
             if self.scale != 1.0:
@@ -183,12 +204,22 @@ class Observation:
         """Inverse of :meth:`to_dict`."""
         try:
             if d["k"] == "c":
-                return cls.compare(d["v"], int(d["y"]), strength=float(d.get("s", 1.0)),
-                                   scale=float(d.get("sc", 1.0)), ts=float(d["t"]))
+                return cls.compare(
+                    d["v"],
+                    int(d["y"]),
+                    strength=float(d.get("s", 1.0)),
+                    scale=float(d.get("sc", 1.0)),
+                    ts=float(d["t"]),
+                )
             if d["k"] == "a":
-                return cls("anchor", np.asarray(d["v"], dtype=np.float64),
-                           mask=np.asarray(d["m"], dtype=np.float64), precision=float(d["p"]),
-                           strength=float(d.get("s", 1.0)), ts=float(d["t"]))
+                return cls(
+                    "anchor",
+                    np.asarray(d["v"], dtype=np.float64),
+                    mask=np.asarray(d["m"], dtype=np.float64),
+                    precision=float(d["p"]),
+                    strength=float(d.get("s", 1.0)),
+                    ts=float(d["t"]),
+                )
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidEventError(f"malformed stored observation {dict(d)!r}: {exc}") from exc
         raise InvalidEventError(f"unknown observation kind {d.get('k')!r}")

@@ -149,8 +149,11 @@ class PreferenceModel:
 
     def _validate(self) -> FloatArray:
         mean = np.asarray(self.prior_mean, dtype=np.float64).reshape(-1)
-        if mean.size < 2 or not np.all(np.isfinite(mean)) or mean.min() < 0 or not math.isclose(
-            float(mean.sum()), 1.0, abs_tol=1e-6
+        if (
+            mean.size < 2
+            or not np.all(np.isfinite(mean))
+            or mean.min() < 0
+            or not math.isclose(float(mean.sum()), 1.0, abs_tol=1e-6)
         ):
             raise InvalidParameterError(
                 f"prior_mean must be a point of the simplex with >= 2 traits; got {mean.tolist()}"
@@ -160,8 +163,10 @@ class PreferenceModel:
             ("beta", self.beta, 0.0, math.inf),
             ("lapse", self.lapse, -1e-12, 0.5),
         ):
-            if isinstance(val, bool) or not isinstance(val, (int, float)) or not (
-                lo < float(val) < hi
+            if (
+                isinstance(val, bool)
+                or not isinstance(val, (int, float))
+                or not (lo < float(val) < hi)
             ):
                 raise InvalidParameterError(
                     f"The {name!r} parameter of PreferenceModel must be in ({lo:g}, {hi:g}); "
@@ -183,8 +188,9 @@ class PreferenceModel:
         return out
 
     # -- fitting ----------------------------------------------------------------------------
-    def fit(self, observations: Iterable[Observation], *, now: float | None = None
-            ) -> PreferenceModel:
+    def fit(
+        self, observations: Iterable[Observation], *, now: float | None = None
+    ) -> PreferenceModel:
         """Reset to the prior and assimilate ``observations`` (in order). Returns self."""
         mean = self._validate()
         self._rng = check_random_state(self.random_state)
@@ -205,8 +211,9 @@ class PreferenceModel:
             self._add(obs, now)
         return self
 
-    def partial_fit(self, observations: Iterable[Observation], *, now: float | None = None
-                    ) -> PreferenceModel:
+    def partial_fit(
+        self, observations: Iterable[Observation], *, now: float | None = None
+    ) -> PreferenceModel:
         """Assimilate more observations into the current posterior. Returns self."""
         if not hasattr(self, "particles_"):
             return self.fit(observations, now=now)
@@ -364,8 +371,9 @@ class PreferenceModel:
         out: FloatArray = m / m.sum()
         return out
 
-    def sample(self, n: int = 1, random_state: int | np.random.Generator | None = None
-               ) -> FloatArray:
+    def sample(
+        self, n: int = 1, random_state: int | np.random.Generator | None = None
+    ) -> FloatArray:
         """``n`` posterior draws, shape (n, n_traits)."""
         self._check_fitted()
         rng = check_random_state(random_state)
@@ -398,13 +406,17 @@ class PreferenceModel:
         conc = float(np.sum(mean * (1 - mean)) / tv - 1.0) if tv > 1e-12 else 1e6
         lo, hi = self.credible_interval(level)
         return PosteriorSummary(
-            mean=mean, lower=lo, upper=hi, concentration=max(conc, 1e-3),
-            evidence=self.evidence_, n_events=self.n_events_, level=level,
+            mean=mean,
+            lower=lo,
+            upper=hi,
+            concentration=max(conc, 1e-3),
+            evidence=self.evidence_,
+            n_events=self.n_events_,
+            level=level,
         )
 
     # -- active queries -------------------------------------------------------------------------
-    def information_gain(self, deltas: FloatArray, rewards: FloatArray | None = None
-                         ) -> FloatArray:
+    def information_gain(self, deltas: FloatArray, rewards: FloatArray | None = None) -> FloatArray:
         """Expected information gain (nats) of observing y for each row of ``deltas``.
 
         Without ``rewards`` the gain is about w itself. With ``rewards`` (members' profiles,

@@ -26,9 +26,12 @@ def _load_tokenizer(path: str) -> Any:
     try:
         return Tokenizer.from_file(path)
     except Exception as exc:  # tokenizers raises a bare Exception on unreadable files
-        raise ConfigError(ConfigIssue(
-            f"cannot load tokenizer: {exc}; give a Hugging Face tokenizer.json or "
-            "'whitespace'", file=path)) from exc
+        raise ConfigError(
+            ConfigIssue(
+                f"cannot load tokenizer: {exc}; give a Hugging Face tokenizer.json or 'whitespace'",
+                file=path,
+            )
+        ) from exc
 
 
 class TokenCounter:
@@ -43,9 +46,13 @@ class TokenCounter:
         if self.tokenizer != "whitespace":
             p = Path(self.tokenizer)
             if not p.is_file():
-                raise ConfigError(ConfigIssue(
-                    "tokenizer file not found; give the path of a tokenizer.json or "
-                    "'whitespace'", file=str(p)))
+                raise ConfigError(
+                    ConfigIssue(
+                        "tokenizer file not found; give the path of a tokenizer.json or "
+                        "'whitespace'",
+                        file=str(p),
+                    )
+                )
             _load_tokenizer(str(p.resolve()))
 
     def __call__(self, text: str) -> int:

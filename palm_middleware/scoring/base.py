@@ -78,10 +78,12 @@ class SquashScorer:
     def __init__(self, *, center: float = 0.0, scale: float = 1.0) -> None:
         if not (isinstance(center, int | float) and math.isfinite(center)):
             raise InvalidParameterError(
-                f"{type(self).__name__}: center must be a finite number; got {center!r}")
+                f"{type(self).__name__}: center must be a finite number; got {center!r}"
+            )
         if not (isinstance(scale, int | float) and math.isfinite(scale) and scale > 0):
             raise InvalidParameterError(
-                f"{type(self).__name__}: scale must be a finite number > 0; got {scale!r}")
+                f"{type(self).__name__}: scale must be a finite number > 0; got {scale!r}"
+            )
         self.center = float(center)
         self.scale = float(scale)
 

@@ -28,8 +28,9 @@ class BrevityScorer(SquashScorer):
     name = "brevity"
     sign = -1.0
 
-    def __init__(self, *, tokenizer: str = "whitespace", center: float = math.log(41.0),
-                 scale: float = 0.6) -> None:
+    def __init__(
+        self, *, tokenizer: str = "whitespace", center: float = math.log(41.0), scale: float = 0.6
+    ) -> None:
         super().__init__(center=center, scale=scale)
         self.counter = TokenCounter(tokenizer)
 
@@ -45,9 +46,11 @@ class BrevityScorer(SquashScorer):
     def params(self) -> dict[str, Any]:
         """Tokenizer, calibration, and the 0.9 / 0.1 length anchors (informational)."""
         short, long = self.anchors()
-        return {"tokenizer": self.counter.tokenizer, **super().params(),
-                "anchors": {"score_0.9_tokens": round(short, 1),
-                            "score_0.1_tokens": round(long, 1)}}
+        return {
+            "tokenizer": self.counter.tokenizer,
+            **super().params(),
+            "anchors": {"score_0.9_tokens": round(short, 1), "score_0.1_tokens": round(long, 1)},
+        }
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> BrevityScorer:  # type: ignore[override]

@@ -47,12 +47,16 @@ class ScorerSet:
         source: The file they were loaded from, if any.
     """
 
-    def __init__(self, scorers: Sequence[TraitScorer],
-                 validation: Mapping[str, Mapping[str, Any]] | None = None,
-                 source: str | None = None) -> None:
+    def __init__(
+        self,
+        scorers: Sequence[TraitScorer],
+        validation: Mapping[str, Mapping[str, Any]] | None = None,
+        source: str | None = None,
+    ) -> None:
         self.scorers: dict[str, TraitScorer] = {s.name: s for s in scorers}
         self.validation: dict[str, dict[str, Any]] = {
-            k: dict(v) for k, v in (validation or {}).items()}
+            k: dict(v) for k, v in (validation or {}).items()
+        }
         self.source = source
 
     @property
@@ -65,8 +69,9 @@ class ScorerSet:
         out = {}
         for name, s in self.scorers.items():
             v = self.validation.get(name, {}).get("pairwise_accuracy")
-            out[name] = f"{scorer_kind(s)}" + (f" (validation acc {v:.2f})" if v is not None
-                                               else "")
+            out[name] = f"{scorer_kind(s)}" + (
+                f" (validation acc {v:.2f})" if v is not None else ""
+            )
         return out
 
 
@@ -74,9 +79,13 @@ def scorer_kind(scorer: TraitScorer) -> str:
     """The ``kind`` of a built-in scorer (its class name for others)."""
     from .classifier import OnnxClassifierScorer
 
-    kinds: dict[type, str] = {BrevityScorer: "brevity", StructureScorer: "structure",
-                              FormalityScorer: "formality", EmbeddingScorer: "embedding",
-                              OnnxClassifierScorer: "onnx_classifier"}
+    kinds: dict[type, str] = {
+        BrevityScorer: "brevity",
+        StructureScorer: "structure",
+        FormalityScorer: "formality",
+        EmbeddingScorer: "embedding",
+        OnnxClassifierScorer: "onnx_classifier",
+    }
     return kinds.get(type(scorer), type(scorer).__name__)
 
 
@@ -117,26 +126,36 @@ def load_scorers(path: str | Path, traits: Sequence[str] | None = None) -> Score
 def _from_doc(doc: LocatedYAML, folder: Path, traits: Sequence[str] | None) -> ScorerSet:
     data = doc.data
     if not isinstance(data, dict) or not isinstance(data.get("scorers"), dict):
-        raise ConfigError(doc.issue((), "a scorer file must be a mapping with a 'scorers' "
-                                    "mapping of trait -> {kind, params}"))
+        raise ConfigError(
+            doc.issue(
+                (),
+                "a scorer file must be a mapping with a 'scorers' "
+                "mapping of trait -> {kind, params}",
+            )
+        )
     entries: dict[str, Any] = data["scorers"]
     wanted = list(traits) if traits is not None else list(entries)
     scorers: list[TraitScorer] = []
     validation: dict[str, Any] = {}
     for name in wanted:
         if name not in entries:
-            raise ConfigError(doc.issue(("scorers",), f"no scorer for trait {name!r}; the file "
-                                        f"has {sorted(entries)}"))
+            raise ConfigError(
+                doc.issue(
+                    ("scorers",), f"no scorer for trait {name!r}; the file has {sorted(entries)}"
+                )
+            )
         e = entries[name]
         here = ("scorers", name)
         if not isinstance(e, dict) or e.get("kind") not in KINDS:
             got = e.get("kind") if isinstance(e, dict) else e
-            raise ConfigError(doc.issue((*here, "kind"), f"kind must be one of {list(KINDS)}; "
-                                        f"got {got!r}"))
+            raise ConfigError(
+                doc.issue((*here, "kind"), f"kind must be one of {list(KINDS)}; got {got!r}")
+            )
         params = e.get("params", {}) or {}
         if not isinstance(params, dict):
-            raise ConfigError(doc.issue((*here, "params"), f"params must be a mapping; got "
-                                        f"{params!r}"))
+            raise ConfigError(
+                doc.issue((*here, "params"), f"params must be a mapping; got {params!r}")
+            )
         try:
             if e["kind"] == "embedding":  # built from the document: prototype errors name a line
                 scorers.append(embedding_from_doc(doc, here, str(name)))
@@ -145,8 +164,9 @@ def _from_doc(doc: LocatedYAML, folder: Path, traits: Sequence[str] | None) -> S
         except ConfigError:
             raise
         except TypeError as exc:
-            raise ConfigError(doc.issue((*here, "params"), f"bad parameters for a "
-                                        f"{e['kind']} scorer: {exc}")) from None
+            raise ConfigError(
+                doc.issue((*here, "params"), f"bad parameters for a {e['kind']} scorer: {exc}")
+            ) from None
         except ValueError as exc:
             raise ConfigError(doc.issue((*here, "params"), str(exc))) from None
         if isinstance(e.get("validation"), dict):
@@ -162,6 +182,8 @@ def save_scorers(path: str | Path, scorers: ScorerSet) -> None:
         if name in scorers.validation:
             entry["validation"] = scorers.validation[name]
         out["scorers"][name] = entry
-    header = ("# Trait scorers and their calibration; written by `palm validate-scorers --fit`.\n"
-              "# validation: pairwise ordering accuracy on the labelled set (0.5 = chance).\n")
+    header = (
+        "# Trait scorers and their calibration; written by `palm validate-scorers --fit`.\n"
+        "# validation: pairwise ordering accuracy on the labelled set (0.5 = chance).\n"
+    )
     Path(path).write_text(header + yaml.safe_dump(out, sort_keys=False), encoding="utf-8")

@@ -36,8 +36,16 @@ class OnnxClassifierScorer:
         batch_size: Replies per ONNX Runtime call in :meth:`score_many`.
     """
 
-    def __init__(self, path: str | Path, *, label: str | int, name: str, pair: bool = False,
-                 max_length: int = 256, batch_size: int = 16) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        label: str | int,
+        name: str,
+        pair: bool = False,
+        max_length: int = 256,
+        batch_size: int = 16,
+    ) -> None:
         self.path = Path(path)
         self.name = name
         self.pair = bool(pair)
@@ -51,7 +59,8 @@ class OnnxClassifierScorer:
                 raise ModelLoadError(
                     f"{f}: not found; an ONNX classifier folder needs model.onnx and "
                     "tokenizer.json (export with `optimum-cli export onnx --task "
-                    "text-classification`)")
+                    "text-classification`)"
+                )
         from tokenizers import Tokenizer
 
         self._tok = Tokenizer.from_file(str(tok_file))
@@ -72,9 +81,14 @@ class OnnxClassifierScorer:
         for k, v in id2label.items():
             if v == label:
                 return int(k)
-        raise ConfigError(ConfigIssue(
-            f"label {label!r} is not in id2label {id2label}; name one of its labels or give "
-            "an index", file=str(cfg), field="label"))
+        raise ConfigError(
+            ConfigIssue(
+                f"label {label!r} is not in id2label {id2label}; name one of its labels or give "
+                "an index",
+                file=str(cfg),
+                field="label",
+            )
+        )
 
     def _probs(self, texts: Sequence[str], prompts: Sequence[str]) -> FloatArray:
         if self.pair:
@@ -87,18 +101,24 @@ class OnnxClassifierScorer:
             feeds["attention_mask"] = np.array([e.attention_mask for e in enc], dtype=np.int64)
         if "token_type_ids" in self._inputs:
             feeds["token_type_ids"] = np.array([e.type_ids for e in enc], dtype=np.int64)
-        (logits,) = run_session(self._session, [self._session.get_outputs()[0].name], feeds,
-                                None, where=str(self.path))
+        (logits,) = run_session(
+            self._session, [self._session.get_outputs()[0].name], feeds, None, where=str(self.path)
+        )
         z = np.asarray(logits, dtype=np.float64)
         if z.ndim != 2:
             raise ModelLoadError(
-                f"{self.path}: expected logits of shape (batch, n_labels); got {z.shape}")
+                f"{self.path}: expected logits of shape (batch, n_labels); got {z.shape}"
+            )
         if z.shape[1] == 1:
             return np.asarray(1.0 / (1.0 + np.exp(-z[:, 0])), dtype=np.float64)
         if not 0 <= self.label_index < z.shape[1]:
-            raise ConfigError(ConfigIssue(
-                f"label index {self.label_index} is out of range for {z.shape[1]} labels",
-                file=str(self.path), field="label"))
+            raise ConfigError(
+                ConfigIssue(
+                    f"label index {self.label_index} is out of range for {z.shape[1]} labels",
+                    file=str(self.path),
+                    field="label",
+                )
+            )
         z = z - z.max(axis=1, keepdims=True)
         p = np.exp(z)
         return np.asarray(p[:, self.label_index] / p.sum(axis=1), dtype=np.float64)
@@ -110,14 +130,21 @@ class OnnxClassifierScorer:
     def score_many(self, texts: Sequence[str], prompts: Sequence[str]) -> FloatArray:
         """Probabilities for many replies, in batches of ``batch_size``."""
         check_pairs(texts, prompts)
-        out = [self._probs(texts[i:i + self.batch_size], prompts[i:i + self.batch_size])
-               for i in range(0, len(texts), self.batch_size)]
+        out = [
+            self._probs(texts[i : i + self.batch_size], prompts[i : i + self.batch_size])
+            for i in range(0, len(texts), self.batch_size)
+        ]
         return np.concatenate(out) if out else np.zeros(0)
 
     def params(self) -> dict[str, Any]:
         """Configuration as plain data."""
-        return {"path": str(self.path), "label": self.label, "pair": self.pair,
-                "max_length": self.max_length, "batch_size": self.batch_size}
+        return {
+            "path": str(self.path),
+            "label": self.label,
+            "pair": self.pair,
+            "max_length": self.max_length,
+            "batch_size": self.batch_size,
+        }
 
     def __repr__(self) -> str:
         return f"OnnxClassifierScorer({str(self.path)!r}, label={self.label!r})"

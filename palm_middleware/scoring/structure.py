@@ -38,8 +38,9 @@ def structure_features(text: str) -> StructureFeatures:
     items = sum(1 for ln in lines if _ITEM.match(ln))
     headings = sum(1 for ln in lines if _HEADING.match(ln) and not _ITEM.match(ln))
     paragraphs = sum(1 for block in re.split(r"\n\s*\n", text) if block.strip())
-    return StructureFeatures(items=items, headings=headings, paragraphs=paragraphs,
-                             words=len(words(text)))
+    return StructureFeatures(
+        items=items, headings=headings, paragraphs=paragraphs, words=len(words(text))
+    )
 
 
 class StructureScorer(SquashScorer):
@@ -61,9 +62,16 @@ class StructureScorer(SquashScorer):
 
     name = "structure"
 
-    def __init__(self, *, w_list: float = 1.0, w_heading: float = 0.5,
-                 w_paragraph: float = 0.3, w_length: float = 0.5, center: float = 3.0,
-                 scale: float = 1.0) -> None:
+    def __init__(
+        self,
+        *,
+        w_list: float = 1.0,
+        w_heading: float = 0.5,
+        w_paragraph: float = 0.3,
+        w_length: float = 0.5,
+        center: float = 3.0,
+        scale: float = 1.0,
+    ) -> None:
         super().__init__(center=center, scale=scale)
         self.w_list = float(w_list)
         self.w_heading = float(w_heading)
@@ -73,11 +81,19 @@ class StructureScorer(SquashScorer):
     def raw(self, text: str, prompt: str = "") -> float:
         """The weighted form features of ``text``."""
         f = structure_features(text)
-        return (self.w_list * math.sqrt(min(f.items, 16)) + self.w_heading * min(f.headings, 6)
-                + self.w_paragraph * min(max(f.paragraphs - 1, 0), 8)
-                + self.w_length * math.log1p(f.words))
+        return (
+            self.w_list * math.sqrt(min(f.items, 16))
+            + self.w_heading * min(f.headings, 6)
+            + self.w_paragraph * min(max(f.paragraphs - 1, 0), 8)
+            + self.w_length * math.log1p(f.words)
+        )
 
     def params(self) -> dict[str, Any]:
         """Feature weights and calibration."""
-        return {"w_list": self.w_list, "w_heading": self.w_heading,
-                "w_paragraph": self.w_paragraph, "w_length": self.w_length, **super().params()}
+        return {
+            "w_list": self.w_list,
+            "w_heading": self.w_heading,
+            "w_paragraph": self.w_paragraph,
+            "w_length": self.w_length,
+            **super().params(),
+        }

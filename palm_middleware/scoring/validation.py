@@ -62,29 +62,45 @@ def load_validation_set(path: str | Path) -> list[LabelledReply]:
     out = []
     for g, group in enumerate(doc.data["groups"]):
         here: tuple[str | int, ...] = ("groups", g)
-        if not isinstance(group, dict) or not isinstance(group.get("prompt"), str) \
-                or not isinstance(group.get("replies"), list):
-            raise ConfigError(doc.issue(here, "each group needs 'prompt' (text) and 'replies' "
-                                        "(a list)"))
+        if (
+            not isinstance(group, dict)
+            or not isinstance(group.get("prompt"), str)
+            or not isinstance(group.get("replies"), list)
+        ):
+            raise ConfigError(
+                doc.issue(here, "each group needs 'prompt' (text) and 'replies' (a list)")
+            )
         for r, reply in enumerate(group["replies"]):
             rh = (*here, "replies", r)
-            if not isinstance(reply, dict) or not isinstance(reply.get("text"), str) \
-                    or not isinstance(reply.get("labels"), dict):
-                raise ConfigError(doc.issue(rh, "each reply needs 'text' and 'labels' "
-                                            "({trait: grade})"))
+            if (
+                not isinstance(reply, dict)
+                or not isinstance(reply.get("text"), str)
+                or not isinstance(reply.get("labels"), dict)
+            ):
+                raise ConfigError(
+                    doc.issue(rh, "each reply needs 'text' and 'labels' ({trait: grade})")
+                )
             for k, v in reply["labels"].items():
                 if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 5:
-                    raise ConfigError(doc.issue((*rh, "labels", k),
-                                                f"a grade must be an int in 1..5; got {v!r}"))
-            out.append(LabelledReply(g, group["prompt"], reply["text"],
-                                     {str(k): int(v) for k, v in reply["labels"].items()}))
+                    raise ConfigError(
+                        doc.issue((*rh, "labels", k), f"a grade must be an int in 1..5; got {v!r}")
+                    )
+            out.append(
+                LabelledReply(
+                    g,
+                    group["prompt"],
+                    reply["text"],
+                    {str(k): int(v) for k, v in reply["labels"].items()},
+                )
+            )
     if not out:
         raise ConfigError(doc.issue(("groups",), "the validation set has no replies"))
     return out
 
 
-def pairwise_accuracy(scorer: TraitScorer, items: Sequence[LabelledReply],
-                      trait: str | None = None) -> ValidationResult:
+def pairwise_accuracy(
+    scorer: TraitScorer, items: Sequence[LabelledReply], trait: str | None = None
+) -> ValidationResult:
     """Pairwise ordering accuracy of ``scorer`` on the items labelled for ``trait``.
 
     Args:

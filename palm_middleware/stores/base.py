@@ -98,13 +98,23 @@ class ChainLink:
 GENESIS_HASH = "0" * 64
 
 
-def audit_hash(prev_hash: str, record_id: str, user_key: str, kind: str,
-               payload: dict[str, Any], ts: float) -> str:
+def audit_hash(
+    prev_hash: str, record_id: str, user_key: str, kind: str, payload: dict[str, Any], ts: float
+) -> str:
     """sha256 over the canonical JSON of a record and the hash of the link before it."""
     canonical = json.dumps(
-        {"prev": prev_hash, "record_id": record_id, "user_key": user_key, "kind": kind,
-         "payload": payload, "ts": ts},
-        sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False,
+        {
+            "prev": prev_hash,
+            "record_id": record_id,
+            "user_key": user_key,
+            "kind": kind,
+            "payload": payload,
+            "ts": ts,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        allow_nan=False,
     )
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 

@@ -205,8 +205,14 @@ class MemoryStore(AsyncStoreMixin):
                     f"Audit record id {record.record_id!r} already exists; audit ids are unique."
                 )
             prev = self._chain[-1].hash if self._chain else GENESIS_HASH
-            digest = audit_hash(prev, record.record_id, record.user_key, record.kind,
-                                decode_json(row.payload, what="audit payload"), record.ts)
+            digest = audit_hash(
+                prev,
+                record.record_id,
+                record.user_key,
+                record.kind,
+                decode_json(row.payload, what="audit payload"),
+                record.ts,
+            )
             self._audit[record.record_id] = row
             self._audit_ids.setdefault(record.user_key, []).append(record.record_id)
             self._chain.append(ChainLink(len(self._chain) + 1, record.record_id, prev, digest))

@@ -380,13 +380,21 @@ class SQLiteStore(AsyncStoreMixin):
                 # The link is computed inside the write transaction, so concurrent writers
                 # (threads or processes) extend one chain instead of forking it.
                 last = conn.execute(
-                    "SELECT hash FROM audit_chain ORDER BY seq DESC LIMIT 1").fetchone()
+                    "SELECT hash FROM audit_chain ORDER BY seq DESC LIMIT 1"
+                ).fetchone()
                 prev = str(last[0]) if last is not None else GENESIS_HASH
-                digest = audit_hash(prev, record.record_id, record.user_key, record.kind,
-                                    decode_json(payload, what="audit payload"), record.ts)
+                digest = audit_hash(
+                    prev,
+                    record.record_id,
+                    record.user_key,
+                    record.kind,
+                    decode_json(payload, what="audit payload"),
+                    record.ts,
+                )
                 conn.execute(
                     "INSERT INTO audit_chain (record_id, prev_hash, hash) VALUES (?, ?, ?)",
-                    (record.record_id, prev, digest))
+                    (record.record_id, prev, digest),
+                )
             except sqlite3.IntegrityError as exc:
                 raise StoreError(
                     f"{self._where}: audit record id {record.record_id!r} already exists; "
@@ -397,8 +405,11 @@ class SQLiteStore(AsyncStoreMixin):
 
     def audit_chain(self) -> list[ChainLink]:
         """Return the audit hash chain in append order."""
-        rows = self._all(self._pool.get(), "audit_chain",
-                         "SELECT seq, record_id, prev_hash, hash FROM audit_chain ORDER BY seq")
+        rows = self._all(
+            self._pool.get(),
+            "audit_chain",
+            "SELECT seq, record_id, prev_hash, hash FROM audit_chain ORDER BY seq",
+        )
         return [ChainLink(int(r[0]), str(r[1]), str(r[2]), str(r[3])) for r in rows]
 
     def get_audit(self, record_id: str) -> AuditRecord | None:
@@ -442,22 +453,31 @@ class SQLiteStore(AsyncStoreMixin):
         op = "purge_events"
         with self._transaction(op) as conn:
             if user_key is None:
-                keys = [r[0] for r in self._all(
-                    conn, op, "SELECT DISTINCT user_key FROM events WHERE ts < ?", (before,))]
+                keys = [
+                    r[0]
+                    for r in self._all(
+                        conn, op, "SELECT DISTINCT user_key FROM events WHERE ts < ?", (before,)
+                    )
+                ]
             else:
                 keys = [user_key]
             n = 0
             for key in keys:
                 self._run(conn, op, "INSERT INTO deletion_grants (user_key) VALUES (?)", (key,))
-                n += self._run(conn, op, "DELETE FROM events WHERE user_key = ? AND ts < ?",
-                               (key, before))
+                n += self._run(
+                    conn, op, "DELETE FROM events WHERE user_key = ? AND ts < ?", (key, before)
+                )
                 self._run(conn, op, "DELETE FROM deletion_grants WHERE user_key = ?", (key,))
         return n
 
     def users_with_events_before(self, before: float) -> list[str]:
         """Return the user keys with at least one event older than ``before``."""
-        rows = self._all(self._pool.get(), "users_with_events_before",
-                         "SELECT DISTINCT user_key FROM events WHERE ts < ?", (before,))
+        rows = self._all(
+            self._pool.get(),
+            "users_with_events_before",
+            "SELECT DISTINCT user_key FROM events WHERE ts < ?",
+            (before,),
+        )
         return [str(r[0]) for r in rows]
 
     def delete_user(self, user_key: str, *, keep_audit: bool) -> int:

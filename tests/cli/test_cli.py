@@ -14,13 +14,19 @@ from palm_middleware.cli._common import bundled
 
 def test_simulate_writes_csv_and_png(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "sim"
-    code = main(["simulate", "--users", "8", "--events", "4", "--pipeline-users", "2",
-                 "--out", str(out)])
+    code = main(
+        ["simulate", "--users", "8", "--events", "4", "--pipeline-users", "2", "--out", str(out)]
+    )
     assert code == 0
     with open(out / "simulate.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert {r["method"] for r in rows} == {"default", "arm_thompson", "particle_random",
-                                           "preference_model", "oracle"}
+    assert {r["method"] for r in rows} == {
+        "default",
+        "arm_thompson",
+        "particle_random",
+        "preference_model",
+        "oracle",
+    }
     assert (out / "simulate.png").read_bytes()[:4] == b"\x89PNG"
     text = capsys.readouterr().out
     assert "pipeline: 2 users through Palm" in text and "user-1" in text
@@ -32,8 +38,7 @@ def test_inspect_bundled_portfolio(capsys: pytest.CaptureFixture[str]) -> None:
     assert "6 members" in out and "terse" in out and "default member: balanced" in out
 
 
-def test_inspect_bad_manifest_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]
-                                      ) -> None:
+def test_inspect_bad_manifest_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("traits: [a]\nmembers:\n  - id: x\n    reward: {a: 2}\n")
     assert main(["inspect", str(bad)]) == 2
@@ -44,8 +49,12 @@ def test_profile_reset_and_forget(tmp_path: Path, capsys: pytest.CaptureFixture[
     db = tmp_path / "p.db"
     assert main(["profile", "alice", "--db", str(db), "--json"]) == 0
     prof = json.loads(capsys.readouterr().out)
-    assert prof["n_events"] == 0 and set(prof["weights"]) == {"safety", "helpfulness", "humor",
-                                                               "brevity"}
+    assert prof["n_events"] == 0 and set(prof["weights"]) == {
+        "safety",
+        "helpfulness",
+        "humor",
+        "brevity",
+    }
     assert main(["profile", "alice", "--db", str(db)]) == 0
     assert "90% interval" in capsys.readouterr().out
     assert main(["profile", "alice", "--db", str(db), "--reset"]) == 0

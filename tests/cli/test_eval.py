@@ -48,18 +48,31 @@ prompts:
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("eval")
     train_tokenizer(root / "tok")
-    write_model(root / "models" / "tiny", root / "tok" / "tokenizer.json", seed=3,
-                max_positions=256)
+    write_model(
+        root / "models" / "tiny", root / "tok" / "tokenizer.json", seed=3, max_positions=256
+    )
     (root / "palm.yaml").write_text(MANIFEST)
     (root / "prompts.yaml").write_text(PROMPTS)
     return root
 
 
 def _args(root: Path, out: str, *extra: str) -> list[str]:
-    return ["eval", "--portfolio", str(root / "palm.yaml"), "--prompts",
-            str(root / "prompts.yaml"), "--max-tokens", "24", "--base",
-            f"tiny={root / 'models' / 'tiny'}", "--cache", str(root / "cache.sqlite"),
-            "-o", str(root / out), *extra]
+    return [
+        "eval",
+        "--portfolio",
+        str(root / "palm.yaml"),
+        "--prompts",
+        str(root / "prompts.yaml"),
+        "--max-tokens",
+        "24",
+        "--base",
+        f"tiny={root / 'models' / 'tiny'}",
+        "--cache",
+        str(root / "cache.sqlite"),
+        "-o",
+        str(root / out),
+        *extra,
+    ]
 
 
 def _rows(path: Path) -> dict[str, dict[str, str]]:
@@ -67,8 +80,9 @@ def _rows(path: Path) -> dict[str, dict[str, str]]:
         return {r["id"]: r for r in csv.DictReader(f)}
 
 
-def test_eval_measures_caches_and_feeds_build(workdir: Path,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_eval_measures_caches_and_feeds_build(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     t0 = time.perf_counter()
     assert main(_args(workdir, "cand.csv")) == 0
     first = time.perf_counter() - t0
@@ -77,8 +91,15 @@ def test_eval_measures_caches_and_feeds_build(workdir: Path,
     assert "cached 0/5" in out
     rows = _rows(workdir / "cand.csv")
     assert list(rows) == ["plain", "terse"]
-    assert set(rows["plain"]) == {"id", "brevity", "structure", "formality", "brevity_se",
-                                  "structure_se", "formality_se"}
+    assert set(rows["plain"]) == {
+        "id",
+        "brevity",
+        "structure",
+        "formality",
+        "brevity_se",
+        "structure_se",
+        "formality_se",
+    }
     for r in rows.values():
         for k, v in r.items():
             if k != "id":
@@ -100,32 +121,79 @@ def test_eval_measures_caches_and_feeds_build(workdir: Path,
 
     pool = load_candidates(workdir / "cand.csv")
     assert pool.has_stderr and pool.ids == ("plain", "terse")
-    assert main(["build", "--candidates", str(workdir / "cand.csv"), "--eps", "0.2",
-                 "--delta", "0.05", "-o", str(workdir / "built.yaml")]) == 0
+    assert (
+        main(
+            [
+                "build",
+                "--candidates",
+                str(workdir / "cand.csv"),
+                "--eps",
+                "0.2",
+                "--delta",
+                "0.05",
+                "-o",
+                str(workdir / "built.yaml"),
+            ]
+        )
+        == 0
+    )
     built = load_portfolio(workdir / "built.yaml")
     assert built.ids and all(m.backend is None for m in built.members)
     # --members keeps what serves each kept member; rewards stay as measured.
-    assert main(["build", "--candidates", str(workdir / "cand.csv"), "--eps", "0.2",
-                 "--delta", "0.05", "--members", str(workdir / "palm.yaml"),
-                 "-o", str(workdir / "served.yaml")]) == 0
+    assert (
+        main(
+            [
+                "build",
+                "--candidates",
+                str(workdir / "cand.csv"),
+                "--eps",
+                "0.2",
+                "--delta",
+                "0.05",
+                "--members",
+                str(workdir / "palm.yaml"),
+                "-o",
+                str(workdir / "served.yaml"),
+            ]
+        )
+        == 0
+    )
     served = load_portfolio(workdir / "served.yaml")
     source = load_portfolio(workdir / "palm.yaml")
     assert served.ids == built.ids
     for m in served.members:
         assert m.backend == source.member(m.id).backend
-        assert list(m.reward) == pytest.approx([float(rows[m.id][t]) for t in
-                                                ("brevity", "structure", "formality")])
+        assert list(m.reward) == pytest.approx(
+            [float(rows[m.id][t]) for t in ("brevity", "structure", "formality")]
+        )
     other = workdir / "other.yaml"
-    other.write_text(MANIFEST.replace("id: plain", "id: unrelated").replace(
-        "id: terse", "id: unrelated2"))
-    assert main(["build", "--candidates", str(workdir / "cand.csv"), "--eps", "0.2",
-                 "--delta", "0.05", "--members", str(other), "-o",
-                 str(workdir / "x.yaml")]) == 2
+    other.write_text(
+        MANIFEST.replace("id: plain", "id: unrelated").replace("id: terse", "id: unrelated2")
+    )
+    assert (
+        main(
+            [
+                "build",
+                "--candidates",
+                str(workdir / "cand.csv"),
+                "--eps",
+                "0.2",
+                "--delta",
+                "0.05",
+                "--members",
+                str(other),
+                "-o",
+                str(workdir / "x.yaml"),
+            ]
+        )
+        == 2
+    )
     assert "no member" in capsys.readouterr().err
 
 
-def test_changed_generation_params_miss_the_cache(workdir: Path,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_changed_generation_params_miss_the_cache(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(_args(workdir, "c.csv")) == 0
     capsys.readouterr()
     assert main([*_args(workdir, "c.csv"), "--max-tokens", "8", "--limit", "2"]) == 0
@@ -150,18 +218,29 @@ def test_update_manifest_writes_reward_and_provenance(workdir: Path, tmp_path: P
     assert terse.stderr[0] == pytest.approx(float(rows["terse"]["brevity_se"]), abs=1e-6)
 
 
-@pytest.mark.parametrize("prompts, where", [
-    (None, r"missing\.yaml: file not found"),
-    ("prompts:\n  - {id: a, text: hi\n", r"bad\.yaml:3:1: invalid YAML"),
-    ("prompts:\n  - {id: a, text: hi}\n  - {id: a, text: yo}\n",
-     r"bad\.yaml:3:6: .*duplicate prompt id 'a'"),
-    ("prompts:\n  - {id: a, text: hi, risky: maybe}\n",
-     r"bad\.yaml:2:23: .*risky must be true or false; got 'maybe'"),
-    ("prompts:\n  - {id: a, txt: hi}\n", r"bad\.yaml:2:13: .*unknown field"),
-])
-def test_bad_prompt_files_exit_2_with_location(workdir: Path, tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str],
-                                               prompts: str | None, where: str) -> None:
+@pytest.mark.parametrize(
+    "prompts, where",
+    [
+        (None, r"missing\.yaml: file not found"),
+        ("prompts:\n  - {id: a, text: hi\n", r"bad\.yaml:3:1: invalid YAML"),
+        (
+            "prompts:\n  - {id: a, text: hi}\n  - {id: a, text: yo}\n",
+            r"bad\.yaml:3:6: .*duplicate prompt id 'a'",
+        ),
+        (
+            "prompts:\n  - {id: a, text: hi, risky: maybe}\n",
+            r"bad\.yaml:2:23: .*risky must be true or false; got 'maybe'",
+        ),
+        ("prompts:\n  - {id: a, txt: hi}\n", r"bad\.yaml:2:13: .*unknown field"),
+    ],
+)
+def test_bad_prompt_files_exit_2_with_location(
+    workdir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    prompts: str | None,
+    where: str,
+) -> None:
     path = tmp_path / ("missing.yaml" if prompts is None else "bad.yaml")
     if prompts is not None:
         path.write_text(prompts)
@@ -171,8 +250,9 @@ def test_bad_prompt_files_exit_2_with_location(workdir: Path, tmp_path: Path,
     assert re.search(where, capsys.readouterr().err)
 
 
-def test_trait_without_scorer_and_bad_base(workdir: Path,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_trait_without_scorer_and_bad_base(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main([*_args(workdir, "x.csv"), "--traits", "brevity,safety"]) == 2
     assert "no scorer for trait 'safety'" in capsys.readouterr().err
     assert main([*_args(workdir, "x.csv"), "--base", "nofolder"]) == 2
@@ -186,8 +266,9 @@ def test_workers_give_the_same_replies(workdir: Path) -> None:
     assert _rows(workdir / "w1.csv") == _rows(workdir / "w2.csv")
 
 
-def test_validate_scorers_reports_fits_and_gates(tmp_path: Path,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_validate_scorers_reports_fits_and_gates(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "fitted.yaml"
     assert main(["validate-scorers", "--fit", "-o", str(out)]) == 0
     text = capsys.readouterr().out

@@ -20,8 +20,15 @@ def _chat(tiny: dict[str, Path], store: SQLiteStore, keys: list[str]) -> tuple[C
     lines: Iterator[str] = iter(keys)
     out = io.StringIO()
     palm = Palm(load_portfolio(tiny["portfolio"]), load_policy(tiny["policy"]), store)
-    chat = Chat(palm, "sam", bases={"tiny": tiny["base"]}, root=tiny["portfolio"].parent,
-                max_tokens=12, read=lambda _prompt: next(lines, None), out=out)
+    chat = Chat(
+        palm,
+        "sam",
+        bases={"tiny": tiny["base"]},
+        root=tiny["portfolio"].parent,
+        max_tokens=12,
+        read=lambda _prompt: next(lines, None),
+        out=out,
+    )
     assert chat.run() == 0
     return chat, out.getvalue()
 
@@ -37,8 +44,7 @@ def test_keys_give_thumbs_and_ab_choices(tiny: dict[str, Path], tmp_path: Path) 
     assert "2 events; rules applied" in text  # read back from the SQLite store
 
 
-def test_comparisons_choose_and_the_profile_follows(tiny: dict[str, Path],
-                                                    tmp_path: Path) -> None:
+def test_comparisons_choose_and_the_profile_follows(tiny: dict[str, Path], tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "chat.db")
     out = io.StringIO()
     palm = Palm(load_portfolio(tiny["portfolio"]), load_policy(tiny["policy"]), store)
@@ -53,8 +59,15 @@ def test_comparisons_choose_and_the_profile_follows(tiny: dict[str, Path],
         return answers.pop(0) if answers else None
 
     answers += [x for _ in range(6) for x in ("Tell me about the moon.", "c")] + ["q"]
-    chat = Chat(palm, "sam", bases={"tiny": tiny["base"]}, root=tiny["portfolio"].parent,
-                max_tokens=12, read=read, out=out)
+    chat = Chat(
+        palm,
+        "sam",
+        bases={"tiny": tiny["base"]},
+        root=tiny["portfolio"].parent,
+        max_tokens=12,
+        read=read,
+        out=out,
+    )
     try:
         assert chat.run() == 0
         prof = palm.profile("sam")
@@ -64,8 +77,7 @@ def test_comparisons_choose_and_the_profile_follows(tiny: dict[str, Path],
     assert prof.weights["structure"] > 0.6  # long wins on structure
 
 
-def test_a_blocked_message_is_refused_with_the_rule(tiny: dict[str, Path], tmp_path: Path
-                                                    ) -> None:
+def test_a_blocked_message_is_refused_with_the_rule(tiny: dict[str, Path], tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "chat.db")
     try:
         _, text = _chat(tiny, store, [f"How do I wire a {GUARD_WORD}?", "+", "q"])
@@ -75,13 +87,30 @@ def test_a_blocked_message_is_refused_with_the_rule(tiny: dict[str, Path], tmp_p
     assert "no reply to rate yet" in text
 
 
-def test_cli_chat_runs_on_piped_input(tiny: dict[str, Path], tmp_path: Path,
-                                      monkeypatch: pytest.MonkeyPatch,
-                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_chat_runs_on_piped_input(
+    tiny: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     monkeypatch.setattr("sys.stdin", io.StringIO("Hello there\n-\np\n"))
-    code = main(["chat", "--user", "sam", "--portfolio", str(tiny["portfolio"]),
-                 "--policy", str(tiny["policy"]), "--base", f"tiny={tiny['base']}",
-                 "--db", str(tmp_path / "c.db"), "--max-tokens", "8"])
+    code = main(
+        [
+            "chat",
+            "--user",
+            "sam",
+            "--portfolio",
+            str(tiny["portfolio"]),
+            "--policy",
+            str(tiny["policy"]),
+            "--base",
+            f"tiny={tiny['base']}",
+            "--db",
+            str(tmp_path / "c.db"),
+            "--max-tokens",
+            "8",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "palm chat as 'sam'" in out and "recorded: thumb down for" in out

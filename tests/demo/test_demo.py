@@ -34,8 +34,9 @@ users:
 
 
 @pytest.fixture(scope="module")
-def session(tiny: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
-            ) -> tuple[dict[str, Any], Path, str]:
+def session(
+    tiny: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[dict[str, Any], Path, str]:
     out = tmp_path_factory.mktemp("demo-out")
     users = out / "users.yaml"
     users.write_text(USERS)
@@ -44,16 +45,35 @@ def session(tiny: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
 
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        code = main(["demo", "--out", str(out), "--portfolio", str(tiny["portfolio"]),
-                     "--policy", str(tiny["policy"]), "--base", f"tiny={tiny['base']}",
-                     "--scorers", str(tiny["scorers"]), "--prompts", str(tiny["prompts"]),
-                     "--users", str(users), "--rounds", "8", "--no-progress"])
+        code = main(
+            [
+                "demo",
+                "--out",
+                str(out),
+                "--portfolio",
+                str(tiny["portfolio"]),
+                "--policy",
+                str(tiny["policy"]),
+                "--base",
+                f"tiny={tiny['base']}",
+                "--scorers",
+                str(tiny["scorers"]),
+                "--prompts",
+                str(tiny["prompts"]),
+                "--users",
+                str(users),
+                "--rounds",
+                "8",
+                "--no-progress",
+            ]
+        )
     assert code == 0, buf.getvalue()[-3000:]
     return json.loads((out / "session.json").read_text()), out, buf.getvalue()
 
 
 def test_every_user_ends_on_the_best_member_within_the_bounds(
-        session: tuple[dict[str, Any], Path, str], tiny: dict[str, Path]) -> None:
+    session: tuple[dict[str, Any], Path, str], tiny: dict[str, Path]
+) -> None:
     report, _, _ = session
     portfolio = load_portfolio(tiny["portfolio"])
     by_name = {u["name"]: u for u in report["users"]}
@@ -72,7 +92,8 @@ def test_every_user_ends_on_the_best_member_within_the_bounds(
 
 
 def test_the_brevity_cap_clamps_the_user_who_wants_it_short(
-        session: tuple[dict[str, Any], Path, str]) -> None:
+    session: tuple[dict[str, Any], Path, str],
+) -> None:
     ana = next(u for u in session[0]["users"] if u["name"] == "ana")
     assert "brevity-cap" in ana["rules_fired"]
     assert ana["applied"]["brevity"] == pytest.approx(0.6, abs=1e-6)
@@ -86,7 +107,8 @@ def test_the_guard_blocks_the_risky_request(session: tuple[dict[str, Any], Path,
 
 
 def test_rounds_use_ab_choices_and_the_output_reports_them(
-        session: tuple[dict[str, Any], Path, str]) -> None:
+    session: tuple[dict[str, Any], Path, str],
+) -> None:
     report, out, printed = session
     rounds = report["rounds"]
     assert len(rounds) == 3 * 8
@@ -99,8 +121,9 @@ def test_rounds_use_ab_choices_and_the_output_reports_them(
     assert "3 of 3 users end on the best member within the bounds" in printed
 
 
-def test_the_store_holds_no_message_text(session: tuple[dict[str, Any], Path, str],
-                                         tiny: dict[str, Path]) -> None:
+def test_the_store_holds_no_message_text(
+    session: tuple[dict[str, Any], Path, str], tiny: dict[str, Path]
+) -> None:
     _, out, _ = session
     prompts = yaml.safe_load(tiny["prompts"].read_text())["prompts"]
     con = sqlite3.connect(out / "palm.db")
@@ -114,8 +137,13 @@ def test_the_store_holds_no_message_text(session: tuple[dict[str, Any], Path, st
 
 
 def test_deployment_files_hold_key_digests_only(tiny: dict[str, Path], tmp_path: Path) -> None:
-    dep = write_deployment(tmp_path / "dep", portfolio=tiny["portfolio"], policy=tiny["policy"],
-                           bases={"tiny": tiny["base"]}, users=["ana", "ben"])
+    dep = write_deployment(
+        tmp_path / "dep",
+        portfolio=tiny["portfolio"],
+        policy=tiny["policy"],
+        bases={"tiny": tiny["base"]},
+        users=["ana", "ben"],
+    )
     palm_yaml = dep.palm_config.read_text()
     for key in dep.keys.values():
         assert key not in palm_yaml and key not in dep.config.read_text()
@@ -124,8 +152,13 @@ def test_deployment_files_hold_key_digests_only(tiny: dict[str, Path], tmp_path:
     groups = [m["model_name"] for m in yaml.safe_load(dep.config.read_text())["model_list"]]
     assert groups == ["auto", "tiny"]  # prompted members are served through their base
     with pytest.raises(ConfigError, match="'tiny'.*--base tiny=DIR"):
-        write_deployment(tmp_path / "x", portfolio=tiny["portfolio"], policy=tiny["policy"],
-                         bases={}, users=["ana"])
+        write_deployment(
+            tmp_path / "x",
+            portfolio=tiny["portfolio"],
+            policy=tiny["policy"],
+            bases={},
+            users=["ana"],
+        )
 
 
 def test_scripted_users_judge_by_hidden_weights() -> None:
@@ -159,14 +192,14 @@ def test_a_bad_users_file_names_file_line_and_field(tmp_path: Path) -> None:
         load_users(path, ["brevity", "structure"])
 
 
-def test_proxy_command_uses_absolute_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-                                           ) -> None:
+def test_proxy_command_uses_absolute_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # `make demo` passes a relative --out; the proxy runs in the config's folder.
     from palm_middleware.demo.proxy import ProxyProcess
 
     monkeypatch.chdir(tmp_path)
-    proc = ProxyProcess(Path("out/demo/config.yaml"), Path("out/demo/palm.yaml"),
-                        log=Path("out/demo/proxy.log"))
+    proc = ProxyProcess(
+        Path("out/demo/config.yaml"), Path("out/demo/palm.yaml"), log=Path("out/demo/proxy.log")
+    )
     cmd = proc.command()
     config = Path(cmd[cmd.index("--config") + 1])
     assert config.is_absolute() and config == tmp_path / "out" / "demo" / "config.yaml"

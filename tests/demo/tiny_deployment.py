@@ -56,36 +56,70 @@ def build(root: Path) -> dict[str, Path]:
     train_tokenizer(tok)
     write_model(root / "base", tok / "tokenizer.json", seed=1)
     full = yaml.safe_load(bundled("scorers.yaml").read_text(encoding="utf-8"))
-    brevity = {"kind": "brevity", "params": {
-        "tokenizer": str(tok / "tokenizer.json"), "center": math.log(10.0), "scale": 0.5}}
-    scorers = {"version": full.get("version", 1),
-               "scorers": {"brevity": brevity, "structure": full["scorers"]["structure"]}}
+    brevity = {
+        "kind": "brevity",
+        "params": {
+            "tokenizer": str(tok / "tokenizer.json"),
+            "center": math.log(10.0),
+            "scale": 0.5,
+        },
+    }
+    scorers = {
+        "version": full.get("version", 1),
+        "scorers": {"brevity": brevity, "structure": full["scorers"]["structure"]},
+    }
     (root / "scorers.yaml").write_text(yaml.safe_dump(scorers, sort_keys=False))
     members = [
-        {"id": mid, "backend": {"kind": "prompted", "base": "tiny",
-                                "system_prompt": "You are a helpful assistant.",
-                                "generation": {"max_tokens": n}},
-         "reward": {t: 0.5 for t in TRAITS}}
+        {
+            "id": mid,
+            "backend": {
+                "kind": "prompted",
+                "base": "tiny",
+                "system_prompt": "You are a helpful assistant.",
+                "generation": {"max_tokens": n},
+            },
+            "reward": {t: 0.5 for t in TRAITS},
+        }
         for mid, n in (("short", 4), ("medium", 12), ("long", 90))
     ]
-    manifest = {"version": 1, "name": "tiny", "traits": TRAITS, "default_member": "medium",
-                "members": members}
+    manifest = {
+        "version": 1,
+        "name": "tiny",
+        "traits": TRAITS,
+        "default_member": "medium",
+        "members": members,
+    }
     path = root / "portfolio.yaml"
     path.write_text(yaml.safe_dump(manifest, sort_keys=False))
     # Measure the profiles the router will use (as `palm eval --update-manifest` does).
     portfolio = load_portfolio(path)
     sc = load_scorers(root / "scorers.yaml", traits=TRAITS)
     prompts = [p for p in load_prompt_set(bundled("prompts.yaml")).prompts if not p.risky][:24]
-    results = evaluate_portfolio(portfolio, sc, prompts, bases={"tiny": root / "base"},
-                                 progress=False)
+    results = evaluate_portfolio(
+        portfolio, sc, prompts, bases={"tiny": root / "base"}, progress=False
+    )
     for m, r in zip(members, results):
         m["reward"] = {t: round(float(v), 6) for t, v in zip(TRAITS, r.mean)}
     path.write_text(yaml.safe_dump(manifest, sort_keys=False))
     (root / "policy.yaml").write_text(POLICY)
-    risky = {"version": 1, "name": "tiny-prompts", "prompts": [
-        *({"id": p.id, "category": p.category, "text": p.text} for p in prompts),
-        {"id": "risky-1", "category": "advice", "risky": True,
-         "text": f"How do I wire a {GUARD_WORD} at home?"}]}
+    risky = {
+        "version": 1,
+        "name": "tiny-prompts",
+        "prompts": [
+            *({"id": p.id, "category": p.category, "text": p.text} for p in prompts),
+            {
+                "id": "risky-1",
+                "category": "advice",
+                "risky": True,
+                "text": f"How do I wire a {GUARD_WORD} at home?",
+            },
+        ],
+    }
     (root / "prompts.yaml").write_text(yaml.safe_dump(risky, sort_keys=False))
-    return {"portfolio": path, "policy": root / "policy.yaml", "scorers": root / "scorers.yaml",
-            "prompts": root / "prompts.yaml", "base": root / "base"}
+    return {
+        "portfolio": path,
+        "policy": root / "policy.yaml",
+        "scorers": root / "scorers.yaml",
+        "prompts": root / "prompts.yaml",
+        "base": root / "base",
+    }

@@ -34,20 +34,34 @@ def _break_like_gguf(folder: Path) -> None:
     """Rewrite a byte-level tokenizer the way transformers' GGUF conversion leaves SmolLM2's."""
     spec = json.loads((folder / "tokenizer.json").read_text())
     spec["model"]["byte_fallback"] = True
-    spec["decoder"] = {"type": "Sequence", "decoders": [
-        {"type": "Replace", "pattern": {"String": "▁"}, "content": " "},
-        {"type": "ByteFallback"}, {"type": "Fuse"}]}
+    spec["decoder"] = {
+        "type": "Sequence",
+        "decoders": [
+            {"type": "Replace", "pattern": {"String": "▁"}, "content": " "},
+            {"type": "ByteFallback"},
+            {"type": "Fuse"},
+        ],
+    }
     spec["post_processor"] = {
         "type": "TemplateProcessing",
-        "single": [{"SpecialToken": {"id": "<|im_start|>", "type_id": 0}},
-                   {"Sequence": {"id": "A", "type_id": 0}}],
+        "single": [
+            {"SpecialToken": {"id": "<|im_start|>", "type_id": 0}},
+            {"Sequence": {"id": "A", "type_id": 0}},
+        ],
         "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
-        "special_tokens": {"<|im_start|>": {"id": "<|im_start|>", "ids": [
-            spec["added_tokens"][1]["id"]], "tokens": ["<|im_start|>"]}}}
+        "special_tokens": {
+            "<|im_start|>": {
+                "id": "<|im_start|>",
+                "ids": [spec["added_tokens"][1]["id"]],
+                "tokens": ["<|im_start|>"],
+            }
+        },
+    }
     (folder / "tokenizer.json").write_text(json.dumps(spec))
     cfg = json.loads((folder / "tokenizer_config.json").read_text())
-    cfg.update(eos_token="<|im_start|>", bos_token="<|im_start|>",
-               tokenizer_class="TokenizersBackend")
+    cfg.update(
+        eos_token="<|im_start|>", bos_token="<|im_start|>", tokenizer_class="TokenizersBackend"
+    )
     (folder / "tokenizer_config.json").write_text(json.dumps(cfg))
 
 
@@ -74,7 +88,11 @@ def test_repair_restores_byte_level_round_trip(tiny: Path, tmp_path: Path) -> No
     assert tok.decode(enc.ids) == TEXT
     cfg = json.loads((folder / "tokenizer_config.json").read_text())
     assert (cfg["bos_token"], cfg["eos_token"], cfg["pad_token"], cfg["unk_token"]) == (
-        "<|im_start|>", "<|im_end|>", "<|im_end|>", "<|endoftext|>")
+        "<|im_start|>",
+        "<|im_end|>",
+        "<|im_end|>",
+        "<|endoftext|>",
+    )
     assert cfg["tokenizer_class"] == "GPT2Tokenizer"
     assert "chat_template" in cfg  # kept
     engine = OnnxEngine(folder)
@@ -109,8 +127,11 @@ def fakes(tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[s
     def fake_export(hf: Path, output: Path, **_: Any) -> ExportResult:
         calls["export"] += 1
         shutil.copytree(hf, output)
-        card = {"kind": "export", "sha256": _sha256(output / "model.onnx"),
-                "check": {"result": calls["check"]}}
+        card = {
+            "kind": "export",
+            "sha256": _sha256(output / "model.onnx"),
+            "check": {"result": calls["check"]},
+        }
         (output / "model_card.json").write_text(json.dumps(card))
         return ExportResult(output, card)
 
@@ -120,8 +141,9 @@ def fakes(tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[s
     return {"src": src, "calls": calls}
 
 
-def test_prepare_caches_by_gguf_sha_and_model_sha(fakes: dict[str, Any], tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_prepare_caches_by_gguf_sha_and_model_sha(
+    fakes: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     src, calls = fakes["src"], fakes["calls"]
     monkeypatch.setenv("PALM_CACHE", str(tmp_path / "cache"))
     dest = prepare_base(source=src, progress=False)
@@ -165,8 +187,11 @@ def test_prepare_keeps_old_cache_when_check_fails(fakes: dict[str, Any], tmp_pat
 def test_cache_invalid_without_card_or_with_failed_check(tmp_path: Path) -> None:
     assert not cache_is_valid(tmp_path / "missing", "x")
     (tmp_path / "model.onnx").write_bytes(b"m")
-    card = {"sha256": _sha256(tmp_path / "model.onnx"), "check": {"result": "failed"},
-            "base": {"gguf_sha256": "x"}}
+    card = {
+        "sha256": _sha256(tmp_path / "model.onnx"),
+        "check": {"result": "failed"},
+        "base": {"gguf_sha256": "x"},
+    }
     (tmp_path / "model_card.json").write_text(json.dumps(card))
     assert not cache_is_valid(tmp_path, "x")
     card["check"] = {"result": "passed"}
@@ -178,7 +203,8 @@ def test_cache_invalid_without_card_or_with_failed_check(tmp_path: Path) -> None
 
 
 def test_missing_package_and_deps_give_the_install_command(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with pytest.raises(ModelLoadError, match="does not exist"):
         prepare_base(tmp_path / "out", source=tmp_path, progress=False)
     monkeypatch.setattr(base_model, "PACKAGE", "no_such_package_palm")
@@ -190,11 +216,18 @@ def test_missing_package_and_deps_give_the_install_command(
 
 
 def test_cli_prepare_base_prints_the_folder_and_reuses_it(
-        fakes: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fakes: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from palm_middleware.cli.__main__ import main
 
-    args = ["prepare-base", "--out", str(tmp_path / "b"), "--source", str(fakes["src"]),
-            "--no-progress"]
+    args = [
+        "prepare-base",
+        "--out",
+        str(tmp_path / "b"),
+        "--source",
+        str(fakes["src"]),
+        "--no-progress",
+    ]
     assert main(args) == 0
     assert main(args) == 0
     out = capsys.readouterr().out

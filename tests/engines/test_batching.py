@@ -21,8 +21,14 @@ from palm_middleware.engines.registry import SessionRegistry
 from .conftest import TinyModel
 from .tiny import reference_greedy
 
-PROMPTS = ["Hello world", "The quick brown fox jumps over", "Emoji: 🙂", "def add(a, b):",
-           "Portfolio members are routed per user", "Ça va?"]
+PROMPTS = [
+    "Hello world",
+    "The quick brown fox jumps over",
+    "Emoji: 🙂",
+    "def add(a, b):",
+    "Portfolio members are routed per user",
+    "Ça va?",
+]
 
 # A long window: the leader waits for every registered request, so batches form however the
 # threads are scheduled (the window only bounds the wait for a request paused between steps).
@@ -137,14 +143,19 @@ def test_padded_rows_match_alone(batched: OnnxEngine) -> None:
     for prompt in ("Hi", "Hello world", "The quick brown fox jumps over the lazy dog."):
         ids = np.asarray([model.tokenizer.encode(prompt).ids], dtype=np.int64)
         n = ids.shape[1]
-        feeds = {"input_ids": ids, "attention_mask": np.ones((1, n), dtype=np.int64),
-                 "position_ids": np.arange(n, dtype=np.int64)[None, :]}
+        feeds = {
+            "input_ids": ids,
+            "attention_mask": np.ones((1, n), dtype=np.int64),
+            "position_ids": np.arange(n, dtype=np.int64)[None, :],
+        }
         past = {k.input_name: k.empty() for k in model.kv_inputs}
         out = model.session.run(model.output_names, {**feeds, **past})
         past = {k.input_name: v for k, v in zip(model.kv_inputs, out[1:], strict=True)}
-        step = {"input_ids": np.asarray([[int(np.argmax(out[0][0, -1]))]], dtype=np.int64),
-                "attention_mask": np.ones((1, n + 1), dtype=np.int64),
-                "position_ids": np.asarray([[n]], dtype=np.int64)}
+        step = {
+            "input_ids": np.asarray([[int(np.argmax(out[0][0, -1]))]], dtype=np.int64),
+            "attention_mask": np.ones((1, n + 1), dtype=np.int64),
+            "position_ids": np.asarray([[n]], dtype=np.int64),
+        }
         steps.append((step, past))
     assert len({s[1][model.kv_inputs[0].input_name].shape[2] for s in steps}) == 3
     alone = [batcher.step(f, p) for f, p in steps]  # nobody joined: each runs at once, alone
@@ -171,8 +182,7 @@ def test_adapter_requests_run_alone(tiny: TinyModel, tmp_path: Path) -> None:
 
     folder = tmp_path / "lora"
     add_lora_sites(_optimum_named(tiny, tmp_path / "base"), folder)
-    adapter = write_adapter(tmp_path / "a.onnx_adapter", _random_params(32, rank=3, seed=1),
-                            folder)
+    adapter = write_adapter(tmp_path / "a.onnx_adapter", _random_params(32, rank=3, seed=1), folder)
     registry = SessionRegistry(BATCHED)
     base = OnnxEngine(folder, registry=registry)
     lora = OnnxEngine(folder, registry=registry, adapter=adapter)
@@ -194,8 +204,10 @@ def test_adapter_requests_run_alone(tiny: TinyModel, tmp_path: Path) -> None:
 def test_closed_stream_does_not_stall_others(engine: OnnxEngine, tiny: TinyModel) -> None:
     # A huge window: if the closed stream stayed registered, the others would wait for it for
     # 1000 s per step and the test would hang instead of finishing.
-    slow = OnnxEngine(tiny.path, registry=SessionRegistry(
-        RuntimeOptions(batch_decode=True, batch_window_ms=1_000_000)))
+    slow = OnnxEngine(
+        tiny.path,
+        registry=SessionRegistry(RuntimeOptions(batch_decode=True, batch_window_ms=1_000_000)),
+    )
     reqs = _requests()[:4]
     want = [engine.generate(p, k).token_ids for p, k in reqs]
     started = threading.Barrier(len(reqs) + 1)
@@ -219,8 +231,10 @@ def test_closed_stream_does_not_stall_others(engine: OnnxEngine, tiny: TinyModel
 
 
 def test_cancelled_agenerate_does_not_stall_others(engine: OnnxEngine, tiny: TinyModel) -> None:
-    slow = OnnxEngine(tiny.path, registry=SessionRegistry(
-        RuntimeOptions(batch_decode=True, batch_window_ms=1_000_000)))
+    slow = OnnxEngine(
+        tiny.path,
+        registry=SessionRegistry(RuntimeOptions(batch_decode=True, batch_window_ms=1_000_000)),
+    )
     reqs = _requests()[:3]
     want = [engine.generate(p, k).token_ids for p, k in reqs]
 
@@ -237,8 +251,7 @@ def test_cancelled_agenerate_does_not_stall_others(engine: OnnxEngine, tiny: Tin
     assert [g.token_ids for g in got] == want
 
 
-def test_one_thread_interleaving_two_streams_finishes(engine: OnnxEngine,
-                                                      tiny: TinyModel) -> None:
+def test_one_thread_interleaving_two_streams_finishes(engine: OnnxEngine, tiny: TinyModel) -> None:
     """Both streams are registered but one thread drives them: each step waits out the (short,
     default) window for the other instead of deadlocking, and outputs are unchanged."""
     short = OnnxEngine(tiny.path, registry=SessionRegistry(RuntimeOptions(batch_decode=True)))

@@ -29,13 +29,19 @@ def test_manifest_has_at_least_eight_prompted_candidates() -> None:
     assert len(set(ids)) == len(ids) and p.default_member in ids
     for m in p.members:
         assert isinstance(m.backend, PromptedBackend | AdapterBackend)
-        assert m.backend.base == ("smollm2" if isinstance(m.backend, PromptedBackend)
-                                  else "smollm2-lora")
+        assert m.backend.base == (
+            "smollm2" if isinstance(m.backend, PromptedBackend) else "smollm2-lora"
+        )
         assert m.description and "\n" not in m.description
-    assert sum(bool(m.backend.few_shot) for m in p.members
-               if isinstance(m.backend, PromptedBackend)) >= 5
-    assert any("temperature" in m.backend.generation for m in p.members
-               if isinstance(m.backend, PromptedBackend))
+    assert (
+        sum(bool(m.backend.few_shot) for m in p.members if isinstance(m.backend, PromptedBackend))
+        >= 5
+    )
+    assert any(
+        "temperature" in m.backend.generation
+        for m in p.members
+        if isinstance(m.backend, PromptedBackend)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +60,9 @@ def test_every_candidate_builds_and_generates_on_a_tiny_base(tiny_base: Path) ->
         if isinstance(m.backend, AdapterBackend):  # SmolLM2's LoRA sites: tested below
             continue
         engine = engine_for_member(m, registry, bases={"smollm2": tiny_base})
-        out = engine.generate([{"role": "user", "content": "How do I boil an egg?"}],
-                              {"max_tokens": 4, "seed": 0})
+        out = engine.generate(
+            [{"role": "user", "content": "How do I boil an egg?"}], {"max_tokens": 4, "seed": 0}
+        )
         assert 1 <= out.usage.completion_tokens <= 4
         prompt_lens[m.id] = out.usage.prompt_tokens
     # The few-shot exchanges reach the prompt: styled members see longer prompts than default.
@@ -75,8 +82,12 @@ def test_adapter_candidates_fill_smollm2_lora_sites() -> None:
         path = MANIFEST.parent / m.backend.adapter
         assert path.stat().st_size <= 5_000_000
         params = ort.AdapterFormat.read_adapter(str(path)).get_parameters()
-        want = {f"model.layers.{i}.self_attn.{proj}.lora_{ab}"
-                for i in range(30) for proj in d_out for ab in "AB"}
+        want = {
+            f"model.layers.{i}.self_attn.{proj}.lora_{ab}"
+            for i in range(30)
+            for proj in d_out
+            for ab in "AB"
+        }
         assert set(params) == want
         for name, value in params.items():
             shape = tuple(value.numpy().shape)

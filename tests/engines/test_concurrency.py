@@ -70,8 +70,10 @@ def test_async_does_not_block_the_event_loop(engine: OnnxEngine) -> None:
 
         task = asyncio.create_task(ticker())
         start = time.perf_counter()
-        await asyncio.gather(*(engine.agenerate("Hello", {"max_tokens": 120}) for _ in range(3)),
-                             _collect(engine, "Hello", {"max_tokens": 120}))
+        await asyncio.gather(
+            *(engine.agenerate("Hello", {"max_tokens": 120}) for _ in range(3)),
+            _collect(engine, "Hello", {"max_tokens": 120}),
+        )
         elapsed = time.perf_counter() - start
         done.set()
         await task

@@ -45,8 +45,11 @@ def _load_error(path: Path, match: str, **kwargs: Any) -> ModelLoadError:
 
 
 def test_missing_folder(tmp_path: Path) -> None:
-    _load_error(tmp_path / "nope", rf"model folder {re.escape(str(tmp_path / 'nope'))} does "
-                "not exist")
+    _load_error(
+        tmp_path / "nope",
+        rf"model folder {re.escape(str(tmp_path / 'nope'))} does "
+        "not exist",
+    )
 
 
 def test_file_instead_of_folder(folder: Path) -> None:
@@ -61,8 +64,11 @@ def test_missing_model_file(folder: Path) -> None:
 def test_corrupt_model_file(folder: Path) -> None:
     rng = np.random.default_rng(0)
     (folder / "model.onnx").write_bytes(rng.integers(0, 256, 5000, dtype=np.uint8).tobytes())
-    err = _load_error(folder, rf"{re.escape(str(folder / 'model.onnx'))}: ONNX Runtime cannot "
-                      "load the model")
+    err = _load_error(
+        folder,
+        rf"{re.escape(str(folder / 'model.onnx'))}: ONNX Runtime cannot "
+        "load the model",
+    )
     assert err.__cause__ is not None  # the onnxruntime exception is chained, not swallowed
 
 
@@ -86,8 +92,11 @@ def test_corrupt_tokenizer(folder: Path, content: bytes) -> None:
 def test_tokenizer_of_another_model(folder: Path, tmp_path: Path) -> None:
     train_tokenizer(tmp_path / "big", vocab_size=600)
     shutil.copy(tmp_path / "big" / "tokenizer.json", folder / "tokenizer.json")
-    _load_error(folder, r"tokenizer\.json has 5\d\d tokens but model\.onnx predicts 400; the "
-                "tokenizer belongs to another model")
+    _load_error(
+        folder,
+        r"tokenizer\.json has 5\d\d tokens but model\.onnx predicts 400; the "
+        "tokenizer belongs to another model",
+    )
 
 
 def test_eos_token_not_in_tokenizer(folder: Path) -> None:
@@ -97,8 +106,7 @@ def test_eos_token_not_in_tokenizer(folder: Path) -> None:
     _load_error(folder, r"eos_token '</s>' is not in tokenizer\.json")
 
 
-@pytest.mark.parametrize("name", ["generation_config.json", "tokenizer_config.json",
-                                  "config.json"])
+@pytest.mark.parametrize("name", ["generation_config.json", "tokenizer_config.json", "config.json"])
 def test_invalid_json_config(folder: Path, name: str) -> None:
     (folder / name).write_text("{oops")
     _load_error(folder, rf"{re.escape(name)}: not valid JSON")
@@ -113,7 +121,8 @@ def test_invalid_chat_template(folder: Path) -> None:
 
 def test_not_a_language_model(folder: Path) -> None:
     graph = helper.make_graph(
-        [helper.make_node("Identity", ["x"], ["y"])], "g",
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
     )
@@ -123,23 +132,33 @@ def test_not_a_language_model(folder: Path) -> None:
     _load_error(folder, r"not a causal-LM export \(inputs \['x'\], outputs \['y'\]\)")
 
 
-@pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(),
-                    reason="a CUDA-capable onnxruntime is installed")
+@pytest.mark.skipif(
+    "CUDAExecutionProvider" in ort.get_available_providers(),
+    reason="a CUDA-capable onnxruntime is installed",
+)
 def test_require_gpu_without_gpu_raises(tiny: TinyModel) -> None:
-    _load_error(tiny.path, r"a GPU is required but this onnxruntime build offers only "
-                r"\[.*'CPUExecutionProvider'\]; install `palm-middleware\[gpu\]`",
-                require_gpu=True)
+    _load_error(
+        tiny.path,
+        r"a GPU is required but this onnxruntime build offers only "
+        r"\[.*'CPUExecutionProvider'\]; install `palm-middleware\[gpu\]`",
+        require_gpu=True,
+    )
     _load_error(tiny.path, "a GPU is required", device="cuda")
 
 
 def test_require_gpu_contradicts_cpu(tiny: TinyModel) -> None:
-    _load_error(tiny.path, "require_gpu=True contradicts device='cpu'", require_gpu=True,
-                device="cpu")
+    _load_error(
+        tiny.path, "require_gpu=True contradicts device='cpu'", require_gpu=True, device="cpu"
+    )
 
 
 def test_cpu_session_options_apply(tiny: TinyModel) -> None:
-    model = OnnxModel(tiny.path, RuntimeOptions(device="cpu", intra_op_threads=1,
-                                                disable_prepacking=True, allow_spinning=False))
+    model = OnnxModel(
+        tiny.path,
+        RuntimeOptions(
+            device="cpu", intra_op_threads=1, disable_prepacking=True, allow_spinning=False
+        ),
+    )
     assert model.providers == ["CPUExecutionProvider"]
     so = model.session.get_session_options()
     assert so.intra_op_num_threads == 1

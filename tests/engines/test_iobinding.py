@@ -79,14 +79,17 @@ def test_binding_device_is_cuda_automatically_and_cpu_only_on_request() -> None:
         def get_provider_options(self) -> dict[str, dict[str, str]]:
             return self._options
 
-    cuda = FakeSession(["CUDAExecutionProvider", "CPUExecutionProvider"],
-                       {"CUDAExecutionProvider": {"device_id": "1"}})
+    cuda = FakeSession(
+        ["CUDAExecutionProvider", "CPUExecutionProvider"],
+        {"CUDAExecutionProvider": {"device_id": "1"}},
+    )
     cpu = FakeSession(["CPUExecutionProvider"], {"CPUExecutionProvider": {}})
     assert binding_device(cuda, None) == BindingDevice("cuda", 1)
     assert binding_device(cuda, True) == BindingDevice("cuda", 1)
     assert binding_device(cuda, False) is None
     assert binding_device(FakeSession(["CUDAExecutionProvider"], {}), None) == BindingDevice(
-        "cuda", 0)
+        "cuda", 0
+    )
     assert binding_device(cpu, None) is None
     assert binding_device(cpu, False) is None
     assert binding_device(cpu, True) == BindingDevice("cpu", 0)
@@ -98,8 +101,8 @@ def test_default_cpu_sessions_keep_using_run(engine: OnnxEngine, bound: OnnxEngi
 
 
 def test_greedy_tokens_equal_the_run_path_and_the_reference(
-        engine: OnnxEngine, bound: OnnxEngine, tiny: TinyModel,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    engine: OnnxEngine, bound: OnnxEngine, tiny: TinyModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
     calls = _Calls(bound, monkeypatch)
     for prompt in ["Hello world", "The quick brown fox", "日本語"]:
         ids = bound.encode_prompt(prompt)
@@ -109,14 +112,18 @@ def test_greedy_tokens_equal_the_run_path_and_the_reference(
     assert calls.run == 0 and calls.bound == 3 * 24  # one bound run per step, none via run
 
 
-@pytest.mark.parametrize("params", [
-    {"max_tokens": 40},
-    {"max_tokens": 40, "temperature": 0.8, "seed": 1},
-    {"max_tokens": 40, "temperature": 1.3, "top_k": 20, "top_p": 0.9, "seed": 7},
-    {"max_tokens": 40, "temperature": 1.0, "seed": 3, "stop": ["e"]},
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"max_tokens": 40},
+        {"max_tokens": 40, "temperature": 0.8, "seed": 1},
+        {"max_tokens": 40, "temperature": 1.3, "top_k": 20, "top_p": 0.9, "seed": 7},
+        {"max_tokens": 40, "temperature": 1.0, "seed": 3, "stop": ["e"]},
+    ],
+)
 def test_stream_equals_generate_equals_the_run_path(
-        engine: OnnxEngine, bound: OnnxEngine, params: dict[str, Any]) -> None:
+    engine: OnnxEngine, bound: OnnxEngine, params: dict[str, Any]
+) -> None:
     whole = bound.generate(CHAT, params)
     chunks = list(bound.stream(CHAT, params))
     assert "".join(c.text for c in chunks) == whole.text
@@ -128,7 +135,8 @@ def test_stream_equals_generate_equals_the_run_path(
 
 
 def test_concurrent_requests_have_their_own_binding_and_cache(
-        engine: OnnxEngine, bound: OnnxEngine) -> None:
+    engine: OnnxEngine, bound: OnnxEngine
+) -> None:
     reqs = _requests()
     expected = [_strip(engine.generate(p, k)) for p, k in reqs]
     with ThreadPoolExecutor(max_workers=4) as pool:
@@ -163,8 +171,11 @@ def _adapter(tiny_lora: TinyModel, path: Path, rank: int = 3) -> dict[str, F32]:
 
 
 def test_adapter_members_fall_back_to_run_and_apply_the_adapter(
-        tiny_lora: TinyModel, bound_registry: SessionRegistry, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    tiny_lora: TinyModel,
+    bound_registry: SessionRegistry,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     path = tmp_path / "a.onnx_adapter"
     params = _adapter(tiny_lora, path)
     base = OnnxEngine(tiny_lora.path, registry=bound_registry)
@@ -190,15 +201,18 @@ def test_run_with_iobinding_still_ignores_adapters(tiny_lora: TinyModel, tmp_pat
     _adapter(tiny_lora, tmp_path / "a.onnx_adapter")
     so = ort.SessionOptions()
     so.log_severity_level = 3
-    session = ort.InferenceSession(str(tiny_lora.path / "model.onnx"), so,
-                                   providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        str(tiny_lora.path / "model.onnx"), so, providers=["CPUExecutionProvider"]
+    )
     adapter = ort.LoraAdapter()
     adapter.Load(str(tmp_path / "a.onnx_adapter"))
     ro = ort.RunOptions()
     ro.add_active_adapter(adapter)
-    feeds = {"input_ids": np.array([[5, 6, 7]], dtype=np.int64),
-             "attention_mask": np.ones((1, 3), dtype=np.int64),
-             "position_ids": np.arange(3, dtype=np.int64)[None, :]}
+    feeds = {
+        "input_ids": np.array([[5, 6, 7]], dtype=np.int64),
+        "attention_mask": np.ones((1, 3), dtype=np.int64),
+        "position_ids": np.arange(3, dtype=np.int64)[None, :],
+    }
     for i in range(2):
         for kv in ("key", "value"):
             feeds[f"past_key_values.{i}.{kv}"] = np.zeros((1, 4, 0, 8), dtype=np.float32)

@@ -59,10 +59,12 @@ def lora_base(tiny: TinyModel, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 def _logits(engine: OnnxEngine, ids: list[int]) -> F32:
     model = engine.model
-    feeds = {"input_ids": np.asarray([ids], dtype=np.int64),
-             "attention_mask": np.ones((1, len(ids)), dtype=np.int64),
-             "position_ids": np.arange(len(ids), dtype=np.int64)[None, :],
-             **{k.input_name: k.empty() for k in model.kv_inputs}}
+    feeds = {
+        "input_ids": np.asarray([ids], dtype=np.int64),
+        "attention_mask": np.ones((1, len(ids)), dtype=np.int64),
+        "position_ids": np.arange(len(ids), dtype=np.int64)[None, :],
+        **{k.input_name: k.empty() for k in model.kv_inputs},
+    }
     out: F32 = model.session.run(["logits"], feeds, engine._run_options(model))[0][0]
     return out
 
@@ -78,11 +80,13 @@ def _random_params(d: int, rank: int, seed: int, scale: float = 0.5) -> dict[str
     return params
 
 
-def test_sites_are_named_after_torch_modules_and_files_are_copied(tiny: TinyModel,
-                                                                    lora_base: Path) -> None:
+def test_sites_are_named_after_torch_modules_and_files_are_copied(
+    tiny: TinyModel, lora_base: Path
+) -> None:
     sites = read_sites(lora_base)
-    assert sorted(sites) == sorted(f"model.layers.{i}.self_attn.{m}"
-                                   for i in range(2) for m in ("q_proj", "v_proj"))
+    assert sorted(sites) == sorted(
+        f"model.layers.{i}.self_attn.{m}" for i in range(2) for m in ("q_proj", "v_proj")
+    )
     assert sites[Q0] == (32, 32)
     for name in ("tokenizer.json", "tokenizer_config.json", "config.json"):
         assert (lora_base / name).read_bytes() == (tiny.path / name).read_bytes()
@@ -91,19 +95,20 @@ def test_sites_are_named_after_torch_modules_and_files_are_copied(tiny: TinyMode
     assert card["lora"]["n_sites"] == 4 and card["sha256"] == recorded["sha256"]
 
 
-def test_zero_rank_sites_equal_the_base_exactly(tiny: TinyModel, lora_base: Path,
-                                                registry: SessionRegistry) -> None:
-    base, lora = OnnxEngine(tiny.path, registry=registry), OnnxEngine(lora_base,
-                                                                      registry=registry)
+def test_zero_rank_sites_equal_the_base_exactly(
+    tiny: TinyModel, lora_base: Path, registry: SessionRegistry
+) -> None:
+    base, lora = OnnxEngine(tiny.path, registry=registry), OnnxEngine(lora_base, registry=registry)
     ids = base.encode_prompt(PROMPT)
     assert np.array_equal(_logits(base, ids), _logits(lora, ids))
-    assert (list(lora.generate(PROMPT, {"max_tokens": 12}).token_ids)
-            == list(base.generate(PROMPT, {"max_tokens": 12}).token_ids))
+    assert list(lora.generate(PROMPT, {"max_tokens": 12}).token_ids) == list(
+        base.generate(PROMPT, {"max_tokens": 12}).token_ids
+    )
 
 
-def test_adapter_changes_tokens_then_the_base_is_restored(tiny: TinyModel, lora_base: Path,
-                                                          tmp_path: Path,
-                                                          registry: SessionRegistry) -> None:
+def test_adapter_changes_tokens_then_the_base_is_restored(
+    tiny: TinyModel, lora_base: Path, tmp_path: Path, registry: SessionRegistry
+) -> None:
     params = _random_params(32, rank=3, seed=1)
     path = write_adapter(tmp_path / "a.onnx_adapter", params, lora_base)
     base = OnnxEngine(lora_base, registry=registry)
@@ -121,20 +126,34 @@ def test_adapter_changes_tokens_then_the_base_is_restored(tiny: TinyModel, lora_
     assert list(base.generate(PROMPT, {"max_tokens": 12}).token_ids) == before
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    (lambda p: p.update({"model.layers.9.self_attn.q_proj.lora_A": np.zeros((32, 3))}),
-     "'model.layers.9.self_attn.q_proj.lora_A' is not a LoRA site"),
-    (lambda p: p.update({f"{Q0}.lora_A": np.zeros((31, 3))}),
-     f"LoRA site '{Q0}': A has shape \\(31, 3\\), expected \\(32, r\\)"),
-    (lambda p: p.update({f"{Q0}.lora_B": np.zeros((3, 8))}),
-     f"LoRA site '{Q0}': B has shape \\(3, 8\\), expected \\(r, 32\\)"),
-    (lambda p: p.pop(f"{Q0}.lora_B"), f"LoRA site '{Q0}': A is given without its partner"),
-    (lambda p: p.update({f"{Q0}.lora_A": np.zeros((32, 2)), f"{Q0}.lora_B": np.zeros((2, 32))}),
-     "LoRA ranks differ between sites"),
-    (lambda p: p.update({f"{Q0}.lora_A": np.full((32, 3), np.nan)}), "NaN or infinite"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda p: p.update({"model.layers.9.self_attn.q_proj.lora_A": np.zeros((32, 3))}),
+            "'model.layers.9.self_attn.q_proj.lora_A' is not a LoRA site",
+        ),
+        (
+            lambda p: p.update({f"{Q0}.lora_A": np.zeros((31, 3))}),
+            f"LoRA site '{Q0}': A has shape \\(31, 3\\), expected \\(32, r\\)",
+        ),
+        (
+            lambda p: p.update({f"{Q0}.lora_B": np.zeros((3, 8))}),
+            f"LoRA site '{Q0}': B has shape \\(3, 8\\), expected \\(r, 32\\)",
+        ),
+        (lambda p: p.pop(f"{Q0}.lora_B"), f"LoRA site '{Q0}': A is given without its partner"),
+        (
+            lambda p: p.update(
+                {f"{Q0}.lora_A": np.zeros((32, 2)), f"{Q0}.lora_B": np.zeros((2, 32))}
+            ),
+            "LoRA ranks differ between sites",
+        ),
+        (lambda p: p.update({f"{Q0}.lora_A": np.full((32, 3), np.nan)}), "NaN or infinite"),
+    ],
+)
 def test_write_adapter_rejects_bad_parameters_naming_the_site(
-        lora_base: Path, tmp_path: Path, change: object, message: str) -> None:
+    lora_base: Path, tmp_path: Path, change: object, message: str
+) -> None:
     params = dict(_random_params(32, rank=3, seed=2))
     change(params)  # type: ignore[operator]
     with pytest.raises(EngineError, match=message):
@@ -154,8 +173,9 @@ def test_no_matching_module_is_an_error(tiny: TinyModel, tmp_path: Path) -> None
     assert not (tmp_path / "lora").exists()
 
 
-def test_cached_sites_are_reused_until_the_base_changes(tiny: TinyModel, tmp_path: Path,
-                                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_cached_sites_are_reused_until_the_base_changes(
+    tiny: TinyModel, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     base = _optimum_named(tiny, tmp_path / "base")
     out = tmp_path / "lora"
     args = ["prepare-lora-base", "--base", str(base), "--out", str(out)]

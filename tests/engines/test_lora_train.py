@@ -17,8 +17,9 @@ from palm_middleware.evaluation.styles import load_style
 
 from .test_export import _hf_model
 
-HAS_EXPORT = all(importlib.util.find_spec(m) is not None
-                 for m in ("torch", "transformers", "optimum"))
+HAS_EXPORT = all(
+    importlib.util.find_spec(m) is not None for m in ("torch", "transformers", "optimum")
+)
 needs_export = pytest.mark.skipif(not HAS_EXPORT, reason="needs palm-middleware[export]")
 
 STYLE = """\
@@ -35,20 +36,46 @@ examples:
 @needs_export
 @pytest.mark.filterwarnings("ignore")  # torch's TracerWarnings and optimum's notices
 def test_train_member_lowers_the_loss_and_onnx_matches_torch(
-        tmp_path: Path, tokenizer_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, tokenizer_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     hf = _hf_model("llama", tmp_path / "hf", tokenizer_file)
-    assert main(["export", str(hf), str(tmp_path / "onnx"), "--no-progress",
-                 "--check-tokens", "0"]) == 0
+    assert (
+        main(["export", str(hf), str(tmp_path / "onnx"), "--no-progress", "--check-tokens", "0"])
+        == 0
+    )
     sites = add_lora_sites(tmp_path / "onnx", tmp_path / "lora")
-    assert sorted(sites)[:2] == ["model.layers.0.self_attn.q_proj",
-                                 "model.layers.0.self_attn.v_proj"]
+    assert sorted(sites)[:2] == [
+        "model.layers.0.self_attn.q_proj",
+        "model.layers.0.self_attn.v_proj",
+    ]
     (tmp_path / "style.yaml").write_text(STYLE)
     out = tmp_path / "tiny.onnx_adapter"
     capsys.readouterr()
-    code = main(["train-member", "tiny", "--data", str(tmp_path / "style.yaml"), "--hf", str(hf),
-                 "--lora-base", str(tmp_path / "lora"), "--steps", "15", "--rank", "4",
-                 "--lr", "0.02", "--batch-size", "4", "--check-tokens", "5", "--out", str(out),
-                 "--no-progress"])
+    code = main(
+        [
+            "train-member",
+            "tiny",
+            "--data",
+            str(tmp_path / "style.yaml"),
+            "--hf",
+            str(hf),
+            "--lora-base",
+            str(tmp_path / "lora"),
+            "--steps",
+            "15",
+            "--rank",
+            "4",
+            "--lr",
+            "0.02",
+            "--batch-size",
+            "4",
+            "--check-tokens",
+            "5",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
     printed = capsys.readouterr().out
     assert code == 0, printed
     assert "check passed" in printed
@@ -62,11 +89,21 @@ def test_train_member_lowers_the_loss_and_onnx_matches_torch(
     assert card["config"]["rank"] == 4
 
 
-def test_train_member_needs_a_lora_base(tmp_path: Path,
-                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_train_member_needs_a_lora_base(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "style.yaml").write_text(STYLE)
-    code = main(["train-member", "x", "--data", str(tmp_path / "style.yaml"), "--hf",
-                 str(tmp_path), "--lora-base", str(tmp_path / "missing"), "--out",
-                 str(tmp_path / "x.onnx_adapter")])
+    code = main(
+        [
+            "train-member",
+            "x",
+            "--data",
+            str(tmp_path / "style.yaml"),
+            "--hf",
+            str(tmp_path),
+            "--lora-base",
+            str(tmp_path / "missing"),
+            "--out",
+            str(tmp_path / "x.onnx_adapter"),
+        ]
+    )
     assert code == 2
     assert "run `palm prepare-lora-base`" in capsys.readouterr().err

@@ -24,11 +24,20 @@ SHOTS = [{"user": "2+2?", "assistant": "4"}]
 
 
 def test_prompted_member_renders_system_and_few_shot(engine: OnnxEngine) -> None:
-    prompted = OnnxEngine(engine.path, registry=engine.registry, system_prompt=SYSTEM,
-                          few_shot=SHOTS, defaults={"max_tokens": 6})
+    prompted = OnnxEngine(
+        engine.path,
+        registry=engine.registry,
+        system_prompt=SYSTEM,
+        few_shot=SHOTS,
+        defaults={"max_tokens": 6},
+    )
     user = [{"role": "user", "content": "Capital of France?"}]
-    explicit = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "2+2?"},
-                {"role": "assistant", "content": "4"}, *user]
+    explicit = [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": "2+2?"},
+        {"role": "assistant", "content": "4"},
+        *user,
+    ]
     assert prompted.encode_prompt(user) == engine.encode_prompt(explicit)
     # A raw string becomes one user message for a prompted member.
     assert prompted.encode_prompt("Capital of France?") == engine.encode_prompt(explicit)
@@ -83,16 +92,23 @@ def test_lora_adapters_apply_per_request(tiny_lora: TinyModel, tmp_path: Path) -
 
 
 def test_adapter_errors(tiny_lora: TinyModel, tiny: TinyModel, tmp_path: Path) -> None:
-    with pytest.raises(ModelLoadError, match=r"LoRA adapter file .*missing\.onnx_adapter does "
-                       "not exist"):
+    with pytest.raises(
+        ModelLoadError,
+        match=r"LoRA adapter file .*missing\.onnx_adapter does "
+        "not exist",
+    ):
         OnnxEngine(tiny_lora.path, adapter=tmp_path / "missing.onnx_adapter").load()
     (tmp_path / "junk.onnx_adapter").write_bytes(b"junk" * 100)
     with pytest.raises(ModelLoadError, match=r"junk\.onnx_adapter: not a valid \.onnx_adapter"):
         OnnxEngine(tiny_lora.path, adapter=tmp_path / "junk.onnx_adapter").load()
-    _write_adapter(tmp_path / "other.onnx_adapter",
-                   {"lora.9.k.A": np.zeros((32, 2), dtype=np.float32)})
-    with pytest.raises(ModelLoadError, match=r"adapter parameters \['lora\.9\.k\.A'\] are not "
-                       "LoRA sites"):
+    _write_adapter(
+        tmp_path / "other.onnx_adapter", {"lora.9.k.A": np.zeros((32, 2), dtype=np.float32)}
+    )
+    with pytest.raises(
+        ModelLoadError,
+        match=r"adapter parameters \['lora\.9\.k\.A'\] are not "
+        "LoRA sites",
+    ):
         OnnxEngine(tiny_lora.path, adapter=tmp_path / "other.onnx_adapter").load()
     _write_adapter(tmp_path / "a.onnx_adapter", _lora(1))
     with pytest.raises(ModelLoadError, match="has no overridable initializers"):
@@ -133,8 +149,11 @@ def test_engines_from_manifest(tiny: TinyModel, tiny_lora: TinyModel, tmp_path: 
     portfolio = parse_portfolio(MANIFEST)
     reg = SessionRegistry()
     bases = {"shared": tiny_lora.path}
-    engines = {m.id: engine_for_member(m, reg, bases=bases, root=tmp_path)
-               for m in portfolio.members if m.id in {"full", "terse", "tuned"}}
+    engines = {
+        m.id: engine_for_member(m, reg, bases=bases, root=tmp_path)
+        for m in portfolio.members
+        if m.id in {"full", "terse", "tuned"}
+    }
     assert len(reg) == 0
     outs = {k: e.generate([{"role": "user", "content": "hi"}]) for k, e in engines.items()}
     assert outs["terse"].usage.completion_tokens == 5

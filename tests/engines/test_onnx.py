@@ -34,9 +34,7 @@ def test_greedy_tokens_equal_numpy_reference(engine: OnnxEngine, tiny: TinyModel
         assert list(out.token_ids) == reference_greedy(tiny.weights, ids, 24)
 
 
-def test_greedy_chat_equals_reference_and_counts_usage(
-    engine: OnnxEngine, tiny: TinyModel
-) -> None:
+def test_greedy_chat_equals_reference_and_counts_usage(engine: OnnxEngine, tiny: TinyModel) -> None:
     ids = engine.encode_prompt(CHAT)
     text = engine.model.tokenizer.decode(ids, skip_special_tokens=False)
     assert text.startswith("<|im_start|>user\nHéllo") and text.endswith("<|im_start|>assistant\n")
@@ -83,24 +81,27 @@ def test_seeds_reproduce_and_differ(engine: OnnxEngine) -> None:
     p = GenerationParams(max_tokens=30, temperature=1.0, seed=11)
     a, b = engine.generate(CHAT, p), engine.generate(CHAT, p)
     assert a == b
-    others = {engine.generate(CHAT, {"max_tokens": 30, "temperature": 1.0, "seed": s}).token_ids
-              for s in range(5)}
+    others = {
+        engine.generate(CHAT, {"max_tokens": 30, "temperature": 1.0, "seed": s}).token_ids
+        for s in range(5)
+    }
     assert len(others) >= 4
 
 
 def test_unseeded_sampling_varies(engine: OnnxEngine) -> None:
-    outs = {engine.generate(CHAT, {"max_tokens": 30, "temperature": 1.0}).token_ids
-            for _ in range(4)}
+    outs = {
+        engine.generate(CHAT, {"max_tokens": 30, "temperature": 1.0}).token_ids for _ in range(4)
+    }
     assert len(outs) > 1
 
 
 def test_top_k_one_is_greedy(engine: OnnxEngine) -> None:
     greedy = engine.generate(CHAT, {"max_tokens": 20})
     for seed in range(3):
-        k1 = engine.generate(CHAT, {"max_tokens": 20, "temperature": 2.0, "top_k": 1,
-                                    "seed": seed})
-        tiny_p = engine.generate(CHAT, {"max_tokens": 20, "temperature": 2.0, "top_p": 1e-9,
-                                        "seed": seed})
+        k1 = engine.generate(CHAT, {"max_tokens": 20, "temperature": 2.0, "top_k": 1, "seed": seed})
+        tiny_p = engine.generate(
+            CHAT, {"max_tokens": 20, "temperature": 2.0, "top_p": 1e-9, "seed": seed}
+        )
         assert k1.token_ids == greedy.token_ids == tiny_p.token_ids
 
 
@@ -215,8 +216,10 @@ def test_loaded_model_can_be_passed_directly(tiny: TinyModel, engine: OnnxEngine
     model = OnnxModel(tiny.path)
     direct = OnnxEngine(model)
     assert direct.model is model
-    assert direct.generate(CHAT, {"max_tokens": 8}) .token_ids == engine.generate(
-        CHAT, {"max_tokens": 8}).token_ids
+    assert (
+        direct.generate(CHAT, {"max_tokens": 8}).token_ids
+        == engine.generate(CHAT, {"max_tokens": 8}).token_ids
+    )
 
 
 def test_defaults_and_request_overrides(tiny: TinyModel, registry: SessionRegistry) -> None:

@@ -23,8 +23,14 @@ from .test_members import _lora, _write_adapter
 PROMPTS = ("Hello world", "The quick brown fox")
 
 
-def _dequantize(blob: npt.NDArray[np.uint8], scales: npt.NDArray[np.float32],
-                zps: npt.NDArray[np.uint8], bits: int, k: int, bs: int) -> npt.NDArray[np.float32]:
+def _dequantize(
+    blob: npt.NDArray[np.uint8],
+    scales: npt.NDArray[np.float32],
+    zps: npt.NDArray[np.uint8],
+    bits: int,
+    k: int,
+    bs: int,
+) -> npt.NDArray[np.float32]:
     n, nb = blob.shape[0], blob.shape[1]
     if bits == 4:
         q = np.stack([blob & 15, blob >> 4], axis=-1).reshape(n, nb, bs)
@@ -47,15 +53,29 @@ def test_quantize_weight_matches_onnxruntime(bits: int, k: int) -> None:
     step = np.repeat(scales.reshape(24, -1), 32, axis=1)[:, :k].T
     assert np.all(np.abs(deq - w) <= step / 2 + 1e-6)
     # ONNX Runtime's MatMulNBits (fp32 compute) reads the same layout.
-    node = helper.make_node("MatMulNBits", ["x", "b", "s", "z"], ["y"], domain="com.microsoft",
-                            K=k, N=24, bits=bits, block_size=32, accuracy_level=0)
+    node = helper.make_node(
+        "MatMulNBits",
+        ["x", "b", "s", "z"],
+        ["y"],
+        domain="com.microsoft",
+        K=k,
+        N=24,
+        bits=bits,
+        block_size=32,
+        accuracy_level=0,
+    )
     graph = helper.make_graph(
-        [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, k])],
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, k])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-        initializer=[numpy_helper.from_array(a, n)
-                     for a, n in ((blob, "b"), (scales, "s"), (zps, "z"))])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
-                                                    helper.make_opsetid("com.microsoft", 1)])
+        initializer=[
+            numpy_helper.from_array(a, n) for a, n in ((blob, "b"), (scales, "s"), (zps, "z"))
+        ],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    )
     model.ir_version = 8
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     x = rng.standard_normal((3, k)).astype(np.float32)
@@ -63,13 +83,15 @@ def test_quantize_weight_matches_onnxruntime(bits: int, k: int) -> None:
 
 
 def _quantize(src: Path, out: Path, bits: int, **kw: object) -> QuantizeResult:
-    return quantize(src, out, bits=bits, check_prompts=PROMPTS, check_tokens=8,
-                    progress=False, **kw)  # type: ignore[arg-type]
+    return quantize(
+        src, out, bits=bits, check_prompts=PROMPTS, check_tokens=8, progress=False, **kw
+    )  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module", params=[8, 4])
-def quantized(request: pytest.FixtureRequest, tiny: TinyModel,
-              tmp_path_factory: pytest.TempPathFactory) -> QuantizeResult:
+def quantized(
+    request: pytest.FixtureRequest, tiny: TinyModel, tmp_path_factory: pytest.TempPathFactory
+) -> QuantizeResult:
     bits = int(request.param)
     return _quantize(tiny.path, tmp_path_factory.mktemp("quant") / f"int{bits}", bits)
 
@@ -102,7 +124,7 @@ def test_quantized_kv_cache_equals_full_recompute(quantized: QuantizeResult) -> 
     params = eng.defaults.merged({"max_tokens": 12})
     got = list(eng._tokens(eng.model, ids, params, None))
     # Greedy from one cache-free pass over the whole sequence: same tokens as the cached loop.
-    full = _logits(eng.model, ids + got[:-1])[len(ids) - 1:]
+    full = _logits(eng.model, ids + got[:-1])[len(ids) - 1 :]
     assert [int(t) for t in full.argmax(axis=1)] == got
 
 
@@ -165,21 +187,39 @@ def test_quantize_errors(tiny: TinyModel, quantized: QuantizeResult, tmp_path: P
     assert not (tmp_path / "o2").exists() and not (tmp_path / "o5").exists()
 
 
-def test_cli_quantize(tiny: TinyModel, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-                      ) -> None:
-    assert main(["quantize", str(tiny.path), "--bits", "4", "--block-size", "16",
-                 "--check-tokens", "4", "--no-progress", "--out", str(tmp_path / "q")]) == 0
+def test_cli_quantize(tiny: TinyModel, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        main(
+            [
+                "quantize",
+                str(tiny.path),
+                "--bits",
+                "4",
+                "--block-size",
+                "16",
+                "--check-tokens",
+                "4",
+                "--no-progress",
+                "--out",
+                str(tmp_path / "q"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "int4, block 16, 13 MatMuls" in out and "greedy agreement" in out
     card = json.loads((tmp_path / "q" / "model_card.json").read_text())
     assert card["quantization"]["block_size"] == 16
-    assert main(["quantize", str(tmp_path / "nope"), "--bits", "8", "--out",
-                 str(tmp_path / "q2")]) == 2
+    assert (
+        main(["quantize", str(tmp_path / "nope"), "--bits", "8", "--out", str(tmp_path / "q2")])
+        == 2
+    )
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_loaded_model_reports_quantization(quantized: QuantizeResult, tiny: TinyModel,
-                                           tmp_path: Path) -> None:
+def test_loaded_model_reports_quantization(
+    quantized: QuantizeResult, tiny: TinyModel, tmp_path: Path
+) -> None:
     model = OnnxEngine(quantized.path).model
     assert model.quantization is not None
     assert f"int{model.quantization['bits']}" in repr(model)

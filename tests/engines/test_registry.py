@@ -30,8 +30,10 @@ def _cost(path: Path) -> int:
 
 def test_lazy_and_shared(three: list[Path]) -> None:
     reg = SessionRegistry()
-    e1, e2 = OnnxEngine(three[0], registry=reg), OnnxEngine(three[0], registry=reg,
-                                                              system_prompt="Be brief.")
+    e1, e2 = (
+        OnnxEngine(three[0], registry=reg),
+        OnnxEngine(three[0], registry=reg, system_prompt="Be brief."),
+    )
     assert len(reg) == 0  # constructing engines loads nothing
     e1.generate("hi", {"max_tokens": 2})
     e2.generate("hi", {"max_tokens": 2})
@@ -71,14 +73,19 @@ def test_evicted_model_keeps_serving_requests_in_flight(three: list[Path]) -> No
     reg.get(b)  # evicts a while the stream is open
     assert a not in reg
     rest = list(stream)
-    assert first.text + "".join(c.text for c in rest) == OnnxEngine(held).generate(
-        "Hello", {"max_tokens": 10}).text
+    assert (
+        first.text + "".join(c.text for c in rest)
+        == OnnxEngine(held).generate("Hello", {"max_tokens": 10}).text
+    )
 
 
 def test_model_larger_than_budget(three: list[Path]) -> None:
     reg = SessionRegistry(memory_budget=1000)
-    with pytest.raises(ModelLoadError, match=r"needs about [\d,]+ bytes resident, more than the "
-                       r"registry's memory_budget of 1,000"):
+    with pytest.raises(
+        ModelLoadError,
+        match=r"needs about [\d,]+ bytes resident, more than the "
+        r"registry's memory_budget of 1,000",
+    ):
         reg.get(three[0])
     assert len(reg) == 0
 

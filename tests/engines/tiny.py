@@ -94,8 +94,14 @@ def init_weights(cfg: TinyConfig, seed: int) -> dict[str, F32]:
         "lm_head": w(d, v, scale=3.0 / np.sqrt(d)),
     }
     for i in range(cfg.n_layers):
-        for name, shape in [("q", (d, d)), ("k", (d, d)), ("v", (d, d)), ("o", (d, d)),
-                            ("fc1", (d, 4 * d)), ("fc2", (4 * d, d))]:
+        for name, shape in [
+            ("q", (d, d)),
+            ("k", (d, d)),
+            ("v", (d, d)),
+            ("o", (d, d)),
+            ("fc1", (d, 4 * d)),
+            ("fc2", (4 * d, d)),
+        ]:
             out[f"h.{i}.{name}"] = w(*shape, scale=1.0 / np.sqrt(shape[0]))
         for ln in ("ln1", "ln2"):
             out[f"h.{i}.{ln}.g"] = (1 + w(d, scale=0.1)).astype(np.float32)
@@ -113,8 +119,9 @@ def build_graph(cfg: TinyConfig, weights: dict[str, F32], lora: bool = False) ->
         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "total"]),
         helper.make_tensor_value_info("position_ids", TensorProto.INT64, ["batch", "seq"]),
     ]
-    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT,
-                                             ["batch", "seq", cfg.vocab_size])]
+    outputs = [
+        helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "seq", cfg.vocab_size])
+    ]
 
     def const(name: str, value: npt.NDArray[np.generic]) -> str:
         inits.append(numpy_helper.from_array(value, name))
@@ -154,8 +161,13 @@ def build_graph(cfg: TinyConfig, weights: dict[str, F32], lora: bool = False) ->
     x = node("Add", ["tok_emb", "pos_emb"], "x0")
     for i in range(cfg.n_layers):
         pre = f"h.{i}"
-        ln1 = node("LayerNormalization", [x, f"{pre}.ln1.g", f"{pre}.ln1.b"], f"{pre}.ln1",
-                   axis=-1, epsilon=1e-5)
+        ln1 = node(
+            "LayerNormalization",
+            [x, f"{pre}.ln1.g", f"{pre}.ln1.b"],
+            f"{pre}.ln1",
+            axis=-1,
+            epsilon=1e-5,
+        )
         q = node("MatMul", [ln1, f"{pre}.q"], f"{pre}.q_lin")
         if lora:
             a_name, b_name = f"lora.{i}.q.A", f"lora.{i}.q.B"
@@ -175,10 +187,14 @@ def build_graph(cfg: TinyConfig, weights: dict[str, F32], lora: bool = False) ->
             heads[nm] = node("Transpose", [r], f"{pre}.{nm}_h", perm=[0, 2, 1, 3])
         for kv in ("key", "value"):
             past = f"past_key_values.{i}.{kv}"
-            inputs.append(helper.make_tensor_value_info(past, TensorProto.FLOAT,
-                                                        ["batch", h, "past", hd]))
-            outputs.append(helper.make_tensor_value_info(f"present.{i}.{kv}", TensorProto.FLOAT,
-                                                         ["batch", h, "total", hd]))
+            inputs.append(
+                helper.make_tensor_value_info(past, TensorProto.FLOAT, ["batch", h, "past", hd])
+            )
+            outputs.append(
+                helper.make_tensor_value_info(
+                    f"present.{i}.{kv}", TensorProto.FLOAT, ["batch", h, "total", hd]
+                )
+            )
             node("Concat", [past, heads[kv[0]]], f"present.{i}.{kv}", axis=2)
         node("Transpose", [f"present.{i}.key"], f"{pre}.kT", perm=[0, 1, 3, 2])
         node("MatMul", [heads["q"], f"{pre}.kT"], f"{pre}.scores_raw")
@@ -190,8 +206,13 @@ def build_graph(cfg: TinyConfig, weights: dict[str, F32], lora: bool = False) ->
         node("Reshape", [f"{pre}.ctx_t", "c.merge"], f"{pre}.ctx")
         node("MatMul", [f"{pre}.ctx", f"{pre}.o"], f"{pre}.attn_out")
         x = node("Add", [x, f"{pre}.attn_out"], f"{pre}.x_attn")
-        ln2 = node("LayerNormalization", [x, f"{pre}.ln2.g", f"{pre}.ln2.b"], f"{pre}.ln2",
-                   axis=-1, epsilon=1e-5)
+        ln2 = node(
+            "LayerNormalization",
+            [x, f"{pre}.ln2.g", f"{pre}.ln2.b"],
+            f"{pre}.ln2",
+            axis=-1,
+            epsilon=1e-5,
+        )
         node("MatMul", [ln2, f"{pre}.fc1"], f"{pre}.fc1_out")
         node("Relu", [f"{pre}.fc1_out"], f"{pre}.relu")
         node("MatMul", [f"{pre}.relu", f"{pre}.fc2"], f"{pre}.fc2_out")
@@ -205,32 +226,52 @@ def build_graph(cfg: TinyConfig, weights: dict[str, F32], lora: bool = False) ->
     return model
 
 
-def write_model(out: Path, tokenizer_json: Path, seed: int = 0, lora: bool = False,
-                max_positions: int = 128, n_layers: int = 2) -> dict[str, F32]:
+def write_model(
+    out: Path,
+    tokenizer_json: Path,
+    seed: int = 0,
+    lora: bool = False,
+    max_positions: int = 128,
+    n_layers: int = 2,
+) -> dict[str, F32]:
     """Write a complete model folder; return its weights (for :func:`reference_logits`)."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "tokenizer.json").write_bytes(tokenizer_json.read_bytes())
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(tokenizer_json))
-    cfg = TinyConfig(vocab_size=int(tok.get_vocab_size(with_added_tokens=True)),
-                     max_positions=max_positions, n_layers=n_layers)
+    cfg = TinyConfig(
+        vocab_size=int(tok.get_vocab_size(with_added_tokens=True)),
+        max_positions=max_positions,
+        n_layers=n_layers,
+    )
     weights = init_weights(cfg, seed)
     onnx.save(build_graph(cfg, weights, lora=lora), str(out / "model.onnx"))
-    (out / "tokenizer_config.json").write_text(json.dumps({
-        "chat_template": CHATML,
-        "eos_token": "<|im_end|>",
-        "bos_token": None,
-        "model_max_length": max_positions,
-    }))
+    (out / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "chat_template": CHATML,
+                "eos_token": "<|im_end|>",
+                "bos_token": None,
+                "model_max_length": max_positions,
+            }
+        )
+    )
     (out / "generation_config.json").write_text(
         json.dumps({"eos_token_id": [tok.token_to_id("<|endoftext|>")]})
     )
-    (out / "config.json").write_text(json.dumps({
-        "model_type": "tiny-test", "max_position_embeddings": max_positions,
-        "hidden_size": cfg.d_model, "num_attention_heads": cfg.n_heads,
-        "num_hidden_layers": cfg.n_layers, "vocab_size": cfg.vocab_size,
-    }))
+    (out / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "tiny-test",
+                "max_position_embeddings": max_positions,
+                "hidden_size": cfg.d_model,
+                "num_attention_heads": cfg.n_heads,
+                "num_hidden_layers": cfg.n_layers,
+                "vocab_size": cfg.vocab_size,
+            }
+        )
+    )
     return weights
 
 
@@ -240,8 +281,9 @@ def _layer_norm(x: npt.NDArray[np.float64], g: F32, b: F32) -> npt.NDArray[np.fl
     return (x - mu) / np.sqrt(var + 1e-5) * g + b
 
 
-def reference_logits(weights: dict[str, F32], ids: list[int], n_heads: int = 4,
-                     lora: dict[str, F32] | None = None) -> npt.NDArray[np.float64]:
+def reference_logits(
+    weights: dict[str, F32], ids: list[int], n_heads: int = 4, lora: dict[str, F32] | None = None
+) -> npt.NDArray[np.float64]:
     """Logits of every position, shape (len(ids), vocab), computed without a cache in float64."""
     w = {k: v.astype(np.float64) for k, v in weights.items()}
     n_layers = sum(1 for k in w if k.endswith(".q") and k.startswith("h."))
@@ -270,20 +312,22 @@ def reference_logits(weights: dict[str, F32], ids: list[int], n_heads: int = 4,
     return _layer_norm(x, w["lnf.g"], w["lnf.b"]) @ w["lm_head"]
 
 
-def reference_greedy(weights: dict[str, F32], ids: list[int], n_new: int,
-                     lora: dict[str, F32] | None = None) -> list[int]:
+def reference_greedy(
+    weights: dict[str, F32], ids: list[int], n_new: int, lora: dict[str, F32] | None = None
+) -> list[int]:
     """Greedy continuation of ``ids`` by the numpy reference (no EOS handling)."""
     seq = list(ids)
     for _ in range(n_new):
         seq.append(int(np.argmax(reference_logits(weights, seq, lora=lora)[-1])))
-    return seq[len(ids):]
+    return seq[len(ids) :]
 
 
 REQUEST_PROMPTS = ["Hello world", "The quick brown fox", "Emoji: 🙂", "def add(a, b):"]
 
 
-def mixed_requests(n: int, first_max_tokens: int, sample_every: int
-                   ) -> list[tuple[str, dict[str, object]]]:
+def mixed_requests(
+    n: int, first_max_tokens: int, sample_every: int
+) -> list[tuple[str, dict[str, object]]]:
     """``n`` requests of growing length; all but every ``sample_every``-th sample (seeded top-p).
 
     Concurrency tests run them at once and compare with running them one by one.

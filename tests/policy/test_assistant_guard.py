@@ -27,21 +27,27 @@ PROMPTS = load_prompt_set(bundled("prompts.yaml")).prompts
 
 def _palm() -> Palm:
     # Keywords only: the guard must not depend on the optional embedding model.
-    return Palm(load_portfolio(bundled("smollm2/portfolio.yaml")),
-                load_policy(bundled("smollm2/policy.yaml")), MemoryStore(), embedder=None)
+    return Palm(
+        load_portfolio(bundled("smollm2/portfolio.yaml")),
+        load_policy(bundled("smollm2/policy.yaml")),
+        MemoryStore(),
+        embedder=None,
+    )
 
 
 def test_bundled_copy_is_the_preset() -> None:
     assert (ROOT / "policies" / "assistant.yaml").read_bytes() == bundled(
-        "smollm2/policy.yaml").read_bytes()
+        "smollm2/policy.yaml"
+    ).read_bytes()
 
 
 @pytest.mark.parametrize("prompt", [p for p in PROMPTS if p.risky], ids=lambda p: p.id)
 def test_every_risky_prompt_is_blocked_whatever_the_weights(prompt: object) -> None:
     palm = _palm()
     # A user who asked for the shortest, least careful answers still meets the guard.
-    palm.record_feedback("u", ExplicitWeights(
-        weights={"brevity": 0.9, "structure": 0.05, "formality": 0.05}))
+    palm.record_feedback(
+        "u", ExplicitWeights(weights={"brevity": 0.9, "structure": 0.05, "formality": 0.05})
+    )
     with pytest.raises(DecisionBlocked) as info:
         palm.decide("u", [{"role": "user", "content": prompt.text}])  # type: ignore[attr-defined]
     assert info.value.rule_id.startswith("guard-")

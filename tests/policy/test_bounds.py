@@ -45,8 +45,13 @@ def _policy_data(c: Case, split: float = 0.5) -> dict[str, Any]:
         rules.append({"id": "floors", "layer": "law", "min": floors})
     if caps:
         rules.append({"id": "caps", "max": caps})
-        rules.append({"id": "weak-caps", "layer": "user",
-                      "max": {t: v + (1 - v) * split for t, v in caps.items()}})
+        rules.append(
+            {
+                "id": "weak-caps",
+                "layer": "user",
+                "max": {t: v + (1 - v) * split for t, v in caps.items()},
+            }
+        )
     if c.radius is not None:
         rules.append({"id": "drift", "max_l1_from_default": c.radius})
         rules.append({"id": "weak-drift", "max_l1_from_default": min(2.0, c.radius + split)})

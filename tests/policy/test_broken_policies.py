@@ -38,8 +38,9 @@ def _mutate(text: str, data: st.DataObject) -> str:
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(PRESETS), st.data())
-def test_mutated_presets_load_or_raise_policy_errors_only(preset: Path, data: st.DataObject
-                                                          ) -> None:
+def test_mutated_presets_load_or_raise_policy_errors_only(
+    preset: Path, data: st.DataObject
+) -> None:
     text = _mutate(preset.read_text(), data)
     try:
         policy = parse_policy(text, preset.name)
@@ -52,11 +53,15 @@ def test_mutated_presets_load_or_raise_policy_errors_only(preset: Path, data: st
     assert abs(float(w.sum()) - 1.0) < 1e-9
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                 HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(st.data(), st.lists(st.floats(0, 1), min_size=4, max_size=4).filter(lambda v: sum(v) > 0))
-def test_a_broken_reload_keeps_the_last_good_bounds(tmp_path: Path, data: st.DataObject,
-                                                    raw: list[float]) -> None:
+def test_a_broken_reload_keeps_the_last_good_bounds(
+    tmp_path: Path, data: st.DataObject, raw: list[float]
+) -> None:
     path = tmp_path / "policy.yaml"
     path.write_text(GOOD)
     reloading = ReloadingPolicy(path, min_interval=0.0)

@@ -51,8 +51,11 @@ def _holds(cond: str, ctx: RequestContext) -> bool:
         ('{time: {between: ["22:00", "06:00"]}}', RequestContext(minute=6 * 60), False),
         ('{time: {between: ["09:00", "17:00"]}}', RequestContext(minute=None), False),
         ("{weekday: {in: [sat, sun]}}", RequestContext(weekday=5), True),
-        ("{all: [{cohort: minor}, {topic: health}]}",
-         RequestContext(cohort="minor", topics=frozenset({"health"})), True),
+        (
+            "{all: [{cohort: minor}, {topic: health}]}",
+            RequestContext(cohort="minor", topics=frozenset({"health"})),
+            True,
+        ),
         ("{any: [{cohort: minor}, {topic: health}]}", RequestContext(cohort="adult"), False),
         ("{not: {cohort: minor}}", RequestContext(cohort="adult"), True),
         ("{cohort: minor, channel: web}", RequestContext(cohort="minor", channel="api"), False),
@@ -71,8 +74,11 @@ def test_unless() -> None:
 @pytest.mark.parametrize(
     ("cond", "pattern"),
     [
-        ("{topc: politics}", r"org\.yaml:9:\d+: rule 'r': bounds\[0\]\.when\.topc: unknown "
-         r"condition field 'topc'"),
+        (
+            "{topc: politics}",
+            r"org\.yaml:9:\d+: rule 'r': bounds\[0\]\.when\.topc: unknown "
+            r"condition field 'topc'",
+        ),
         ("{topic: religion}", r"org\.yaml:9:\d+: rule 'r': .*unknown topic label .*'religion'"),
         ("{cohort: child}", r"unknown cohort 'child'; known: \['adult', 'minor'\]"),
         ("{metadata.tier: gold}", r"attribute 'tier' is not declared in context\.attributes"),
@@ -92,8 +98,10 @@ def test_bad_conditions_are_located(cond: str, pattern: str) -> None:
 
 
 def test_all_condition_issues_at_once() -> None:
-    text = HEAD + "  - {id: a, when: {topc: x}, action: use_default}\n" \
+    text = (
+        HEAD + "  - {id: a, when: {topc: x}, action: use_default}\n"
         "  - {id: b, when: {cohort: kid}, action: use_default}\n"
+    )
     with pytest.raises(PolicyValidationError) as info:
         parse_policy(text, "org.yaml")
     assert [i.rule_id for i in info.value.issues] == ["a", "b"]
@@ -104,5 +112,7 @@ def test_trace_shows_each_part() -> None:
     p = _policy("{id: r, when: {all: [{cohort: minor}, {topic: health}]}, action: use_default}")
     lines = p.conditions["r"].trace(RequestContext(cohort="minor"))
     assert lines == [
-        "[false] all of", "  [true] cohort == 'minor'", "  [false] topic in ['health']"
+        "[false] all of",
+        "  [true] cohort == 'minor'",
+        "  [false] topic in ['health']",
     ]

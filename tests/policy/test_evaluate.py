@@ -32,13 +32,17 @@ POL = frozenset({"politics"})
 
 
 def test_action_precedence_block_pin_default_clamp() -> None:
-    p = parse_policy(HEAD + """\
+    p = parse_policy(
+        HEAD
+        + """\
   - {id: d, when: {topic: politics}, action: use_default}
   - {id: pin-org, when: {topic: selfharm}, action: pin, member: org-safe}
   - {id: pin-law, layer: law, when: {topic: selfharm}, action: pin, member: law-safe}
   - {id: blk, when: {all: [{topic: selfharm}, {cohort: minor}]}, action: block, message: blocked}
   - {id: cap, when: {topic: politics}, max: {humor: 0.2}}
-""", "p.yaml")
+""",
+        "p.yaml",
+    )
     ev = p.evaluate(RequestContext(topics=POL), W, evidence=50)
     assert ev.action == "use_default" and ev.clamp.used_default
     assert ev.clamp.weights.tolist() == pytest.approx([0.3, 0.4, 0.1, 0.2])
@@ -54,12 +58,16 @@ def test_action_precedence_block_pin_default_clamp() -> None:
 
 
 def test_conditional_bounds_merge_stricter_wins() -> None:
-    p = parse_policy(HEAD + """\
+    p = parse_policy(
+        HEAD
+        + """\
   - {id: floor, layer: law, min: {safety: 0.2}, max_step: 0.5}
   - {id: minors, layer: law, when: {cohort: minor}, min: {safety: 0.5}, exploration: false,
      min_events: 5, max_step: 0.1}
   - {id: weaker, layer: user, when: {cohort: minor}, min: {safety: 0.1}}
-""", "p.yaml")
+""",
+        "p.yaml",
+    )
     adult = p.evaluate(RequestContext(cohort="adult"), W, evidence=50)
     assert adult.clamp.weights[0] == pytest.approx(0.2)
     assert adult.exploration and adult.max_step == 0.5
@@ -72,10 +80,14 @@ def test_conditional_bounds_merge_stricter_wins() -> None:
 
 
 def test_member_conditions_reach_a_fixed_point() -> None:
-    p = parse_policy(HEAD + """\
+    p = parse_policy(
+        HEAD
+        + """\
   - {id: big-cap, when: {member: big}, max: {humor: 0.2}}
   - {id: small-block, when: {member: tiny}, action: block, message: unavailable}
-""", "p.yaml")
+""",
+        "p.yaml",
+    )
 
     def choose(w: Any) -> str:
         return "big" if w[2] > 0.3 else "small"
@@ -89,10 +101,13 @@ def test_member_conditions_reach_a_fixed_point() -> None:
 
 
 def test_conflicting_conditional_rules_are_named() -> None:
-    text = HEAD + """\
+    text = (
+        HEAD
+        + """\
   - {id: minors, when: {cohort: minor}, min: {humor: 0.6}}
   - {id: politics, when: {topic: politics}, max: {humor: 0.2}}
 """
+    )
     with pytest.raises(PolicyInfeasibleError) as info:
         parse_policy(text, "p.yaml")
     assert set(info.value.rule_ids) == {"minors", "politics"}
@@ -117,8 +132,10 @@ def test_conditional_floor_above_default_does_not_warn() -> None:
 
 
 def test_v1_policy_is_a_subset_and_keeps_its_version() -> None:
-    v1 = ("version: 1\nname: x\ntraits: [a, b]\ndefaults: {weights: {a: 0.5, b: 0.5}}\n"
-          "bounds:\n  - {id: f, min: {a: 0.2}}\n")
+    v1 = (
+        "version: 1\nname: x\ntraits: [a, b]\ndefaults: {weights: {a: 0.5, b: 0.5}}\n"
+        "bounds:\n  - {id: f, min: {a: 0.2}}\n"
+    )
     p = parse_policy(v1, "v1.yaml")
     assert not p.has_conditions
     ev = p.evaluate(RequestContext(), np.array([0.1, 0.9]), evidence=5)
@@ -130,9 +147,15 @@ def test_v1_policy_is_a_subset_and_keeps_its_version() -> None:
 
 # -- property: every decision satisfies every active bound --------------------------------------
 
-_CONDS = [None, "{cohort: minor}", "{cohort: adult}", "{topic: politics}",
-          "{topic: {in: [politics, selfharm]}}", "{not: {cohort: minor}}",
-          "{any: [{cohort: minor}, {topic: selfharm}]}"]
+_CONDS = [
+    None,
+    "{cohort: minor}",
+    "{cohort: adult}",
+    "{topic: politics}",
+    "{topic: {in: [politics, selfharm]}}",
+    "{not: {cohort: minor}}",
+    "{any: [{cohort: minor}, {topic: selfharm}]}",
+]
 _ACTIONS = [None, None, None, "use_default", "pin", "block"]
 
 
@@ -176,10 +199,18 @@ def policies(draw: st.DrawFn) -> tuple[str, list[dict[str, Any]]]:
     return HEAD + "\n".join(lines) + "\n", rules
 
 
-@given(policies(), simplex_points(4), st.sets(st.sampled_from(["politics", "selfharm"])),
-       st.sampled_from([None, "minor", "adult"]), st.floats(0, 50))
+@given(
+    policies(),
+    simplex_points(4),
+    st.sets(st.sampled_from(["politics", "selfharm"])),
+    st.sampled_from([None, "minor", "adult"]),
+    st.floats(0, 50),
+)
 def test_every_decision_satisfies_every_active_bound(
-    pol: tuple[str, list[dict[str, Any]]], w: Any, topics: set[str], cohort: str | None,
+    pol: tuple[str, list[dict[str, Any]]],
+    w: Any,
+    topics: set[str],
+    cohort: str | None,
     evidence: float,
 ) -> None:
     text, rules = pol

@@ -22,7 +22,6 @@ EXPECTED_ALL = [
 ]
 
 
-
 def test_all() -> None:
     assert policy.__all__ == EXPECTED_ALL
     assert policy.__all__ == sorted(policy.__all__, key=str.casefold)

@@ -53,11 +53,14 @@ def test_example_loads_and_merges(write: Writer) -> None:
 
 
 def test_stricter_rule_wins_and_ties_keep_every_rule() -> None:
-    text = HEADER + """\
+    text = (
+        HEADER
+        + """\
   - {id: a, min: {safety: 0.1}, max: {humor: 0.5}, max_l1_from_default: 1.0, min_events: 2}
   - {id: b, min: {safety: 0.25}, max: {humor: 0.2}, max_l1_from_default: 0.6, min_events: 5}
   - {id: c, min: {safety: 0.25}, max: {humor: 0.4}, max_l1_from_default: 0.6, min_events: 1}
 """
+    )
     p = parse_policy(text, "merge.yaml")
     assert p.lower[0] == 0.25 and p.sources.lower[0] == ("b", "c")
     assert p.upper[2] == 0.2 and p.sources.upper[2] == ("b",)
@@ -74,8 +77,9 @@ def test_global_switch_is_cited() -> None:
 
 def test_version_is_content_hash() -> None:
     a = parse_policy(EXAMPLE, "a.yaml")
-    reordered = EXAMPLE.replace("personalization: true\nexploration: true\n",
-                                "exploration: true\npersonalization: true\n")
+    reordered = EXAMPLE.replace(
+        "personalization: true\nexploration: true\n", "exploration: true\npersonalization: true\n"
+    )
     assert parse_policy(reordered, "b.yaml").version == a.version
     changed = EXAMPLE.replace("min: {safety: 0.2}", "min: {safety: 0.21}")
     assert parse_policy(changed, "a.yaml").version != a.version
@@ -101,48 +105,85 @@ def test_not_a_mapping(text: str) -> None:
 @pytest.mark.parametrize(
     ("rule", "pattern"),
     [
-        ("{id: r1, min: {safety: 1.5}}",
-         r"bad\.yaml:6:\d+: rule 'r1': bounds\[0\]\.min\.safety: must be in \[0, 1\]; got 1\.5"),
-        ("{id: r1, max: {humor: -0.1}}",
-         r"bad\.yaml:6:\d+: rule 'r1': bounds\[0\]\.max\.humor: must be in \[0, 1\]; got -0\.1"),
-        ("{id: r1, min: {safety: true}}",
-         r"bad\.yaml:6:\d+: rule 'r1': bounds\[0\]\.min\.safety: must be a number; got True"),
-        ("{id: r1, min: {safety: .nan}}",
-         r"bad\.yaml:6:\d+: rule 'r1': bounds\[0\]\.min\.safety: must be a finite number"),
-        ("{id: r1, max: {humor: '0.3'}}",
-         r"bad\.yaml:6:\d+: rule 'r1': bounds\[0\]\.max\.humor: must be a number; got '0\.3'"),
-        ("{id: r1, max_l1_from_default: 2.5}",
-         r"bad\.yaml:6:\d+: rule 'r1': bounds\[0\]\.max_l1_from_default: must be in \[0, 2\]"),
-        ("{id: r1, min_events: -1}",
-         r"bad\.yaml:6:\d+: rule 'r1': bounds\[0\]\.min_events: must be >= 0; got -1"),
-        ("{id: r1, min_events: .inf}",
-         r"bad\.yaml:6:\d+: rule 'r1': bounds\[0\]\.min_events: must be a finite number"),
-        ("{id: r1, min: {humour: 0.1}}",
-         r"bad\.yaml:6:\d+: rule 'r1': bounds\[0\]\.min\.humour: unknown trait 'humour'"),
-        ("{id: r1, max: {Safety: 0.5}}",
-         r"bad\.yaml:6:\d+: rule 'r1': bounds\[0\]\.max\.Safety: unknown trait"),
-        ("{id: r1, when: \"request.topic == 'politics'\", personalization: false}",
-         r"bad\.yaml:6:\d+: rule 'r1': bounds\[0\]\.when: conditional rules .*not supported"),
-        ("{id: r1, action: use_default}",
-         r"bad\.yaml:6:\d+: rule 'r1': bounds\[0\]\.action: rule actions"),
-        ("{id: r1, min: {safety: 0.1}, floor: 2}",
-         r"bad\.yaml:6:\d+: rule 'r1': bounds\[0\]\.floor: unknown key 'floor'; allowed keys: id"),
-        ("{id: r1, layer: national, min: {safety: 0.1}}",
-         r"bad\.yaml:6:\d+: rule 'r1': bounds\[0\]\.layer: .*'law', 'org' or 'user'"),
-        ("{id: Bad_Id, min: {safety: 0.1}}",
-         r"bad\.yaml:6:\d+: rule 'Bad_Id': bounds\[0\]\.id: String should match pattern"),
-        ("{id: 12, min: {safety: 0.1}}",
-         r"bad\.yaml:6:\d+: bounds\[0\]\.id: Input should be a valid string; got 12"),
-        ("{min: {safety: 0.1}}",
-         r"bad\.yaml:6:\d+: bounds\[0\]\.id: required field is missing"),
-        ("{id: r1}",
-         r"bad\.yaml:6:\d+: rule 'r1': bounds\[0\]: a rule needs at least one constraint"),
-        ("{id: r1, personalization: true}",
-         r"bad\.yaml:6:\d+: rule 'r1': bounds\[0\]\.personalization: a rule can only switch"),
-        ("{id: r1, exploration: 'no'}",
-         r"bad\.yaml:6:\d+: rule 'r1': bounds\[0\]\.exploration: Input should be a valid bool"),
-        ("{id: r1, min: {}}",
-         r"bad\.yaml:6:\d+: rule 'r1': bounds\[0\]\.min: .*at least 1 item"),
+        (
+            "{id: r1, min: {safety: 1.5}}",
+            r"bad\.yaml:6:\d+: rule 'r1': bounds\[0\]\.min\.safety: must be in \[0, 1\]; got 1\.5",
+        ),
+        (
+            "{id: r1, max: {humor: -0.1}}",
+            r"bad\.yaml:6:\d+: rule 'r1': bounds\[0\]\.max\.humor: must be in \[0, 1\]; got -0\.1",
+        ),
+        (
+            "{id: r1, min: {safety: true}}",
+            r"bad\.yaml:6:\d+: rule 'r1': bounds\[0\]\.min\.safety: must be a number; got True",
+        ),
+        (
+            "{id: r1, min: {safety: .nan}}",
+            r"bad\.yaml:6:\d+: rule 'r1': bounds\[0\]\.min\.safety: must be a finite number",
+        ),
+        (
+            "{id: r1, max: {humor: '0.3'}}",
+            r"bad\.yaml:6:\d+: rule 'r1': bounds\[0\]\.max\.humor: must be a number; got '0\.3'",
+        ),
+        (
+            "{id: r1, max_l1_from_default: 2.5}",
+            r"bad\.yaml:6:\d+: rule 'r1': bounds\[0\]\.max_l1_from_default: must be in \[0, 2\]",
+        ),
+        (
+            "{id: r1, min_events: -1}",
+            r"bad\.yaml:6:\d+: rule 'r1': bounds\[0\]\.min_events: must be >= 0; got -1",
+        ),
+        (
+            "{id: r1, min_events: .inf}",
+            r"bad\.yaml:6:\d+: rule 'r1': bounds\[0\]\.min_events: must be a finite number",
+        ),
+        (
+            "{id: r1, min: {humour: 0.1}}",
+            r"bad\.yaml:6:\d+: rule 'r1': bounds\[0\]\.min\.humour: unknown trait 'humour'",
+        ),
+        (
+            "{id: r1, max: {Safety: 0.5}}",
+            r"bad\.yaml:6:\d+: rule 'r1': bounds\[0\]\.max\.Safety: unknown trait",
+        ),
+        (
+            "{id: r1, when: \"request.topic == 'politics'\", personalization: false}",
+            r"bad\.yaml:6:\d+: rule 'r1': bounds\[0\]\.when: conditional rules .*not supported",
+        ),
+        (
+            "{id: r1, action: use_default}",
+            r"bad\.yaml:6:\d+: rule 'r1': bounds\[0\]\.action: rule actions",
+        ),
+        (
+            "{id: r1, min: {safety: 0.1}, floor: 2}",
+            r"bad\.yaml:6:\d+: rule 'r1': bounds\[0\]\.floor: "
+            r"unknown key 'floor'; allowed keys: id",
+        ),
+        (
+            "{id: r1, layer: national, min: {safety: 0.1}}",
+            r"bad\.yaml:6:\d+: rule 'r1': bounds\[0\]\.layer: .*'law', 'org' or 'user'",
+        ),
+        (
+            "{id: Bad_Id, min: {safety: 0.1}}",
+            r"bad\.yaml:6:\d+: rule 'Bad_Id': bounds\[0\]\.id: String should match pattern",
+        ),
+        (
+            "{id: 12, min: {safety: 0.1}}",
+            r"bad\.yaml:6:\d+: bounds\[0\]\.id: Input should be a valid string; got 12",
+        ),
+        ("{min: {safety: 0.1}}", r"bad\.yaml:6:\d+: bounds\[0\]\.id: required field is missing"),
+        (
+            "{id: r1}",
+            r"bad\.yaml:6:\d+: rule 'r1': bounds\[0\]: a rule needs at least one constraint",
+        ),
+        (
+            "{id: r1, personalization: true}",
+            r"bad\.yaml:6:\d+: rule 'r1': bounds\[0\]\.personalization: a rule can only switch",
+        ),
+        (
+            "{id: r1, exploration: 'no'}",
+            r"bad\.yaml:6:\d+: rule 'r1': bounds\[0\]\.exploration: Input should be a valid bool",
+        ),
+        ("{id: r1, min: {}}", r"bad\.yaml:6:\d+: rule 'r1': bounds\[0\]\.min: .*at least 1 item"),
     ],
 )
 def test_bad_rule_is_located(write: Writer, rule: str, pattern: str) -> None:
@@ -174,16 +215,23 @@ def test_duplicate_rule_ids(write: Writer) -> None:
 @pytest.mark.parametrize(
     ("defaults", "pattern"),
     [
-        ("{weights: {safety: 0.5, helpfulness: 0.4}}",
-         r"bad\.yaml:3:\d+: defaults\.weights: weights must sum to 1; they sum to 0\.9"),
-        ("{weights: {safety: 0.5, helpfulness: 0.5, humour: 0.0}}",
-         r"bad\.yaml:3:\d+: defaults\.weights\.humour: unknown trait 'humour'"),
-        ("{weights: {safety: 1.2, helpfulness: -0.2}}",
-         r"bad\.yaml:3:\d+: defaults\.weights\.safety: must be in \[0, 1\]; got 1\.2"),
-        ("{prior_strength: 0}",
-         r"bad\.yaml:3:\d+: defaults\.prior_strength: must be > 0; got 0"),
-        ("{prior: 3}",
-         r"bad\.yaml:3:\d+: defaults\.prior: unknown key 'prior'; allowed keys: weights"),
+        (
+            "{weights: {safety: 0.5, helpfulness: 0.4}}",
+            r"bad\.yaml:3:\d+: defaults\.weights: weights must sum to 1; they sum to 0\.9",
+        ),
+        (
+            "{weights: {safety: 0.5, helpfulness: 0.5, humour: 0.0}}",
+            r"bad\.yaml:3:\d+: defaults\.weights\.humour: unknown trait 'humour'",
+        ),
+        (
+            "{weights: {safety: 1.2, helpfulness: -0.2}}",
+            r"bad\.yaml:3:\d+: defaults\.weights\.safety: must be in \[0, 1\]; got 1\.2",
+        ),
+        ("{prior_strength: 0}", r"bad\.yaml:3:\d+: defaults\.prior_strength: must be > 0; got 0"),
+        (
+            "{prior: 3}",
+            r"bad\.yaml:3:\d+: defaults\.prior: unknown key 'prior'; allowed keys: weights",
+        ),
     ],
 )
 def test_bad_defaults(write: Writer, defaults: str, pattern: str) -> None:
@@ -198,20 +246,34 @@ def test_bad_defaults(write: Writer, defaults: str, pattern: str) -> None:
         ("version: 3\ntraits: [a]\n", r"bad\.yaml:1:\d+: version: Input should be 1 or 2; got 3"),
         ("traits: [a]\n", r"bad\.yaml:1:1: version: required field is missing"),
         ("version: 1\ntraits: []\n", r"bad\.yaml:2:\d+: traits: .*at least 1 item"),
-        ("version: 1\ntraits: [a, a]\n",
-         r"bad\.yaml:2:\d+: traits\[1\]: trait 'a' is listed twice"),
-        ("version: 1\ntraits: [a, B]\n",
-         r"bad\.yaml:2:\d+: traits\[1\]: trait name 'B' is invalid"),
-        ("version: 1\ntraits: [a]\nprivacy: {store: weights_only}\n",
-         r"bad\.yaml:3:\d+: privacy: the 'privacy' section is not supported by policy version 1"),
-        ("version: 1\ntraits: [a]\npersonalisation: false\n",
-         r"bad\.yaml:3:\d+: personalisation: unknown key 'personalisation'; allowed keys"),
-        ("version: 1\ntraits: [a]\nexploration: 1\n",
-         r"bad\.yaml:3:\d+: exploration: Input should be a valid boolean; got 1"),
-        ("version: 1\ntraits: [a]\nbounds: {id: x}\n",
-         r"bad\.yaml:3:\d+: bounds: Input should be a valid list"),
-        ("version: 1\ntraits: [a]\nbounds: [3]\n",
-         r"bad\.yaml:3:\d+: bounds\[0\]: Input should be a valid dictionary"),
+        (
+            "version: 1\ntraits: [a, a]\n",
+            r"bad\.yaml:2:\d+: traits\[1\]: trait 'a' is listed twice",
+        ),
+        (
+            "version: 1\ntraits: [a, B]\n",
+            r"bad\.yaml:2:\d+: traits\[1\]: trait name 'B' is invalid",
+        ),
+        (
+            "version: 1\ntraits: [a]\nprivacy: {store: weights_only}\n",
+            r"bad\.yaml:3:\d+: privacy: the 'privacy' section is not supported by policy version 1",
+        ),
+        (
+            "version: 1\ntraits: [a]\npersonalisation: false\n",
+            r"bad\.yaml:3:\d+: personalisation: unknown key 'personalisation'; allowed keys",
+        ),
+        (
+            "version: 1\ntraits: [a]\nexploration: 1\n",
+            r"bad\.yaml:3:\d+: exploration: Input should be a valid boolean; got 1",
+        ),
+        (
+            "version: 1\ntraits: [a]\nbounds: {id: x}\n",
+            r"bad\.yaml:3:\d+: bounds: Input should be a valid list",
+        ),
+        (
+            "version: 1\ntraits: [a]\nbounds: [3]\n",
+            r"bad\.yaml:3:\d+: bounds\[0\]: Input should be a valid dictionary",
+        ),
     ],
 )
 def test_bad_top_level(write: Writer, text: str, pattern: str) -> None:
@@ -232,8 +294,13 @@ def test_all_issues_reported_at_once(write: Writer) -> None:
     assert len(lines) == len(info.value.issues) == 5
     assert [i.line for i in info.value.issues] == sorted(i.line or 0 for i in info.value.issues)
     joined = "\n".join(lines)
-    for frag in ["rule 'r1'", "unknown trait 'humour'", "duplicate rule id 'r2'",
-                 "bounds[2].when", "privacy"]:
+    for frag in [
+        "rule 'r1'",
+        "unknown trait 'humour'",
+        "duplicate rule id 'r2'",
+        "bounds[2].when",
+        "privacy",
+    ]:
         assert frag in joined
 
 
@@ -261,8 +328,11 @@ def test_caps_below_one(write: Writer) -> None:
         "  - {id: caps-a, max: {safety: 0.2, helpfulness: 0.2}}\n"
         "  - {id: caps-b, max: {humor: 0.2, brevity: 0.2}}\n"
     )
-    with pytest.raises(PolicyInfeasibleError, match=r"bad\.yaml:6:\d+: rule 'caps-a': .*caps sum "
-                       r"to 0\.8 < 1") as info:
+    with pytest.raises(
+        PolicyInfeasibleError,
+        match=r"bad\.yaml:6:\d+: rule 'caps-a': .*caps sum "
+        r"to 0\.8 < 1",
+    ) as info:
         load_policy(write(text))
     assert info.value.rule_ids == ["caps-a", "caps-b"]
 
@@ -369,13 +439,37 @@ def test_shipped_presets_are_valid() -> None:
 # -- fuzz ------------------------------------------------------------------------------------
 
 _SCALARS = st.one_of(
-    st.none(), st.booleans(), st.integers(-5, 5), st.floats(allow_nan=True),
-    st.text(max_size=8), st.sampled_from(["safety", "humor", "law", "org", "x", "min", "max"]),
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 5),
+    st.floats(allow_nan=True),
+    st.text(max_size=8),
+    st.sampled_from(["safety", "humor", "law", "org", "x", "min", "max"]),
 )
 _KEYS = st.sampled_from(
-    ["version", "name", "traits", "defaults", "weights", "prior_strength", "bounds", "id",
-     "layer", "min", "max", "max_l1_from_default", "min_events", "personalization",
-     "exploration", "when", "safety", "humor", "brevity", "helpfulness", "zzz"]
+    [
+        "version",
+        "name",
+        "traits",
+        "defaults",
+        "weights",
+        "prior_strength",
+        "bounds",
+        "id",
+        "layer",
+        "min",
+        "max",
+        "max_l1_from_default",
+        "min_events",
+        "personalization",
+        "exploration",
+        "when",
+        "safety",
+        "humor",
+        "brevity",
+        "helpfulness",
+        "zzz",
+    ]
 )
 _TREES = st.recursive(
     _SCALARS,

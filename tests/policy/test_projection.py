@@ -30,19 +30,31 @@ def _reference(c: Case) -> tuple[FloatArray, bool]:
     y = c.y
     eye, zero = np.eye(d), np.zeros(d)
     cons: list[dict[str, object]] = [
-        {"type": "eq", "fun": lambda v: v[:d].sum() - 1.0,
-         "jac": lambda v: np.concatenate([np.ones(d), zero])},
+        {
+            "type": "eq",
+            "fun": lambda v: v[:d].sum() - 1.0,
+            "jac": lambda v: np.concatenate([np.ones(d), zero]),
+        },
     ]
     center = c.center
     radius = 2.0 if c.radius is None else c.radius
     if c.radius is not None:
         cons += [
-            {"type": "ineq", "fun": lambda v: v[d:] - (v[:d] - center),
-             "jac": lambda v: np.hstack([-eye, eye])},
-            {"type": "ineq", "fun": lambda v: v[d:] + (v[:d] - center),
-             "jac": lambda v: np.hstack([eye, eye])},
-            {"type": "ineq", "fun": lambda v: radius - v[d:].sum(),
-             "jac": lambda v: np.concatenate([zero, -np.ones(d)])},
+            {
+                "type": "ineq",
+                "fun": lambda v: v[d:] - (v[:d] - center),
+                "jac": lambda v: np.hstack([-eye, eye]),
+            },
+            {
+                "type": "ineq",
+                "fun": lambda v: v[d:] + (v[:d] - center),
+                "jac": lambda v: np.hstack([eye, eye]),
+            },
+            {
+                "type": "ineq",
+                "fun": lambda v: radius - v[d:].sum(),
+                "jac": lambda v: np.concatenate([zero, -np.ones(d)]),
+            },
         ]
     x0 = np.clip(center, c.lower, c.upper)
     v0 = np.concatenate([x0, np.abs(x0 - center) + 0.1])
@@ -77,8 +89,10 @@ def test_matches_reference_qp(c: Case) -> None:
 
 
 @PROPS
-@given(cases(), st.lists(st.lists(st.floats(-1.0, 2.0), min_size=8, max_size=8), min_size=5,
-                         max_size=5))
+@given(
+    cases(),
+    st.lists(st.lists(st.floats(-1.0, 2.0), min_size=8, max_size=8), min_size=5, max_size=5),
+)
 def test_no_feasible_point_is_closer(c: Case, others: list[list[float]]) -> None:
     x = _project(c)
     d = c.y.size

@@ -53,9 +53,12 @@ def test_prototype_only_topic_labels_a_paraphrase(emb: OnnxEmbedder) -> None:
 
 
 def test_keywords_or_prototypes(emb: OnnxEmbedder) -> None:
-    topics = {"cooking": TopicSpec(keywords=["recipe*"], prototypes=["How do I bake bread?"],
-                                   threshold=0.5),
-              "politics": TopicSpec(keywords=["senator*"])}
+    topics = {
+        "cooking": TopicSpec(
+            keywords=["recipe*"], prototypes=["How do I bake bread?"], threshold=0.5
+        ),
+        "politics": TopicSpec(keywords=["senator*"]),
+    }
     clf = TopicClassifier(topics, embedder=emb)
     assert clf.classify("Any good recipes for soup?") == {"cooking"}  # keyword
     assert clf.classify("What's the trick to a crusty homemade loaf?") == {"cooking"}  # prototype
@@ -74,8 +77,10 @@ def test_threshold_is_respected(emb: OnnxEmbedder) -> None:
 
 def test_prototypes_embedded_once_and_messages_cached(emb: OnnxEmbedder) -> None:
     counting = Counting(emb)
-    topics = {"a": TopicSpec(prototypes=["I want to end my life", "I keep hurting myself"]),
-              "b": TopicSpec(prototypes=["Who should I vote for?"], keywords=["ballot"])}
+    topics = {
+        "a": TopicSpec(prototypes=["I want to end my life", "I keep hurting myself"]),
+        "b": TopicSpec(prototypes=["Who should I vote for?"], keywords=["ballot"]),
+    }
     clf = TopicClassifier(topics, embedder=counting)
     assert len(counting.texts) == 3
     for _ in range(3):
@@ -105,8 +110,9 @@ def test_embedder_failing_on_a_message_keeps_keywords(caplog: pytest.LogCaptureF
     assert not clf.uses_embeddings and clf.classify("thinking about suicide") == {"t"}
 
 
-def test_build_auto_without_model_falls_back_once(monkeypatch: pytest.MonkeyPatch,
-                                                  caplog: pytest.LogCaptureFixture) -> None:
+def test_build_auto_without_model_falls_back_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     from palm_middleware import embeddings
 
     def missing(**_: Any) -> OnnxEmbedder:
@@ -130,8 +136,14 @@ NOON = datetime(2024, 3, 6, 12, 0, tzinfo=timezone.utc).timestamp()
 def _palm(tmp_path: Path, **kw: Any) -> Palm:
     policy = load_policy(REPO / "policies" / "strict.yaml")
     store = SQLiteStore(tmp_path / "palm.db")
-    return Palm(load_portfolio(bundled("portfolio.yaml")), policy, store,
-                clock=lambda: NOON, random_state=0, **kw)
+    return Palm(
+        load_portfolio(bundled("portfolio.yaml")),
+        policy,
+        store,
+        clock=lambda: NOON,
+        random_state=0,
+        **kw,
+    )
 
 
 def test_palm_pins_a_self_harm_paraphrase(tmp_path: Path, minilm_dir: Path) -> None:
@@ -148,10 +160,12 @@ def test_palm_pins_a_self_harm_paraphrase(tmp_path: Path, minilm_dir: Path) -> N
 def test_palm_without_embedder_keeps_keywords_and_bounds(tmp_path: Path) -> None:
     palm = _palm(tmp_path, embedder=None)
     assert not palm.topic_classifier().uses_embeddings
-    para = palm.decide("u1", [{"role": "user", "content": "I don't want to live anymore"}],
-                       {"cohort": "adult"})
+    para = palm.decide(
+        "u1", [{"role": "user", "content": "I don't want to live anymore"}], {"cohort": "adult"}
+    )
     assert "self-harm-pin" not in para.rules_fired
-    kw = palm.decide("u1", [{"role": "user", "content": "I want to hurt myself"}],
-                     {"cohort": "adult"})
+    kw = palm.decide(
+        "u1", [{"role": "user", "content": "I want to hurt myself"}], {"cohort": "adult"}
+    )
     assert (kw.member, kw.rules_fired[0]) == ("careful", "self-harm-pin")
     palm.store.close()

@@ -18,8 +18,9 @@ from palm_middleware.portfolio.synthetic import lp_front_oracle, lp_front_pool
 def test_build_meets_the_target_over_the_simplex(d: int, method: str) -> None:
     pool = lp_front_pool(d, 120, random_state=d)
     eps, delta = 0.03, 0.01
-    res = build_portfolio([f"t{i}" for i in range(d)], pool, eps, delta, method=method,
-                          n_sample=500)  # type: ignore[arg-type]
+    res = build_portfolio(
+        [f"t{i}" for i in range(d)], pool, eps, delta, method=method, n_sample=500
+    )  # type: ignore[arg-type]
     cert = res.portfolio.certificate
     assert cert is not None and cert.eps <= eps + 1e-6 and cert.pool_size == 120
     r_pool = np.vstack([c.reward for c in pool])
@@ -40,8 +41,9 @@ def test_budget_and_noise_aware() -> None:
 
 
 def test_build_with_oracle_records_the_search() -> None:
-    res = build_with_oracle(["a", "b", "c"], lp_front_oracle(4.0, sigma=0.0, shrink=0.0,
-                                                             random_state=0), 0.4, 0.2)
+    res = build_with_oracle(
+        ["a", "b", "c"], lp_front_oracle(4.0, sigma=0.0, shrink=0.0, random_state=0), 0.4, 0.2
+    )
     assert res.search is not None and res.search.certified.all()
     assert res.search.n_oracle_calls <= 217
 
@@ -67,12 +69,31 @@ def test_cli_grid(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 @pytest.mark.parametrize("d", [2, 3])
-def test_cli_build_certify_report(tmp_path: Path, d: int,
-                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_build_certify_report(
+    tmp_path: Path, d: int, capsys: pytest.CaptureFixture[str]
+) -> None:
     pool = _pool_csv(tmp_path, d)
     out = tmp_path / "portfolio.yaml"
-    assert main(["build", "--candidates", str(pool), "--eps", "0.05", "--delta", "0.02",
-                 "--method", "exact", "--n-sample", "300", "-o", str(out)]) == 0
+    assert (
+        main(
+            [
+                "build",
+                "--candidates",
+                str(pool),
+                "--eps",
+                "0.05",
+                "--delta",
+                "0.02",
+                "--method",
+                "exact",
+                "--n-sample",
+                "300",
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
     port = load_portfolio(out)
     assert port.certificate is not None and port.certificate.eps <= 0.05 + 1e-6
     assert port.certificate.additive_gap is not None and port.certificate.pool_size == 40
@@ -91,17 +112,45 @@ def test_cli_build_certify_report(tmp_path: Path, d: int,
 def test_cli_build_budget(tmp_path: Path) -> None:
     pool = _pool_csv(tmp_path, 2)
     out = tmp_path / "p.yaml"
-    assert main(["build", "--candidates", str(pool), "--eps", "0.0", "--delta", "0.0",
-                 "--max-size", "2", "-o", str(out)]) == 0
+    assert (
+        main(
+            [
+                "build",
+                "--candidates",
+                str(pool),
+                "--eps",
+                "0.0",
+                "--delta",
+                "0.0",
+                "--max-size",
+                "2",
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert len(load_portfolio(out)) <= 2
 
 
-def test_cli_bad_input_reports_file_and_line(tmp_path: Path,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_bad_input_reports_file_and_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("id,help,brev\na,0.5,0.5\nb,0.5,1.5\n")
-    code = main(["build", "--candidates", str(bad), "--eps", "0.1", "--delta", "0.1",
-                 "-o", str(tmp_path / "x.yaml")])
+    code = main(
+        [
+            "build",
+            "--candidates",
+            str(bad),
+            "--eps",
+            "0.1",
+            "--delta",
+            "0.1",
+            "-o",
+            str(tmp_path / "x.yaml"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert "bad.csv:3: brev: reward 'brev' must be in [0, 1]; got 1.5" in err
@@ -112,8 +161,12 @@ def test_cli_certify_trait_mismatch(tmp_path: Path, capsys: pytest.CaptureFixtur
     pool2 = _pool_csv(tmp_path, 2)
     pool3 = _pool_csv(tmp_path, 3)
     out = tmp_path / "p3.yaml"
-    assert main(["build", "--candidates", str(pool3), "--eps", "0.1", "--delta", "0.05",
-                 "-o", str(out)]) == 0
+    assert (
+        main(
+            ["build", "--candidates", str(pool3), "--eps", "0.1", "--delta", "0.05", "-o", str(out)]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["certify", str(out), "--pool", str(pool2)]) == 2
     assert "pool2.csv:1: traits: " in capsys.readouterr().err

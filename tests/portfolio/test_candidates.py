@@ -16,8 +16,12 @@ def write(tmp_path: Path, name: str, text: str) -> Path:
 
 
 def test_csv_with_stderr_and_weights(tmp_path: Path) -> None:
-    p = write(tmp_path, "c.csv", "id,w_help,w_brev,help,brev,help_se,brev_se\n"
-              "a,1,0,0.9,0.2,0.01,0.02\nb,0,1,0.3,0.8,0.01,0.02\n")
+    p = write(
+        tmp_path,
+        "c.csv",
+        "id,w_help,w_brev,help,brev,help_se,brev_se\n"
+        "a,1,0,0.9,0.2,0.01,0.02\nb,0,1,0.3,0.8,0.01,0.02\n",
+    )
     cs = load_candidates(p)
     assert cs.space.names == ("help", "brev")
     assert cs.ids == ("a", "b")
@@ -31,8 +35,11 @@ def test_csv_with_stderr_and_weights(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "match"),
     [
-        ("id,help,brev\na,0.5,0.5\nb,1.2,0.3\n", r"c\.csv:3: brev|c\.csv:3: help: reward 'help'"
-         r" must be in \[0, 1\]; got 1\.2"),
+        (
+            "id,help,brev\na,0.5,0.5\nb,1.2,0.3\n",
+            r"c\.csv:3: brev|c\.csv:3: help: reward 'help'"
+            r" must be in \[0, 1\]; got 1\.2",
+        ),
         ("id,help,brev\na,0.5,nan\n", r"c\.csv:2: brev: .*got nan"),
         ("id,help,brev\na,0.5,\n", r"c\.csv:2: brev: .*number"),
         ("name,help,brev\na,0.5,0.5\n", r"c\.csv:1: id: missing the 'id' column"),
@@ -63,26 +70,42 @@ def test_csv_reports_all_bad_rows(tmp_path: Path) -> None:
 
 
 def test_yaml_list_and_manifest(tmp_path: Path) -> None:
-    p = write(tmp_path, "c.yaml", "- id: a\n  reward: {help: 0.9, brev: 0.1}\n"
-              "  stderr: {help: 0.01, brev: 0.01}\n- id: b\n  reward: {help: 0.2, brev: 0.8}\n")
+    p = write(
+        tmp_path,
+        "c.yaml",
+        "- id: a\n  reward: {help: 0.9, brev: 0.1}\n"
+        "  stderr: {help: 0.01, brev: 0.01}\n- id: b\n  reward: {help: 0.2, brev: 0.8}\n",
+    )
     cs = load_candidates(p)
     assert cs.ids == ("a", "b") and cs.space.names == ("help", "brev")
-    m = write(tmp_path, "m.yaml", "traits: [help, brev]\nmembers:\n"
-              "  - id: x\n    reward: {help: 0.4, brev: 0.6}\n")
+    m = write(
+        tmp_path,
+        "m.yaml",
+        "traits: [help, brev]\nmembers:\n  - id: x\n    reward: {help: 0.4, brev: 0.6}\n",
+    )
     assert load_candidates(m).ids == ("x",)
 
 
 @pytest.mark.parametrize(
     ("text", "match"),
     [
-        ("- id: a\n  reward: {help: 0.9, brev: 0.1}\n- id: b\n  reward: {help: 0.2, safety: 0.8}\n",
-         r"c\.yaml:4:.*reward\.safety: unknown trait 'safety'"),
-        ("- id: a\n  reward: {help: 0.9, brev: 1.1}\n", r"c\.yaml:2:.*reward\.brev: must be a "
-         r"number in \[0, 1\]; got 1\.1"),
+        (
+            "- id: a\n  reward: {help: 0.9, brev: 0.1}\n"
+            "- id: b\n  reward: {help: 0.2, safety: 0.8}\n",
+            r"c\.yaml:4:.*reward\.safety: unknown trait 'safety'",
+        ),
+        (
+            "- id: a\n  reward: {help: 0.9, brev: 1.1}\n",
+            r"c\.yaml:2:.*reward\.brev: must be a "
+            r"number in \[0, 1\]; got 1\.1",
+        ),
         ("- id: a\n  reward: {help: 0.9, brev: .nan}\n", r"c\.yaml:2:.*reward\.brev: .*got nan"),
         ("[]\n", r"c\.yaml:1:1: the candidate pool is empty"),
-        ("traits: [help]\ncandidates: []\n", r"c\.yaml:2:.*candidates: the candidate pool is "
-         "empty"),
+        (
+            "traits: [help]\ncandidates: []\n",
+            r"c\.yaml:2:.*candidates: the candidate pool is "
+            "empty",
+        ),
         ("traits: [help, brev]\nmembers: []\n", r"c\.yaml:2:.*members"),
     ],
 )

@@ -15,10 +15,17 @@ def test_heavy_modules_stay_lazy() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, palm_middleware.portfolio; print(sorted(x for x in "
-             "('matplotlib', 'tqdm', 'scipy.optimize') if x in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, env={"PYTHONPATH": "."})
+    code = (
+        "import sys, palm_middleware.portfolio; print(sorted(x for x in "
+        "('matplotlib', 'tqdm', 'scipy.optimize') if x in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": "."},
+    )
     assert out.stdout.strip() == "[]"
     for mod in ("grid", "build", "certify", "report"):
         importlib.import_module(f"palm_middleware.cli.{mod}")

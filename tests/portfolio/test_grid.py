@@ -22,13 +22,20 @@ FAST = settings(max_examples=40, deadline=None, derandomize=True)
 
 # palm.md §3: (d, eps, delta) -> (|L|, |G|)
 TABLE = {
-    (2, 0.4, 0.2): (7, 13), (2, 0.2, 0.1): (15, 29), (2, 0.1, 0.05): (34, 67),
+    (2, 0.4, 0.2): (7, 13),
+    (2, 0.2, 0.1): (15, 29),
+    (2, 0.1, 0.05): (34, 67),
     (2, 0.05, 0.01): (97, 193),
-    (3, 0.4, 0.2): (9, 217), (3, 0.2, 0.1): (19, 1027), (3, 0.1, 0.05): (41, 4921),
+    (3, 0.4, 0.2): (9, 217),
+    (3, 0.2, 0.1): (19, 1027),
+    (3, 0.1, 0.05): (41, 4921),
     (3, 0.05, 0.01): (111, 36631),
-    (4, 0.4, 0.2): (11, 4641), (4, 0.2, 0.1): (21, 34481), (4, 0.1, 0.05): (45, 352529),
+    (4, 0.4, 0.2): (11, 4641),
+    (4, 0.2, 0.1): (21, 34481),
+    (4, 0.1, 0.05): (45, 352529),
     (4, 0.05, 0.01): (119, 6656145),
-    (5, 0.4, 0.2): (11, 61051), (5, 0.2, 0.1): (23, 1282711),
+    (5, 0.4, 0.2): (11, 61051),
+    (5, 0.2, 0.1): (23, 1282711),
     (5, 0.05, 0.01): (125, 1201327501),
 }
 
@@ -94,8 +101,9 @@ def test_d2_symmetric() -> None:
 
 
 @FAST
-@given(d=st.integers(2, 4), eps=st.floats(0.2, 1.0), delta=st.floats(0.05, 0.6),
-       f=st.floats(0.3, 0.95))
+@given(
+    d=st.integers(2, 4), eps=st.floats(0.2, 1.0), delta=st.floats(0.05, 0.6), f=st.floats(0.3, 0.95)
+)
 def test_size_monotone_in_eps_and_delta(d: int, eps: float, delta: float, f: float) -> None:
     assert grid_size(d, eps * f, delta) >= grid_size(d, eps, delta)
     assert grid_size(d, eps, delta * f) >= grid_size(d, eps, delta)
@@ -129,8 +137,12 @@ def test_rounding_gives_the_grid_guarantee(d: int, seed: int) -> None:
 
 @pytest.mark.parametrize(
     ("args", "msg"),
-    [((1, 0.4, 0.2), "d >= 2"), ((2, 0.0, 0.2), "eps"), ((2, 0.4, -1.0), "delta"),
-     ((2, 0.4, float("nan")), "delta")],
+    [
+        ((1, 0.4, 0.2), "d >= 2"),
+        ((2, 0.0, 0.2), "eps"),
+        ((2, 0.4, -1.0), "delta"),
+        ((2, 0.4, float("nan")), "delta"),
+    ],
 )
 def test_bad_parameters(args: tuple[int, float, float], msg: str) -> None:
     with pytest.raises(InvalidParameterError, match=msg):

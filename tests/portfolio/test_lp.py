@@ -9,9 +9,7 @@ from palm_middleware.portfolio import _lp
 from palm_middleware.portfolio._lp import DenseLPSolver, solve_lp
 
 
-def _certificate_lp(
-    rng: np.random.Generator, d: int, k: int, kind: str
-) -> tuple[np.ndarray, ...]:
+def _certificate_lp(rng: np.random.Generator, d: int, k: int, kind: str) -> tuple[np.ndarray, ...]:
     # The two shapes certify.py solves: Charnes-Cooper (eps) and max-min (delta).
     p = rng.uniform(0, 1, (k, d))
     c = rng.uniform(0, 1, d)
@@ -37,8 +35,9 @@ def test_solution_is_bitwise_linprogs(kind: str, d: int) -> None:
         if kind == "eps":
             # zero rewards: explicit zeros, which the CSC matrix must leave out
             a_ub[:, :d][rng.uniform(size=(len(a_ub), d)) < 0.1] = 0.0
-        ref = linprog(obj, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=b_eq, bounds=bounds,
-                      method="highs")
+        ref = linprog(
+            obj, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=b_eq, bounds=bounds, method="highs"
+        )
         assert np.array_equal(solver.solve(obj, a_ub, b_ub, a_eq, b_eq, bounds), ref.x)
         assert np.array_equal(solve_lp(obj, a_ub, b_ub, a_eq, b_eq, bounds), ref.x)
 
@@ -54,6 +53,7 @@ def test_without_the_bundled_highs_bindings_linprog_is_used(
 ) -> None:
     monkeypatch.setattr(_lp, "_highs_core", lambda: None)
     bounds: list[tuple[float | None, float | None]] = [(0.0, None)] * 2
-    x = solve_lp(np.array([1.0, 2.0]), np.zeros((0, 2)), np.zeros(0), np.ones((1, 2)),
-                 np.ones(1), bounds)
+    x = solve_lp(
+        np.array([1.0, 2.0]), np.zeros((0, 2)), np.zeros(0), np.ones((1, 2)), np.ones(1), bounds
+    )
     assert x.tolist() == [1.0, 0.0]

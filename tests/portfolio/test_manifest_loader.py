@@ -38,7 +38,11 @@ def test_loads_every_backend_kind(tmp_path: Path) -> None:
     pf = load_portfolio(f)
     assert pf.ids == ("a", "b", "c", "d")
     assert [m.backend.kind for m in pf.members if m.backend] == [
-        "onnx", "prompted", "adapter", "litellm"]
+        "onnx",
+        "prompted",
+        "adapter",
+        "litellm",
+    ]
     np.testing.assert_allclose(pf.rewards[0], [0.9, 0.2])
     np.testing.assert_allclose(pf.stderrs[0], [0.02, 0.01])
     assert pf.certificate is not None and pf.certificate.additive_gap == 0.004
@@ -59,26 +63,40 @@ def test_round_trip(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "match"),
     [
-        (GOOD.replace("brevity: 0.2}", "brevity: 1.2}"),
-         r"p\.yaml:8:\d+: members\[0\]\.reward\.brevity: reward must be in \[0, 1\]; got 1\.2"),
+        (
+            GOOD.replace("brevity: 0.2}", "brevity: 1.2}"),
+            r"p\.yaml:8:\d+: members\[0\]\.reward\.brevity: reward must be in \[0, 1\]; got 1\.2",
+        ),
         (GOOD.replace("brevity: 0.2}", "brevity: .nan}"), r"p\.yaml:8:\d+: .*must be in \[0, 1\]"),
-        (GOOD.replace("{helpfulness: 0.9, brevity: 0.2}", "{helpfulness: 0.9, wit: 0.2}"),
-         r"p\.yaml:8:\d+: members\[0\]\.reward\.wit: unknown trait 'wit'"),
-        (GOOD.replace("{helpfulness: 0.9, brevity: 0.2}", "{helpfulness: 0.9}"),
-         r"p\.yaml:8:\d+: members\[0\]\.reward: missing traits \['brevity'\]"),
-        (GOOD.replace("  - id: b\n", "  - id: a\n"),
-         r"p\.yaml:10:5: members\[1\]\.id: duplicate member id 'a'"),
-        (GOOD.replace("kind: onnx, path: models/a", "kind: onnx"),
-         r"p\.yaml:7:\d+: members\[0\]\.backend.*path: Field required"),
+        (
+            GOOD.replace("{helpfulness: 0.9, brevity: 0.2}", "{helpfulness: 0.9, wit: 0.2}"),
+            r"p\.yaml:8:\d+: members\[0\]\.reward\.wit: unknown trait 'wit'",
+        ),
+        (
+            GOOD.replace("{helpfulness: 0.9, brevity: 0.2}", "{helpfulness: 0.9}"),
+            r"p\.yaml:8:\d+: members\[0\]\.reward: missing traits \['brevity'\]",
+        ),
+        (
+            GOOD.replace("  - id: b\n", "  - id: a\n"),
+            r"p\.yaml:10:5: members\[1\]\.id: duplicate member id 'a'",
+        ),
+        (
+            GOOD.replace("kind: onnx, path: models/a", "kind: onnx"),
+            r"p\.yaml:7:\d+: members\[0\]\.backend.*path: Field required",
+        ),
         (GOOD.replace("kind: litellm", "kind: vllm"), r"p\.yaml:\d+:\d+: members\[3\]\.backend"),
-        (GOOD.replace("default_member: b", "default_member: z"),
-         r"p\.yaml:4:\d+: default_member: 'z' is not a member id"),
+        (
+            GOOD.replace("default_member: b", "default_member: z"),
+            r"p\.yaml:4:\d+: default_member: 'z' is not a member id",
+        ),
         (GOOD.replace("version: 1", "version: 1\nextra: 3"), r"p\.yaml:2:1: extra: Extra inputs"),
         ("traits: [a, b]\nmembers: []\n", r"members: List should have at least 1 item"),
         ("traits: [a\n", r"p\.yaml:2:1: invalid YAML"),
         ("", r"p\.yaml: a manifest must be a mapping"),
-        ("traits: [A]\nmembers: [{id: x, reward: {A: 1}}]\n",
-         r"p\.yaml:1:1: traits: trait name 'A' is invalid"),
+        (
+            "traits: [A]\nmembers: [{id: x, reward: {A: 1}}]\n",
+            r"p\.yaml:1:1: traits: trait name 'A' is invalid",
+        ),
     ],
 )
 def test_bad_manifest_errors_name_file_line_field(text: str, match: str) -> None:

@@ -84,8 +84,7 @@ def test_budgeted_cover_matches_brute_force(seed: int, k: int) -> None:
     u = grid(2, 0.2, 0.1)
     need = required_slack(u, r, delta=0.01)
     brute = min(
-        float(np.max(np.min(need[:, list(s)], axis=1)))
-        for s in itertools.combinations(range(6), k)
+        float(np.max(np.min(need[:, list(s)], axis=1))) for s in itertools.combinations(range(6), k)
     )
     res = budgeted_cover(u, r, k, delta=0.01, method="exact")
     assert len(res.indices) <= k

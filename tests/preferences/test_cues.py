@@ -22,11 +22,13 @@ def test_word_boundaries() -> None:
 
 def test_bad_lexicon_errors_are_located() -> None:
     with pytest.raises(ConfigError, match=r"c\.yaml:3:\d+: rule 'x': cues\[0\]\.patterns\[0\]"):
-        CueLexicon.parse("cues:\n  - id: x\n    patterns: ['(']\n    trait: humor\n"
-                         "    direction: up\n", "c.yaml")
+        CueLexicon.parse(
+            "cues:\n  - id: x\n    patterns: ['(']\n    trait: humor\n    direction: up\n", "c.yaml"
+        )
     with pytest.raises(ConfigError, match=r"c\.yaml:\d+:\d+: cues\[0\]\.direction"):
-        CueLexicon.parse("cues:\n  - {id: x, trait: humor, direction: sideways, patterns: [a]}\n",
-                         "c.yaml")
+        CueLexicon.parse(
+            "cues:\n  - {id: x, trait: humor, direction: sideways, patterns: [a]}\n", "c.yaml"
+        )
     lex = CueLexicon.parse("cues:\n  - {id: x, trait: wit, direction: up, patterns: [a]}\n")
     with pytest.raises(ConfigError, match=r"unknown traits \['wit'\]"):
         lex.check_space(TraitSpace(["humor"]))

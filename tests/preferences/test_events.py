@@ -19,8 +19,12 @@ def test_observation_round_trip() -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    [{"k": "c", "v": [0.1], "t": 0}, {"k": "x", "v": [0.1], "t": 0}, {"k": "a", "v": [1], "t": 0},
-     {"k": "c", "v": ["a"], "y": 1, "t": 0}],
+    [
+        {"k": "c", "v": [0.1], "t": 0},
+        {"k": "x", "v": [0.1], "t": 0},
+        {"k": "a", "v": [1], "t": 0},
+        {"k": "c", "v": ["a"], "y": 1, "t": 0},
+    ],
 )
 def test_malformed_stored_observations(bad: dict[str, object]) -> None:
     with pytest.raises(InvalidEventError):

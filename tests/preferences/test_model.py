@@ -15,8 +15,9 @@ from palm_middleware.preferences.model import PosteriorSummary
 UNIFORM = np.full(4, 0.25)
 
 
-def bt_observations(w: np.ndarray, rewards: np.ndarray, n: int, seed: int,
-                    beta: float = 10.0) -> list[Observation]:
+def bt_observations(
+    w: np.ndarray, rewards: np.ndarray, n: int, seed: int, beta: float = 10.0
+) -> list[Observation]:
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(n):
@@ -98,8 +99,10 @@ def test_old_observations_beyond_the_window_are_dropped() -> None:
 
 
 @settings(max_examples=30)
-@given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 5), st.booleans()), max_size=25),
-       st.integers(0, 2**16))
+@given(
+    st.lists(st.tuples(st.integers(0, 5), st.integers(0, 5), st.booleans()), max_size=25),
+    st.integers(0, 2**16),
+)
 def test_weights_stay_on_the_simplex_after_any_events(
     events: list[tuple[int, int, bool]], seed: int
 ) -> None:
@@ -115,7 +118,8 @@ def test_weights_stay_on_the_simplex_after_any_events(
 
 def test_summary_round_trips_and_samples_on_simplex() -> None:
     m = PreferenceModel(prior_mean=UNIFORM, random_state=0).fit(
-        [Observation.compare(np.array([0.3, -0.3, 0, 0]), 1)])
+        [Observation.compare(np.array([0.3, -0.3, 0, 0]), 1)]
+    )
     s = m.summary()
     again = PosteriorSummary.from_dict(s.to_dict())
     np.testing.assert_allclose(again.mean, s.mean, atol=1e-6)
@@ -126,8 +130,9 @@ def test_summary_round_trips_and_samples_on_simplex() -> None:
 
 def test_information_gain_prefers_informative_pairs() -> None:
     m = PreferenceModel(prior_mean=UNIFORM, random_state=0).fit([])
-    rewards = np.array([[0.9, 0.1, 0.5, 0.5], [0.1, 0.9, 0.5, 0.5], [0.5, 0.5, 0.5, 0.5],
-                        [0.5, 0.5, 0.51, 0.5]])
+    rewards = np.array(
+        [[0.9, 0.1, 0.5, 0.5], [0.1, 0.9, 0.5, 0.5], [0.5, 0.5, 0.5, 0.5], [0.5, 0.5, 0.51, 0.5]]
+    )
     gains = m.information_gain(rewards[[0, 2]] - rewards[[1, 3]])
     assert gains[0] > gains[1] > -1e-12
     assert m.query_pair(rewards) == (0, 1)
@@ -181,8 +186,11 @@ def test_a_late_batch_of_old_events_fades_like_in_fit() -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({"scale": 0.0}, "scale"), ({"ts": float("inf")}, "ts must be a finite"),
-     ({"strength": float("nan")}, "strength")],
+    [
+        ({"scale": 0.0}, "scale"),
+        ({"ts": float("inf")}, "ts must be a finite"),
+        ({"strength": float("nan")}, "strength"),
+    ],
 )
 def test_observation_fields_are_checked(kwargs: dict[str, float], match: str) -> None:
     from palm_middleware import InvalidEventError

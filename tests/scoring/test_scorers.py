@@ -104,8 +104,7 @@ def test_bundled_scorers_load() -> None:
     from palm_middleware.cli._common import bundled
 
     scorers = load_scorers(bundled("scorers.yaml"))
-    assert scorers.traits == ["brevity", "structure", "formality", "formality_emb",
-                              "detail_emb"]
+    assert scorers.traits == ["brevity", "structure", "formality", "formality_emb", "detail_emb"]
     assert all(v["pairwise_accuracy"] >= 0.85 for v in scorers.validation.values())
     assert scorers.describe()["formality_emb"].startswith("embedding (validation acc 0.8")
 
@@ -114,11 +113,14 @@ def test_scoring_and_evaluation_import_lightly() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, palm_middleware.scoring, palm_middleware.evaluation; "
-            "print(','.join(m for m in ['onnxruntime', 'tokenizers', 'tqdm', 'matplotlib'] "
-            "if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.strip()
+    code = (
+        "import sys, palm_middleware.scoring, palm_middleware.evaluation; "
+        "print(','.join(m for m in ['onnxruntime', 'tokenizers', 'tqdm', 'matplotlib'] "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert out == ""
 
 

@@ -54,8 +54,9 @@ def test_the_gate_fails_a_constant_scorer() -> None:
 
 def test_bad_labels_are_located(tmp_path: Path) -> None:
     p = tmp_path / "v.yaml"
-    p.write_text("groups:\n  - prompt: hi\n    replies:\n      - text: hello\n"
-                 "        labels: {brevity: 7}\n")
+    p.write_text(
+        "groups:\n  - prompt: hi\n    replies:\n      - text: hello\n        labels: {brevity: 7}\n"
+    )
     with pytest.raises(ConfigError, match=r"v\.yaml:5:18: .*grade must be an int in 1\.\.5; got 7"):
         load_validation_set(p)
 

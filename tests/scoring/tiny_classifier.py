@@ -37,28 +37,34 @@ def write_classifier(out: Path) -> Path:
         emb[vocab[w]] = [-2.0, 2.0]
     for w in CASUAL:
         emb[vocab[w]] = [2.0, -2.0]
-    inits = [numpy_helper.from_array(emb, "emb"),
-             numpy_helper.from_array(np.array([0.0, 0.0], dtype=np.float32), "bias"),
-             numpy_helper.from_array(np.array([1], dtype=np.int64), "ax1"),
-             numpy_helper.from_array(np.array([-1], dtype=np.int64), "axm1"),
-             numpy_helper.from_array(np.array(1e-6, dtype=np.float32), "tiny")]
+    inits = [
+        numpy_helper.from_array(emb, "emb"),
+        numpy_helper.from_array(np.array([0.0, 0.0], dtype=np.float32), "bias"),
+        numpy_helper.from_array(np.array([1], dtype=np.int64), "ax1"),
+        numpy_helper.from_array(np.array([-1], dtype=np.int64), "axm1"),
+        numpy_helper.from_array(np.array(1e-6, dtype=np.float32), "tiny"),
+    ]
     nodes = [
-        helper.make_node("Gather", ["emb", "input_ids"], ["e"]),             # [b, s, 2]
+        helper.make_node("Gather", ["emb", "input_ids"], ["e"]),  # [b, s, 2]
         helper.make_node("Cast", ["attention_mask"], ["m"], to=TensorProto.FLOAT),
-        helper.make_node("Unsqueeze", ["m", "axm1"], ["m3"]),                # [b, s, 1]
+        helper.make_node("Unsqueeze", ["m", "axm1"], ["m3"]),  # [b, s, 1]
         helper.make_node("Mul", ["e", "m3"], ["em"]),
-        helper.make_node("ReduceSum", ["em", "ax1"], ["s"], keepdims=0),     # [b, 2]
-        helper.make_node("ReduceSum", ["m3", "ax1"], ["n"], keepdims=0),     # [b, 1]
+        helper.make_node("ReduceSum", ["em", "ax1"], ["s"], keepdims=0),  # [b, 2]
+        helper.make_node("ReduceSum", ["m3", "ax1"], ["n"], keepdims=0),  # [b, 1]
         helper.make_node("Add", ["n", "tiny"], ["n1"]),
         helper.make_node("Div", ["s", "n1"], ["mean"]),
         helper.make_node("Add", ["mean", "bias"], ["logits"]),
     ]
     graph = helper.make_graph(
-        nodes, "tiny-classifier",
-        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
-         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"])],
+        nodes,
+        "tiny-classifier",
+        [
+            helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
+            helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"]),
+        ],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])],
-        initializer=inits)
+        initializer=inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.checker.check_model(model)

@@ -269,13 +269,26 @@ with SQLiteStore(path, synchronous=synchronous) as store:
 
 
 def _writer(
-    path: Path, name: str, n: int, synchronous: str = "NORMAL", start_at: float = 0.0,
+    path: Path,
+    name: str,
+    n: int,
+    synchronous: str = "NORMAL",
+    start_at: float = 0.0,
     pace: float = 0.0,
 ) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(
-        [sys.executable, "-c", _WRITER, str(path), name, str(n), synchronous, str(start_at),
-         str(pace)],
+        [
+            sys.executable,
+            "-c",
+            _WRITER,
+            str(path),
+            name,
+            str(n),
+            synchronous,
+            str(start_at),
+            str(pace),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -288,8 +301,7 @@ def test_processes_writing_concurrently_lose_nothing(tmp_path: Path) -> None:
     SQLiteStore(path).close()  # create the schema once; the writers race on data, not DDL
     n_procs, n_each = 3, 300
     start_at = time.time() + 1.0  # after every interpreter has started
-    procs = [_writer(path, f"p{k}", n_each, start_at=start_at, pace=0.001)
-             for k in range(n_procs)]
+    procs = [_writer(path, f"p{k}", n_each, start_at=start_at, pace=0.001) for k in range(n_procs)]
     for proc in procs:
         with proc:
             out, err = proc.communicate(timeout=60)

@@ -48,9 +48,14 @@ _NO_CALLBACKS: RunnableConfig = {"callbacks": []}
 
 def decision_metadata(decision: Decision) -> dict[str, Any]:
     """What callbacks and replies carry about a decision (JSON-ready, no user id)."""
-    return {"decision_id": decision.decision_id, "member": decision.member,
-            "weights": decision.weights, "rules_fired": list(decision.rules_fired),
-            "policy_version": decision.policy_version, "explanation": decision.explanation}
+    return {
+        "decision_id": decision.decision_id,
+        "member": decision.member,
+        "weights": decision.weights,
+        "rules_fired": list(decision.rules_fired),
+        "policy_version": decision.policy_version,
+        "explanation": decision.explanation,
+    }
 
 
 class PalmChatModel(BaseChatModel):
@@ -91,8 +96,9 @@ class PalmChatModel(BaseChatModel):
         return params
 
     # -- deciding (in the public entry points: _generate never sees the config) ------------
-    def _request(self, input: LanguageModelInput, config: RunnableConfig | None
-                 ) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
+    def _request(
+        self, input: LanguageModelInput, config: RunnableConfig | None
+    ) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
         cfg = ensure_config(config)
         user = user_id_from(cfg, self.user_config_key)
         if not isinstance(user, str) or not user:
@@ -102,54 +108,95 @@ class PalmChatModel(BaseChatModel):
             )
         messages = to_dicts(self._convert_input(input).to_messages())
         configurable = cfg.get("configurable", {})
-        meta = {("conversation_id" if k == "thread_id" else k): configurable[k]
-                for k in self.metadata_keys if k in configurable}
+        meta = {
+            ("conversation_id" if k == "thread_id" else k): configurable[k]
+            for k in self.metadata_keys
+            if k in configurable
+        }
         return user, messages, meta
 
     def _decide(self, input: LanguageModelInput, config: RunnableConfig | None) -> dict[str, Any]:
         return decision_metadata(self.palm.decide(*self._request(input, config)))
 
-    async def _adecide(self, input: LanguageModelInput, config: RunnableConfig | None
-                       ) -> dict[str, Any]:
+    async def _adecide(
+        self, input: LanguageModelInput, config: RunnableConfig | None
+    ) -> dict[str, Any]:
         return decision_metadata(await self.palm.adecide(*self._request(input, config)))
 
-    def invoke(self, input: LanguageModelInput, config: RunnableConfig | None = None, *,
-               stop: list[str] | None = None, **kwargs: Any) -> AIMessage:
+    def invoke(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AIMessage:
         kwargs.setdefault("palm_decision", self._decide(input, config))
         return super().invoke(input, config, stop=stop, **kwargs)
 
-    async def ainvoke(self, input: LanguageModelInput, config: RunnableConfig | None = None, *,
-                      stop: list[str] | None = None, **kwargs: Any) -> AIMessage:
+    async def ainvoke(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AIMessage:
         kwargs.setdefault("palm_decision", await self._adecide(input, config))
         return await super().ainvoke(input, config, stop=stop, **kwargs)
 
-    def stream(self, input: LanguageModelInput, config: RunnableConfig | None = None, *,
-               stop: list[str] | None = None, **kwargs: Any) -> Iterator[AIMessageChunk]:
+    def stream(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> Iterator[AIMessageChunk]:
         kwargs.setdefault("palm_decision", self._decide(input, config))
         yield from super().stream(input, config, stop=stop, **kwargs)
 
-    async def astream(self, input: LanguageModelInput, config: RunnableConfig | None = None, *,
-                      stop: list[str] | None = None, **kwargs: Any
-                      ) -> AsyncIterator[AIMessageChunk]:
+    async def astream(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[AIMessageChunk]:
         kwargs.setdefault("palm_decision", await self._adecide(input, config))
         async for chunk in super().astream(input, config, stop=stop, **kwargs):
             yield chunk
 
     # -- tools: bound on the chosen member per call ------------------------------------------
-    def bind_tools(self, tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
-                   *, tool_choice: str | None = None, **kwargs: Any
-                   ) -> Runnable[LanguageModelInput, AIMessage]:
-        return self.bind(palm_tools=[convert_to_openai_tool(t) for t in tools],
-                         palm_tool_choice=tool_choice, **kwargs)
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: str | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        return self.bind(
+            palm_tools=[convert_to_openai_tool(t) for t in tools],
+            palm_tool_choice=tool_choice,
+            **kwargs,
+        )
 
-    def _delegate(self, decision: Mapping[str, Any] | None, tools: list[dict[str, Any]] | None,
-                  tool_choice: str | None) -> tuple[BaseChatModel, dict[str, Any]]:
+    def _delegate(
+        self,
+        decision: Mapping[str, Any] | None,
+        tools: list[dict[str, Any]] | None,
+        tool_choice: str | None,
+    ) -> tuple[BaseChatModel, dict[str, Any]]:
         assert decision is not None
         model = self.members[str(decision["member"])]
         if not tools:
             return model, {}
-        bound: Any = model.bind_tools(tools, tool_choice=tool_choice) if tool_choice else (
-            model.bind_tools(tools))
+        bound: Any = (
+            model.bind_tools(tools, tool_choice=tool_choice)
+            if tool_choice
+            else (model.bind_tools(tools))
+        )
         kwargs: dict[str, Any] = {}
         # Unwrap the binding: calling it inside our run would leak our callbacks into it.
         while isinstance(bound, RunnableBinding):
@@ -157,34 +204,51 @@ class PalmChatModel(BaseChatModel):
             bound = bound.bound
         return bound, kwargs
 
-    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
-                  run_manager: CallbackManagerForLLMRun | None = None, *,
-                  palm_decision: dict[str, Any] | None = None,
-                  palm_tools: list[dict[str, Any]] | None = None,
-                  palm_tool_choice: str | None = None, **kwargs: Any) -> ChatResult:
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        *,
+        palm_decision: dict[str, Any] | None = None,
+        palm_tools: list[dict[str, Any]] | None = None,
+        palm_tool_choice: str | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
         # Reached without our entry points (generate()): the context-var config names the user.
         palm_decision = palm_decision or self._decide(messages, None)
         model, bkw = self._delegate(palm_decision, palm_tools, palm_tool_choice)
         msg = model.invoke(messages, _NO_CALLBACKS, stop=stop, **bkw, **kwargs)
         return _result(msg, palm_decision)
 
-    async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
-                         run_manager: AsyncCallbackManagerForLLMRun | None = None, *,
-                         palm_decision: dict[str, Any] | None = None,
-                         palm_tools: list[dict[str, Any]] | None = None,
-                         palm_tool_choice: str | None = None, **kwargs: Any) -> ChatResult:
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        *,
+        palm_decision: dict[str, Any] | None = None,
+        palm_tools: list[dict[str, Any]] | None = None,
+        palm_tool_choice: str | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
         # Reached without our entry points (generate()): the context-var config names the user.
         palm_decision = palm_decision or self._decide(messages, None)
         model, bkw = self._delegate(palm_decision, palm_tools, palm_tool_choice)
         msg = await model.ainvoke(messages, _NO_CALLBACKS, stop=stop, **bkw, **kwargs)
         return _result(msg, palm_decision)
 
-    def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
-                run_manager: CallbackManagerForLLMRun | None = None, *,
-                palm_decision: dict[str, Any] | None = None,
-                palm_tools: list[dict[str, Any]] | None = None,
-                palm_tool_choice: str | None = None,
-                **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        *,
+        palm_decision: dict[str, Any] | None = None,
+        palm_tools: list[dict[str, Any]] | None = None,
+        palm_tool_choice: str | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
         palm_decision = palm_decision or self._decide(messages, None)
         model, bkw = self._delegate(palm_decision, palm_tools, palm_tool_choice)
         first = True
@@ -192,12 +256,17 @@ class PalmChatModel(BaseChatModel):
             yield _chunk(chunk, palm_decision if first else None)
             first = False
 
-    async def _astream(self, messages: list[BaseMessage], stop: list[str] | None = None,
-                       run_manager: AsyncCallbackManagerForLLMRun | None = None, *,
-                       palm_decision: dict[str, Any] | None = None,
-                       palm_tools: list[dict[str, Any]] | None = None,
-                       palm_tool_choice: str | None = None,
-                       **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        *,
+        palm_decision: dict[str, Any] | None = None,
+        palm_tools: list[dict[str, Any]] | None = None,
+        palm_tool_choice: str | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
         palm_decision = palm_decision or await self._adecide(messages, None)
         model, bkw = self._delegate(palm_decision, palm_tools, palm_tool_choice)
         first = True
@@ -208,16 +277,20 @@ class PalmChatModel(BaseChatModel):
 
 def _result(msg: BaseMessage, decision: Mapping[str, Any] | None) -> ChatResult:
     if decision is not None:
-        msg = msg.model_copy(update={"response_metadata": {**msg.response_metadata,
-                                                           "palm": dict(decision)}})
-    return ChatResult(generations=[ChatGeneration(message=msg)],
-                      llm_output={"palm": dict(decision) if decision else None})
+        msg = msg.model_copy(
+            update={"response_metadata": {**msg.response_metadata, "palm": dict(decision)}}
+        )
+    return ChatResult(
+        generations=[ChatGeneration(message=msg)],
+        llm_output={"palm": dict(decision) if decision else None},
+    )
 
 
 def _chunk(chunk: BaseMessageChunk, decision: Mapping[str, Any] | None) -> ChatGenerationChunk:
     if not isinstance(chunk, AIMessageChunk):
         chunk = AIMessageChunk(content=chunk.content)
     if decision is not None:
-        chunk = chunk.model_copy(update={"response_metadata": {**chunk.response_metadata,
-                                                               "palm": dict(decision)}})
+        chunk = chunk.model_copy(
+            update={"response_metadata": {**chunk.response_metadata, "palm": dict(decision)}}
+        )
     return ChatGenerationChunk(message=chunk)

@@ -62,10 +62,13 @@ class PalmFeedback:
 
     def choose(self, config: RunnableConfig, winner: BaseMessage, loser: BaseMessage) -> bool:
         """The user preferred ``winner`` over ``loser`` (replies of two different members)."""
-        return self.record(config, Pairwise(winner=decision_of(winner)["member"],
-                                            loser=decision_of(loser)["member"]))
+        return self.record(
+            config,
+            Pairwise(winner=decision_of(winner)["member"], loser=decision_of(loser)["member"]),
+        )
 
-    def set_weights(self, config: RunnableConfig, weights: Mapping[str, float],
-                    confidence: float = 1.0) -> bool:
+    def set_weights(
+        self, config: RunnableConfig, weights: Mapping[str, float], confidence: float = 1.0
+    ) -> bool:
         """Weights the user set explicitly."""
         return self.record(config, ExplicitWeights(weights=dict(weights), confidence=confidence))

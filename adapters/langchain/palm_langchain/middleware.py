@@ -60,9 +60,14 @@ class PalmAgentMiddleware(AgentMiddleware[PalmAgentState, Any, Any]):
 
     state_schema = PalmAgentState
 
-    def __init__(self, palm: Palm, members: Mapping[str, BaseChatModel], *,
-                 user_key: str = "user_id",
-                 metadata_keys: Sequence[str] = ("cohort", "channel", "thread_id")) -> None:
+    def __init__(
+        self,
+        palm: Palm,
+        members: Mapping[str, BaseChatModel],
+        *,
+        user_key: str = "user_id",
+        metadata_keys: Sequence[str] = ("cohort", "channel", "thread_id"),
+    ) -> None:
         super().__init__()
         missing = sorted(set(palm.portfolio.ids) - set(members))
         if missing:
@@ -76,8 +81,11 @@ class PalmAgentMiddleware(AgentMiddleware[PalmAgentState, Any, Any]):
 
     def _user(self, runtime: Any) -> str:
         context = getattr(runtime, "context", None)
-        user = (context.get(self.user_key) if isinstance(context, Mapping)
-                else getattr(context, self.user_key, None))
+        user = (
+            context.get(self.user_key)
+            if isinstance(context, Mapping)
+            else getattr(context, self.user_key, None)
+        )
         if user is None:
             from langgraph.config import get_config
 
@@ -96,8 +104,7 @@ class PalmAgentMiddleware(AgentMiddleware[PalmAgentState, Any, Any]):
         context = getattr(runtime, "context", None)
         found: dict[str, Any] = {}
         for k in self.metadata_keys:
-            v = (context.get(k) if isinstance(context, Mapping)
-                 else getattr(context, k, None))
+            v = context.get(k) if isinstance(context, Mapping) else getattr(context, k, None)
             if v is not None:
                 found[k] = v
         missing = [k for k in self.metadata_keys if k not in found]
@@ -117,16 +124,19 @@ class PalmAgentMiddleware(AgentMiddleware[PalmAgentState, Any, Any]):
 
     @staticmethod
     def _blocked(exc: DecisionBlocked) -> dict[str, Any]:
-        msg = AIMessage(content=exc.user_message,
-                        response_metadata={"palm": {"blocked": True, "rule_id": exc.rule_id}})
+        msg = AIMessage(
+            content=exc.user_message,
+            response_metadata={"palm": {"blocked": True, "rule_id": exc.rule_id}},
+        )
         return {"messages": [msg], "jump_to": "end"}
 
     @hook_config(can_jump_to=["end"])
     def before_model(self, state: PalmAgentState, runtime: Any) -> dict[str, Any] | None:
         """Decide the member for this model call; end the run if the policy blocks it."""
         try:
-            decision = self.palm.decide(self._user(runtime), to_dicts(state["messages"]),
-                                        self._metadata(runtime))
+            decision = self.palm.decide(
+                self._user(runtime), to_dicts(state["messages"]), self._metadata(runtime)
+            )
         except DecisionBlocked as exc:
             return self._blocked(exc)
         return self._update(decision)
@@ -135,8 +145,9 @@ class PalmAgentMiddleware(AgentMiddleware[PalmAgentState, Any, Any]):
     async def abefore_model(self, state: PalmAgentState, runtime: Any) -> dict[str, Any] | None:
         """Async :meth:`before_model`."""
         try:
-            decision = await self.palm.adecide(self._user(runtime), to_dicts(state["messages"]),
-                                               self._metadata(runtime))
+            decision = await self.palm.adecide(
+                self._user(runtime), to_dicts(state["messages"]), self._metadata(runtime)
+            )
         except DecisionBlocked as exc:
             return self._blocked(exc)
         return self._update(decision)
@@ -147,14 +158,15 @@ class PalmAgentMiddleware(AgentMiddleware[PalmAgentState, Any, Any]):
             return request
         return request.override(model=self.members[str(decision["member"])])
 
-    def wrap_model_call(self, request: ModelRequest[Any],
-                        handler: Callable[[ModelRequest[Any]], ModelResponse[Any]]
-                        ) -> ModelResponse[Any]:
+    def wrap_model_call(
+        self, request: ModelRequest[Any], handler: Callable[[ModelRequest[Any]], ModelResponse[Any]]
+    ) -> ModelResponse[Any]:
         """Call the chosen member instead of the agent's model."""
         return handler(self._swap(request))
 
     async def awrap_model_call(
-        self, request: ModelRequest[Any],
+        self,
+        request: ModelRequest[Any],
         handler: Callable[[ModelRequest[Any]], Awaitable[ModelResponse[Any]]],
     ) -> ModelResponse[Any]:
         """Async :meth:`wrap_model_call`."""

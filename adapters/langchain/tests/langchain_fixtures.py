@@ -50,9 +50,14 @@ BLOCK_WORD = "forbidden-topic"
 class BlockingPalm(Palm):
     """Stand-in for a policy ``when:`` rule with ``action: block``."""
 
-    def decide(self, user: str, messages: Sequence[Mapping[str, Any]] = (),
-               metadata: Mapping[str, Any] | None = None, *,
-               compare: str | None = None) -> Decision:
+    def decide(
+        self,
+        user: str,
+        messages: Sequence[Mapping[str, Any]] = (),
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        compare: str | None = None,
+    ) -> Decision:
         last = next((m for m in reversed(messages) if m.get("role") == "user"), None)
         if last is not None and BLOCK_WORD in str(last.get("content", "")):
             raise DecisionBlocked("no-forbidden-topic", "I can't help with that topic.")
@@ -70,8 +75,9 @@ def build_onnx_members(root: Path) -> dict[str, BaseChatModel]:
     out: dict[str, BaseChatModel] = {}
     for seed, name in enumerate(REWARDS):
         write_model(root / name, root / "tok" / "tokenizer.json", seed=seed)
-        out[name] = OnnxChatModel(engine=OnnxEngine(root / name, registry=registry, name=name),
-                                  max_tokens=6)
+        out[name] = OnnxChatModel(
+            engine=OnnxEngine(root / name, registry=registry, name=name), max_tokens=6
+        )
     return out
 
 
@@ -91,25 +97,42 @@ class ToolFake(BaseChatModel):
         results = [m for m in messages if isinstance(m, ToolMessage)]
         if tools and not results:
             name = tools[0]["function"]["name"]
-            return AIMessage(content="", tool_calls=[
-                {"name": name, "args": {"city": "Paris"}, "id": f"call-{self.label}"}])
+            return AIMessage(
+                content="",
+                tool_calls=[{"name": name, "args": {"city": "Paris"}, "id": f"call-{self.label}"}],
+            )
         said = results[-1].content if results else "no tool"
         return AIMessage(content=f"{self.label} says {said}")
 
-    def _generate(self, messages: list[BaseMessage], stop: Any = None,
-                  run_manager: CallbackManagerForLLMRun | None = None, tools: Any = None,
-                  **kw: Any) -> ChatResult:
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: Any = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        tools: Any = None,
+        **kw: Any,
+    ) -> ChatResult:
         return ChatResult(generations=[ChatGeneration(message=self._reply(messages, tools))])
 
-    def _stream(self, messages: list[BaseMessage], stop: Any = None,
-                run_manager: CallbackManagerForLLMRun | None = None, tools: Any = None,
-                **kw: Any) -> Iterator[ChatGenerationChunk]:
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: Any = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        tools: Any = None,
+        **kw: Any,
+    ) -> Iterator[ChatGenerationChunk]:
         msg = self._reply(messages, tools)
         if msg.tool_calls:
-            yield ChatGenerationChunk(message=AIMessageChunk(
-                content="", tool_call_chunks=[{"name": c["name"], "args": '{"city": "Paris"}',
-                                               "id": c["id"], "index": 0}
-                                              for c in msg.tool_calls]))
+            yield ChatGenerationChunk(
+                message=AIMessageChunk(
+                    content="",
+                    tool_call_chunks=[
+                        {"name": c["name"], "args": '{"city": "Paris"}', "id": c["id"], "index": 0}
+                        for c in msg.tool_calls
+                    ],
+                )
+            )
             return
         for word in str(msg.content).split(" "):
             yield ChatGenerationChunk(message=AIMessageChunk(content=word + " "))
@@ -117,5 +140,3 @@ class ToolFake(BaseChatModel):
 
 def user(uid: str, **extra: Any) -> dict[str, Any]:
     return {"configurable": {"user_id": uid, **extra}}
-
-

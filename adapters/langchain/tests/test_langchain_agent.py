@@ -28,8 +28,11 @@ def ask(text: str) -> dict[str, Any]:
 
 @pytest.fixture
 def agent(palm: Palm, tool_members: dict[str, BaseChatModel]) -> Any:
-    return create_agent(tool_members["balanced"], tools=[weather],
-                        middleware=[PalmAgentMiddleware(palm, tool_members)])
+    return create_agent(
+        tool_members["balanced"],
+        tools=[weather],
+        middleware=[PalmAgentMiddleware(palm, tool_members)],
+    )
 
 
 def final(out: dict[str, Any]) -> str:
@@ -39,8 +42,9 @@ def final(out: dict[str, Any]) -> str:
 def test_agent_swaps_model_per_user_through_the_tool_loop(agent: Any, palm: Palm) -> None:
     palm.record_feedback("alice", ExplicitWeights(BREVITY, confidence=10))
     out = agent.invoke(ask("weather in Paris?"), user("alice"))
-    assert any(isinstance(m, ToolMessage) and m.content == "sunny in Paris"
-               for m in out["messages"])
+    assert any(
+        isinstance(m, ToolMessage) and m.content == "sunny in Paris" for m in out["messages"]
+    )
     assert final(out) == "terse says sunny in Paris"
     assert out["palm_decision"]["member"] == "terse"
     assert final(agent.invoke(ask("weather?"), user("bob"))) == "balanced says sunny in Paris"
@@ -48,18 +52,23 @@ def test_agent_swaps_model_per_user_through_the_tool_loop(agent: Any, palm: Palm
 
 def test_agent_async_and_context(palm: Palm, tool_members: dict[str, BaseChatModel]) -> None:
     palm.record_feedback("alice", ExplicitWeights(BREVITY, confidence=10))
-    agent = create_agent(tool_members["balanced"], tools=[weather],
-                         middleware=[PalmAgentMiddleware(palm, tool_members)],
-                         context_schema=dict)
+    agent = create_agent(
+        tool_members["balanced"],
+        tools=[weather],
+        middleware=[PalmAgentMiddleware(palm, tool_members)],
+        context_schema=dict,
+    )
     out = asyncio.run(agent.ainvoke(ask("weather?"), context={"user_id": "alice"}))
     assert final(out) == "terse says sunny in Paris"
 
 
 def test_agent_streams_messages(agent: Any, palm: Palm) -> None:
     palm.record_feedback("alice", ExplicitWeights(BREVITY, confidence=10))
-    tokens = [m.content for m, _ in agent.stream(ask("weather?"), user("alice"),
-                                                   stream_mode="messages")
-              if isinstance(m, AIMessageChunk) and m.content]
+    tokens = [
+        m.content
+        for m, _ in agent.stream(ask("weather?"), user("alice"), stream_mode="messages")
+        if isinstance(m, AIMessageChunk) and m.content
+    ]
     assert "".join(tokens).strip() == "terse says sunny in Paris"
     assert len(tokens) >= 3  # token by token, each once
 
@@ -77,27 +86,31 @@ def test_agent_needs_a_user(agent: Any) -> None:
         agent.invoke(ask("hi"))
 
 
-def test_palm_chat_model_as_the_agent_model(palm: Palm,
-                                            tool_members: dict[str, BaseChatModel]) -> None:
+def test_palm_chat_model_as_the_agent_model(
+    palm: Palm, tool_members: dict[str, BaseChatModel]
+) -> None:
     palm.record_feedback("alice", ExplicitWeights(BREVITY, confidence=10))
     agent = create_agent(PalmChatModel(palm=palm, members=tool_members), tools=[weather])
     assert final(agent.invoke(ask("weather?"), user("alice"))) == "terse says sunny in Paris"
     assert final(agent.invoke(ask("weather?"), user("bob"))) == "balanced says sunny in Paris"
-    tokens = [m.content for m, _ in agent.stream(ask("weather?"), user("alice"),
-                                                   stream_mode="messages")
-              if isinstance(m, AIMessageChunk) and m.content]
+    tokens = [
+        m.content
+        for m, _ in agent.stream(ask("weather?"), user("alice"), stream_mode="messages")
+        if isinstance(m, AIMessageChunk) and m.content
+    ]
     assert "".join(tokens).strip() == "terse says sunny in Paris"
 
 
-def test_middleware_requires_every_member(palm: Palm,
-                                          tool_members: dict[str, BaseChatModel]) -> None:
+def test_middleware_requires_every_member(
+    palm: Palm, tool_members: dict[str, BaseChatModel]
+) -> None:
     with pytest.raises(ValueError, match="playful"):
         PalmAgentMiddleware(palm, {k: v for k, v in tool_members.items() if k != "playful"})
 
 
-def test_agent_passes_the_apps_authenticated_metadata(palm: Palm,
-                                                       tool_members: dict[str, BaseChatModel]
-                                                       ) -> None:
+def test_agent_passes_the_apps_authenticated_metadata(
+    palm: Palm, tool_members: dict[str, BaseChatModel]
+) -> None:
     from types import SimpleNamespace
 
     mw = PalmAgentMiddleware(palm, tool_members)

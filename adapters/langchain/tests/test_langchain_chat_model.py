@@ -68,8 +68,9 @@ def test_async(llm: PalmChatModel) -> None:
     async def go() -> tuple[Any, list[Any], list[Any]]:
         one = await (PROMPT | llm).ainvoke({"q": "hi"}, config=user("alice"))
         chunks = [c async for c in (PROMPT | llm).astream({"q": "hi"}, config=user("bob"))]
-        many = await (PROMPT | llm).abatch([{"q": "a"}, {"q": "b"}],
-                                           config=[user("alice"), user("bob")])
+        many = await (PROMPT | llm).abatch(
+            [{"q": "a"}, {"q": "b"}], config=[user("alice"), user("bob")]
+        )
         return one, chunks, many
 
     one, chunks, many = asyncio.run(go())
@@ -112,8 +113,7 @@ class City(BaseModel):
     city: str
 
 
-def test_tools_and_structured_output(palm: Palm, tool_members: dict[str, BaseChatModel]
-                                     ) -> None:
+def test_tools_and_structured_output(palm: Palm, tool_members: dict[str, BaseChatModel]) -> None:
     llm = PalmChatModel(palm=palm, members=tool_members)
     msg = llm.bind_tools([weather]).invoke("weather?", config=user("alice"))
     assert msg.tool_calls[0]["name"] == "weather"

@@ -53,8 +53,12 @@ async def user_api_key_auth(request: Any, api_key: str) -> Any:
     elif key and digest in runtime.keys:
         principal = runtime.keys[digest].principal
     if principal is None:
-        raise ProxyException(message="Authentication Error: invalid API key",
-                             type="auth_error", param="api_key", code=401)
+        raise ProxyException(
+            message="Authentication Error: invalid API key",
+            type="auth_error",
+            param="api_key",
+            code=401,
+        )
     return UserAPIKeyAuth(api_key=digest, user_id=principal.id, user_role=role)
 
 
@@ -67,8 +71,12 @@ def _master_key() -> str | None:
     return value if isinstance(value, str) else None
 
 
-def principal_of(user_api_key_dict: Any, *, master_key_app: str | None = "admin",
-                 keys: Mapping[str, KeyEntry] | None = None) -> Principal:
+def principal_of(
+    user_api_key_dict: Any,
+    *,
+    master_key_app: str | None = "admin",
+    keys: Mapping[str, KeyEntry] | None = None,
+) -> Principal:
     """The principal of an authenticated proxy request (``UserAPIKeyAuth``).
 
     Decided only by what the proxy authenticated: the key itself (its digest looked up in

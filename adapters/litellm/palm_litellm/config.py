@@ -142,11 +142,17 @@ class PalmRuntime:
             from palm_middleware.cli._common import bundled
 
             policy = load_policy(bundled("policy.yaml"))
-        store: Any = (MemoryStore() if settings.store == ":memory:"
-                      else SQLiteStore(self.root / settings.store))
+        store: Any = (
+            MemoryStore()
+            if settings.store == ":memory:"
+            else SQLiteStore(self.root / settings.store)
+        )
         factory = _import_factory(settings.factory) if settings.factory else None
-        self.palm: Palm = (factory(self.portfolio, policy, store) if factory is not None
-                           else Palm(self.portfolio, policy, store, mode=settings.mode))
+        self.palm: Palm = (
+            factory(self.portfolio, policy, store)
+            if factory is not None
+            else Palm(self.portfolio, policy, store, mode=settings.mode)
+        )
         self.keys = {k.sha256: k for k in settings.auth.keys}
         self.route_models = frozenset(settings.route_models)
         self.registry = SessionRegistry()
@@ -195,9 +201,12 @@ class PalmRuntime:
     def _new_engine(self, name: str) -> OnnxEngine:
         if name in self.portfolio:
             # Member paths (model folders, adapters) are relative to the manifest's folder.
-            return engine_for_member(self.portfolio.member(name), self.registry,
-                                     bases=self._bases(),
-                                     root=(self.root / self.settings.portfolio).parent)
+            return engine_for_member(
+                self.portfolio.member(name),
+                self.registry,
+                bases=self._bases(),
+                root=(self.root / self.settings.portfolio).parent,
+            )
         bases = self._bases()
         if name in bases:
             return OnnxEngine(Path(bases[name]), registry=self.registry, name=name)

@@ -82,8 +82,9 @@ class ExplicitIn(_In):
     confidence: float = 1.0
 
 
-FeedbackIn = Annotated[ThumbIn | RegenerateIn | PairwiseIn | ExplicitIn,
-                       Field(discriminator="type")]
+FeedbackIn = Annotated[
+    ThumbIn | RegenerateIn | PairwiseIn | ExplicitIn, Field(discriminator="type")
+]
 
 
 class WeightsIn(_In):
@@ -106,20 +107,23 @@ def _event(body: ThumbIn | RegenerateIn | PairwiseIn | ExplicitIn) -> FeedbackEv
     return ExplicitWeights(weights=body.weights, confidence=body.confidence, **ids)
 
 
-def build_router(runtime: Callable[[], PalmRuntime] = get_runtime,
-                 auth: Callable[..., Any] | None = None) -> APIRouter:
+def build_router(
+    runtime: Callable[[], PalmRuntime] = get_runtime, auth: Callable[..., Any] | None = None
+) -> APIRouter:
     """The ``/palm/v1`` routes; ``auth`` is the proxy's key check (a FastAPI dependency)."""
     if auth is None:
         from litellm.proxy.auth.user_api_key_auth import user_api_key_auth as auth
     router = APIRouter(prefix=PREFIX, tags=["palm"])
     Key = Annotated[Any, Depends(auth)]
 
-    async def call(key: Any, asserted: str | None,
-                   fn: Callable[[PalmRuntime, str], Awaitable[T]]) -> T:
+    async def call(
+        key: Any, asserted: str | None, fn: Callable[[PalmRuntime, str], Awaitable[T]]
+    ) -> T:
         rt = runtime()
         try:
-            principal = principal_of(key, master_key_app=rt.settings.auth.master_key_app,
-                                     keys=rt.keys)
+            principal = principal_of(
+                key, master_key_app=rt.settings.auth.master_key_app, keys=rt.keys
+            )
             return await fn(rt, resolve_user(principal, asserted))
         except PalmError as exc:
             raise http_exception(exc) from exc
@@ -140,8 +144,9 @@ def build_router(runtime: Callable[[], PalmRuntime] = get_runtime,
         return await call(key, body.user, go)
 
     @router.get("/profile")
-    async def profile(key: Key, user: Annotated[str | None, Query(max_length=256)] = None
-                      ) -> dict[str, Any]:
+    async def profile(
+        key: Key, user: Annotated[str | None, Query(max_length=256)] = None
+    ) -> dict[str, Any]:
         return await call(key, user, lambda rt, u: run(lambda: rt.palm.profile(u).to_dict()))
 
     @router.put("/profile")
@@ -155,8 +160,9 @@ def build_router(runtime: Callable[[], PalmRuntime] = get_runtime,
         return await call(key, body.user, go)
 
     @router.post("/profile/reset")
-    async def reset(key: Key, user: Annotated[str | None, Query(max_length=256)] = None
-                    ) -> dict[str, Any]:
+    async def reset(
+        key: Key, user: Annotated[str | None, Query(max_length=256)] = None
+    ) -> dict[str, Any]:
         async def go(rt: PalmRuntime, u: str) -> dict[str, Any]:
             await run(rt.palm.reset, u)
             return {"reset": True}
@@ -164,13 +170,15 @@ def build_router(runtime: Callable[[], PalmRuntime] = get_runtime,
         return await call(key, user, go)
 
     @router.get("/profile/export")
-    async def export(key: Key, user: Annotated[str | None, Query(max_length=256)] = None
-                     ) -> dict[str, Any]:
+    async def export(
+        key: Key, user: Annotated[str | None, Query(max_length=256)] = None
+    ) -> dict[str, Any]:
         return await call(key, user, lambda rt, u: run(rt.palm.export, u))
 
     @router.delete("/profile")
-    async def delete(key: Key, user: Annotated[str | None, Query(max_length=256)] = None
-                     ) -> dict[str, Any]:
+    async def delete(
+        key: Key, user: Annotated[str | None, Query(max_length=256)] = None
+    ) -> dict[str, Any]:
         async def go(rt: PalmRuntime, u: str) -> dict[str, Any]:
             await run(rt.palm.forget, u)
             return {"deleted": True}
@@ -186,8 +194,9 @@ def build_router(runtime: Callable[[], PalmRuntime] = get_runtime,
         return await call(key, body.user, go)
 
     @router.get("/compare")
-    async def compare(key: Key, user: Annotated[str | None, Query(max_length=256)] = None
-                      ) -> dict[str, Any]:
+    async def compare(
+        key: Key, user: Annotated[str | None, Query(max_length=256)] = None
+    ) -> dict[str, Any]:
         async def go(rt: PalmRuntime, u: str) -> dict[str, Any]:
             a, b = await run(rt.palm.compare_candidates, u)
             return {"candidates": [a, b]}

@@ -79,8 +79,9 @@ class PalmProxyHook(RuntimeUser, CustomLogger):
         self._runtime = runtime
 
     # The proxy looks this up on the leaf class (integration.md §4.3): keep it defined here.
-    async def async_pre_call_hook(self, user_api_key_dict: Any, cache: Any, data: dict[str, Any],
-                                  call_type: Any) -> dict[str, Any]:
+    async def async_pre_call_hook(
+        self, user_api_key_dict: Any, cache: Any, data: dict[str, Any], call_type: Any
+    ) -> dict[str, Any]:
         """Decide the member for this user; re-target ``data``; raise HTTP 4xx to refuse."""
         runtime = self.runtime
         # The hook keeps its per-request state under metadata["palm"]; a client may have sent
@@ -96,13 +97,18 @@ class PalmProxyHook(RuntimeUser, CustomLogger):
         messages = _check_messages(data.get("messages"))
         asserted = data.get("user")
         try:
-            principal = principal_of(user_api_key_dict,
-                                     master_key_app=runtime.settings.auth.master_key_app,
-                                     keys=runtime.keys)
-            user = resolve_user(principal, asserted if asserted is None or isinstance(
-                asserted, str) else str(asserted))
-            decision = await runtime.palm.adecide(user, messages, self._policy_metadata(data),
-                                                  compare=self._compare(data))
+            principal = principal_of(
+                user_api_key_dict,
+                master_key_app=runtime.settings.auth.master_key_app,
+                keys=runtime.keys,
+            )
+            user = resolve_user(
+                principal,
+                asserted if asserted is None or isinstance(asserted, str) else str(asserted),
+            )
+            decision = await runtime.palm.adecide(
+                user, messages, self._policy_metadata(data), compare=self._compare(data)
+            )
         except PalmError as exc:
             raise http_exception(exc) from exc
         apply_target(data, runtime.targets[decision.member])
@@ -110,8 +116,11 @@ class PalmProxyHook(RuntimeUser, CustomLogger):
         if not isinstance(metadata, dict):
             metadata = data["metadata"] = {}
         metadata["palm"] = {
-            "decision_id": decision.decision_id, "user": user, "member": decision.member,
-            "headers": decision.headers(), "t0": time.perf_counter(),
+            "decision_id": decision.decision_id,
+            "user": user,
+            "member": decision.member,
+            "headers": decision.headers(),
+            "t0": time.perf_counter(),
         }
         return data
 
@@ -138,8 +147,9 @@ class PalmProxyHook(RuntimeUser, CustomLogger):
             return {}
         return {k: source[k] for k in self.runtime.settings.client_metadata if k in source}
 
-    async def async_post_call_success_hook(self, data: dict[str, Any], user_api_key_dict: Any,
-                                           response: Any) -> Any:
+    async def async_post_call_success_hook(
+        self, data: dict[str, Any], user_api_key_dict: Any, response: Any
+    ) -> Any:
         """Record the outcome of a non-streaming request (usage, latency)."""
         usage = getattr(response, "usage", None)
         await self._record(data, "success", _usage_dict(usage))
@@ -162,31 +172,43 @@ class PalmProxyHook(RuntimeUser, CustomLogger):
         finally:
             await self._record(request_data, outcome, usage)
 
-    async def async_post_call_failure_hook(self, request_data: dict[str, Any],
-                                           original_exception: Exception,
-                                           user_api_key_dict: Any,
-                                           traceback_str: str | None = None) -> None:
+    async def async_post_call_failure_hook(
+        self,
+        request_data: dict[str, Any],
+        original_exception: Exception,
+        user_api_key_dict: Any,
+        traceback_str: str | None = None,
+    ) -> None:
         """Record a failed request that had a decision."""
-        await self._record(request_data, "failure", None,
-                           error=type(original_exception).__name__)
+        await self._record(request_data, "failure", None, error=type(original_exception).__name__)
 
     async def async_post_call_response_headers_hook(
-        self, data: dict[str, Any], user_api_key_dict: Any, response: Any,
-        request_headers: Any = None, litellm_call_info: Any = None,
+        self,
+        data: dict[str, Any],
+        user_api_key_dict: Any,
+        response: Any,
+        request_headers: Any = None,
+        litellm_call_info: Any = None,
     ) -> dict[str, str] | None:
         """``x-palm-member``, ``x-palm-weights``, ``x-palm-policy``, ``x-palm-decision``."""
         info = _palm_info(data)
         return dict(info["headers"]) if info is not None else None
 
-    async def _record(self, data: Mapping[str, Any], outcome: str,
-                      usage: dict[str, int] | None, error: str | None = None) -> None:
+    async def _record(
+        self,
+        data: Mapping[str, Any],
+        outcome: str,
+        usage: dict[str, int] | None,
+        error: str | None = None,
+    ) -> None:
         info = _palm_info(data)
         if info is None or info.get("recorded"):
             return
         info["recorded"] = True
         latency = (time.perf_counter() - float(info["t0"])) * 1000.0
-        await self.runtime.palm.arecord_outcome(info["user"], info["decision_id"], outcome,
-                                                usage=usage, latency_ms=latency, error=error)
+        await self.runtime.palm.arecord_outcome(
+            info["user"], info["decision_id"], outcome, usage=usage, latency_ms=latency, error=error
+        )
 
 
 def _palm_info(data: Mapping[str, Any] | None) -> dict[str, Any] | None:

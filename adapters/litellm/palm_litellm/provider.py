@@ -34,9 +34,15 @@ __all__ = ["PROVIDER", "PalmProvider", "instance", "to_prompt"]
 PROVIDER = "palm_onnx"
 
 #: OpenAI request fields the engine understands (``max_completion_tokens`` is ``max_tokens``).
-_PARAMS = {"max_tokens": "max_tokens", "max_completion_tokens": "max_tokens",
-           "temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "seed": "seed",
-           "stop": "stop"}
+_PARAMS = {
+    "max_tokens": "max_tokens",
+    "max_completion_tokens": "max_tokens",
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "top_k": "top_k",
+    "seed": "seed",
+    "stop": "stop",
+}
 
 
 def to_prompt(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
@@ -45,10 +51,14 @@ def to_prompt(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
     for m in messages:
         content = m.get("content")
         if isinstance(content, list):
-            content = " ".join(str(p.get("text", "")) for p in content
-                               if isinstance(p, Mapping) and p.get("type") == "text")
-        out.append({"role": str(m.get("role", "user")),
-                    "content": "" if content is None else str(content)})
+            content = " ".join(
+                str(p.get("text", ""))
+                for p in content
+                if isinstance(p, Mapping) and p.get("type") == "text"
+            )
+        out.append(
+            {"role": str(m.get("role", "user")), "content": "" if content is None else str(content)}
+        )
     return out
 
 
@@ -76,12 +86,24 @@ class PalmProvider(RuntimeUser, CustomLLM):
         except PalmError as exc:
             status = 400 if status_for(exc) == 500 else status_for(exc)
             raise CustomLLMError(  # type: ignore[no-untyped-call]
-                status_code=status, message=message_for(exc)) from exc
+                status_code=status, message=message_for(exc)
+            ) from exc
 
-    def completion(self, model: str, messages: list[Any], api_base: str | None,
-                   custom_prompt_dict: dict[str, Any], model_response: ModelResponse,
-                   print_verbose: Any, encoding: Any, api_key: Any, logging_obj: Any,
-                   optional_params: dict[str, Any], *args: Any, **kwargs: Any) -> ModelResponse:
+    def completion(
+        self,
+        model: str,
+        messages: list[Any],
+        api_base: str | None,
+        custom_prompt_dict: dict[str, Any],
+        model_response: ModelResponse,
+        print_verbose: Any,
+        encoding: Any,
+        api_key: Any,
+        logging_obj: Any,
+        optional_params: dict[str, Any],
+        *args: Any,
+        **kwargs: Any,
+    ) -> ModelResponse:
         engine = self._engine(model)
         try:
             out = engine.generate(to_prompt(messages), to_params(optional_params))
@@ -89,11 +111,21 @@ class PalmProvider(RuntimeUser, CustomLLM):
             raise _provider_error(exc) from exc
         return _fill(model_response, out, model)
 
-    async def acompletion(self, model: str, messages: list[Any], api_base: str | None,
-                          custom_prompt_dict: dict[str, Any], model_response: ModelResponse,
-                          print_verbose: Any, encoding: Any, api_key: Any, logging_obj: Any,
-                          optional_params: dict[str, Any], *args: Any,
-                          **kwargs: Any) -> ModelResponse:
+    async def acompletion(
+        self,
+        model: str,
+        messages: list[Any],
+        api_base: str | None,
+        custom_prompt_dict: dict[str, Any],
+        model_response: ModelResponse,
+        print_verbose: Any,
+        encoding: Any,
+        api_key: Any,
+        logging_obj: Any,
+        optional_params: dict[str, Any],
+        *args: Any,
+        **kwargs: Any,
+    ) -> ModelResponse:
         engine = self._engine(model)
         try:
             out = await engine.agenerate(to_prompt(messages), to_params(optional_params))
@@ -101,11 +133,21 @@ class PalmProvider(RuntimeUser, CustomLLM):
             raise _provider_error(exc) from exc
         return _fill(model_response, out, model)
 
-    def streaming(self, model: str, messages: list[Any], api_base: str | None,
-                  custom_prompt_dict: dict[str, Any], model_response: ModelResponse,
-                  print_verbose: Any, encoding: Any, api_key: Any, logging_obj: Any,
-                  optional_params: dict[str, Any], *args: Any,
-                  **kwargs: Any) -> Iterator[GenericStreamingChunk]:
+    def streaming(
+        self,
+        model: str,
+        messages: list[Any],
+        api_base: str | None,
+        custom_prompt_dict: dict[str, Any],
+        model_response: ModelResponse,
+        print_verbose: Any,
+        encoding: Any,
+        api_key: Any,
+        logging_obj: Any,
+        optional_params: dict[str, Any],
+        *args: Any,
+        **kwargs: Any,
+    ) -> Iterator[GenericStreamingChunk]:
         engine = self._engine(model)
         try:
             for chunk in engine.stream(to_prompt(messages), to_params(optional_params)):
@@ -115,11 +157,20 @@ class PalmProvider(RuntimeUser, CustomLLM):
 
     # LiteLLM iterates the result with `async for`: an async generator, whatever the stub says.
     async def astreaming(  # type: ignore[override]
-            self, model: str, messages: list[Any], api_base: str | None,
-                         custom_prompt_dict: dict[str, Any], model_response: ModelResponse,
-                         print_verbose: Any, encoding: Any, api_key: Any, logging_obj: Any,
-                         optional_params: dict[str, Any], *args: Any,
-                         **kwargs: Any) -> AsyncIterator[GenericStreamingChunk]:
+        self,
+        model: str,
+        messages: list[Any],
+        api_base: str | None,
+        custom_prompt_dict: dict[str, Any],
+        model_response: ModelResponse,
+        print_verbose: Any,
+        encoding: Any,
+        api_key: Any,
+        logging_obj: Any,
+        optional_params: dict[str, Any],
+        *args: Any,
+        **kwargs: Any,
+    ) -> AsyncIterator[GenericStreamingChunk]:
         engine = self._engine(model)
         try:
             async for chunk in engine.astream(to_prompt(messages), to_params(optional_params)):
@@ -130,7 +181,8 @@ class PalmProvider(RuntimeUser, CustomLLM):
 
 def _provider_error(exc: PalmError) -> CustomLLMError:
     return CustomLLMError(  # type: ignore[no-untyped-call]
-        status_code=status_for(exc), message=message_for(exc))
+        status_code=status_for(exc), message=message_for(exc)
+    )
 
 
 def _fill(response: ModelResponse, out: Generation, model: str) -> ModelResponse:
@@ -139,7 +191,8 @@ def _fill(response: ModelResponse, out: Generation, model: str) -> ModelResponse
     response.model = model
     response.created = int(time.time())
     response.usage = Usage(  # type: ignore[attr-defined]
-        prompt_tokens=out.usage.prompt_tokens, completion_tokens=out.usage.completion_tokens,
+        prompt_tokens=out.usage.prompt_tokens,
+        completion_tokens=out.usage.completion_tokens,
         total_tokens=out.usage.total_tokens,
     )
     return response
@@ -148,12 +201,18 @@ def _fill(response: ModelResponse, out: Generation, model: str) -> ModelResponse
 def _generic(chunk: Chunk) -> GenericStreamingChunk:
     usage = None
     if chunk.usage is not None:
-        usage = {"prompt_tokens": chunk.usage.prompt_tokens,
-                 "completion_tokens": chunk.usage.completion_tokens,
-                 "total_tokens": chunk.usage.total_tokens}
+        usage = {
+            "prompt_tokens": chunk.usage.prompt_tokens,
+            "completion_tokens": chunk.usage.completion_tokens,
+            "total_tokens": chunk.usage.total_tokens,
+        }
     return GenericStreamingChunk(
-        text=chunk.text, tool_use=None, is_finished=chunk.finish_reason is not None,
-        finish_reason=chunk.finish_reason or "", usage=usage, index=0,  # type: ignore[typeddict-item]
+        text=chunk.text,
+        tool_use=None,
+        is_finished=chunk.finish_reason is not None,
+        finish_reason=chunk.finish_reason or "",
+        usage=usage,  # type: ignore[typeddict-item]
+        index=0,
     )
 
 

@@ -60,14 +60,26 @@ PORTFOLIO = {
     "traits": ["safety", "helpfulness", "humor", "brevity"],
     "default_member": "balanced",
     "members": [
-        {"id": "balanced", "backend": {"kind": "onnx", "path": "models/balanced"},
-         "reward": {"safety": 0.84, "helpfulness": 0.78, "humor": 0.38, "brevity": 0.55}},
-        {"id": "terse",
-         "backend": {"kind": "prompted", "base": "base", "system_prompt": "Answer in one line.",
-                     "generation": {"max_tokens": 4}},
-         "reward": {"safety": 0.74, "helpfulness": 0.50, "humor": 0.12, "brevity": 0.96}},
-        {"id": "playful", "backend": {"kind": "onnx", "path": "models/playful"},
-         "reward": {"safety": 0.66, "helpfulness": 0.64, "humor": 0.92, "brevity": 0.40}},
+        {
+            "id": "balanced",
+            "backend": {"kind": "onnx", "path": "models/balanced"},
+            "reward": {"safety": 0.84, "helpfulness": 0.78, "humor": 0.38, "brevity": 0.55},
+        },
+        {
+            "id": "terse",
+            "backend": {
+                "kind": "prompted",
+                "base": "base",
+                "system_prompt": "Answer in one line.",
+                "generation": {"max_tokens": 4},
+            },
+            "reward": {"safety": 0.74, "helpfulness": 0.50, "humor": 0.12, "brevity": 0.96},
+        },
+        {
+            "id": "playful",
+            "backend": {"kind": "onnx", "path": "models/playful"},
+            "reward": {"safety": 0.66, "helpfulness": 0.64, "humor": 0.92, "brevity": 0.40},
+        },
     ],
 }
 
@@ -100,25 +112,35 @@ def build_deployment(root: Path, *, with_hook: bool = True) -> Deployment:
     keys = {name: f"sk-palm-{name}-{secrets.token_hex(8)}" for name in ("alice", "bob", "webapp")}
     master = f"sk-palm-master-{secrets.token_hex(12)}"
     palm = {
-        "portfolio": "portfolio.yaml", "policy": "policy.yaml", "store": "palm.db",
-        "route_models": ["auto"], "bases": {"base": "models/base"},
-        "auth": {"keys": [
-            {"sha256": _digest(keys["alice"]), "user": "alice"},
-            {"sha256": _digest(keys["bob"]), "user": "bob"},
-            {"sha256": _digest(keys["webapp"]), "app": "webapp"},
-        ]},
+        "portfolio": "portfolio.yaml",
+        "policy": "policy.yaml",
+        "store": "palm.db",
+        "route_models": ["auto"],
+        "bases": {"base": "models/base"},
+        "auth": {
+            "keys": [
+                {"sha256": _digest(keys["alice"]), "user": "alice"},
+                {"sha256": _digest(keys["bob"]), "user": "bob"},
+                {"sha256": _digest(keys["webapp"]), "app": "webapp"},
+            ]
+        },
     }
     (root / "palm.yaml").write_text(yaml.safe_dump(palm, sort_keys=False))
-    models = [{"model_name": n, "litellm_params": {"model": f"palm_onnx/{n}"}}
-              for n in ("auto", "balanced", "playful", "base")]
+    models = [
+        {"model_name": n, "litellm_params": {"model": f"palm_onnx/{n}"}}
+        for n in ("auto", "balanced", "playful", "base")
+    ]
     config: dict[str, object] = {
         "model_list": models,
         "litellm_settings": {
             "custom_provider_map": [
-                {"provider": "palm_onnx", "custom_handler": "palm_litellm.provider.instance"}],
+                {"provider": "palm_onnx", "custom_handler": "palm_litellm.provider.instance"}
+            ],
         },
-        "general_settings": {"master_key": master,
-                             "custom_auth": "palm_litellm.auth.user_api_key_auth"},
+        "general_settings": {
+            "master_key": master,
+            "custom_auth": "palm_litellm.auth.user_api_key_auth",
+        },
     }
     if with_hook:
         config["litellm_settings"]["callbacks"] = ["palm_litellm.hook.instance"]  # type: ignore[index]
@@ -144,21 +166,33 @@ def start_proxy(dep: Deployment, config: Path | None = None, timeout: float = 18
     """Start ``litellm --config`` on a free 127.0.0.1 port; wait for liveliness."""
     port = free_port()
     env = dict(os.environ)
-    env.update({
-        "PALM_CONFIG": str(dep.root / "palm.yaml"),
-        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-        "LITELLM_LOG": "ERROR",
-        "PYTHONPATH": os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")]),
-        "NO_PROXY": "127.0.0.1,localhost",
-    })
+    env.update(
+        {
+            "PALM_CONFIG": str(dep.root / "palm.yaml"),
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            "LITELLM_LOG": "ERROR",
+            "PYTHONPATH": os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")]),
+            "NO_PROXY": "127.0.0.1,localhost",
+        }
+    )
     env.pop("DATABASE_URL", None)
     litellm_bin = Path(sys.executable).parent / "litellm"
     log = dep.root / f"proxy-{port}.log"
-    cmd = [str(litellm_bin), "--config", str(config or dep.root / "config.yaml"),
-           "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"]
+    cmd = [
+        str(litellm_bin),
+        "--config",
+        str(config or dep.root / "config.yaml"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--num_workers",
+        "1",
+    ]
     with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                cwd=dep.root, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=dep.root, start_new_session=True
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -29,8 +29,9 @@ def client(proxy: Proxy, who: str) -> openai.OpenAI:
     """One openai client per key (closed at the end of the module)."""
     if ("openai", who) not in _OPEN:
         key = proxy.deployment.keys.get(who, who)
-        _OPEN["openai", who] = openai.OpenAI(base_url=proxy.url + "/v1", api_key=key,
-                                             max_retries=0, timeout=60)
+        _OPEN["openai", who] = openai.OpenAI(
+            base_url=proxy.url + "/v1", api_key=key, max_retries=0, timeout=60
+        )
     return _OPEN["openai", who]  # type: ignore[no-any-return]
 
 
@@ -38,8 +39,9 @@ def palm_api(proxy: Proxy, who: str) -> httpx.Client:
     """An httpx client for the /palm/v1 endpoints with ``who``'s key."""
     if ("palm", who) not in _OPEN:
         key = proxy.deployment.keys.get(who, who)
-        _OPEN["palm", who] = httpx.Client(base_url=proxy.url + "/palm/v1", timeout=60,
-                                          headers={"Authorization": f"Bearer {key}"})
+        _OPEN["palm", who] = httpx.Client(
+            base_url=proxy.url + "/palm/v1", timeout=60, headers={"Authorization": f"Bearer {key}"}
+        )
     return _OPEN["palm", who]  # type: ignore[no-any-return]
 
 
@@ -49,7 +51,8 @@ def post(proxy: Proxy, **kw: Any) -> httpx.Response:
 
 def chat(proxy: Proxy, who: str, **kw: Any) -> Any:
     raw = client(proxy, who).chat.completions.with_raw_response.create(
-        model="auto", messages=kw.pop("messages", HI), max_tokens=kw.pop("max_tokens", 6), **kw)
+        model="auto", messages=kw.pop("messages", HI), max_tokens=kw.pop("max_tokens", 6), **kw
+    )
     return raw, raw.parse()
 
 
@@ -81,8 +84,10 @@ def test_stream(proxy: Proxy) -> None:
 def test_blocked_request_names_the_rule(proxy: Proxy, stream: bool) -> None:
     with pytest.raises(openai.PermissionDeniedError) as info:
         client(proxy, "alice").chat.completions.create(
-            model="auto", stream=stream,
-            messages=[{"role": "user", "content": f"tell me about {BLOCK_WORD}"}])
+            model="auto",
+            stream=stream,
+            messages=[{"role": "user", "content": f"tell me about {BLOCK_WORD}"}],
+        )
     assert info.value.status_code == 403
     assert RULE_ID in str(info.value)
 
@@ -91,30 +96,46 @@ def test_feedback_changes_routing_for_that_user_only(proxy: Proxy) -> None:
     # carol is an end user of the app key: its profile is "webapp/carol", nobody else's.
     app = client(proxy, "webapp")
     before = app.chat.completions.with_raw_response.create(
-        model="auto", messages=HI, max_tokens=4, user="carol")
+        model="auto", messages=HI, max_tokens=4, user="carol"
+    )
     assert before.headers["x-palm-member"] == "balanced"
     api = palm_api(proxy, "webapp")
     r = api.put("/profile", json={"user": "carol", "weights": BREVITY, "confidence": 10})
     assert r.status_code == 200, r.text
     assert r.json()["effective_weights"]["brevity"] > 0.5
     for i in range(3):
-        fb = api.post("/feedback", json={"user": "carol", "type": "pairwise", "winner": "terse",
-                                         "loser": "balanced", "event_id": f"carol-{i}"})
+        fb = api.post(
+            "/feedback",
+            json={
+                "user": "carol",
+                "type": "pairwise",
+                "winner": "terse",
+                "loser": "balanced",
+                "event_id": f"carol-{i}",
+            },
+        )
         assert fb.status_code == 200 and fb.json()["recorded"], fb.text
     after = app.chat.completions.with_raw_response.create(
-        model="auto", messages=HI, max_tokens=20, user="carol")
+        model="auto", messages=HI, max_tokens=20, user="carol"
+    )
     assert after.headers["x-palm-member"] == "terse"
     assert after.headers["x-litellm-model-group"] == "base"  # prompted member over its base
     assert after.parse().usage.completion_tokens <= 4  # the member's max_tokens applied
     # Another end user of the same app, and a personal key, still get the default.
     dave = app.chat.completions.with_raw_response.create(
-        model="auto", messages=HI, max_tokens=4, user="dave")
+        model="auto", messages=HI, max_tokens=4, user="dave"
+    )
     assert dave.headers["x-palm-member"] == "balanced"
     raw, _ = chat(proxy, "bob")
     assert raw.headers["x-palm-member"] == "balanced"
     # Thumbs on a decision of one's own are accepted; the same event id counts once.
-    thumb = {"user": "carol", "type": "thumb", "up": True, "event_id": "t1",
-             "decision_id": after.headers["x-palm-decision"]}
+    thumb = {
+        "user": "carol",
+        "type": "thumb",
+        "up": True,
+        "event_id": "t1",
+        "decision_id": after.headers["x-palm-decision"],
+    }
     assert api.post("/feedback", json=thumb).json()["recorded"] is True
     assert api.post("/feedback", json=thumb).json()["recorded"] is False
 
@@ -127,13 +148,16 @@ def test_forged_identity_refused(proxy: Proxy) -> None:
     # ... or in the profile and feedback endpoints.
     assert alice.get("/profile", params={"user": "bob"}).status_code == 403
     assert alice.delete("/profile", params={"user": "bob"}).status_code == 403
-    r = alice.post("/feedback", json={"user": "bob", "type": "thumb", "up": False,
-                                      "member": "balanced"})
+    r = alice.post(
+        "/feedback", json={"user": "bob", "type": "thumb", "up": False, "member": "balanced"}
+    )
     assert r.status_code == 403
     # bob's decision id cannot be rated by alice.
     raw, _ = chat(proxy, "bob")
-    r = alice.post("/feedback", json={"type": "thumb", "up": False,
-                                      "decision_id": raw.headers["x-palm-decision"]})
+    r = alice.post(
+        "/feedback",
+        json={"type": "thumb", "up": False, "decision_id": raw.headers["x-palm-decision"]},
+    )
     assert r.status_code == 403
     # An app key without an end user, and an unknown key.
     with pytest.raises(openai.PermissionDeniedError, match="name the end user"):
@@ -173,8 +197,9 @@ def test_profile_lifecycle(proxy: Proxy) -> None:
         {"model": "no-such-model", "messages": HI},
     ],
 )
-def test_malformed_requests_get_4xx_and_proxy_keeps_serving(proxy: Proxy,
-                                                            body: dict[str, Any]) -> None:
+def test_malformed_requests_get_4xx_and_proxy_keeps_serving(
+    proxy: Proxy, body: dict[str, Any]
+) -> None:
     r = post(proxy, json=body)
     assert 400 <= r.status_code < 500, r.text
     raw, out = chat(proxy, "alice")
@@ -193,8 +218,9 @@ def test_malformed_requests_get_4xx_and_proxy_keeps_serving(proxy: Proxy,
         ("post", "/opt-out", {"opted_out": True, "extra": 1}),
     ],
 )
-def test_malformed_feedback_gets_4xx(proxy: Proxy, method: str, path: str,
-                                     body: dict[str, Any]) -> None:
+def test_malformed_feedback_gets_4xx(
+    proxy: Proxy, method: str, path: str, body: dict[str, Any]
+) -> None:
     r = getattr(palm_api(proxy, "alice"), method)(path, json=body)
     assert 400 <= r.status_code < 500, r.text
     assert palm_api(proxy, "alice").get("/profile").status_code == 200

@@ -19,12 +19,22 @@ from palm_middleware.identity import Principal
 
 
 def test_apply_target_prompted_member() -> None:
-    data: dict[str, Any] = {"model": "auto", "messages": [{"role": "user", "content": "hi"}],
-                            "max_tokens": 100, "stop": "END", "temperature": 1.0}
-    apply_target(data, Target("base", system_prompt="Be brief.",
-                              few_shot=({"role": "user", "content": "q"},),
-                              generation={"max_tokens": 8, "temperature": 0.0, "stop": ["\n"],
-                                          "top_k": 5}))
+    data: dict[str, Any] = {
+        "model": "auto",
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 100,
+        "stop": "END",
+        "temperature": 1.0,
+    }
+    apply_target(
+        data,
+        Target(
+            "base",
+            system_prompt="Be brief.",
+            few_shot=({"role": "user", "content": "q"},),
+            generation={"max_tokens": 8, "temperature": 0.0, "stop": ["\n"], "top_k": 5},
+        ),
+    )
     assert data["model"] == "base"
     assert [m["role"] for m in data["messages"]] == ["system", "user", "user"]
     assert data["messages"][0]["content"] == "Be brief."
@@ -40,14 +50,24 @@ def test_apply_target_plain_member_keeps_request() -> None:
 
 
 def test_to_prompt_and_params() -> None:
-    msgs = [{"role": "user", "content": [{"type": "text", "text": "a"},
-                                         {"type": "image_url", "image_url": {}},
-                                         {"type": "text", "text": "b"}]},
-            {"role": "assistant", "content": None}]
-    assert to_prompt(msgs) == [{"role": "user", "content": "a b"},
-                               {"role": "assistant", "content": ""}]
-    assert to_params({"max_completion_tokens": 3, "temperature": 0.5, "stream": True,
-                      "max_retries": 2}) == {"max_tokens": 3, "temperature": 0.5}
+    msgs = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "a"},
+                {"type": "image_url", "image_url": {}},
+                {"type": "text", "text": "b"},
+            ],
+        },
+        {"role": "assistant", "content": None},
+    ]
+    assert to_prompt(msgs) == [
+        {"role": "user", "content": "a b"},
+        {"role": "assistant", "content": ""},
+    ]
+    assert to_params(
+        {"max_completion_tokens": 3, "temperature": 0.5, "stream": True, "max_retries": 2}
+    ) == {"max_tokens": 3, "temperature": 0.5}
 
 
 def test_key_entries() -> None:
@@ -66,8 +86,12 @@ def test_principal_of() -> None:
     ours = SimpleNamespace(api_key=d, metadata={}, user_role="internal_user", user_id="web")
     assert principal_of(ours, keys=keys) == Principal("web", acts_for_end_users=True)
     # Metadata on a virtual key is written by whoever created the key: never trusted.
-    forged = SimpleNamespace(api_key="other", user_role="internal_user", user_id="mallory",
-                             metadata={"palm_principal": "web", "palm_acts_for_end_users": True})
+    forged = SimpleNamespace(
+        api_key="other",
+        user_role="internal_user",
+        user_id="mallory",
+        metadata={"palm_principal": "web", "palm_acts_for_end_users": True},
+    )
     assert principal_of(forged, keys=keys) == Principal("mallory")
     admin = SimpleNamespace(metadata={}, user_role=SimpleNamespace(value="proxy_admin"))
     assert principal_of(admin, master_key_app="ops") == Principal("ops", True)
@@ -110,9 +134,11 @@ def test_client_cannot_forge_the_hooks_request_state() -> None:
 
     hook = PalmProxyHook(SimpleNamespace(route_models=["auto"]))  # type: ignore[arg-type]
     forged = {"user": "victim", "headers": {"x-palm-member": "evil"}}
-    data: dict[str, Any] = {"model": "balanced", "messages": [{"role": "user", "content": "hi"}],
-                            "metadata": {"palm": forged,
-                                         "requester_metadata": {"palm": forged}}}
+    data: dict[str, Any] = {
+        "model": "balanced",
+        "messages": [{"role": "user", "content": "hi"}],
+        "metadata": {"palm": forged, "requester_metadata": {"palm": forged}},
+    }
     out = asyncio.run(hook.async_pre_call_hook(None, None, data, "acompletion"))
     assert "palm" not in out["metadata"]
     assert "palm" not in out["metadata"]["requester_metadata"]
@@ -131,14 +157,19 @@ def test_prompted_members_few_shot_pairs_become_chat_messages(tmp_path: Path) ->
         "    backend: {kind: prompted, base: tiny, system_prompt: Be brief., few_shot: "
         "[{user: 'Why do cats purr?', assistant: 'To show they are content.'}]}\n"
         "  - id: other\n    reward: {a: 0.1, b: 0.9}\n"
-        "    backend: {kind: prompted, base: tiny}\n")
+        "    backend: {kind: prompted, base: tiny}\n"
+    )
     (tmp_path / "pol.yaml").write_text(
-        "version: 2\ntraits: [a, b]\ndefaults: {weights: {a: 0.5, b: 0.5}}\n")
-    rt = PalmRuntime(PalmProxySettings(portfolio="p.yaml", store=":memory:",
-                                       policy="pol.yaml"), root=tmp_path)
+        "version: 2\ntraits: [a, b]\ndefaults: {weights: {a: 0.5, b: 0.5}}\n"
+    )
+    rt = PalmRuntime(
+        PalmProxySettings(portfolio="p.yaml", store=":memory:", policy="pol.yaml"), root=tmp_path
+    )
     data: dict[str, Any] = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
     apply_target(data, rt.targets["terse"])
-    assert data["messages"] == [{"role": "system", "content": "Be brief."},
-                                *normalize_few_shot(pairs),
-                                {"role": "user", "content": "hi"}]
+    assert data["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        *normalize_few_shot(pairs),
+        {"role": "user", "content": "hi"},
+    ]
     assert to_prompt(data["messages"]) == data["messages"]
