@@ -17,6 +17,7 @@ Our exception hierarchy::
       InvalidEventError(ValueError)      malformed feedback events
       IdentityError(PermissionError)     a caller reaching for another user's data
       DecisionBlocked                    the policy refuses the request (.rule_id, .user_message)
+      TopicLabelError                    topic labelling failed: request refused (fail closed)
       StoreError                         is_retryable = False
         StoreUnavailable                 is_retryable = True
       EngineError                        running a portfolio member (ONNX Runtime, tokenizer)
@@ -56,6 +57,7 @@ __all__ = [
     "RequestTooLargeError",
     "StoreError",
     "StoreUnavailable",
+    "TopicLabelError",
 ]
 
 
@@ -179,6 +181,16 @@ class DecisionBlocked(PalmError):
         super().__init__(f"blocked by rule {rule_id!r}: {user_message}")
         self.rule_id = rule_id
         self.user_message = user_message
+
+
+class TopicLabelError(PalmError):
+    """The topic classifier failed on a request, so topic rules could not be evaluated.
+
+    The request is refused rather than served without its topic rules (fail closed); the
+    cause is chained. Retryable: the classifier may recover (HTTP 503).
+    """
+
+    is_retryable = True
 
 
 class StoreError(PalmError):

@@ -33,7 +33,9 @@ from .exceptions import (
     InvalidWeightsError,
     PalmError,
     StoreError,
+    TopicLabelError,
 )
+from .inputs import RequestLimits, request_messages
 from .policy import BoundsPolicy, ClampResult
 from .policy.bounds import Evaluation
 from .policy.conditions import RequestContext
@@ -199,6 +201,15 @@ class Palm:
         salt: key for pseudonymizing user ids; by default the store's own (persistent) salt.
         clock: time source (seconds), injectable for tests.
         random_state: seed for Thompson draws and particles.
+        limits: size limits of a request's messages (default :class:`RequestLimits`).
+        allow_non_text: accept image, audio, video and file parts (skipped, never read as
+            text); by default a request with such parts is refused.
+
+    Every message's text (user turns, system and developer messages, tool results, assistant
+    prefill, tool definitions) is labelled with topics; preference cues come only from the
+    user's own last message. If topic labelling fails, the request is refused with
+    :class:`~palm_middleware.exceptions.TopicLabelError` (fail closed: no topic rule is
+    skipped); the refusal is audited with labels only.
     """
 
     def __init__(
@@ -218,10 +229,16 @@ class Palm:
         salt: str | bytes | None = None,
         clock: Callable[[], float] = time.time,
         random_state: int | np.random.Generator | None = None,
+        limits: RequestLimits | None = None,
+        allow_non_text: bool = False,
     ) -> None:
         if mode not in _MODES:
             raise InvalidParameterError(f"mode must be one of {_MODES}; got {mode!r}")
         self.portfolio = portfolio
+        self.limits = limits if limits is not None else RequestLimits()
+        if not isinstance(self.limits, RequestLimits):
+            raise InvalidParameterError(f"limits must be a RequestLimits; got {limits!r}")
+        self.allow_non_text = bool(allow_non_text)
         if isinstance(policy, ReloadingPolicy):
             self._check_policy(policy.current)
             user_check = policy.check
@@ -321,9 +338,43 @@ class Palm:
         """
         policy = policy if policy is not None else self.policy
         now = float(self.clock()) if now is None else now
-        text, _ = _last_user_text(messages)
-        topics = self.topic_classifier().classify(text) if text else frozenset()
-        return build_context(policy, metadata, now, topics)
+        return build_context(policy, metadata, now, self.topics(self.read(messages)))
+
+    def read(self, messages: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
+        """``messages`` (OpenAI chat shapes) as plain-text chat messages, within the limits.
+
+        Raises:
+            InvalidRequestError: content PALM cannot read; ``param`` names the field.
+            RequestTooLargeError: over :attr:`limits`.
+        """
+        if not messages:
+            return []
+        return request_messages(
+            "chat",
+            {"messages": list(messages)},
+            limits=self.limits,
+            allow_non_text=self.allow_non_text,
+        )
+
+    def topics(self, messages: Sequence[Mapping[str, str]]) -> frozenset[str]:
+        """Topic labels of every message's text (read by :meth:`read`); each distinct text once.
+
+        Raises:
+            TopicLabelError: the classifier failed (the caller must refuse the request).
+        """
+        texts = {m["content"] for m in messages if m["content"]}
+        if not texts:
+            return frozenset()
+        try:
+            classifier = self.topic_classifier()
+            labels: set[str] = set()
+            for text in texts:
+                labels |= classifier.classify(text)
+        except TopicLabelError:
+            raise
+        except Exception as exc:
+            raise TopicLabelError(f"topic labelling failed ({type(exc).__name__}: {exc})") from exc
+        return frozenset(labels)
 
     # -- identity -------------------------------------------------------------------------------
     def user_key(self, user: UserId) -> str:
@@ -356,23 +407,42 @@ class Palm:
         """
         now = float(self.clock())
         key = self.user_key(user)
+        read = self.read(messages)  # unreadable or oversized input is refused here
         policy = self.policy  # one policy for the whole decision, even if a reload happens
         decision_id = uuid.uuid4().hex
+        try:
+            topics = self.topics(read)
+        except TopicLabelError as exc:
+            self._audit(
+                AuditRecord(
+                    decision_id,
+                    key,
+                    "refused",
+                    {
+                        "decision_id": decision_id,
+                        "reason": "topic_labelling_failed",
+                        "error": type(exc.__cause__ or exc).__name__,
+                        "policy_version": policy.version,
+                        "ts": now,
+                    },
+                    now,
+                )
+            )
+            raise
         fallback: str | None = None
         refused: str | None = None
         cue_ids: tuple[str, ...] = ()
         opted_out = False
         ev: Evaluation | None = None
         try:
-            # Cohort, channel and time first, on their own: if topic labelling fails below, the
-            # fallback still sees them, so cohort and time rules keep applying.
-            ctx = build_context(policy, metadata, now)
+            # Cohort, channel and time with the topics; if the metadata cannot be read, the
+            # topics alone, so topic rules keep applying.
+            ctx = build_context(policy, metadata, now, topics)
         except Exception:  # malformed metadata: no context rather than no decision
             logger.exception("request metadata could not be read; evaluating without context")
-            ctx = RequestContext()
+            ctx = RequestContext(topics=topics)
         try:
-            ctx = self.context(messages, metadata, now=now, policy=policy)
-            cue_ids = self._record_cues(key, messages, metadata, now, ctx, policy)
+            cue_ids = self._record_cues(key, read, metadata, now, ctx, policy)
             record = self.store.get_profile(key)
             summary, opted_out = self._summary(record, now, policy)
             raw = summary.mean

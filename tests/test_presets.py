@@ -262,21 +262,3 @@ def test_reload_keeps_the_last_good_policy(tmp_path: Path, store: SQLiteStore) -
     t[0] = 6.0
     assert palm.policy.version != v1
     assert palm.policy_error is not None and "ghost" in str(palm.policy_error)
-
-
-def test_a_failing_topic_classifier_keeps_cohort_and_time_rules(store: SQLiteStore) -> None:
-    class BrokenTopics(Palm):
-        """Topic labelling fails (say, the embedding model is corrupt): a fault injected."""
-
-        def context(self, *args: Any, **kwargs: Any) -> Any:
-            raise RuntimeError("embedder exploded")
-
-    clock = Clock()
-    policy = load_policy(REPO / "policies" / "strict.yaml")
-    palm = BrokenTopics(PORTFOLIO, policy, store, clock=clock, random_state=0)
-    kid = palm.decide("kid", ask("hello"), {"cohort": "minor"})
-    assert kid.fallback is not None and "embedder exploded" in kid.fallback
-    assert kid.weights["safety"] >= 0.5 - 1e-9 and "minors-safety" in kid.rules_active
-    clock.t = NOON + 11 * 3600 + 30 * 60  # 23:30 UTC: minors are blocked at night
-    with pytest.raises(DecisionBlocked):
-        palm.decide("kid", ask("help with homework"), {"cohort": "minor"})

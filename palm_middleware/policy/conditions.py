@@ -57,7 +57,7 @@ class RequestContext:
     """What a condition can see of one request. Built by the pipeline, never from user edits.
 
     Attributes:
-        topics: Topic labels of the last user message.
+        topics: Topic labels of every text of the request (all roles, tool results).
         cohort: The user's cohort from the authenticated request (``minor``, ``student``...).
         channel: Where the request came from (``web``, ``api``...).
         attributes: Other authenticated metadata, usable as ``metadata.<name>``.

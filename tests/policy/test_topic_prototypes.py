@@ -14,7 +14,7 @@ import pytest
 from palm_middleware import Palm, SQLiteStore, load_policy, load_portfolio
 from palm_middleware.cli._common import bundled
 from palm_middleware.embeddings import OnnxEmbedder
-from palm_middleware.exceptions import ModelLoadError
+from palm_middleware.exceptions import ModelLoadError, TopicLabelError
 from palm_middleware.policy import topics as topics_mod
 from palm_middleware.policy.models import TopicSpec
 from palm_middleware.policy.topics import TopicClassifier
@@ -99,15 +99,15 @@ class Failing:
         return np.ones((len(texts), 4)) / 2.0
 
 
-def test_embedder_failing_on_a_message_keeps_keywords(caplog: pytest.LogCaptureFixture) -> None:
+def test_embedder_failing_fails_closed() -> None:
+    """A broken embedder raises TopicLabelError: partial labels would skip topic rules."""
     topics = {"t": TopicSpec(keywords=["suicide"], prototypes=["I want to end my life"])}
     clf = TopicClassifier(topics, embedder=Failing(fail_after=1))
-    with caplog.at_level(logging.WARNING):
-        assert clf.classify("thinking about suicide") == {"t"}
-    assert "keywords only" in caplog.text
-    # Failed prototypes: build() falls back to keywords instead of raising.
-    clf = TopicClassifier.build(topics, embedder=Failing(fail_after=0))
-    assert not clf.uses_embeddings and clf.classify("thinking about suicide") == {"t"}
+    with pytest.raises(TopicLabelError, match="runtime exploded"):
+        clf.classify("thinking about suicide")
+    # Failed prototypes: build() refuses too (the classifier would lose its prototypes).
+    with pytest.raises(TopicLabelError, match="prototype"):
+        TopicClassifier.build(topics, embedder=Failing(fail_after=0))
 
 
 def test_build_auto_without_model_falls_back_once(
