@@ -114,7 +114,7 @@ def request_messages(
     """
     if not isinstance(body, Mapping):
         raise InvalidRequestError(
-            f"palm: the request body must be a JSON object; got {_kind_of(body)}", param=None
+            f"the request body must be a JSON object; got {_kind_of(body)}", param=None
         )
     reader = _Reader(limits or _DEFAULT_LIMITS, allow_non_text)
     _check_params(body)
@@ -127,7 +127,7 @@ def request_messages(
     elif kind == "anthropic_messages":
         reader.anthropic(body)
     else:
-        raise InvalidRequestError(f"palm: unknown request kind {kind!r}", param=None)
+        raise InvalidRequestError(f"unknown request kind {kind!r}", param=None)
     reader.extras(body)
     return reader.out
 
@@ -149,33 +149,31 @@ def _check_params(body: Mapping[str, Any]) -> None:
     for name in _INT_PARAMS:
         v = body.get(name)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
-            raise InvalidRequestError(
-                f"palm: `{name}` must be an integer; got {_kind_of(v)}", param=name
-            )
+            raise InvalidRequestError(f"`{name}` must be an integer; got {_kind_of(v)}", param=name)
     for name in _NUM_PARAMS:
         v = body.get(name)
         if v is not None and (
             isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
         ):
             raise InvalidRequestError(
-                f"palm: `{name}` must be a finite number; got {_kind_of(v)}", param=name
+                f"`{name}` must be a finite number; got {_kind_of(v)}", param=name
             )
     v = body.get("stream")
     if v is not None and not isinstance(v, bool):
-        raise InvalidRequestError(f"palm: `stream` must be a boolean; got {_kind_of(v)}", "stream")
+        raise InvalidRequestError(f"`stream` must be a boolean; got {_kind_of(v)}", param="stream")
     for name in ("stop", "stop_sequences"):
         v = body.get(name)
         if v is None or isinstance(v, str):
             continue
         if not isinstance(v, list):
             raise InvalidRequestError(
-                f"palm: `{name}` must be a string or a list of strings; got {_kind_of(v)}",
+                f"`{name}` must be a string or a list of strings; got {_kind_of(v)}",
                 param=name,
             )
         for i, s in enumerate(v):
             if not isinstance(s, str):
                 raise InvalidRequestError(
-                    f"palm: `{name}[{i}]` must be a string; got {_kind_of(s)}",
+                    f"`{name}[{i}]` must be a string; got {_kind_of(s)}",
                     param=f"{name}[{i}]",
                 )
 
@@ -195,18 +193,18 @@ class _Reader:
         limits = self.limits
         if len(self.out) >= limits.max_messages:
             raise RequestTooLargeError(
-                f"palm: more than {limits.max_messages} messages in one request", param=param
+                f"more than {limits.max_messages} messages in one request", param=param
             )
         if len(text) > limits.max_message_chars:
             raise RequestTooLargeError(
-                f"palm: {param} has {len(text)} characters of text; the limit is "
+                f"{param} has {len(text)} characters of text; the limit is "
                 f"{limits.max_message_chars}",
                 param=param,
             )
         self.total += len(text)
         if self.total > limits.max_total_chars:
             raise RequestTooLargeError(
-                f"palm: the request has more than {limits.max_total_chars} characters of text",
+                f"the request has more than {limits.max_total_chars} characters of text",
                 param=param,
             )
         self.out.append({"role": role, "content": text})
@@ -215,8 +213,7 @@ class _Reader:
         """Refuse an over-long list before walking it."""
         if len(items) > self.limits.max_messages:
             raise RequestTooLargeError(
-                f"palm: `{param}` has {len(items)} entries; the limit is "
-                f"{self.limits.max_messages}",
+                f"`{param}` has {len(items)} entries; the limit is {self.limits.max_messages}",
                 param=param,
             )
 
@@ -227,15 +224,13 @@ class _Reader:
             return value
         if value is None and optional:
             return ""
-        raise InvalidRequestError(
-            f"palm: `{param}` must be a string; got {_kind_of(value)}", param=param
-        )
+        raise InvalidRequestError(f"`{param}` must be a string; got {_kind_of(value)}", param=param)
 
     @staticmethod
     def obj(value: object, param: str) -> Mapping[str, Any]:
         if not isinstance(value, Mapping):
             raise InvalidRequestError(
-                f"palm: `{param}` must be an object; got {_kind_of(value)}", param=param
+                f"`{param}` must be an object; got {_kind_of(value)}", param=param
             )
         return value
 
@@ -243,7 +238,7 @@ class _Reader:
     def array(value: object, param: str) -> list[Any]:
         if not isinstance(value, list):
             raise InvalidRequestError(
-                f"palm: `{param}` must be an array; got {_kind_of(value)}", param=param
+                f"`{param}` must be an array; got {_kind_of(value)}", param=param
             )
         return value
 
@@ -255,12 +250,12 @@ class _Reader:
         try:
             return json.dumps(value, ensure_ascii=False, sort_keys=True)
         except (TypeError, ValueError) as exc:  # pragma: no cover - parsed JSON always dumps
-            raise InvalidRequestError(f"palm: `{param}` is not JSON", param=param) from exc
+            raise InvalidRequestError(f"`{param}` is not JSON", param=param) from exc
 
     def non_text(self, kind: str, param: str) -> None:
         if not self.allow_non_text:
             raise InvalidRequestError(
-                f"palm: `{param}` is a {kind!r} part; this deployment reads text only "
+                f"`{param}` is a {kind!r} part; this deployment reads text only "
                 "(non-text content cannot be checked against the policy)",
                 param=param,
             )
@@ -271,8 +266,7 @@ class _Reader:
             return content
         if not isinstance(content, list):
             raise InvalidRequestError(
-                f"palm: `{param}` must be a string or an array of content parts; got "
-                f"{_kind_of(content)}",
+                f"`{param}` must be a string or an array of content parts; got {_kind_of(content)}",
                 param=param,
             )
         return "\n".join(self.part_texts(content, param, extra))
@@ -284,7 +278,7 @@ class _Reader:
             kind = p.get("type")
             if not isinstance(kind, str):
                 raise InvalidRequestError(
-                    f"palm: `{where}.type` must be a string; got {_kind_of(kind)}",
+                    f"`{where}.type` must be a string; got {_kind_of(kind)}",
                     param=f"{where}.type",
                 )
             if kind in _TEXT_PARTS:
@@ -298,7 +292,7 @@ class _Reader:
                 self.non_text(kind, where)
             else:
                 raise InvalidRequestError(
-                    f"palm: `{where}.type` {kind!r} is not a content part PALM can read",
+                    f"`{where}.type` {kind!r} is not a content part PALM can read",
                     param=f"{where}.type",
                 )
 
@@ -320,7 +314,7 @@ class _Reader:
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise InvalidRequestError(
-                f"palm: `messages` must be a non-empty array; got {_kind_of(messages)}",
+                f"`messages` must be a non-empty array; got {_kind_of(messages)}",
                 param="messages",
             )
         self.count(messages, "messages")
@@ -343,12 +337,12 @@ class _Reader:
     def role(value: object, param: str) -> str:
         if not isinstance(value, str):
             raise InvalidRequestError(
-                f"palm: `{param}` must be a string; got {_kind_of(value)}", param=param
+                f"`{param}` must be a string; got {_kind_of(value)}", param=param
             )
         role = value.casefold()
         if role not in ROLES:
             raise InvalidRequestError(
-                f"palm: `{param}` {value!r} is not a known role; use one of {sorted(ROLES)}",
+                f"`{param}` {value!r} is not a known role; use one of {sorted(ROLES)}",
                 param=param,
             )
         return role
@@ -368,7 +362,7 @@ class _Reader:
                     yield self.string(cu.get("input"), f"{at}.custom.input", optional=True)
                 else:
                     raise InvalidRequestError(
-                        f"palm: `{at}` must have a `function` (or `custom`) object", param=at
+                        f"`{at}` must have a `function` (or `custom`) object", param=at
                     )
         if msg.get("function_call") is not None:
             yield from self.function_call(msg["function_call"], f"{where}.function_call")
@@ -394,14 +388,14 @@ class _Reader:
             for i, p in enumerate(prompt):
                 if not isinstance(p, str):
                     raise InvalidRequestError(
-                        f"palm: `prompt[{i}]` must be a string; token-id prompts are not "
+                        f"`prompt[{i}]` must be a string; token-id prompts are not "
                         "accepted (PALM cannot check them against the policy)",
                         param=f"prompt[{i}]",
                     )
                 self.emit("user", [p], f"prompt[{i}]")
         else:
             raise InvalidRequestError(
-                "palm: `prompt` must be a string or a non-empty array of strings; got "
+                "`prompt` must be a string or a non-empty array of strings; got "
                 f"{_kind_of(prompt)}",
                 param="prompt",
             )
@@ -414,7 +408,7 @@ class _Reader:
         for field in ("previous_response_id", "conversation", "prompt"):
             if body.get(field) is not None:
                 raise InvalidRequestError(
-                    f"palm: `{field}` refers to content stored elsewhere, which PALM cannot "
+                    f"`{field}` refers to content stored elsewhere, which PALM cannot "
                     "check; send the conversation in `input`",
                     param=field,
                 )
@@ -427,8 +421,7 @@ class _Reader:
             return
         if not isinstance(items, list) or not items:
             raise InvalidRequestError(
-                "palm: `input` must be a string or a non-empty array of items; got "
-                f"{_kind_of(items)}",
+                f"`input` must be a string or a non-empty array of items; got {_kind_of(items)}",
                 param="input",
             )
         self.count(items, "input")
@@ -441,7 +434,7 @@ class _Reader:
             role = self.role(item.get("role"), f"{where}.role")
             if role in ("tool", "function"):
                 raise InvalidRequestError(
-                    f"palm: `{where}.role` must be user, assistant, system or developer",
+                    f"`{where}.role` must be user, assistant, system or developer",
                     param=f"{where}.role",
                 )
             self.emit(role, [self.parts(item.get("content"), f"{where}.content")], where)
@@ -462,7 +455,7 @@ class _Reader:
             self.emit("assistant", pieces, where)
         else:
             raise InvalidRequestError(
-                f"palm: `{where}.type` {kind!r} is not an input item PALM can read (messages, "
+                f"`{where}.type` {kind!r} is not an input item PALM can read (messages, "
                 "function calls and their outputs, custom tool calls, reasoning)",
                 param=f"{where}.type",
             )
@@ -475,7 +468,7 @@ class _Reader:
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise InvalidRequestError(
-                f"palm: `messages` must be a non-empty array; got {_kind_of(messages)}",
+                f"`messages` must be a non-empty array; got {_kind_of(messages)}",
                 param="messages",
             )
         self.count(messages, "messages")
@@ -485,7 +478,7 @@ class _Reader:
             role = self.role(msg.get("role"), f"{where}.role")
             if role not in ("user", "assistant", "system"):
                 raise InvalidRequestError(
-                    f"palm: `{where}.role` must be user or assistant", param=f"{where}.role"
+                    f"`{where}.role` must be user or assistant", param=f"{where}.role"
                 )
             content = msg.get("content")
             if isinstance(content, str):
@@ -508,7 +501,7 @@ class _Reader:
             b = self.obj(block, f"system[{j}]")
             if b.get("type") != "text":
                 raise InvalidRequestError(
-                    f"palm: `system[{j}].type` must be 'text'", param=f"system[{j}].type"
+                    f"`system[{j}].type` must be 'text'", param=f"system[{j}].type"
                 )
             texts.append(self.string(b.get("text"), f"system[{j}].text"))
         return "\n".join(texts)
@@ -547,7 +540,7 @@ class _Reader:
                 pieces.append(self.json_text(value, field))
             elif value is not None and field == "response_format":
                 raise InvalidRequestError(
-                    f"palm: `{field}` must be an object; got {_kind_of(value)}", param=field
+                    f"`{field}` must be an object; got {_kind_of(value)}", param=field
                 )
         if any(pieces):
             self.emit("system", pieces, "tools")

@@ -7,6 +7,7 @@
     store: palm.db                     # SQLite file; ":memory:" keeps profiles in memory
     route_models: [auto]               # model names the hook routes per user; others pass through
     bases: {tiny: models/tiny}         # shared base models of prompted/adapter members: folders
+    limits: {max_body_bytes: 1048576}  # request limits, checked before parsing (limits.py)
     auth:                              # used when the proxy's general_settings.custom_auth is
       keys:                            # palm_litellm.auth.user_api_key_auth
         - {sha256: 9f86d0..., user: alice}     # a personal key: acts for alice only
@@ -44,6 +45,7 @@ from palm_middleware.engines.members import engine_for_member
 from palm_middleware.engines.onnx import OnnxEngine, normalize_few_shot
 from palm_middleware.engines.registry import SessionRegistry
 from palm_middleware.identity import Principal
+from palm_middleware.inputs import RequestLimits
 from palm_middleware.portfolio.manifest import LiteLLMBackend, PromptedBackend
 
 __all__ = [
@@ -98,6 +100,22 @@ class AuthSettings(_Strict):
     """App name the proxy master key acts as (it may name end users); None refuses it."""
 
 
+class LimitSettings(_Strict):
+    """``limits:`` in ``palm.yaml``: see :class:`palm_middleware.inputs.RequestLimits`."""
+
+    max_body_bytes: int = Field(default=RequestLimits.max_body_bytes, ge=1, strict=True)
+    max_messages: int = Field(default=RequestLimits.max_messages, ge=1, strict=True)
+    max_message_chars: int = Field(default=RequestLimits.max_message_chars, ge=1, strict=True)
+    max_total_chars: int = Field(default=RequestLimits.max_total_chars, ge=1, strict=True)
+    allow_non_text: bool = Field(default=False, strict=True)
+    """Accept image/audio/file parts (never read as text); by default they are refused."""
+
+    @property
+    def core(self) -> RequestLimits:
+        """The core's :class:`RequestLimits`."""
+        return RequestLimits(**self.model_dump(exclude={"allow_non_text"}))
+
+
 class PalmProxySettings(_Strict):
     """The validated content of ``palm.yaml``."""
 
@@ -117,6 +135,17 @@ class PalmProxySettings(_Strict):
     factory: str | None = None
     """``module:function(portfolio, policy, store) -> Palm`` to customize the pipeline."""
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    limits: LimitSettings = Field(default_factory=lambda: LimitSettings())
+    """Request size limits (:mod:`palm_litellm.limits`); non-text parts refused unless allowed."""
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> PalmProxySettings:
+        """Read and validate ``palm.yaml`` (no runtime built); errors name file, line, field."""
+        doc = load_yaml_file(Path(path), ConfigError)
+        try:
+            return cls.model_validate(doc.data)
+        except ValidationError as exc:
+            raise ConfigError(issues_from_pydantic(exc, doc)) from None
 
 
 @dataclass(frozen=True)
@@ -151,7 +180,14 @@ class PalmRuntime:
         self.palm: Palm = (
             factory(self.portfolio, policy, store)
             if factory is not None
-            else Palm(self.portfolio, policy, store, mode=settings.mode)
+            else Palm(
+                self.portfolio,
+                policy,
+                store,
+                mode=settings.mode,
+                limits=settings.limits.core,
+                allow_non_text=settings.limits.allow_non_text,
+            )
         )
         self.keys = {k.sha256: k for k in settings.auth.keys}
         self.route_models = frozenset(settings.route_models)
@@ -164,12 +200,7 @@ class PalmRuntime:
     def from_file(cls, path: str | Path) -> PalmRuntime:
         """Load ``palm.yaml``; errors name the file, line and field."""
         path = Path(path)
-        doc = load_yaml_file(path, ConfigError)
-        try:
-            settings = PalmProxySettings.model_validate(doc.data)
-        except ValidationError as exc:
-            raise ConfigError(issues_from_pydantic(exc, doc)) from None
-        return cls(settings, root=path.parent)
+        return cls(PalmProxySettings.from_file(path), root=path.parent)
 
     def _target(self, member_id: str) -> Target:
         member = self.portfolio.member(member_id)

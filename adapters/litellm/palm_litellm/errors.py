@@ -11,16 +11,21 @@ from palm_middleware.exceptions import (
     IdentityError,
     InvalidEventError,
     InvalidParameterError,
+    InvalidRequestError,
     InvalidWeightsError,
     ModelLoadError,
     PalmError,
+    RequestTooLargeError,
     StoreUnavailable,
+    TopicLabelError,
 )
 
 __all__ = ["http_exception", "status_for"]
 
 _STATUS: tuple[tuple[type[PalmError], int], ...] = (
     (DecisionBlocked, 403),
+    (RequestTooLargeError, 413),
+    (TopicLabelError, 503),
     (IdentityError, 403),
     (InvalidEventError, 400),
     (InvalidWeightsError, 400),
@@ -56,4 +61,8 @@ def http_exception(exc: PalmError) -> Any:
     detail: dict[str, Any] = {"error": message_for(exc)}
     if isinstance(exc, DecisionBlocked):
         detail["rule_id"] = exc.rule_id
-    return HTTPException(status_code=status_for(exc), detail=detail)
+    http = HTTPException(status_code=status_for(exc), detail=detail)
+    if isinstance(exc, InvalidRequestError):  # the proxy copies these into the OpenAI error
+        http.param = exc.param  # type: ignore[attr-defined]
+        http.type = "invalid_request_error"  # type: ignore[attr-defined]
+    return http

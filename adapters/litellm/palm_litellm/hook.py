@@ -9,6 +9,7 @@ provider (a file next to the config would be executed once per reference)::
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any
@@ -17,6 +18,7 @@ from litellm.integrations.custom_logger import CustomLogger
 
 from palm_middleware.exceptions import PalmError
 from palm_middleware.identity import resolve_user
+from palm_middleware.inputs import request_messages
 
 from .auth import principal_of
 from .config import PalmRuntime, RuntimeUser, Target
@@ -58,19 +60,6 @@ def apply_target(data: dict[str, Any], target: Target) -> None:
         data[name] = value
 
 
-def _check_messages(messages: object) -> list[Mapping[str, Any]]:
-    from fastapi import HTTPException
-
-    if not isinstance(messages, list) or not messages:
-        raise HTTPException(400, detail={"error": "palm: `messages` must be a non-empty list"})
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
-            raise HTTPException(
-                400, detail={"error": f"palm: messages[{i}] must be an object with a `role`"}
-            )
-    return messages
-
-
 class PalmProxyHook(RuntimeUser, CustomLogger):
     """Pre-call routing and bounds, post-call outcome records, ``x-palm-*`` response headers."""
 
@@ -94,9 +83,17 @@ class PalmProxyHook(RuntimeUser, CustomLogger):
                     requester.pop("palm", None)
         if call_type not in _ROUTED_CALLS or data.get("model") not in runtime.route_models:
             return data
-        messages = _check_messages(data.get("messages"))
         asserted = data.get("user")
         try:
+            limits = runtime.settings.limits
+            # Every text the member will read, checked against the limits, off the event loop.
+            messages = await asyncio.to_thread(
+                request_messages,
+                "chat",
+                data,
+                limits=limits.core,
+                allow_non_text=limits.allow_non_text,
+            )
             principal = principal_of(
                 user_api_key_dict,
                 master_key_app=runtime.settings.auth.master_key_app,
@@ -239,7 +236,9 @@ def _mount_in_proxy() -> None:
     app = getattr(server, "app", None)
     if app is not None:
         from .endpoints import mount
+        from .limits import install
 
+        install(app)
         mount(app)
 
 
