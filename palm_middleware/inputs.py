@@ -269,32 +269,34 @@ class _Reader:
                 f"`{param}` must be a string or an array of content parts; got {_kind_of(content)}",
                 param=param,
             )
-        return "\n".join(self.part_texts(content, param, extra))
+        return "\n".join(t for t in self.part_texts(content, param, extra) if t)
 
     def part_texts(self, parts: list[Any], param: str, extra: frozenset[str]) -> Iterator[str]:
         for j, part in enumerate(parts):
-            where = f"{param}[{j}]"
-            p = self.obj(part, where)
-            kind = p.get("type")
-            if not isinstance(kind, str):
-                raise InvalidRequestError(
-                    f"`{where}.type` must be a string; got {_kind_of(kind)}",
-                    param=f"{where}.type",
-                )
-            if kind in _TEXT_PARTS:
-                field = _TEXT_PARTS[kind]
-                yield self.string(p.get(field), f"{where}.{field}")
-            elif kind == "document":
-                yield from self.document(p, where)
-            elif kind == "tool_reference" and "tool_reference" in extra:
-                yield self.string(p.get("tool_name"), f"{where}.tool_name")
-            elif kind in _NON_TEXT_PARTS:
-                self.non_text(kind, where)
-            else:
-                raise InvalidRequestError(
-                    f"`{where}.type` {kind!r} is not a content part PALM can read",
-                    param=f"{where}.type",
-                )
+            yield from self.part(part, f"{param}[{j}]", extra)
+
+    def part(self, part: object, where: str, extra: frozenset[str]) -> Iterator[str]:
+        """The text of one typed content part; non-text parts refused unless allowed."""
+        p = self.obj(part, where)
+        kind = p.get("type")
+        if not isinstance(kind, str):
+            raise InvalidRequestError(
+                f"`{where}.type` must be a string; got {_kind_of(kind)}", param=f"{where}.type"
+            )
+        if kind in _TEXT_PARTS:
+            field = _TEXT_PARTS[kind]
+            yield self.string(p.get(field), f"{where}.{field}")
+        elif kind == "document":
+            yield from self.document(p, where)
+        elif kind == "tool_reference" and "tool_reference" in extra:
+            yield self.string(p.get("tool_name"), f"{where}.tool_name")
+        elif kind in _NON_TEXT_PARTS:
+            self.non_text(kind, where)
+        else:
+            raise InvalidRequestError(
+                f"`{where}.type` {kind!r} is not a content part PALM can read",
+                param=f"{where}.type",
+            )
 
     def document(self, p: Mapping[str, Any], where: str) -> Iterator[str]:
         """A document part: plain-text sources are read; base64, URL and file ones are not."""
@@ -521,7 +523,7 @@ class _Reader:
             own.append(self.string(b.get("title"), f"{at}.title", optional=True))
             own.append(self.parts(b.get("content"), f"{at}.content"))
         else:
-            own.extend(self.part_texts([b], at, frozenset()))
+            own.extend(self.part(b, at, frozenset()))
 
     # -- texts outside the messages ----------------------------------------------------------
     def extras(self, body: Mapping[str, Any]) -> None:
