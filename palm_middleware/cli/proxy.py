@@ -74,10 +74,26 @@ def command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
     ]
     env = {
         "PALM_CONFIG": str(palm_config),
+        # The proxy process exits (3) if it cannot build the runtime, e.g. a member folder.
+        "PALM_FAIL_FAST": "1",
         # Offline start: use the cost map bundled with litellm instead of fetching it.
         "LITELLM_LOCAL_MODEL_COST_MAP": os.environ.get("LITELLM_LOCAL_MODEL_COST_MAP", "True"),
     }
     return cmd, env
+
+
+def check_runtime(palm_config: Path) -> None:
+    """Build the runtime (palm.yaml, portfolio, policy, store) before serving anything.
+
+    Raises:
+        ConfigError: the first broken file, located ``file:line:col``; ``palm`` exits non-zero.
+    """
+    from palm_litellm.config import PalmRuntime
+
+    runtime = PalmRuntime.from_file(palm_config)
+    close = getattr(runtime.palm.store, "close", None)
+    if callable(close):
+        close()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -88,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{k}={shlex.quote(v)}")
         print(shlex.join(cmd))
         return 0
+    check_runtime(Path(env["PALM_CONFIG"]))
     print(f"palm proxy: serving on http://{args.host}:{args.port} (Ctrl-C stops)", file=sys.stderr)
     try:
         return subprocess.call(cmd, env={**os.environ, **env})

@@ -5,13 +5,16 @@
     portfolio: portfolio.yaml          # members, backends, reward profiles
     policy: policy.yaml                # bounds policy (omit: the bundled default)
     store: palm.db                     # SQLite file; ":memory:" keeps profiles in memory
-    route_models: [auto]               # model names the hook routes per user; others pass through
+    route_models: [auto]               # model names PALM routes per user (what keys may call)
+    allow_direct_members: false        # true: non-admin keys may also name a member's group;
+                                       # the policy's conditional rules still run on the request
     bases: {tiny: models/tiny}         # shared base models of prompted/adapter members: folders
     limits: {max_body_bytes: 1048576}  # request limits, checked before parsing (limits.py)
     auth:                              # used when the proxy's general_settings.custom_auth is
       keys:                            # palm_litellm.auth.user_api_key_auth
         - {sha256: 9f86d0..., user: alice}     # a personal key: acts for alice only
-        - {sha256: 60303a..., app: webapp}     # an app backend: names its end users in `user`
+        - {sha256: 60303a..., app: webapp, models: [auto]}  # an app backend: names its end
+                                                            # users in `user`; models it may call
       master_key_app: admin            # the proxy master key acts as this app (null: refused)
 
 The proxy loads the hook and the provider by package path, so both share one
@@ -35,6 +38,7 @@ from palm_middleware import (
     ConfigError,
     MemoryStore,
     Palm,
+    PalmError,
     Portfolio,
     SQLiteStore,
     load_policy,
@@ -56,6 +60,7 @@ __all__ = [
     "RuntimeUser",
     "Target",
     "get_runtime",
+    "runtime_error",
 ]
 
 #: Environment variable naming the ``palm.yaml`` file of the running proxy.
@@ -76,6 +81,8 @@ class KeyEntry(_Strict):
     """The person this key belongs to (acts for this user only)."""
     app: str | None = Field(default=None, min_length=1, max_length=128, pattern=r"^[^/]+$")
     """An app backend trusted to name its own end users in the request's ``user`` field."""
+    models: list[str] | None = Field(default=None, min_length=1)
+    """Model names this key may call (None: the deployment's ``route_models``)."""
 
     @model_validator(mode="after")
     def _one_owner(self) -> KeyEntry:
@@ -124,6 +131,9 @@ class PalmProxySettings(_Strict):
     store: str = "palm.db"
     mode: Literal["mean", "thompson", "robust"] = "mean"
     route_models: list[str] = Field(default_factory=lambda: ["auto"], min_length=1)
+    allow_direct_members: bool = False
+    """Let non-admin keys name a member's model group directly (the policy's conditional rules
+    still run: a block refuses, a pin or use_default serves the member the rule names)."""
     groups: dict[str, str] = Field(default_factory=dict)
     """Model group per member id (default: a LiteLLM member's model; otherwise the member id)."""
     bases: dict[str, str] = Field(default_factory=dict)
@@ -195,6 +205,45 @@ class PalmRuntime:
         self._engines: dict[str, OnnxEngine] = {}
         self._lock = threading.Lock()
         self.targets = {m.id: self._target(m.id) for m in self.portfolio.members}
+        for k in settings.auth.keys:
+            unknown = sorted(set(k.models or ()) - self.route_models)
+            if unknown and not settings.allow_direct_members:
+                raise ConfigError(
+                    f"auth.keys: key {k.sha256[:8]}... may call {unknown}, which are not "
+                    f"route_models {sorted(self.route_models)}; set allow_direct_members: true "
+                    "to let keys name members directly"
+                )
+
+    def load_members(self) -> None:
+        """Load every local member's engine now, so a broken model folder stops the start."""
+        for member in self.portfolio.members:
+            backend = member.backend
+            if isinstance(backend, LiteLLMBackend):
+                continue
+            self.engine(backend.base if isinstance(backend, PromptedBackend) else member.id)
+
+    def key_models(self, entry: KeyEntry) -> frozenset[str]:
+        """Model names ``entry`` may call: its ``models`` or the deployment's route models."""
+        return frozenset(entry.models) if entry.models is not None else self.route_models
+
+    def direct_member(self, model: str) -> str | None:
+        """The member a request names directly: its id, its model group or ``palm_onnx/<id>``.
+
+        None when ``model`` names no single member (a route model, a shared base, or unknown).
+        """
+        if model.startswith("palm_onnx/"):
+            model = model.split("/", 1)[1]
+        if model in self.targets:
+            return model
+        owners = [m for m, t in self.targets.items() if t.group == model]
+        return owners[0] if len(owners) == 1 else None
+
+    def serves_members(self, model: str) -> bool:
+        """True if ``model`` (a group, member id, base or ``palm_onnx/...``) reaches a member."""
+        if model in self.route_models or model.startswith("palm_onnx/"):
+            return True
+        groups = {t.group for t in self.targets.values()}
+        return model in groups or model in self.targets or model in self.settings.bases
 
     @classmethod
     def from_file(cls, path: str | Path) -> PalmRuntime:
@@ -259,22 +308,39 @@ def _import_factory(spec: str) -> PalmFactory:
 
 
 _runtime: PalmRuntime | None = None
+_runtime_error: PalmError | None = None
 _runtime_lock = threading.Lock()
 
 
 def get_runtime() -> PalmRuntime:
-    """The process's runtime, built on first use from the file named by ``PALM_CONFIG``."""
-    global _runtime
+    """The process's runtime, built once from the file named by ``PALM_CONFIG``.
+
+    A build that failed is not retried: every later call raises the same error (the proxy
+    answers 503 and reports not ready) until the process restarts with a fixed file.
+    """
+    global _runtime, _runtime_error
     if _runtime is None:
         with _runtime_lock:
+            if _runtime_error is not None:
+                raise _runtime_error
             if _runtime is None:
                 path = os.environ.get(CONFIG_ENV)
-                if not path:
-                    raise ConfigError(
-                        f"set {CONFIG_ENV} to the palm.yaml of this proxy (`palm proxy` does it)"
-                    )
-                _runtime = PalmRuntime.from_file(path)
+                try:
+                    if not path:
+                        raise ConfigError(
+                            f"set {CONFIG_ENV} to the palm.yaml of this proxy (`palm proxy` "
+                            "does it)"
+                        )
+                    _runtime = PalmRuntime.from_file(path)
+                except PalmError as exc:
+                    _runtime_error = exc
+                    raise
     return _runtime
+
+
+def runtime_error() -> PalmError | None:
+    """Why the process's runtime could not be built (None: built, or not tried yet)."""
+    return _runtime_error
 
 
 class RuntimeUser:

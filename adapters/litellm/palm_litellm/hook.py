@@ -9,117 +9,169 @@ provider (a file next to the config would be executed once per reference)::
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
 
 from litellm.integrations.custom_logger import CustomLogger
 
 from palm_middleware.exceptions import PalmError
-from palm_middleware.identity import resolve_user
-from palm_middleware.inputs import request_messages
 
-from .auth import principal_of
-from .config import PalmRuntime, RuntimeUser, Target
-from .errors import http_exception
+from .auth import allowed_models, is_admin, principal_of
+from .config import PalmRuntime, RuntimeUser, get_runtime
+from .errors import AccessDenied, NotReady, proxy_exception
+from .gate import (
+    TICKET_KEY,
+    Ticket,
+    admit,
+    apply_member,
+    apply_target,
+    find_ticket,
+    request_kind,
+)
 
 __all__ = ["COMPARE_KEY", "PalmProxyHook", "apply_target", "instance"]
 
-_ROUTED_CALLS = frozenset({"completion", "acompletion"})
 #: Request metadata key naming the member to serve for an A/B comparison (``/palm/v1/compare``).
 COMPARE_KEY = "palm_compare"
-#: Member generation parameters that have an OpenAI request field of the same meaning.
-_OPENAI_PARAMS = ("max_tokens", "temperature", "top_p", "seed", "stop")
-
-
-def apply_target(data: dict[str, Any], target: Target) -> None:
-    """Re-target ``data`` to the member's model group with its system prompt and parameters.
-
-    The member's system prompt and few-shot turns go before the client's messages; its
-    decoding parameters replace the client's (they are what makes the member), except that
-    ``max_tokens`` keeps the smaller of the two and stop sequences are merged.
-    """
-    data["model"] = target.group
-    added: list[dict[str, Any]] = []
-    if target.system_prompt is not None:
-        added.append({"role": "system", "content": target.system_prompt})
-    added.extend(dict(m) for m in target.few_shot)
-    if added:
-        data["messages"] = [*added, *data["messages"]]
-    for name in _OPENAI_PARAMS:
-        if not target.generation or name not in target.generation:
-            continue
-        value = target.generation[name]
-        if name == "max_tokens" and isinstance(data.get("max_tokens"), int):
-            value = min(int(value), data["max_tokens"])
-        elif name == "stop" and data.get("stop"):
-            theirs = [data["stop"]] if isinstance(data["stop"], str) else list(data["stop"])
-            ours = [value] if isinstance(value, str) else list(value)
-            value = list(dict.fromkeys([*ours, *theirs]))
-        data[name] = value
+#: Request fields that would let a client send its request to a model PALM did not choose.
+_CLIENT_ROUTING_FIELDS = (
+    "fallbacks",
+    "context_window_fallbacks",
+    "content_policy_fallbacks",
+    "mock_testing_fallbacks",
+    "model_list",
+)
 
 
 class PalmProxyHook(RuntimeUser, CustomLogger):
-    """Pre-call routing and bounds, post-call outcome records, ``x-palm-*`` response headers."""
+    """Pre-call routing and bounds, post-call outcome records, ``x-palm-*`` response headers.
+
+    Also the backstop of both doors: :meth:`async_pre_call_deployment_hook` runs in LiteLLM's
+    client wrapper on every call (proxy or SDK, every call type) and refuses a call that
+    reaches a portfolio member without the gate's ticket for that member's group.
+    """
 
     def __init__(self, runtime: PalmRuntime | None = None) -> None:
         super().__init__()
         self._runtime = runtime
 
+    def _ready_runtime(self) -> PalmRuntime:
+        try:
+            return self.runtime
+        except PalmError as exc:
+            raise proxy_exception(NotReady(f"palm: not ready: {exc}")) from exc
+
     # The proxy looks this up on the leaf class (integration.md §4.3): keep it defined here.
     async def async_pre_call_hook(
         self, user_api_key_dict: Any, cache: Any, data: dict[str, Any], call_type: Any
     ) -> dict[str, Any]:
-        """Decide the member for this user; re-target ``data``; raise HTTP 4xx to refuse."""
-        runtime = self.runtime
-        # The hook keeps its per-request state under metadata["palm"]; a client may have sent
-        # that key itself, so drop it before anything else (the post-call hooks trust it).
+        """Decide the member for this user; re-target ``data``; refuse with the OpenAI error."""
+        # Hooks keep per-request state under metadata["palm"]; a client may have sent that
+        # key itself, so drop it before anything else (whatever its type).
         for holder in (data.get("metadata"), data.get("litellm_metadata")):
             if isinstance(holder, dict):
-                holder.pop("palm", None)
+                holder.pop(TICKET_KEY, None)
                 requester = holder.get("requester_metadata")
                 if isinstance(requester, dict):
-                    requester.pop("palm", None)
-        if call_type not in _ROUTED_CALLS or data.get("model") not in runtime.route_models:
-            return data
-        asserted = data.get("user")
+                    requester.pop(TICKET_KEY, None)
+        runtime = self._ready_runtime()
+        admin = is_admin(user_api_key_dict)
+        kind = request_kind(call_type)
         try:
-            limits = runtime.settings.limits
-            # Every text the member will read, checked against the limits, off the event loop.
-            messages = await asyncio.to_thread(
-                request_messages,
-                "chat",
-                data,
-                limits=limits.core,
-                allow_non_text=limits.allow_non_text,
-            )
+            if kind is None:
+                if admin:
+                    return data
+                raise AccessDenied(
+                    f"palm: {getattr(call_type, 'value', call_type)} requests need the master key",
+                    param="model",
+                )
             principal = principal_of(
                 user_api_key_dict,
                 master_key_app=runtime.settings.auth.master_key_app,
                 keys=runtime.keys,
             )
-            user = resolve_user(
+            if not admin:
+                for name in _CLIENT_ROUTING_FIELDS:
+                    data.pop(name, None)
+            ticket = await admit(
+                runtime,
                 principal,
-                asserted if asserted is None or isinstance(asserted, str) else str(asserted),
-            )
-            decision = await runtime.palm.adecide(
-                user, messages, self._policy_metadata(data), compare=self._compare(data)
+                data,
+                kind,
+                admin=admin,
+                asserted_user=data.get("user"),
+                policy_metadata=self._policy_metadata(data),
+                compare=self._compare(data),
             )
         except PalmError as exc:
-            raise http_exception(exc) from exc
-        apply_target(data, runtime.targets[decision.member])
-        metadata = data.get("metadata")
-        if not isinstance(metadata, dict):
-            metadata = data["metadata"] = {}
-        metadata["palm"] = {
-            "decision_id": decision.decision_id,
-            "user": user,
-            "member": decision.member,
-            "headers": decision.headers(),
-            "t0": time.perf_counter(),
-        }
+            raise proxy_exception(exc) from exc
+        if ticket is not None:
+            _leave_ticket(data, ticket)
         return data
+
+    async def async_pre_call_deployment_hook(
+        self, kwargs: dict[str, Any], call_type: Any
+    ) -> dict[str, Any] | None:
+        """Refuse a call reaching a member's deployment without the gate's ticket for it."""
+        runtime = self._runtime or _built_runtime()
+        if runtime is None:
+            return None
+        model = kwargs.get("model")
+        group = _model_group(kwargs)
+        reaches = [m for m in (group, model) if isinstance(m, str) and runtime.serves_members(m)]
+        if not reaches:
+            return None
+        ticket = find_ticket(kwargs)
+        if ticket is not None:
+            target = runtime.targets[ticket.member]
+            if group in (None, target.group) or model in (
+                target.group,
+                f"palm_onnx/{target.group}",
+            ):
+                if ticket.applied:
+                    return None
+                kind = request_kind(call_type)
+                if kind is None:
+                    raise _refusal(
+                        kwargs,
+                        AccessDenied(
+                            f"palm: {getattr(call_type, 'value', call_type)} calls cannot be "
+                            "routed by PALM",
+                            param="model",
+                        ),
+                    )
+                apply_member(kwargs, target, kind)
+                ticket.applied = True
+                return kwargs
+            target_group = target.group
+            raise _refusal(
+                kwargs,
+                AccessDenied(
+                    f"palm: this request was routed to {target_group!r}; it may not reach "
+                    f"{group!r}",
+                    param="model",
+                ),
+            )
+        if _caller_is_admin(kwargs):
+            return None
+        raise _refusal(
+            kwargs,
+            AccessDenied(
+                f"palm: model {reaches[0]!r} serves portfolio members and is reached only "
+                "through PALM's routing",
+                param="model",
+            ),
+        )
+
+    async def async_filter_listed_models(
+        self, user_api_key_dict: Any, model_names: Sequence[str]
+    ) -> Sequence[str]:
+        """``/v1/models`` and friends list only what the key may call."""
+        if is_admin(user_api_key_dict):
+            return model_names
+        allowed = allowed_models(user_api_key_dict, self._ready_runtime())
+        return [n for n in model_names if n in allowed]
 
     @staticmethod
     def _compare(data: Mapping[str, Any]) -> str | None:
@@ -188,8 +240,27 @@ class PalmProxyHook(RuntimeUser, CustomLogger):
         litellm_call_info: Any = None,
     ) -> dict[str, str] | None:
         """``x-palm-member``, ``x-palm-weights``, ``x-palm-policy``, ``x-palm-decision``."""
-        info = _palm_info(data)
-        return dict(info["headers"]) if info is not None else None
+        ticket = find_ticket(data)
+        return dict(ticket.headers) if ticket is not None else None
+
+    async def async_log_success_event(
+        self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any
+    ) -> None:
+        """SDK door: record the outcome once LiteLLM logs the call (streams: at their end)."""
+        ticket = _logged_ticket(kwargs)
+        if ticket is not None and ticket.door == "sdk":
+            await self._record_ticket(
+                ticket, "success", _usage_dict(getattr(response_obj, "usage", None))
+            )
+
+    async def async_log_failure_event(
+        self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any
+    ) -> None:
+        """SDK door: record a failed call that had a decision."""
+        ticket = _logged_ticket(kwargs)
+        if ticket is not None and ticket.door == "sdk":
+            exc = kwargs.get("exception") if isinstance(kwargs, Mapping) else None
+            await self._record_ticket(ticket, "failure", None, error=type(exc).__name__)
 
     async def _record(
         self,
@@ -198,20 +269,90 @@ class PalmProxyHook(RuntimeUser, CustomLogger):
         usage: dict[str, int] | None,
         error: str | None = None,
     ) -> None:
-        info = _palm_info(data)
-        if info is None or info.get("recorded"):
+        ticket = find_ticket(data)
+        if ticket is not None:
+            await self._record_ticket(ticket, outcome, usage, error)
+
+    async def _record_ticket(
+        self,
+        ticket: Ticket,
+        outcome: str,
+        usage: dict[str, int] | None,
+        error: str | None = None,
+    ) -> None:
+        if ticket.recorded:
             return
-        info["recorded"] = True
-        latency = (time.perf_counter() - float(info["t0"])) * 1000.0
+        ticket.recorded = True
+        latency = (time.perf_counter() - ticket.t0) * 1000.0
         await self.runtime.palm.arecord_outcome(
-            info["user"], info["decision_id"], outcome, usage=usage, latency_ms=latency, error=error
+            ticket.user, ticket.decision_id, outcome, usage=usage, latency_ms=latency, error=error
         )
 
 
-def _palm_info(data: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    metadata = data.get("metadata") if isinstance(data, Mapping) else None
-    info = metadata.get("palm") if isinstance(metadata, dict) else None
-    return info if isinstance(info, dict) else None
+def _leave_ticket(data: dict[str, Any], ticket: Ticket) -> None:
+    """Put the ticket where later hooks (and LiteLLM's client wrapper) will see the request."""
+    placed = False
+    for name in ("metadata", "litellm_metadata"):
+        holder = data.get(name)
+        if isinstance(holder, dict):
+            holder[TICKET_KEY] = ticket
+            placed = True
+    if not placed:
+        data["metadata"] = {TICKET_KEY: ticket}
+
+
+def _logged_ticket(kwargs: Any) -> Ticket | None:
+    """The ticket in the call details LiteLLM hands its logging callbacks."""
+    if not isinstance(kwargs, Mapping):
+        return None
+    params = kwargs.get("litellm_params")
+    return find_ticket(kwargs) or (find_ticket(params) if isinstance(params, Mapping) else None)
+
+
+def _model_group(kwargs: Mapping[str, Any]) -> str | None:
+    for name in ("metadata", "litellm_metadata"):
+        holder = kwargs.get(name)
+        if isinstance(holder, Mapping) and isinstance(holder.get("model_group"), str):
+            return str(holder["model_group"])
+    return None
+
+
+def _proxy_auth(kwargs: Mapping[str, Any]) -> Any:
+    """The proxy's authenticated key (a ``UserAPIKeyAuth`` object, never a JSON value), or None.
+
+    Matched by class, without importing ``litellm.proxy`` (heavy, and absent from SDK apps).
+    """
+    for name in ("metadata", "litellm_metadata"):
+        holder = kwargs.get(name)
+        auth = holder.get("user_api_key_auth") if isinstance(holder, Mapping) else None
+        cls = type(auth)
+        if cls.__name__ == "UserAPIKeyAuth" and cls.__module__.startswith("litellm."):
+            return auth
+    return None
+
+
+def _refusal(kwargs: Mapping[str, Any], exc: PalmError) -> Exception:
+    """Inside the proxy: its OpenAI-shaped exception; in the SDK: the PALM error itself."""
+    refusal: Exception = proxy_exception(exc) if _proxy_auth(kwargs) is not None else exc
+    return refusal
+
+
+def _caller_is_admin(kwargs: Mapping[str, Any]) -> bool:
+    """An admin: the proxy's master key, or an SDK caller marked ``admin``."""
+    auth = _proxy_auth(kwargs)
+    if auth is not None:
+        return is_admin(auth)
+    from .sdk import current_caller
+
+    caller = current_caller()
+    return caller is not None and caller.admin
+
+
+def _built_runtime() -> PalmRuntime | None:
+    try:
+        return get_runtime()
+    except PalmError:
+        return None
 
 
 def _usage_dict(usage: Any) -> dict[str, int] | None:
@@ -228,18 +369,33 @@ def _usage_dict(usage: Any) -> dict[str, int] | None:
 instance = PalmProxyHook()
 
 
+#: Set by ``palm proxy``: a runtime that cannot be built stops the proxy process (exit 3).
+FAIL_FAST_ENV = "PALM_FAIL_FAST"
+
+
 def _mount_in_proxy() -> None:
-    """Inside the LiteLLM proxy, serve the ``/palm/v1`` endpoints on its own app and port."""
+    """Inside the LiteLLM proxy: build the runtime now, serve ``/palm/v1``, gate readiness."""
     import sys
 
     server = sys.modules.get("litellm.proxy.proxy_server")
     app = getattr(server, "app", None)
-    if app is not None:
-        from .endpoints import mount
-        from .limits import install
+    if app is None:
+        return
+    from .endpoints import mount
+    from .health import gate_readiness
+    from .limits import install
 
-        install(app)
-        mount(app)
+    install(app)
+    mount(app)
+    gate_readiness(app)
+    try:
+        get_runtime().load_members()
+    except PalmError as exc:
+        import os
+
+        print(f"palm: cannot serve: {exc}", file=sys.stderr, flush=True)
+        if os.environ.get(FAIL_FAST_ENV) == "1":
+            os._exit(3)
 
 
 _mount_in_proxy()

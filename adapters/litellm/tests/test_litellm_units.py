@@ -127,21 +127,28 @@ def test_palm_yaml_errors_are_located(tmp_path: Path) -> None:
         PalmRuntime.from_file(tmp_path / "palm.yaml")
 
 
-def test_client_cannot_forge_the_hooks_request_state() -> None:
+# Importing litellm.proxy warns about pydantic ReadOnly TypedDict items (harmless here).
+@pytest.mark.filterwarnings("ignore:Item.*ReadOnly:UserWarning")
+def test_client_cannot_forge_the_hooks_request_state(deployment: Deployment) -> None:
     import asyncio
+
+    from litellm.proxy._types import ProxyException, UserAPIKeyAuth
 
     from palm_litellm.hook import PalmProxyHook
 
-    hook = PalmProxyHook(SimpleNamespace(route_models=["auto"]))  # type: ignore[arg-type]
+    hook = PalmProxyHook(PalmRuntime.from_file(deployment.root / "palm.yaml"))
     forged = {"user": "victim", "headers": {"x-palm-member": "evil"}}
     data: dict[str, Any] = {
         "model": "balanced",
         "messages": [{"role": "user", "content": "hi"}],
         "metadata": {"palm": forged, "requester_metadata": {"palm": forged}},
     }
-    out = asyncio.run(hook.async_pre_call_hook(None, None, data, "acompletion"))
-    assert "palm" not in out["metadata"]
-    assert "palm" not in out["metadata"]["requester_metadata"]
+    alice = UserAPIKeyAuth(api_key=key_digest(deployment.keys["alice"]), user_id="alice")
+    with pytest.raises(ProxyException) as info:  # a member named directly: refused
+        asyncio.run(hook.async_pre_call_hook(alice, None, data, "acompletion"))
+    assert info.value.code == "403" and info.value.param == "model"
+    assert "palm" not in data["metadata"]
+    assert "palm" not in data["metadata"]["requester_metadata"]
 
 
 def test_prompted_members_few_shot_pairs_become_chat_messages(tmp_path: Path) -> None:

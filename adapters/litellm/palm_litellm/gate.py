@@ -1,0 +1,234 @@
+"""The one decision path of both doors: the proxy's pre-call hook and the SDK's Router.
+
+Every request that can make a member generate text passes :func:`admit` before it reaches a
+deployment. It returns the member to serve (after ``Palm.adecide``) or raises:
+
+* a route model (``route_models``, e.g. ``auto``): the texts of the request
+  (:func:`palm_middleware.inputs.request_messages`, for every request shape) go to
+  ``Palm.adecide``; the request is re-targeted to the chosen member's model group with its
+  system prompt and decoding parameters;
+* a member named directly (its group, its id, ``palm_onnx/<id>``): refused unless the caller
+  is an admin or the deployment sets ``allow_direct_members``; even then ``Palm.adecide`` runs,
+  so a block refuses and a pin or use_default rule serves the member it names;
+* anything else: refused, except for admins (operators may reach non-member models).
+
+The per-request state is a :class:`Ticket`, a Python object: no JSON body or header can forge
+one, so later hooks trust only a ticket the gate itself created.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from palm_middleware.identity import Principal, resolve_user
+from palm_middleware.inputs import RequestKind, request_messages
+
+from .config import PalmRuntime, Target
+from .errors import AccessDenied
+
+__all__ = [
+    "TICKET_KEY",
+    "Ticket",
+    "admit",
+    "apply_member",
+    "apply_target",
+    "find_ticket",
+    "request_kind",
+]
+
+#: Metadata key under which the gate leaves its :class:`Ticket`.
+TICKET_KEY = "palm"
+
+_KINDS: dict[str, RequestKind] = {
+    "completion": "chat",
+    "acompletion": "chat",
+    "text_completion": "text_completion",
+    "atext_completion": "text_completion",
+    "responses": "responses",
+    "aresponses": "responses",
+    "anthropic_messages": "anthropic_messages",
+    "aanthropic_messages": "anthropic_messages",
+}
+
+#: Member generation parameters and the request field carrying each, per request shape.
+_PARAM_FIELDS: dict[RequestKind, dict[str, str]] = {
+    "chat": {"max_tokens": "max_tokens", "temperature": "temperature", "top_p": "top_p",
+             "seed": "seed", "stop": "stop"},
+    "text_completion": {"max_tokens": "max_tokens", "temperature": "temperature",
+                        "top_p": "top_p", "seed": "seed", "stop": "stop"},
+    "responses": {"max_tokens": "max_output_tokens", "temperature": "temperature",
+                  "top_p": "top_p"},
+    "anthropic_messages": {"max_tokens": "max_tokens", "temperature": "temperature",
+                           "top_p": "top_p", "stop": "stop_sequences"},
+}  # fmt: skip
+
+
+def request_kind(call_type: object) -> RequestKind | None:
+    """The request shape of a LiteLLM call type (None: not a text-generating call PALM reads)."""
+    value = getattr(call_type, "value", call_type)
+    return _KINDS.get(value) if isinstance(value, str) else None
+
+
+@dataclass
+class Ticket:
+    """What the gate decided for one request; read by the outcome and header hooks."""
+
+    decision_id: str
+    user: str
+    member: str
+    headers: dict[str, str]
+    door: str
+    applied: bool = False
+    """True once the member's prompt and parameters are on the request (exactly once)."""
+    t0: float = field(default_factory=time.perf_counter)
+    recorded: bool = False
+
+
+def find_ticket(data: Mapping[str, Any] | None) -> Ticket | None:
+    """The gate's ticket in a request's ``metadata`` / ``litellm_metadata`` (never a dict)."""
+    if not isinstance(data, Mapping):
+        return None
+    for name in ("metadata", "litellm_metadata"):
+        holder = data.get(name)
+        if isinstance(holder, Mapping):
+            ticket = holder.get(TICKET_KEY)
+            if isinstance(ticket, Ticket):
+                return ticket
+    return None
+
+
+async def admit(
+    runtime: PalmRuntime,
+    principal: Principal,
+    data: dict[str, Any],
+    kind: RequestKind,
+    *,
+    admin: bool,
+    asserted_user: object = None,
+    policy_metadata: Mapping[str, Any] | None = None,
+    compare: str | None = None,
+    door: str = "proxy",
+    apply: bool = True,
+) -> Ticket | None:
+    """Decide and re-target ``data`` in place; None only for an admin's non-member model.
+
+    ``apply=False`` changes only ``data["model"]``; the member's prompt and parameters are then
+    applied later, by :func:`apply_member` where the call type is known (the SDK door).
+
+    Raises:
+        AccessDenied: the model is not one this caller may name.
+        IdentityError: the request acts for a user its principal may not act for.
+        InvalidRequestError: content the guard cannot read (``param`` names the field).
+        DecisionBlocked: the policy refuses the request.
+    """
+    model = data.get("model")
+    if not isinstance(model, str) or not model:
+        raise AccessDenied("palm: the request names no `model`", param="model")
+    direct: str | None = None
+    if model not in runtime.route_models:
+        direct = runtime.direct_member(model)
+        allowed = admin or runtime.settings.allow_direct_members
+        if direct is None and admin and not runtime.serves_members(model):
+            return None  # an operator's call to a model outside the portfolio
+        if direct is None or not allowed:
+            raise AccessDenied(
+                f"palm: model {model!r} cannot be called directly with this key; call one of "
+                f"{sorted(runtime.route_models)}",
+                param="model",
+            )
+    limits = runtime.settings.limits
+    # Every text the member will read, checked against the limits, off the event loop.
+    messages = await asyncio.to_thread(
+        request_messages, kind, data, limits=limits.core, allow_non_text=limits.allow_non_text
+    )
+    if isinstance(asserted_user, str) or asserted_user is None:
+        named = asserted_user or None
+    else:
+        named = str(asserted_user)
+    user = (
+        principal.id
+        if admin and named is None and direct is not None
+        else resolve_user(principal, named)
+    )
+    decision = await runtime.palm.adecide(user, messages, policy_metadata, compare=compare)
+    member = decision.member
+    if direct is not None and decision.action == "clamp":
+        member = direct  # no conditional rule chose the member: serve the one named
+    target = runtime.targets[member]
+    if apply:
+        apply_target(data, target, kind)
+    else:
+        data["model"] = target.group
+    headers = dict(decision.headers())
+    headers["x-palm-member"] = member
+    return Ticket(decision.decision_id, user, member, headers, door, applied=apply)
+
+
+def apply_target(data: dict[str, Any], target: Target, kind: RequestKind = "chat") -> None:
+    """Re-target ``data`` to the member's model group with its system prompt and parameters.
+
+    The member's system prompt and few-shot turns go before the client's messages (Responses:
+    before its ``instructions``; Anthropic: before its ``system``; text completions: the
+    prompt is prefixed); its decoding parameters replace the client's (they are what makes the
+    member), except that ``max_tokens`` keeps the smaller of the two and stop sequences merge.
+    """
+    data["model"] = target.group
+    apply_member(data, target, kind)
+
+
+def apply_member(data: dict[str, Any], target: Target, kind: RequestKind) -> None:
+    """The member's system prompt, few-shot turns and decoding parameters on ``data``."""
+    if target.system_prompt is not None or target.few_shot:
+        _add_prompt(data, target, kind)
+    fields = _PARAM_FIELDS[kind]
+    for name, value in (target.generation or {}).items():
+        if name not in fields:
+            continue
+        key = fields[name]
+        theirs = data.get(key)
+        if name == "max_tokens" and isinstance(theirs, int) and not isinstance(theirs, bool):
+            value = min(int(value), theirs)
+        elif name == "stop" and theirs:
+            theirs_list = [theirs] if isinstance(theirs, str) else list(theirs)
+            ours = [value] if isinstance(value, str) else list(value)
+            value = list(dict.fromkeys([*ours, *theirs_list]))
+        data[key] = value
+
+
+def _add_prompt(data: dict[str, Any], target: Target, kind: RequestKind) -> None:
+    shots = [dict(m) for m in target.few_shot]
+    if kind == "chat":
+        added = (
+            [{"role": "system", "content": target.system_prompt}] if target.system_prompt else []
+        )
+        data["messages"] = [*added, *shots, *data["messages"]]
+    elif kind == "anthropic_messages":
+        if target.system_prompt:
+            theirs = data.get("system")
+            if isinstance(theirs, list):
+                data["system"] = [{"type": "text", "text": target.system_prompt}, *theirs]
+            else:
+                data["system"] = target.system_prompt + (f"\n\n{theirs}" if theirs else "")
+        data["messages"] = [*shots, *data["messages"]]
+    elif kind == "responses":
+        if target.system_prompt:
+            theirs = data.get("instructions")
+            data["instructions"] = target.system_prompt + (f"\n\n{theirs}" if theirs else "")
+        if shots:
+            given = data.get("input")
+            items = [{"role": "user", "content": given}] if isinstance(given, str) else given
+            data["input"] = [*shots, *(items if isinstance(items, list) else [])]
+    else:  # text completion: one prompt string (or a batch of them)
+        head = "\n".join(
+            [*([target.system_prompt] if target.system_prompt else []),
+             *(f"{m['role']}: {m['content']}" for m in shots)]
+        )  # fmt: skip
+        prompt = data.get("prompt")
+        if isinstance(prompt, str):
+            data["prompt"] = f"{head}\n\n{prompt}"
+        elif isinstance(prompt, list) and all(isinstance(p, str) for p in prompt):
+            data["prompt"] = [f"{head}\n\n{p}" for p in prompt]
