@@ -105,14 +105,21 @@ def main() -> None:
         finally:
             stop_proxy(proxy)
 
-    print(f"machine: {platform.machine()} {platform.processor() or ''}, python {platform.python_version()}")
+    print(
+        f"machine: {platform.machine()} {platform.processor() or ''}, "
+        f"python {platform.python_version()}"
+    )
     print(f"repeat: {args.repeat}\n")
     print("| request | body bytes | status | p50 ms | max ms |")
     print("|---|---|---|---|---|")
     for name, size, status, times in rows:
-        print(f"| {name} | {size:,} | {status} | {statistics.median(times):.1f} | {max(times):.1f} |")
+        print(
+            f"| {name} | {size:,} | {status} | "
+            f"{statistics.median(times):.1f} | {max(times):.1f} |"
+        )
     print(
-        f"\nliveliness latency, idle: p50 {statistics.median(idle):.1f} ms, max {max(idle):.1f} ms; "
+        f"\nliveliness latency, idle: p50 {statistics.median(idle):.1f} ms, "
+        f"max {max(idle):.1f} ms; "
         f"during {args.repeat} large requests ({len(lat)} polls): p50 "
         f"{statistics.median(lat):.1f} ms, max {max(lat):.1f} ms"
     )
