@@ -113,10 +113,8 @@ def main() -> None:
     print("| request | body bytes | status | p50 ms | max ms |")
     print("|---|---|---|---|---|")
     for name, size, status, times in rows:
-        print(
-            f"| {name} | {size:,} | {status} | "
-            f"{statistics.median(times):.1f} | {max(times):.1f} |"
-        )
+        p50, worst = statistics.median(times), max(times)
+        print(f"| {name} | {size:,} | {status} | {p50:.1f} | {worst:.1f} |")
     print(
         f"\nliveliness latency, idle: p50 {statistics.median(idle):.1f} ms, "
         f"max {max(idle):.1f} ms; "
