@@ -225,7 +225,8 @@ def prepare_base(
                 bar.close()
         if res.card["check"]["result"] != "passed":
             raise ModelLoadError(
-                f"the ONNX export of {gguf} differs from torch: {res.card['check']}"
+                f"the ONNX export of {gguf} differs from torch: {res.card['check']}; "
+                f"exporter output in {log_path}"
             )
         card = dict(res.card)
         card["base"] = {
