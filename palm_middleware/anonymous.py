@@ -38,18 +38,18 @@ def default_decision(
 
     Raises:
         DecisionBlocked: a rule of the policy blocks this request.
+        TopicLabelError: topics could not be labelled (the request is refused, fail closed).
+        InvalidRequestError, RequestTooLargeError: messages PALM cannot read, or too large.
     """
-    policy = palm.policy
     now = float(palm.clock())
+    read = palm.read(messages)  # unreadable or oversized input is refused here
+    policy = palm.policy
+    topics = palm.topics(read)  # TopicLabelError: refused (fail closed), as in Palm.decide
     try:
-        ctx = palm.context(messages, metadata, now=now, policy=policy)
-    except Exception:  # as in Palm.decide: topics failed, keep cohort/channel/time rules
-        logger.exception("request context could not be built; evaluating without topics")
-        try:
-            ctx = build_context(policy, metadata, now)
-        except Exception:
-            logger.exception("request metadata could not be read; evaluating without context")
-            ctx = RequestContext()
+        ctx = build_context(policy, metadata, now, topics)
+    except Exception:  # as in Palm.decide: malformed metadata, the topics alone
+        logger.exception("request metadata could not be read; evaluating without context")
+        ctx = RequestContext(topics=topics)
     ev = palm._fallback_evaluation(policy, ctx)
     if ev.action == "block":
         assert ev.action_rule is not None and ev.message is not None
