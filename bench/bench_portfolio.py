@@ -35,7 +35,8 @@ from palm_middleware.portfolio import (
     usage_perplexity,
 )
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "rlvr_gsm_released_rewards.csv"
+# Published by the PALM authors (provenance: tests/data/README.md).
+DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "rlvr_gsm_released_rewards.csv"
 OUT = Path(__file__).parent / "results"
 COMMAND = "python bench/bench_portfolio.py"
 

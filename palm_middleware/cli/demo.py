@@ -86,8 +86,19 @@ def run(args: argparse.Namespace) -> int:
     if not safe:
         raise InvalidParameterError("the prompt set has no non-risky prompts")
 
+    from ..engines.base_model import default_base_dir
+
     t0 = time.perf_counter()
-    print("[1/3] preparing the portfolio's base models (cached after the first run)")
+    first_run = not (default_base_dir() / "model_card.json").exists()
+    print(
+        "[1/3] preparing the portfolio's base models: "
+        + (
+            "first run, exporting SmolLM2-135M-Instruct to ONNX once (about 1.5 min on an idle "
+            "2-core CPU, up to ~6 min on a busy one; cached afterwards)"
+            if first_run
+            else "cached"
+        )
+    )
     served = load_served(args, progress=not args.no_progress)
     portfolio, policy = served.portfolio, served.policy
     portfolio_path, policy_path = served.portfolio_path, served.policy_path
@@ -96,6 +107,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"      portfolio {portfolio.name!r}: {', '.join(portfolio.ids)}")
     for name, folder in served.bases.items():
         print(f"      base {name}: {folder}")
+        card = folder / "model_card.json"
+        if first_run and card.is_file():
+            summary = json.loads(card.read_text(encoding="utf-8")).get("base", {})
+            if "log_summary" in summary:
+                print(f"      {summary['log_summary']}")
     print(f"      ready in {prepared:.1f} s")
 
     out: Path = args.out
@@ -122,7 +138,8 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"[3/3] {len(users)} users with hidden weights over "
             f"{', '.join(portfolio.space.names)}; {args.rounds} rounds each: ask, compare "
-            "two replies, send the choice"
+            f"two replies, send the choice (about {_estimate(len(users) * args.rounds)} on a "
+            "2-core CPU)"
         )
         for u in users:
             print(
@@ -199,3 +216,9 @@ def run(args: argparse.Namespace) -> int:
         f"results in {out / 'session.json'} and {out / 'summary.md'}"
     )
     return 0
+
+
+def _estimate(rounds: int) -> str:
+    """Rough session length: two replies per round at ~1.3 s each (2-core CPU, BENCHMARKS.md)."""
+    seconds = rounds * 2 * 1.3
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-__all__ = ["register", "run"]
+__all__ = ["register", "run", "summary_line"]
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -40,13 +41,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="N",
         help="greedy tokens compared with torch per check prompt (default 8)",
     )
+    p.add_argument(
+        "--log",
+        metavar="FILE",
+        default=None,
+        help="where torch/transformers/optimum output goes (default: <out>.prepare.log)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Prepare (or reuse) the base folder and print where it is."""
-    import json
     import time
 
     from ..engines.base_model import prepare_base
@@ -58,11 +64,21 @@ def run(args: argparse.Namespace) -> int:
         force=args.force,
         n_check_tokens=args.check_tokens,
         progress=not args.no_progress,
+        log=args.log,
     )
-    card = json.loads((path / "model_card.json").read_text(encoding="utf-8"))
-    took = time.perf_counter() - t0
-    print(
-        f"base smollm2 at {path} (model.onnx sha256 {card['sha256'][:12]}, check "
-        f"{card['check']['result']}; {took:.1f} s)"
-    )
+    print(summary_line(path, time.perf_counter() - t0))
     return 0
+
+
+def summary_line(path: Path, took: float) -> str:
+    """The one line ``prepare-base`` prints: PALM's own check, then the third-party log."""
+    import json
+
+    card = json.loads((path / "model_card.json").read_text(encoding="utf-8"))
+    check = card["check"]
+    base = card.get("base", {})
+    log = base.get("log_summary", "reused the cached export")
+    return (
+        f"base smollm2 at {path} ({took:.1f} s): PALM check {check['result']} (greedy tokens "
+        f"equal to torch's); {log}"
+    )

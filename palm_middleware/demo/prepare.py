@@ -19,11 +19,13 @@ def _smollm2(progress: bool, ready: Mapping[str, Path]) -> Path:
 
 def _smollm2_lora(progress: bool, ready: Mapping[str, Path]) -> Path:
     """The SmolLM2 base with rank-0 LoRA sites (cached beside it; ~1 s after the base)."""
+    from .._capture import capture_output
     from ..engines.lora import add_lora_sites
 
     base = ready.get("smollm2") or _smollm2(progress, ready)
     out = base.with_name(f"{base.name}-lora")
-    add_lora_sites(base, out)
+    with capture_output(out.with_name(f"{out.name}.prepare.log")):  # onnx's own notices
+        add_lora_sites(base, out)
     return out
 
 

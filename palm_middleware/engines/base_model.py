@@ -35,6 +35,7 @@ __all__ = [
     "PACKAGE",
     "cache_is_valid",
     "default_base_dir",
+    "default_log_path",
     "prepare_base",
     "repair_bytelevel_tokenizer",
     "smollm2_package_dir",
@@ -169,8 +170,13 @@ def prepare_base(
     force: bool = False,
     n_check_tokens: int = 8,
     progress: bool = True,
+    log: str | Path | None = None,
 ) -> Path:
     """Export SmolLM2-135M-Instruct to an ONNX folder, or reuse a valid cached one.
+
+    The output of torch, transformers and optimum goes to ``log`` (default: ``prepare.log``
+    beside the folder; its path and a one-line summary are in ``model_card.json["base"]``),
+    so the terminal shows only the progress bar.
 
     Args:
         out: destination; default :func:`default_base_dir`.
@@ -182,6 +188,7 @@ def prepare_base(
     Returns:
         The destination folder (``model.onnx``, tokenizer, ``model_card.json`` with ``base``).
     """
+    from .._capture import capture_output
     from .._hashing import sha256_file as _sha256
     from .export import _version, export_model
 
@@ -198,18 +205,28 @@ def prepare_base(
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
     started = time.perf_counter()
     dest.parent.mkdir(parents=True, exist_ok=True)
-    bar = progress_bar(total=3, desc="palm prepare-base", enabled=progress)
+    log_path = Path(log) if log is not None else default_log_path(dest)
+    log_path.unlink(missing_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
-        hf = work / "hf"
-        _gguf_to_hf(src, GGUF_FILE, hf)
-        bar.update(1)
-        repair_bytelevel_tokenizer(hf)
-        bar.update(1)
-        res = export_model(hf, work / "onnx", n_check_tokens=n_check_tokens, progress=progress)
+        with capture_output(log_path) as captured:
+            bar = progress_bar(total=3, desc="palm prepare-base", enabled=progress)
+            try:
+                hf = work / "hf"
+                _gguf_to_hf(src, GGUF_FILE, hf)
+                bar.update(1)
+                repair_bytelevel_tokenizer(hf)
+                bar.update(1)
+                res = export_model(
+                    hf, work / "onnx", n_check_tokens=n_check_tokens, progress=progress
+                )
+                bar.update(1)
+            finally:
+                bar.close()
         if res.card["check"]["result"] != "passed":
             raise ModelLoadError(
-                f"the ONNX export of {gguf} differs from torch: {res.card['check']}"
+                f"the ONNX export of {gguf} differs from torch: {res.card['check']}; "
+                f"exporter output in {log_path}"
             )
         card = dict(res.card)
         card["base"] = {
@@ -220,11 +237,12 @@ def prepare_base(
             "gguf_sha256": gguf_sha,
             "tokenizer_repair": "bytelevel",
             "prepare_seconds": round(time.perf_counter() - started, 1),
+            "log": str(log_path),
+            "log_summary": captured.summary(),
         }
         (res.path / "model_card.json").write_text(
             json.dumps(card, indent=2) + "\n", encoding="utf-8"
         )
-        bar.update(1)
         old = None
         if dest.exists():
             old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
@@ -233,6 +251,10 @@ def prepare_base(
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     finally:
-        bar.close()
         shutil.rmtree(work, ignore_errors=True)
     return dest
+
+
+def default_log_path(dest: Path) -> Path:
+    """Where :func:`prepare_base` writes third-party output: ``<folder>.prepare.log``."""
+    return dest.with_name(f"{dest.name}.prepare.log")

@@ -34,4 +34,10 @@ def progress_bar(total: int, desc: str, enabled: bool) -> ProgressBar:
         return _NoBar()
     # importlib keeps mypy from requiring tqdm's stubs; the bar is used through ProgressBar only.
     auto = importlib.import_module("tqdm.auto")
-    return cast(ProgressBar, auto.tqdm(total=total, desc=desc, disable=None, leave=False))
+    # While a build step's third-party output goes to its log, bars stay on the terminal.
+    from .._capture import terminal_stream
+
+    return cast(
+        ProgressBar,
+        auto.tqdm(total=total, desc=desc, disable=None, leave=False, file=terminal_stream()),
+    )

@@ -181,7 +181,8 @@ def test_prepare_keeps_old_cache_when_check_fails(fakes: dict[str, Any], tmp_pat
     with pytest.raises(ModelLoadError, match="differs from torch"):
         prepare_base(dest, source=src, force=True, progress=False)
     assert cache_is_valid(dest, _sha256(src / GGUF_FILE))  # the old export is untouched
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "pkg"]
+    # Nothing left over but the exporters' log, kept for the failure's diagnosis.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "out.prepare.log", "pkg"]
 
 
 def test_cache_invalid_without_card_or_with_failed_check(tmp_path: Path) -> None:

@@ -47,7 +47,9 @@ def test_agent_swaps_model_per_user_through_the_tool_loop(agent: Any, palm: Palm
     )
     assert final(out) == "terse says sunny in Paris"
     assert out["palm_decision"]["member"] == "terse"
-    assert final(agent.invoke(ask("weather?"), user("bob"))) == "balanced says sunny in Paris"
+    assert (
+        final(agent.invoke(ask("weather in Paris?"), user("bob"))) == "balanced says sunny in Paris"
+    )
 
 
 def test_agent_async_and_context(palm: Palm, tool_members: dict[str, BaseChatModel]) -> None:
@@ -58,7 +60,7 @@ def test_agent_async_and_context(palm: Palm, tool_members: dict[str, BaseChatMod
         middleware=[PalmAgentMiddleware(palm, tool_members)],
         context_schema=dict,
     )
-    out = asyncio.run(agent.ainvoke(ask("weather?"), context={"user_id": "alice"}))
+    out = asyncio.run(agent.ainvoke(ask("weather in Paris?"), context={"user_id": "alice"}))
     assert final(out) == "terse says sunny in Paris"
 
 
@@ -66,7 +68,7 @@ def test_agent_streams_messages(agent: Any, palm: Palm) -> None:
     palm.record_feedback("alice", ExplicitWeights(BREVITY, confidence=10))
     tokens = [
         m.content
-        for m, _ in agent.stream(ask("weather?"), user("alice"), stream_mode="messages")
+        for m, _ in agent.stream(ask("weather in Paris?"), user("alice"), stream_mode="messages")
         if isinstance(m, AIMessageChunk) and m.content
     ]
     assert "".join(tokens).strip() == "terse says sunny in Paris"
@@ -91,11 +93,15 @@ def test_palm_chat_model_as_the_agent_model(
 ) -> None:
     palm.record_feedback("alice", ExplicitWeights(BREVITY, confidence=10))
     agent = create_agent(PalmChatModel(palm=palm, members=tool_members), tools=[weather])
-    assert final(agent.invoke(ask("weather?"), user("alice"))) == "terse says sunny in Paris"
-    assert final(agent.invoke(ask("weather?"), user("bob"))) == "balanced says sunny in Paris"
+    assert (
+        final(agent.invoke(ask("weather in Paris?"), user("alice"))) == "terse says sunny in Paris"
+    )
+    assert (
+        final(agent.invoke(ask("weather in Paris?"), user("bob"))) == "balanced says sunny in Paris"
+    )
     tokens = [
         m.content
-        for m, _ in agent.stream(ask("weather?"), user("alice"), stream_mode="messages")
+        for m, _ in agent.stream(ask("weather in Paris?"), user("alice"), stream_mode="messages")
         if isinstance(m, AIMessageChunk) and m.content
     ]
     assert "".join(tokens).strip() == "terse says sunny in Paris"

@@ -84,22 +84,28 @@ def test_callbacks_see_the_decision(llm: PalmChatModel) -> None:
 
     class Spy(BaseCallbackHandler):
         def on_chat_model_start(self, serialized: Any, messages: Any, **kw: Any) -> None:
-            seen["start"] = kw["invocation_params"]["palm_decision"]
+            seen.setdefault("starts", []).append(kw["metadata"]["ls_provider"])
 
         def on_llm_end(self, response: Any, **kw: Any) -> None:
             seen["end"] = response.llm_output["palm"]
 
-    llm.invoke("hi", config={**user("dora"), "callbacks": [Spy()]})
-    assert seen["start"]["member"] == "balanced" == seen["end"]["member"]
-    assert seen["start"]["decision_id"] == seen["end"]["decision_id"]
-    assert set(seen["start"]["weights"]) == {"safety", "helpfulness", "humor", "brevity"}
+    reply = llm.invoke("hi", config={**user("dora"), "callbacks": [Spy()]})
+    # One chat-model run for handlers that are not tracers: nothing is counted twice.
+    assert seen["starts"] == ["palm"]
+    assert seen["end"]["member"] == "balanced" == member_of(reply)
+    assert seen["end"]["decision_id"] == decision_of(reply)["decision_id"]
+    assert set(seen["end"]["weights"]) == {"safety", "helpfulness", "humor", "brevity"}
 
 
 def test_no_user_and_blocked(llm: PalmChatModel) -> None:
     with pytest.raises(IdentityError, match="user_id"):
         llm.invoke("hi")
+    blocked = llm.invoke(f"about {BLOCK_WORD}", config=user("alice"))
+    assert blocked.content == "I can't help with that topic."
+    assert blocked.response_metadata["palm"] == {"blocked": True, "rule_id": "no-forbidden-topic"}
+    raising = llm.model_copy(update={"on_block": "raise"})
     with pytest.raises(DecisionBlocked) as info:
-        llm.invoke(f"about {BLOCK_WORD}", config=user("alice"))
+        raising.invoke(f"about {BLOCK_WORD}", config=user("alice"))
     assert info.value.rule_id == "no-forbidden-topic"
 
 
@@ -115,10 +121,10 @@ class City(BaseModel):
 
 def test_tools_and_structured_output(palm: Palm, tool_members: dict[str, BaseChatModel]) -> None:
     llm = PalmChatModel(palm=palm, members=tool_members)
-    msg = llm.bind_tools([weather]).invoke("weather?", config=user("alice"))
+    msg = llm.bind_tools([weather]).invoke("weather in Paris?", config=user("alice"))
     assert msg.tool_calls[0]["name"] == "weather"
     assert member_of(msg) == "balanced"
-    out = llm.with_structured_output(City).invoke("where?", config=user("alice"))
+    out = llm.with_structured_output(City).invoke("Where is Paris?", config=user("alice"))
     assert out == City(city="Paris")
 
 

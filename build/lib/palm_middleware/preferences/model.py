@@ -1,0 +1,489 @@
+"""Bayesian inference of a user's weight vector over traits, from feedback.
+
+The posterior over the simplex is represented by weighted particles and updated by sequential
+Monte Carlo: each observation is tempered in (so a sharp event never collapses the particle set),
+and when the effective sample size drops the particles are resampled and moved by a Metropolis
+random walk in additive-log-ratio coordinates that targets the exact current posterior. Old
+observations fade with a half-life, which is itself a tempering step. Everything is reproducible
+from ``random_state`` and the observations, so a profile can be rebuilt from the event log.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from .._rng import check_random_state
+from ..exceptions import InvalidParameterError, NotFittedError
+from ..types import FloatArray
+from .events import Observation
+
+__all__ = ["PosteriorSummary", "PreferenceModel"]
+
+_TINY = 1e-300
+
+
+@dataclass(frozen=True)
+class PosteriorSummary:
+    """What the decision path needs of a posterior: compact, JSON-serializable.
+
+    Attributes:
+        mean: posterior mean weight vector, shape (n_traits,).
+        lower, upper: per-trait equal-tailed credible interval at ``level``.
+        concentration: total concentration of the moment-matched Dirichlet (for fast sampling).
+        evidence: effective number of events (decayed, strength-weighted).
+        n_events: events seen.
+        level: credibility level of ``lower``/``upper``.
+    """
+
+    mean: FloatArray
+    lower: FloatArray
+    upper: FloatArray
+    concentration: float
+    evidence: float
+    n_events: int
+    level: float = 0.9
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (about 30 numbers for 4 traits)."""
+        return {
+            "mean": [round(float(x), 9) for x in self.mean],
+            "lower": [round(float(x), 6) for x in self.lower],
+            "upper": [round(float(x), 6) for x in self.upper],
+            "concentration": round(float(self.concentration), 4),
+            "evidence": round(float(self.evidence), 6),
+            "n_events": int(self.n_events),
+            "level": self.level,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PosteriorSummary:
+        """Inverse of :meth:`to_dict`."""
+        mean = np.asarray(d["mean"], dtype=np.float64)
+        return cls(
+            mean=mean / mean.sum(),  # undo rounding drift from storage
+            lower=np.asarray(d["lower"], dtype=np.float64),
+            upper=np.asarray(d["upper"], dtype=np.float64),
+            concentration=float(d["concentration"]),
+            evidence=float(d["evidence"]),
+            n_events=int(d["n_events"]),
+            level=float(d.get("level", 0.9)),
+        )
+
+    def sample(self, n: int, rng: np.random.Generator) -> FloatArray:
+        """Draws from the moment-matched Dirichlet, shape (n, n_traits)."""
+        alpha = np.maximum(self.mean * self.concentration, 1e-3)
+        out: FloatArray = rng.dirichlet(alpha, size=n)
+        return out
+
+
+class PreferenceModel:
+    """Posterior over a user's weight vector w on the simplex.
+
+    Prior: Dirichlet(prior_strength · prior_mean). Likelihoods: see
+    :mod:`palm_middleware.preferences.events`.
+
+    Parameters:
+        prior_mean: the deployment default weights, shape (n_traits,).
+        prior_strength: Dirichlet concentration of the prior (higher = slower to leave the default).
+        beta: Bradley-Terry / logistic temperature on value differences.
+        lapse: probability that a label is random (robustness to mis-clicks and label noise).
+        half_life: seconds after which an event counts half; None = no forgetting.
+        n_particles: particles in the posterior.
+        max_observations: observations kept; the oldest are dropped beyond it.
+        random_state: seed for reproducible particles.
+
+    Attributes (set by ``fit``/``partial_fit``):
+        particles_: (n_particles, n_traits) points on the simplex.
+        weights_: (n_particles,) normalized importance weights.
+        evidence_: effective number of events after forgetting.
+        n_events_: number of observations seen.
+
+    >>> m = PreferenceModel(prior_mean=[0.5, 0.5], random_state=0)
+    >>> m = m.fit([Observation.compare([0.6, -0.6], +1)])
+    >>> bool(m.predict()[0] > 0.5)
+    True
+    """
+
+    def __init__(
+        self,
+        *,
+        prior_mean: Sequence[float] | FloatArray,
+        prior_strength: float = 10.0,
+        beta: float = 10.0,
+        lapse: float = 0.05,
+        half_life: float | None = None,
+        n_particles: int = 2048,
+        max_observations: int = 256,
+        random_state: int | np.random.Generator | None = 0,
+    ) -> None:
+        self.prior_mean = prior_mean
+        self.prior_strength = prior_strength
+        self.beta = beta
+        self.lapse = lapse
+        self.half_life = half_life
+        self.n_particles = n_particles
+        self.max_observations = max_observations
+        self.random_state = random_state
+
+    # -- scikit-learn style parameter handling ---------------------------------------------
+    def get_params(self) -> dict[str, Any]:
+        """The constructor parameters."""
+        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
+        return {n: getattr(self, n) for n in names}
+
+    def set_params(self, **params: Any) -> PreferenceModel:
+        """Set constructor parameters; unknown names raise."""
+        valid = self.get_params()
+        for k, v in params.items():
+            if k not in valid:
+                raise InvalidParameterError(f"unknown parameter {k!r}; valid: {sorted(valid)}")
+            setattr(self, k, v)
+        return self
+
+    def _validate(self) -> FloatArray:
+        mean = np.asarray(self.prior_mean, dtype=np.float64).reshape(-1)
+        if (
+            mean.size < 2
+            or not np.all(np.isfinite(mean))
+            or mean.min() < 0
+            or not math.isclose(float(mean.sum()), 1.0, abs_tol=1e-6)
+        ):
+            raise InvalidParameterError(
+                f"prior_mean must be a point of the simplex with >= 2 traits; got {mean.tolist()}"
+            )
+        for name, val, lo, hi in (
+            ("prior_strength", self.prior_strength, 0.0, math.inf),
+            ("beta", self.beta, 0.0, math.inf),
+            ("lapse", self.lapse, -1e-12, 0.5),
+        ):
+            if (
+                isinstance(val, bool)
+                or not isinstance(val, (int, float))
+                or not (lo < float(val) < hi)
+            ):
+                raise InvalidParameterError(
+                    f"The {name!r} parameter of PreferenceModel must be in ({lo:g}, {hi:g}); "
+                    f"got {val!r}"
+                )
+        if self.half_life is not None and not (
+            isinstance(self.half_life, (int, float)) and self.half_life > 0
+        ):
+            raise InvalidParameterError(f"half_life must be > 0 or None; got {self.half_life!r}")
+        if not isinstance(self.n_particles, int) or self.n_particles < 64:
+            raise InvalidParameterError(
+                f"n_particles must be an int >= 64; got {self.n_particles!r}"
+            )
+        if not isinstance(self.max_observations, int) or self.max_observations < 1:
+            raise InvalidParameterError(
+                f"max_observations must be an int >= 1; got {self.max_observations!r}"
+            )
+        out: FloatArray = mean / mean.sum()
+        return out
+
+    # -- fitting ----------------------------------------------------------------------------
+    def fit(
+        self, observations: Iterable[Observation], *, now: float | None = None
+    ) -> PreferenceModel:
+        """Reset to the prior and assimilate ``observations`` (in order). Returns self."""
+        mean = self._validate()
+        self._rng = check_random_state(self.random_state)
+        d = mean.size
+        self._alpha = np.maximum(mean * float(self.prior_strength), 1e-2)
+        self.particles_ = self._rng.dirichlet(self._alpha, size=self.n_particles)
+        self.particles_ = np.clip(self.particles_, 1e-12, None)
+        self.particles_ /= self.particles_.sum(axis=1, keepdims=True)
+        self._logw = np.zeros(self.n_particles)
+        self._obs: list[Observation] = []
+        self._exps = np.zeros(0)
+        self._ll = np.zeros((self.n_particles, 0))
+        self._t_ref: float | None = None
+        self.n_events_ = 0
+        self.n_traits_ = d
+        obs = list(observations)
+        if obs:
+            self._add(obs, now)
+        return self
+
+    def partial_fit(
+        self, observations: Iterable[Observation], *, now: float | None = None
+    ) -> PreferenceModel:
+        """Assimilate more observations into the current posterior. Returns self."""
+        if not hasattr(self, "particles_"):
+            return self.fit(observations, now=now)
+        obs = list(observations)
+        if obs:
+            self._add(obs, now)
+        return self
+
+    def _add(self, obs: list[Observation], now: float | None) -> None:
+        for o in obs:
+            if o.vector.shape != (self.n_traits_,):
+                raise InvalidParameterError(
+                    f"observation has {o.vector.size} entries; "
+                    f"the model has {self.n_traits_} traits"
+                )
+        t_new = max(o.ts for o in obs) if now is None else float(now)
+        t_ref = self._decay_to(t_new)
+        # Ages count from the latest time seen, so a late batch of old events fades too.
+        factors = np.array([o.strength * self._decay_factor(t_ref - o.ts) for o in obs])
+        new_ll = self._loglik(self.particles_, obs)
+        self._obs.extend(obs)
+        self._exps = np.concatenate([self._exps, np.zeros(len(obs))])
+        self._ll = np.hstack([self._ll, new_ll])
+        self.n_events_ += len(obs)
+        self._temper_in(np.arange(len(self._obs) - len(obs), len(self._obs)), factors)
+        if len(self._obs) > self.max_observations:
+            drop = len(self._obs) - self.max_observations
+            # Removing an observation is tempering its exponent down to zero.
+            self._logw -= self._ll[:, :drop] @ self._exps[:drop]
+            self._obs = self._obs[drop:]
+            self._exps = self._exps[drop:]
+            self._ll = self._ll[:, drop:]
+            self._maybe_rejuvenate()
+
+    def _decay_factor(self, age: float) -> float:
+        if self.half_life is None or age <= 0:
+            return 1.0
+        return float(0.5 ** (age / float(self.half_life)))
+
+    def _decay_to(self, t: float) -> float:
+        """Fade the evidence held so far to time ``t``; returns the new reference time."""
+        if self._t_ref is None:
+            self._t_ref = t
+            return t
+        if self.half_life is not None and t > self._t_ref and self._exps.size:
+            g = self._decay_factor(t - self._t_ref)
+            self._logw += (g - 1.0) * (self._ll @ self._exps)
+            self._exps = self._exps * g
+            self._maybe_rejuvenate()
+        self._t_ref = max(self._t_ref, t)
+        return self._t_ref
+
+    def _temper_in(self, idx: npt.NDArray[np.intp], factors: FloatArray) -> None:
+        """Raise the exponents of observations ``idx`` by ``factors``, in ESS-safe stages."""
+        n = self.n_particles
+        remaining = 1.0
+        for _ in range(64):
+            if remaining <= 1e-12:
+                break
+            inc = self._ll[:, idx] @ factors
+            phi = remaining
+            if _ess(self._logw + phi * inc) < 0.5 * n:
+                lo, hi = 0.0, remaining
+                for _ in range(30):
+                    mid = 0.5 * (lo + hi)
+                    if _ess(self._logw + mid * inc) >= 0.5 * n:
+                        lo = mid
+                    else:
+                        hi = mid
+                phi = max(lo, 1e-4 * remaining)
+            self._logw += phi * inc
+            self._exps[idx] += phi * factors
+            remaining -= phi
+            self._maybe_rejuvenate()
+        if remaining > 1e-12:  # pragma: no cover - only for pathological likelihoods
+            self._logw += remaining * (self._ll[:, idx] @ factors)
+            self._exps[idx] += remaining * factors
+
+    def _maybe_rejuvenate(self) -> None:
+        if _ess(self._logw) >= 0.5 * self.n_particles:
+            return
+        w = _normalize(self._logw)
+        # Systematic resampling: low variance and deterministic given the generator.
+        u = (self._rng.random() + np.arange(self.n_particles)) / self.n_particles
+        idx = np.minimum(np.searchsorted(np.cumsum(w), u), self.n_particles - 1)
+        self.particles_ = self.particles_[idx]
+        self._ll = self._ll[idx]
+        self._logw = np.zeros(self.n_particles)
+        self._move(n_steps=4)
+
+    def _log_target(self, p: FloatArray, ll: FloatArray) -> FloatArray:
+        lp = np.log(p)
+        # Dirichlet prior + tempered likelihood + log|Jacobian| of the log-ratio map.
+        out: FloatArray = lp @ self._alpha + ll @ self._exps
+        return out
+
+    def _move(self, n_steps: int) -> None:
+        p = self.particles_
+        z = np.log(p[:, :-1]) - np.log(p[:, -1:])
+        scale = 2.38 / math.sqrt(max(z.shape[1], 1)) * np.maximum(z.std(axis=0), 1e-3) * 0.7
+        cur = self._log_target(p, self._ll)
+        for _ in range(n_steps):
+            zp = z + self._rng.standard_normal(z.shape) * scale
+            pp = _alr_inv(zp)
+            llp = self._loglik(pp, self._obs)
+            prop = self._log_target(pp, llp)
+            acc = np.log(self._rng.random(len(z))) < prop - cur
+            z[acc] = zp[acc]
+            p = np.where(acc[:, None], pp, p)
+            self._ll = np.where(acc[:, None], llp, self._ll)
+            cur = np.where(acc, prop, cur)
+        self.particles_ = p
+
+    def _loglik(self, p: FloatArray, obs: Sequence[Observation]) -> FloatArray:
+        """Per-particle, per-observation log-likelihood, shape (n_particles, len(obs))."""
+        out = np.zeros((p.shape[0], len(obs)))
+        if not obs:
+            return out
+        comp = [i for i, o in enumerate(obs) if o.kind == "compare"]
+        if comp:
+            deltas = np.stack([obs[i].vector for i in comp])
+            coef = np.array([obs[i].y * obs[i].scale for i in comp]) * float(self.beta)
+            z = (p @ deltas.T) * coef
+            lapse = float(self.lapse)
+            prob = lapse + (1.0 - 2.0 * lapse) * _sigmoid(z)
+            out[:, comp] = np.log(np.maximum(prob, _TINY))
+        for i, o in enumerate(obs):
+            if o.kind == "anchor":
+                assert o.mask is not None
+                diff = (p - o.vector) * o.mask
+                out[:, i] = -0.5 * o.precision * np.einsum("ij,ij->i", diff, diff)
+        return out
+
+    # -- prediction ---------------------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "particles_"):
+            raise NotFittedError("This PreferenceModel is not fitted yet; call fit() first.")
+
+    @property
+    def weights_(self) -> FloatArray:
+        """Normalized particle weights."""
+        self._check_fitted()
+        return _normalize(self._logw)
+
+    @property
+    def evidence_(self) -> float:
+        """Effective number of events (decayed and strength-weighted)."""
+        self._check_fitted()
+        return float(self._exps.sum())
+
+    def predict(self) -> FloatArray:
+        """Posterior mean weight vector."""
+        self._check_fitted()
+        m: FloatArray = self.weights_ @ self.particles_
+        out: FloatArray = m / m.sum()
+        return out
+
+    def sample(
+        self, n: int = 1, random_state: int | np.random.Generator | None = None
+    ) -> FloatArray:
+        """``n`` posterior draws, shape (n, n_traits)."""
+        self._check_fitted()
+        rng = check_random_state(random_state)
+        idx = rng.choice(self.n_particles, size=n, p=self.weights_)
+        out: FloatArray = self.particles_[idx]
+        return out
+
+    def credible_interval(self, level: float = 0.9) -> tuple[FloatArray, FloatArray]:
+        """Per-trait equal-tailed credible interval (lower, upper) at ``level``."""
+        self._check_fitted()
+        if not 0 < level < 1:
+            raise InvalidParameterError(f"level must be in (0, 1); got {level!r}")
+        w = self.weights_
+        a = (1 - level) / 2
+        lo = np.empty(self.n_traits_)
+        hi = np.empty(self.n_traits_)
+        for j in range(self.n_traits_):
+            order = np.argsort(self.particles_[:, j])
+            cdf = np.cumsum(w[order])
+            xs = self.particles_[order, j]
+            lo[j] = xs[min(np.searchsorted(cdf, a), len(xs) - 1)]
+            hi[j] = xs[min(np.searchsorted(cdf, 1 - a), len(xs) - 1)]
+        return lo, hi
+
+    def summary(self, level: float = 0.9) -> PosteriorSummary:
+        """Compact summary for storage and routing."""
+        mean = self.predict()
+        var = self.weights_ @ (self.particles_ - mean) ** 2
+        tv = float(var.sum())
+        conc = float(np.sum(mean * (1 - mean)) / tv - 1.0) if tv > 1e-12 else 1e6
+        lo, hi = self.credible_interval(level)
+        return PosteriorSummary(
+            mean=mean,
+            lower=lo,
+            upper=hi,
+            concentration=max(conc, 1e-3),
+            evidence=self.evidence_,
+            n_events=self.n_events_,
+            level=level,
+        )
+
+    # -- active queries -------------------------------------------------------------------------
+    def information_gain(self, deltas: FloatArray, rewards: FloatArray | None = None) -> FloatArray:
+        """Expected information gain (nats) of observing y for each row of ``deltas``.
+
+        Without ``rewards`` the gain is about w itself. With ``rewards`` (members' profiles,
+        shape (n_members, n_traits)) it is about which member is best for the user: the only
+        thing routing needs, so queries do not spend effort on directions that change nothing.
+        """
+        self._check_fitted()
+        z = (self.particles_ @ np.atleast_2d(deltas).T) * float(self.beta)
+        lapse = float(self.lapse)
+        p = lapse + (1 - 2 * lapse) * _sigmoid(z)
+        w = self.weights_
+        marginal = w @ p
+        if rewards is None:
+            out: FloatArray = _entropy(marginal) - w @ _entropy(p)
+            return out
+        best = np.argmax(self.particles_ @ np.asarray(rewards, dtype=np.float64).T, axis=1)
+        n_best = int(best.max()) + 1
+        mass = np.bincount(best, weights=w, minlength=n_best)  # P(b)
+        joint = np.zeros((n_best, p.shape[1]))
+        np.add.at(joint, best, w[:, None] * p)  # P(b, y=1)
+        keep = mass > 0
+        cond = joint[keep] / mass[keep, None]  # P(y=1 | b)
+        out = _entropy(marginal) - mass[keep] @ _entropy(cond)
+        return out
+
+    def query_pair(self, rewards: FloatArray) -> tuple[int, int]:
+        """The pair of members whose comparison tells most about which member is best."""
+        r = np.asarray(rewards, dtype=np.float64)
+        i, j = np.triu_indices(r.shape[0], k=1)
+        if i.size == 0:
+            raise InvalidParameterError("query_pair needs at least two members")
+        gains = self.information_gain(r[i] - r[j], r)
+        k = int(np.argmax(gains))
+        return int(i[k]), int(j[k])
+
+    def query_member(self, rewards: FloatArray, reference: FloatArray) -> int:
+        """The member whose thumbs up/down tells most about which member is best."""
+        r = np.asarray(rewards, dtype=np.float64)
+        return int(np.argmax(self.information_gain(r - np.asarray(reference), r)))
+
+
+def _sigmoid(z: FloatArray) -> FloatArray:
+    out: FloatArray = 0.5 * (1.0 + np.tanh(0.5 * z))
+    return out
+
+
+def _entropy(p: FloatArray) -> FloatArray:
+    p = np.clip(p, 1e-12, 1 - 1e-12)
+    out: FloatArray = -(p * np.log(p) + (1 - p) * np.log(1 - p))
+    return out
+
+
+def _normalize(logw: FloatArray) -> FloatArray:
+    w = np.exp(logw - logw.max())
+    out: FloatArray = w / w.sum()
+    return out
+
+
+def _ess(logw: FloatArray) -> float:
+    w = _normalize(logw)
+    return float(1.0 / np.dot(w, w))
+
+
+def _alr_inv(z: FloatArray) -> FloatArray:
+    zz = np.hstack([z, np.zeros((z.shape[0], 1))])
+    zz -= zz.max(axis=1, keepdims=True)
+    e = np.exp(zz)
+    p = e / e.sum(axis=1, keepdims=True)
+    out: FloatArray = np.clip(p, 1e-300, None)
+    return out
