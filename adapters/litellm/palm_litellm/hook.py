@@ -381,12 +381,14 @@ def _mount_in_proxy() -> None:
     app = getattr(server, "app", None)
     if app is None:
         return
+    from .admin import mount as mount_admin
     from .endpoints import mount
     from .health import gate_readiness
     from .limits import install
 
     install(app)
     mount(app)
+    mount_admin(app)  # after mount(): it looks for the /palm/v1 prefix
     gate_readiness(app)
     try:
         get_runtime().load_members()
