@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup setup-demo demo simulate test lint bench clean
+.PHONY: setup setup-demo demo simulate test lint bench browser clean
 
 setup: $(VENV)/.installed
 
@@ -45,7 +45,17 @@ lint: setup
 	$(BIN)/ruff format --check palm_middleware tests bench adapters examples
 	$(BIN)/mypy
 
-test: lint
+# The report page tests run Debian's headless Chromium; they skip without it (fail when CI is set).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else \
+	    echo "chromium not found and cannot install it (not root): the report page tests will" \
+	         "skip; install it with: sudo apt-get install -y chromium"; \
+	  fi; }
+
+test: lint browser
 	$(BIN)/pytest
 
 bench: setup

@@ -327,6 +327,7 @@ def render_html(report: dict[str, Any]) -> str:
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
         "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+        "<link rel='icon' href='data:,'>",  # no favicon request: the page fetches nothing
         f"<title>PALM population report: {_esc(dep['portfolio'])}</title>",
         f"<style>{_CSS}</style></head><body>",
         f"<h1>Population report: {_esc(dep['portfolio'])}</h1>",
