@@ -52,6 +52,7 @@ MARGINAL_BINS = 10
 #: Candidate time buckets, smallest first; the first giving at most MAX_BUCKETS is used.
 BUCKETS = (300, 3600, 6 * 3600, 86400, 7 * 86400, 30 * 86400)
 MAX_BUCKETS = 48
+_ROUTE = -2  # placeholder: the member is the route of the clamped weights
 _LOG = logging.getLogger("palm_middleware.report")
 
 
@@ -215,8 +216,9 @@ def _serve(policy: BoundsPolicy, portfolio: Portfolio, pop: _Population) -> _Ser
     n = len(pop.keys)
     member = np.empty(n, dtype=np.int64)
     used = np.zeros(n, dtype=bool)
+    clamped = np.empty_like(pop.weights)  # routed all at once below (member == _ROUTE)
     rules: list[tuple[str, ...]] = []
-    memo: dict[tuple[bytes, float, bool], tuple[int, tuple[str, ...], bool]] = {}
+    memo: dict[tuple[bytes, float, bool], tuple[int, tuple[str, ...], bool, FloatArray]] = {}
     ctx = RequestContext()
     default = np.asarray(policy.default.values, dtype=np.float64)
     for i in range(n):
@@ -236,11 +238,14 @@ def _serve(policy: BoundsPolicy, portfolio: Portfolio, pop: _Population) -> _Ser
             elif ev.member is not None:
                 m = portfolio.index(ev.member)
             else:
-                m = int(_route(rewards, np.asarray(ev.clamp.weights)[None, :])[0])
-            hit = (m, ev.rules_fired, bool(ev.clamp.used_default))
+                m = _ROUTE
+            hit = (m, ev.rules_fired, bool(ev.clamp.used_default), ev.clamp.weights)
             memo[key] = hit
-        member[i], fired, used[i] = hit
+        member[i], fired, used[i], clamped[i] = hit
         rules.append(fired)
+    todo = member == _ROUTE
+    if todo.any():
+        member[todo] = _route(rewards, clamped[todo])
     return _Served(member, rules, used)
 
 
