@@ -207,6 +207,9 @@ def run(args: argparse.Namespace) -> int:
         ]
     summary = "\n".join(lines) + "\n"
     (out / "summary.md").write_text(summary, encoding="utf-8")
+    from ..demo.report import write_demo_report  # the operator's view of this population
+
+    print(f"population report: {write_demo_report(dep.palm_config, out)}")
     width = shutil.get_terminal_size((120, 20)).columns
     print("\n" + "=" * min(width, 100))
     print(summary)

@@ -204,3 +204,16 @@ def test_proxy_command_uses_absolute_paths(tmp_path: Path, monkeypatch: pytest.M
     config = Path(cmd[cmd.index("--config") + 1])
     assert config.is_absolute() and config == tmp_path / "out" / "demo" / "config.yaml"
     assert proc.palm_config.is_absolute() and proc.log.is_absolute()
+
+
+def test_the_demo_writes_the_population_report(
+    session: tuple[dict[str, Any], Path, str],
+) -> None:
+    report, out, printed = session
+    data = json.loads((out / "report.json").read_text())
+    assert data["population"]["users"] == 3 and data["privacy"]["min_group_size"] == 1
+    assert data["activity"]["blocked"] == 1  # the guard's block, per topic
+    assert data["audit"]["ok"] is True
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") >= 5
+    assert f"population report: {out / 'report.html'}" in printed
