@@ -408,7 +408,8 @@ def _bounds_cost(rewards: FloatArray, pop: _Population, served: _Served, k: int)
         )
     return {
         "reward_lost_per_user": round(float(loss.sum()) / n, 6),
-        "users_losing": _count(int((loss > 1e-12).sum()), n, k),
+        # With a row withheld, the total count of losers would give that row's away.
+        "users_losing": None if any(hide) else _count(int((loss > 1e-12).sum()), n, k),
         "rules": rules,
         "note": "oracle minus portfolio, with the users' inferred weights; a user's loss is "
         "split evenly over the rules that bound their weights; opted-out users are a row",

@@ -93,6 +93,7 @@ def test_cost_of_the_bounds_names_the_binding_rule(report: dict) -> None:
     w = report["welfare"]
     assert w["oracle"] - w["portfolio"] == pytest.approx(cost["reward_lost_per_user"], abs=1e-5)
     assert shown < cost["reward_lost_per_user"] - 1e-6
+    assert cost["users_losing"] is None  # 23 - 20 would give the opted-out row away
 
 
 def test_what_if_loosening_the_cap_recovers_the_loss(report: dict) -> None:
