@@ -1,1 +1,0 @@
-"""The ``palm`` command line: one module per command, each exposing ``register(subparsers)``."""
