@@ -42,7 +42,7 @@ from .policy.conditions import RequestContext
 from .policy.context import build_context
 from .policy.models import PrivacySpec
 from .policy.redact import redact
-from .policy.reload import ReloadingPolicy
+from .policy.reload import PolicyChange, ReloadingPolicy
 from .policy.topics import Embedder, TopicClassifier
 from .portfolio.manifest import Portfolio
 from .preferences.cues import CueLexicon
@@ -72,6 +72,9 @@ EXPLICIT_SD = 0.05
 #: Distinct observations kept per user (the weakest, i.e. oldest, go first beyond this).
 MAX_EVIDENCE_GROUPS = 128
 _MODES = ("mean", "thompson", "robust")
+#: ``user_key`` of audit records about the deployment itself (policy swaps and refusals); user
+#: keys are hex digests, so it never names a user and no ``forget`` erases it.
+SYSTEM_KEY = "system"
 
 
 @dataclass(frozen=True)
@@ -249,6 +252,7 @@ class Palm:
                     user_check(p)
 
             policy.check = check  # a reloaded file must also fit this portfolio
+            policy.subscribe(self._audit_policy_change)
         else:
             self._check_policy(policy)
         self._policy_source = policy
@@ -287,6 +291,12 @@ class Palm:
         """Why the latest policy file was refused (the previous one keeps serving), or None."""
         src = self._policy_source
         return src.error if isinstance(src, ReloadingPolicy) else None
+
+    def _audit_policy_change(self, change: PolicyChange) -> None:
+        """Put a policy swap or refusal on the audit record (both versions, both hashes)."""
+        kind = "policy_swap" if change.kind == "swap" else "policy_refused"
+        now = float(self.clock())
+        self._audit(AuditRecord(uuid.uuid4().hex, SYSTEM_KEY, kind, change.to_payload(), now))
 
     def _check_policy(self, policy: BoundsPolicy) -> None:
         """Refuse a policy that does not fit the portfolio (traits, pinned members)."""
