@@ -10,7 +10,10 @@ the ids it erased. So :func:`verify_audit_chain` can tell
 * a **deleted** record (its link remains but no ``forget`` record accounts for it),
 * a removed or reordered **link** (``prev_hash`` no longer matches the previous link's hash),
 
-from a legitimate erasure. Truncating the tail of both tables is not detectable from inside
+from a legitimate erasure. ``Palm.forget`` keeps earlier ``forget`` records and the store
+writes each one in the same transaction as the erasure it describes (``Store.erase_user``), so
+forgetting twice, or verifying while users are being forgotten, never raises a false alarm.
+Truncating the tail of both tables is not detectable from inside
 the database; publish :attr:`ChainReport.head` elsewhere (logs, a notary) to anchor it.
 """
 
@@ -51,8 +54,12 @@ def verify_audit_chain(store: Store) -> ChainReport:
         A :class:`ChainReport`; ``ok`` is False if a record was edited or deleted outside
         ``forget``, or a link was removed or altered.
     """
-    records = {r.record_id: r for r in store.audit()}
+    # Links first, records second: a record appended in between has no link in this snapshot
+    # (it is checked next time), and a record erased in between is accounted for by its forget
+    # record, which the store wrote in the same transaction. The other order could see a link
+    # whose record was appended after the records were read: a false "deleted" alarm.
     links = store.audit_chain()
+    records = {r.record_id: r for r in store.audit()}
     erased_ok: set[str] = set()
     for r in records.values():
         if r.kind == "forget":
@@ -88,7 +95,8 @@ def verify_audit_chain(store: Store) -> ChainReport:
             else:
                 checked += 1
         prev = link.hash
-    chained = {link.record_id for link in links}
+    # Records newer than the link snapshot are chained, just not in this snapshot.
+    chained = {link.record_id for link in store.audit_chain()}
     unchained = sum(1 for rid in records if rid not in chained)
     return ChainReport(
         ok=not problems,

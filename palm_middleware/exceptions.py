@@ -8,6 +8,7 @@ Our exception hierarchy::
           PolicyValidationError          schema or value errors (.issues)
             PolicySyntaxError            YAML that does not parse, or is too large
           PolicyInfeasibleError          bounds that no weight vector satisfies (.rule_ids)
+          PolicyWeakeningError           a reloaded version weakens a law rule (.rule_ids)
         ManifestError                    portfolio manifests
       InvalidParameterError(ValueError, TypeError)
         InvalidRequestError              a request body PALM cannot read (.param names the field)
@@ -54,6 +55,7 @@ __all__ = [
     "PolicySyntaxError",
     "PolicyValidationError",
     "PolicyWarning",
+    "PolicyWeakeningError",
     "RequestTooLargeError",
     "StoreError",
     "StoreUnavailable",
@@ -129,6 +131,18 @@ class PolicySyntaxError(PolicyValidationError):
 
 class PolicyInfeasibleError(PolicyError):
     """The bounds of a policy admit no weight vector; ``rule_ids`` names the rules in conflict."""
+
+    def __init__(self, issues: list[ConfigIssue] | ConfigIssue | str, rule_ids: list[str]) -> None:
+        super().__init__(issues)
+        self.rule_ids = list(rule_ids)
+
+
+class PolicyWeakeningError(PolicyError):
+    """A new version of a policy file weakens a ``law``-layer rule; ``rule_ids`` names them.
+
+    Raised (and the previous version kept serving) by a reloading policy unless the deployment
+    allows law changes; see :mod:`palm_middleware.policy.weakening` for what counts.
+    """
 
     def __init__(self, issues: list[ConfigIssue] | ConfigIssue | str, rule_ids: list[str]) -> None:
         super().__init__(issues)

@@ -42,7 +42,7 @@ from .policy.conditions import RequestContext
 from .policy.context import build_context
 from .policy.models import PrivacySpec
 from .policy.redact import redact
-from .policy.reload import ReloadingPolicy
+from .policy.reload import PolicyChange, ReloadingPolicy
 from .policy.topics import Embedder, TopicClassifier
 from .portfolio.manifest import Portfolio
 from .preferences.cues import CueLexicon
@@ -72,6 +72,9 @@ EXPLICIT_SD = 0.05
 #: Distinct observations kept per user (the weakest, i.e. oldest, go first beyond this).
 MAX_EVIDENCE_GROUPS = 128
 _MODES = ("mean", "thompson", "robust")
+#: ``user_key`` of audit records about the deployment itself (policy swaps and refusals); user
+#: keys are hex digests, so it never names a user and no ``forget`` erases it.
+SYSTEM_KEY = "system"
 
 
 @dataclass(frozen=True)
@@ -249,6 +252,7 @@ class Palm:
                     user_check(p)
 
             policy.check = check  # a reloaded file must also fit this portfolio
+            policy.subscribe(self._audit_policy_change)
         else:
             self._check_policy(policy)
         self._policy_source = policy
@@ -287,6 +291,12 @@ class Palm:
         """Why the latest policy file was refused (the previous one keeps serving), or None."""
         src = self._policy_source
         return src.error if isinstance(src, ReloadingPolicy) else None
+
+    def _audit_policy_change(self, change: PolicyChange) -> None:
+        """Put a policy swap or refusal on the audit record (both versions, both hashes)."""
+        kind = "policy_swap" if change.kind == "swap" else "policy_refused"
+        now = float(self.clock())
+        self._audit(AuditRecord(uuid.uuid4().hex, SYSTEM_KEY, kind, change.to_payload(), now))
 
     def _check_policy(self, policy: BoundsPolicy) -> None:
         """Refuse a policy that does not fit the portfolio (traits, pinned members)."""
@@ -687,25 +697,29 @@ class Palm:
         """
         with self._outbox_lock:
             self._outbox.append(record)
-            while self._outbox:
-                head = self._outbox[0]
-                try:
-                    self.store.append_audit(head)
-                except StoreError as exc:
-                    if exc.is_retryable:
-                        logger.error(
-                            "audit write failed (%s); %d record(s) pending", exc, len(self._outbox)
-                        )
-                        return
+            self._flush_outbox()
+
+    def _flush_outbox(self) -> None:
+        """Write queued audit records in order; the caller holds ``_outbox_lock``."""
+        while self._outbox:
+            head = self._outbox[0]
+            try:
+                self.store.append_audit(head)
+            except StoreError as exc:
+                if exc.is_retryable:
                     logger.error(
-                        "audit record refused by the store (%s); dead letter: %s",
-                        exc,
-                        json.dumps(dataclasses.asdict(head), default=str),
+                        "audit write failed (%s); %d record(s) pending", exc, len(self._outbox)
                     )
-                except Exception as exc:  # keep serving; the record stays queued
-                    logger.exception("audit write failed unexpectedly (%s)", exc)
                     return
-                self._outbox.popleft()
+                logger.error(
+                    "audit record refused by the store (%s); dead letter: %s",
+                    exc,
+                    json.dumps(dataclasses.asdict(head), default=str),
+                )
+            except Exception as exc:  # keep serving; the record stays queued
+                logger.exception("audit write failed unexpectedly (%s)", exc)
+                return
+            self._outbox.popleft()
 
     @property
     def pending_audit(self) -> int:
@@ -734,7 +748,40 @@ class Palm:
         policy = self.policy
         ctx = build_context(policy, metadata, now)
         limit = policy.evaluate(ctx, policy.default.values, evidence=0.0).max_step
-        return self._apply(key, event.event_id, kind, obs, extra, now, limit=limit)
+        added = self._apply(key, event.event_id, kind, obs, extra, now, limit=limit)
+        self._audit_feedback(key, event, kind, extra, added, now)
+        return added
+
+    def _audit_feedback(
+        self,
+        key: str,
+        event: FeedbackEvent,
+        kind: str,
+        extra: Mapping[str, Any],
+        added: bool,
+        now: float,
+    ) -> None:
+        """Audit one feedback event: ids and labels only (never text), retries included.
+
+        The client's event id is kept as a digest of the stored id (a client could put text in
+        it); ``recorded`` is False for a retried delivery, so even a retry after a crash between
+        the event write and this record leaves a trace.
+        """
+        payload: dict[str, Any] = {
+            "event": _digest(f"{key}:{event.event_id}"),
+            "event_kind": kind,
+            "recorded": bool(added),
+        }
+        decision_id = getattr(event, "decision_id", None)
+        if isinstance(decision_id, str):
+            payload["decision_id"] = decision_id[:64]
+        for name in ("member", "up", "winner", "loser", "weights"):
+            if name in extra:
+                payload[name] = extra[name]
+        if isinstance(event, ExplicitWeights):
+            payload["confidence"] = float(event.confidence)
+        audit_kind = "edit" if isinstance(event, ExplicitWeights) else "feedback"
+        self._audit(AuditRecord(uuid.uuid4().hex, key, audit_kind, payload, now))
 
     async def arecord_feedback(
         self, user: UserId, event: FeedbackEvent, metadata: Mapping[str, Any] | None = None
@@ -1075,26 +1122,31 @@ class Palm:
         self._audit(AuditRecord(uuid.uuid4().hex, key, "reset", {}, now))
 
     def forget(self, user: UserId) -> None:
-        """Delete everything about the user; only an audit record of the deletion remains.
+        """Delete everything about the user; only audit records of deletions remain.
 
         The ``forget`` record lists the ids of the erased audit records (random ids, no
         content), so :func:`~palm_middleware.audit.verify_audit_chain` can tell this erasure
-        from tampering: the erased records' hashes stay in the chain as tombstones.
+        from tampering: the erased records' hashes stay in the chain as tombstones. Earlier
+        ``forget`` records are kept (they hold ids only), so forgetting twice never erases the
+        record that accounts for the first erasure; and the store erases and writes the new
+        record in one transaction, so no other writer's record can vanish unaccounted for.
         """
         key = self.user_key(user)
         now = float(self.clock())
         with self._outbox_lock:  # no audit write of this process slips between list and delete
-            erased = [r.record_id for r in self.store.audit(key)]
+            self._flush_outbox()  # older records first, where the store takes them
             # Records still queued (the store was down) would land after the deletion.
-            queued = [r for r in self._outbox if r.user_key == key]
-            erased += [r.record_id for r in queued]
+            queued = [r.record_id for r in self._outbox if r.user_key == key]
+
+            def record(erased: list[str]) -> AuditRecord:
+                ids = [*erased, *queued]
+                return AuditRecord(
+                    uuid.uuid4().hex, key, "forget", {"erased": ids, "n_erased": len(ids)}, now
+                )
+
+            self.store.erase_user(key, record, keep_kinds=("forget",))
             self._outbox = deque(r for r in self._outbox if r.user_key != key)
-            self.store.delete_user(key, keep_audit=False)
-        self._audit(
-            AuditRecord(
-                uuid.uuid4().hex, key, "forget", {"erased": erased, "n_erased": len(erased)}, now
-            )
-        )
+            self._flush_outbox()  # the store is back: write what other users have queued
 
     def export(self, user: UserId) -> dict[str, Any]:
         """Everything stored about the user, as JSON-ready data (the right of access).
@@ -1108,7 +1160,7 @@ class Palm:
         key = self.user_key(user)
         record = self.store.get_profile(key)
         policy = self.policy
-        return {
+        out = {
             "user_key": key,
             "policy_version": policy.version,
             "privacy": self._privacy(policy).model_dump(mode="json"),
@@ -1129,6 +1181,9 @@ class Palm:
                 for a in self.store.audit(key)
             ],
         }
+        # The right of access is exercised on the record, like every other right.
+        self._audit(AuditRecord(uuid.uuid4().hex, key, "export", {}, float(self.clock())))
+        return out
 
     def edit(
         self, user: UserId, weights: Mapping[str, float], *, confidence: float = 1.0

@@ -161,7 +161,7 @@ def test_reset_keeps_audit_forget_leaves_only_the_deletion(palm: Palm, tmp_path:
     key = palm.user_key("alice")
     palm.reset("alice")
     assert palm.profile("alice").n_events == 0
-    assert {r.kind for r in palm.store.audit(key)} == {"decision", "reset"}
+    assert {r.kind for r in palm.store.audit(key)} == {"feedback", "decision", "reset"}
     palm.forget("alice")
     assert palm.store.get_profile(key) is None and palm.store.events(key) == []
     assert [r.kind for r in palm.store.audit(key)] == ["forget"]

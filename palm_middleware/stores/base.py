@@ -7,6 +7,10 @@ A store keeps three things per user key:
 * the **events** that fed it, append-only, each ``event_id`` stored at most once;
 * **audit** records (decisions, feedback, resets, forgets), append-only.
 
+``erase_user`` is the write path of the right to erasure: it deletes a user's data and
+appends the ``forget`` record that names the erased audit ids in one transaction, so no reader
+ever sees an erased record without the record that accounts for it.
+
 ``apply_event`` is the write path of learning: it stores one event and recomputes the
 profile from the last ``window`` events in one transaction, so a retried delivery of the same
 event changes nothing and concurrent writers never lose an update.
@@ -21,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -31,6 +35,7 @@ __all__ = [
     "AsyncStoreMixin",
     "AuditRecord",
     "ChainLink",
+    "ErasureRecord",
     "EventRecord",
     "GENESIS_HASH",
     "ProfileRecord",
@@ -122,6 +127,9 @@ def audit_hash(
 ProfileUpdate = Callable[[ProfileRecord | None, list[EventRecord]], dict[str, Any]]
 """``update(current_profile, window_events) -> new_state``, called by ``Store.apply_event``."""
 
+ErasureRecord = Callable[[list[str]], AuditRecord]
+"""``record(erased_ids) -> the audit record of the erasure``, called by ``Store.erase_user``."""
+
 
 @runtime_checkable
 class Store(Protocol):
@@ -195,6 +203,22 @@ class Store(Protocol):
         """
         ...
 
+    def erase_user(
+        self, user_key: str, record: ErasureRecord, *, keep_kinds: Collection[str] = ()
+    ) -> list[str]:
+        """Erase a user and append the audit record of the erasure, in one transaction.
+
+        Deletes the profile, the events and the audit records of ``user_key`` whose kind is
+        not in ``keep_kinds`` (their chain links stay: tombstones), then appends
+        ``record(erased_ids)`` (ids in append order) with its chain link. If ``record`` raises,
+        or the append fails, nothing is deleted. ``record`` runs while the write lock is held:
+        keep it pure and never call the store from it.
+
+        Returns:
+            The ids of the erased audit records, in append order.
+        """
+        ...
+
     def audit_chain(self) -> list[ChainLink]:
         """Return the audit hash chain in append order (links outlive erased records)."""
         ...
@@ -262,6 +286,12 @@ class Store(Protocol):
         """Async twin of ``delete_user``."""
         ...
 
+    async def aerase_user(
+        self, user_key: str, record: ErasureRecord, *, keep_kinds: Collection[str] = ()
+    ) -> list[str]:
+        """Async twin of ``erase_user``; ``record`` runs in the worker thread."""
+        ...
+
 
 class AsyncStoreMixin:
     """The ``a``-prefixed twins of a sync store, each run in a worker thread.
@@ -313,6 +343,12 @@ class AsyncStoreMixin:
     async def adelete_user(self: Store, user_key: str, *, keep_audit: bool) -> int:
         """Async twin of ``delete_user``."""
         return await asyncio.to_thread(self.delete_user, user_key, keep_audit=keep_audit)
+
+    async def aerase_user(
+        self: Store, user_key: str, record: ErasureRecord, *, keep_kinds: Collection[str] = ()
+    ) -> list[str]:
+        """Async twin of ``erase_user``; ``record`` runs in the worker thread."""
+        return await asyncio.to_thread(self.erase_user, user_key, record, keep_kinds=keep_kinds)
 
 
 def encode_json(value: object, *, what: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from types import TracebackType
 from typing import Any, NamedTuple
@@ -15,6 +15,7 @@ from palm_middleware.stores.base import (
     AsyncStoreMixin,
     AuditRecord,
     ChainLink,
+    ErasureRecord,
     EventRecord,
     ProfileRecord,
     ProfileUpdate,
@@ -70,6 +71,7 @@ class MemoryStore(AsyncStoreMixin):
         self._audit: dict[str, _Row] = {}  # record_id -> record; dict order = append order
         self._audit_ids: dict[str, list[str]] = {}  # user_key -> record ids in append order
         self._chain: list[ChainLink] = []  # never shrinks: erased records leave their hash
+        self._chained: set[str] = set()  # record ids with a link (erased ones too), as in SQL
 
     @property
     def salt(self) -> str:
@@ -192,30 +194,21 @@ class MemoryStore(AsyncStoreMixin):
 
     def append_audit(self, record: AuditRecord) -> None:
         """Append an audit record; a duplicate ``record_id`` raises ``StoreError``."""
-        row = _Row(
-            record.record_id,
-            record.user_key,
-            record.kind,
-            encode_json(record.payload, what=f"payload of audit record {record.record_id!r}"),
-            record.ts,
-        )
+        row = _audit_row(record)
         with self._writing():
-            if record.record_id in self._audit:
-                raise StoreError(
-                    f"Audit record id {record.record_id!r} already exists; audit ids are unique."
-                )
-            prev = self._chain[-1].hash if self._chain else GENESIS_HASH
-            digest = audit_hash(
-                prev,
-                record.record_id,
-                record.user_key,
-                record.kind,
-                decode_json(row.payload, what="audit payload"),
-                record.ts,
-            )
-            self._audit[record.record_id] = row
-            self._audit_ids.setdefault(record.user_key, []).append(record.record_id)
-            self._chain.append(ChainLink(len(self._chain) + 1, record.record_id, prev, digest))
+            self._append_audit(row)
+
+    def _append_audit(self, row: _Row) -> None:
+        """Append one audit row and its chain link; the caller holds the write lock."""
+        if row.id in self._chained:
+            raise StoreError(f"Audit record id {row.id!r} already exists; audit ids are unique.")
+        prev = self._chain[-1].hash if self._chain else GENESIS_HASH
+        payload = decode_json(row.payload, what="audit payload")
+        digest = audit_hash(prev, row.id, row.user_key, row.kind, payload, row.ts)
+        self._audit[row.id] = row
+        self._audit_ids.setdefault(row.user_key, []).append(row.id)
+        self._chain.append(ChainLink(len(self._chain) + 1, row.id, prev, digest))
+        self._chained.add(row.id)
 
     def audit_chain(self) -> list[ChainLink]:
         """Return the audit hash chain in append order."""
@@ -257,6 +250,34 @@ class MemoryStore(AsyncStoreMixin):
                     del self._audit[record_id]
                     n += 1
             return n
+
+    def erase_user(
+        self, user_key: str, record: ErasureRecord, *, keep_kinds: Collection[str] = ()
+    ) -> list[str]:
+        """Erase the user and append ``record(erased_ids)`` atomically; see ``Store``."""
+        keep = frozenset(keep_kinds)
+        with self._writing():
+            ids = self._audit_ids.get(user_key, [])
+            erased = [i for i in ids if self._audit[i].kind not in keep]
+            # Nothing is mutated before the erasure record is built and checked.
+            row = _audit_row(record(list(erased)))
+            if row.id in self._chained:
+                raise StoreError(
+                    f"Audit record id {row.id!r} already exists; audit ids are unique."
+                )
+            self._profiles.pop(user_key, None)
+            for event in self._events.pop(user_key, []):
+                del self._event_owner[event.id]
+            gone = set(erased)
+            for record_id in erased:
+                del self._audit[record_id]
+            kept = [i for i in ids if i not in gone]
+            if kept:
+                self._audit_ids[user_key] = kept
+            else:
+                self._audit_ids.pop(user_key, None)
+            self._append_audit(row)
+            return erased
 
     def purge_events(self, *, before: float, user_key: str | None = None) -> int:
         """Delete events with ``ts < before`` (of one user, or all); return how many."""
@@ -305,6 +326,11 @@ def _tail(items: list[Any], limit: int | None) -> list[Any]:
 def _event(row: _Row) -> EventRecord:
     payload = decode_json(row.payload, what=f"payload of event {row.id!r}")
     return EventRecord(row.id, row.user_key, row.kind, payload, row.ts)
+
+
+def _audit_row(record: AuditRecord) -> _Row:
+    payload = encode_json(record.payload, what=f"payload of audit record {record.record_id!r}")
+    return _Row(record.record_id, record.user_key, record.kind, payload, record.ts)
 
 
 def _audit(row: _Row) -> AuditRecord:

@@ -22,7 +22,7 @@ opened; a file written by a newer palm-middleware is refused.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -48,6 +48,7 @@ from palm_middleware.stores.base import (
     AsyncStoreMixin,
     AuditRecord,
     ChainLink,
+    ErasureRecord,
     EventRecord,
     ProfileRecord,
     ProfileUpdate,
@@ -373,35 +374,39 @@ class SQLiteStore(AsyncStoreMixin):
         """Append an audit record; a duplicate ``record_id`` raises ``StoreError``."""
         payload = encode_json(record.payload, what=f"payload of audit record {record.record_id!r}")
         op = "append_audit"
-        params = (record.record_id, record.user_key, record.kind, payload, record.ts)
         with self._transaction(op) as conn:
-            try:
-                conn.execute(_INSERT_AUDIT, params)
-                # The link is computed inside the write transaction, so concurrent writers
-                # (threads or processes) extend one chain instead of forking it.
-                last = conn.execute(
-                    "SELECT hash FROM audit_chain ORDER BY seq DESC LIMIT 1"
-                ).fetchone()
-                prev = str(last[0]) if last is not None else GENESIS_HASH
-                digest = audit_hash(
-                    prev,
-                    record.record_id,
-                    record.user_key,
-                    record.kind,
-                    decode_json(payload, what="audit payload"),
-                    record.ts,
-                )
-                conn.execute(
-                    "INSERT INTO audit_chain (record_id, prev_hash, hash) VALUES (?, ?, ?)",
-                    (record.record_id, prev, digest),
-                )
-            except sqlite3.IntegrityError as exc:
-                raise StoreError(
-                    f"{self._where}: audit record id {record.record_id!r} already exists; "
-                    "audit ids are unique."
-                ) from exc
-            except sqlite3.Error as exc:
-                raise translate(exc, where=self._where, op=op) from exc
+            self._append_audit_in(conn, op, record, payload)
+
+    def _append_audit_in(
+        self, conn: sqlite3.Connection, op: str, record: AuditRecord, payload: str
+    ) -> None:
+        """Insert the record and its chain link inside the caller's write transaction."""
+        params = (record.record_id, record.user_key, record.kind, payload, record.ts)
+        try:
+            conn.execute(_INSERT_AUDIT, params)
+            # The link is computed inside the write transaction, so concurrent writers
+            # (threads or processes) extend one chain instead of forking it.
+            last = conn.execute("SELECT hash FROM audit_chain ORDER BY seq DESC LIMIT 1").fetchone()
+            prev = str(last[0]) if last is not None else GENESIS_HASH
+            digest = audit_hash(
+                prev,
+                record.record_id,
+                record.user_key,
+                record.kind,
+                decode_json(payload, what="audit payload"),
+                record.ts,
+            )
+            conn.execute(
+                "INSERT INTO audit_chain (record_id, prev_hash, hash) VALUES (?, ?, ?)",
+                (record.record_id, prev, digest),
+            )
+        except sqlite3.IntegrityError as exc:
+            raise StoreError(
+                f"{self._where}: audit record id {record.record_id!r} already exists; "
+                "audit ids are unique."
+            ) from exc
+        except sqlite3.Error as exc:
+            raise translate(exc, where=self._where, op=op) from exc
 
     def audit_chain(self) -> list[ChainLink]:
         """Return the audit hash chain in append order."""
@@ -496,6 +501,39 @@ class SQLiteStore(AsyncStoreMixin):
                 n += self._run(conn, op, "DELETE FROM audit WHERE user_key = ?", (user_key,))
             self._run(conn, op, "DELETE FROM deletion_grants WHERE user_key = ?", (user_key,))
         return n
+
+    def erase_user(
+        self, user_key: str, record: ErasureRecord, *, keep_kinds: Collection[str] = ()
+    ) -> list[str]:
+        """Erase the user and append ``record(erased_ids)`` in one transaction; see ``Store``.
+
+        The ids are listed and deleted under the write lock, so a record appended by another
+        process can never be deleted without being named in the erasure record.
+        """
+        keep = sorted(set(keep_kinds))
+        marks = ", ".join("?" for _ in keep)
+        where = f"user_key = ? AND kind NOT IN ({marks})" if keep else "user_key = ?"
+        op = "erase_user"
+        with self._transaction(op) as conn:
+            rows = self._all(
+                conn,
+                op,
+                f"SELECT record_id FROM audit WHERE {where} ORDER BY seq",
+                (user_key, *keep),
+            )
+            erased = [str(r[0]) for r in rows]
+            # An exception here propagates untranslated; _transaction rolls everything back.
+            erasure = record(list(erased))
+            payload = encode_json(
+                erasure.payload, what=f"payload of audit record {erasure.record_id!r}"
+            )
+            self._run(conn, op, "INSERT INTO deletion_grants (user_key) VALUES (?)", (user_key,))
+            self._run(conn, op, "DELETE FROM profiles WHERE user_key = ?", (user_key,))
+            self._run(conn, op, "DELETE FROM events WHERE user_key = ?", (user_key,))
+            self._run(conn, op, f"DELETE FROM audit WHERE {where}", (user_key, *keep))
+            self._run(conn, op, "DELETE FROM deletion_grants WHERE user_key = ?", (user_key,))
+            self._append_audit_in(conn, op, erasure, payload)
+        return erased
 
 
 def _event(user_key: str, row: Any) -> EventRecord:

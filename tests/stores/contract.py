@@ -250,6 +250,83 @@ class StoreContract:
         assert [r.record_id for r in store.audit("u1")] == ["u1-a0", "u1-a1"]
         assert store.get_profile("u2") is not None
 
+    @staticmethod
+    def _erasure(record_id: str, user_key: str = "u1") -> Any:
+        def record(ids: list[str]) -> AuditRecord:
+            return AuditRecord(record_id, user_key, "forget", {"erased": ids}, 5.0)
+
+        return record
+
+    def test_erase_user_appends_the_erasure_record_atomically(self, store: Store) -> None:
+        self._fill(store)
+        store.append_audit(AuditRecord("u1-f0", "u1", "forget", {"erased": []}, 1.0))
+        store.append_audit(AuditRecord("u1-a2", "u1", "reset", {}, 2.0))
+        erased = store.erase_user("u1", self._erasure("u1-f1"), keep_kinds=("forget",))
+        assert erased == ["u1-a0", "u1-a1", "u1-a2"]
+        assert store.get_profile("u1") is None and store.events("u1") == []
+        left = store.audit("u1")
+        assert [r.record_id for r in left] == ["u1-f0", "u1-f1"]
+        assert left[-1].payload == {"erased": erased}
+        assert len(store.events("u2")) == 3 and len(store.audit("u2")) == 2
+        links = store.audit_chain()  # erased records keep their links (tombstones)
+        assert [link.record_id for link in links][-1] == "u1-f1"
+        assert {"u1-a0", "u1-a1", "u1-a2"} <= {link.record_id for link in links}
+        # Erasing again erases nothing but the kinds not kept.
+        assert store.erase_user("u1", self._erasure("u1-f2"), keep_kinds=("forget",)) == []
+        assert store.erase_user("u1", self._erasure("u1-f3")) == ["u1-f0", "u1-f1", "u1-f2"]
+
+    def test_erase_user_writes_nothing_when_the_record_fails(self, store: Store) -> None:
+        self._fill(store)
+
+        def boom(ids: list[str]) -> AuditRecord:
+            raise _Boom
+
+        with pytest.raises(_Boom):
+            store.erase_user("u1", boom)
+        with pytest.raises(StoreError, match="already exists"):
+            store.erase_user("u1", self._erasure("u2-a0"))  # a duplicate id
+        assert store.get_profile("u1") is not None and len(store.events("u1")) == 3
+        assert [r.record_id for r in store.audit("u1")] == ["u1-a0", "u1-a1"]
+
+    def test_erased_record_id_cannot_be_reused(self, store: Store) -> None:
+        self._fill(store)
+        store.erase_user("u1", self._erasure("u1-f"))
+        with pytest.raises(StoreError, match="already exists"):
+            store.append_audit(AuditRecord("u1-a0", "u1", "decision", {}, 9.0))
+
+    def test_concurrent_erasure_accounts_for_every_record(self, store: Store) -> None:
+        """A record appended while another thread erases is either kept or named as erased."""
+        n_writers, n_each = 4, 60
+        erased: list[str] = []
+        errors: list[BaseException] = []
+
+        def write(t: int) -> None:
+            try:
+                for i in range(n_each):
+                    store.append_audit(AuditRecord(f"w{t}-{i}", "u1", "decision", {}, 0.0))
+            except BaseException as exc:
+                errors.append(exc)
+
+        def erase() -> None:
+            try:
+                for i in range(20):
+                    erased.extend(store.erase_user("u1", self._erasure(f"f{i}"), keep_kinds=()))
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=write, args=(t,)) for t in range(n_writers)]
+        threads.append(threading.Thread(target=erase))
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        present = {r.record_id for r in store.audit()}
+        linked = {link.record_id for link in store.audit_chain()}
+        missing = linked - present
+        assert missing <= set(erased)
+        assert len(linked) == n_writers * n_each + 20
+
     # ------------------------------------------------------------------ async twins
 
     def test_async_twins(self, store: Store) -> None:
@@ -273,6 +350,8 @@ class StoreContract:
             got = await asyncio.gather(*(store.aget_profile("u1") for _ in range(8)))
             assert all(p == profile for p in got)
             assert await store.adelete_user("u1", keep_audit=False) == 3
+            await store.aappend_audit(AuditRecord("a2", "u1", "decision", {}, 3.0))
+            assert await store.aerase_user("u1", self._erasure("a3")) == ["a2"]
 
         asyncio.run(main())
         assert update_threads and loop_thread not in update_threads

@@ -4,6 +4,9 @@
 
     portfolio: portfolio.yaml          # members, backends, reward profiles
     policy: policy.yaml                # bounds policy (omit: the bundled default)
+    reload: true                       # follow policy edits without restart (complete files
+    reload_interval: 1.0               # only, law layer never weakened), checked every N s
+    allow_law_weakening: false         # true: a reload may remove or weaken `law` rules
     store: palm.db                     # SQLite file; ":memory:" keeps profiles in memory
     route_models: [auto]               # model names PALM routes per user (what keys may call)
     allow_direct_members: false        # true: non-admin keys may also name a member's group;
@@ -31,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
 
 from palm_middleware import (
     BoundsPolicy,
@@ -50,6 +53,7 @@ from palm_middleware.engines.onnx import OnnxEngine, normalize_few_shot
 from palm_middleware.engines.registry import SessionRegistry
 from palm_middleware.identity import Principal
 from palm_middleware.inputs import RequestLimits
+from palm_middleware.policy.reload import ReloadingPolicy
 from palm_middleware.portfolio.manifest import LiteLLMBackend, PromptedBackend
 
 __all__ = [
@@ -66,7 +70,7 @@ __all__ = [
 #: Environment variable naming the ``palm.yaml`` file of the running proxy.
 CONFIG_ENV = "PALM_CONFIG"
 
-PalmFactory = Callable[[Portfolio, BoundsPolicy, Any], Palm]
+PalmFactory = Callable[[Portfolio, "BoundsPolicy | ReloadingPolicy", Any], Palm]
 
 
 class _Strict(BaseModel):
@@ -128,6 +132,14 @@ class PalmProxySettings(_Strict):
 
     portfolio: str
     policy: str | None = None
+    reload: StrictBool = True
+    """Follow the policy file: complete new versions serve without restart; a broken one, or
+    one that weakens a ``law`` rule, is refused and audited (``ReloadingPolicy``)."""
+    reload_interval: float = Field(default=1.0, gt=0, le=3600)
+    """Seconds between two looks at the policy file."""
+    allow_law_weakening: StrictBool = False
+    """Let a reloaded policy remove or weaken ``law``-layer rules (off: such versions are
+    refused and the previous policy keeps serving)."""
     store: str = "palm.db"
     mode: Literal["mean", "thompson", "robust"] = "mean"
     route_models: list[str] = Field(default_factory=lambda: ["auto"], min_length=1)
@@ -176,11 +188,20 @@ class PalmRuntime:
         self.root = Path(root)
         self.portfolio = load_portfolio(self.root / settings.portfolio)
         if settings.policy is not None:
-            policy = load_policy(self.root / settings.policy)
+            policy_path = self.root / settings.policy
         else:
             from palm_middleware.cli._common import bundled
 
-            policy = load_policy(bundled("policy.yaml"))
+            policy_path = bundled("policy.yaml")
+        policy: BoundsPolicy | ReloadingPolicy = (
+            ReloadingPolicy(
+                policy_path,
+                min_interval=settings.reload_interval,
+                allow_law_weakening=settings.allow_law_weakening,
+            )
+            if settings.reload
+            else load_policy(policy_path)
+        )
         store: Any = (
             MemoryStore()
             if settings.store == ":memory:"
