@@ -23,8 +23,8 @@ The edges are strict, because a field the server ignores is a field a client bel
 
 * bodies are JSON objects validated in pydantic strict mode (no ``"yes"`` for a boolean, no
   ``"0.5"`` or ``true`` for a number, no NaN), unknown fields and duplicate keys refused;
-* a route refuses query parameters it does not declare, and a body if it takes none (``DELETE``
-  with ``{"user": ...}`` is an error, not a silent act on the caller's own profile);
+* a route refuses query parameters it does not declare (422), and a body if it takes none (400:
+  ``DELETE`` with ``{"user": ...}`` is an error, not a silent act on the caller's own profile);
 * ``user``, wherever a route takes it, goes through :func:`~palm_middleware.identity.resolve_user`;
 * every error, including 404/405 under the prefix, is the OpenAI error object
   (:mod:`palm_litellm.errors`); unexpected failures are a 500 of that shape with no internals.
@@ -174,11 +174,11 @@ class ErrorOut(BaseModel):
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorOut, "description": what}
     for status, what in (
-        (400, "Invalid feedback or weights"),
+        (400, "Not one JSON object, a body where none is taken, or invalid feedback/weights"),
         (401, "No valid API key"),
         (403, "The key may not act for this user"),
         (413, f"Body over {MAX_BODY_BYTES} bytes"),
-        (422, "Malformed request: wrong types, unknown fields or query parameters"),
+        (422, "Wrong types, unknown fields or unknown query parameters"),
         (503, "Store unavailable"),
     )
 }
@@ -229,6 +229,16 @@ async def _read_body(request: Request) -> bytes:
     return body
 
 
+_JSON_NAMES = {
+    type(None): "null",
+    list: "an array",
+    str: "a string",
+    int: "a number",
+    float: "a number",
+    bool: "a boolean",
+}
+
+
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
@@ -251,17 +261,18 @@ async def _check_body(request: Request, takes_body: bool) -> None:
     body = await _read_body(request)
     if not takes_body:
         if body.strip():
-            raise _Refused(422, f"{request.method} {request.url.path} takes no body", "body")
+            raise _Refused(400, f"{request.method} {request.url.path} takes no body", "body")
         return
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media != "application/json" and not media.endswith("+json"):
-        raise _Refused(422, "send the body as JSON (Content-Type: application/json)", "body")
+        raise _Refused(400, "send the body as JSON (Content-Type: application/json)", "body")
     try:
         value = json.loads(body, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
     except (ValueError, RecursionError) as exc:
-        raise _Refused(422, f"the body is not valid JSON: {exc}", "body") from exc
+        raise _Refused(400, f"the body is not valid JSON: {exc}", "body") from exc
     if not isinstance(value, dict):
-        raise _Refused(422, f"the body must be a JSON object; got {type(value).__name__}", "body")
+        got = _JSON_NAMES.get(type(value), type(value).__name__)
+        raise _Refused(400, f"the body must be a JSON object; got {got}", "body")
 
 
 def _query_names(dependant: Dependant) -> set[str]:

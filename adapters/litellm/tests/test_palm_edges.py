@@ -79,13 +79,13 @@ def test_delete_with_a_body_is_refused_and_deletes_nothing(proxy: Proxy) -> None
     # bob's key, body naming alice: refused (it used to delete bob's own profile).
     before = n_events(proxy, "alice")
     err = assert_error(
-        api(proxy, "bob").request("DELETE", "/profile", json={"user": "alice"}), 422, "body"
+        api(proxy, "bob").request("DELETE", "/profile", json={"user": "alice"}), 400, "body"
     )
     assert "takes no body" in err["message"]
     assert n_events(proxy, "alice") == before
     # The app key, a body naming its own end user: refused too; nothing deleted.
     r = app.request("DELETE", "/profile", params={"user": "edge-keep"}, json={"user": "x"})
-    assert_error(r, 422, "body")
+    assert_error(r, 400, "body")
     assert n_events(proxy, "webapp", "edge-keep") == 1
     # Bodies are refused on every route that takes none.
     for method, path in [
@@ -94,7 +94,7 @@ def test_delete_with_a_body_is_refused_and_deletes_nothing(proxy: Proxy) -> None
         ("GET", "/profile/export"),
         ("GET", "/compare"),
     ]:
-        assert_error(app.request(method, path, params={"user": "edge-keep"}, json={}), 422, "body")
+        assert_error(app.request(method, path, params={"user": "edge-keep"}, json={}), 400, "body")
     assert n_events(proxy, "webapp", "edge-keep") == 1
 
 
@@ -207,14 +207,15 @@ def test_bodies_that_are_not_one_json_object(
     r = api(proxy, "bob").request(
         method, path, content=content, headers={"Content-Type": "application/json"}
     )
-    assert_error(r, 422, "body")
+    # 400 from the route, or from the proxy's body check in front of it (limits.py, no param).
+    assert assert_error(r, 400)["param"] in (None, "body")
 
 
 def test_a_body_must_be_sent_as_json(proxy: Proxy) -> None:
     r = api(proxy, "bob").post(
         "/opt-out", content=b'{"opted_out": true}', headers={"Content-Type": "text/plain"}
     )
-    assert_error(r, 422, "body")
+    assert_error(r, 400, "body")
 
 
 def test_unknown_and_repeated_query_parameters(proxy: Proxy) -> None:

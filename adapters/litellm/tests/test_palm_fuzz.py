@@ -174,11 +174,6 @@ def chat_bodies(draw: st.DrawFn) -> Any:
     return body
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="main answers 500 to a null/array body, `content: 42`, `stop: 5` (issue 11 rows owned "
-    "by the inputs branch): remove this mark when that branch is merged",
-)
 @FUZZ
 @given(body=chat_bodies())
 def test_chat_bodies_never_5xx(fuzz_proxy: Proxy, body: Any) -> None:
