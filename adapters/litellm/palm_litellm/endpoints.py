@@ -431,7 +431,7 @@ def build_router(
 
 def mount(app: FastAPI, router: APIRouter | None = None) -> None:
     """Serve the routes on ``app`` ahead of its catch-all routes (idempotent)."""
-    if any(getattr(r, "path", "").startswith(PREFIX) for r in app.router.routes):
+    if any(isinstance(r, PalmRoute) for r in app.router.routes):
         return
     router = router if router is not None else build_router()
     # The routes themselves (they carry the prefix), not an included-router wrapper: their

@@ -287,7 +287,7 @@ def test_store_unavailable_is_503_in_the_openai_shape(locked_app: tuple[FastAPI,
         with TestClient(app) as client:
             r = client.post("/palm/v1/opt-out", json={"opted_out": True})
         err = assert_error(r, 503)
-        assert err["type"] == "service_unavailable_error"
+        assert err["type"] == "service_unavailable"
         assert str(db) not in err["message"]  # no internals in a server-side error
     finally:
         holder.execute("ROLLBACK")
