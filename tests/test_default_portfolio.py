@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from palm_middleware import load_policy, load_portfolio
-from palm_middleware.cli._common import bundled
+from palm_middleware.data import bundled
 from palm_middleware.demo.prepare import PREPARERS, bases_of
 from palm_middleware.portfolio.manifest import AdapterBackend, PromptedBackend
 

@@ -25,7 +25,7 @@ from palm_middleware import (
     load_policy,
     load_portfolio,
 )
-from palm_middleware.cli._common import bundled
+from palm_middleware.data import bundled
 from palm_middleware.policy import parse_policy
 from palm_middleware.stores.base import AuditRecord
 

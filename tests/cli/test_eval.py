@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from palm_middleware.cli.__main__ import main
-from palm_middleware.portfolio.candidates import load_candidates
+from palm_middleware.offline.portfolio.candidates import load_candidates
 from palm_middleware.portfolio.manifest import load_portfolio
 from tests.engines.tiny import train_tokenizer, write_model
 
@@ -281,7 +281,7 @@ def test_validate_scorers_reports_fits_and_gates(
 def test_fingerprint_follows_backend_and_model_files(tmp_path: Path) -> None:
     import os
 
-    from palm_middleware.evaluation.cache import member_fingerprint
+    from palm_middleware.offline.evaluation.cache import member_fingerprint
 
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "model.onnx").write_bytes(b"x")

@@ -176,7 +176,7 @@ def _step(feeds: dict[str, Any], past: dict[str, Any]) -> Any:
 
 
 def test_adapter_requests_run_alone(tiny: TinyModel, tmp_path: Path) -> None:
-    from palm_middleware.engines.lora import add_lora_sites, write_adapter
+    from palm_middleware.offline.engines.lora import add_lora_sites, write_adapter
 
     from .test_lora import _optimum_named, _random_params
 

@@ -14,8 +14,13 @@ from onnx import TensorProto, helper, numpy_helper
 
 from palm_middleware.cli.__main__ import main
 from palm_middleware.engines.onnx import OnnxEngine
-from palm_middleware.engines.quantize import QuantizeResult, _logits, quantize, quantize_weight
 from palm_middleware.exceptions import InvalidParameterError, ModelLoadError
+from palm_middleware.offline.engines.quantize import (
+    QuantizeResult,
+    _logits,
+    quantize,
+    quantize_weight,
+)
 
 from .conftest import TinyModel
 from .test_members import _lora, _write_adapter
