@@ -117,7 +117,7 @@ def fakes(tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[s
     src = tmp_path / "pkg"
     src.mkdir()
     (src / GGUF_FILE).write_bytes(b"GGUF fake weights v1")
-    calls = {"gguf": 0, "export": 0, "check": "passed"}
+    calls: dict[str, Any] = {"gguf": 0, "export": 0, "check": "passed"}
 
     def fake_gguf_to_hf(source: Path, gguf_file: str, out: Path) -> None:
         calls["gguf"] += 1

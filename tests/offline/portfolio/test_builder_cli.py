@@ -19,8 +19,13 @@ def test_build_meets_the_target_over_the_simplex(d: int, method: str) -> None:
     pool = lp_front_pool(d, 120, random_state=d)
     eps, delta = 0.03, 0.01
     res = build_portfolio(
-        [f"t{i}" for i in range(d)], pool, eps, delta, method=method, n_sample=500
-    )  # type: ignore[arg-type]
+        [f"t{i}" for i in range(d)],
+        pool,
+        eps,
+        delta,
+        method=method,  # type: ignore[arg-type]
+        n_sample=500,
+    )
     cert = res.portfolio.certificate
     assert cert is not None and cert.eps <= eps + 1e-6 and cert.pool_size == 120
     r_pool = np.vstack([c.reward for c in pool])

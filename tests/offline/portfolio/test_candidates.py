@@ -26,8 +26,9 @@ def test_csv_with_stderr_and_weights(tmp_path: Path) -> None:
     assert cs.space.names == ("help", "brev")
     assert cs.ids == ("a", "b")
     assert np.allclose(cs.rewards, [[0.9, 0.2], [0.3, 0.8]])
-    assert np.allclose(cs.stderrs[1], [0.01, 0.02])
-    assert np.allclose(cs.candidates[0].weight, [1, 0])
+    assert cs.stderrs is not None and np.allclose(cs.stderrs[1], [0.01, 0.02])
+    weight = cs.candidates[0].weight
+    assert weight is not None and np.allclose(weight, [1, 0])
     sub = load_candidates(p, traits=["brev"])
     assert sub.space.names == ("brev",) and np.allclose(sub.rewards[:, 0], [0.2, 0.8])
 

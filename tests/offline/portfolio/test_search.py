@@ -34,7 +34,7 @@ def test_lazy_search_certifies_every_grid_point(d: int, rmax: str) -> None:
     eps, delta = 0.2, 0.1
     g = grid(d, eps, delta)
     oracle = PoolOracle(pool)
-    res = lazy_search(g, oracle, eps, delta, rmax=rmax)  # type: ignore[arg-type]
+    res = lazy_search(g, oracle, eps, delta, rmax=rmax)
     assert res.certified.all()
     assert oracle.n_calls == res.n_oracle_calls <= len(g)
     best = (g @ res.rewards.T).max(axis=1)

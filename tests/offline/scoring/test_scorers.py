@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -85,7 +86,7 @@ def test_score_many_matches_score_and_checks_lengths() -> None:
 
 
 @pytest.mark.parametrize("kwargs", [{"scale": 0.0}, {"scale": -1.0}, {"center": math.nan}])
-def test_bad_calibration_values(kwargs: dict[str, float]) -> None:
+def test_bad_calibration_values(kwargs: dict[str, Any]) -> None:
     with pytest.raises(InvalidParameterError, match="BrevityScorer: (scale|center) must be"):
         BrevityScorer(**kwargs)
 
