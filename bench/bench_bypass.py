@@ -862,15 +862,22 @@ def overhead(dep: Deployment, hooked: Proxy, n: int) -> dict[str, float]:
     (dep.root / "config-nohook.yaml").write_text(yaml.safe_dump(cfg))
     bare = start_proxy(dep, config=dep.root / "config-nohook.yaml")
     times: dict[str, list[float]] = {"hook": [], "bare": []}
-    headers = {"Authorization": f"Bearer {dep.keys['bob']}"}
+    # bob's key may call only `auto`; the hook-less proxy serves the member directly, which
+    # PALM's auth allows only to the master key (its auth is still on there).
+    bob = {"Authorization": f"Bearer {dep.keys['bob']}"}
+    master = {"Authorization": f"Bearer {dep.master_key}"}
     try:
-        with httpx.Client(timeout=60, headers=headers) as c:
+        with httpx.Client(timeout=60) as c:
             calls = {
                 "hook": lambda: c.post(
-                    hooked.url + "/v1/chat/completions", json=chat(BENIGN, max_tokens=1)
+                    hooked.url + "/v1/chat/completions",
+                    json=chat(BENIGN, max_tokens=1),
+                    headers=bob,
                 ),
                 "bare": lambda: c.post(
-                    bare.url + "/v1/chat/completions", json=chat(BENIGN, "balanced", max_tokens=1)
+                    bare.url + "/v1/chat/completions",
+                    json=chat(BENIGN, "balanced", max_tokens=1),
+                    headers=master,
                 ),
             }
             for i in range(n + 20):
