@@ -14,6 +14,7 @@ import numpy as np
 
 from .._yaml import LocatedYAML
 from ..exceptions import (
+    ConfigError,
     ConfigIssue,
     InvalidParameterError,
     InvalidWeightsError,
@@ -682,6 +683,33 @@ def compile_conditions(
     return out, issues
 
 
+def _classifier_issues(spec: PolicySpec, doc: LocatedYAML) -> list[ConfigIssue]:
+    """Topics naming a classifier that cannot be loaded or lacks the label: refused at load."""
+    from ..guard.classifier import load_guard
+
+    issues = []
+    for label, topic in spec.topics.items():
+        ref = topic.classifier
+        if ref is None:
+            continue
+        path = ("topics", label, "classifier")
+        try:
+            clf = load_guard(ref.name)
+        except ConfigError as exc:
+            issues.append(doc.issue(path, str(exc)))
+            continue
+        want = ref.label or label
+        if want not in clf.labels_:
+            issues.append(
+                doc.issue(
+                    path,
+                    f"classifier {ref.name!r} has no label {want!r}; its labels are "
+                    f"{list(clf.labels_)} (set 'label:' to one of them)",
+                )
+            )
+    return issues
+
+
 def compile_policy(spec: PolicySpec, doc: LocatedYAML) -> BoundsPolicy:
     """Merge the rules of a schema-valid ``spec``, compile its conditions, check feasibility.
 
@@ -701,6 +729,7 @@ def compile_policy(spec: PolicySpec, doc: LocatedYAML) -> BoundsPolicy:
             clamped when served).
     """
     conditions, issues = compile_conditions(spec, doc)
+    issues.extend(_classifier_issues(spec, doc))
     if issues:
         raise PolicyValidationError(issues)
     conditional = any(r.conditional and _has_constraint(r) for r in spec.bounds)

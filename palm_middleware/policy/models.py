@@ -57,6 +57,7 @@ __all__ = [
     "Action",
     "ContextSpec",
     "PrivacySpec",
+    "ClassifierRef",
     "TopicSpec",
     "RESERVED_POLICY_KEYS",
     "RESERVED_RULE_KEYS",
@@ -279,13 +280,38 @@ class DefaultsSpec(_Strict):
         return v
 
 
+def _classifier_ref(v: object) -> object:
+    # `classifier: guard` is short for `classifier: {name: guard}`.
+    return {"name": v} if isinstance(v, str) else v
+
+
+class ClassifierRef(_Strict):
+    """A learned classifier as a topic source (``palm train-guard`` makes one)."""
+
+    name: StrictStr = Field(default="guard", min_length=1, max_length=500)
+    """``guard`` (the classifier shipped with the package) or the path of a ``.npz`` written
+    by ``palm train-guard``."""
+    label: Label | None = None
+    """The classifier's label for this topic (default: the topic's own name)."""
+    threshold: UnitFloat | None = None
+    """Probability at or above which the topic applies (default: the threshold calibrated on
+    held-out data when the classifier was trained)."""
+
+
 class TopicSpec(_Strict):
-    """How a topic label is recognised in the last user message."""
+    """How a topic label is recognised in a message (keywords, prototypes, a classifier)."""
 
     keywords: list[Annotated[StrictStr, Field(min_length=1, max_length=100)]] = Field(
         default_factory=list, max_length=1000
     )
-    """Words or phrases (case-insensitive, whole words; ``*`` at the end matches a prefix)."""
+    """Words or phrases (case-insensitive, whole words; ``*`` at the end matches a prefix).
+    Matched on the raw text and on de-obfuscated views of it (leetspeak, split letters,
+    look-alike characters, base64/hex/rot13 payloads, reversed text)."""
+    ignore: list[Annotated[StrictStr, Field(min_length=1, max_length=100)]] = Field(
+        default_factory=list, max_length=1000
+    )
+    """Harmless phrases that contain a keyword (``glue gun``, ``bath bomb``): removed from the
+    text before keywords are matched, so a keyword elsewhere in the message still counts."""
     prototypes: list[Annotated[StrictStr, Field(min_length=1, max_length=500)]] = Field(
         default_factory=list, max_length=200
     )
@@ -294,11 +320,14 @@ class TopicSpec(_Strict):
     ``palm prepare-embedder``; without it only keywords are used, logged once)."""
     threshold: UnitFloat = 0.6
     """Cosine similarity to a prototype at or above which the label applies."""
+    classifier: Annotated[ClassifierRef | None, BeforeValidator(_classifier_ref)] = None
+    """A learned risk classifier on the same embeddings: ``guard`` (bundled) or
+    ``{name: PATH.npz, label: ..., threshold: ...}``."""
 
     @model_validator(mode="after")
     def _something(self) -> TopicSpec:
-        if not self.keywords and not self.prototypes:
-            raise ValueError("a topic needs 'keywords' or 'prototypes'")
+        if not self.keywords and not self.prototypes and self.classifier is None:
+            raise ValueError("a topic needs 'keywords', 'prototypes' or 'classifier'")
         return self
 
 
