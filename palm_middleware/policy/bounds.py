@@ -133,6 +133,8 @@ class _Plan:
         for r in rules:
             if not r.conditional and (r.action or "clamp") == "clamp":
                 continue  # merged into the base bounds once
+            if "request" not in r.on:
+                continue  # a reply-only rule: checked on the member's reply, not here
             cond = conditions.get(r.id)
             test = cond.test if cond is not None else None
             out.append(_PlanRule(1 << len(out), r, test, bool(cond and cond.uses_member)))

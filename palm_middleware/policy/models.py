@@ -89,6 +89,7 @@ RESERVED_RULE_KEYS: dict[str, str] = {
     "member": "pinned members are not supported by policy version 1" + _V2,
     "message": "user messages (for blocking rules) are not supported by policy version 1" + _V2,
     "max_step": "max_step is not supported by policy version 1" + _V2,
+    "on": "reply rules ('on:') are not supported by policy version 1" + _V2,
 }
 
 #: Top-level keys that version 1 rejects by name.
@@ -104,7 +105,7 @@ RESERVED_POLICY_KEYS: dict[str, str] = {
 }
 
 #: Rule fields that exist only in version 2.
-V2_RULE_KEYS = ("when", "unless", "action", "member", "message", "max_step")
+V2_RULE_KEYS = ("when", "unless", "action", "member", "message", "max_step", "on")
 #: Top-level fields that exist only in version 2.
 V2_POLICY_KEYS = ("topics", "context", "timezone", "privacy")
 
@@ -219,6 +220,21 @@ class BoundRule(_Strict):
     """(v2) The portfolio member served by ``action: pin``."""
     message: StrictStr | None = Field(default=None, min_length=1, max_length=1000)
     """(v2) What the user is told by ``action: block``."""
+    on: list[Literal["request", "reply"]] = Field(
+        default_factory=lambda: list[Literal["request", "reply"]](["request"]), min_length=1
+    )
+    """(v2) What a ``block`` rule checks: the request (default), the member's reply, or both
+    (``[request, reply]``). On a reply, the topics are those of the reply text; a non-streamed
+    reply is checked before it leaves and a stream is cut with ``message`` when the rule fires."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _on_key(cls, data: Any) -> Any:
+        # YAML 1.1 reads the key `on` as the boolean true.
+        if isinstance(data, dict) and True in data and "on" not in data:
+            data = dict(data)
+            data["on"] = data.pop(True)
+        return data
 
     @field_validator("max_step")
     @classmethod
@@ -248,6 +264,11 @@ class BoundRule(_Strict):
             raise ValueError("'member:' is only used with 'action: pin'")
         if self.message is not None and action != "block":
             raise ValueError("'message:' is only used with 'action: block'")
+        if "reply" in self.on and (action != "block" or self.when is None):
+            raise ValueError(
+                "'on: [reply]' needs 'action: block' and a 'when:' condition (a reply rule "
+                "refuses replies about a topic)"
+            )
         if action == "clamp" and all(getattr(self, f) is None for f in CONSTRAINT_FIELDS):
             raise ValueError(
                 f"a rule needs at least one constraint: one of {', '.join(CONSTRAINT_FIELDS)}"

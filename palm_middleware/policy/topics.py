@@ -121,6 +121,10 @@ class TopicClassifier:
             for label, spec in self.topics.items()
             if spec.keywords
         ]
+        # One pass over every keyword first: most messages match none, and then one regex per
+        # view is all the keyword layer costs.
+        every = [w for spec in self.topics.values() for w in spec.keywords]
+        self._any = KeywordMatcher(every, prefilter=True) if every else None
         self._protos: list[tuple[str, FloatArray, float]] = []
         self._heads: list[_Head] = []
         if embedder is not None:
@@ -209,7 +213,9 @@ class TopicClassifier:
                 self._cache.move_to_end(key)
                 return hit
         views = text_views(text)
-        labels = {label for label, m in self._matchers if m.search(views) is not None}
+        labels: set[str] = set()
+        if self._any is not None and self._any.search(views) is not None:
+            labels = {label for label, m in self._matchers if m.search(views) is not None}
         if self._embedded and self.embedder is not None and not self._embedded <= labels:
             try:
                 vecs = np.asarray(self.embedder.embed(list(views.semantic)), dtype=np.float64)
