@@ -320,7 +320,11 @@ class BoundsPolicy:
         out["defaults"] = {"weights": self.default.as_dict(), "prior_strength": self.prior_strength}
         out["personalization"] = GLOBAL_PERSONALIZATION not in self.sources.personalization
         out["exploration"] = GLOBAL_EXPLORATION not in self.sources.exploration
-        out["bounds"] = [r.model_dump(exclude_none=True) for r in self.rules]
+        out["bounds"] = [
+            # `on` left out at its default, so a version 1 policy dumps as version 1 data.
+            r.model_dump(exclude_none=True, exclude={"on"} if r.on == ["request"] else None)
+            for r in self.rules
+        ]
         if version >= 2 and self.spec is not None:
             extra = self.spec.model_dump(mode="json", include=set(V2_POLICY_KEYS))
             out.update(extra)
