@@ -44,7 +44,7 @@ from .policy.context import build_context
 from .policy.models import PrivacySpec
 from .policy.redact import redact
 from .policy.reload import PolicyChange, ReloadingPolicy
-from .policy.topics import Embedder, TopicClassifier
+from .policy.topics import Embedder, TopicClassifier, law_topics
 from .portfolio.manifest import Portfolio
 from .preferences.cues import CueLexicon
 from .preferences.events import (
@@ -330,7 +330,9 @@ class Palm:
         cached = self._topics
         if cached is None or cached[0] != policy.version:
             topics = policy.spec.topics if policy.spec is not None else {}
-            cached = (policy.version, TopicClassifier.build(topics, embedder=self._embedder))
+            law = law_topics(policy.rules)
+            clf = TopicClassifier.build(topics, embedder=self._embedder, law_topics=law)
+            cached = (policy.version, clf)
             self._topics = cached
         return cached[1]
 

@@ -310,7 +310,7 @@ def text_views(text: str) -> TextViews:
     rev = add(text[::-1], transformed)
     words_rev = add(" ".join(w[::-1] for w in text.split()), transformed)
     semantic = [norm_sem if _obfuscated(text, norm_sem) else text]
-    semantic.extend(p for p in payloads if _common_ratio(p) >= 0.25)
+    semantic.extend(payloads[:2])  # decoded payloads are rare and always worth a look
     base = _common_ratio(norm)
     if base < 0.3:
         best = max(
@@ -326,6 +326,10 @@ def text_views(text: str) -> TextViews:
 
 
 def _obfuscated(raw: str, norm: str) -> bool:
-    """Did normalization change more than case, spacing and punctuation inside words?"""
-    light = _INNER_PUNCT.sub("", _SPACES.sub(" ", unicodedata.normalize("NFKC", raw).casefold()))
-    return light.strip() != norm
+    """Did normalization change more than case, spacing and apostrophes?
+
+    Compatibility forms (fullwidth), dots or hyphens inside words and look-alikes all count:
+    the embedder reads the raw form of those badly.
+    """
+    light = _SPACES.sub(" ", raw.casefold().replace("'", "").replace("’", "")).strip()
+    return light != norm

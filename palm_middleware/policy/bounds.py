@@ -690,11 +690,18 @@ def compile_conditions(
 
 
 def _classifier_issues(spec: PolicySpec, doc: LocatedYAML) -> list[ConfigIssue]:
-    """Topics naming a classifier that cannot be loaded or lacks the label: refused at load."""
+    """Topics naming a classifier or callable that cannot be loaded: refused at load."""
     from ..guard.classifier import load_guard
+    from ..guard.external import import_callable
 
     issues = []
     for label, topic in spec.topics.items():
+        ext = topic.external
+        if ext is not None and ext.callable is not None:
+            try:
+                import_callable(ext.callable)
+            except ConfigError as exc:
+                issues.append(doc.issue(("topics", label, "external", "callable"), str(exc)))
         ref = topic.classifier
         if ref is None:
             continue

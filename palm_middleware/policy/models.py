@@ -58,6 +58,7 @@ __all__ = [
     "ContextSpec",
     "PrivacySpec",
     "ClassifierRef",
+    "ExternalRef",
     "TopicSpec",
     "RESERVED_POLICY_KEYS",
     "RESERVED_RULE_KEYS",
@@ -319,6 +320,36 @@ class ClassifierRef(_Strict):
     held-out data when the classifier was trained)."""
 
 
+class ExternalRef(_Strict):
+    """Another model or a function as a topic source (see :mod:`palm_middleware.guard.external`)."""
+
+    model: StrictStr | None = Field(default=None, min_length=1, max_length=200)
+    """A LiteLLM model name (``openai/llama-guard``...), asked with the message as user turn."""
+    callable: StrictStr | None = Field(default=None, min_length=3, max_length=300)
+    """Or ``package.module:function``: text -> bool (or a score compared with ``threshold``)."""
+    api_base: StrictStr | None = Field(default=None, min_length=1, max_length=500)
+    """Where the model is served (LiteLLM ``api_base``)."""
+    api_key_env: StrictStr | None = Field(default=None, min_length=1, max_length=100)
+    """Environment variable holding the model's API key (the key never goes in the policy)."""
+    system: StrictStr | None = Field(default=None, min_length=1, max_length=4000)
+    """A system prompt for the model (its guard instructions)."""
+    unsafe: StrictStr = Field(default="unsafe", min_length=1, max_length=50)
+    """The model's reply means "this topic" when it starts with this (case-insensitive)."""
+    threshold: UnitFloat = 0.5
+    """For a callable returning a score: the score at or above which the topic applies."""
+    timeout: PositiveFloat = 2.0
+    """Seconds to wait for an answer."""
+    on_error: Literal["closed", "open"] | None = None
+    """When the source fails or times out: ``closed`` applies the topic, ``open`` does not.
+    Default: ``closed`` if a law-layer rule names the topic, else ``open``."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ExternalRef:
+        if (self.model is None) == (self.callable is None):
+            raise ValueError("an external source needs exactly one of 'model' or 'callable'")
+        return self
+
+
 class TopicSpec(_Strict):
     """How a topic label is recognised in a message (keywords, prototypes, a classifier)."""
 
@@ -344,11 +375,13 @@ class TopicSpec(_Strict):
     classifier: Annotated[ClassifierRef | None, BeforeValidator(_classifier_ref)] = None
     """A learned risk classifier on the same embeddings: ``guard`` (bundled) or
     ``{name: PATH.npz, label: ..., threshold: ...}``."""
+    external: ExternalRef | None = None
+    """An external guard: a LiteLLM model or a callable, with a timeout and a failure mode."""
 
     @model_validator(mode="after")
     def _something(self) -> TopicSpec:
-        if not self.keywords and not self.prototypes and self.classifier is None:
-            raise ValueError("a topic needs 'keywords', 'prototypes' or 'classifier'")
+        if not (self.keywords or self.prototypes or self.classifier or self.external):
+            raise ValueError("a topic needs 'keywords', 'prototypes', 'classifier' or 'external'")
         return self
 
 

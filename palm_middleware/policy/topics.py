@@ -36,12 +36,13 @@ import numpy as np
 
 from ..exceptions import ConfigError, TopicLabelError
 from ..guard.classifier import GuardClassifier, load_guard
+from ..guard.external import ExternalSource
 from ..guard.keywords import KeywordMatcher
 from ..guard.normalize import text_views
 from ..types import FloatArray
-from .models import TopicSpec
+from .models import BoundRule, TopicSpec
 
-__all__ = ["Embedder", "TopicClassifier"]
+__all__ = ["Embedder", "TopicClassifier", "law_topics"]
 
 _log = logging.getLogger(__name__)
 _warned: set[str] = set()
@@ -60,6 +61,27 @@ class Embedder(Protocol):
     def embed(self, texts: Sequence[str]) -> FloatArray:
         """Embed ``texts``; rows have unit norm."""
         ...
+
+
+def law_topics(rules: Sequence[BoundRule]) -> frozenset[str]:
+    """Topic labels that a law-layer rule's ``when:``/``unless:`` names anywhere."""
+    found: set[str] = set()
+
+    def walk(node: object, under_topic: bool) -> None:
+        if isinstance(node, Mapping):
+            for k, v in node.items():
+                walk(v, under_topic or k == "topic")
+        elif isinstance(node, list):
+            for v in node:
+                walk(v, under_topic)
+        elif under_topic and isinstance(node, str):
+            found.add(node)
+
+    for r in rules:
+        if r.layer == "law":
+            walk(r.when, False)
+            walk(r.unless, False)
+    return frozenset(found)
 
 
 @dataclass(frozen=True)
@@ -113,8 +135,14 @@ class TopicClassifier:
         *,
         embedder: Embedder | None = None,
         cache_size: int = 4096,
+        law_topics: frozenset[str] = frozenset(),
     ) -> None:
         self.topics = dict(topics)
+        self._external = [
+            ExternalSource.build(label, spec.external, law=label in law_topics)
+            for label, spec in self.topics.items()
+            if spec.external is not None
+        ]
         self.embedder = embedder
         self._matchers = [
             (label, KeywordMatcher(spec.keywords, ignore=spec.ignore))
@@ -150,6 +178,7 @@ class TopicClassifier:
         *,
         embedder: Embedder | Literal["auto"] | None = "auto",
         cache_size: int = 4096,
+        law_topics: frozenset[str] = frozenset(),
     ) -> TopicClassifier:
         """A classifier for ``topics``, with the default embedder when prototypes need one.
 
@@ -161,6 +190,8 @@ class TopicClassifier:
                 logged once and only keywords are used. An :class:`Embedder` is used as given;
                 None uses keywords only.
             cache_size: messages whose labels are remembered (LRU).
+            law_topics: topics a law-layer rule names (their external sources fail closed
+                by default; see :func:`law_topics`).
         """
         topics = dict(topics)
         chosen: Embedder | None = None
@@ -187,9 +218,9 @@ class TopicClassifier:
             elif embedder is not None and not isinstance(embedder, str):
                 chosen = embedder
         if chosen is None:
-            return cls(topics, cache_size=cache_size)
+            return cls(topics, cache_size=cache_size, law_topics=law_topics)
         try:
-            return cls(topics, embedder=chosen, cache_size=cache_size)
+            return cls(topics, embedder=chosen, cache_size=cache_size, law_topics=law_topics)
         except TopicLabelError:
             raise
         except Exception as exc:  # fail closed: the topics would silently lose their prototypes
@@ -231,7 +262,16 @@ class TopicClassifier:
                     p = h.clf.predict_proba(vecs)[:, h.column]
                     if float(p.max()) >= h.threshold:
                         labels.add(h.label)
+        answered = True
+        for src in self._external:
+            if src.label not in labels:
+                applies, ok = src.check(text)
+                answered = answered and ok
+                if applies:
+                    labels.add(src.label)
         out = frozenset(labels)
+        if not answered:  # a failed source's answer is not remembered
+            return out
         with self._lock:
             self._cache[key] = out
             if len(self._cache) > self._cache_size:
