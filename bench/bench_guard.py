@@ -229,6 +229,31 @@ def main() -> None:
         f"\nBaseline in the same run: one MiniLM embedding of a new text p50 "
         f"{_pct(t_emb, 50):.2f} ms, p99 {_pct(t_emb, 99):.2f} ms."
     )
+    try:
+        import py3langid
+    except ImportError:
+        say("\n(py3langid not installed: no language-identification numbers)")
+    else:
+        # Item 3: what an offline language detector (model shipped in the py3langid wheel)
+        # can tell the guard, per language of the sets, plain and obfuscated.
+        say("\n### Language identification (py3langid, restricted to en/fr/es/de/zh/ru)\n")
+        py3langid.set_languages(["en", "fr", "es", "de", "zh", "ru"])
+        say("| set | accuracy by language | p50 ms | p99 ms |")
+        say("|---|---|---|---|")
+        for sname in (
+            "2. held-out (after freeze)",
+            "3. obfuscation suite",
+            "4. surface-word harmless",
+        ):
+            items = data[sname]
+            ok, ts = [], []
+            for t, _, lang in items:
+                t0 = time.perf_counter()
+                got = py3langid.classify(t)[0]
+                ts.append((time.perf_counter() - t0) * 1000)
+                ok.append(got == lang.split("/")[0])
+            acc = rates(items, ok, lambda i: i[2].split("/")[0])
+            say(f"| {sname} | {acc} | {_pct(ts, 50):.3f} | {_pct(ts, 99):.3f} |")
     if a.out is not None:
         a.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
