@@ -70,11 +70,10 @@ class ReplyRail:
         if not self.rules or not text:
             return None
         labels = self.topics.classify(text)
-        if not labels:
-            return None
         ctx = dataclasses.replace(self.context, topics=labels)
         for rule, cond in self._tests:
-            if cond is not None and cond.test(ctx):
+            # A reply rule without a condition refuses every reply (like its request twin).
+            if cond is None or cond.test(ctx):
                 assert rule.message is not None  # block rules have one (schema)
                 return ReplyVerdict(rule.id, rule.message, tuple(sorted(labels)))
         return None

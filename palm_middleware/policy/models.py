@@ -265,11 +265,8 @@ class BoundRule(_Strict):
             raise ValueError("'member:' is only used with 'action: pin'")
         if self.message is not None and action != "block":
             raise ValueError("'message:' is only used with 'action: block'")
-        if "reply" in self.on and (action != "block" or self.when is None):
-            raise ValueError(
-                "'on: [reply]' needs 'action: block' and a 'when:' condition (a reply rule "
-                "refuses replies about a topic)"
-            )
+        if "reply" in self.on and action != "block":
+            raise ValueError("'on: [reply]' needs 'action: block' (a reply rule refuses replies)")
         if action == "clamp" and all(getattr(self, f) is None for f in CONSTRAINT_FIELDS):
             raise ValueError(
                 f"a rule needs at least one constraint: one of {', '.join(CONSTRAINT_FIELDS)}"

@@ -104,7 +104,7 @@ def test_bad_window_is_refused(palm: Palm) -> None:
         StreamCheck(palm.reply_rail(), window=10, stride=20)
 
 
-def test_reply_rule_needs_block_and_condition(tmp_path: Path) -> None:
+def test_reply_rule_needs_block(tmp_path: Path) -> None:
     p = tmp_path / "p.yaml"
     p.write_text(
         textwrap.dedent(
@@ -116,5 +116,5 @@ def test_reply_rule_needs_block_and_condition(tmp_path: Path) -> None:
             """
         )
     )
-    with pytest.raises(PolicyValidationError, match="needs 'action: block'"):
+    with pytest.raises(PolicyValidationError, match=r"needs 'action: block'"):
         load_policy(p)
