@@ -1,7 +1,7 @@
 """Bench models, built offline and cached: random GPT-2 124M, SmolLM2-135M, a tiny GPT-2.
 
 Each model gets ``hf/`` (for transformers), ``onnx/`` (optimum's export as is) and ``fused/``
-(the same export after :func:`palm_middleware.engines.export.fuse_decoder`, what
+(the same export after :func:`palm_middleware.offline.engines.export.fuse_decoder`, what
 ``palm export`` writes). EOS ids are removed from the ONNX folders so every run generates
 exactly N tokens; token ids are fed directly, so the tokenizer is a small local BPE.
 """
@@ -67,7 +67,7 @@ def build(name: str, cache: Path) -> Path:
     """``cache/name`` with ``hf/``, ``onnx/`` and ``fused/``; built once."""
     from optimum.exporters.onnx import main_export
 
-    from palm_middleware.engines.export import fuse_decoder
+    from palm_middleware.offline.engines.export import fuse_decoder
 
     root = cache / name
     if (root / "fused" / "model.onnx").is_file():

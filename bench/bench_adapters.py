@@ -104,7 +104,7 @@ def bench_langchain(n: int) -> list[str]:
 
     from palm_langchain import PalmChatModel
     from palm_middleware import MemoryStore, Palm, Portfolio, SQLiteStore
-    from palm_middleware.cli._common import bundled
+    from palm_middleware.data import bundled
     from palm_middleware.policy import load_policy
 
     portfolio = Portfolio.from_rewards(TRAITS, REWARDS, default_member="balanced")

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from palm_middleware import Palm, SQLiteStore, load_policy, load_portfolio
-from palm_middleware.cli._common import bundled
+from palm_middleware.data import bundled
 from palm_middleware.preferences.model import PreferenceModel
 from palm_middleware.stores.base import AuditRecord
 

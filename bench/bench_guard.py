@@ -32,9 +32,9 @@ import numpy as np
 import yaml
 
 from palm_middleware import load_policy
-from palm_middleware.cli._common import bundled
-from palm_middleware.evaluation import load_prompt_set
+from palm_middleware.data import bundled
 from palm_middleware.guard.attacks import ATTACKS
+from palm_middleware.offline.evaluation import load_prompt_set
 from palm_middleware.policy.topics import TopicClassifier
 
 HERE = Path(__file__).parent

@@ -1,13 +1,13 @@
 """Resident memory of a K-member LoRA portfolio over one shared base, K = 0, 1, 4, 8.
 
 The ``palm export`` graph of each model gets LoRA sites from
-:func:`palm_middleware.engines.lora.add_lora_sites` (onnx.md §5: ``Y = X·W + (X·A)·B`` with A/B
-overridable initializers, rank 0 by default) on the attention input projections (Llama q_proj
-and v_proj, GPT-2 c_attn); K random rank-16 adapters are written as ``.onnx_adapter``
-files. A fresh process loads the base, serves one request, then serves one request through
-each adapter member, reading its resident set size (VmRSS) along the way; a second pass over
-all members checks that RSS does not grow per request. Target (issue 4): RSS with K adapters
-<= 1.10 x (base + K x adapter file).
+:func:`palm_middleware.offline.engines.lora.add_lora_sites` (onnx.md §5: ``Y = X·W + (X·A)·B``
+with A/B overridable initializers, rank 0 by default) on the attention input projections (Llama
+q_proj and v_proj, GPT-2 c_attn); K random rank-16 adapters are written as ``.onnx_adapter``
+files. A fresh process loads the base, serves one request, then serves one request through each
+adapter member, reading its resident set size (VmRSS) along the way; a second pass over all
+members checks that RSS does not grow per request. Target (issue 4): RSS with K adapters <= 1.10
+x (base + K x adapter file).
 
     python bench/bench_lora.py --models gpt2-124m smollm2-135m --cache /tmp/palm-bench-models
 """
@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import _models  # noqa: E402
 import numpy as np  # noqa: E402
 
-from palm_middleware.engines.lora import add_lora_sites, param_names, write_adapter  # noqa: E402
+from palm_middleware.offline.engines.lora import add_lora_sites, param_names, write_adapter  # noqa: E402
 
 KS = (1, 4, 8)
 RANK = 16

@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 from palm_middleware import load_portfolio
-from palm_middleware.cli._common import bundled
+from palm_middleware.data import bundled
 from palm_middleware.policy import parse_policy
 from palm_middleware.policy.conditions import RequestContext
 from palm_middleware.routing import Router

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from palm_middleware.portfolio import (
+from palm_middleware.offline.portfolio import (
     Candidate,
     NearestWeightOracle,
     PoolOracle,

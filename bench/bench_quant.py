@@ -98,7 +98,7 @@ def _spawn(key: str, root: Path, n: int, reps: int, extra: dict[str, Any]) -> di
 
 def _prepare(name: str, cache: Path, smollm2: Path) -> Path:
     """``cache/name`` with ``hf/``, ``fp32/`` and the quantized folders; built once."""
-    from palm_middleware.engines.quantize import quantize
+    from palm_middleware.offline.engines.quantize import quantize
 
     root = cache / name
     if name == "smollm2-135m":

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from palm_middleware import SQLiteStore, load_policy, load_portfolio
-from palm_middleware.cli._common import bundled
+from palm_middleware.data import bundled
 from palm_middleware.policy import parse_policy
 from palm_middleware.preferences.model import PosteriorSummary
 from palm_middleware.report import compute_report, render_html

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from palm_middleware.simulate import METHODS, SimulationConfig, run_simulation
+from palm_middleware.offline.simulate import METHODS, SimulationConfig, run_simulation
 
 
 def main() -> None:

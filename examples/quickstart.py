@@ -6,7 +6,7 @@ import tempfile
 from pathlib import Path
 
 from palm_middleware import Pairwise, Palm, SQLiteStore, load_policy, load_portfolio
-from palm_middleware.cli._common import bundled
+from palm_middleware.data import bundled
 
 
 def main() -> None:

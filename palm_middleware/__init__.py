@@ -2,6 +2,10 @@
 
 Per request: identify the user, infer their weights over traits from feedback, clamp them by the
 deployment's bounds policy, and route to the portfolio member with the best scalarized reward.
+
+This top level is the serving API and the errors callers catch. Everything else is public in
+its own module (``palm_middleware.routing.Router``, ``palm_middleware.preferences.model``,
+``palm_middleware.engines.registry.SessionRegistry`` ...); ARCHITECTURE.md maps the rooms.
 Names are imported on first use, so ``import palm_middleware`` stays light.
 """
 
@@ -18,37 +22,37 @@ from .exceptions import (
     IdentityError,
     InvalidEventError,
     InvalidParameterError,
+    InvalidRequestError,
     InvalidWeightsError,
     ManifestError,
     ModelLoadError,
-    NotFittedError,
     PalmError,
     PolicyError,
+    PolicyInfeasibleError,
+    PolicyValidationError,
+    PolicyWarning,
+    RequestTooLargeError,
     StoreError,
     StoreUnavailable,
+    TopicLabelError,
 )
 
 if TYPE_CHECKING:
     from .engines.base import GenerationParams
     from .engines.onnx import OnnxEngine
-    from .engines.registry import SessionRegistry
     from .pipeline import Decision, Palm, Profile
-    from .policy import BoundsPolicy, ClampResult, load_policy
+    from .policy import BoundsPolicy, load_policy
     from .portfolio.manifest import Portfolio, load_portfolio
-    from .preferences.cues import CueLexicon
     from .preferences.events import ExplicitWeights, Pairwise, Regenerate, TextCue, Thumb
-    from .preferences.model import PosteriorSummary, PreferenceModel
-    from .routing import Route, Router
     from .stores.memory import MemoryStore
     from .stores.sqlite import SQLiteStore
     from .traits import TraitSpace, WeightVector
 
+#: The one version source: pyproject.toml reads it (``[tool.setuptools.dynamic]``).
 __version__ = "0.1.0"
 
 _LAZY = {
     "BoundsPolicy": "policy",
-    "ClampResult": "policy",
-    "CueLexicon": "preferences.cues",
     "Decision": "pipeline",
     "ExplicitWeights": "preferences.events",
     "GenerationParams": "engines.base",
@@ -57,14 +61,9 @@ _LAZY = {
     "Pairwise": "preferences.events",
     "Palm": "pipeline",
     "Portfolio": "portfolio.manifest",
-    "PosteriorSummary": "preferences.model",
-    "PreferenceModel": "preferences.model",
     "Profile": "pipeline",
     "Regenerate": "preferences.events",
-    "Route": "routing",
-    "Router": "routing",
     "SQLiteStore": "stores.sqlite",
-    "SessionRegistry": "engines.registry",
     "TextCue": "preferences.events",
     "Thumb": "preferences.events",
     "TraitSpace": "traits",
@@ -75,9 +74,7 @@ _LAZY = {
 
 __all__ = [
     "BoundsPolicy",
-    "ClampResult",
     "ConfigError",
-    "CueLexicon",
     "Decision",
     "DecisionBlocked",
     "EngineError",
@@ -87,29 +84,29 @@ __all__ = [
     "IdentityError",
     "InvalidEventError",
     "InvalidParameterError",
+    "InvalidRequestError",
     "InvalidWeightsError",
     "ManifestError",
     "MemoryStore",
     "ModelLoadError",
-    "NotFittedError",
     "OnnxEngine",
     "Pairwise",
     "Palm",
     "PalmError",
     "PolicyError",
+    "PolicyInfeasibleError",
+    "PolicyValidationError",
+    "PolicyWarning",
     "Portfolio",
-    "PosteriorSummary",
-    "PreferenceModel",
     "Profile",
     "Regenerate",
-    "Route",
-    "Router",
+    "RequestTooLargeError",
     "SQLiteStore",
-    "SessionRegistry",
     "StoreError",
     "StoreUnavailable",
     "TextCue",
     "Thumb",
+    "TopicLabelError",
     "TraitSpace",
     "WeightVector",
     "__version__",

@@ -66,7 +66,7 @@ def capture_output(log: str | Path) -> Iterator[Captured]:
     """Send everything written to stdout/stderr (fds 1 and 2) and every Python warning to ``log``.
 
     Nothing is swallowed: it is all in the file, appended to. Progress bars made with
-    :func:`palm_middleware.portfolio._progress.progress_bar` inside the block draw on the
+    :func:`palm_middleware.offline._progress.progress_bar` inside the block draw on the
     terminal (:func:`terminal_stream`).
     """
     path = Path(log)

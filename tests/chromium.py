@@ -62,7 +62,7 @@ class Page:
                 return ev
         while time.monotonic() < deadline:
             self.ws.settimeout(max(deadline - time.monotonic(), 0.1))
-            msg = json.loads(self.ws.recv())
+            msg: dict[str, Any] = json.loads(self.ws.recv())
             self.events.append(msg)
             if msg.get("method") == method:
                 return msg

@@ -27,7 +27,7 @@ from palm_middleware import (
     load_portfolio,
 )
 from palm_middleware.audit import verify_audit_chain
-from palm_middleware.cli._common import bundled
+from palm_middleware.data import bundled
 from palm_middleware.exceptions import StoreUnavailable
 from palm_middleware.stores.base import Store
 

@@ -14,7 +14,7 @@ import pytest
 
 from palm_middleware._capture import capture_output, terminal_stream
 from palm_middleware.cli.prepare_base import summary_line
-from palm_middleware.portfolio._progress import progress_bar
+from palm_middleware.offline._progress import progress_bar
 
 
 def noisy_step() -> None:

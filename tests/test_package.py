@@ -14,6 +14,72 @@ def test_all_is_sorted_and_importable() -> None:
         assert getattr(palm_middleware, name) is not None
 
 
+EXPECTED_ALL = [
+    "BoundsPolicy",
+    "ConfigError",
+    "Decision",
+    "DecisionBlocked",
+    "EngineError",
+    "ExplicitWeights",
+    "GenerationError",
+    "GenerationParams",
+    "IdentityError",
+    "InvalidEventError",
+    "InvalidParameterError",
+    "InvalidRequestError",
+    "InvalidWeightsError",
+    "ManifestError",
+    "MemoryStore",
+    "ModelLoadError",
+    "OnnxEngine",
+    "Pairwise",
+    "Palm",
+    "PalmError",
+    "PolicyError",
+    "PolicyInfeasibleError",
+    "PolicyValidationError",
+    "PolicyWarning",
+    "Portfolio",
+    "Profile",
+    "Regenerate",
+    "RequestTooLargeError",
+    "SQLiteStore",
+    "StoreError",
+    "StoreUnavailable",
+    "TextCue",
+    "Thumb",
+    "TopicLabelError",
+    "TraitSpace",
+    "WeightVector",
+    "__version__",
+    "load_policy",
+    "load_portfolio",
+]
+
+
+def test_all_is_the_serving_api_and_its_errors() -> None:
+    """A name joins the top level on purpose: this list changes with the CHANGELOG."""
+    assert palm_middleware.__all__ == EXPECTED_ALL
+    assert dir(palm_middleware) == sorted(EXPECTED_ALL)
+
+
+def test_internals_live_in_their_own_modules() -> None:
+    from palm_middleware.engines.registry import SessionRegistry
+    from palm_middleware.preferences.model import PreferenceModel
+    from palm_middleware.routing import Router
+
+    for cls in (PreferenceModel, Router, SessionRegistry):
+        assert cls.__name__ not in palm_middleware.__all__
+        assert not hasattr(palm_middleware, cls.__name__)
+
+
+def test_version_has_one_source() -> None:
+    """pyproject.toml reads ``__version__``; the installed metadata agrees with it."""
+    from importlib.metadata import version
+
+    assert palm_middleware.__version__ == version("palm-middleware")
+
+
 def test_import_is_light() -> None:
     code = (
         "import sys, palm_middleware; "

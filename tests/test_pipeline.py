@@ -25,7 +25,7 @@ from palm_middleware import (
     load_policy,
     load_portfolio,
 )
-from palm_middleware.cli._common import bundled
+from palm_middleware.data import bundled
 from palm_middleware.policy import parse_policy
 from palm_middleware.stores.base import AuditRecord
 
@@ -384,8 +384,8 @@ def test_cue_strength_and_direction_are_checked(palm: Palm) -> None:
     for bad in (
         TextCue("brevity", 1, strength=-1e6),
         TextCue("brevity", 1, strength=1e9),
-        TextCue("brevity", 0),
-    ):  # type: ignore[arg-type]
+        TextCue("brevity", 0),  # type: ignore[arg-type]
+    ):
         with pytest.raises(InvalidEventError):
             palm.record_feedback("alice", bad)
 

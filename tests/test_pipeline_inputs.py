@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from palm_middleware import MemoryStore, Palm, load_portfolio
-from palm_middleware.cli._common import bundled
+from palm_middleware.data import bundled
 from palm_middleware.exceptions import DecisionBlocked, RequestTooLargeError, TopicLabelError
 from palm_middleware.inputs import RequestLimits
 from palm_middleware.policy import parse_policy

@@ -14,7 +14,7 @@ import pytest
 
 from palm_middleware import Pairwise, Palm, SQLiteStore, load_policy, load_portfolio
 from palm_middleware.audit import verify_audit_chain
-from palm_middleware.cli._common import bundled
+from palm_middleware.data import bundled
 from palm_middleware.exceptions import DecisionBlocked, InvalidParameterError
 from palm_middleware.policy import parse_policy
 from palm_middleware.preferences.events import ExplicitWeights
@@ -68,7 +68,7 @@ def test_every_preset_is_valid_and_documented(preset: str) -> None:
     text = path.read_text()
     assert "Protects against" in text and "palm validate" in text
     policy = load_policy(path)
-    assert policy.spec is not None and policy.spec.version == 2
+    assert policy.spec is not None and policy.spec.schema_version == 2
 
 
 @pytest.mark.parametrize(

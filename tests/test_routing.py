@@ -8,8 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from palm_middleware import InvalidParameterError, InvalidWeightsError, Portfolio, Router
-from palm_middleware.routing import worst_case_values
+from palm_middleware import InvalidParameterError, InvalidWeightsError, Portfolio
+from palm_middleware.routing import Router, worst_case_values
 
 PF = Portfolio.from_rewards(
     ["helpfulness", "brevity"],

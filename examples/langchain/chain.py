@@ -16,7 +16,7 @@ from langchain_core.prompts import ChatPromptTemplate
 
 from palm_langchain import PalmChatModel, PalmFeedback, decision_of
 from palm_middleware import MemoryStore, Pairwise, Palm, load_policy, load_portfolio
-from palm_middleware.cli._common import bundled
+from palm_middleware.data import bundled
 
 
 def member(name: str) -> GenericFakeChatModel:

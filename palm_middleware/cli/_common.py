@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from ..data import bundled
 
 if TYPE_CHECKING:
     from ..pipeline import Palm
     from ..policy import BoundsPolicy
     from ..portfolio.manifest import Portfolio
-
-
-def bundled(name: str) -> Path:
-    """Path of a data file shipped inside the package."""
-    return Path(str(resources.files("palm_middleware") / "data" / name))
 
 
 def add_deployment_options(p: argparse.ArgumentParser) -> None:

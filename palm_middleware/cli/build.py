@@ -106,8 +106,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build and write the manifest; print a summary."""
-    from ..portfolio.builder import build_portfolio
-    from ..portfolio.candidates import load_candidates
+    from ..offline.portfolio.builder import build_portfolio
+    from ..offline.portfolio.candidates import load_candidates
     from ..portfolio.manifest import load_portfolio
 
     traits = args.traits.split(",") if args.traits else None

@@ -34,11 +34,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print certified and sampled gaps."""
-    from ..portfolio.candidates import align_pool, load_candidates
-    from ..portfolio.certify import certify_gaps
+    from ..offline.portfolio.candidates import align_pool, load_candidates
+    from ..offline.portfolio.certify import certify_gaps
+    from ..offline.portfolio.metrics import sampled_gaps
+    from ..offline.portfolio.simplex import simplex_sample
     from ..portfolio.manifest import load_portfolio
-    from ..portfolio.metrics import sampled_gaps
-    from ..portfolio.simplex import simplex_sample
 
     port = load_portfolio(args.portfolio)
     pool_set = load_candidates(args.pool)

@@ -68,14 +68,14 @@ def run(args: argparse.Namespace) -> int:
     import shutil
     import time
 
+    from ..data import bundled
     from ..demo.deployment import write_deployment
     from ..demo.proxy import ProxyProcess
     from ..demo.session import Session
     from ..demo.users import default_users, load_users
-    from ..evaluation.prompts import load_prompt_set
     from ..exceptions import InvalidParameterError
-    from ..scoring.calibration import load_scorers
-    from ._common import bundled
+    from ..offline.evaluation.prompts import load_prompt_set
+    from ..offline.scoring.calibration import load_scorers
 
     if args.rounds < 1:
         raise InvalidParameterError(f"--rounds must be >= 1; got {args.rounds}")
@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     if not safe:
         raise InvalidParameterError("the prompt set has no non-risky prompts")
 
-    from ..engines.base_model import default_base_dir
+    from ..offline.engines.base_model import default_base_dir
 
     t0 = time.perf_counter()
     first_run = not (default_base_dir() / "model_card.json").exists()

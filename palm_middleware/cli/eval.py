@@ -101,7 +101,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Measure, print the table, write the candidates file (and the manifest if asked)."""
-    from ..evaluation import (
+    from ..data import bundled
+    from ..exceptions import InvalidParameterError
+    from ..offline.evaluation import (
         ReplyCache,
         evaluate_portfolio,
         load_prompt_set,
@@ -109,10 +111,9 @@ def run(args: argparse.Namespace) -> int:
         write_candidates,
         write_replies,
     )
-    from ..exceptions import InvalidParameterError
+    from ..offline.scoring.calibration import load_scorers
     from ..portfolio.manifest import load_portfolio
-    from ..scoring.calibration import load_scorers
-    from ._common import bundled, parse_bases
+    from ._common import parse_bases
 
     if args.limit is not None and args.limit < 1:
         raise InvalidParameterError(f"--limit must be >= 1; got {args.limit}")
@@ -132,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     width = max(len(m) for m in portfolio.ids)
 
     def show(r: object) -> None:
-        from ..evaluation import MemberResult
+        from ..offline.evaluation import MemberResult
 
         assert isinstance(r, MemberResult)
         cells = "  ".join(f"{t} {m:.3f}±{s:.3f}" for t, m, s in zip(r.traits, r.mean, r.stderr))

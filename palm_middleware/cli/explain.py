@@ -52,13 +52,13 @@ def run(args: argparse.Namespace) -> int:
     """Print the explanation; 0 when served, 3 when the request would be blocked."""
     import numpy as np
 
+    from ..data import bundled
     from ..policy import load_policy
     from ..policy.conditions import RequestContext
     from ..policy.context import build_context
     from ..policy.topics import TopicClassifier
     from ..portfolio.manifest import load_portfolio
     from ..routing import Router
-    from ._common import bundled
 
     policy = load_policy(args.policy)
     portfolio = load_portfolio(args.portfolio or bundled("portfolio.yaml"))

@@ -46,7 +46,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Export, check, print the card's summary; exit 1 if the token check failed."""
-    from ..engines.export import export_model
+    from ..offline.engines.export import export_model
 
     res = export_model(
         args.source,

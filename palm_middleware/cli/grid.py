@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Write the grid to stdout."""
-    from ..portfolio.grid import grid
+    from ..offline.portfolio.grid import grid
 
     pts = grid(args.dims, args.eps, args.delta, args.tau)
     out = sys.stdout

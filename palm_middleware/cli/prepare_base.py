@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     """Prepare (or reuse) the base folder and print where it is."""
     import time
 
-    from ..engines.base_model import prepare_base
+    from ..offline.engines.base_model import prepare_base
 
     t0 = time.perf_counter()
     path = prepare_base(

@@ -47,8 +47,8 @@ def run(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from ..engines.base_model import default_base_dir
-    from ..engines.lora import add_lora_sites
+    from ..offline.engines.base_model import default_base_dir
+    from ..offline.engines.lora import add_lora_sites
 
     t0 = time.perf_counter()
     base = Path(args.base) if args.base else default_base_dir()

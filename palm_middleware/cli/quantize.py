@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         raise EngineError(
             "palm quantize needs the onnx package: pip install 'palm-middleware[export]'"
         )
-    from ..engines.quantize import quantize
+    from ..offline.engines.quantize import quantize
 
     res = quantize(
         args.source,

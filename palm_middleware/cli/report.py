@@ -70,9 +70,9 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidParameterError("give PORTFOLIO and -o DIR, or --deployment palm.yaml")
     if args.policy is not None or args.min_group_size is not None:
         raise InvalidParameterError("--policy and --min-group-size need --deployment")
-    from ..portfolio.candidates import align_pool, load_candidates
+    from ..offline.portfolio.candidates import align_pool, load_candidates
+    from ..offline.portfolio.report import write_report
     from ..portfolio.manifest import load_portfolio
-    from ..portfolio.report import write_report
 
     port = load_portfolio(args.portfolio)
     pool = align_pool(load_candidates(args.pool), port.space) if args.pool else None

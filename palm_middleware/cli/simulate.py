@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the simulation, write CSV and PNG, print the table."""
-    from ..simulate import Feedback, SimulationConfig, format_table, run_simulation
+    from ..offline.simulate import Feedback, SimulationConfig, format_table, run_simulation
 
     fb: tuple[Feedback, ...] = (
         ("pairwise", "thumbs") if args.feedback == "both" else (args.feedback,)
@@ -82,7 +82,7 @@ def _plot(result: object, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..simulate import METHODS, SimulationResult
+    from ..offline.simulate import METHODS, SimulationResult
 
     assert isinstance(result, SimulationResult)
     fbs = list(result.regret)

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
 
     if importlib.util.find_spec("onnx") is None:
         raise EngineError("palm soup needs the onnx package: pip install 'palm-middleware[export]'")
-    from ..engines.soup import soup
+    from ..offline.engines.soup import soup
 
     res = soup(args.a, args.b, args.lam, args.output)
     print(

@@ -37,9 +37,9 @@ def run(args: argparse.Namespace) -> int:
     """Train, calibrate, save and print the calibration table."""
     from pathlib import Path
 
+    from ..data import bundled
     from ..embeddings import default_embedder
     from ..guard.classifier import load_labelled, train_guard
-    from ._common import bundled
 
     data = Path(args.data) if args.data else bundled("guard/train.yaml")
     examples = load_labelled(data)

@@ -79,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
     from typing import Any
 
     from .._hashing import sha256_file as _sha256
-    from ..engines.base_model import (
+    from ..exceptions import ModelLoadError
+    from ..offline.engines.base_model import (
         GGUF_FILE,
         _gguf_to_hf,
         _require_deps,
@@ -87,9 +88,8 @@ def run(args: argparse.Namespace) -> int:
         repair_bytelevel_tokenizer,
         smollm2_package_dir,
     )
-    from ..engines.lora_train import TrainConfig, train_adapter
-    from ..evaluation.styles import bundled_style, load_style
-    from ..exceptions import ModelLoadError
+    from ..offline.engines.lora_train import TrainConfig, train_adapter
+    from ..offline.evaluation.styles import bundled_style, load_style
 
     data = Path(args.data)
     style = load_style(data if data.suffix in (".yaml", ".yml") else bundled_style(args.data))

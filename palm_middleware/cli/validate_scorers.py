@@ -56,11 +56,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the accuracy table; optionally fit and save."""
+    from ..data import bundled
     from ..exceptions import ModelLoadError
-    from ..scoring.base import SquashScorer
-    from ..scoring.calibration import load_scorers, save_scorers
-    from ..scoring.validation import load_validation_set, pairwise_accuracy
-    from ._common import bundled
+    from ..offline.scoring.base import SquashScorer
+    from ..offline.scoring.calibration import load_scorers, save_scorers
+    from ..offline.scoring.validation import load_validation_set, pairwise_accuracy
 
     src = args.scorers or bundled("scorers.yaml")
     labelled = args.labelled or bundled("scorer_validation.yaml")

@@ -12,7 +12,7 @@ __all__ = ["PREPARERS", "bases_of", "resolve_bases"]
 
 
 def _smollm2(progress: bool, ready: Mapping[str, Path]) -> Path:
-    from ..engines.base_model import prepare_base
+    from ..offline.engines.base_model import prepare_base
 
     return prepare_base(progress=progress)
 
@@ -20,7 +20,7 @@ def _smollm2(progress: bool, ready: Mapping[str, Path]) -> Path:
 def _smollm2_lora(progress: bool, ready: Mapping[str, Path]) -> Path:
     """The SmolLM2 base with rank-0 LoRA sites (cached beside it; ~1 s after the base)."""
     from .._capture import capture_output
-    from ..engines.lora import add_lora_sites
+    from ..offline.engines.lora import add_lora_sites
 
     base = ready.get("smollm2") or _smollm2(progress, ready)
     out = base.with_name(f"{base.name}-lora")

@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from ..evaluation.prompts import EvalPrompt as Prompt
 from ..exceptions import InvalidParameterError
+from ..offline.evaluation.prompts import EvalPrompt as Prompt
+from ..offline.scoring.calibration import ScorerSet
 from ..policy.bounds import BoundsPolicy
 from ..portfolio.manifest import Portfolio
-from ..scoring.calibration import ScorerSet
 from .client import ChatReply, ProxyClient
 from .users import ScriptedUser
 

@@ -1,54 +1,44 @@
-"""The merged, checked form of a bounds policy and the clamp applied on every decision."""
+"""The compiled bounds policy: the immutable evaluator applied on every decision.
+
+:func:`~.compiler.compile_policy` builds a :class:`BoundsPolicy` once, at load (merged bounds,
+condition plan, clamped default); :meth:`BoundsPolicy.evaluate` and :meth:`BoundsPolicy.clamp`
+are then pure functions of their arguments. This module imports neither the loader nor the
+compiler: a combination of conditional rules met at run time is merged with :mod:`.merge`.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 
-from .._yaml import LocatedYAML
-from ..exceptions import (
-    ConfigError,
-    ConfigIssue,
-    InvalidParameterError,
-    InvalidWeightsError,
-    PolicyInfeasibleError,
-    PolicyValidationError,
-    PolicyWarning,
-)
+from ..exceptions import InvalidParameterError, InvalidWeightsError
 from ..traits import SIMPLEX_TOL, TraitSpace, WeightVector, check_simplex
 from ..types import FloatArray
-from .conditions import CompiledCondition, ConditionVocabulary, RequestContext, compile_condition
-from .models import ACTIONS, V2_POLICY_KEYS, V2_RULE_KEYS, BoundRule, DefaultsSpec, PolicySpec
-from .projection import FEASIBILITY_TOL, l1_distance_to_feasible, solve
+from .conditions import CompiledCondition, RequestContext
+from .merge import (
+    GLOBAL_EXPLORATION,
+    GLOBAL_PERSONALIZATION,
+    BoundSources,
+    MergedBounds,
+    RuleIds,
+    cite,
+    has_constraint,
+    merge_rules,
+)
+from .models import ACTIONS, V2_POLICY_KEYS, BoundRule, PolicySpec
+from .projection import solve
 
-__all__ = [
-    "GLOBAL_EXPLORATION",
-    "GLOBAL_PERSONALIZATION",
-    "BoundSources",
-    "BoundsPolicy",
-    "ClampResult",
-    "Evaluation",
-]
-
-#: Pseudo rule id cited when the policy's top-level ``personalization: false`` applies. It has a
-#: dot, so it cannot clash with a rule id.
-GLOBAL_PERSONALIZATION = "policy.personalization"
-#: Pseudo rule id cited when the policy's top-level ``exploration: false`` applies.
-GLOBAL_EXPLORATION = "policy.exploration"
+__all__ = ["BoundsPolicy", "ClampResult", "Evaluation"]
 
 # A bound counts as fired when the unclipped optimum lies beyond it by more than this.
 _FIRE_TOL = 1e-9
 # Slack on the fast path's feasibility test (the result must satisfy bounds within 1e-9).
 _FAST_TOL = 1e-12
 
-RuleIds = tuple[str, ...]
 _LAYER_RANK = {"law": 0, "org": 1, "user": 2}
 # Distinct combinations of active conditional rules whose merged bounds are memoized.
 _MAX_VARIANTS = 4096
@@ -151,7 +141,7 @@ class _Plan:
         )
         cmask = 0
         for p in out:
-            if p.rule.conditional and _has_constraint(p.rule):
+            if p.rule.conditional and has_constraint(p.rule):
                 cmask |= p.bit
         always = 0
         for p in plain:
@@ -159,21 +149,6 @@ class _Plan:
                 always |= p.bit
         tests = tuple((p.bit, p.test) for p in plain if p.test is not None)
         return cls(tuple(out), plain, member, tuple(acting), cmask, always, tests)
-
-
-def _has_constraint(rule: BoundRule) -> bool:
-    return any(
-        getattr(rule, f) not in (None,)
-        for f in (
-            "min",
-            "max",
-            "max_l1_from_default",
-            "min_events",
-            "personalization",
-            "exploration",
-            "max_step",
-        )
-    )
 
 
 def _member_names(cond: object, out: set[str]) -> None:
@@ -191,39 +166,18 @@ def _member_names(cond: object, out: set[str]) -> None:
             _member_names(c, out)
 
 
-@dataclass(frozen=True)
-class BoundSources:
-    """Which rule ids produced each effective bound (the rules achieving the strictest value)."""
-
-    lower: tuple[RuleIds, ...]
-    """Per trait, the rules setting the effective floor (empty: floor 0)."""
-    upper: tuple[RuleIds, ...]
-    """Per trait, the rules setting the effective cap (empty: cap 1)."""
-    max_drift: RuleIds = ()
-    """Rules setting the effective drift radius."""
-    min_events: RuleIds = ()
-    """Rules setting the effective evidence threshold."""
-    personalization: RuleIds = ()
-    """Rules (or :data:`GLOBAL_PERSONALIZATION`) switching personalization off."""
-    exploration: RuleIds = ()
-    """Rules (or :data:`GLOBAL_EXPLORATION`) switching exploration off."""
-    max_step: RuleIds = ()
-    """Rules setting the effective per-event step limit."""
-
-
 @dataclass(frozen=True, eq=False)
 class BoundsPolicy:
     """A loaded, merged and feasibility-checked bounds policy.
 
     Build one with :func:`~palm_middleware.policy.load_policy`,
-    :func:`~palm_middleware.policy.parse_policy`, :meth:`from_dict` or :meth:`default_policy`.
-    Merging: floors take the max, caps the min, the drift radius the min, ``min_events`` the max,
-    switches the AND; :attr:`sources` keeps which rules produced each effective bound.
-
-    >>> from palm_middleware.traits import TraitSpace
-    >>> policy = BoundsPolicy.default_policy(TraitSpace(["safety", "humor"]))
-    >>> policy.clamp(np.array([0.1, 0.9]), evidence=5).weights.tolist()
-    [0.1, 0.9]
+    :func:`~palm_middleware.policy.parse_policy`, :func:`~palm_middleware.policy.policy_from_data`
+    or :func:`~palm_middleware.policy.default_policy` (all through
+    :func:`~.compiler.compile_policy`). Merging: floors take the max, caps the min, the drift
+    radius the min, ``min_events`` the max, switches the AND; :attr:`sources` keeps which rules
+    produced each effective bound. Immutable: everything derived is computed when compiled; the
+    only state is a bounded memo of the combinations of conditional rules met so far (2^k of
+    them cannot all be merged ahead).
     """
 
     space: TraitSpace
@@ -231,7 +185,8 @@ class BoundsPolicy:
     name: str
     """Policy name."""
     version: str
-    """Short sha256 of the canonical policy content, cited by every decision."""
+    """Content hash: short sha256 of the canonical policy content, cited by every decision (the
+    file's schema number is :attr:`schema_version`)."""
     default: WeightVector
     """The declared default weights (possibly outside the bounds; see :attr:`effective_default`)."""
     prior_strength: float
@@ -260,58 +215,72 @@ class BoundsPolicy:
     """The validated file content (None for policies built in code)."""
     conditions: Mapping[str, CompiledCondition] = field(default_factory=dict)
     """Compiled condition of every conditional rule, by rule id (``when`` and not ``unless``)."""
-    _doc: LocatedYAML | None = field(default=None, repr=False)
-    _order: dict[str, int] = field(init=False, repr=False)
-    _default_x: FloatArray = field(init=False, repr=False)
-    _default_fired: RuleIds = field(init=False, repr=False)
-    _plan: _Plan = field(init=False, repr=False)
-    _variants: dict[int, BoundsPolicy] = field(init=False, repr=False)
-    _masks: dict[int, tuple[RuleIds, BoundRule | None]] = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        d = self.space.dim
-        for what in ("lower", "upper"):
-            arr = np.array(getattr(self, what), dtype=np.float64).reshape(-1)
-            if arr.shape != (d,):
-                raise InvalidParameterError(f"{what} must have shape ({d},); got {arr.shape}")
-            arr.setflags(write=False)
-            object.__setattr__(self, what, arr)
-        order = {GLOBAL_PERSONALIZATION: -2, GLOBAL_EXPLORATION: -1}
-        order.update({r.id: i for i, r in enumerate(self.rules)})
-        object.__setattr__(self, "_order", order)
-        object.__setattr__(self, "_plan", _Plan.build(self.rules, self.conditions))
-        object.__setattr__(self, "_variants", {})
-        object.__setattr__(self, "_masks", {})
-        # The default is served often (cold start, opt-out): clamp it once.
-        sol = solve(self.default.values, self.lower, self.upper, self._center, self.max_drift)
-        x = sol.x
-        x.setflags(write=False)
-        object.__setattr__(self, "_default_x", x)
-        object.__setattr__(self, "_default_fired", self._fired(sol.z, sol.mu))
+    _order: Mapping[str, int] = field(kw_only=True, repr=False)
+    _plan: _Plan = field(kw_only=True, repr=False)
+    _default_x: FloatArray = field(kw_only=True, repr=False)
+    _default_fired: RuleIds = field(kw_only=True, repr=False)
+    _memo: _Memo = field(kw_only=True, repr=False)
 
     # -- construction -------------------------------------------------------------------------
 
     @classmethod
-    def default_policy(cls, space: TraitSpace, *, name: str = "default") -> BoundsPolicy:
-        """A policy without bounds: uniform default, prior strength 10, everything allowed."""
-        spec = PolicySpec(
-            version=1,
+    def compiled(
+        cls,
+        merged: MergedBounds,
+        *,
+        spec: PolicySpec | None,
+        name: str,
+        version: str,
+        source: str | None,
+        rules: tuple[BoundRule, ...],
+        conditions: Mapping[str, CompiledCondition],
+    ) -> BoundsPolicy:
+        """The evaluator of ``merged`` bounds; every derived value is computed here, once.
+
+        Called by the compiler (after its feasibility check) and for each combination of
+        conditional rules met at run time.
+        """
+        order = {GLOBAL_PERSONALIZATION: -2, GLOBAL_EXPLORATION: -1}
+        order.update({r.id: i for i, r in enumerate(rules)})
+        center = merged.default.values if merged.max_drift is not None else None
+        # The default is served often (cold start, opt-out): clamp it once.
+        sol = solve(merged.default.values, merged.lower, merged.upper, center, merged.max_drift)
+        default_x = sol.x
+        default_x.setflags(write=False)
+        return cls(
+            space=merged.space,
             name=name,
-            traits=list(space.names),
-            defaults=DefaultsSpec(weights=None, prior_strength=10.0),
+            version=version,
+            default=merged.default,
+            prior_strength=spec.defaults.prior_strength if spec is not None else 10.0,
+            personalization=merged.personalization,
+            exploration=merged.exploration,
+            lower=merged.lower,
+            upper=merged.upper,
+            max_drift=merged.max_drift,
+            min_events=merged.min_events,
+            sources=merged.sources,
+            rules=rules,
+            source=source,
+            max_step=merged.max_step,
+            spec=spec,
+            conditions=conditions,
+            _order=order,
+            _plan=_Plan.build(rules, conditions),
+            _default_x=default_x,
+            _default_fired=_fired(merged, order, sol.z, sol.mu),
+            _memo=_Memo(),
         )
-        return compile_policy(spec, LocatedYAML(data={}, positions={}, filename="<default>"))
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, source: str = "<dict>") -> BoundsPolicy:
-        """Build from plain data shaped like the YAML file; errors as for a file."""
-        from .loader import policy_from_data  # loader imports this module
-
-        return policy_from_data(data, source)
+    @property
+    def schema_version(self) -> int:
+        """The policy file's schema number (``version:`` in the YAML): 1 or 2."""
+        return self.spec.schema_version if self.spec is not None else 1
 
     def to_dict(self) -> dict[str, Any]:
-        """The policy as plain data (without defaults left unset); inverse of :meth:`from_dict`."""
-        version = self.spec.version if self.spec is not None else 1
+        """The policy as plain data (without defaults left unset); inverse of
+        :func:`~palm_middleware.policy.policy_from_data`."""
+        version = self.schema_version
         out: dict[str, Any] = {
             "version": version,
             "name": self.name,
@@ -431,14 +400,15 @@ class BoundsPolicy:
     ) -> Evaluation:
         plan = self._plan
         bounds = self._variant(mask & plan.constraint_mask) if mask & plan.constraint_mask else self
-        memo = self._masks.get(mask)
+        masks = self._memo.masks
+        memo = masks.get(mask)
         if memo is None:  # ids and winning action depend on the mask only: memoize them
             ids = tuple(pr.rule.id for pr in plan.rules if mask & pr.bit)
             win = next((pr.rule for pr in plan.by_action if mask & pr.bit), None)
             memo = (ids, win)
-            if len(self._masks) >= _MAX_VARIANTS:
-                self._masks.clear()
-            self._masks[mask] = memo
+            if len(masks) >= _MAX_VARIANTS:
+                masks.clear()
+            masks[mask] = memo
         active, winner = memo
         action: str = (winner.action or "clamp") if winner is not None else "clamp"
         if action == "use_default":
@@ -465,25 +435,25 @@ class BoundsPolicy:
 
     def _variant(self, mask: int) -> BoundsPolicy:
         """The policy merged with the conditional constraint rules in ``mask`` (memoized)."""
-        cache = self._variants
+        cache = self._memo.variants
         hit = cache.get(mask)
         if hit is not None:
             return hit
-        if self.spec is None or self._doc is None:  # pragma: no cover - v2 policies have a spec
+        if self.spec is None:  # pragma: no cover - policies with conditions have a spec
             return self
-        plan = self._plan
-        extra = [pr.rule for pr in plan.rules if mask & pr.bit]
-        rules = [r for r in self.spec.bounds if not r.conditional] + extra
-        try:
-            keep = {id(r) for r in rules}
-            ordered = [r for r in self.spec.bounds if id(r) in keep]
-            variant = _build(
-                self.spec, self._doc, ordered, version=self.version, warn=False, check=False
-            )
-        except PolicyInfeasibleError:  # pragma: no cover - excluded by the load-time check
-            # Never loosen: the load-time check proves every combination feasible; if that
-            # ever failed, serving nothing personalised is the safe side.
-            variant = self
+        extra = {id(pr.rule) for pr in self._plan.rules if mask & pr.bit}
+        # The load-time check proved every combination feasible: merging cannot fail here.
+        ordered = [r for r in self.spec.bounds if not r.conditional or id(r) in extra]
+        merged = merge_rules(self.spec, ordered)
+        variant = BoundsPolicy.compiled(
+            merged,
+            spec=self.spec,
+            name=self.name,
+            version=self.version,
+            source=self.source,
+            rules=merged.rules,
+            conditions={},
+        )
         if len(cache) >= _MAX_VARIANTS:
             cache.clear()
         cache[mask] = variant
@@ -531,13 +501,13 @@ class BoundsPolicy:
             raise InvalidParameterError(f"evidence must be a finite number >= 0; got {evidence!r}")
         if not self.personalization:
             fired = self.sources.personalization
-            why = f"personalization is off ({_cite(fired)})"
+            why = f"personalization is off ({cite(fired)})"
             return self._serve_default(fired, why)
         if not personalized:
             return self._serve_default((), "personalization not requested for this call")
         if ev < self.min_events:
             fired = self.sources.min_events
-            why = f"evidence {ev:g} < {self.min_events:g} required ({_cite(fired)})"
+            why = f"evidence {ev:g} < {self.min_events:g} required ({cite(fired)})"
             return self._serve_default(fired, why)
         lo, up = self.lower, self.upper
         if (
@@ -553,31 +523,20 @@ class BoundsPolicy:
             w.setflags(write=False)
             return ClampResult(w, (), False, "within bounds")
         sol = solve(w, lo, up, self._center, self.max_drift)
-        fired = self._fired(sol.z, sol.mu)
+        fired = _fired(self, self._order, sol.z, sol.mu)
         x = sol.x
         x.setflags(write=False)
-        reason = f"clamped by {_cite(fired)}" if fired else "renormalized onto the simplex"
+        reason = f"clamped by {cite(fired)}" if fired else "renormalized onto the simplex"
         return ClampResult(x, fired, False, reason)
 
     def _serve_default(self, fired: RuleIds, why: str) -> ClampResult:
         if self._default_fired:
-            why += f"; the default itself was clamped by {_cite(self._default_fired)}"
+            why += f"; the default itself was clamped by {cite(self._default_fired)}"
         all_fired = self._sort({*fired, *self._default_fired})
         return ClampResult(self._default_x, all_fired, True, f"{why}: serving the default")
 
-    def _fired(self, z: FloatArray, mu: float) -> RuleIds:
-        ids: set[str] = set()
-        src = self.sources
-        for i in np.flatnonzero(z < self.lower - _FIRE_TOL):
-            ids.update(src.lower[i])
-        for i in np.flatnonzero(z > self.upper + _FIRE_TOL):
-            ids.update(src.upper[i])
-        if mu > 0.0:
-            ids.update(src.max_drift)
-        return self._sort(ids)
-
     def _sort(self, ids: set[str] | Sequence[str]) -> RuleIds:
-        return tuple(sorted(ids, key=lambda r: self._order.get(r, len(self._order))))
+        return _sort(self._order, ids)
 
     def _check_weights(self, weights: FloatArray | WeightVector | Sequence[float]) -> FloatArray:
         if isinstance(weights, WeightVector):
@@ -610,371 +569,35 @@ class BoundsPolicy:
         return w
 
 
-def _cite(ids: Sequence[str]) -> str:
-    if not ids:
-        return "no rule"
-    return ("rule " if len(ids) == 1 else "rules ") + ", ".join(repr(i) for i in ids)
+class _Memo:
+    """Per-combination results of the conditional rules, bounded by ``_MAX_VARIANTS`` each.
 
-
-# -- compiling a spec into a policy ------------------------------------------------------------
-
-
-def policy_version(spec: PolicySpec) -> str:
-    """Short sha256 of the canonical JSON of ``spec`` (key order and formatting do not matter).
-
-    Version 1 files hash exactly as before version 2 existed (the new fields are left out), so
-    a deployment's audit trail keeps citing the same version for an unchanged file.
+    ``variants``: merged policy by mask of active constraint rules; ``masks``: (active rule ids,
+    winning action rule) by mask of active rules. A cache, not state: every entry is a pure
+    function of the compiled policy and its key.
     """
-    data = spec.model_dump(mode="json")
-    if spec.version == 1:
-        for key in V2_POLICY_KEYS:
-            data.pop(key, None)
-        for rule in data.get("bounds", []):
-            for key in V2_RULE_KEYS:
-                rule.pop(key, None)
-    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:12]
+
+    __slots__ = ("masks", "variants")
+
+    def __init__(self) -> None:
+        self.variants: dict[int, BoundsPolicy] = {}
+        self.masks: dict[int, tuple[RuleIds, BoundRule | None]] = {}
 
 
-def policy_vocabulary(spec: PolicySpec) -> ConditionVocabulary:
-    """The names ``when:`` conditions of ``spec`` may use."""
-    ctx = spec.context
-    return ConditionVocabulary(
-        topics=frozenset(spec.topics),
-        cohorts=frozenset(ctx.cohorts) if ctx.cohorts is not None else None,
-        channels=frozenset(ctx.channels) if ctx.channels is not None else None,
-        attributes={
-            k: (frozenset(v) if v is not None else None) for k, v in ctx.attributes.items()
-        },
-    )
+def _fired(
+    bounds: MergedBounds | BoundsPolicy, order: Mapping[str, int], z: FloatArray, mu: float
+) -> RuleIds:
+    """The rules whose bound the projection of ``z`` had to enforce (``mu``: drift multiplier)."""
+    ids: set[str] = set()
+    src = bounds.sources
+    for i in np.flatnonzero(z < bounds.lower - _FIRE_TOL):
+        ids.update(src.lower[i])
+    for i in np.flatnonzero(z > bounds.upper + _FIRE_TOL):
+        ids.update(src.upper[i])
+    if mu > 0.0:
+        ids.update(src.max_drift)
+    return _sort(order, ids)
 
 
-def compile_conditions(
-    spec: PolicySpec, doc: LocatedYAML
-) -> tuple[dict[str, CompiledCondition], list[ConfigIssue]]:
-    """Compile the ``when``/``unless`` of every rule; issues are located at the bad key."""
-    vocab = policy_vocabulary(spec)
-    out: dict[str, CompiledCondition] = {}
-    issues: list[ConfigIssue] = []
-    for i, rule in enumerate(spec.bounds):
-        parts = []
-        for key in ("when", "unless"):
-            raw = getattr(rule, key)
-            if raw is None:
-                continue
-            cond, found = compile_condition(raw, ("bounds", i, key), doc, vocab, rule.id)
-            issues.extend(found)
-            parts.append((key, cond))
-        if not parts:
-            continue
-        if len(parts) == 1 and parts[0][0] == "when":
-            out[rule.id] = parts[0][1]
-            continue
-        when = next((c for k, c in parts if k == "when"), None)
-        unless = (
-            next(c for k, c in parts if k == "unless")
-            if any(k == "unless" for k, _ in parts)
-            else None
-        )
-        assert unless is not None
-        wt = when.test if when is not None else None
-        ut = unless.test
-
-        def test(ctx: RequestContext, _w: Any = wt, _u: Any = ut) -> bool:
-            return (_w is None or bool(_w(ctx))) and not _u(ctx)
-
-        kids = tuple(c for _, c in parts)
-        text = "when ... unless ..." if when is not None else "unless ..."
-        out[rule.id] = CompiledCondition(test, text, any(c.uses_member for c in kids), kids)
-    return out, issues
-
-
-def _classifier_issues(spec: PolicySpec, doc: LocatedYAML) -> list[ConfigIssue]:
-    """Topics naming a classifier or callable that cannot be loaded: refused at load."""
-    from ..guard.classifier import load_guard
-    from ..guard.external import import_callable
-
-    issues = []
-    for label, topic in spec.topics.items():
-        ext = topic.external
-        if ext is not None and ext.callable is not None:
-            try:
-                import_callable(ext.callable)
-            except ConfigError as exc:
-                issues.append(doc.issue(("topics", label, "external", "callable"), str(exc)))
-        ref = topic.classifier
-        if ref is None:
-            continue
-        path = ("topics", label, "classifier")
-        try:
-            clf = load_guard(ref.name)
-        except ConfigError as exc:
-            issues.append(doc.issue(path, str(exc)))
-            continue
-        want = ref.label or label
-        if want not in clf.labels_:
-            issues.append(
-                doc.issue(
-                    path,
-                    f"classifier {ref.name!r} has no label {want!r}; its labels are "
-                    f"{list(clf.labels_)} (set 'label:' to one of them)",
-                )
-            )
-    return issues
-
-
-def compile_policy(spec: PolicySpec, doc: LocatedYAML) -> BoundsPolicy:
-    """Merge the rules of a schema-valid ``spec``, compile its conditions, check feasibility.
-
-    Trait names must already be checked (see the loader). ``doc`` locates issues in the text.
-    Feasibility is checked with **every** rule applied at once, conditional ones included:
-    merging only tightens (floors max, caps min, radius min), so if all rules together admit
-    a weight vector, every combination of rules that can apply at run time does too. Rules
-    whose conditions never hold together may therefore still be reported as contradictory;
-    the error names them.
-
-    Raises:
-        PolicyValidationError: A ``when:`` condition is malformed or names something unknown.
-        PolicyInfeasibleError: No weight vector satisfies the bounds; names the rules in conflict.
-
-    Warns:
-        PolicyWarning: The default weights violate an unconditional floor or cap (they are
-            clamped when served).
-    """
-    conditions, issues = compile_conditions(spec, doc)
-    issues.extend(_classifier_issues(spec, doc))
-    if issues:
-        raise PolicyValidationError(issues)
-    conditional = any(r.conditional and _has_constraint(r) for r in spec.bounds)
-    version = policy_version(spec)
-    if conditional:
-        # Feasibility of the worst case: every rule applied together.
-        _build(spec, doc, list(spec.bounds), version=version, warn=False, check=True)
-    base_rules = [r for r in spec.bounds if not r.conditional]
-    base = _build(spec, doc, base_rules, version=version, warn=True, check=True)
-    return BoundsPolicy(
-        space=base.space,
-        name=base.name,
-        version=version,
-        default=base.default,
-        prior_strength=base.prior_strength,
-        personalization=base.personalization,
-        exploration=base.exploration,
-        lower=base.lower,
-        upper=base.upper,
-        max_drift=base.max_drift,
-        min_events=base.min_events,
-        sources=base.sources,
-        rules=tuple(spec.bounds),
-        source=doc.filename,
-        max_step=base.max_step,
-        spec=spec,
-        conditions=conditions,
-        _doc=doc,
-    )
-
-
-def _build(
-    spec: PolicySpec,
-    doc: LocatedYAML,
-    rules: Sequence[BoundRule],
-    *,
-    version: str,
-    warn: bool,
-    check: bool,
-) -> BoundsPolicy:
-    """Merge ``rules`` (their conditions ignored) into a leaf policy."""
-    space = TraitSpace(spec.traits)
-    d = space.dim
-    lower, upper = np.zeros(d), np.ones(d)
-    lo_src: list[list[str]] = [[] for _ in range(d)]
-    up_src: list[list[str]] = [[] for _ in range(d)]
-    # where[rule id] = index in bounds, to locate issues
-    where = {r.id: i for i, r in enumerate(spec.bounds)}
-    step: float | None = None
-    step_src: list[str] = []
-    drift: float | None = None
-    drift_src: list[str] = []
-    min_events = 0.0
-    ev_src: list[str] = []
-    pers_src = [] if spec.personalization else [GLOBAL_PERSONALIZATION]
-    expl_src = [] if spec.exploration else [GLOBAL_EXPLORATION]
-
-    def tighten(
-        cur: float, new: float, src: list[str], rid: str, stricter: bool, noop: bool
-    ) -> float:
-        # A value equal to the implicit one (floor 0, cap 1) constrains nothing: cite no rule.
-        if stricter:
-            src[:] = [rid]
-            return new
-        if new == cur and not noop:
-            src.append(rid)
-        return cur
-
-    kept = {id(r) for r in rules}
-    for rule in rules:
-        rid = rule.id
-        if rule.max_step is not None:
-            v = rule.max_step
-            if step is None or v < step:
-                step, step_src = v, [rid]
-            elif v == step:
-                step_src.append(rid)
-        for name, v in (rule.min or {}).items():
-            i = space.index(name)
-            lower[i] = tighten(lower[i], v, lo_src[i], rid, v > lower[i], v == 0.0)
-        for name, v in (rule.max or {}).items():
-            i = space.index(name)
-            upper[i] = tighten(upper[i], v, up_src[i], rid, v < upper[i], v == 1.0)
-        if rule.max_l1_from_default is not None:
-            v = rule.max_l1_from_default
-            if drift is None or v < drift:
-                drift, drift_src = v, [rid]
-            elif v == drift:
-                drift_src.append(rid)
-        if rule.min_events is not None:
-            v = rule.min_events
-            min_events = tighten(min_events, v, ev_src, rid, v > min_events, v == 0.0)
-        if rule.personalization is False:
-            pers_src.append(rid)
-        if rule.exploration is False:
-            expl_src.append(rid)
-
-    if spec.defaults.weights is None:
-        default = space.uniform()
-    else:
-        default = WeightVector(space, space.vector(spec.defaults.weights, fill=0.0))
-
-    def at(rid: str, *key: str | int) -> tuple[str | int, ...]:
-        return ("bounds", where[rid], *key)
-
-    issues: list[ConfigIssue] = []
-    conflict: list[str] = []
-    for i, name in enumerate(space.names):
-        if lower[i] > upper[i]:
-            rids = _unique([*lo_src[i], *up_src[i]])
-            conflict.extend(rids)
-            issues.append(
-                doc.issue(
-                    at(lo_src[i][0], "min", name),
-                    f"floor {lower[i]:g} on {name!r} ({_cite(lo_src[i])}) is above its cap "
-                    f"{upper[i]:g} ({_cite(up_src[i])}); no weight vector satisfies both",
-                    lo_src[i][0],
-                )
-            )
-    floor_rules = _unique([r for s in lo_src for r in s])
-    cap_rules = _unique([r for s in up_src for r in s])
-    if float(lower.sum()) > 1.0 + FEASIBILITY_TOL:
-        conflict.extend(floor_rules)
-        parts = ", ".join(
-            f"{n} >= {lower[i]:g} ({_cite(lo_src[i])})"
-            for i, n in enumerate(space.names)
-            if lo_src[i]
-        )
-        issues.append(
-            doc.issue(
-                at(floor_rules[0], "min"),
-                f"floors sum to {float(lower.sum()):.6g} > 1, so no weight vector satisfies them: "
-                f"{parts}; lower some of them",
-                floor_rules[0],
-            )
-        )
-    if float(upper.sum()) < 1.0 - FEASIBILITY_TOL:
-        conflict.extend(cap_rules)
-        parts = ", ".join(
-            f"{n} <= {upper[i]:g} ({_cite(up_src[i])})" for i, n in enumerate(space.names)
-        )
-        issues.append(
-            doc.issue(
-                at(cap_rules[0], "max"),
-                f"caps sum to {float(upper.sum()):.6g} < 1, so no weight vector satisfies them: "
-                f"{parts}; raise some of them",
-                cap_rules[0],
-            )
-        )
-    c = default.values
-    violated = [
-        (i, name) for i, name in enumerate(space.names) if c[i] < lower[i] or c[i] > upper[i]
-    ]
-    if not issues and drift is not None:
-        dist = l1_distance_to_feasible(c, lower, upper)
-        if dist > drift + FEASIBILITY_TOL:
-            involved = [
-                r for i, _ in violated for r in (lo_src[i] if c[i] < lower[i] else up_src[i])
-            ]
-            rids = _unique([*drift_src, *involved])
-            conflict.extend(rids)
-            issues.append(
-                doc.issue(
-                    at(drift_src[0], "max_l1_from_default"),
-                    f"max_l1_from_default {drift:g} ({_cite(drift_src)}) is smaller than the L1 "
-                    f"distance {dist:.6g} from the default weights to the nearest vector meeting "
-                    f"the floors and caps ({_cite(_unique(involved))}); every vector breaks one; "
-                    "raise the radius or move the default",
-                    drift_src[0],
-                )
-            )
-    if issues and check:
-        if len(rules) > len([r for r in rules if not r.conditional]):
-            cond = [r.id for r in rules if r.conditional and r.id in conflict]
-            if cond:
-                issues.append(
-                    doc.issue(
-                        ("bounds", where[cond[0]]),
-                        f"conditional rules {cond} are checked as if they all applied at once "
-                        "(any combination of them may hold at run time); if their conditions "
-                        "cannot hold together, make that explicit with 'unless:' on one of them "
-                        "or loosen a bound",
-                        cond[0],
-                    )
-                )
-        raise PolicyInfeasibleError(issues, _unique(conflict))
-    for i, name in violated if warn else []:
-        if c[i] < lower[i]:
-            bound, src = f"floor {lower[i]:g}", lo_src[i]
-        else:
-            bound, src = f"cap {upper[i]:g}", up_src[i]
-        issue = doc.issue(
-            ("defaults", "weights", name),
-            f"default weight {c[i]:g} for {name!r} breaks the {bound} ({_cite(src)}); the default "
-            "is clamped into the bounds when served",
-            src[0],
-        )
-        warnings.warn(str(issue), PolicyWarning, stacklevel=4)
-
-    return BoundsPolicy(
-        space=space,
-        name=spec.name or _stem(doc.filename),
-        version=version,
-        default=default,
-        prior_strength=spec.defaults.prior_strength,
-        personalization=not pers_src,
-        exploration=not expl_src,
-        lower=lower,
-        upper=upper,
-        max_drift=drift,
-        min_events=min_events,
-        sources=BoundSources(
-            lower=tuple(tuple(s) for s in lo_src),
-            upper=tuple(tuple(s) for s in up_src),
-            max_drift=tuple(drift_src),
-            min_events=tuple(ev_src),
-            personalization=tuple(pers_src),
-            exploration=tuple(expl_src),
-            max_step=tuple(step_src),
-        ),
-        rules=tuple(r for r in spec.bounds if id(r) in kept),
-        source=doc.filename,
-        max_step=step,
-        spec=spec,
-    )
-
-
-def _unique(ids: Sequence[str]) -> list[str]:
-    return list(dict.fromkeys(ids))
-
-
-def _stem(filename: str) -> str:
-    base = filename.replace("\\", "/").rsplit("/", 1)[-1]
-    stem = base.rsplit(".", 1)[0] if "." in base.strip(".") else base
-    return stem.strip("<>") or "policy"
+def _sort(order: Mapping[str, int], ids: set[str] | Sequence[str]) -> RuleIds:
+    return tuple(sorted(ids, key=lambda r: order.get(r, len(order))))

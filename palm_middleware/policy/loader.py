@@ -16,7 +16,8 @@ from ..exceptions import (
     PolicyValidationError,
 )
 from ..traits import TraitSpace
-from .bounds import BoundsPolicy, compile_policy
+from .bounds import BoundsPolicy
+from .compiler import compile_policy
 from .models import (
     CONSTRAINT_FIELDS,
     RESERVED_POLICY_KEYS,
@@ -156,7 +157,7 @@ def _unknown_key_message(loc: tuple[str | int, ...]) -> str:
     if in_rule:
         allowed = list(BoundRule.model_fields)
     elif len(loc) == 1:
-        allowed = list(PolicySpec.model_fields)
+        allowed = [f.alias or n for n, f in PolicySpec.model_fields.items()]
     elif len(loc) == 2 and loc[0] == "defaults":
         allowed = list(DefaultsSpec.model_fields)
     else:

@@ -417,8 +417,9 @@ class PrivacySpec(_Strict):
 class PolicySpec(_Strict):
     """A whole policy file, as written (before merging)."""
 
-    version: Literal[1, 2]
-    """Schema version: 1 (bounds only) or 2 (conditions, actions, topics, privacy)."""
+    schema_version: Literal[1, 2] = Field(alias="version")
+    """The file's ``version:`` key, the schema number: 1 (bounds only) or 2 (conditions,
+    actions, topics, privacy). Not the policy's content hash, ``BoundsPolicy.version``."""
     name: StrictStr | None = Field(default=None, min_length=1, max_length=128)
     """Human-readable policy name (defaults to the file's stem)."""
     traits: list[StrictStr] = Field(min_length=1)

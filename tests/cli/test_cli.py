@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from palm_middleware.cli.__main__ import main
-from palm_middleware.cli._common import bundled
+from palm_middleware.data import bundled
 
 
 def test_simulate_writes_csv_and_png(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

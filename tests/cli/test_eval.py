@@ -5,13 +5,12 @@ from __future__ import annotations
 import csv
 import json
 import re
-import time
 from pathlib import Path
 
 import pytest
 
 from palm_middleware.cli.__main__ import main
-from palm_middleware.portfolio.candidates import load_candidates
+from palm_middleware.offline.portfolio.candidates import load_candidates
 from palm_middleware.portfolio.manifest import load_portfolio
 from tests.engines.tiny import train_tokenizer, write_model
 
@@ -83,9 +82,7 @@ def _rows(path: Path) -> dict[str, dict[str, str]]:
 def test_eval_measures_caches_and_feeds_build(
     workdir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    t0 = time.perf_counter()
     assert main(_args(workdir, "cand.csv")) == 0
-    first = time.perf_counter() - t0
     out = capsys.readouterr().out
     assert "on 5 prompts of tiny-set (1 risky prompts skipped)" in out
     assert "cached 0/5" in out
@@ -108,16 +105,14 @@ def test_eval_measures_caches_and_feeds_build(
     assert float(rows["terse"]["brevity"]) > float(rows["plain"]["brevity"])
     assert float(rows["plain"]["brevity_se"]) >= 0.0
 
-    t0 = time.perf_counter()
+    # The second run generates nothing: every reply comes from the cache (a count, not a time).
     assert main(_args(workdir, "cand2.csv", "--replies-out", str(workdir / "r.jsonl"))) == 0
-    second = time.perf_counter() - t0
     assert "cached 5/5" in capsys.readouterr().out
     lines = [json.loads(x) for x in (workdir / "r.jsonl").read_text().splitlines()]
     assert len(lines) == 10 and {x["member"] for x in lines} == {"plain", "terse"}
     assert set(lines[0]["scores"]) == {"brevity", "structure", "formality"}
     assert _rows(workdir / "cand2.csv") == rows
     assert "truncated 100%" in out  # the terse member always hits its 3-token budget
-    assert second < first
 
     pool = load_candidates(workdir / "cand.csv")
     assert pool.has_stderr and pool.ids == ("plain", "terse")
@@ -281,7 +276,7 @@ def test_validate_scorers_reports_fits_and_gates(
 def test_fingerprint_follows_backend_and_model_files(tmp_path: Path) -> None:
     import os
 
-    from palm_middleware.evaluation.cache import member_fingerprint
+    from palm_middleware.offline.evaluation.cache import member_fingerprint
 
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "model.onnx").write_bytes(b"x")

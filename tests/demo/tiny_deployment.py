@@ -15,10 +15,10 @@ from pathlib import Path
 
 import yaml
 
-from palm_middleware.cli._common import bundled
-from palm_middleware.evaluation import evaluate_portfolio, load_prompt_set
+from palm_middleware.data import bundled
+from palm_middleware.offline.evaluation import evaluate_portfolio, load_prompt_set
+from palm_middleware.offline.scoring.calibration import load_scorers
 from palm_middleware.portfolio.manifest import load_portfolio
-from palm_middleware.scoring.calibration import load_scorers
 from tests.engines.tiny import train_tokenizer, write_model
 
 TRAITS = ["brevity", "structure"]

@@ -15,16 +15,16 @@ from typing import Any
 import pytest
 
 from palm_middleware._hashing import sha256_file as _sha256
-from palm_middleware.engines import base_model
-from palm_middleware.engines.base_model import (
+from palm_middleware.engines.onnx import OnnxEngine
+from palm_middleware.exceptions import EngineError, ModelLoadError
+from palm_middleware.offline.engines import base_model
+from palm_middleware.offline.engines.base_model import (
     GGUF_FILE,
     cache_is_valid,
     prepare_base,
     repair_bytelevel_tokenizer,
 )
-from palm_middleware.engines.export import ExportResult
-from palm_middleware.engines.onnx import OnnxEngine
-from palm_middleware.exceptions import EngineError, ModelLoadError
+from palm_middleware.offline.engines.export import ExportResult
 from tests.engines.tiny import train_tokenizer, write_model
 
 TEXT = "Hello world, déjà vu: 2 + 3 = 5!"
@@ -117,7 +117,7 @@ def fakes(tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[s
     src = tmp_path / "pkg"
     src.mkdir()
     (src / GGUF_FILE).write_bytes(b"GGUF fake weights v1")
-    calls = {"gguf": 0, "export": 0, "check": "passed"}
+    calls: dict[str, Any] = {"gguf": 0, "export": 0, "check": "passed"}
 
     def fake_gguf_to_hf(source: Path, gguf_file: str, out: Path) -> None:
         calls["gguf"] += 1
@@ -137,7 +137,7 @@ def fakes(tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[s
 
     monkeypatch.setattr(base_model, "_gguf_to_hf", fake_gguf_to_hf)
     monkeypatch.setattr(base_model, "_require_deps", lambda: None)
-    monkeypatch.setattr("palm_middleware.engines.export.export_model", fake_export)
+    monkeypatch.setattr("palm_middleware.offline.engines.export.export_model", fake_export)
     return {"src": src, "calls": calls}
 
 

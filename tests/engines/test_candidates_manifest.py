@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from palm_middleware.cli._common import bundled
+from palm_middleware.data import bundled
 from palm_middleware.engines.members import engine_for_member
 from palm_middleware.engines.registry import SessionRegistry
 from palm_middleware.portfolio.manifest import AdapterBackend, PromptedBackend, load_portfolio

@@ -16,16 +16,16 @@ import onnx
 import pytest
 
 from palm_middleware.cli.__main__ import main
-from palm_middleware.engines.lora import (
+from palm_middleware.engines.onnx import OnnxEngine
+from palm_middleware.engines.registry import SessionRegistry
+from palm_middleware.exceptions import EngineError, ModelLoadError
+from palm_middleware.offline.engines.lora import (
     SITES_FILE,
     add_lora_sites,
     param_names,
     read_sites,
     write_adapter,
 )
-from palm_middleware.engines.onnx import OnnxEngine
-from palm_middleware.engines.registry import SessionRegistry
-from palm_middleware.exceptions import EngineError, ModelLoadError
 
 from .conftest import TinyModel
 from .tiny import reference_logits

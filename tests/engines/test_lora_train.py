@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from palm_middleware.cli.__main__ import main
-from palm_middleware.engines.lora import add_lora_sites, read_sites
-from palm_middleware.evaluation.styles import load_style
+from palm_middleware.offline.engines.lora import add_lora_sites, read_sites
+from palm_middleware.offline.evaluation.styles import load_style
 
 from .test_export import _hf_model
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -14,8 +15,13 @@ from onnx import TensorProto, helper, numpy_helper
 
 from palm_middleware.cli.__main__ import main
 from palm_middleware.engines.onnx import OnnxEngine
-from palm_middleware.engines.quantize import QuantizeResult, _logits, quantize, quantize_weight
 from palm_middleware.exceptions import InvalidParameterError, ModelLoadError
+from palm_middleware.offline.engines.quantize import (
+    QuantizeResult,
+    _logits,
+    quantize,
+    quantize_weight,
+)
 
 from .conftest import TinyModel
 from .test_members import _lora, _write_adapter
@@ -82,10 +88,10 @@ def test_quantize_weight_matches_onnxruntime(bits: int, k: int) -> None:
     np.testing.assert_allclose(sess.run(None, {"x": x})[0], x @ deq, atol=1e-4)
 
 
-def _quantize(src: Path, out: Path, bits: int, **kw: object) -> QuantizeResult:
+def _quantize(src: Path, out: Path, bits: int, **kw: Any) -> QuantizeResult:
     return quantize(
         src, out, bits=bits, check_prompts=PROMPTS, check_tokens=8, progress=False, **kw
-    )  # type: ignore[arg-type]
+    )
 
 
 @pytest.fixture(scope="module", params=[8, 4])

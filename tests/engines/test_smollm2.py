@@ -39,8 +39,8 @@ if PACKAGE is None or not HAS_EXPORT:
 
 @pytest.mark.filterwarnings("ignore")  # torch tracing and transformers GGUF notices
 def test_smollm2_end_to_end(tmp_path: Path) -> None:
-    from palm_middleware.engines.base_model import prepare_base
     from palm_middleware.engines.onnx import OnnxEngine
+    from palm_middleware.offline.engines.base_model import prepare_base
 
     path = prepare_base(tmp_path / "onnx", source=PACKAGE, progress=False)
     card = json.loads((path / "model_card.json").read_text())

@@ -9,8 +9,8 @@ import pytest
 
 from palm_middleware.cli.__main__ import main
 from palm_middleware.engines.onnx import OnnxEngine
-from palm_middleware.engines.soup import soup
 from palm_middleware.exceptions import InvalidParameterError, ModelLoadError
+from palm_middleware.offline.engines.soup import soup
 
 from .conftest import TinyModel
 from .tiny import reference_greedy, write_model

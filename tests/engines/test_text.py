@@ -31,6 +31,7 @@ def test_decoder_skips_special_tokens(tokenizer_file: Path) -> None:
     tok = Tokenizer.from_file(str(tokenizer_file))
     ids = tok.encode("ab", add_special_tokens=False).ids
     special = tok.token_to_id("<|im_start|>")
+    assert special is not None
     dec = IncrementalDecoder(lambda i: str(tok.decode(list(i), skip_special_tokens=True)))
     out = [dec.push(t) for t in [special, *ids, special]] + [dec.flush()]
     assert "".join(out) == "ab"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -127,7 +128,7 @@ def build_graph(cfg: TinyConfig, weights: dict[str, F32], lora: bool = False) ->
         inits.append(numpy_helper.from_array(value, name))
         return name
 
-    def node(op: str, ins: list[str], out: str, **attrs: object) -> str:
+    def node(op: str, ins: list[str], out: str, **attrs: Any) -> str:
         nodes.append(helper.make_node(op, ins, [out], name=f"/{out}", **attrs))
         return out
 
@@ -275,10 +276,12 @@ def write_model(
     return weights
 
 
-def _layer_norm(x: npt.NDArray[np.float64], g: F32, b: F32) -> npt.NDArray[np.float64]:
+def _layer_norm(
+    x: npt.NDArray[np.float64], g: npt.NDArray[Any], b: npt.NDArray[Any]
+) -> npt.NDArray[np.float64]:
     mu = x.mean(-1, keepdims=True)
     var = ((x - mu) ** 2).mean(-1, keepdims=True)
-    return (x - mu) / np.sqrt(var + 1e-5) * g + b
+    return np.asarray((x - mu) / np.sqrt(var + 1e-5) * g + b, dtype=np.float64)
 
 
 def reference_logits(

@@ -89,8 +89,8 @@ def test_labelled_set_errors_name_the_field(tmp_path: Path) -> None:
 def test_bundled_classifier_labels_paraphrases(minilm_dir: Path) -> None:
     emb = OnnxEmbedder(minilm_dir)
     topics = {
-        "self_harm": TopicSpec(classifier="guard"),
-        "dangerous": TopicSpec(classifier="guard"),
+        "self_harm": TopicSpec.model_validate({"classifier": "guard"}),
+        "dangerous": TopicSpec.model_validate({"classifier": "guard"}),
     }
     clf = TopicClassifier(topics, embedder=emb)
     assert clf.classify("I want to stop existing, what's the quickest way out?") == {"self_harm"}
@@ -154,6 +154,6 @@ def test_train_guard_cli_on_a_deployments_data(
     assert clf.labels_ == ("tax_evasion",)
     card = json.loads(out.with_suffix(".json").read_text())["card"]
     assert card["source"] == "mine.yaml" and card["n_calibration"] == 5
-    topics = {"tax_evasion": TopicSpec(classifier={"name": str(out)})}  # type: ignore[arg-type]
+    topics = {"tax_evasion": TopicSpec.model_validate({"classifier": {"name": str(out)}})}
     topic_clf = TopicClassifier(topics, embedder=OnnxEmbedder(minilm_dir))
     assert topic_clf.uses_embeddings

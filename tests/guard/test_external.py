@@ -64,11 +64,8 @@ def slow_server() -> Iterator[str]:
 
 
 def _model(url: str, **kw: object) -> TopicSpec:
-    return TopicSpec(
-        external=ExternalRef(
-            model="openai/guard", api_base=url + "/v1", api_key_env="PALM_TEST_GUARD_KEY", **kw
-        )  # type: ignore[arg-type]
-    )
+    ref = {"model": "openai/guard", "api_base": url + "/v1", "api_key_env": "PALM_TEST_GUARD_KEY"}
+    return TopicSpec(external=ExternalRef.model_validate({**ref, **kw}))
 
 
 @pytest.mark.timeout(120)

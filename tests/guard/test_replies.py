@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from palm_middleware import DecisionBlocked, MemoryStore, Palm, load_policy, load_portfolio
-from palm_middleware.cli._common import bundled
+from palm_middleware.data import bundled
 from palm_middleware.exceptions import PolicyValidationError
 from palm_middleware.guard.replies import StreamCheck
 

@@ -22,9 +22,9 @@ from palm_middleware import (
     load_policy,
     load_portfolio,
 )
-from palm_middleware.cli._common import bundled
-from palm_middleware.evaluation import load_prompt_set
+from palm_middleware.data import bundled
 from palm_middleware.guard.attacks import ATTACKS
+from palm_middleware.offline.evaluation import load_prompt_set
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMPTS = load_prompt_set(bundled("prompts.yaml")).prompts

@@ -19,8 +19,10 @@ from palm_middleware.exceptions import (
 from palm_middleware.policy import (
     GLOBAL_PERSONALIZATION,
     BoundsPolicy,
+    default_policy,
     l1_distance_to_feasible,
     parse_policy,
+    policy_from_data,
     project,
 )
 from palm_middleware.traits import TraitSpace, WeightVector
@@ -66,7 +68,7 @@ def _policy_data(c: Case, split: float = 0.5) -> dict[str, Any]:
 def _load(data: dict[str, Any]) -> BoundsPolicy:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PolicyWarning)  # defaults outside the box are allowed
-        return BoundsPolicy.from_dict(data)
+        return policy_from_data(data)
 
 
 def _to_simplex(y: FloatArray) -> FloatArray:
@@ -233,7 +235,7 @@ def test_min_events_serves_default_until_enough_evidence() -> None:
 
 
 def test_caller_opt_out() -> None:
-    p = BoundsPolicy.default_policy(TraitSpace(["a", "b"]))
+    p = default_policy(TraitSpace(["a", "b"]))
     r = p.clamp(np.array([1.0, 0.0]), evidence=50, personalized=False)
     assert r.used_default and r.rules_fired == () and r.weights.tolist() == [0.5, 0.5]
 
@@ -261,7 +263,7 @@ def test_result_is_read_only() -> None:
 
 
 def test_accepts_weight_vectors_and_lists() -> None:
-    p = BoundsPolicy.default_policy(TraitSpace(["a", "b"]))
+    p = default_policy(TraitSpace(["a", "b"]))
     assert p.clamp([0.3, 0.7], evidence=1).weights.tolist() == [0.3, 0.7]
     wv = WeightVector(p.space, [0.3, 0.7])
     assert p.clamp(wv, evidence=1).weights.tolist() == [0.3, 0.7]
@@ -281,13 +283,13 @@ def test_accepts_weight_vectors_and_lists() -> None:
     ],
 )
 def test_invalid_weights(weights: Any, match: str) -> None:
-    p = BoundsPolicy.default_policy(TraitSpace(["a", "b", "c"]))
+    p = default_policy(TraitSpace(["a", "b", "c"]))
     with pytest.raises(InvalidWeightsError, match=match):
         p.clamp(weights, evidence=1)
 
 
 @pytest.mark.parametrize("evidence", [float("nan"), -1.0, float("inf"), True, "3"])
 def test_invalid_evidence(evidence: Any) -> None:
-    p = BoundsPolicy.default_policy(TraitSpace(["a", "b"]))
+    p = default_policy(TraitSpace(["a", "b"]))
     with pytest.raises(InvalidParameterError, match="evidence"):
         p.clamp([0.5, 0.5], evidence=evidence)

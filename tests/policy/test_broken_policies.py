@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from palm_middleware import PolicyError
-from palm_middleware.cli._common import bundled
+from palm_middleware.data import bundled
 from palm_middleware.policy import parse_policy
 from palm_middleware.policy.reload import ReloadingPolicy
 

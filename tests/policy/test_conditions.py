@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from palm_middleware.exceptions import PolicyValidationError
-from palm_middleware.policy import parse_policy
+from palm_middleware.policy import BoundsPolicy, parse_policy
 from palm_middleware.policy.conditions import RequestContext
 
 HEAD = """\
@@ -20,13 +20,13 @@ bounds:
 """
 
 
-def _policy(rule: str):  # type: ignore[no-untyped-def]
+def _policy(rule: str) -> BoundsPolicy:
     return parse_policy(HEAD + "  - " + rule + "\n", "org.yaml")
 
 
 def _holds(cond: str, ctx: RequestContext) -> bool:
     p = _policy("{id: r, when: " + cond + ", action: use_default}")
-    return p.active_rules(ctx) == ("r",)
+    return bool(p.active_rules(ctx) == ("r",))
 
 
 @pytest.mark.parametrize(

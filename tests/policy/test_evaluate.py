@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from palm_middleware.exceptions import PolicyInfeasibleError, PolicyWarning
-from palm_middleware.policy import BoundsPolicy, parse_policy
+from palm_middleware.policy import parse_policy, policy_from_data
 from palm_middleware.policy.conditions import RequestContext
 
 from .strategies import simplex_points
@@ -142,7 +142,7 @@ def test_v1_policy_is_a_subset_and_keeps_its_version() -> None:
     assert ev.clamp.weights.tolist() == pytest.approx([0.2, 0.8]) and ev.action == "clamp"
     v2 = parse_policy(v1.replace("version: 1", "version: 2"), "v2.yaml")
     assert v2.lower.tolist() == p.lower.tolist()
-    assert BoundsPolicy.from_dict(v2.to_dict()).version == v2.version
+    assert policy_from_data(v2.to_dict()).version == v2.version
 
 
 # -- property: every decision satisfies every active bound --------------------------------------

@@ -21,9 +21,10 @@ from palm_middleware.exceptions import (
 )
 from palm_middleware.policy import (
     GLOBAL_PERSONALIZATION,
-    BoundsPolicy,
+    default_policy,
     load_policy,
     parse_policy,
+    policy_from_data,
 )
 from palm_middleware.traits import TraitSpace
 
@@ -400,7 +401,7 @@ def test_several_conflicts_reported_together(write: Writer) -> None:
 
 def test_default_policy() -> None:
     space = TraitSpace(["a", "b", "c"])
-    p = BoundsPolicy.default_policy(space)
+    p = default_policy(space)
     assert p.space == space and p.name == "default"
     np.testing.assert_allclose(p.default.values, [1 / 3] * 3)
     assert p.max_drift is None and p.min_events == 0 and p.personalization and p.exploration
@@ -410,10 +411,10 @@ def test_default_policy() -> None:
 
 def test_from_dict_round_trip() -> None:
     data = yaml.safe_load(EXAMPLE)
-    p = BoundsPolicy.from_dict(data)
+    p = policy_from_data(data)
     assert p.version == parse_policy(EXAMPLE, "x.yaml").version
     assert p.source == "<dict>"
-    q = BoundsPolicy.from_dict(p.to_dict())
+    q = policy_from_data(p.to_dict())
     assert q.version == p.version
     assert yaml.safe_load(yaml.safe_dump(p.to_dict())) == p.to_dict()
 
@@ -425,7 +426,7 @@ def test_from_dict_errors_name_the_rule() -> None:
         PolicyValidationError,
         match=r"^<dict>: rule 'safety-floor': bounds\[0\]\.min\.safety: must be in \[0, 1\]",
     ):
-        BoundsPolicy.from_dict(data)
+        policy_from_data(data)
 
 
 def test_shipped_presets_are_valid() -> None:

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from palm_middleware import MemoryStore, Palm, load_portfolio
 from palm_middleware.audit import verify_audit_chain
-from palm_middleware.cli._common import bundled
+from palm_middleware.data import bundled
 from palm_middleware.exceptions import PolicyWeakeningError
 from palm_middleware.policy import BoundsPolicy, parse_policy
 from palm_middleware.policy.context import build_context

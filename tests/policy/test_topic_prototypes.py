@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from palm_middleware import Palm, SQLiteStore, load_policy, load_portfolio
-from palm_middleware.cli._common import bundled
+from palm_middleware.data import bundled
 from palm_middleware.embeddings import OnnxEmbedder
 from palm_middleware.exceptions import ModelLoadError, TopicLabelError
 from palm_middleware.policy import topics as topics_mod

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from palm_middleware import ManifestError
-from palm_middleware.portfolio import load_portfolio, parse_portfolio
+from palm_middleware.portfolio.manifest import load_portfolio, parse_portfolio
 
 GOOD = """\
 version: 1

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from palm_middleware import ConfigError, CueLexicon, TraitSpace
+from palm_middleware import ConfigError, TraitSpace
+from palm_middleware.preferences.cues import CueLexicon
 
 
 def test_default_lexicon_matches_user_phrases() -> None:

@@ -7,10 +7,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from palm_middleware import InvalidParameterError, NotFittedError, PreferenceModel
+from palm_middleware import InvalidParameterError
 from palm_middleware._rng import check_random_state
+from palm_middleware.exceptions import NotFittedError
 from palm_middleware.preferences.events import Observation
-from palm_middleware.preferences.model import PosteriorSummary
+from palm_middleware.preferences.model import PosteriorSummary, PreferenceModel
 
 UNIFORM = np.full(4, 0.25)
 

@@ -40,6 +40,7 @@ def test_page_renders_every_plot_offline(tmp_path: Path) -> None:
     assert [u for u in requested if not u.startswith("data:")] == [page.as_uri()]
     png = Image.open(io.BytesIO(shot))
     lo, hi = png.convert("L").getextrema()
+    assert isinstance(lo, (int, float)) and isinstance(hi, (int, float))  # L mode: one band
     assert png.width >= 800 and hi - lo > 100  # ink on paper, not a blank screen
     assert "Population report" in text and "Cost of the bounds" in text
     for key, user in zip(pop.keys, pop.users):

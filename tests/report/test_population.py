@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -45,7 +46,7 @@ def report(deployment: tuple[Path, Population]) -> dict[str, object]:
         src.close()
 
 
-def test_welfare_orders_single_portfolio_oracle(report: dict) -> None:
+def test_welfare_orders_single_portfolio_oracle(report: dict[str, Any]) -> None:
     w = report["welfare"]
     assert w["users"] == report["population"]["users"] == 3 * 20 + 12 + 3
     assert w["single"] <= w["portfolio"] <= w["oracle"]
@@ -76,7 +77,7 @@ def test_welfare_matches_a_direct_computation(deployment: tuple[Path, Population
     assert r["welfare"]["single"] == pytest.approx(scores.mean(axis=0).max(), abs=1e-6)
 
 
-def test_cost_of_the_bounds_names_the_binding_rule(report: dict) -> None:
+def test_cost_of_the_bounds_names_the_binding_rule(report: dict[str, Any]) -> None:
     cost = report["bounds_cost"]
     rows = {r["rule"]: r for r in cost["rules"]}
     # The humor cap moves the 20 humor lovers off the joker: they lose reward.
@@ -96,7 +97,7 @@ def test_cost_of_the_bounds_names_the_binding_rule(report: dict) -> None:
     assert cost["users_losing"] is None  # 23 - 20 would give the opted-out row away
 
 
-def test_what_if_loosening_the_cap_recovers_the_loss(report: dict) -> None:
+def test_what_if_loosening_the_cap_recovers_the_loss(report: dict[str, Any]) -> None:
     wi = report["what_if"]
     assert wi["policy"]["name"] == "report-candidate"
     pop = wi["population"]
@@ -112,7 +113,7 @@ def test_what_if_loosening_the_cap_recovers_the_loss(report: dict) -> None:
     assert req["newly_blocked"] == 0 and req["no_longer_blocked"] == 0
 
 
-def test_members_and_activity(report: dict) -> None:
+def test_members_and_activity(report: dict[str, Any]) -> None:
     members = {m["member"]: m for m in report["members"]}
     assert members["careful"]["users"] == 20  # the safety lovers
     assert sum(m["requests"] or 0 for m in members.values()) <= report["activity"]["requests"]
@@ -127,7 +128,7 @@ def test_members_and_activity(report: dict) -> None:
     assert sum(v or 0 for v in medical["rules_fired"]) > 0
 
 
-def test_evidence_and_prior(report: dict) -> None:
+def test_evidence_and_prior(report: dict[str, Any]) -> None:
     assert report["population"]["at_prior"] == 12
     ev = report["evidence"]
     assert ev["users"][0] == 12  # the first bin is exactly "no evidence"
@@ -166,11 +167,13 @@ def _no_identifiers(text: str, pop: Population) -> None:
         assert user not in text and user.split("@")[0] not in text
 
 
-def test_json_holds_no_user_key_or_id(report: dict, deployment: tuple[Path, Population]) -> None:
+def test_json_holds_no_user_key_or_id(
+    report: dict[str, Any], deployment: tuple[Path, Population]
+) -> None:
     _no_identifiers(json.dumps(report), deployment[1])
 
 
-def test_small_groups_are_withheld(report: dict) -> None:
+def test_small_groups_are_withheld(report: dict[str, Any]) -> None:
     # 3 users opted out: below 10, withheld, and not recoverable from the total
     assert report["population"]["opted_out"] is None
     for t in report["activity"]["topics"]:

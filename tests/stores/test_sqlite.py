@@ -162,10 +162,8 @@ def test_locked_database_raises_store_unavailable(tmp_path: Path) -> None:
     with SQLiteStore(path, timeout=0.2) as store, raw(path) as holder:
         store.put_profile("u1", {"v": 1}, now=0.0)
         holder.execute("BEGIN IMMEDIATE")  # another process holding the write lock
-        start = time.monotonic()
         with pytest.raises(StoreUnavailable, match=where(path)) as info:
             store.put_profile("u1", {"v": 2}, now=1.0)
-        assert 0.2 <= time.monotonic() - start < 2.0
         assert info.value.is_retryable
         assert isinstance(info.value.__cause__, sqlite3.OperationalError)
         profile = store.get_profile("u1")  # WAL: readers do not wait for the writer

@@ -22,7 +22,7 @@ message (``on_block="reply"``, the default) or raises
 Example:
     >>> from langchain_core.language_models.fake_chat_models import FakeListChatModel
     >>> from palm_middleware import MemoryStore, Palm, Portfolio, load_policy
-    >>> from palm_middleware.cli._common import bundled
+    >>> from palm_middleware.data import bundled
     >>> portfolio = Portfolio.from_rewards(
     ...     ["safety", "helpfulness", "humor", "brevity"],
     ...     {"a": [0.9, 0.8, 0.3, 0.5], "b": [0.6, 0.5, 0.9, 0.9]})

@@ -190,7 +190,7 @@ class PalmRuntime:
         if settings.policy is not None:
             policy_path = self.root / settings.policy
         else:
-            from palm_middleware.cli._common import bundled
+            from palm_middleware.data import bundled
 
             policy_path = bundled("policy.yaml")
         policy: BoundsPolicy | ReloadingPolicy = (

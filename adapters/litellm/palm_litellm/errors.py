@@ -1,7 +1,16 @@
-"""The one place that maps palm-middleware errors to HTTP statuses for the proxy."""
+"""The one place that maps errors to HTTP statuses and bodies for the proxy.
+
+Every error PALM answers has the OpenAI error object, the shape LiteLLM gives its own routes,
+so one client-side handler reads them all::
+
+    {"error": {"message": "...", "type": "invalid_request_error", "param": "up", "code": "422"}}
+
+``code`` is the HTTP status as a string, as LiteLLM sends it.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from palm_middleware.exceptions import (
@@ -23,11 +32,16 @@ from palm_middleware.exceptions import (
 __all__ = [
     "AccessDenied",
     "NotReady",
+    "error_body",
+    "error_response",
+    "error_type",
     "http_exception",
     "message_for",
+    "palm_error_response",
     "param_for",
     "proxy_exception",
     "status_for",
+    "validation_error_response",
 ]
 
 
@@ -58,10 +72,12 @@ _STATUS: tuple[tuple[type[PalmError], int], ...] = (
     (ConfigError, 500),
 )
 
-_TYPES = {
-    400: "invalid_request_error",
+#: OpenAI's ``error.type`` per HTTP status (LiteLLM uses the same names on its routes).
+_TYPES: Mapping[int, str] = {
+    401: "authentication_error",
     403: "permission_error",
-    413: "invalid_request_error",
+    404: "not_found_error",
+    429: "rate_limit_error",
     503: "service_unavailable",
 }
 
@@ -72,6 +88,13 @@ def status_for(exc: PalmError) -> int:
         if isinstance(exc, cls):
             return status
     return 500
+
+
+def error_type(status: int) -> str:
+    """OpenAI's ``error.type`` for an HTTP status."""
+    if status in _TYPES:
+        return _TYPES[status]
+    return "invalid_request_error" if status < 500 else "internal_server_error"
 
 
 def message_for(exc: PalmError) -> str:
@@ -98,10 +121,77 @@ def proxy_exception(exc: PalmError) -> Any:
     status = status_for(exc)
     return ProxyException(
         message=message_for(exc),
-        type=_TYPES.get(status, "internal_server_error"),
+        type=error_type(status),
         param=param_for(exc),
         code=status,
     )
+
+
+def error_body(status: int, message: str, param: str | None = None) -> dict[str, Any]:
+    """The OpenAI error object for ``status``."""
+    return {
+        "error": {
+            "message": message,
+            "type": error_type(status),
+            "param": param,
+            "code": str(status),
+        }
+    }
+
+
+def error_response(
+    status: int,
+    message: str,
+    param: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Any:
+    """A ``JSONResponse`` carrying :func:`error_body`."""
+    from starlette.responses import JSONResponse
+
+    return JSONResponse(error_body(status, message, param), status, headers=headers)
+
+
+def palm_error_response(exc: PalmError) -> Any:
+    """The response for a palm-middleware error (the field it names, if any, as ``param``)."""
+    param = param_for(exc)
+    if status_for(exc) >= 500:
+        # Server-side trouble: name the class, keep internals (paths, SQL) out of the reply.
+        return error_response(status_for(exc), f"palm: {type(exc).__name__}")
+    return error_response(status_for(exc), message_for(exc), param)
+
+
+def _param(loc: Sequence[str | int], tags: Iterable[str]) -> str | None:
+    """``("body", "thumb", "weights", "safety")`` -> ``"weights.safety"``.
+
+    The leading source (body, query) goes; so does a discriminated union's tag.
+    """
+    parts = list(loc)
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        parts = parts[1:]
+    if parts and parts[0] in set(tags):
+        parts = parts[1:]
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or None
+
+
+def validation_error_response(errors: Sequence[Mapping[str, Any]], tags: Iterable[str] = ()) -> Any:
+    """422 for pydantic/FastAPI validation errors; ``param`` is the first offending field.
+
+    ``tags`` are the discriminator values of the body's union, dropped from field paths.
+    """
+    tags = tuple(tags)
+    lines: list[str] = []
+    first: str | None = None
+    for err in errors:
+        kind = str(err.get("type", ""))
+        param = _param(err.get("loc", ()), tags)
+        if kind.startswith("union_tag"):
+            param = "type"
+        first = first if first is not None else param
+        lines.append(f"{param or 'body'}: {err.get('msg', 'invalid')}")
+    return error_response(422, "; ".join(lines) or "invalid request", first)
 
 
 def http_exception(exc: PalmError) -> Any:
