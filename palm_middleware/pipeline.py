@@ -35,6 +35,7 @@ from .exceptions import (
     StoreError,
     TopicLabelError,
 )
+from .guard.replies import ReplyRail, ReplyVerdict
 from .inputs import RequestLimits, request_messages
 from .policy import BoundsPolicy, ClampResult
 from .policy.bounds import Evaluation
@@ -43,7 +44,7 @@ from .policy.context import build_context
 from .policy.models import PrivacySpec
 from .policy.redact import redact
 from .policy.reload import PolicyChange, ReloadingPolicy
-from .policy.topics import Embedder, TopicClassifier
+from .policy.topics import Embedder, TopicClassifier, law_topics
 from .portfolio.manifest import Portfolio
 from .preferences.cues import CueLexicon
 from .preferences.events import (
@@ -329,7 +330,9 @@ class Palm:
         cached = self._topics
         if cached is None or cached[0] != policy.version:
             topics = policy.spec.topics if policy.spec is not None else {}
-            cached = (policy.version, TopicClassifier.build(topics, embedder=self._embedder))
+            law = law_topics(policy.rules)
+            clf = TopicClassifier.build(topics, embedder=self._embedder, law_topics=law)
+            cached = (policy.version, clf)
             self._topics = cached
         return cached[1]
 
@@ -1235,6 +1238,47 @@ class Palm:
         model = self._posterior(record.state if record is not None else {}, float(self.clock()))
         i, j = model.query_pair(self.portfolio.rewards)
         return self.portfolio.ids[i], self.portfolio.ids[j]
+
+    # -- reply rails (issue 12) -----------------------------------------------------------------
+    def reply_rail(self, metadata: Mapping[str, Any] | None = None) -> ReplyRail:
+        """The output rail of a request: the policy's ``on: reply`` rules, for its context.
+
+        ``metadata`` is the same authenticated metadata :meth:`decide` was given.
+        """
+        policy = self.policy
+        ctx = build_context(policy, metadata, float(self.clock()))
+        return ReplyRail(policy, self.topic_classifier(), ctx)
+
+    def check_reply(
+        self,
+        user: UserId,
+        decision_id: str,
+        text: str,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> ReplyVerdict | None:
+        """Check a whole (non-streamed) reply before it leaves; a verdict is audited.
+
+        Returns:
+            None to send the reply, or the rule that fired and the message to send instead.
+        """
+        verdict = self.reply_rail(metadata).check(text)
+        if verdict is not None:
+            self.record_reply_block(user, decision_id, verdict, streamed=False)
+        return verdict
+
+    def record_reply_block(
+        self, user: UserId, decision_id: str, verdict: ReplyVerdict, *, streamed: bool
+    ) -> None:
+        """Audit a refused reply: the rule and the topic labels, never the text."""
+        payload = {
+            "decision_id": decision_id,
+            "rule_id": verdict.rule_id,
+            "topics": list(verdict.topics),
+            "streamed": streamed,
+            "policy_version": self.policy.version,
+        }
+        now = float(self.clock())
+        self._audit(AuditRecord(uuid.uuid4().hex, self.user_key(user), "reply_block", payload, now))
 
     # -- serving outcome ------------------------------------------------------------------------
     def record_outcome(

@@ -30,6 +30,7 @@ COMMANDS = (
     "prepare-base",
     "prepare-lora-base",
     "train-member",
+    "train-guard",
     "demo",
     "chat",
 )

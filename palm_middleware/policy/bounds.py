@@ -123,6 +123,8 @@ class _Plan:
         for r in rules:
             if not r.conditional and (r.action or "clamp") == "clamp":
                 continue  # merged into the base bounds once
+            if "request" not in r.on:
+                continue  # a reply-only rule: checked on the member's reply, not here
             cond = conditions.get(r.id)
             test = cond.test if cond is not None else None
             out.append(_PlanRule(1 << len(out), r, test, bool(cond and cond.uses_member)))
@@ -287,7 +289,11 @@ class BoundsPolicy:
         out["defaults"] = {"weights": self.default.as_dict(), "prior_strength": self.prior_strength}
         out["personalization"] = GLOBAL_PERSONALIZATION not in self.sources.personalization
         out["exploration"] = GLOBAL_EXPLORATION not in self.sources.exploration
-        out["bounds"] = [r.model_dump(exclude_none=True) for r in self.rules]
+        out["bounds"] = [
+            # `on` left out at its default, so a version 1 policy dumps as version 1 data.
+            r.model_dump(exclude_none=True, exclude={"on"} if r.on == ["request"] else None)
+            for r in self.rules
+        ]
         if version >= 2 and self.spec is not None:
             extra = self.spec.model_dump(mode="json", include=set(V2_POLICY_KEYS))
             out.update(extra)

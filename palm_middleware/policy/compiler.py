@@ -15,7 +15,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from .._yaml import LocatedYAML
-from ..exceptions import ConfigIssue, PolicyInfeasibleError, PolicyValidationError, PolicyWarning
+from ..exceptions import (
+    ConfigError,
+    ConfigIssue,
+    PolicyInfeasibleError,
+    PolicyValidationError,
+    PolicyWarning,
+)
 from ..traits import TraitSpace
 from .bounds import BoundsPolicy
 from .conditions import CompiledCondition, ConditionVocabulary, RequestContext, compile_condition
@@ -30,6 +36,40 @@ __all__ = [
     "policy_hash",
     "policy_vocabulary",
 ]
+
+
+def _source_issues(spec: PolicySpec, doc: LocatedYAML) -> list[ConfigIssue]:
+    """Topics naming a classifier or callable that cannot be loaded: refused at load."""
+    from ..guard.classifier import load_guard
+    from ..guard.external import import_callable
+
+    issues = []
+    for label, topic in spec.topics.items():
+        ext = topic.external
+        if ext is not None and ext.callable is not None:
+            try:
+                import_callable(ext.callable)
+            except ConfigError as exc:
+                issues.append(doc.issue(("topics", label, "external", "callable"), str(exc)))
+        ref = topic.classifier
+        if ref is None:
+            continue
+        path = ("topics", label, "classifier")
+        try:
+            clf = load_guard(ref.name)
+        except ConfigError as exc:
+            issues.append(doc.issue(path, str(exc)))
+            continue
+        want = ref.label or label
+        if want not in clf.labels_:
+            issues.append(
+                doc.issue(
+                    path,
+                    f"classifier {ref.name!r} has no label {want!r}; its labels are "
+                    f"{list(clf.labels_)} (set 'label:' to one of them)",
+                )
+            )
+    return issues
 
 
 def compile_policy(spec: PolicySpec, doc: LocatedYAML) -> BoundsPolicy:
@@ -51,6 +91,7 @@ def compile_policy(spec: PolicySpec, doc: LocatedYAML) -> BoundsPolicy:
             clamped when served).
     """
     conditions, issues = compile_conditions(spec, doc)
+    issues.extend(_source_issues(spec, doc))
     if issues:
         raise PolicyValidationError(issues)
     if any(r.conditional and has_constraint(r) for r in spec.bounds):

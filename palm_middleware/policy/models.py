@@ -57,6 +57,8 @@ __all__ = [
     "Action",
     "ContextSpec",
     "PrivacySpec",
+    "ClassifierRef",
+    "ExternalRef",
     "TopicSpec",
     "RESERVED_POLICY_KEYS",
     "RESERVED_RULE_KEYS",
@@ -88,6 +90,7 @@ RESERVED_RULE_KEYS: dict[str, str] = {
     "member": "pinned members are not supported by policy version 1" + _V2,
     "message": "user messages (for blocking rules) are not supported by policy version 1" + _V2,
     "max_step": "max_step is not supported by policy version 1" + _V2,
+    "on": "reply rules ('on:') are not supported by policy version 1" + _V2,
 }
 
 #: Top-level keys that version 1 rejects by name.
@@ -103,7 +106,7 @@ RESERVED_POLICY_KEYS: dict[str, str] = {
 }
 
 #: Rule fields that exist only in version 2.
-V2_RULE_KEYS = ("when", "unless", "action", "member", "message", "max_step")
+V2_RULE_KEYS = ("when", "unless", "action", "member", "message", "max_step", "on")
 #: Top-level fields that exist only in version 2.
 V2_POLICY_KEYS = ("topics", "context", "timezone", "privacy")
 
@@ -218,6 +221,21 @@ class BoundRule(_Strict):
     """(v2) The portfolio member served by ``action: pin``."""
     message: StrictStr | None = Field(default=None, min_length=1, max_length=1000)
     """(v2) What the user is told by ``action: block``."""
+    on: list[Literal["request", "reply"]] = Field(
+        default_factory=lambda: list[Literal["request", "reply"]](["request"]), min_length=1
+    )
+    """(v2) What a ``block`` rule checks: the request (default), the member's reply, or both
+    (``[request, reply]``). On a reply, the topics are those of the reply text; a non-streamed
+    reply is checked before it leaves and a stream is cut with ``message`` when the rule fires."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _on_key(cls, data: Any) -> Any:
+        # YAML 1.1 reads the key `on` as the boolean true.
+        if isinstance(data, dict) and True in data and "on" not in data:
+            data = dict(data)
+            data["on"] = data.pop(True)
+        return data
 
     @field_validator("max_step")
     @classmethod
@@ -247,6 +265,8 @@ class BoundRule(_Strict):
             raise ValueError("'member:' is only used with 'action: pin'")
         if self.message is not None and action != "block":
             raise ValueError("'message:' is only used with 'action: block'")
+        if "reply" in self.on and action != "block":
+            raise ValueError("'on: [reply]' needs 'action: block' (a reply rule refuses replies)")
         if action == "clamp" and all(getattr(self, f) is None for f in CONSTRAINT_FIELDS):
             raise ValueError(
                 f"a rule needs at least one constraint: one of {', '.join(CONSTRAINT_FIELDS)}"
@@ -279,13 +299,68 @@ class DefaultsSpec(_Strict):
         return v
 
 
+def _classifier_ref(v: object) -> object:
+    # `classifier: guard` is short for `classifier: {name: guard}`.
+    return {"name": v} if isinstance(v, str) else v
+
+
+class ClassifierRef(_Strict):
+    """A learned classifier as a topic source (``palm train-guard`` makes one)."""
+
+    name: StrictStr = Field(default="guard", min_length=1, max_length=500)
+    """``guard`` (the classifier shipped with the package) or the path of a ``.npz`` written
+    by ``palm train-guard``."""
+    label: Label | None = None
+    """The classifier's label for this topic (default: the topic's own name)."""
+    threshold: UnitFloat | None = None
+    """Probability at or above which the topic applies (default: the threshold calibrated on
+    held-out data when the classifier was trained)."""
+
+
+class ExternalRef(_Strict):
+    """Another model or a function as a topic source (see :mod:`palm_middleware.guard.external`)."""
+
+    model: StrictStr | None = Field(default=None, min_length=1, max_length=200)
+    """A LiteLLM model name (``openai/llama-guard``...), asked with the message as user turn."""
+    callable: StrictStr | None = Field(default=None, min_length=3, max_length=300)
+    """Or ``package.module:function``: text -> bool (or a score compared with ``threshold``)."""
+    api_base: StrictStr | None = Field(default=None, min_length=1, max_length=500)
+    """Where the model is served (LiteLLM ``api_base``)."""
+    api_key_env: StrictStr | None = Field(default=None, min_length=1, max_length=100)
+    """Environment variable holding the model's API key (the key never goes in the policy)."""
+    system: StrictStr | None = Field(default=None, min_length=1, max_length=4000)
+    """A system prompt for the model (its guard instructions)."""
+    unsafe: StrictStr = Field(default="unsafe", min_length=1, max_length=50)
+    """The model's reply means "this topic" when it starts with this (case-insensitive)."""
+    threshold: UnitFloat = 0.5
+    """For a callable returning a score: the score at or above which the topic applies."""
+    timeout: PositiveFloat = 2.0
+    """Seconds to wait for an answer."""
+    on_error: Literal["closed", "open"] | None = None
+    """When the source fails or times out: ``closed`` applies the topic, ``open`` does not.
+    Default: ``closed`` if a law-layer rule names the topic, else ``open``."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ExternalRef:
+        if (self.model is None) == (self.callable is None):
+            raise ValueError("an external source needs exactly one of 'model' or 'callable'")
+        return self
+
+
 class TopicSpec(_Strict):
-    """How a topic label is recognised in the last user message."""
+    """How a topic label is recognised in a message (keywords, prototypes, a classifier)."""
 
     keywords: list[Annotated[StrictStr, Field(min_length=1, max_length=100)]] = Field(
         default_factory=list, max_length=1000
     )
-    """Words or phrases (case-insensitive, whole words; ``*`` at the end matches a prefix)."""
+    """Words or phrases (case-insensitive, whole words; ``*`` at the end matches a prefix).
+    Matched on the raw text and on de-obfuscated views of it (leetspeak, split letters,
+    look-alike characters, base64/hex/rot13 payloads, reversed text)."""
+    ignore: list[Annotated[StrictStr, Field(min_length=1, max_length=100)]] = Field(
+        default_factory=list, max_length=1000
+    )
+    """Harmless phrases that contain a keyword (``glue gun``, ``bath bomb``): removed from the
+    text before keywords are matched, so a keyword elsewhere in the message still counts."""
     prototypes: list[Annotated[StrictStr, Field(min_length=1, max_length=500)]] = Field(
         default_factory=list, max_length=200
     )
@@ -294,11 +369,16 @@ class TopicSpec(_Strict):
     ``palm prepare-embedder``; without it only keywords are used, logged once)."""
     threshold: UnitFloat = 0.6
     """Cosine similarity to a prototype at or above which the label applies."""
+    classifier: Annotated[ClassifierRef | None, BeforeValidator(_classifier_ref)] = None
+    """A learned risk classifier on the same embeddings: ``guard`` (bundled) or
+    ``{name: PATH.npz, label: ..., threshold: ...}``."""
+    external: ExternalRef | None = None
+    """An external guard: a LiteLLM model or a callable, with a timeout and a failure mode."""
 
     @model_validator(mode="after")
     def _something(self) -> TopicSpec:
-        if not self.keywords and not self.prototypes:
-            raise ValueError("a topic needs 'keywords' or 'prototypes'")
+        if not (self.keywords or self.prototypes or self.classifier or self.external):
+            raise ValueError("a topic needs 'keywords', 'prototypes', 'classifier' or 'external'")
         return self
 
 

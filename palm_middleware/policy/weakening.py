@@ -17,8 +17,10 @@ when:
   ``personalization: false`` / ``exploration: false`` switch is dropped;
 * its ``when:`` changed (only removing it, so the rule always applies, is accepted) or its
   ``unless:`` changed (only removing it is accepted);
+* it no longer checks replies (``on:`` lost ``reply``) or requests;
 * a topic its conditions test positively (``topic: x``, ``in``, ``all``, ``exists``) lost a
-  keyword or prototype, or its similarity threshold rose; a topic tested negatively
+  keyword or prototype, its similarity threshold rose, it gained ``ignore`` phrases, or its
+  classifier or external source changed or went away; a topic tested negatively
   (``unless:``, ``not``, ``not_in``) changed at all;
 * its conditions read the clock (``time``, ``weekday``) and the time zone changed;
 * it depends on the default weights (``max_l1_from_default``, ``use_default``) and they changed.
@@ -95,6 +97,9 @@ def _rule_weakenings(o: BoundRule, n: BoundRule) -> list[str]:
         found.append(f"now applies only when {n.when!r}")
     if n.unless is not None and n.unless != o.unless:
         found.append(f"condition 'unless' changed from {o.unless!r} to {n.unless!r}")
+    lost_on = [x for x in o.on if x not in n.on]
+    if lost_on:
+        found.append(f"no longer checks the {' or '.join(lost_on)} ('on' was {o.on})")
     if na == "block":
         return found  # nothing is served where it applies: its constraints no longer matter
     for trait, floor in (o.min or {}).items():
@@ -158,6 +163,19 @@ def _narrowed(before: TopicSpec, after: TopicSpec) -> list[str]:
         found.append(f"{len(gone)} prototype(s) removed")
     if after.threshold > before.threshold:
         found.append(f"threshold raised from {before.threshold} to {after.threshold}")
+    added = [k for k in after.ignore if k not in set(before.ignore)]
+    if added:
+        found.append(f"ignore phrases added: {added}")
+    bc, ac = before.classifier, after.classifier
+    if bc is not None and (
+        ac is None
+        or (ac.name, ac.label) != (bc.name, bc.label)
+        or (ac.threshold or 0.0) > (bc.threshold or 0.0)
+        or (ac.threshold is None) != (bc.threshold is None)
+    ):
+        found.append(f"classifier changed from {bc!r} to {ac!r}")
+    if before.external is not None and after.external != before.external:
+        found.append("external guard source changed or removed")
     return found
 
 

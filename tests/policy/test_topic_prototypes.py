@@ -103,8 +103,10 @@ def test_embedder_failing_fails_closed() -> None:
     """A broken embedder raises TopicLabelError: partial labels would skip topic rules."""
     topics = {"t": TopicSpec(keywords=["suicide"], prototypes=["I want to end my life"])}
     clf = TopicClassifier(topics, embedder=Failing(fail_after=1))
+    # A keyword already decides every embedding topic: the embedder is not needed.
+    assert clf.classify("thinking about suicide") == {"t"}
     with pytest.raises(TopicLabelError, match="runtime exploded"):
-        clf.classify("thinking about suicide")
+        clf.classify("I don't want to be here anymore")
     # Failed prototypes: build() refuses too (the classifier would lose its prototypes).
     with pytest.raises(TopicLabelError, match="prototype"):
         TopicClassifier.build(topics, embedder=Failing(fail_after=0))

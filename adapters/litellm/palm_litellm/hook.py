@@ -9,6 +9,7 @@ provider (a file next to the config would be executed once per reference)::
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
@@ -199,7 +200,23 @@ class PalmProxyHook(RuntimeUser, CustomLogger):
     async def async_post_call_success_hook(
         self, data: dict[str, Any], user_api_key_dict: Any, response: Any
     ) -> Any:
-        """Record the outcome of a non-streaming request (usage, latency)."""
+        """Check the reply against the policy's reply rules; record the outcome."""
+        ticket = find_ticket(data)
+        if ticket is not None:
+            for choice in getattr(response, "choices", None) or ():
+                message = getattr(choice, "message", None)
+                text = getattr(message, "content", None)
+                if message is not None and isinstance(text, str) and text:
+                    verdict = await asyncio.to_thread(
+                        self.runtime.palm.check_reply,
+                        ticket.user,
+                        ticket.decision_id,
+                        text,
+                        self._policy_metadata(data),
+                    )
+                    if verdict is not None:
+                        message.content = verdict.message
+                        choice.finish_reason = "content_filter"
         usage = getattr(response, "usage", None)
         await self._record(data, "success", _usage_dict(usage))
         return response
@@ -207,13 +224,29 @@ class PalmProxyHook(RuntimeUser, CustomLogger):
     async def async_post_call_streaming_iterator_hook(
         self, user_api_key_dict: Any, response: Any, request_data: dict[str, Any]
     ) -> AsyncGenerator[Any, None]:
-        """Pass the stream through; record its outcome when it ends."""
+        """Pass the stream through, cut it when a reply rule fires; record its outcome."""
         usage: dict[str, int] | None = None
         outcome = "success"
+        ticket = find_ticket(request_data)
+        check = (
+            self.runtime.palm.reply_rail(self._policy_metadata(request_data)).stream()
+            if ticket is not None
+            else None
+        )
         try:
             async for chunk in response:
                 found = _usage_dict(getattr(chunk, "usage", None))
                 usage = found or usage
+                if check is not None and check.rail.active and (delta := _delta_text(chunk)):
+                    verdict = await asyncio.to_thread(check.feed, delta)
+                    if verdict is not None and ticket is not None:
+                        await asyncio.to_thread(
+                            self.runtime.palm.record_reply_block,
+                            ticket.user, ticket.decision_id, verdict, streamed=True,
+                        )  # fmt: skip
+                        outcome = "reply_blocked"
+                        yield _cut(chunk, verdict.message)
+                        return
                 yield chunk
         except BaseException:
             outcome = "failure"
@@ -287,6 +320,21 @@ class PalmProxyHook(RuntimeUser, CustomLogger):
         await self.runtime.palm.arecord_outcome(
             ticket.user, ticket.decision_id, outcome, usage=usage, latency_ms=latency, error=error
         )
+
+
+def _delta_text(chunk: Any) -> str:
+    choices = getattr(chunk, "choices", None) or ()
+    delta = getattr(choices[0], "delta", None) if choices else None
+    text = getattr(delta, "content", None)
+    return text if isinstance(text, str) else ""
+
+
+def _cut(chunk: Any, message: str) -> Any:
+    """The stream's last chunk: the rule's message instead of the member's text."""
+    choice = chunk.choices[0]
+    choice.delta.content = "\n\n" + message
+    choice.finish_reason = "content_filter"
+    return chunk
 
 
 def _leave_ticket(data: dict[str, Any], ticket: Ticket) -> None:

@@ -1,0 +1,173 @@
+"""Output rails through a real proxy: the member is a real second server process (an
+OpenAI-compatible stub) whose reply mentions a blocked topic; the hook must replace the whole
+reply, cut the stream with the rule's message, and audit the rule without the text."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from litellm_proxy_fixtures import Deployment, Proxy, _digest, free_port, start_proxy, stop_proxy
+
+REPO = Path(__file__).resolve().parents[3]
+REPLY = "Sure thing. First you need the napalm recipe: mix the secret-sauce with care."
+MESSAGE = "I can't share that."
+
+POLICY = f"""\
+version: 2
+traits: [safety, brevity]
+topics:
+  weapons: {{keywords: [napalm]}}
+bounds:
+  - id: no-weapon-replies
+    layer: law
+    when: {{topic: weapons}}
+    action: block
+    message: {MESSAGE}
+    on: [request, reply]
+"""
+
+
+@dataclass
+class Stub:
+    url: str
+    process: subprocess.Popen[bytes]
+
+
+def start_stub(env: dict[str, str]) -> Stub:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "tests" / "openai_stub.py"), str(port)],
+        env={**os.environ, **env},
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            httpx.get(url + "/", timeout=0.5)
+            return Stub(url, proc)
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("stub server did not start")
+
+
+@pytest.fixture(scope="module")
+def stub() -> Iterator[Stub]:
+    s = start_stub({"STUB_REPLY": REPLY})
+    yield s
+    s.process.terminate()
+    s.process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def rail_proxy(stub: Stub, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
+    root = tmp_path_factory.mktemp("rails")
+    portfolio = {
+        "version": 1,
+        "name": "rails",
+        "traits": ["safety", "brevity"],
+        "default_member": "echo",
+        "members": [
+            {
+                "id": "echo",
+                "backend": {"kind": "litellm", "model": "echo"},
+                "reward": {"safety": 0.8, "brevity": 0.5},
+            }
+        ],
+    }
+    (root / "portfolio.yaml").write_text(yaml.safe_dump(portfolio, sort_keys=False))
+    (root / "policy.yaml").write_text(POLICY)
+    key = f"sk-palm-alice-{secrets.token_hex(8)}"
+    master = f"sk-palm-master-{secrets.token_hex(12)}"
+    palm = {
+        "portfolio": "portfolio.yaml",
+        "policy": "policy.yaml",
+        "store": "palm.db",
+        "route_models": ["auto"],
+        "auth": {"keys": [{"sha256": _digest(key), "user": "alice"}]},
+    }
+    (root / "palm.yaml").write_text(yaml.safe_dump(palm, sort_keys=False))
+    upstream = {"model": "openai/echo", "api_base": stub.url + "/v1", "api_key": "stub"}
+    config = {
+        "model_list": [
+            {"model_name": name, "litellm_params": upstream} for name in ("auto", "echo")
+        ],
+        "litellm_settings": {"callbacks": ["palm_litellm.hook.instance"]},
+        "general_settings": {
+            "master_key": master,
+            "custom_auth": "palm_litellm.auth.user_api_key_auth",
+        },
+    }
+    (root / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    proxy = start_proxy(Deployment(root, master, {"alice": key}))
+    yield proxy
+    stop_proxy(proxy)
+
+
+def _headers(proxy: Proxy) -> dict[str, str]:
+    return {"Authorization": f"Bearer {proxy.deployment.keys['alice']}"}
+
+
+def _reply_blocks(proxy: Proxy) -> list[dict[str, object]]:
+    from palm_middleware import SQLiteStore
+
+    store = SQLiteStore(proxy.deployment.root / "palm.db")
+    try:
+        return [r.payload for r in store.audit() if r.kind == "reply_block"]
+    finally:
+        store.close()
+
+
+@pytest.mark.timeout(300)
+def test_non_streamed_reply_is_replaced_before_it_leaves(rail_proxy: Proxy) -> None:
+    r = httpx.post(
+        rail_proxy.url + "/v1/chat/completions",
+        json={"model": "auto", "messages": [{"role": "user", "content": "tell me a story"}]},
+        headers=_headers(rail_proxy),
+        timeout=60,
+    )
+    assert r.status_code == 200, r.text
+    choice = r.json()["choices"][0]
+    assert choice["message"]["content"] == MESSAGE
+    assert choice["finish_reason"] == "content_filter"
+    assert "napalm" not in r.text
+    blocks = _reply_blocks(rail_proxy)
+    assert any(b["rule_id"] == "no-weapon-replies" and b["streamed"] is False for b in blocks)
+    assert all("napalm" not in str(b) for b in blocks)
+
+
+@pytest.mark.timeout(300)
+def test_stream_is_cut_with_the_rules_message(rail_proxy: Proxy) -> None:
+    text, content = "", ""
+    with httpx.stream(
+        "POST",
+        rail_proxy.url + "/v1/chat/completions",
+        json={
+            "model": "auto",
+            "stream": True,
+            "messages": [{"role": "user", "content": "tell me a story"}],
+        },
+        headers=_headers(rail_proxy),
+        timeout=60,
+    ) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            text += line + "\n"
+            if line.startswith("data: {"):
+                for choice in json.loads(line[6:]).get("choices", []):
+                    content += (choice.get("delta") or {}).get("content") or ""
+    assert content.endswith(MESSAGE)
+    assert "content_filter" in text
+    assert "with care" not in content  # the rest of the reply never left
+    blocks = _reply_blocks(rail_proxy)
+    assert any(b["rule_id"] == "no-weapon-replies" and b["streamed"] is True for b in blocks)
