@@ -260,7 +260,12 @@ class PalmRuntime:
         return owners[0] if len(owners) == 1 else None
 
     def serves_members(self, model: str) -> bool:
-        """True if ``model`` (a group, member id, base or ``palm_onnx/...``) reaches a member."""
+        """True if ``model`` (a group, member id, base or ``palm_onnx/...``) reaches a member.
+
+        A comma list (LiteLLM fans it out to every model named) reaches a member if any part does.
+        """
+        if "," in model:
+            return any(self.serves_members(part.strip()) for part in model.split(","))
         if model in self.route_models or model.startswith("palm_onnx/"):
             return True
         groups = {t.group for t in self.targets.values()}

@@ -56,6 +56,31 @@ def too_large_body(limit: int) -> bytes:
     )
 
 
+#: Body fields LiteLLM itself walks before any hook runs: a wrong shape there is its 500.
+_ARRAY_OF_OBJECTS = ("tools", "functions")
+
+
+def _array_fields_refusal(body: bytes) -> bytes | None:
+    """400 for ``tools``/``functions`` that are not arrays of objects (read only if present)."""
+    if not any(b'"' + f.encode() + b'"' in body for f in _ARRAY_OF_OBJECTS):
+        return None
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return None  # the app answers malformed JSON itself
+    if not isinstance(doc, dict):
+        return None
+    for field in _ARRAY_OF_OBJECTS:
+        value = doc.get(field)
+        if value is None:
+            continue
+        if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
+            error = json.loads(_error(400, f"palm: `{field}` must be an array of objects"))
+            error["error"]["param"] = field
+            return json.dumps(error, separators=(",", ":")).encode()
+    return None
+
+
 def _wants_object(scope: Scope) -> bool:
     path = str(scope.get("path", "")).rstrip("/")
     return path.startswith("/palm/") or path.endswith(_OBJECT_SUFFIXES)
@@ -115,6 +140,11 @@ class RequestBodyLimit:
             msg = "palm: the request body must be a JSON object"
             await _send(send, 400, _error(400, msg))
             return
+        if json_body and _wants_object(scope):
+            refusal = _array_fields_refusal(body)
+            if refusal is not None:
+                await _send(send, 400, refusal)
+                return
         await self.app(scope, _replay(body, None, receive), send)
 
 
