@@ -211,7 +211,9 @@ class PostgresStore(AsyncStoreMixin):
             deployment. Lower-case letters, digits and ``_``.
         min_size, max_size: Connections the pool keeps open and may open at most.
         timeout: Seconds a call waits for a free connection before ``StoreUnavailable``; also
-            the server-side ``lock_timeout`` and the connect timeout.
+            the connect timeout.
+        lock_timeout: Seconds a write waits for its user's lock (another replica writing
+            feedback for the same user) before ``StoreUnavailable``.
         audit_shards: Number of audit hash chains, fixed when the schema is created (None: 16,
             or what the schema has). 1 gives one global chain.
         synchronous_commit: False sets ``synchronous_commit = off`` for this store's sessions:
@@ -240,6 +242,7 @@ class PostgresStore(AsyncStoreMixin):
         min_size: int = 1,
         max_size: int = 10,
         timeout: float = 5.0,
+        lock_timeout: float = 10.0,
         audit_shards: int | None = None,
         synchronous_commit: bool = True,
         retry_interval: float = 1.0,
@@ -273,7 +276,11 @@ class PostgresStore(AsyncStoreMixin):
                 "The 'audit_shards' parameter of PostgresStore must be None or an int >= 1. "
                 f"Got {audit_shards!r} instead."
             )
-        for name, number in (("timeout", timeout), ("retry_interval", retry_interval)):
+        for name, number in (
+            ("timeout", timeout),
+            ("lock_timeout", lock_timeout),
+            ("retry_interval", retry_interval),
+        ):
             if isinstance(number, bool) or not isinstance(number, (int, float)) or number <= 0:
                 raise InvalidParameterError(
                     f"The {name!r} parameter of PostgresStore must be a number > 0. "
@@ -286,7 +293,7 @@ class PostgresStore(AsyncStoreMixin):
         self._max_size = max_size
         self._timeout = float(timeout)
         self._retry_interval = float(retry_interval)
-        options = f"-c search_path={schema} -c lock_timeout={int(self._timeout * 1000)}"
+        options = f"-c search_path={schema} -c lock_timeout={round(lock_timeout * 1000)}"
         if not synchronous_commit:
             options += " -c synchronous_commit=off"
         self._conn_kwargs: dict[str, Any] = {

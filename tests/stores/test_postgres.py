@@ -352,3 +352,45 @@ def test_import_is_lazy() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "True"]
+
+
+# ---------------------------------------------------------------------- outage
+
+
+@pytest.mark.timeout(120)
+def test_outage_fails_fast_then_reconnects_by_itself(pg_dsn: str, schema: str) -> None:
+    import time
+
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    from tests.tcp_forwarder import TcpForwarder
+
+    params = conninfo_to_dict(pg_dsn)
+    fwd = TcpForwarder(str(params.get("host", "127.0.0.1")), int(params.get("port", 5432)))
+    port = fwd.start()
+    dsn = make_conninfo(pg_dsn, host="127.0.0.1", port=port)
+    store = PostgresStore(dsn, schema=schema, min_size=2, timeout=2.0, retry_interval=0.5)
+    try:
+        store.apply_event(event("before"), count_update, now=0.0)
+        fwd.stop()
+        errors = []
+        for _ in range(20):  # every call: StoreUnavailable, none hangs for the pool timeout
+            t0 = time.monotonic()
+            with pytest.raises(StoreUnavailable) as info:
+                store.get_profile("u1")
+            errors.append((time.monotonic() - t0, str(info.value)))
+        assert sum(1 for _, msg in errors if "unreachable" in msg) >= 15  # the breaker answered
+        fwd.start()
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                profile = store.get_profile("u1")
+                break
+            except StoreUnavailable:
+                assert time.monotonic() < deadline, "did not reconnect within 30 s"
+                time.sleep(0.1)
+        assert profile is not None and profile.state["count"] == 1
+        assert store.apply_event(event("after"), count_update, now=1.0)[0]
+    finally:
+        store.close()
+        fwd.close()
