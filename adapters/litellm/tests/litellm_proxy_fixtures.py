@@ -175,7 +175,6 @@ def start_proxy(
     """
     port = free_port()
     env = dict(os.environ)
-    env.update(env_extra or {})
     env.update(
         {
             "PALM_CONFIG": str(dep.root / "palm.yaml"),
@@ -185,6 +184,7 @@ def start_proxy(
             "NO_PROXY": "127.0.0.1,localhost",
         }
     )
+    env.update(env_extra or {})
     env.pop("DATABASE_URL", None)
     litellm_bin = Path(sys.executable).parent / "litellm"
     log = dep.root / f"proxy-{port}.log"
