@@ -131,7 +131,7 @@ def user_key(salt: str, app_user: str) -> str:
 
 
 def test_concurrent_feedback_is_stored_once_and_equals_a_replay(cluster: Cluster) -> None:
-    from palm_middleware import MemoryStore, Palm, load_policy, load_portfolio
+    from palm_middleware import load_policy, load_portfolio
 
     rng = random.Random(7)
     users = [f"r-{i}" for i in range(6)]
@@ -171,14 +171,7 @@ def test_concurrent_feedback_is_stored_once_and_equals_a_replay(cluster: Cluster
                 f"{key}:{user}-ev{i}" for i in range(20)
             )
             # Replay the stored events, in the order the store serialized them, in one process.
-            clock = [0.0]
-            replay = Palm(portfolio, policy, MemoryStore(), salt=store.salt, clock=lambda: clock[0])
-            for e in stored:
-                clock[0] = e.ts
-                replay.store.apply_event(
-                    e, lambda p, ev: replay._rebuild(p, ev), window=1, now=e.ts
-                )
-            want = replay.store.get_profile(key)
+            want = _replay(portfolio, policy, store.salt, stored, key)
             got = store.get_profile(key)
             assert want is not None and got is not None
             assert got.version == want.version == 20
@@ -186,6 +179,18 @@ def test_concurrent_feedback_is_stored_once_and_equals_a_replay(cluster: Cluster
             np.testing.assert_allclose(
                 got.state["posterior"]["mean"], want.state["posterior"]["mean"], atol=1e-6
             )
+
+
+def _replay(portfolio: Any, policy: Any, salt: str, events: list[Any], key: str) -> Any:
+    """The profile a single in-process ``Palm`` builds from ``events``, at their own times."""
+    from palm_middleware import MemoryStore, Palm
+
+    clock = [0.0]
+    replay = Palm(portfolio, policy, MemoryStore(), salt=salt, clock=lambda: clock[0])
+    for e in events:
+        clock[0] = e.ts
+        replay.store.apply_event(e, lambda p, ev: replay._rebuild(p, ev), window=1, now=e.ts)
+    return replay.store.get_profile(key)
 
 
 def test_feedback_at_one_replica_shapes_the_next_decision_at_another(cluster: Cluster) -> None:
