@@ -63,9 +63,9 @@ def decision_overhead(n_users: int, n_requests: int) -> None:
     tmp = tempfile.TemporaryDirectory()
     stores: dict[str, Store] = {
         "SQLite": SQLiteStore(Path(tmp.name) / "bench.db"),
-        "Postgres": PostgresStore(DSN, schema=PREFIX + "dec"),
-        "Postgres sync_commit=off": PostgresStore(
-            DSN, schema=PREFIX + "dec_async", synchronous_commit=False
+        "Postgres (default: audit commit async)": PostgresStore(DSN, schema=PREFIX + "dec"),
+        "Postgres, audit commit sync": PostgresStore(
+            DSN, schema=PREFIX + "dec_sync", audit_synchronous_commit=True
         ),
     }
     palms = {name: Palm(portfolio, policy, s, salt="bench") for name, s in stores.items()}
@@ -103,17 +103,21 @@ def decision_overhead(n_users: int, n_requests: int) -> None:
     tmp.cleanup()
 
 
-def _audit_worker(schema: str, w: int, n: int, q: Any) -> None:
+def _audit_worker(schema: str, w: int, n: int, sync: bool, q: Any) -> None:
     times = []
-    with PostgresStore(DSN, schema=schema, max_size=1) as store:
+    with PostgresStore(DSN, schema=schema, max_size=1, audit_synchronous_commit=sync) as store:
         for i in range(n):
             t = time.perf_counter()
-            store.append_audit(AuditRecord(f"{w}-{i}", f"user{(w * 7919 + i) % 1000}", "d", {}, 0.0))
+            store.append_audit(
+                AuditRecord(f"{w}-{i}", f"user{(w * 7919 + i) % 1000}", "d", {}, 0.0)
+            )
             times.append(time.perf_counter() - t)
     q.put(times)
 
 
-def _run_procs(target: Callable[..., None], args: list[tuple[Any, ...]]) -> tuple[list[float], float]:
+def _run_procs(
+    target: Callable[..., None], args: list[tuple[Any, ...]]
+) -> tuple[list[float], float]:
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
     procs = [ctx.Process(target=target, args=(*a, q)) for a in args]
@@ -137,12 +141,14 @@ def audit_chain(n_procs: int, n_each: int) -> None:
     for shards in (1, 16):
         for sync in (True, False):
             schema = f"{PREFIX}audit_{shards}_{int(sync)}"
-            PostgresStore(DSN, schema=schema, audit_shards=shards, synchronous_commit=sync).close()
-            times, wall = _run_procs(_audit_worker, [(schema, w, n_each) for w in range(n_procs)])
+            PostgresStore(DSN, schema=schema, audit_shards=shards).close()
+            times, wall = _run_procs(
+                _audit_worker, [(schema, w, n_each, sync) for w in range(n_procs)]
+            )
             with PostgresStore(DSN, schema=schema) as store:
                 ok = verify_audit_chain(store).ok
             p50, p99 = pct(times)
-            label = f"{shards}{'' if sync else ' (sync_commit=off)'}"
+            label = f"{shards}{', commit sync' if sync else ''}"
             print(f"| {label} | {len(times) / wall:.0f} | {p50:.2f} | {p99:.2f} | {ok} |")
 
 
@@ -185,7 +191,11 @@ def main() -> None:
     ap.add_argument("--procs", type=int, default=4)
     args = ap.parse_args()
     cpu = next(
-        (ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")),
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in open("/proc/cpuinfo")
+            if ln.startswith("model name")
+        ),
         platform.processor(),
     )
     print(f"machine: {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}")

@@ -43,9 +43,23 @@ def run(n: int, users: int, seconds: int, root: Path) -> dict[str, float]:
         out = root / f"locust-{n}"
         subprocess.run(
             [
-                sys.executable, "-m", "locust", "-f", str(ROOT / "bench" / "locustfile.py"),
-                "--headless", "-u", str(users), "-r", str(users), "-t", f"{seconds}s",
-                "--host", proxies[0].url, "--csv", str(out), "--only-summary",
+                sys.executable,
+                "-m",
+                "locust",
+                "-f",
+                str(ROOT / "bench" / "locustfile.py"),
+                "--headless",
+                "-u",
+                str(users),
+                "-r",
+                str(users),
+                "-t",
+                f"{seconds}s",
+                "--host",
+                proxies[0].url,
+                "--csv",
+                str(out),
+                "--only-summary",
             ],
             env={
                 **os.environ,

@@ -19,6 +19,11 @@ SQLite stays the embedded default; this store is for deployments that run severa
   ``stores.base.audit_hash``. So a record costs one round trip and no lock is held across
   round trips. ``audit.verify_audit_chain`` checks every chain (``ChainLink.chain``);
   ``audit_shards=1`` gives one global chain (measured in BENCHMARKS.md, "audit chain").
+* **Durability.** Feedback, profile and deletion commits wait for the WAL flush (an event
+  acknowledged to a client survives a database crash). Audit appends, one per decision, do not
+  by default (``audit_synchronous_commit=False``): the fsync was most of a decision's store time
+  (BENCHMARKS.md), a replica crash still loses nothing, and a database crash can only cut the
+  chains' tail, the durability SQLite's default ``synchronous="NORMAL"`` has.
 * **Failures.** Every psycopg / psycopg_pool exception leaves through ``translate``: connection
   loss, timeouts, lock and serialization failures and an exhausted pool become
   ``StoreUnavailable`` (retryable; the proxy answers 503 + ``Retry-After`` where a write was
@@ -216,10 +221,13 @@ class PostgresStore(AsyncStoreMixin):
             feedback for the same user) before ``StoreUnavailable``.
         audit_shards: Number of audit hash chains, fixed when the schema is created (None: 16,
             or what the schema has). 1 gives one global chain.
-        synchronous_commit: False sets ``synchronous_commit = off`` for this store's sessions:
-            a commit returns before its WAL reaches disk. A replica crash loses nothing; a
-            database crash may lose the last ~0.6 s of commits (never corrupts). Like SQLite's
-            ``synchronous="NORMAL"``.
+        synchronous_commit: Whether feedback, profile and deletion commits wait for their WAL
+            to reach disk (default True: an acknowledged event survives a database crash).
+        audit_synchronous_commit: The same for audit records (default False, the decision hot
+            path): a commit returns before its WAL is flushed, which saves an fsync per
+            decision. A replica crash loses nothing; a database crash may lose the last
+            ~0.6 s of audit records, as a tail (the chains still verify). The durability of
+            SQLite's default ``synchronous="NORMAL"``.
         retry_interval: Seconds the breaker fails fast after a connection-level failure.
 
     Raises:
@@ -245,6 +253,7 @@ class PostgresStore(AsyncStoreMixin):
         lock_timeout: float = 10.0,
         audit_shards: int | None = None,
         synchronous_commit: bool = True,
+        audit_synchronous_commit: bool = False,
         retry_interval: float = 1.0,
     ) -> None:
         if dsn is None:
@@ -294,8 +303,14 @@ class PostgresStore(AsyncStoreMixin):
         self._timeout = float(timeout)
         self._retry_interval = float(retry_interval)
         options = f"-c search_path={schema} -c lock_timeout={round(lock_timeout * 1000)}"
-        if not synchronous_commit:
+        # Sessions default to the audit's setting (one-statement appends); durable writes that
+        # differ switch with SET LOCAL inside their own transaction.
+        session_sync = synchronous_commit and audit_synchronous_commit
+        if not session_sync:
             options += " -c synchronous_commit=off"
+        self._sync_local = (
+            "SET LOCAL synchronous_commit = on" if synchronous_commit and not session_sync else None
+        )
         self._conn_kwargs: dict[str, Any] = {
             "autocommit": True,
             "options": options,
@@ -454,6 +469,8 @@ class PostgresStore(AsyncStoreMixin):
     def _user_transaction(self, conn: Conn, user_key: str) -> Iterator[None]:
         """A transaction holding the user's advisory lock (released at commit or rollback)."""
         with conn.transaction():
+            if self._sync_local is not None:
+                conn.execute(self._sync_local)
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(user_key),))
             yield
 
@@ -494,6 +511,8 @@ class PostgresStore(AsyncStoreMixin):
 
         def work(conn: Conn) -> None:
             with conn.transaction(), conn.cursor() as cur:
+                if self._sync_local is not None:
+                    cur.execute(self._sync_local)
                 cur.executemany(_UPSERT_PROFILE.replace(" RETURNING version", ""), rows)
 
         self._call("bulk_put_profiles", work, write=True)
@@ -658,6 +677,8 @@ class PostgresStore(AsyncStoreMixin):
 
         def work(conn: Conn) -> int:
             with conn.transaction():
+                if self._sync_local is not None:
+                    conn.execute(self._sync_local)
                 if user_key is not None:
                     conn.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(user_key),))
                 conn.execute(_ALLOW_DELETE)

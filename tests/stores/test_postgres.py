@@ -394,3 +394,15 @@ def test_outage_fails_fast_then_reconnects_by_itself(pg_dsn: str, schema: str) -
     finally:
         store.close()
         fwd.close()
+
+
+def test_sessions_commit_audit_async_and_feedback_sync(pg_dsn: str, schema: str) -> None:
+    with PostgresStore(pg_dsn, schema=schema) as store:
+        with store._pool.connection() as conn:
+            assert conn.execute("SHOW synchronous_commit").fetchone() == ("off",)
+        assert store._sync_local == "SET LOCAL synchronous_commit = on"
+        assert store.apply_event(event("e1"), count_update, now=0.0)[0]
+    with PostgresStore(pg_dsn, schema=schema, audit_synchronous_commit=True) as store:
+        with store._pool.connection() as conn:
+            assert conn.execute("SHOW synchronous_commit").fetchone() == ("on",)
+        assert store._sync_local is None

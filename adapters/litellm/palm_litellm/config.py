@@ -160,6 +160,9 @@ class PostgresStoreSettings(_Strict):
     """Seconds a feedback write waits for its user's lock (held by another replica)."""
     audit_shards: int | None = Field(default=None, ge=1)
     synchronous_commit: bool = True
+    """Feedback and profile commits wait for the WAL flush (acknowledged = durable)."""
+    audit_synchronous_commit: bool = False
+    """Decision audit commits wait for the WAL flush too (an fsync per decision)."""
 
 
 StoreSettings = Annotated[
@@ -377,6 +380,7 @@ def build_store(spec: str | StoreSettings, root: Path) -> Store:
         lock_timeout=spec.lock_timeout,
         audit_shards=spec.audit_shards,
         synchronous_commit=spec.synchronous_commit,
+        audit_synchronous_commit=spec.audit_synchronous_commit,
     )
 
 
