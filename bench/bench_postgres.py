@@ -23,7 +23,14 @@ from typing import Any
 
 import numpy as np
 
-from palm_middleware import Pairwise, Palm, SQLiteStore, load_policy, load_portfolio
+from palm_middleware import (
+    Pairwise,
+    Palm,
+    SQLiteStore,
+    StoreUnavailable,
+    load_policy,
+    load_portfolio,
+)
 from palm_middleware.cli._common import bundled
 from palm_middleware.preferences.events import Observation
 from palm_middleware.preferences.model import PreferenceModel
@@ -32,6 +39,7 @@ from palm_middleware.stores.postgres import PostgresStore
 
 DSN = os.environ.get("PALM_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 PREFIX = f"palm_bench_{secrets.token_hex(3)}_"
+_ERRORS: list[int] = []
 
 
 def pct(xs: list[float]) -> tuple[float, float]:
@@ -57,49 +65,64 @@ def states(portfolio: Any, policy: Any) -> list[dict[str, Any]]:
 
 
 def decision_overhead(n_users: int, n_requests: int) -> None:
+    """SQLite and PostgresStore interleaved (same machine state), then PostgresStore with
+    synchronous audit commits on its own (its fsyncs would slow the other's WAL writes)."""
     portfolio = load_portfolio(bundled("portfolio.yaml"))
     policy = load_policy(bundled("policy.yaml"))
     st = states(portfolio, policy)
     tmp = tempfile.TemporaryDirectory()
-    stores: dict[str, Store] = {
-        "SQLite": SQLiteStore(Path(tmp.name) / "bench.db"),
-        "Postgres (default: audit commit async)": PostgresStore(DSN, schema=PREFIX + "dec"),
-        "Postgres, audit commit sync": PostgresStore(
-            DSN, schema=PREFIX + "dec_sync", audit_synchronous_commit=True
-        ),
-    }
-    palms = {name: Palm(portfolio, policy, s, salt="bench") for name, s in stores.items()}
     rng = np.random.default_rng(1)
     users = [f"u{int(i)}" for i in rng.integers(0, n_users, n_requests)]
-    for name, palm in palms.items():
-        t0 = time.perf_counter()
-        palm.store.bulk_put_profiles(  # type: ignore[attr-defined]
-            ((palm.user_key(f"u{i}"), st[i % 64]) for i in range(n_users)), now=0.0
-        )
-        print(f"  built {n_users} profiles in {name} in {time.perf_counter() - t0:.1f} s")
-        for u in users[:200]:
-            palm.decide(u)
     msgs = [{"role": "user", "content": "How do I boil an egg?"}]
-    dec: dict[str, list[float]] = {n: [] for n in palms}
-    raw: dict[str, list[float]] = {n: [] for n in palms}
-    for u in users:  # interleaved: every store sees the same machine state
+    rows: list[tuple[str, list[float], list[float]]] = []
+    passes: list[dict[str, Callable[[], Store]]] = [
+        {
+            "SQLite": lambda: SQLiteStore(Path(tmp.name) / "bench.db"),
+            "Postgres (default: audit commit async)": lambda: PostgresStore(
+                DSN, schema=PREFIX + "dec"
+            ),
+        },
+        {
+            "Postgres, audit commit sync (separate pass)": lambda: PostgresStore(
+                DSN, schema=PREFIX + "dec_sync", audit_synchronous_commit=True
+            )
+        },
+    ]
+    for makers in passes:
+        palms = {
+            name: Palm(portfolio, policy, make(), salt="bench") for name, make in makers.items()
+        }
         for name, palm in palms.items():
-            k = palm.user_key(u)
-            t = time.perf_counter()
-            palm.decide(u, msgs)
-            dec[name].append(time.perf_counter() - t)
-            t = time.perf_counter()
-            palm.store.get_profile(k)
-            palm.store.append_audit(AuditRecord(uuid.uuid4().hex, k, "decision", {"m": "x"}, 0.0))
-            raw[name].append(time.perf_counter() - t)
+            t0 = time.perf_counter()
+            palm.store.bulk_put_profiles(  # type: ignore[attr-defined]
+                ((palm.user_key(f"u{i}"), st[i % 64]) for i in range(n_users)), now=0.0
+            )
+            print(f"  built {n_users} profiles in {name} in {time.perf_counter() - t0:.1f} s")
+            for u in users[:200]:
+                palm.decide(u)
+        dec: dict[str, list[float]] = {n: [] for n in palms}
+        raw: dict[str, list[float]] = {n: [] for n in palms}
+        for u in users:  # interleaved: every store sees the same machine state
+            for name, palm in palms.items():
+                k = palm.user_key(u)
+                t = time.perf_counter()
+                palm.decide(u, msgs)
+                dec[name].append(time.perf_counter() - t)
+                t = time.perf_counter()
+                palm.store.get_profile(k)
+                palm.store.append_audit(
+                    AuditRecord(uuid.uuid4().hex, k, "decision", {"m": "x"}, 0.0)
+                )
+                raw[name].append(time.perf_counter() - t)
+        rows += [(name, dec[name], raw[name]) for name in palms]
+        for palm in palms.values():
+            palm.store.close()
     print(f"\n## decision overhead, {n_users} profiles, {n_requests} decisions each (ms)")
     print("| store | decide p50 | decide p99 | store only p50 | store only p99 |")
     print("|---|---|---|---|---|")
-    for name in palms:
-        (d50, d99), (r50, r99) = pct(dec[name]), pct(raw[name])
+    for name, d, r in rows:
+        (d50, d99), (r50, r99) = pct(d), pct(r)
         print(f"| {name} | {d50:.3f} | {d99:.3f} | {r50:.3f} | {r99:.3f} |")
-    for s in stores.values():
-        s.close()
     tmp.cleanup()
 
 
@@ -126,7 +149,12 @@ def _run_procs(
         p.start()
     times: list[float] = []
     for _ in procs:
-        times += q.get(timeout=600)
+        got = q.get(timeout=900)
+        if isinstance(got, tuple):
+            times += got[0]
+            _ERRORS.append(got[1])
+        else:
+            times += got
     for p in procs:
         p.join()
     return times, time.perf_counter() - t0
@@ -138,8 +166,8 @@ def audit_chain(n_procs: int, n_each: int) -> None:
     print(f"\n## audit chain: {n_procs} writer processes x {n_each} records (append_audit)")
     print("| chains | records/s | p50 ms | p99 ms | verified |")
     print("|---|---|---|---|---|")
-    for shards in (1, 16):
-        for sync in (True, False):
+    for sync in (False, True):
+        for shards in (1, 16):
             schema = f"{PREFIX}audit_{shards}_{int(sync)}"
             PostgresStore(DSN, schema=schema, audit_shards=shards).close()
             times, wall = _run_procs(
@@ -158,30 +186,37 @@ def _feedback_worker(schema: str, w: int, n: int, n_users: int, q: Any) -> None:
     ids = portfolio.ids
     rng = np.random.default_rng(w)
     times = []
+    errors = 0
     with PostgresStore(DSN, schema=schema, max_size=1) as store:
         palm = Palm(portfolio, policy, store, salt="bench")
         for i in range(n):
             a, b = rng.choice(len(ids), 2, replace=False)
             user = f"u{int(rng.integers(0, n_users))}"
+            event = Pairwise(winner=ids[a], loser=ids[b], event_id=f"{w}-{i}")
             t = time.perf_counter()
-            palm.record_feedback(user, Pairwise(winner=ids[a], loser=ids[b], event_id=f"{w}-{i}"))
+            try:
+                palm.record_feedback(user, event)
+            except StoreUnavailable:  # lock_timeout: what a client would get as a 503
+                errors += 1
+                continue
             times.append(time.perf_counter() - t)
-    q.put(times)
+    q.put((times, errors))
 
 
 def feedback(n_procs: int, n_each: int) -> None:
     print(f"\n## feedback throughput: {n_procs} processes x {n_each} record_feedback")
-    print("| users | events/s | p50 ms | p99 ms |")
-    print("|---|---|---|---|")
+    print("| users | events/s | p50 ms | p99 ms | errors (lock timeout) |")
+    print("|---|---|---|---|---|")
     for n_users in (1, 10_000):
         schema = f"{PREFIX}fb_{n_users}"
         PostgresStore(DSN, schema=schema).close()
+        _ERRORS.clear()
         times, wall = _run_procs(
             _feedback_worker, [(schema, w, n_each, n_users) for w in range(n_procs)]
         )
         p50, p99 = pct(times)
         label = "1 (hot user)" if n_users == 1 else f"{n_users} (spread)"
-        print(f"| {label} | {len(times) / wall:.0f} | {p50:.2f} | {p99:.2f} |")
+        print(f"| {label} | {len(times) / wall:.1f} | {p50:.1f} | {p99:.1f} | {sum(_ERRORS)} |")
 
 
 def main() -> None:
@@ -202,7 +237,7 @@ def main() -> None:
     try:
         decision_overhead(args.users, args.requests)
         audit_chain(args.procs, 500)
-        feedback(args.procs, 100)
+        feedback(2, 100)
     finally:
         import psycopg
 

@@ -292,6 +292,11 @@ def test_kill_9_of_a_replica_under_load_loses_nothing_acknowledged(cluster: Clus
                 stored[client_id] = stored.get(client_id, 0) + 1
     assert set(acked) <= set(stored)  # nothing acknowledged is lost
     assert set(stored.values()) == {1}  # and nothing is stored twice
+    print(
+        f"kill -9: {len(acked)} events acknowledged, {len(stored)} stored once each "
+        f"({len(stored) - len(acked)} stored but unacknowledged: in flight at the kill), "
+        f"{len(failures)} transport errors at the killed replica, 0 at the others"
+    )
 
 
 # ---------------------------------------------------------------------- faults
