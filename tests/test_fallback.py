@@ -1,4 +1,4 @@
-"""``fallback_members``: stand-ins for a failed member are the policy's next best, never arbitrary."""
+"""``fallback_members``: a failed member's stand-ins are the policy's next best, never arbitrary."""
 
 from __future__ import annotations
 

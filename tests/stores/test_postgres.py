@@ -22,11 +22,12 @@ from palm_middleware.exceptions import (
 )
 from palm_middleware.stores import AuditRecord, Store
 from palm_middleware.stores.base import audit_hash
-from tests.pg import SchemaFactory
+from tests.pg import SchemaFactory, pg_required
 
 from .contract import StoreContract, count_update, event
 
-psycopg = pytest.importorskip("psycopg")
+# Where Postgres is required a missing driver is an error, never a silent skip.
+psycopg = __import__("psycopg") if pg_required() else pytest.importorskip("psycopg")
 from palm_middleware.stores.postgres import (  # noqa: E402
     SCHEMA_VERSION,
     PostgresStore,
