@@ -64,6 +64,16 @@ def states(portfolio: Any, policy: Any) -> list[dict[str, Any]]:
     return out
 
 
+def settle(schema: str) -> None:
+    """Steady state after a bulk load: vacuum/analyze, checkpoint, let the I/O drain."""
+    import psycopg
+
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        conn.execute(f'VACUUM ANALYZE "{schema}".profiles'.encode())
+        conn.execute("CHECKPOINT")
+    time.sleep(5)
+
+
 def decision_overhead(n_users: int, n_requests: int) -> None:
     """SQLite and PostgresStore interleaved (same machine state), then PostgresStore with
     synchronous audit commits on its own (its fsyncs would slow the other's WAL writes)."""
@@ -98,6 +108,8 @@ def decision_overhead(n_users: int, n_requests: int) -> None:
                 ((palm.user_key(f"u{i}"), st[i % 64]) for i in range(n_users)), now=0.0
             )
             print(f"  built {n_users} profiles in {name} in {time.perf_counter() - t0:.1f} s")
+            if isinstance(palm.store, PostgresStore):
+                settle(palm.store.schema)
             for u in users[:200]:
                 palm.decide(u)
         dec: dict[str, list[float]] = {n: [] for n in palms}
@@ -181,13 +193,19 @@ def audit_chain(n_procs: int, n_each: int) -> None:
 
 
 def _feedback_worker(schema: str, w: int, n: int, n_users: int, q: Any) -> None:
+    """``schema``: a Postgres schema, or ``sqlite:<path>`` for the SQLite baseline."""
     portfolio = load_portfolio(bundled("portfolio.yaml"))
     policy = load_policy(bundled("policy.yaml"))
     ids = portfolio.ids
     rng = np.random.default_rng(w)
     times = []
     errors = 0
-    with PostgresStore(DSN, schema=schema, max_size=1) as store:
+    store: Any = (
+        SQLiteStore(schema[len("sqlite:") :])
+        if schema.startswith("sqlite:")
+        else PostgresStore(DSN, schema=schema, max_size=1)
+    )
+    with store:
         palm = Palm(portfolio, policy, store, salt="bench")
         for i in range(n):
             a, b = rng.choice(len(ids), 2, replace=False)
@@ -205,17 +223,22 @@ def _feedback_worker(schema: str, w: int, n: int, n_users: int, q: Any) -> None:
 
 def feedback(n_procs: int, n_each: int) -> None:
     print(f"\n## feedback throughput: {n_procs} processes x {n_each} record_feedback")
-    print("| users | events/s | p50 ms | p99 ms | errors (lock timeout) |")
+    print("| store, users | events/s | p50 ms | p99 ms | errors (lock timeout) |")
     print("|---|---|---|---|---|")
-    for n_users in (1, 10_000):
-        schema = f"{PREFIX}fb_{n_users}"
-        PostgresStore(DSN, schema=schema).close()
+    tmp = tempfile.TemporaryDirectory()
+    for kind, n_users in (("SQLite", 1), ("Postgres", 1), ("SQLite", 10_000), ("Postgres", 10_000)):
+        if kind == "SQLite":
+            schema = f"sqlite:{tmp.name}/fb_{n_users}.db"
+            SQLiteStore(schema[len("sqlite:") :]).close()
+        else:
+            schema = f"{PREFIX}fb_{n_users}"
+            PostgresStore(DSN, schema=schema).close()
         _ERRORS.clear()
         times, wall = _run_procs(
             _feedback_worker, [(schema, w, n_each, n_users) for w in range(n_procs)]
         )
         p50, p99 = pct(times)
-        label = "1 (hot user)" if n_users == 1 else f"{n_users} (spread)"
+        label = f"{kind}, " + ("1 (hot user)" if n_users == 1 else f"{n_users} (spread)")
         print(f"| {label} | {len(times) / wall:.1f} | {p50:.1f} | {p99:.1f} | {sum(_ERRORS)} |")
 
 
@@ -224,6 +247,9 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=100_000)
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--procs", type=int, default=4)
+    ap.add_argument(
+        "--parts", nargs="+", default=["decision", "audit", "feedback"], help="what to run"
+    )
     args = ap.parse_args()
     cpu = next(
         (
@@ -235,9 +261,12 @@ def main() -> None:
     )
     print(f"machine: {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}")
     try:
-        decision_overhead(args.users, args.requests)
-        audit_chain(args.procs, 500)
-        feedback(2, 100)
+        if "decision" in args.parts:
+            decision_overhead(args.users, args.requests)
+        if "audit" in args.parts:
+            audit_chain(args.procs, 500)
+        if "feedback" in args.parts:
+            feedback(2, 100)
     finally:
         import psycopg
 
