@@ -99,9 +99,7 @@ def verify_audit_chain(store: Store) -> ChainReport:
                 link.prev_hash, rec.record_id, rec.user_key, rec.kind, rec.payload, rec.ts
             )
             if digest != link.hash:
-                problems.append(
-                    f"{where}: record {link.record_id} was modified (hash mismatch)"
-                )
+                problems.append(f"{where}: record {link.record_id} was modified (hash mismatch)")
             else:
                 checked += 1
         heads[link.chain] = link.hash

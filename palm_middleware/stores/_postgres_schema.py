@@ -83,7 +83,10 @@ _V1: tuple[str, ...] = (
     " prev text NOT NULL,"
     " hash text NOT NULL)",
     # Links outlive erased records (a tombstone hash, no user key, no payload).
+    # gseq: append order across chains (assigned under the chain's head lock, so it also
+    # follows n within a chain).
     "CREATE TABLE audit_chain ("
+    " gseq bigint GENERATED ALWAYS AS IDENTITY UNIQUE,"
     " shard integer NOT NULL,"
     " n bigint NOT NULL,"
     " record_id text NOT NULL UNIQUE,"

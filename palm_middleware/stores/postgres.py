@@ -48,7 +48,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -64,6 +64,7 @@ from palm_middleware.stores.base import (
     AsyncStoreMixin,
     AuditRecord,
     ChainLink,
+    ErasureRecord,
     EventRecord,
     ProfileRecord,
     ProfileUpdate,
@@ -595,6 +596,14 @@ class PostgresStore(AsyncStoreMixin):
     def append_audit(self, record: AuditRecord) -> None:
         """Append an audit record and its chain link in one statement; a duplicate
         ``record_id`` raises ``StoreError``."""
+        params = self._audit_params(record)
+
+        def work(conn: Conn) -> None:
+            self._append_audit_in(conn, record.record_id, params)
+
+        self._call("append_audit", work, write=True)
+
+    def _audit_params(self, record: AuditRecord) -> dict[str, Any]:
         payload = encode_json(record.payload, what=f"payload of audit record {record.record_id!r}")
         pre, post = _split_canonical(
             record.record_id,
@@ -603,7 +612,7 @@ class PostgresStore(AsyncStoreMixin):
             decode_json(payload, what="audit payload"),
             record.ts,
         )
-        params = {
+        return {
             "pre": pre,
             "post": post,
             "shard": _shard(record.user_key, self._audit_shards),
@@ -614,23 +623,22 @@ class PostgresStore(AsyncStoreMixin):
             "ts": record.ts,
         }
 
-        def work(conn: Conn) -> None:
-            try:
-                conn.execute(_APPEND_AUDIT, params)
-            except psycopg.errors.UniqueViolation as exc:
-                raise StoreError(
-                    f"{self._where}: audit record id {record.record_id!r} already exists; "
-                    "audit ids are unique."
-                ) from exc
-
-        self._call("append_audit", work, write=True)
+    def _append_audit_in(self, conn: Conn, record_id: str, params: dict[str, Any]) -> None:
+        try:
+            conn.execute(_APPEND_AUDIT, params)
+        except psycopg.errors.UniqueViolation as exc:
+            raise StoreError(
+                f"{self._where}: audit record id {record_id!r} already exists; "
+                "audit ids are unique."
+            ) from exc
 
     def audit_chain(self) -> list[ChainLink]:
-        """Return every audit chain, each in append order (``ChainLink.chain`` is the shard)."""
+        """Return the links of every chain in append order (``ChainLink.chain`` is the shard,
+        ``seq`` the position in it)."""
         rows = self._call(
             "audit_chain",
             lambda c: c.execute(
-                "SELECT shard, n, record_id, prev_hash, hash FROM audit_chain ORDER BY shard, n"
+                "SELECT shard, n, record_id, prev_hash, hash FROM audit_chain ORDER BY gseq"
             ).fetchall(),
         )
         return [
@@ -701,6 +709,40 @@ class PostgresStore(AsyncStoreMixin):
             ).fetchall(),
         )
         return [str(r[0]) for r in rows]
+
+    def erase_user(
+        self, user_key: str, record: ErasureRecord, *, keep_kinds: Collection[str] = ()
+    ) -> list[str]:
+        """Erase the user and append ``record(erased_ids)`` in one transaction; see ``Store``.
+
+        The user's chain head is locked first, so no record of this user can be appended
+        between listing the ids and deleting them: every erased id is named in the record.
+        """
+        keep = sorted(set(keep_kinds))
+
+        def work(conn: Conn) -> list[str]:
+            with self._user_transaction(conn, user_key):
+                conn.execute(
+                    "SELECT n FROM audit_heads WHERE shard = %s FOR UPDATE",
+                    (_shard(user_key, self._audit_shards),),
+                )
+                rows = conn.execute(
+                    "SELECT record_id FROM audit WHERE user_key = %s AND NOT (kind = ANY(%s)) "
+                    "ORDER BY seq",
+                    (user_key, keep),
+                ).fetchall()
+                erased = [str(r[0]) for r in rows]
+                # An exception here propagates untranslated; the transaction rolls back.
+                erasure = record(list(erased))
+                params = self._audit_params(erasure)
+                conn.execute(_ALLOW_DELETE)
+                conn.execute("DELETE FROM profiles WHERE user_key = %s", (user_key,))
+                conn.execute("DELETE FROM events WHERE user_key = %s", (user_key,))
+                conn.execute("DELETE FROM audit WHERE record_id = ANY(%s)", (erased,))
+                self._append_audit_in(conn, erasure.record_id, params)
+            return erased
+
+        return self._call("erase_user", work, write=True)
 
     def delete_user(self, user_key: str, *, keep_audit: bool) -> int:
         """Delete profile and events (and audit rows unless ``keep_audit``) in one transaction.

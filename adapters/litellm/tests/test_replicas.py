@@ -58,7 +58,7 @@ class Cluster:
 def _write_palm_yaml(dep: Deployment, schema: str, **store: Any) -> Path:
     palm = yaml.safe_load((dep.root / "palm.yaml").read_text())
     palm["store"] = {"kind": "postgres", "dsn_env": DSN_ENV, "schema": schema, **store}
-    palm["policy_reload"] = POLICY_RELOAD_S
+    palm["reload_interval"] = POLICY_RELOAD_S
     path = dep.root / f"palm-{schema}.yaml"
     path.write_text(yaml.safe_dump(palm, sort_keys=False))
     return path
