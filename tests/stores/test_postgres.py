@@ -288,8 +288,9 @@ def test_feedback_of_one_user_is_serialized_across_processes(pg_dsn: str, schema
 
 
 def _all_subclasses(cls: type) -> set[type]:
-    out = set()
-    for sub in cls.__subclasses__():
+    out: set[type] = set()
+    subs: list[type] = cls.__subclasses__()
+    for sub in subs:
         out |= {sub, *_all_subclasses(sub)}
     return out
 
@@ -367,7 +368,7 @@ def test_outage_fails_fast_then_reconnects_by_itself(pg_dsn: str, schema: str) -
     from tests.tcp_forwarder import TcpForwarder
 
     params = conninfo_to_dict(pg_dsn)
-    fwd = TcpForwarder(str(params.get("host", "127.0.0.1")), int(params.get("port", 5432)))
+    fwd = TcpForwarder(str(params.get("host", "127.0.0.1")), int(str(params.get("port", 5432))))
     port = fwd.start()
     dsn = make_conninfo(pg_dsn, host="127.0.0.1", port=port)
     store = PostgresStore(dsn, schema=schema, min_size=2, timeout=2.0, retry_interval=0.5)

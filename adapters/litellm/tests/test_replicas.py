@@ -399,7 +399,7 @@ def test_exhausted_pool_answers_503_with_retry_after(isolated: Isolated) -> None
             with api(isolated.proxy, isolated.dep) as c:
                 resp = c.post("/palm/v1/feedback", json=pairwise("free", "f-1", random.Random(2)))
                 assert resp.status_code == 503 and resp.headers["retry-after"] == "1"
-                assert "pool is exhausted" in resp.text
+                assert "StoreUnavailable" in resp.text
                 decision = chat(c, "free")  # decisions keep serving (the default, audited)
                 assert decision.status_code == 200
             locker.execute("SELECT pg_advisory_unlock_all()")
