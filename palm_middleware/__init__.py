@@ -45,7 +45,6 @@ if TYPE_CHECKING:
     from .portfolio.manifest import Portfolio, load_portfolio
     from .preferences.events import ExplicitWeights, Pairwise, Regenerate, TextCue, Thumb
     from .stores.memory import MemoryStore
-    from .stores.postgres import PostgresStore
     from .stores.sqlite import SQLiteStore
     from .traits import TraitSpace, WeightVector
 
@@ -62,7 +61,6 @@ _LAZY = {
     "Pairwise": "preferences.events",
     "Palm": "pipeline",
     "Portfolio": "portfolio.manifest",
-    "PostgresStore": "stores.postgres",
     "Profile": "pipeline",
     "Regenerate": "preferences.events",
     "SQLiteStore": "stores.sqlite",
@@ -100,7 +98,6 @@ __all__ = [
     "PolicyValidationError",
     "PolicyWarning",
     "Portfolio",
-    "PostgresStore",
     "Profile",
     "Regenerate",
     "RequestTooLargeError",

@@ -349,7 +349,7 @@ def test_pool_exhausted_is_store_unavailable(pg_dsn: str, schema: str) -> None:
 def test_import_is_lazy() -> None:
     code = (
         "import sys, palm_middleware, palm_middleware.stores; "
-        "print('psycopg' in sys.modules); from palm_middleware import PostgresStore; "
+        "print('psycopg' in sys.modules); from palm_middleware.stores import PostgresStore; "
         "print('psycopg' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
