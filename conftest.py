@@ -8,6 +8,9 @@ import tempfile
 
 import pytest
 
+# PostgreSQL fixtures (pg_dsn, pg_schemas) for the core and adapter suites.
+pytest_plugins = ("tests.pg",)
+
 _cache: list[str] = []
 
 

@@ -15,10 +15,15 @@ writes each one in the same transaction as the erasure it describes (``Store.era
 forgetting twice, or verifying while users are being forgotten, never raises a false alarm.
 Truncating the tail of both tables is not detectable from inside
 the database; publish :attr:`ChainReport.head` elsewhere (logs, a notary) to anchor it.
+
+A store may keep several chains (``ChainLink.chain``; ``PostgresStore`` shards records over
+chains so that replicas do not all queue on one lock): each is checked on its own, from the
+genesis hash, and ``head`` then digests the heads of all of them.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 from .stores.base import GENESIS_HASH, Store, audit_hash
@@ -39,9 +44,12 @@ class ChainReport:
     unchained: int
     """Records written before the chain existed (not covered)."""
     head: str
-    """Hash of the last link (anchor it outside the database)."""
+    """Hash of the last link, or with several chains a sha256 over all their heads (anchor it
+    outside the database)."""
     problems: list[str] = field(default_factory=list)
     """What is wrong, one line per problem."""
+    heads: dict[int, str] = field(default_factory=dict)
+    """Last hash of each chain."""
 
 
 def verify_audit_chain(store: Store) -> ChainReport:
@@ -67,12 +75,14 @@ def verify_audit_chain(store: Store) -> ChainReport:
             if isinstance(ids, list):
                 erased_ok.update(str(i) for i in ids)
     problems: list[str] = []
-    prev = GENESIS_HASH
+    heads: dict[int, str] = {}
     checked = erased = 0
     for link in links:
+        prev = heads.get(link.chain, GENESIS_HASH)
+        where = f"link {link.seq}" if link.chain == 0 else f"chain {link.chain} link {link.seq}"
         if link.prev_hash != prev:
             problems.append(
-                f"link {link.seq} ({link.record_id}): prev_hash does not match the "
+                f"{where} ({link.record_id}): prev_hash does not match the "
                 "previous link; a link was removed, inserted or altered"
             )
         rec = records.get(link.record_id)
@@ -81,7 +91,7 @@ def verify_audit_chain(store: Store) -> ChainReport:
                 erased += 1
             else:
                 problems.append(
-                    f"link {link.seq}: record {link.record_id} is missing and no "
+                    f"{where}: record {link.record_id} is missing and no "
                     "forget record accounts for it (deleted outside forget)"
                 )
         else:
@@ -89,12 +99,10 @@ def verify_audit_chain(store: Store) -> ChainReport:
                 link.prev_hash, rec.record_id, rec.user_key, rec.kind, rec.payload, rec.ts
             )
             if digest != link.hash:
-                problems.append(
-                    f"link {link.seq}: record {link.record_id} was modified (hash mismatch)"
-                )
+                problems.append(f"{where}: record {link.record_id} was modified (hash mismatch)")
             else:
                 checked += 1
-        prev = link.hash
+        heads[link.chain] = link.hash
     # Records newer than the link snapshot are chained, just not in this snapshot.
     chained = {link.record_id for link in store.audit_chain()}
     unchained = sum(1 for rid in records if rid not in chained)
@@ -103,6 +111,17 @@ def verify_audit_chain(store: Store) -> ChainReport:
         checked=checked,
         erased=erased,
         unchained=unchained,
-        head=prev,
+        head=_head(heads),
         problems=problems,
+        heads=heads,
     )
+
+
+def _head(heads: dict[int, str]) -> str:
+    """The one chain's head, or a digest of every chain's head (in chain order)."""
+    if not heads:
+        return GENESIS_HASH
+    if list(heads) == [0]:
+        return heads[0]
+    text = "\n".join(f"{chain}:{heads[chain]}" for chain in sorted(heads))
+    return hashlib.sha256(text.encode()).hexdigest()

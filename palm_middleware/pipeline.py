@@ -1290,6 +1290,7 @@ class Palm:
         usage: Mapping[str, int] | None = None,
         latency_ms: float | None = None,
         error: str | None = None,
+        served: MemberId | None = None,
     ) -> None:
         """Append what happened after a decision (served, failed, ...) to the audit log.
 
@@ -1303,6 +1304,9 @@ class Palm:
             usage: token counts (``prompt_tokens``, ``completion_tokens``, ``total_tokens``).
             latency_ms: time from the decision to the end of the response.
             error: the failure's exception class name, if any.
+            served: the member that actually served, when it is not the decided one (the
+                decided member failed and a stand-in from ``fallback.fallback_members`` took
+                over).
         """
         key = self.user_key(user)
         payload: dict[str, Any] = {"decision_id": decision_id, "outcome": str(outcome)}
@@ -1316,6 +1320,8 @@ class Palm:
             payload["latency_ms"] = round(float(latency_ms), 3)
         if error is not None:
             payload["error"] = str(error)[:200]
+        if served is not None:
+            payload["served"] = str(served)
         self._audit(AuditRecord(uuid.uuid4().hex, key, "outcome", payload, float(self.clock())))
 
     async def arecord_outcome(
@@ -1327,6 +1333,7 @@ class Palm:
         usage: Mapping[str, int] | None = None,
         latency_ms: float | None = None,
         error: str | None = None,
+        served: MemberId | None = None,
     ) -> None:
         """Async :meth:`record_outcome` (the store write runs in a worker thread)."""
         await asyncio.to_thread(
@@ -1338,6 +1345,7 @@ class Palm:
                 usage=usage,
                 latency_ms=latency_ms,
                 error=error,
+                served=served,
             )
         )
 

@@ -90,13 +90,19 @@ class AuditRecord:
 
 @dataclass(frozen=True)
 class ChainLink:
-    """One link of the audit hash chain; links are never deleted, so an erased record leaves
-    its hash behind (a tombstone) and the chain stays verifiable."""
+    """One link of an audit hash chain; links are never deleted, so an erased record leaves
+    its hash behind (a tombstone) and the chain stays verifiable.
+
+    ``chain`` names the chain the link belongs to: stores with one chain use 0; a store with
+    concurrent writers on many machines (``PostgresStore``) shards records over several chains,
+    and ``seq`` counts within each chain.
+    """
 
     seq: int
     record_id: str
     prev_hash: str
     hash: str
+    chain: int = 0
 
 
 #: ``prev_hash`` of the first link.

@@ -8,6 +8,7 @@ EXPECTED_ALL = [
     "AuditRecord",
     "EventRecord",
     "MemoryStore",
+    "PostgresStore",
     "ProfileRecord",
     "ProfileUpdate",
     "SQLiteStore",

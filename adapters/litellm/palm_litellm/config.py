@@ -8,6 +8,7 @@
     reload_interval: 1.0               # only, law layer never weakened), checked every N s
     allow_law_weakening: false         # true: a reload may remove or weaken `law` rules
     store: palm.db                     # SQLite file; ":memory:" keeps profiles in memory
+    # store: {kind: postgres, dsn_env: PALM_POSTGRES_DSN, schema: palm}   # shared by replicas
     route_models: [auto]               # model names PALM routes per user (what keys may call)
     allow_direct_members: false        # true: non-admin keys may also name a member's group;
                                        # the policy's conditional rules still run on the request
@@ -32,7 +33,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
 
@@ -55,14 +56,17 @@ from palm_middleware.identity import Principal
 from palm_middleware.inputs import RequestLimits
 from palm_middleware.policy.reload import ReloadingPolicy
 from palm_middleware.portfolio.manifest import LiteLLMBackend, PromptedBackend
+from palm_middleware.stores.base import Store
 
 __all__ = [
     "CONFIG_ENV",
     "KeyEntry",
     "PalmProxySettings",
     "PalmRuntime",
+    "PostgresStoreSettings",
     "RuntimeUser",
     "Target",
+    "build_store",
     "get_runtime",
     "runtime_error",
 ]
@@ -127,6 +131,46 @@ class LimitSettings(_Strict):
         return RequestLimits(**self.model_dump(exclude={"allow_non_text"}))
 
 
+class SQLiteStoreSettings(_Strict):
+    """``store: {kind: sqlite, path: palm.db}`` (the default; a bare string is a path)."""
+
+    kind: Literal["sqlite"]
+    path: str = "palm.db"
+
+
+class MemoryStoreSettings(_Strict):
+    """``store: {kind: memory}``: profiles live and die with the process."""
+
+    kind: Literal["memory"]
+
+
+class PostgresStoreSettings(_Strict):
+    """``store: {kind: postgres, ...}``: one PostgreSQL shared by every proxy replica."""
+
+    kind: Literal["postgres"]
+    dsn_env: str = Field(default="PALM_POSTGRES_DSN", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    """Environment variable holding the DSN (the DSN itself never goes in a file or a log)."""
+    db_schema: str = Field(default="palm", alias="schema", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    """Schema of this deployment's tables."""
+    pool_min: int = Field(default=1, ge=0)
+    pool_max: int = Field(default=10, ge=1)
+    timeout: float = Field(default=5.0, gt=0)
+    """Seconds to wait for a connection before 503 (writes) or the default (decisions)."""
+    lock_timeout: float = Field(default=10.0, gt=0)
+    """Seconds a feedback write waits for its user's lock (held by another replica)."""
+    audit_shards: int | None = Field(default=None, ge=1)
+    synchronous_commit: bool = True
+    """Feedback and profile commits wait for the WAL flush (acknowledged = durable)."""
+    audit_synchronous_commit: bool = False
+    """Decision audit commits wait for the WAL flush too (an fsync per decision)."""
+
+
+StoreSettings = Annotated[
+    SQLiteStoreSettings | MemoryStoreSettings | PostgresStoreSettings,
+    Field(discriminator="kind"),
+]
+
+
 class PalmProxySettings(_Strict):
     """The validated content of ``palm.yaml``."""
 
@@ -140,7 +184,8 @@ class PalmProxySettings(_Strict):
     allow_law_weakening: StrictBool = False
     """Let a reloaded policy remove or weaken ``law``-layer rules (off: such versions are
     refused and the previous policy keeps serving)."""
-    store: str = "palm.db"
+    store: str | StoreSettings = "palm.db"
+    """A SQLite path (``":memory:"``: in memory), or ``{kind: sqlite|memory|postgres, ...}``."""
     mode: Literal["mean", "thompson", "robust"] = "mean"
     route_models: list[str] = Field(default_factory=lambda: ["auto"], min_length=1)
     allow_direct_members: bool = False
@@ -202,11 +247,7 @@ class PalmRuntime:
             if settings.reload
             else load_policy(policy_path)
         )
-        store: Any = (
-            MemoryStore()
-            if settings.store == ":memory:"
-            else SQLiteStore(self.root / settings.store)
-        )
+        store = build_store(settings.store, self.root)
         factory = _import_factory(settings.factory) if settings.factory else None
         self.palm: Palm = (
             factory(self.portfolio, policy, store)
@@ -323,6 +364,29 @@ class PalmRuntime:
 
     def _bases(self) -> dict[str, Path]:
         return {k: self.root / v for k, v in self.settings.bases.items()}
+
+
+def build_store(spec: str | StoreSettings, root: Path) -> Store:
+    """The store ``palm.yaml`` asks for; SQLite paths are relative to the file."""
+    if isinstance(spec, str):
+        return MemoryStore() if spec == ":memory:" else SQLiteStore(root / spec)
+    if isinstance(spec, MemoryStoreSettings):
+        return MemoryStore()
+    if isinstance(spec, SQLiteStoreSettings):
+        return SQLiteStore(root / spec.path)
+    from palm_middleware.stores.postgres import PostgresStore
+
+    return PostgresStore(
+        dsn_env=spec.dsn_env,
+        schema=spec.db_schema,
+        min_size=spec.pool_min,
+        max_size=spec.pool_max,
+        timeout=spec.timeout,
+        lock_timeout=spec.lock_timeout,
+        audit_shards=spec.audit_shards,
+        synchronous_commit=spec.synchronous_commit,
+        audit_synchronous_commit=spec.audit_synchronous_commit,
+    )
 
 
 def _import_factory(spec: str) -> PalmFactory:

@@ -35,6 +35,7 @@ __all__ = [
     "error_body",
     "error_response",
     "error_type",
+    "RETRY_AFTER_S",
     "http_exception",
     "message_for",
     "palm_error_response",
@@ -56,6 +57,9 @@ class AccessDenied(IdentityError):
 class NotReady(PalmError):
     """No valid runtime (policy, portfolio, store) is in force: nothing is served (HTTP 503)."""
 
+
+#: ``Retry-After`` (seconds) sent with a 503 for a retryable error (store busy or down).
+RETRY_AFTER_S = 1
 
 _STATUS: tuple[tuple[type[PalmError], int], ...] = (
     (DecisionBlocked, 403),
@@ -124,6 +128,7 @@ def proxy_exception(exc: PalmError) -> Any:
         type=error_type(status),
         param=param_for(exc),
         code=status,
+        headers=_retry_after(exc),
     )
 
 
@@ -156,7 +161,9 @@ def palm_error_response(exc: PalmError) -> Any:
     param = param_for(exc)
     if status_for(exc) >= 500:
         # Server-side trouble: name the class, keep internals (paths, SQL) out of the reply.
-        return error_response(status_for(exc), f"palm: {type(exc).__name__}")
+        return error_response(
+            status_for(exc), f"palm: {type(exc).__name__}", headers=_retry_after(exc)
+        )
     return error_response(status_for(exc), message_for(exc), param)
 
 
@@ -194,6 +201,11 @@ def validation_error_response(errors: Sequence[Mapping[str, Any]], tags: Iterabl
     return error_response(422, "; ".join(lines) or "invalid request", first)
 
 
+def _retry_after(exc: PalmError) -> dict[str, str] | None:
+    """``Retry-After`` for a retryable store error (a full pool, an unreachable database)."""
+    return {"Retry-After": str(RETRY_AFTER_S)} if isinstance(exc, StoreUnavailable) else None
+
+
 def http_exception(exc: PalmError) -> Any:
     """A FastAPI ``HTTPException`` the proxy turns into an OpenAI-style error body."""
     from fastapi import HTTPException
@@ -201,7 +213,9 @@ def http_exception(exc: PalmError) -> Any:
     detail: dict[str, Any] = {"error": message_for(exc)}
     if isinstance(exc, DecisionBlocked):
         detail["rule_id"] = exc.rule_id
-    http = HTTPException(status_code=status_for(exc), detail=detail)
+    # A full pool or an unreachable database: tell clients when to come back instead of
+    # inviting an immediate retry storm.
+    http = HTTPException(status_code=status_for(exc), detail=detail, headers=_retry_after(exc))
     if isinstance(exc, InvalidRequestError):  # the proxy copies these into the OpenAI error
         http.param = exc.param  # type: ignore[attr-defined]
         http.type = "invalid_request_error"  # type: ignore[attr-defined]

@@ -24,8 +24,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from palm_middleware.fallback import fallback_members
 from palm_middleware.identity import Principal, resolve_user
 from palm_middleware.inputs import RequestKind, request_messages
+from palm_middleware.policy.context import build_context
+from palm_middleware.portfolio.manifest import LiteLLMBackend
 
 from .config import PalmRuntime, Target
 from .errors import AccessDenied
@@ -86,6 +89,10 @@ class Ticket:
     """True once the member's prompt and parameters are on the request (exactly once)."""
     t0: float = field(default_factory=time.perf_counter)
     recorded: bool = False
+    stand_ins: tuple[str, ...] = ()
+    """Members that may serve if the member's own server fails, best first (remote members)."""
+    served: str | None = None
+    """The stand-in that served instead of ``member``, once one did."""
 
 
 def find_ticket(data: Mapping[str, Any] | None) -> Ticket | None:
@@ -163,9 +170,43 @@ async def admit(
         apply_target(data, target, kind)
     else:
         data["model"] = target.group
+    stand_ins = () if direct is not None else stand_ins_for(runtime, decision, policy_metadata)
+    if stand_ins:
+        # LiteLLM's router tries these groups in order when the member's server fails or
+        # times out; the deployment hook applies the stand-in's prompt and records it.
+        groups = list(dict.fromkeys(runtime.targets[m].group for m in stand_ins))
+        data["fallbacks"] = [{target.group: groups}]
     headers = dict(decision.headers())
     headers["x-palm-member"] = member
-    return Ticket(decision.decision_id, user, member, headers, door, applied=apply)
+    return Ticket(
+        decision.decision_id, user, member, headers, door, applied=apply, stand_ins=stand_ins
+    )
+
+
+def stand_ins_for(
+    runtime: PalmRuntime, decision: Any, policy_metadata: Mapping[str, Any] | None
+) -> tuple[str, ...]:
+    """Members that may serve instead of a remote (``kind: litellm``) member, best first.
+
+    Only members the policy allows for this user and request
+    (:func:`palm_middleware.fallback.fallback_members`, in the decision's own context), on
+    another model group than the member. Local members get none: their failure is not an
+    outage of a server of their own.
+    """
+    member = runtime.portfolio.member(decision.member)
+    if not isinstance(member.backend, LiteLLMBackend):
+        return ()
+    policy = runtime.palm.policy
+    try:
+        ctx = build_context(policy, policy_metadata, decision.ts, frozenset(decision.topics))
+    except Exception:  # unreadable metadata: no stand-in rather than a guess
+        return ()
+    primary = runtime.targets[decision.member].group
+    return tuple(
+        m
+        for m in fallback_members(runtime.portfolio, policy, ctx, decision)
+        if runtime.targets[m].group != primary
+    )
 
 
 def apply_target(data: dict[str, Any], target: Target, kind: RequestKind = "chat") -> None:

@@ -147,6 +147,13 @@ class PalmProxyHook(RuntimeUser, CustomLogger):
                 apply_member(kwargs, target, kind)
                 ticket.applied = True
                 return kwargs
+            stand_in = _stand_in(runtime, ticket, group, model)
+            if stand_in is not None:  # the member's server failed: a policy-chosen stand-in
+                kind = request_kind(call_type)
+                if kind is not None:
+                    apply_member(kwargs, runtime.targets[stand_in], kind)
+                ticket.served = stand_in
+                return kwargs
             target_group = target.group
             raise _refusal(
                 kwargs,
@@ -202,7 +209,7 @@ class PalmProxyHook(RuntimeUser, CustomLogger):
     async def async_post_call_success_hook(
         self, data: dict[str, Any], user_api_key_dict: Any, response: Any
     ) -> Any:
-        """Check the reply against the policy's reply rules; record the outcome."""
+        """Check the reply against the policy's reply rules; record the outcome (and stand-in)."""
         ticket = find_ticket(data)
         if ticket is not None:
             for choice in getattr(response, "choices", None) or ():
@@ -220,7 +227,10 @@ class PalmProxyHook(RuntimeUser, CustomLogger):
                         message.content = verdict.message
                         choice.finish_reason = "content_filter"
         usage = getattr(response, "usage", None)
-        await self._record(data, "success", _usage_dict(usage))
+        ticket = find_ticket(data)
+        served = _served_stand_in(self.runtime, ticket, response) if ticket else None
+        outcome = "fallback" if served else "success"
+        await self._record(data, outcome, _usage_dict(usage), served=served)
         return response
 
     async def async_post_call_streaming_iterator_hook(
@@ -274,9 +284,17 @@ class PalmProxyHook(RuntimeUser, CustomLogger):
         request_headers: Any = None,
         litellm_call_info: Any = None,
     ) -> dict[str, str] | None:
-        """``x-palm-member``, ``x-palm-weights``, ``x-palm-policy``, ``x-palm-decision``."""
+        """``x-palm-member``, ``x-palm-weights``, ``x-palm-policy``, ``x-palm-decision``;
+        ``x-palm-fallback-from`` when a stand-in served."""
         ticket = find_ticket(data)
-        return dict(ticket.headers) if ticket is not None else None
+        if ticket is None:
+            return None
+        headers = dict(ticket.headers)
+        served = _served_stand_in(self.runtime, ticket, response)
+        if served is not None:
+            headers["x-palm-fallback-from"] = headers["x-palm-member"]
+            headers["x-palm-member"] = served
+        return headers
 
     async def async_log_success_event(
         self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any
@@ -303,10 +321,11 @@ class PalmProxyHook(RuntimeUser, CustomLogger):
         outcome: str,
         usage: dict[str, int] | None,
         error: str | None = None,
+        served: str | None = None,
     ) -> None:
         ticket = find_ticket(data)
         if ticket is not None:
-            await self._record_ticket(ticket, outcome, usage, error)
+            await self._record_ticket(ticket, outcome, usage, error, served=served)
 
     async def _record_ticket(
         self,
@@ -314,13 +333,21 @@ class PalmProxyHook(RuntimeUser, CustomLogger):
         outcome: str,
         usage: dict[str, int] | None,
         error: str | None = None,
+        *,
+        served: str | None = None,
     ) -> None:
         if ticket.recorded:
             return
         ticket.recorded = True
         latency = (time.perf_counter() - ticket.t0) * 1000.0
         await self.runtime.palm.arecord_outcome(
-            ticket.user, ticket.decision_id, outcome, usage=usage, latency_ms=latency, error=error
+            ticket.user,
+            ticket.decision_id,
+            outcome,
+            usage=usage,
+            latency_ms=latency,
+            error=error,
+            served=served,
         )
 
 
@@ -337,6 +364,32 @@ def _cut(chunk: Any, message: str) -> Any:
     choice.delta.content = "\n\n" + message
     choice.finish_reason = "content_filter"
     return chunk
+
+
+def _stand_in(runtime: PalmRuntime, ticket: Ticket, group: object, model: object) -> str | None:
+    """The ticket's stand-in served by this deployment (its group or model), or None."""
+    for member in ticket.stand_ins:
+        g = runtime.targets[member].group
+        if group == g or model in (g, f"palm_onnx/{g}"):
+            return member
+    return None
+
+
+def _served_stand_in(runtime: PalmRuntime, ticket: Ticket, response: Any) -> str | None:
+    """The stand-in that served instead of the decided member, or None (it served itself).
+
+    The deployment hook notes it on the ticket; if LiteLLM copied the ticket for the fallback
+    call, the response's fallback headers name the group that served.
+    """
+    if not ticket.stand_ins:
+        return None
+    if ticket.served is not None:
+        return ticket.served
+    hidden = getattr(response, "_hidden_params", None)
+    extra = hidden.get("additional_headers") if isinstance(hidden, dict) else None
+    if not isinstance(extra, dict) or not extra.get("x-litellm-attempted-fallbacks"):
+        return None
+    return _stand_in(runtime, ticket, extra.get("x-litellm-model-group"), None)
 
 
 def _leave_ticket(data: dict[str, Any], ticket: Ticket) -> None:

@@ -162,8 +162,17 @@ class Proxy:
     log: Path
 
 
-def start_proxy(dep: Deployment, config: Path | None = None, timeout: float = 180.0) -> Proxy:
-    """Start ``litellm --config`` on a free 127.0.0.1 port; wait for liveliness."""
+def start_proxy(
+    dep: Deployment,
+    config: Path | None = None,
+    timeout: float = 180.0,
+    *,
+    env_extra: dict[str, str] | None = None,
+) -> Proxy:
+    """Start ``litellm --config`` on a free 127.0.0.1 port; wait for liveliness.
+
+    ``env_extra`` adds variables to the proxy's environment (e.g. the Postgres DSN).
+    """
     port = free_port()
     env = dict(os.environ)
     env.update(
@@ -175,6 +184,7 @@ def start_proxy(dep: Deployment, config: Path | None = None, timeout: float = 18
             "NO_PROXY": "127.0.0.1,localhost",
         }
     )
+    env.update(env_extra or {})
     env.pop("DATABASE_URL", None)
     litellm_bin = Path(sys.executable).parent / "litellm"
     log = dep.root / f"proxy-{port}.log"
