@@ -324,7 +324,10 @@ class _Reader:
             where = f"messages[{i}]"
             msg = self.obj(m, where)
             role = self.role(msg.get("role"), f"{where}.role")
-            pieces = [self.string(msg.get("name"), f"{where}.name", optional=True)]
+            # A participant name is an identifier (`a-z0-9_-`): underscores stand for spaces,
+            # so words hidden in it stay words for the guard.
+            name = self.string(msg.get("name"), f"{where}.name", optional=True)
+            pieces = [name.replace("_", " ")]
             content = msg.get("content")
             if content is None and role in ("assistant", "function"):
                 pass  # an assistant turn that only calls tools

@@ -516,3 +516,12 @@ def test_a_word_anywhere_is_in_the_output_and_reading_is_idempotent(
     assert any(W in m["content"] for m in out)
     assert request_messages("chat", {"messages": out}) == out
     assert json.loads(json.dumps(out)) == out
+
+
+def test_a_name_field_reads_as_words() -> None:
+    """`name` is an identifier: underscores become spaces, so a keyword hidden there stays a
+    word for the guard (bench_bypass found `how_to_<word>_now` served)."""
+    msgs = request_messages(
+        "chat", {"messages": [{"role": "user", "name": f"how_to_{W}_now", "content": "hi"}]}
+    )
+    assert f"how to {W} now" in msgs[0]["content"]

@@ -128,6 +128,49 @@ def test_admin_may_name_a_member_and_the_policy_still_runs(
     assert blocked.status_code == 403 and RULE_ID in blocked.text
 
 
+@pytest.mark.parametrize("model", ["auto,balanced", "auto,playful", "playful, balanced"])
+@pytest.mark.parametrize("who", ["alice", "master"])
+def test_comma_model_lists_never_reach_members(
+    proxy: Proxy, http: httpx.Client, model: str, who: str
+) -> None:
+    """LiteLLM fans a comma list out to every model it names, around the pre-call decision:
+    refused for every key, the master key included (found by bench/bench_bypass.py)."""
+    r = http.post(
+        "/v1/chat/completions",
+        json=body("/v1/chat/completions", model, RISKY, user="ops"),
+        headers=key(proxy, who),
+    )
+    assert r.status_code == 403, r.text
+    assert error_of(r)["param"] == "model"
+
+
+def test_master_key_cannot_reach_members_through_other_call_types(
+    proxy: Proxy, http: httpx.Client
+) -> None:
+    """A Gemini generateContent call naming `auto` is no text call type PALM decides: refused,
+    not passed to LiteLLM (which answered 500)."""
+    r = http.post(
+        "/v1beta/models/auto:generateContent",
+        json={"contents": [{"role": "user", "parts": [{"text": RISKY}]}]},
+        headers=key(proxy, "master"),
+    )
+    assert r.status_code in (400, 403, 404), r.text
+    assert "error" in r.json()
+
+
+@pytest.mark.parametrize("tools", [5, "x", [5], {"type": "function"}])
+def test_malformed_tools_are_refused_in_front(
+    proxy: Proxy, http: httpx.Client, tools: object
+) -> None:
+    r = http.post(
+        "/v1/chat/completions",
+        json=body("/v1/chat/completions", "auto", "Hello", tools=tools),
+        headers=key(proxy, "alice"),
+    )
+    assert r.status_code == 400, r.text
+    assert error_of(r)["param"] == "tools"
+
+
 MANAGEMENT = [
     ("get", "/model/info"),
     ("get", "/v1/model/info"),
