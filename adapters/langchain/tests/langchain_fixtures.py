@@ -11,8 +11,9 @@ import json
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
+import pytest
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
 from langchain_core.language_models.base import LangSmithParams
@@ -31,6 +32,7 @@ from langchain_core.output_parsers import (
     PydanticToolsParser,
 )
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import RunnableConfig
 from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
 
@@ -252,7 +254,7 @@ class ToolFake(BaseChatModel):
 
 
 def _pick_tool(tools: list[dict[str, Any]], choice: Any, asked: str) -> dict[str, Any]:
-    specs = [t["function"] for t in tools]
+    specs: list[dict[str, Any]] = [t["function"] for t in tools]
     if isinstance(choice, dict):
         choice = choice.get("function", {}).get("name")
     named = [s for s in specs if s["name"] == choice]
@@ -287,5 +289,28 @@ def _fill(schema: dict[str, Any], asked: str) -> dict[str, Any]:
     return out
 
 
-def user(uid: str, **extra: Any) -> dict[str, Any]:
+class UserContext(TypedDict):
+    """The agent runtime context the tests pass: who the user is."""
+
+    user_id: str
+
+
+def user(uid: str, **extra: Any) -> RunnableConfig:
     return {"configurable": {"user_id": uid, **extra}}
+
+
+# The fixtures live here, not in conftest.py: conftest.py only re-exports them, so that one
+# mypy run can check both adapters' test folders (it holds a single module named ``conftest``).
+@pytest.fixture
+def palm() -> Palm:
+    return make_palm()
+
+
+@pytest.fixture(scope="session")
+def onnx_members(tmp_path_factory: pytest.TempPathFactory) -> dict[str, BaseChatModel]:
+    return build_onnx_members(tmp_path_factory.mktemp("lc-models"))
+
+
+@pytest.fixture
+def tool_members() -> dict[str, BaseChatModel]:
+    return {name: ToolFake(label=name) for name in REWARDS}

@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 from langchain.agents import create_agent
+from langchain.agents.middleware.types import InputAgentState
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, ToolMessage
 from langchain_core.tools import tool
-from langchain_fixtures import BLOCK_WORD, BREVITY, user
+from langchain_fixtures import BLOCK_WORD, BREVITY, UserContext, user
 
 from palm_langchain import PalmAgentMiddleware, PalmChatModel
 from palm_middleware import ExplicitWeights, IdentityError, Palm
@@ -22,7 +23,7 @@ def weather(city: str) -> str:
     return f"sunny in {city}"
 
 
-def ask(text: str) -> dict[str, Any]:
+def ask(text: str) -> InputAgentState:
     return {"messages": [{"role": "user", "content": text}]}
 
 
@@ -58,7 +59,7 @@ def test_agent_async_and_context(palm: Palm, tool_members: dict[str, BaseChatMod
         tool_members["balanced"],
         tools=[weather],
         middleware=[PalmAgentMiddleware(palm, tool_members)],
-        context_schema=dict,
+        context_schema=UserContext,
     )
     out = asyncio.run(agent.ainvoke(ask("weather in Paris?"), context={"user_id": "alice"}))
     assert final(out) == "terse says sunny in Paris"
@@ -69,7 +70,7 @@ def test_agent_streams_messages(agent: Any, palm: Palm) -> None:
     tokens = [
         m.content
         for m, _ in agent.stream(ask("weather in Paris?"), user("alice"), stream_mode="messages")
-        if isinstance(m, AIMessageChunk) and m.content
+        if isinstance(m, AIMessageChunk) and isinstance(m.content, str) and m.content
     ]
     assert "".join(tokens).strip() == "terse says sunny in Paris"
     assert len(tokens) >= 3  # token by token, each once
@@ -102,7 +103,7 @@ def test_palm_chat_model_as_the_agent_model(
     tokens = [
         m.content
         for m, _ in agent.stream(ask("weather in Paris?"), user("alice"), stream_mode="messages")
-        if isinstance(m, AIMessageChunk) and m.content
+        if isinstance(m, AIMessageChunk) and isinstance(m.content, str) and m.content
     ]
     assert "".join(tokens).strip() == "terse says sunny in Paris"
 

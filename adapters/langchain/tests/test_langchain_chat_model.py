@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessageChunk
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.tools import tool
@@ -33,7 +34,7 @@ def test_invoke_in_chain_routes_per_user(llm: PalmChatModel) -> None:
     chain = PROMPT | llm
     a = chain.invoke({"q": "hi"}, config=user("alice"))
     assert a.content and member_of(a) == "balanced"
-    assert a.usage_metadata["output_tokens"] == 6
+    assert a.usage_metadata is not None and a.usage_metadata["output_tokens"] == 6
     PalmFeedback(llm.palm).set_weights(user("alice"), BREVITY, confidence=10)
     assert member_of(chain.invoke({"q": "hi"}, config=user("alice"))) == "terse"
     assert member_of(chain.invoke({"q": "hi"}, config=user("bob"))) == "balanced"
@@ -48,7 +49,9 @@ def test_stream_in_chain(llm: PalmChatModel) -> None:
     chunks = list((PROMPT | llm).stream({"q": "hi"}, config=user("carol")))
     assert len(chunks) >= 2
     full = chunks[0]
+    assert isinstance(full, AIMessageChunk)
     for c in chunks[1:]:
+        assert isinstance(c, AIMessageChunk)
         full = full + c
     assert member_of(full) == "terse"
     assert full.content

@@ -12,10 +12,12 @@ import pytest
 from langchain.agents import create_agent
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage
+from langchain_core.outputs import ChatGeneration
+from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import tool
 from langchain_core.tracers.base import BaseTracer
 from langchain_core.tracers.schemas import Run
-from langchain_fixtures import BLOCK_WORD, BREVITY, make_palm, user
+from langchain_fixtures import BLOCK_WORD, BREVITY, UserContext, make_palm, user
 from pydantic import BaseModel, ValidationError
 
 from palm_langchain import OnnxChatModel, PalmChatModel, decision_of
@@ -52,6 +54,11 @@ class City(BaseModel):
     city: str
 
 
+def bad_kwargs(**kwargs: Any) -> dict[str, Any]:
+    """Keyword arguments a constructor must refuse (typed loosely on purpose: bad input)."""
+    return kwargs
+
+
 def ls(run: Run) -> tuple[str, str]:
     meta = run.extra["metadata"]
     return meta["ls_provider"], meta["ls_model_name"]
@@ -69,13 +76,17 @@ def test_user_from_generate_configurable_and_agent_context(
     palm.record_feedback("alice", ExplicitWeights(BREVITY, confidence=10))
     llm = PalmChatModel(palm=palm, members=tool_members)
     out = llm.generate([[HumanMessage("weather in Paris?")]], user_id="alice")
-    assert out.generations[0][0].message.response_metadata["palm"]["member"] == "terse"
+    gen = out.generations[0][0]
+    assert isinstance(gen, ChatGeneration)
+    assert gen.message.response_metadata["palm"]["member"] == "terse"
     assert decision_of(llm.invoke("hi", config=user("alice")))["member"] == "terse"
-    agent = create_agent(llm, tools=[weather], context_schema=dict)
-    done = agent.invoke({"messages": [("user", "weather in Paris?")]}, context={"user_id": "alice"})
+    agent = create_agent(llm, tools=[weather], context_schema=UserContext)
+    done = agent.invoke(
+        {"messages": [HumanMessage("weather in Paris?")]}, context={"user_id": "alice"}
+    )
     assert done["messages"][-1].content == "terse says sunny in Paris"
     done = asyncio.run(
-        agent.ainvoke({"messages": [("user", "weather in Paris?")]}, context={"user_id": "bob"})
+        agent.ainvoke({"messages": [HumanMessage("weather in Paris?")]}, context={"user_id": "bob"})
     )
     assert done["messages"][-1].content == "balanced says sunny in Paris"
     with pytest.raises(IdentityError, match="non-empty string"):
@@ -106,7 +117,7 @@ def test_anonymous_refused_by_default_served_default_on_request(
 @pytest.mark.parametrize("how", ["invoke", "stream", "ainvoke", "astream"])
 def test_member_runs_are_child_runs_with_their_own_model(llm: PalmChatModel, how: str) -> None:
     rec = Recorder()
-    cfg = {**user("alice"), "callbacks": [rec]}
+    cfg: RunnableConfig = {**user("alice"), "callbacks": [rec]}
     if how == "invoke":
         llm.invoke("hi", config=cfg, temperature=0.0)
     elif how == "stream":
@@ -151,7 +162,7 @@ def test_members_checked_at_construction(palm: Palm, tool_members: dict[str, Any
     with pytest.raises(ValidationError, match=r"not in the portfolio \['extra'\]"):
         PalmChatModel(palm=palm, members={**tool_members, "extra": tool_members["terse"]})
     with pytest.raises(ValidationError, match="timeout"):
-        PalmChatModel(palm=palm, members=tool_members, timeout=5)
+        PalmChatModel(palm=palm, members=tool_members, **bad_kwargs(timeout=5))
     with pytest.raises(ValidationError, match="cache"):
         PalmChatModel(palm=palm, members=tool_members, cache=True)
 
@@ -208,7 +219,7 @@ def test_sampling_parameters_reach_members_or_are_refused(llm: PalmChatModel) ->
     member = llm.members["terse"]
     assert isinstance(member, OnnxChatModel)
     with pytest.raises(ValidationError, match="api_key"):
-        OnnxChatModel(engine=member.engine, api_key="x")
+        OnnxChatModel(engine=member.engine, **bad_kwargs(api_key="x"))
     with pytest.raises(InvalidParameterError, match="'model' must be 'terse'"):
         member.invoke("hi", model="other")
 

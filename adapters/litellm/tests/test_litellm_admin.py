@@ -58,7 +58,7 @@ def admin_proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Prox
         stop_proxy(proxy)
 
 
-def _get(proxy: Proxy, path: str, key: str | None, **params: object) -> httpx.Response:
+def _get(proxy: Proxy, path: str, key: str | None, **params: str | int) -> httpx.Response:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     return httpx.get(
         proxy.url + "/palm/v1/admin/" + path, headers=headers, params=params, timeout=120

@@ -38,7 +38,7 @@ def error_of(r: httpx.Response) -> dict[str, Any]:
     assert set(body) >= {"error"}, body
     err = body["error"]
     assert isinstance(err, dict) and {"message", "type", "param", "code"} <= set(err), body
-    return err  # type: ignore[no-any-return]
+    return err
 
 
 HIDDEN: dict[str, dict[str, Any]] = {

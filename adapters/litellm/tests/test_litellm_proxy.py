@@ -9,8 +9,9 @@ import httpx
 import openai
 import pytest
 from litellm_proxy_fixtures import BLOCK_WORD, RULE_ID, Proxy
+from openai.types.chat import ChatCompletionMessageParam
 
-HI = [{"role": "user", "content": "Hello there"}]
+HI: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hello there"}]
 BREVITY = {"safety": 0.2, "helpfulness": 0.1, "humor": 0.0, "brevity": 0.7}
 
 
@@ -120,7 +121,8 @@ def test_feedback_changes_routing_for_that_user_only(proxy: Proxy) -> None:
     )
     assert after.headers["x-palm-member"] == "terse"
     assert after.headers["x-litellm-model-group"] == "base"  # prompted member over its base
-    assert after.parse().usage.completion_tokens <= 4  # the member's max_tokens applied
+    usage = after.parse().usage
+    assert usage is not None and usage.completion_tokens <= 4  # the member's max_tokens applied
     # Another end user of the same app, and a personal key, still get the default.
     dave = app.chat.completions.with_raw_response.create(
         model="auto", messages=HI, max_tokens=4, user="dave"

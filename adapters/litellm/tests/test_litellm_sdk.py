@@ -11,6 +11,7 @@ from typing import Any
 import litellm
 import pytest
 import yaml
+from litellm.router import Router
 from litellm_proxy_fixtures import BLOCK_WORD, RULE_ID, Deployment, build_deployment
 
 from palm_litellm import sdk
@@ -37,9 +38,9 @@ def door(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, PalmRu
     ]
     from litellm.utils import custom_llm_setup
 
-    custom_llm_setup()
+    custom_llm_setup()  # type: ignore[no-untyped-call]  # litellm leaves it unannotated
     model_list = yaml.safe_load((dep.root / "config.yaml").read_text())["model_list"]
-    router = litellm.Router(model_list=model_list)
+    router = Router(model_list=model_list)
     sdk.install(router, runtime)
     yield router, runtime
     litellm.callbacks[:] = saved[0]

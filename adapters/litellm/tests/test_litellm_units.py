@@ -50,7 +50,7 @@ def test_apply_target_plain_member_keeps_request() -> None:
 
 
 def test_to_prompt_and_params() -> None:
-    msgs = [
+    msgs: list[dict[str, Any]] = [
         {
             "role": "user",
             "content": [

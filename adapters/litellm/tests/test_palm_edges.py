@@ -8,10 +8,10 @@ the profile it aimed at untouched. Writes that succeed use the app key's own end
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import pytest
@@ -46,7 +46,19 @@ def api(proxy: Proxy, who: str) -> httpx.Client:
     return _OPEN[who]
 
 
-def assert_error(r: httpx.Response, status: int, param: str | None = "any") -> dict[str, Any]:
+class _Response(Protocol):
+    """An httpx response, or one of the TestClient (which uses httpx2)."""
+
+    @property
+    def status_code(self) -> int: ...
+    @property
+    def text(self) -> str: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+    def json(self) -> Any: ...
+
+
+def assert_error(r: _Response, status: int, param: str | None = "any") -> dict[str, Any]:
     """``r`` is the OpenAI error object with ``status`` (and ``param``, unless "any")."""
     assert r.status_code == status, r.text
     assert r.headers["content-type"].startswith("application/json")

@@ -322,7 +322,7 @@ def isolated(
     from tests.tcp_forwarder import TcpForwarder
 
     params = conninfo_to_dict(pg_dsn)
-    fwd = TcpForwarder(str(params.get("host", "127.0.0.1")), int(params.get("port", 5432)))
+    fwd = TcpForwarder(str(params.get("host", "127.0.0.1")), int(params.get("port") or 5432))
     port = fwd.start()
     dsn = make_conninfo(pg_dsn, host="127.0.0.1", port=port)
     dep = build_deployment(tmp_path_factory.mktemp("isolated"))
