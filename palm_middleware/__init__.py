@@ -38,9 +38,10 @@ from .exceptions import (
 )
 
 if TYPE_CHECKING:
+    from .decision import Decision, Profile
     from .engines.base import GenerationParams
     from .engines.onnx import OnnxEngine
-    from .pipeline import Decision, Palm, Profile
+    from .pipeline import Palm
     from .policy import BoundsPolicy, load_policy
     from .portfolio.manifest import Portfolio, load_portfolio
     from .preferences.events import ExplicitWeights, Pairwise, Regenerate, TextCue, Thumb
@@ -53,7 +54,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "BoundsPolicy": "policy",
-    "Decision": "pipeline",
+    "Decision": "decision",
     "ExplicitWeights": "preferences.events",
     "GenerationParams": "engines.base",
     "MemoryStore": "stores.memory",
@@ -61,7 +62,7 @@ _LAZY = {
     "Pairwise": "preferences.events",
     "Palm": "pipeline",
     "Portfolio": "portfolio.manifest",
-    "Profile": "pipeline",
+    "Profile": "decision",
     "Regenerate": "preferences.events",
     "SQLiteStore": "stores.sqlite",
     "TextCue": "preferences.events",

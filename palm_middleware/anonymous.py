@@ -14,12 +14,15 @@ import functools
 import logging
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from .decision import Decision
 from .exceptions import DecisionBlocked
-from .pipeline import Decision, Palm
 from .policy.conditions import RequestContext
 from .policy.context import build_context
+
+if TYPE_CHECKING:
+    from .pipeline import Palm
 
 __all__ = ["ANONYMOUS_KEY", "adefault_decision", "default_decision"]
 
@@ -50,11 +53,11 @@ def default_decision(
     except Exception:  # as in Palm.decide: malformed metadata, the topics alone
         logger.exception("request metadata could not be read; evaluating without context")
         ctx = RequestContext(topics=topics)
-    ev = palm._fallback_evaluation(policy, ctx)
+    ev = palm.bounded_router.fallback(policy, ctx)
     if ev.action == "block":
         assert ev.action_rule is not None and ev.message is not None
         raise DecisionBlocked(ev.action_rule, ev.message)
-    route = palm._pinned(ev) or palm.router.route(ev.clamp.weights)
+    route = palm.bounded_router.default_route(ev)
     names = palm.portfolio.space.names
     parts = [f"chose {route.explain()}", "anonymous caller: the deployment default, nothing stored"]
     if ev.action == "pin":

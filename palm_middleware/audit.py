@@ -1,4 +1,8 @@
-"""Verification of the tamper-evident audit log.
+"""The audit log: the outbox that writes it and the verification of its tamper-evident chain.
+
+:class:`AuditOutbox` writes each record through the store; while the store is down, records wait
+in order and go out with the next write. A record the store refuses for good is logged in full
+(a dead letter), never dropped silently and never blocking the records behind it.
 
 Every audit record gets a link ``(seq, record_id, prev_hash, hash)`` written in the same
 transaction, where ``hash = sha256(canonical JSON of the record + prev_hash)``. Links are never
@@ -23,12 +27,176 @@ genesis hash, and ``head`` then digests the heads of all of them.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
+import logging
+import threading
+import uuid
+from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-from .stores.base import GENESIS_HASH, Store, audit_hash
+from .exceptions import StoreError
+from .guard.replies import ReplyVerdict
+from .preferences.events import ExplicitWeights, FeedbackEvent
+from .preferences.state import event_digest
+from .stores.base import GENESIS_HASH, AuditRecord, Store, audit_hash
 
-__all__ = ["ChainReport", "verify_audit_chain"]
+__all__ = [
+    "SYSTEM_KEY",
+    "AuditOutbox",
+    "ChainReport",
+    "feedback_record",
+    "outcome_record",
+    "reply_block_record",
+    "verify_audit_chain",
+]
+
+logger = logging.getLogger("palm_middleware")
+
+#: ``user_key`` of audit records about the deployment itself (policy swaps and refusals); user
+#: keys are hex digests, so it never names a user and no ``forget`` erases it.
+SYSTEM_KEY = "system"
+
+
+class AuditOutbox:
+    """Writes audit records in order; keeps them while the store is down (thread-safe)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._queue: deque[AuditRecord] = deque()
+        self._lock = threading.Lock()
+
+    @property
+    def pending(self) -> int:
+        """Records not yet written because the store failed."""
+        return len(self._queue)
+
+    def write(self, record: AuditRecord) -> None:
+        """Write ``record`` after any queued ones; if the store is down, keep it for later."""
+        with self._lock:
+            self._queue.append(record)
+            self._flush()
+
+    def erase_user(self, key: str, now: float) -> None:
+        """Erase the user's audit records, leaving one ``forget`` record that lists their ids.
+
+        The store erases and writes the record in one transaction; records of this user still
+        queued (the store was down) are dropped and listed too, so the chain accounts for them.
+        """
+        with self._lock:  # no audit write of this process slips between list and delete
+            self._flush()  # older records first, where the store takes them
+            queued = [r.record_id for r in self._queue if r.user_key == key]
+
+            def record(erased: list[str]) -> AuditRecord:
+                ids = [*erased, *queued]
+                return AuditRecord(
+                    uuid.uuid4().hex, key, "forget", {"erased": ids, "n_erased": len(ids)}, now
+                )
+
+            self.store.erase_user(key, record, keep_kinds=("forget",))
+            self._queue = deque(r for r in self._queue if r.user_key != key)
+            self._flush()  # the store is back: write what other users have queued
+
+    def _flush(self) -> None:
+        """Write queued records in order; the caller holds the lock."""
+        while self._queue:
+            head = self._queue[0]
+            try:
+                self.store.append_audit(head)
+            except StoreError as exc:
+                if exc.is_retryable:
+                    logger.error(
+                        "audit write failed (%s); %d record(s) pending", exc, len(self._queue)
+                    )
+                    return
+                logger.error(
+                    "audit record refused by the store (%s); dead letter: %s",
+                    exc,
+                    json.dumps(dataclasses.asdict(head), default=str),
+                )
+            except Exception as exc:  # keep serving; the record stays queued
+                logger.exception("audit write failed unexpectedly (%s)", exc)
+                return
+            self._queue.popleft()
+
+
+def feedback_record(
+    key: str,
+    event: FeedbackEvent,
+    kind: str,
+    extra: Mapping[str, Any],
+    added: bool,
+    now: float,
+) -> AuditRecord:
+    """The audit record of one feedback event: ids and labels only (never text).
+
+    The client's event id is kept as a digest of the stored id (a client could put text in
+    it); ``recorded`` is False for a retried delivery, so even a retry after a crash between
+    the event write and this record leaves a trace.
+    """
+    payload: dict[str, Any] = {
+        "event": event_digest(f"{key}:{event.event_id}"),
+        "event_kind": kind,
+        "recorded": bool(added),
+    }
+    decision_id = getattr(event, "decision_id", None)
+    if isinstance(decision_id, str):
+        payload["decision_id"] = decision_id[:64]
+    for name in ("member", "up", "winner", "loser", "weights"):
+        if name in extra:
+            payload[name] = extra[name]
+    if isinstance(event, ExplicitWeights):
+        payload["confidence"] = float(event.confidence)
+    audit_kind = "edit" if isinstance(event, ExplicitWeights) else "feedback"
+    return AuditRecord(uuid.uuid4().hex, key, audit_kind, payload, now)
+
+
+def reply_block_record(
+    key: str, decision_id: str, verdict: ReplyVerdict, *, streamed: bool, policy: str, now: float
+) -> AuditRecord:
+    """The audit record of a refused reply: the rule and the topic labels, never the text."""
+    payload = {
+        "decision_id": decision_id,
+        "rule_id": verdict.rule_id,
+        "topics": list(verdict.topics),
+        "streamed": streamed,
+        "policy_version": policy,
+    }
+    return AuditRecord(uuid.uuid4().hex, key, "reply_block", payload, now)
+
+
+def outcome_record(
+    key: str,
+    decision_id: str,
+    outcome: str,
+    usage: Mapping[str, int] | None,
+    latency_ms: float | None,
+    error: str | None,
+    now: float,
+    served: str | None = None,
+) -> AuditRecord:
+    """The audit record of what happened after a decision.
+
+    No message text: the outcome label, integer token counts, latency, an error class name (cut
+    to 200 characters) and the member that served when it was not the decided one.
+    """
+    payload: dict[str, Any] = {"decision_id": decision_id, "outcome": str(outcome)}
+    if usage:
+        payload["usage"] = {
+            str(k): int(v)
+            for k, v in usage.items()
+            if isinstance(v, int) and not isinstance(v, bool)
+        }
+    if latency_ms is not None:
+        payload["latency_ms"] = round(float(latency_ms), 3)
+    if error is not None:
+        payload["error"] = str(error)[:200]
+    if served is not None:
+        payload["served"] = str(served)
+    return AuditRecord(uuid.uuid4().hex, key, "outcome", payload, now)
 
 
 @dataclass(frozen=True)

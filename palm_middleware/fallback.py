@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from .pipeline import Decision
+    from .decision import Decision
     from .policy import BoundsPolicy
     from .policy.conditions import RequestContext
     from .portfolio.manifest import Portfolio

@@ -118,3 +118,24 @@ def test_policy_evaluator_imports_neither_loader_nor_compiler(graph: grimp.Impor
     assert not graph.find_illegal_dependencies_for_layers(
         layers=("loader", "compiler", "bounds", "merge"), containers={f"{CORE}.policy"}
     )
+
+
+def test_palms_rooms_never_reach_back_into_the_pipeline(graph: grimp.ImportGraph) -> None:
+    """``Palm`` orchestrates; the rooms it calls stand on their own (no cycle through it)."""
+    rooms = {
+        f"{CORE}.{name}"
+        for name in (
+            "audit",
+            "bounded_routing",
+            "decision",
+            "profiles",
+            "pseudonyms",
+            "topic_labels",
+            "preferences.events",
+            "preferences.model",
+            "preferences.resolve",
+            "preferences.state",
+        )
+    }
+    assert rooms <= graph.modules
+    assert not list(_crossings(graph, rooms, (f"{CORE}.pipeline",)))

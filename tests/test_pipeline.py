@@ -416,7 +416,7 @@ def test_a_refused_audit_record_does_not_block_the_rest(
     first = palm.decide("alice")
     Refusing.refuse = {first.decision_id}
     # replay: the same record again is refused permanently, later ones still get written
-    palm._audit(AuditRecord(first.decision_id, first.user_key, "decision", {}, 0.0))
+    palm._outbox.write(AuditRecord(first.decision_id, first.user_key, "decision", {}, 0.0))
     later = palm.decide("alice")
     assert palm.pending_audit == 0
     assert store.get_audit(later.decision_id) is not None
@@ -517,3 +517,50 @@ def test_adecide_passes_compare(palm: Palm) -> None:
     other = next(m for m in PORTFOLIO.ids if m != routed)
     d = asyncio.run(palm.adecide("carol", compare=other))
     assert d.member == other and d.mode == "compare"
+
+
+def test_every_io_method_has_an_async_twin(palm: Palm) -> None:
+    io = {
+        "decide", "record_feedback", "record_outcome", "edit", "profile", "set_opt_out",
+        "reset", "forget", "export", "purge_expired", "compare_candidates", "check_reply",
+        "record_reply_block",
+    }  # fmt: skip
+    public = {n for n in vars(Palm) if not n.startswith("_") and callable(getattr(Palm, n))}
+    assert {n for n in public if f"a{n}" in public} == io
+    for name in io:
+        assert asyncio.iscoroutinefunction(getattr(Palm, f"a{name}"))
+
+
+def test_async_twins_do_what_the_sync_methods_do(palm: Palm, store: SQLiteStore) -> None:
+    async def go() -> None:
+        edited = await palm.aedit("ann", {"brevity": 0.5}, confidence=5.0)
+        again = await palm.aprofile("ann")  # the clock moved: evidence faded a little
+        assert (
+            again.n_events == edited.n_events == 1 and again.recent_events == edited.recent_events
+        )
+        assert (await palm.aexport("ann"))["profile"]["n_events"] == 1
+        pair = await palm.acompare_candidates("ann")
+        assert pair == palm.compare_candidates("ann") and pair[0] != pair[1]
+        await palm.aset_opt_out("ann")
+        assert (await palm.aprofile("ann")).opted_out
+        assert await palm.apurge_expired() == palm.purge_expired() == 0  # no retention set
+        await palm.areset("ann")
+        assert store.get_profile(palm.user_key("ann")) is None
+        assert store.audit(palm.user_key("ann"))  # reset keeps the audit trail
+        await palm.aforget("ann")
+        assert [r.kind for r in store.audit(palm.user_key("ann"))] == ["forget"]
+
+    asyncio.run(go())
+
+
+def test_a_twin_calls_a_subclass_override(store: SQLiteStore) -> None:
+    calls: list[str] = []
+
+    class Recording(Palm):
+        def reset(self, user: str) -> None:
+            calls.append(user)
+            super().reset(user)
+
+    palm = Recording(PORTFOLIO, POLICY, store, clock=Clock())
+    asyncio.run(palm.areset("ann"))
+    assert calls == ["ann"] and Palm.areset.__name__ == "areset"

@@ -12,11 +12,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
+from ..decision import Decision
 from ..engines.members import engine_for_member
 from ..engines.onnx import OnnxEngine
 from ..engines.registry import SessionRegistry
 from ..exceptions import DecisionBlocked, GenerationError
-from ..pipeline import Decision, Palm
+from ..pipeline import Palm
 from ..preferences.events import Pairwise, Thumb
 
 __all__ = ["Chat", "HELP"]

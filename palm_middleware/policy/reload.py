@@ -117,6 +117,8 @@ class ReloadingPolicy:
         """How many times a new policy was swapped in."""
         self.listeners: list[Callable[[PolicyChange], None]] = []
         """Called with every swap and refusal (see :meth:`subscribe`)."""
+        self.checks: list[Callable[[BoundsPolicy], None]] = []
+        """Further checks every new version must pass, after ``check`` (see :meth:`add_check`)."""
         stamp = self._stat()
         text = self._read()
         self._current = self._parse(text)
@@ -139,6 +141,15 @@ class ReloadingPolicy:
     def sha256(self) -> str:
         """sha256 of the file content in force."""
         return self._digest
+
+    def add_check(self, check: Callable[[BoundsPolicy], None]) -> None:
+        """Make every new version pass ``check`` too (e.g. ``Palm``: it fits the portfolio).
+
+        The policy in force is checked first: a failing ``check`` raises here and is not added.
+        The caller's own ``check`` is left as it was.
+        """
+        check(self._current)
+        self.checks.append(check)
 
     def subscribe(self, listener: Callable[[PolicyChange], None]) -> None:
         """Call ``listener`` with every swap and refusal, from the polling thread.
@@ -277,6 +288,8 @@ class ReloadingPolicy:
                 logger.warning("policy %s: %s", self.path, w.message)
             if self.check is not None:
                 self.check(new)
+            for check in list(self.checks):
+                check(new)
         except PolicyError:
             raise
         except Exception as exc:  # a refused check (e.g. unknown member), or anything else

@@ -24,9 +24,21 @@ from ..exceptions import InvalidParameterError, NotFittedError
 from ..types import FloatArray
 from .events import Observation
 
-__all__ = ["PosteriorSummary", "PreferenceModel"]
+__all__ = ["PosteriorSummary", "PreferenceModel", "forgetting"]
 
 _TINY = 1e-300
+
+
+def forgetting(age: float, half_life: float | None) -> float:
+    """The weight left to evidence ``age`` seconds old: it halves every ``half_life`` seconds.
+
+    The one forgetting rule: the particle model, the stored evidence groups and the faded summary
+    served between events all use it. ``half_life=None`` forgets nothing; a future time (negative
+    age) counts in full.
+    """
+    if half_life is None or age <= 0:
+        return 1.0
+    return float(0.5 ** (age / float(half_life)))
 
 
 @dataclass(frozen=True)
@@ -232,7 +244,7 @@ class PreferenceModel:
         t_new = max(o.ts for o in obs) if now is None else float(now)
         t_ref = self._decay_to(t_new)
         # Ages count from the latest time seen, so a late batch of old events fades too.
-        factors = np.array([o.strength * self._decay_factor(t_ref - o.ts) for o in obs])
+        factors = np.array([o.strength * forgetting(t_ref - o.ts, self.half_life) for o in obs])
         new_ll = self._loglik(self.particles_, obs)
         self._obs.extend(obs)
         self._exps = np.concatenate([self._exps, np.zeros(len(obs))])
@@ -248,18 +260,13 @@ class PreferenceModel:
             self._ll = self._ll[:, drop:]
             self._maybe_rejuvenate()
 
-    def _decay_factor(self, age: float) -> float:
-        if self.half_life is None or age <= 0:
-            return 1.0
-        return float(0.5 ** (age / float(self.half_life)))
-
     def _decay_to(self, t: float) -> float:
         """Fade the evidence held so far to time ``t``; returns the new reference time."""
         if self._t_ref is None:
             self._t_ref = t
             return t
         if self.half_life is not None and t > self._t_ref and self._exps.size:
-            g = self._decay_factor(t - self._t_ref)
+            g = forgetting(t - self._t_ref, self.half_life)
             self._logw += (g - 1.0) * (self._ll @ self._exps)
             self._exps = self._exps * g
             self._maybe_rejuvenate()

@@ -177,6 +177,36 @@ def test_palm_audits_swaps_and_refusals(tmp_path: Path) -> None:
     assert verify_audit_chain(store).ok
 
 
+def test_palm_adds_its_portfolio_check_without_rewriting_the_callers(tmp_path: Path) -> None:
+    portfolio = load_portfolio(bundled("smollm2/portfolio.yaml"))
+    seen: list[str] = []
+
+    def mine(policy: BoundsPolicy) -> None:
+        seen.append(policy.version)
+
+    rp, clock, changes = reloading(tmp_path, check=mine)
+    palm = Palm(portfolio, rp, MemoryStore(), embedder=None)
+    assert rp.check is mine and len(rp.checks) == 1
+    good = palm.policy
+    pin = "  - id: pin-ghost\n    when: {topic: dangerous}\n    action: pin\n    member: ghost\n"
+    write(rp.path, ASSISTANT.replace("  - id: brevity-cap", pin + "  - id: brevity-cap"))
+    step(rp, clock)
+    assert step(rp, clock) is good  # refused: the pinned member is not in Palm's portfolio
+    assert changes[-1].kind == "refused" and "'ghost' is not in the portfolio" in str(rp.error)
+    assert len(seen) == 2  # the caller's own check still ran on the new version
+
+
+def test_add_check_refuses_a_check_the_policy_in_force_fails(tmp_path: Path) -> None:
+    rp, _, _ = reloading(tmp_path)
+
+    def never(policy: BoundsPolicy) -> None:
+        raise ValueError("no")
+
+    with pytest.raises(ValueError, match="no"):
+        rp.add_check(never)
+    assert rp.checks == []
+
+
 @settings(
     max_examples=120,
     deadline=None,

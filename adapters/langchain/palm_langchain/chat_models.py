@@ -75,8 +75,9 @@ from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import ConfigDict, Field, model_validator
 
 from palm_middleware.anonymous import adefault_decision, default_decision
+from palm_middleware.decision import Decision
 from palm_middleware.exceptions import DecisionBlocked, IdentityError, InvalidParameterError
-from palm_middleware.pipeline import Decision, Palm
+from palm_middleware.pipeline import Palm
 
 from ._messages import to_dicts
 

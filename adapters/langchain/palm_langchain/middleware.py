@@ -33,8 +33,9 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage
 from typing_extensions import NotRequired
 
+from palm_middleware.decision import Decision
 from palm_middleware.exceptions import DecisionBlocked, IdentityError
-from palm_middleware.pipeline import Decision, Palm
+from palm_middleware.pipeline import Palm
 
 from ._messages import to_dicts, user_id_from
 from .chat_models import decision_metadata

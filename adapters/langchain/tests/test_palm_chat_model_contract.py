@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from palm_langchain import OnnxChatModel, PalmChatModel, decision_of
 from palm_middleware import ExplicitWeights, IdentityError, InvalidParameterError, Palm
-from palm_middleware.pipeline import Decision
+from palm_middleware.decision import Decision
 
 
 class Recorder(BaseTracer):

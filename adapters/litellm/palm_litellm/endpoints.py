@@ -340,11 +340,6 @@ def build_router(
         principal = principal_of(key, master_key_app=rt.settings.auth.master_key_app, keys=rt.keys)
         return await fn(rt, resolve_user(principal, asserted))
 
-    def run(fn: Callable[..., T], *args: Any) -> Awaitable[T]:
-        import asyncio
-
-        return asyncio.to_thread(fn, *args)
-
     @router.post("/feedback")
     async def feedback(key: Key, body: Annotated[FeedbackIn, Body()]) -> FeedbackOut:
         event = _event(body)
@@ -357,7 +352,10 @@ def build_router(
 
     @router.get("/profile")
     async def profile(key: Key, user: UserQuery = None) -> dict[str, Any]:
-        return await call(key, user, lambda rt, u: run(lambda: rt.palm.profile(u).to_dict()))
+        async def go(rt: PalmRuntime, u: str) -> dict[str, Any]:
+            return (await rt.palm.aprofile(u)).to_dict()
+
+        return await call(key, user, go)
 
     @router.put("/profile")
     async def edit(key: Key, body: WeightsIn) -> dict[str, Any]:
@@ -365,26 +363,26 @@ def build_router(
             ids: dict[str, Any] = {"event_id": body.event_id} if body.event_id else {}
             event = ExplicitWeights(weights=body.weights, confidence=body.confidence, **ids)
             await rt.palm.arecord_feedback(user, event)
-            return await run(lambda: rt.palm.profile(user).to_dict())
+            return (await rt.palm.aprofile(user)).to_dict()
 
         return await call(key, body.user, go)
 
     @router.post("/profile/reset")
     async def reset(key: Key, user: UserQuery = None) -> ResetOut:
         async def go(rt: PalmRuntime, u: str) -> ResetOut:
-            await run(rt.palm.reset, u)
+            await rt.palm.areset(u)
             return ResetOut(reset=True)
 
         return await call(key, user, go)
 
     @router.get("/profile/export")
     async def export(key: Key, user: UserQuery = None) -> dict[str, Any]:
-        return await call(key, user, lambda rt, u: run(rt.palm.export, u))
+        return await call(key, user, lambda rt, u: rt.palm.aexport(u))
 
     @router.delete("/profile")
     async def delete(key: Key, user: UserQuery = None) -> DeletedOut:
         async def go(rt: PalmRuntime, u: str) -> DeletedOut:
-            await run(rt.palm.forget, u)
+            await rt.palm.aforget(u)
             return DeletedOut(deleted=True)
 
         return await call(key, user, go)
@@ -392,7 +390,7 @@ def build_router(
     @router.post("/opt-out")
     async def opt_out(key: Key, body: OptOutIn) -> OptOutOut:
         async def go(rt: PalmRuntime, u: str) -> OptOutOut:
-            await run(rt.palm.set_opt_out, u, body.opted_out)
+            await rt.palm.aset_opt_out(u, body.opted_out)
             return OptOutOut(opted_out=body.opted_out)
 
         return await call(key, body.user, go)
@@ -400,7 +398,7 @@ def build_router(
     @router.get("/compare")
     async def compare(key: Key, user: UserQuery = None) -> CompareOut:
         async def go(rt: PalmRuntime, u: str) -> CompareOut:
-            a, b = await run(rt.palm.compare_candidates, u)
+            a, b = await rt.palm.acompare_candidates(u)
             return CompareOut(candidates=[a, b])
 
         return await call(key, user, go)

@@ -216,8 +216,7 @@ class PalmProxyHook(RuntimeUser, CustomLogger):
                 message = getattr(choice, "message", None)
                 text = getattr(message, "content", None)
                 if message is not None and isinstance(text, str) and text:
-                    verdict = await asyncio.to_thread(
-                        self.runtime.palm.check_reply,
+                    verdict = await self.runtime.palm.acheck_reply(
                         ticket.user,
                         ticket.decision_id,
                         text,
@@ -252,10 +251,9 @@ class PalmProxyHook(RuntimeUser, CustomLogger):
                 if check is not None and check.rail.active and (delta := _delta_text(chunk)):
                     verdict = await asyncio.to_thread(check.feed, delta)
                     if verdict is not None and ticket is not None:
-                        await asyncio.to_thread(
-                            self.runtime.palm.record_reply_block,
-                            ticket.user, ticket.decision_id, verdict, streamed=True,
-                        )  # fmt: skip
+                        await self.runtime.palm.arecord_reply_block(
+                            ticket.user, ticket.decision_id, verdict, streamed=True
+                        )
                         outcome = "reply_blocked"
                         yield _cut(chunk, verdict.message)
                         return

@@ -9,6 +9,7 @@ every replica, kill -9 of a replica under load, an unreachable database, and an 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import os
@@ -189,7 +190,9 @@ def _replay(portfolio: Any, policy: Any, salt: str, events: list[Any], key: str)
     replay = Palm(portfolio, policy, MemoryStore(), salt=salt, clock=lambda: clock[0])
     for e in events:
         clock[0] = e.ts
-        replay.store.apply_event(e, lambda p, ev: replay._rebuild(p, ev), window=1, now=e.ts)
+        learning = replay._profiles.learning  # exactly what Palm.record_feedback runs
+        update = functools.partial(learning.rebuild, now=e.ts, policy=replay.policy)
+        replay.store.apply_event(e, update, window=1, now=e.ts)
     return replay.store.get_profile(key)
 
 

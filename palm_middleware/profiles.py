@@ -1,0 +1,197 @@
+"""The users' stored profiles: reads, atomic updates, the privacy setting and retention.
+
+:class:`Profiles` is where learning meets the store. Each event goes through
+``Store.apply_event``, whose update (:meth:`LearningState.rebuild`) runs inside the store's
+transaction, so concurrent feedback never loses an update. The policy's ``privacy`` section
+decides what is kept: ``weights_only`` folds each event into the profile and deletes its row
+(retries are recognized by a digest of the event id), ``events_with_text`` keeps the redacted
+text of cue messages, and ``retention_days`` bounds how long event rows live.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import uuid
+from collections.abc import Callable
+from contextlib import nullcontext
+from typing import TYPE_CHECKING, Any
+
+from .decision import Profile
+from .policy.models import PrivacySpec
+from .policy.redact import redact
+from .preferences.state import LearningState, event_digest
+from .stores.base import EventRecord, ProfileRecord, Store
+
+if TYPE_CHECKING:
+    from .policy import BoundsPolicy
+    from .portfolio.manifest import Portfolio
+    from .preferences.model import PosteriorSummary
+    from .preferences.resolve import Resolved
+    from .types import FloatArray
+
+__all__ = ["Profiles", "privacy_of"]
+
+
+def privacy_of(policy: BoundsPolicy) -> PrivacySpec:
+    """The policy's privacy section (the defaults when it has none)."""
+    return policy.spec.privacy if policy.spec is not None else PrivacySpec()
+
+
+class Profiles:
+    """Reads and updates users' profiles in ``store``.
+
+    Args:
+        store: where profiles and events live.
+        learning: how evidence becomes a posterior.
+        clock: time source; an update takes its time inside the store's transaction.
+    """
+
+    def __init__(self, store: Store, learning: LearningState, clock: Callable[[], float]) -> None:
+        self.store = store
+        self.learning = learning
+        self.clock = clock
+        self._fold_lock = threading.Lock()
+
+    def summary(self, key: str, now: float, policy: BoundsPolicy) -> tuple[PosteriorSummary, bool]:
+        """The user's posterior summary at ``now`` and whether they opted out."""
+        return self.learning.summary(self.store.get_profile(key), now, policy)
+
+    def apply(
+        self,
+        key: str,
+        event_id: str,
+        event: Resolved,
+        now: float,
+        policy: BoundsPolicy,
+        *,
+        limit: float | None = None,
+        text: str | None = None,
+    ) -> bool:
+        """Store one resolved event and update the profile atomically.
+
+        Returns:
+            False when an event with this id was already recorded (a retried delivery).
+        """
+        privacy = privacy_of(policy)
+        payload = {"obs": [o.to_dict() for o in event.obs], **event.extra}
+        if text is not None and privacy.store == "events_with_text":
+            payload["text"] = redact(text, privacy.redact)
+        record = EventRecord(
+            event_id=f"{key}:{event_id}", user_key=key, kind=event.kind, payload=payload, ts=now
+        )
+        fold = privacy.store == "weights_only"
+
+        def update(profile: ProfileRecord | None, events: list[EventRecord]) -> dict[str, Any]:
+            return self.learning.rebuild(
+                profile, events, now=float(self.clock()), policy=policy, limit=limit, fold=fold
+            )
+
+        with self._fold_lock if fold else nullcontext():
+            if fold:
+                # The row of an earlier delivery is gone: recognize the retry by its digest.
+                current = self.store.get_profile(key)
+                if current is not None and event_digest(record.event_id) in current.state.get(
+                    "folded", []
+                ):
+                    return False
+            added, _ = self.store.apply_event(record, update, window=1, now=now)
+            if fold:
+                # weights_only: the event now lives only inside the profile's grouped evidence.
+                self.store.purge_events(before=math.inf, user_key=key)
+        return added
+
+    def set_opt_out(self, key: str, opted_out: bool, now: float, policy: BoundsPolicy) -> None:
+        """Switch personalization off (or on), through ``apply_event`` like any feedback."""
+        kind = "opt_out" if opted_out else "opt_in"
+        # Through apply_event, so it cannot overwrite a feedback update racing with it.
+        record = EventRecord(f"{key}:{uuid.uuid4().hex}", key, kind, {}, now)
+
+        def update(profile: ProfileRecord | None, events: list[EventRecord]) -> dict[str, Any]:
+            return self.learning.rebuild(profile, events, now=float(self.clock()), policy=policy)
+
+        self.store.apply_event(record, update, window=1, now=now)
+        if privacy_of(policy).store == "weights_only":
+            self.store.purge_events(before=math.inf, user_key=key)
+
+    def view(
+        self, key: str, now: float, policy: BoundsPolicy, portfolio: Portfolio, *, recent: int
+    ) -> Profile:
+        """What the user may see: inferred weights, their uncertainty, what the policy applies."""
+        summary, opted_out = self.summary(key, now, policy)
+        clamp = policy.clamp(summary.mean, evidence=summary.evidence, personalized=not opted_out)
+        names = portfolio.space.names
+
+        def named(a: FloatArray) -> dict[str, float]:
+            return {n: round(float(v), 6) for n, v in zip(names, a)}
+
+        events = [
+            {"kind": e.kind, "ts": e.ts, **{k: v for k, v in e.payload.items() if k != "obs"}}
+            for e in self.store.events(key, limit=recent)
+        ]
+        return Profile(
+            user_key=key,
+            weights=named(summary.mean),
+            lower=named(summary.lower),
+            upper=named(summary.upper),
+            effective_weights=named(clamp.weights),
+            rules_fired=clamp.rules_fired,
+            evidence=summary.evidence,
+            n_events=summary.n_events,
+            opted_out=opted_out,
+            recent_events=events,
+        )
+
+    def export(self, key: str, policy: BoundsPolicy, profile: Profile) -> dict[str, Any]:
+        """Everything stored about the user under ``key``, as JSON-ready data."""
+        record = self.store.get_profile(key)
+        return {
+            "user_key": key,
+            "policy_version": policy.version,
+            "privacy": privacy_of(policy).model_dump(mode="json"),
+            "profile": profile.to_dict(),
+            "stored_state": dict(record.state) if record is not None else None,
+            # Event ids are stored as "<user key>:<client id>"; give back the client's id.
+            "events": [
+                {
+                    "event_id": e.event_id.split(":", 1)[-1],
+                    "kind": e.kind,
+                    "payload": e.payload,
+                    "ts": e.ts,
+                }
+                for e in self.store.events(key)
+            ],
+            "audit": [
+                {"record_id": a.record_id, "kind": a.kind, "payload": a.payload, "ts": a.ts}
+                for a in self.store.audit(key)
+            ],
+        }
+
+    def purge_expired(self, policy: BoundsPolicy, now: float) -> int:
+        """Delete event rows older than ``privacy.retention_days`` (all of them: ``weights_only``).
+
+        The profile's grouped evidence already holds what every event taught, so deleting event
+        rows changes storage, never routing.
+
+        Returns:
+            The number of events deleted.
+        """
+        privacy = privacy_of(policy)
+        if privacy.store == "weights_only":
+            cutoff = math.inf
+        elif privacy.retention_days is None:
+            return 0
+        else:
+            cutoff = now - privacy.retention_days * 86400.0
+        return sum(
+            self.store.purge_events(before=cutoff, user_key=key)
+            for key in self.store.users_with_events_before(cutoff)
+        )
+
+    def compare_candidates(
+        self, key: str, now: float, policy: BoundsPolicy, portfolio: Portfolio
+    ) -> tuple[int, int]:
+        """Indices of the two members whose comparison would tell most about the user."""
+        record = self.store.get_profile(key)
+        model = self.learning.posterior(record.state if record is not None else {}, now, policy)
+        return model.query_pair(portfolio.rewards)
