@@ -223,6 +223,8 @@ class Target:
     system_prompt: str | None = None
     few_shot: tuple[Mapping[str, str], ...] = ()
     generation: Mapping[str, Any] | None = None
+    local: bool = True
+    """Served by the ``palm_onnx`` provider (PALM checks the parameters it cannot honour)."""
 
 
 class PalmRuntime:
@@ -322,9 +324,10 @@ class PalmRuntime:
         member = self.portfolio.member(member_id)
         backend = member.backend
         if member_id in self.settings.groups:
-            return Target(self.settings.groups[member_id])
+            local = not isinstance(backend, LiteLLMBackend)
+            return Target(self.settings.groups[member_id], local=local)
         if isinstance(backend, LiteLLMBackend):
-            return Target(backend.model)
+            return Target(backend.model, local=False)
         if isinstance(backend, PromptedBackend):
             return Target(
                 self.settings.base_groups.get(backend.base, backend.base),
