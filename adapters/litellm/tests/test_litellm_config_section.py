@@ -94,3 +94,21 @@ def test_settings_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.delenv("PALM_CONFIG")
     with pytest.raises(ConfigError, match="no PALM settings"):
         settings_source()
+
+
+def test_palm_proxy_cli_uses_the_section(tmp_path: Path) -> None:
+    """``palm proxy`` on a config with ``palm:`` sets no PALM_CONFIG and checks the section."""
+    import subprocess
+    import sys
+
+    dep = build_deployment(tmp_path)
+    config = merged_config(dep, "one.yaml")
+    cmd = [sys.executable, "-m", "palm_middleware.cli", "proxy", "--config", str(config)]
+    out = subprocess.run([*cmd, "--dry-run"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "PALM_CONFIG=" not in out.stdout and str(config) in out.stdout
+    broken = yaml.safe_load(config.read_text())
+    broken[SECTION]["route_models"] = []
+    config.write_text(yaml.safe_dump(broken, sort_keys=False))
+    out = subprocess.run([*cmd, "--port", "1"], capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and "one.yaml" in out.stderr, out.stderr
