@@ -15,8 +15,9 @@ import httpx
 import openai
 import pytest
 from litellm_proxy_fixtures import Proxy
+from openai.types.chat import ChatCompletionMessageParam
 
-HI = [{"role": "user", "content": "Hello there"}]
+HI: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hello there"}]
 
 TOOLS = [
     {
@@ -42,10 +43,15 @@ def oai(proxy: Proxy) -> Iterator[openai.OpenAI]:
         yield client
 
 
+def create(oai: openai.OpenAI, **kw: Any) -> Any:
+    """``chat.completions.create`` on ``auto`` with ``HI`` (fields given as plain JSON values)."""
+    return oai.chat.completions.create(model="auto", messages=HI, **kw)
+
+
 def refused(oai: openai.OpenAI, **kw: Any) -> openai.BadRequestError:
     """The 400 the proxy answers to ``kw`` (the test fails on any other outcome)."""
     with pytest.raises(openai.BadRequestError) as info:
-        oai.chat.completions.create(model="auto", messages=HI, max_tokens=4, **kw)  # type: ignore[call-overload]
+        create(oai, max_tokens=4, **kw)
     return info.value
 
 
@@ -92,9 +98,7 @@ def test_unsupported_params_are_refused(
 
 @pytest.mark.parametrize(("params", "param"), UNSUPPORTED)
 def test_drop_params_drops_them(oai: openai.OpenAI, params: dict[str, Any], param: str) -> None:
-    out = oai.chat.completions.create(
-        model="auto", messages=HI, max_tokens=4, extra_body={"drop_params": True}, **params
-    )
+    out = create(oai, max_tokens=4, extra_body={"drop_params": True}, **params)
     assert len(out.choices) == 1  # n dropped: one choice, as LiteLLM serves a dropped n
     assert out.choices[0].message.content
     assert out.choices[0].message.tool_calls is None
@@ -103,7 +107,7 @@ def test_drop_params_drops_them(oai: openai.OpenAI, params: dict[str, Any], para
 
 def test_n_1_is_accepted(oai: openai.OpenAI) -> None:
     """``n=1`` is OpenAI's default (LangChain sends it): not an unsupported parameter."""
-    out = oai.chat.completions.create(model="auto", messages=HI, max_tokens=4, n=1)
+    out = create(oai, max_tokens=4, n=1)
     assert len(out.choices) == 1
 
 
@@ -126,7 +130,7 @@ RANGES = [
 def test_out_of_range_params_are_refused(oai: openai.OpenAI, param: str, value: Any) -> None:
     kw: dict[str, Any] = {"max_tokens": 4, param: value}
     with pytest.raises(openai.BadRequestError) as info:
-        oai.chat.completions.create(model="auto", messages=HI, **kw)
+        create(oai, **kw)
     err = error_object(info.value)
     assert err["param"] == param
     assert f"`{param}`" in err["message"]
@@ -139,25 +143,22 @@ def test_out_of_range_params_are_refused(oai: openai.OpenAI, param: str, value: 
 )
 def test_range_bounds_are_accepted(oai: openai.OpenAI, param: str, value: Any) -> None:
     kw: dict[str, Any] = {"max_tokens": 4, param: value}
-    out = oai.chat.completions.create(model="auto", messages=HI, **kw)
+    out = create(oai, **kw)
     assert out.choices[0].finish_reason in ("stop", "length")
 
 
 def test_range_checks_come_before_drop_params(oai: openai.OpenAI) -> None:
     """``drop_params`` drops what a member cannot do; it never makes a bad value acceptable."""
     with pytest.raises(openai.BadRequestError) as info:
-        oai.chat.completions.create(
-            model="auto", messages=HI, temperature=5, extra_body={"drop_params": True}
-        )
+        create(oai, temperature=5, extra_body={"drop_params": True})
     assert error_object(info.value)["param"] == "temperature"
 
 
 def test_stream_usage_chunk_has_no_choices(oai: openai.OpenAI) -> None:
     """``stream_options.include_usage``: usage arrives last, in a chunk with ``choices: []``."""
     chunks = list(
-        oai.chat.completions.create(
-            model="auto",
-            messages=HI,
+        create(
+            oai,
             max_tokens=4,
             stream=True,
             stream_options={"include_usage": True},
@@ -174,13 +175,13 @@ def test_stream_usage_chunk_has_no_choices(oai: openai.OpenAI) -> None:
 
 
 def test_stream_without_include_usage_sends_no_usage_chunk(oai: openai.OpenAI) -> None:
-    chunks = list(oai.chat.completions.create(model="auto", messages=HI, max_tokens=4, stream=True))
+    chunks = list(create(oai, max_tokens=4, stream=True))
     assert all(ch.choices for ch in chunks)
 
 
 def test_streamed_unsupported_param_is_refused_before_streaming(oai: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as info:
-        oai.chat.completions.create(model="auto", messages=HI, stream=True, logprobs=True)
+        create(oai, stream=True, logprobs=True)
     assert error_object(info.value)["param"] == "logprobs"
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import litellm
 import pytest
 import yaml
+from litellm.exceptions import UnsupportedParamsError
 from litellm.router import Router
 from litellm_proxy_fixtures import BLOCK_WORD, RULE_ID, Deployment, build_deployment
 
@@ -180,11 +181,11 @@ def test_unsupported_params_raise_litellms_error(door: tuple[Any, PalmRuntime]) 
             return await router.acompletion(model="auto", messages=HI, max_tokens=4, **kw)
 
     before = len(runtime.palm.store.audit(runtime.palm.user_key("alice")))
-    with pytest.raises(litellm.UnsupportedParamsError) as info:
+    with pytest.raises(UnsupportedParamsError) as info:
         asyncio.run(go(logprobs=True))
     assert info.value.status_code == 400
     assert "logprobs" in str(info.value) and "drop_params" in str(info.value)
-    with pytest.raises(litellm.UnsupportedParamsError):
+    with pytest.raises(UnsupportedParamsError):
         asyncio.run(go(n=3))
     # Refused before any decision: nothing was audited for these calls.
     assert len(runtime.palm.store.audit(runtime.palm.user_key("alice"))) == before
