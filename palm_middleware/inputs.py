@@ -57,8 +57,32 @@ _NON_TEXT_PARTS = frozenset(
         "container_upload",
     }
 )
-_INT_PARAMS = ("max_tokens", "max_completion_tokens", "max_output_tokens", "n", "seed", "top_k")
+_INT_PARAMS = (
+    "max_tokens",
+    "max_completion_tokens",
+    "max_output_tokens",
+    "n",
+    "seed",
+    "top_k",
+    "top_logprobs",
+)
 _NUM_PARAMS = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
+#: OpenAI's documented ranges (inclusive; None: unbounded), refused rather than clamped, so a
+#: client learns its value was not used. Anthropic's temperature range is 0-1.
+_RANGES: dict[str, tuple[float | None, float | None]] = {
+    "temperature": (0.0, 2.0),
+    "top_p": (0.0, 1.0),
+    "presence_penalty": (-2.0, 2.0),
+    "frequency_penalty": (-2.0, 2.0),
+    "max_tokens": (1, None),
+    "max_completion_tokens": (1, None),
+    "max_output_tokens": (1, None),
+    "n": (1, 128),
+    "top_k": (0, None),
+    "seed": (0, None),
+    "top_logprobs": (0, 20),
+}
+_ANTHROPIC_RANGES = {**_RANGES, "temperature": (0.0, 1.0)}
 
 
 @dataclass(frozen=True)
@@ -117,7 +141,7 @@ def request_messages(
             f"the request body must be a JSON object; got {_kind_of(body)}", param=None
         )
     reader = _Reader(limits or _DEFAULT_LIMITS, allow_non_text)
-    _check_params(body)
+    _check_params(body, kind)
     if kind == "chat":
         reader.chat(body)
     elif kind == "text_completion":
@@ -144,8 +168,8 @@ def _kind_of(value: object) -> str:
     }.get(type(value), "an object" if isinstance(value, Mapping) else type(value).__name__)
 
 
-def _check_params(body: Mapping[str, Any]) -> None:
-    """Types of the sampling parameters a provider would otherwise coerce or stringify."""
+def _check_params(body: Mapping[str, Any], kind: RequestKind = "chat") -> None:
+    """Types and ranges of the sampling parameters (a provider would coerce or clamp them)."""
     for name in _INT_PARAMS:
         v = body.get(name)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
@@ -158,6 +182,13 @@ def _check_params(body: Mapping[str, Any]) -> None:
             raise InvalidRequestError(
                 f"`{name}` must be a finite number; got {_kind_of(v)}", param=name
             )
+    ranges = _ANTHROPIC_RANGES if kind == "anthropic_messages" else _RANGES
+    for name, (low, high) in ranges.items():
+        v = body.get(name)
+        if v is None or (low is None or v >= low) and (high is None or v <= high):
+            continue
+        span = f"at least {low}" if high is None else f"between {low} and {high}"
+        raise InvalidRequestError(f"`{name}` must be {span}; got {v!r}", param=name)
     v = body.get("stream")
     if v is not None and not isinstance(v, bool):
         raise InvalidRequestError(f"`stream` must be a boolean; got {_kind_of(v)}", param="stream")

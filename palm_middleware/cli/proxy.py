@@ -22,8 +22,9 @@ def register(sub: Any) -> None:
         "proxy",
         help="run the LiteLLM proxy with PALM routing (needs palm-litellm)",
         description=(
-            "Start `litellm --config CONFIG` on HOST:PORT (127.0.0.1 by default) with PALM_CONFIG "
-            "set to the palm.yaml next to CONFIG (or --palm-config). Needs the palm-litellm "
+            "Start `litellm --config CONFIG` on HOST:PORT (127.0.0.1 by default). PALM's settings: "
+            "the `palm:` section of CONFIG, else PALM_CONFIG set to the palm.yaml next to CONFIG "
+            "(or --palm-config). Needs the palm-litellm "
             "package: pip install -e adapters/litellm."
         ),
     )
@@ -48,9 +49,12 @@ def register(sub: Any) -> None:
 def command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
     """The proxy command line and the environment it runs with."""
     config = Path(args.config).resolve()
-    palm_config = (
-        Path(args.palm_config).resolve() if args.palm_config else (config.parent / "palm.yaml")
-    )
+    if not args.palm_config and _has_palm_section(config):
+        palm_config = config  # the settings are under `palm:` in the proxy's own config
+    else:
+        palm_config = (
+            Path(args.palm_config).resolve() if args.palm_config else (config.parent / "palm.yaml")
+        )
     for path in (config, palm_config):
         if not path.is_file():
             raise ConfigError(f"{path}: no such file")
@@ -74,16 +78,27 @@ def command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
         "1",
     ]
     env = {
-        "PALM_CONFIG": str(palm_config),
         # The proxy process exits (3) if it cannot build the runtime, e.g. a member folder.
         "PALM_FAIL_FAST": "1",
         # Offline start: use the cost map bundled with litellm instead of fetching it.
         "LITELLM_LOCAL_MODEL_COST_MAP": os.environ.get("LITELLM_LOCAL_MODEL_COST_MAP", "True"),
     }
+    if palm_config != config:
+        env["PALM_CONFIG"] = str(palm_config)
     return cmd, env
 
 
-def check_runtime(palm_config: Path) -> None:
+def _has_palm_section(config: Path) -> bool:
+    """True if the proxy's config holds PALM's settings under a top-level ``palm:``."""
+    if not config.is_file():
+        return False
+    from .._yaml import load_yaml_file
+
+    data = load_yaml_file(config, ConfigError).data
+    return isinstance(data, dict) and "palm" in data
+
+
+def check_runtime(palm_config: Path, section: str | None = None) -> None:
     """Build the runtime (palm.yaml, portfolio, policy, store) before serving anything.
 
     Raises:
@@ -91,7 +106,7 @@ def check_runtime(palm_config: Path) -> None:
     """
     from palm_litellm.config import PalmRuntime
 
-    runtime = PalmRuntime.from_file(palm_config)
+    runtime = PalmRuntime.from_file(palm_config, section)
     close = getattr(runtime.palm.store, "close", None)
     if callable(close):
         close()
@@ -105,7 +120,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"{k}={shlex.quote(v)}")
         print(shlex.join(cmd))
         return 0
-    check_runtime(Path(env["PALM_CONFIG"]))
+    if "PALM_CONFIG" in env:
+        check_runtime(Path(env["PALM_CONFIG"]))
+    else:
+        check_runtime(Path(args.config).resolve(), "palm")
     print(f"palm proxy: serving on http://{args.host}:{args.port} (Ctrl-C stops)", file=sys.stderr)
     try:
         return subprocess.call(cmd, env={**os.environ, **env})

@@ -45,7 +45,8 @@ class GenerationParams:
         max_tokens: Most new tokens to generate (>= 1).
         temperature: 0 means greedy decoding; otherwise logits are divided by it before sampling.
         top_p: Nucleus sampling: keep the smallest set of tokens whose probability sums to
-            ``top_p`` (in (0, 1]; 1 disables it).
+            ``top_p`` (in [0, 1], OpenAI's range; 1 disables it, 0 keeps only the most likely
+            token).
         top_k: Keep the ``top_k`` most likely tokens (0 disables it).
         seed: Seed of the request's own ``np.random.Generator``; ``None`` draws fresh entropy.
         stop: Stop sequences; the text ends before the first one found (it is not returned).
@@ -70,7 +71,7 @@ class GenerationParams:
                 _is_real(self.temperature) and 0.0 <= self.temperature < math.inf,
                 "a finite float >= 0",
             ),
-            ("top_p", _is_real(self.top_p) and 0.0 < self.top_p <= 1.0, "a float in (0, 1]"),
+            ("top_p", _is_real(self.top_p) and 0.0 <= self.top_p <= 1.0, "a float in [0, 1]"),
             ("top_k", _is_int(self.top_k) and self.top_k >= 0, "an int >= 0"),
             (
                 "seed",

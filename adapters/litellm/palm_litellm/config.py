@@ -21,14 +21,21 @@
                                                             # users in `user`; models it may call
       master_key_app: admin            # the proxy master key acts as this app (null: refused)
 
+The same settings may instead live in the proxy's own ``config.yaml``, under a top-level
+``palm:`` key (paths relative to that file); LiteLLM 1.106.2 reads only the keys it knows and
+ignores this one. ``PALM_CONFIG`` keeps working; setting both is refused, so no one edits a
+file that is not in force.
+
 The proxy loads the hook and the provider by package path, so both share one
-:class:`PalmRuntime` per process (:func:`get_runtime`, from the ``PALM_CONFIG`` file).
+:class:`PalmRuntime` per process (:func:`get_runtime`).
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import os
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -65,14 +72,19 @@ __all__ = [
     "PalmRuntime",
     "PostgresStoreSettings",
     "RuntimeUser",
+    "SECTION",
     "Target",
     "build_store",
     "get_runtime",
+    "proxy_config_file",
     "runtime_error",
+    "settings_source",
 ]
 
 #: Environment variable naming the ``palm.yaml`` file of the running proxy.
 CONFIG_ENV = "PALM_CONFIG"
+#: Top-level key of the proxy's ``config.yaml`` that may hold PALM's settings.
+SECTION = "palm"
 
 PalmFactory = Callable[[Portfolio, "BoundsPolicy | ReloadingPolicy", Any], Palm]
 
@@ -206,13 +218,22 @@ class PalmProxySettings(_Strict):
     """Request size limits (:mod:`palm_litellm.limits`); non-text parts refused unless allowed."""
 
     @classmethod
-    def from_file(cls, path: str | Path) -> PalmProxySettings:
-        """Read and validate ``palm.yaml`` (no runtime built); errors name file, line, field."""
+    def from_file(cls, path: str | Path, section: str | None = None) -> PalmProxySettings:
+        """Read and validate ``palm.yaml`` (no runtime built); errors name file, line, field.
+
+        ``section``: the settings are the mapping under this top-level key (``config.yaml``).
+        """
         doc = load_yaml_file(Path(path), ConfigError)
+        data = doc.data
+        prefix: tuple[str, ...] = ()
+        if section is not None:
+            if not isinstance(data, Mapping) or not isinstance(data.get(section), Mapping):
+                raise ConfigError([doc.issue((section,), f"`{section}:` must be a mapping")])
+            data, prefix = data[section], (section,)
         try:
-            return cls.model_validate(doc.data)
+            return cls.model_validate(data)
         except ValidationError as exc:
-            raise ConfigError(issues_from_pydantic(exc, doc)) from None
+            raise ConfigError(issues_from_pydantic(exc, doc, prefix)) from None
 
 
 @dataclass(frozen=True)
@@ -223,6 +244,8 @@ class Target:
     system_prompt: str | None = None
     few_shot: tuple[Mapping[str, str], ...] = ()
     generation: Mapping[str, Any] | None = None
+    local: bool = True
+    """Served by the ``palm_onnx`` provider (PALM checks the parameters it cannot honour)."""
 
 
 class PalmRuntime:
@@ -313,18 +336,19 @@ class PalmRuntime:
         return model in groups or model in self.targets or model in self.settings.bases
 
     @classmethod
-    def from_file(cls, path: str | Path) -> PalmRuntime:
-        """Load ``palm.yaml``; errors name the file, line and field."""
+    def from_file(cls, path: str | Path, section: str | None = None) -> PalmRuntime:
+        """Load ``palm.yaml`` (or ``section`` of ``config.yaml``); errors name file, line, field."""
         path = Path(path)
-        return cls(PalmProxySettings.from_file(path), root=path.parent)
+        return cls(PalmProxySettings.from_file(path, section), root=path.parent)
 
     def _target(self, member_id: str) -> Target:
         member = self.portfolio.member(member_id)
         backend = member.backend
         if member_id in self.settings.groups:
-            return Target(self.settings.groups[member_id])
+            local = not isinstance(backend, LiteLLMBackend)
+            return Target(self.settings.groups[member_id], local=local)
         if isinstance(backend, LiteLLMBackend):
-            return Target(backend.model)
+            return Target(backend.model, local=False)
         if isinstance(backend, PromptedBackend):
             return Target(
                 self.settings.base_groups.get(backend.base, backend.base),
@@ -402,8 +426,52 @@ _runtime_error: PalmError | None = None
 _runtime_lock = threading.Lock()
 
 
+def proxy_config_file() -> Path | None:
+    """The ``config.yaml`` of the LiteLLM proxy this process runs (None: not a proxy).
+
+    The proxy records it in ``proxy_server.user_config_file_path`` before it imports the
+    callbacks; ``litellm --config`` also leaves it in ``WORKER_CONFIG`` for its workers.
+    """
+    server = sys.modules.get("litellm.proxy.proxy_server")
+    path = getattr(server, "user_config_file_path", None) or os.environ.get("CONFIG_FILE_PATH")
+    if not path:
+        try:
+            worker = json.loads(os.environ.get("WORKER_CONFIG") or "{}")
+        except ValueError:
+            worker = None
+        path = worker.get("config") if isinstance(worker, dict) else None
+    return Path(path) if isinstance(path, str) and path else None
+
+
+def settings_source() -> tuple[Path, str | None]:
+    """Where PALM's settings are: ``PALM_CONFIG``'s file, or the proxy config's ``palm:``.
+
+    Raises:
+        ConfigError: neither is set, or both are (one of them would be silently unused).
+    """
+    env = os.environ.get(CONFIG_ENV)
+    proxy = proxy_config_file()
+    in_proxy = False
+    if proxy is not None and proxy.is_file():
+        doc = load_yaml_file(proxy, ConfigError)
+        in_proxy = isinstance(doc.data, Mapping) and SECTION in doc.data
+    if env and in_proxy:
+        raise ConfigError(
+            f"PALM's settings are both in {CONFIG_ENV}={env} and under `{SECTION}:` in "
+            f"{proxy}; keep one"
+        )
+    if env:
+        return Path(env), None
+    if in_proxy and proxy is not None:
+        return proxy, SECTION
+    raise ConfigError(
+        f"no PALM settings: add a `{SECTION}:` section to the proxy's config.yaml, or set "
+        f"{CONFIG_ENV} to a palm.yaml (`palm proxy` does it)"
+    )
+
+
 def get_runtime() -> PalmRuntime:
-    """The process's runtime, built once from the file named by ``PALM_CONFIG``.
+    """The process's runtime, built once from :func:`settings_source`.
 
     A build that failed is not retried: every later call raises the same error (the proxy
     answers 503 and reports not ready) until the process restarts with a fixed file.
@@ -414,14 +482,8 @@ def get_runtime() -> PalmRuntime:
             if _runtime_error is not None:
                 raise _runtime_error
             if _runtime is None:
-                path = os.environ.get(CONFIG_ENV)
                 try:
-                    if not path:
-                        raise ConfigError(
-                            f"set {CONFIG_ENV} to the palm.yaml of this proxy (`palm proxy` "
-                            "does it)"
-                        )
-                    _runtime = PalmRuntime.from_file(path)
+                    _runtime = PalmRuntime.from_file(*settings_source())
                 except PalmError as exc:
                     _runtime_error = exc
                     raise

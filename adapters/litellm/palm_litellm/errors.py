@@ -42,6 +42,7 @@ __all__ = [
     "param_for",
     "proxy_exception",
     "status_for",
+    "unsupported_exception",
     "validation_error_response",
 ]
 
@@ -129,6 +130,19 @@ def proxy_exception(exc: PalmError) -> Any:
         param=param_for(exc),
         code=status,
         headers=_retry_after(exc),
+    )
+
+
+def unsupported_exception(exc: Any) -> Any:
+    """LiteLLM's ``UnsupportedParamsError`` as the proxy's 400 OpenAI error, naming the field."""
+    from litellm.proxy._types import ProxyException
+
+    param = getattr(exc, "param", None)
+    return ProxyException(
+        message=str(getattr(exc, "message", exc)),
+        type="invalid_request_error",
+        param=param if isinstance(param, str) else None,
+        code=400,
     )
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "TICKET_KEY",
     "Ticket",
     "admit",
+    "check_supported",
     "apply_member",
     "apply_target",
     "find_ticket",
@@ -68,6 +69,83 @@ _PARAM_FIELDS: dict[RequestKind, dict[str, str]] = {
     "anthropic_messages": {"max_tokens": "max_tokens", "temperature": "temperature",
                            "top_p": "top_p", "stop": "stop_sequences"},
 }  # fmt: skip
+
+
+#: Request fields a ``palm_onnx`` member cannot honour, per request shape, with the value that
+#: means "not used" (OpenAI's default; sending it is not a request for the feature). Chat's set
+#: is LiteLLM's own list of OpenAI parameters minus what the engine does, see
+#: :func:`_chat_unsupported`.
+_UNSUPPORTED: dict[RequestKind, dict[str, object]] = {
+    "text_completion": {"logprobs": None, "echo": False, "best_of": 1, "suffix": None,
+                        "n": 1, "presence_penalty": 0, "frequency_penalty": 0,
+                        "logit_bias": None},
+    "responses": {"tools": None, "tool_choice": None, "parallel_tool_calls": None,
+                  "reasoning": None, "top_logprobs": None, "text": None},
+    "anthropic_messages": {"tools": None, "tool_choice": None, "thinking": None},
+}  # fmt: skip
+#: OpenAI chat parameters the engine honours (``n`` only as 1), or that are hints it may ignore.
+_CHAT_SUPPORTED = frozenset(
+    {"max_tokens", "max_completion_tokens", "temperature", "top_p", "seed", "stop", "stream",
+     "stream_options", "user", "max_retries", "extra_headers", "safety_identifier",
+     "prompt_cache_key", "prompt_cache_retention", "service_tier"}
+)  # fmt: skip
+_CHAT_DEFAULTS: dict[str, object] = {
+    "n": 1, "presence_penalty": 0, "frequency_penalty": 0, "logprobs": False, "store": False,
+}  # fmt: skip
+_chat_unsupported_cache: dict[str, object] | None = None
+
+
+def _chat_unsupported() -> dict[str, object]:
+    """LiteLLM's OpenAI chat parameters (plus reasoning ones) the engine cannot honour."""
+    global _chat_unsupported_cache
+    if _chat_unsupported_cache is None:
+        import litellm
+
+        known = litellm.get_supported_openai_params(model="gpt-4o", custom_llm_provider="openai")
+        names = [*(known or ()), "reasoning_effort", "verbosity", "thinking"]
+        _chat_unsupported_cache = {
+            n: _CHAT_DEFAULTS.get(n) for n in names if n not in _CHAT_SUPPORTED
+        }
+    return _chat_unsupported_cache
+
+
+def check_supported(data: dict[str, Any], kind: RequestKind, provider: str = "palm_onnx") -> None:
+    """Refuse (or drop) request fields a local member would silently ignore.
+
+    LiteLLM's convention for a provider that lacks a parameter: ``UnsupportedParamsError``
+    (400), unless ``drop_params`` is set in the request or in ``litellm_settings``, and then the
+    parameters are removed. LiteLLM cannot tell for a custom provider (it falls back to
+    OpenAI's list), so PALM checks here, on both doors, before the member is reached.
+
+    Raises:
+        litellm.UnsupportedParamsError: ``param`` names the first unsupported field.
+    """
+    import litellm
+    from litellm.exceptions import UnsupportedParamsError
+
+    table = _chat_unsupported() if kind == "chat" else _UNSUPPORTED.get(kind, {})
+    found = [
+        name
+        for name, default in table.items()
+        if name in data and data[name] is not None and data[name] != default
+    ]
+    if not found:
+        return
+    if litellm.drop_params is True or data.get("drop_params") in (True, "true", "True"):
+        for name in found:
+            data.pop(name, None)
+        return
+    exc = UnsupportedParamsError(
+        message=(
+            f"{provider} does not support parameters: {found}, for model={data.get('model')}. "
+            "To drop these, set `drop_params: true` in the request or, for the proxy, "
+            "`litellm_settings: {drop_params: true}`."
+        ),
+        llm_provider=provider,
+        model=str(data.get("model")),
+    )
+    exc.param = found[0]
+    raise exc
 
 
 def request_kind(call_type: object) -> RequestKind | None:
@@ -131,6 +209,8 @@ async def admit(
         IdentityError: the request acts for a user its principal may not act for.
         InvalidRequestError: content the guard cannot read (``param`` names the field).
         DecisionBlocked: the policy refuses the request.
+        litellm.UnsupportedParamsError: a parameter the member cannot honour, without
+            ``drop_params``.
     """
     model = data.get("model")
     if not isinstance(model, str) or not model:
@@ -152,6 +232,10 @@ async def admit(
     messages = await asyncio.to_thread(
         request_messages, kind, data, limits=limits.core, allow_non_text=limits.allow_non_text
     )
+    # Parameters no member could honour: refused before any decision is made.
+    local_only = all(t.local for t in runtime.targets.values())
+    if local_only:
+        check_supported(data, kind)
     if isinstance(asserted_user, str) or asserted_user is None:
         named = asserted_user or None
     else:
@@ -166,6 +250,8 @@ async def admit(
     if direct is not None and decision.action == "clamp":
         member = direct  # no conditional rule chose the member: serve the one named
     target = runtime.targets[member]
+    if target.local and not local_only:
+        check_supported(data, kind)
     if apply:
         apply_target(data, target, kind)
     else:

@@ -14,13 +14,14 @@ import time
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
 
+from litellm.exceptions import UnsupportedParamsError
 from litellm.integrations.custom_logger import CustomLogger
 
 from palm_middleware.exceptions import PalmError
 
 from .auth import allowed_models, is_admin, principal_of
 from .config import PalmRuntime, RuntimeUser, get_runtime
-from .errors import AccessDenied, NotReady, proxy_exception
+from .errors import AccessDenied, NotReady, proxy_exception, unsupported_exception
 from .gate import (
     TICKET_KEY,
     Ticket,
@@ -109,6 +110,8 @@ class PalmProxyHook(RuntimeUser, CustomLogger):
             )
         except PalmError as exc:
             raise proxy_exception(exc) from exc
+        except UnsupportedParamsError as exc:
+            raise unsupported_exception(exc) from exc
         if ticket is not None:
             _leave_ticket(data, ticket)
         return data
@@ -257,7 +260,7 @@ class PalmProxyHook(RuntimeUser, CustomLogger):
                         outcome = "reply_blocked"
                         yield _cut(chunk, verdict.message)
                         return
-                yield chunk
+                yield _usage_chunk(chunk)
         except BaseException:
             outcome = "failure"
             raise
@@ -354,6 +357,26 @@ def _delta_text(chunk: Any) -> str:
     delta = getattr(choices[0], "delta", None) if choices else None
     text = getattr(delta, "content", None)
     return text if isinstance(text, str) else ""
+
+
+def _usage_chunk(chunk: Any) -> Any:
+    """OpenAI's shape for ``stream_options.include_usage``: the usage chunk has ``choices: []``.
+
+    LiteLLM's stream wrapper sends it with one empty choice (``{"delta": {}}``); clients that
+    read ``chunk.choices[0]`` only on chunks with choices (as OpenAI documents) count it twice.
+    """
+    choices = getattr(chunk, "choices", None)
+    if getattr(chunk, "usage", None) is None or not choices or len(choices) != 1:
+        return chunk
+    choice = choices[0]
+    delta = getattr(choice, "delta", None)
+    empty = delta is None or not any(
+        getattr(delta, name, None)
+        for name in ("content", "tool_calls", "function_call", "role", "reasoning_content")
+    )
+    if getattr(choice, "finish_reason", None) is None and empty:
+        chunk.choices = []
+    return chunk
 
 
 def _cut(chunk: Any, message: str) -> Any:

@@ -106,7 +106,14 @@ class PalmRouting(CustomLogger):
                 "palm: no caller for this Router call; wrap it in palm_litellm.sdk.acting_as(...)"
             )
         kind, body = _request(request_kwargs, messages, input)
-        body["model"] = model
+        # The call's other fields (sampling parameters, tools, ...): checked and read by the
+        # gate as on the proxy; a field it drops (``drop_params``) leaves the real call too.
+        extra = {
+            k: v
+            for k, v in request_kwargs.items()
+            if k not in body and k not in ("metadata", "litellm_metadata", "model")
+        }
+        body = {**extra, **body, "model": model}
         ticket = await admit(
             self.runtime,
             caller.principal,
@@ -118,6 +125,9 @@ class PalmRouting(CustomLogger):
             door="sdk",
             apply=False,
         )
+        for name in extra:
+            if name not in body:
+                request_kwargs.pop(name, None)
         if ticket is None:
             return None
         holder_name = "litellm_metadata" if "litellm_metadata" in request_kwargs else "metadata"

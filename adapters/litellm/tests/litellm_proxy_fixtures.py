@@ -168,16 +168,20 @@ def start_proxy(
     timeout: float = 180.0,
     *,
     env_extra: dict[str, str] | None = None,
+    palm_config: bool = True,
 ) -> Proxy:
     """Start ``litellm --config`` on a free 127.0.0.1 port; wait for liveliness.
 
     ``env_extra`` adds variables to the proxy's environment (e.g. the Postgres DSN).
+    ``palm_config=False``: no ``PALM_CONFIG`` (the settings are in the config's ``palm:``).
     """
     port = free_port()
     env = dict(os.environ)
+    env.pop("PALM_CONFIG", None)
+    if palm_config:
+        env["PALM_CONFIG"] = str(dep.root / "palm.yaml")
     env.update(
         {
-            "PALM_CONFIG": str(dep.root / "palm.yaml"),
             "LITELLM_LOCAL_MODEL_COST_MAP": "True",
             "LITELLM_LOG": "ERROR",
             "PYTHONPATH": os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")]),

@@ -11,6 +11,7 @@ from typing import Any
 import litellm
 import pytest
 import yaml
+from litellm.exceptions import UnsupportedParamsError
 from litellm.router import Router
 from litellm_proxy_fixtures import BLOCK_WORD, RULE_ID, Deployment, build_deployment
 
@@ -169,3 +170,43 @@ def test_example_runs(tmp_path: Path) -> None:
         litellm.custom_provider_map = saved[1]
     assert any(line.startswith("alice ->") for line in lines)
     assert any("refused" in line for line in lines)
+
+
+def test_unsupported_params_raise_litellms_error(door: tuple[Any, PalmRuntime]) -> None:
+    """Issue 14: the SDK door refuses what a local member cannot do, as LiteLLM does."""
+    router, runtime = door
+
+    async def go(**kw: Any) -> Any:
+        with sdk.acting_as("alice"):
+            return await router.acompletion(model="auto", messages=HI, max_tokens=4, **kw)
+
+    before = len(runtime.palm.store.audit(runtime.palm.user_key("alice")))
+    with pytest.raises(UnsupportedParamsError) as info:
+        asyncio.run(go(logprobs=True))
+    assert info.value.status_code == 400
+    assert "logprobs" in str(info.value) and "drop_params" in str(info.value)
+    with pytest.raises(UnsupportedParamsError):
+        asyncio.run(go(n=3))
+    # Refused before any decision: nothing was audited for these calls.
+    assert len(runtime.palm.store.audit(runtime.palm.user_key("alice"))) == before
+    out = asyncio.run(go(logprobs=True, n=3, drop_params=True))
+    assert len(out.choices) == 1 and out.choices[0].message.content
+
+
+def test_global_drop_params_drops(door: tuple[Any, PalmRuntime]) -> None:
+    """``litellm.drop_params = True`` (``litellm_settings.drop_params``) drops them too."""
+    router, _ = door
+
+    async def go() -> Any:
+        with sdk.acting_as("alice"):
+            return await router.acompletion(
+                model="auto", messages=HI, max_tokens=4, response_format={"type": "json_object"}
+            )
+
+    saved = litellm.drop_params
+    litellm.drop_params = True
+    try:
+        out = asyncio.run(go())
+    finally:
+        litellm.drop_params = saved
+    assert out.choices[0].message.content
