@@ -27,7 +27,8 @@ import hashlib
 import json
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from types import TracebackType
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from palm_middleware.exceptions import InvalidParameterError, StoreError
 
@@ -297,6 +298,27 @@ class Store(Protocol):
     ) -> list[str]:
         """Async twin of ``erase_user``; ``record`` runs in the worker thread."""
         ...
+
+
+_Closable = TypeVar("_Closable", bound="ClosingStoreMixin")
+
+
+class ClosingStoreMixin:
+    """``with Store(...) as store:`` closes the store on exit; a subclass implements ``close``."""
+
+    def close(self) -> None:  # pragma: no cover - every store defines its own
+        raise NotImplementedError
+
+    def __enter__(self: _Closable) -> _Closable:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
 
 class AsyncStoreMixin:

@@ -6,7 +6,6 @@ import secrets
 import threading
 from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
-from types import TracebackType
 from typing import Any, NamedTuple
 
 from palm_middleware.exceptions import IdentityError, StoreError
@@ -15,6 +14,7 @@ from palm_middleware.stores.base import (
     AsyncStoreMixin,
     AuditRecord,
     ChainLink,
+    ClosingStoreMixin,
     ErasureRecord,
     EventRecord,
     ProfileRecord,
@@ -45,7 +45,7 @@ class _Row(NamedTuple):
     ts: float
 
 
-class MemoryStore(AsyncStoreMixin):
+class MemoryStore(ClosingStoreMixin, AsyncStoreMixin):
     """A ``Store`` held in dicts behind one lock; nothing survives the process.
 
     Values are kept as JSON text, so reads return fresh objects and the semantics (what
@@ -80,17 +80,6 @@ class MemoryStore(AsyncStoreMixin):
 
     def __repr__(self) -> str:
         return f"MemoryStore(profiles={len(self._profiles)})"
-
-    def __enter__(self) -> MemoryStore:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     @contextmanager
     def _reading(self) -> Iterator[None]:

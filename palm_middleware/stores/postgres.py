@@ -50,7 +50,6 @@ import time
 import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from palm_middleware.exceptions import (
@@ -64,6 +63,7 @@ from palm_middleware.stores.base import (
     AsyncStoreMixin,
     AuditRecord,
     ChainLink,
+    ClosingStoreMixin,
     ErasureRecord,
     EventRecord,
     ProfileRecord,
@@ -207,7 +207,7 @@ def _split_canonical(
             return pre + '"', '"' + post
 
 
-class PostgresStore(AsyncStoreMixin):
+class PostgresStore(ClosingStoreMixin, AsyncStoreMixin):
     """A ``Store`` in PostgreSQL, shared safely by threads, processes and machines.
 
     Args:
@@ -364,17 +364,6 @@ class PostgresStore(AsyncStoreMixin):
 
     def __repr__(self) -> str:  # never the DSN
         return f"PostgresStore(schema={self._schema!r}, max_size={self._max_size})"
-
-    def __enter__(self) -> PostgresStore:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         """Close the pool; later calls raise ``StoreError``. Idempotent."""

@@ -25,7 +25,6 @@ import sqlite3
 from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal
 
 from palm_middleware.exceptions import (
@@ -48,6 +47,7 @@ from palm_middleware.stores.base import (
     AsyncStoreMixin,
     AuditRecord,
     ChainLink,
+    ClosingStoreMixin,
     ErasureRecord,
     EventRecord,
     ProfileRecord,
@@ -81,7 +81,7 @@ _INSERT_AUDIT = "INSERT INTO audit (record_id, user_key, kind, payload, ts) VALU
 _MIN_SQLITE = (3, 24, 0)  # UPSERT
 
 
-class SQLiteStore(AsyncStoreMixin):
+class SQLiteStore(ClosingStoreMixin, AsyncStoreMixin):
     """A ``Store`` in one SQLite file, shared safely by threads and processes.
 
     Args:
@@ -156,17 +156,6 @@ class SQLiteStore(AsyncStoreMixin):
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self._path)!r}, synchronous={self._synchronous!r})"
-
-    def __enter__(self) -> SQLiteStore:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         """Close every connection (of every thread); later calls raise ``StoreError``.
