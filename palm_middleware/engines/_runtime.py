@@ -9,14 +9,23 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import logging
+import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ..exceptions import GenerationError, ModelLoadError
+from ..exceptions import GenerationError, InvalidParameterError, ModelLoadError
 
-__all__ = ["Device", "RuntimeOptions", "create_session", "import_ort", "run_bound", "run_session"]
+__all__ = [
+    "ENV",
+    "Device",
+    "RuntimeOptions",
+    "create_session",
+    "import_ort",
+    "run_bound",
+    "run_session",
+]
 
 logger = logging.getLogger("palm_middleware.engines")
 
@@ -65,21 +74,85 @@ def import_ort() -> Any:
     return ort
 
 
+#: Environment variables a deployment sets to override the session defaults (e.g. in the proxy's
+#: environment); arguments passed to :class:`RuntimeOptions` still win over them.
+ENV = {
+    "device": "PALM_ORT_DEVICE",
+    "intra_op_threads": "PALM_ORT_INTRA_OP_THREADS",
+    "inter_op_threads": "PALM_ORT_INTER_OP_THREADS",
+    "allow_spinning": "PALM_ORT_ALLOW_SPINNING",
+}
+_DEVICES = ("auto", "cpu", "cuda")
+_BOOLS = {"1": True, "true": True, "yes": True, "on": True}
+_BOOLS.update({"0": False, "false": False, "no": False, "off": False})
+
+
+def _env(key: str) -> str | None:
+    value = os.environ.get(ENV[key], "").strip()
+    return value or None
+
+
+def _env_device() -> Device:
+    value = _env("device")
+    if value is None:
+        return "auto"
+    if value.lower() not in _DEVICES:
+        raise InvalidParameterError(f"{ENV['device']}={value!r}: expected one of {_DEVICES}")
+    device: Device = value.lower()  # type: ignore[assignment]
+    return device
+
+
+def _env_threads(key: str, default: int) -> int:
+    value = _env(key)
+    if value is None:
+        return default
+    if not value.isdigit():
+        raise InvalidParameterError(
+            f"{ENV[key]}={value!r}: expected a whole number of threads >= 0 (0: one per core)"
+        )
+    return int(value)
+
+
+def _env_spinning() -> bool:
+    value = _env("allow_spinning")
+    if value is None:
+        return False
+    if value.lower() not in _BOOLS:
+        raise InvalidParameterError(
+            f"{ENV['allow_spinning']}={value!r}: expected 1/0 or true/false"
+        )
+    return _BOOLS[value.lower()]
+
+
 @dataclass(frozen=True)
 class RuntimeOptions:
     """How sessions are created.
+
+    The defaults of ``device``, ``intra_op_threads``, ``inter_op_threads`` and
+    ``allow_spinning`` are read from the environment (:data:`ENV`, ``PALM_ORT_*``) when the
+    options are created, so one deployment can change them without code; arguments win.
+
+    The built-in defaults are the ones that held up on a shared host (BENCHMARKS.md, "Thread
+    and spinning defaults"): one intra-op thread per physical core (ONNX Runtime's own choice)
+    and **no spinning**. Spinning threads burn the cores other processes need and are
+    descheduled mid-op; without it, 2 threads decoded 1.7-1.8x faster than 1 (medians) on the
+    loaded 2-core host, with it 0.7-0.9x. Set ``PALM_ORT_INTRA_OP_THREADS=1`` when many requests
+    run at once on few cores (each run then stays on one core).
 
     Attributes:
         device: ``"auto"`` uses CUDA when the runtime offers it and falls back to CPU (logged
             once); ``"cpu"`` never tries CUDA; ``"cuda"`` is ``"auto"`` that must get a GPU.
         require_gpu: Raise :class:`ModelLoadError` instead of falling back to CPU.
         intra_op_threads: Threads of one ``run`` on CPU (0: ONNX Runtime's default, one per
-            core). With several concurrent requests, fewer threads per run avoid oversubscription.
+            physical core). With several concurrent requests, fewer threads per run avoid
+            oversubscription.
         inter_op_threads: Threads running independent graph nodes in parallel (0: default).
+            Sessions run nodes sequentially, so ONNX Runtime makes no such pool.
         disable_prepacking: Saves ~20 % resident memory on CPU at a small speed cost.
-        allow_spinning: Let idle intra-op threads spin between ops (ONNX Runtime's default).
-            Spinning shortens each op's hand-off; ``False`` yields the core instead, which helps
-            when other processes compete for the cores (bench/results/engine.md).
+        allow_spinning: Let idle intra-op threads spin between ops (ONNX Runtime's own
+            default). Spinning shortens each op's hand-off when cores are dedicated; ``False``
+            (our default) yields the core instead, which helps when other processes compete
+            for the cores. Irrelevant at 1 intra-op thread (no pool).
         io_binding: Decode through ``session.io_binding()`` so the KV cache stays on the
             session's device between steps (``None``: only when the session runs on CUDA, where
             it saves two cache copies over the bus per step; ``True``: on CPU too, which runs the
@@ -93,16 +166,24 @@ class RuntimeOptions:
         max_batch: Most requests in one batched step.
     """
 
-    device: Device = "auto"
+    device: Device = field(default_factory=_env_device)
     require_gpu: bool = False
-    intra_op_threads: int = 0
-    inter_op_threads: int = 0
+    intra_op_threads: int = field(default_factory=lambda: _env_threads("intra_op_threads", 0))
+    inter_op_threads: int = field(default_factory=lambda: _env_threads("inter_op_threads", 0))
     disable_prepacking: bool = False
-    allow_spinning: bool = True
+    allow_spinning: bool = field(default_factory=_env_spinning)
     io_binding: bool | None = None
     batch_decode: bool = False
     batch_window_ms: float = 2.0
     max_batch: int = 8
+
+    def __post_init__(self) -> None:
+        for name in ("intra_op_threads", "inter_op_threads"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise InvalidParameterError(f"{name} must be an int >= 0; got {value!r}")
+        if self.device not in _DEVICES:
+            raise InvalidParameterError(f"device must be one of {_DEVICES}; got {self.device!r}")
 
     @property
     def wants_gpu(self) -> bool:
@@ -139,8 +220,10 @@ def create_session(model_file: Path, options: RuntimeOptions) -> Any:
     so.log_severity_level = 3
     if options.disable_prepacking:
         so.add_session_config_entry("session.disable_prepacking", "1")
-    if not options.allow_spinning:
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # Always written, so the session says what it runs with (ONNX Runtime's default is "1").
+    spin = "1" if options.allow_spinning else "0"
+    so.add_session_config_entry("session.intra_op.allow_spinning", spin)
+    so.add_session_config_entry("session.inter_op.allow_spinning", spin)
     providers = _providers(ort, options, model_file)
     try:
         session = ort.InferenceSession(str(model_file), sess_options=so, providers=providers)

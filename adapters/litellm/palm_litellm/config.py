@@ -14,6 +14,9 @@
                                        # the policy's conditional rules still run on the request
     bases: {tiny: models/tiny}         # shared base models of prompted/adapter members: folders
     limits: {max_body_bytes: 1048576}  # request limits, checked before parsing (limits.py)
+    runtime: {intra_op_threads: 1}     # ONNX Runtime sessions of local members (omitted keys:
+                                       # PALM_ORT_* environment, else 1 thread per core and
+                                       # no spinning)
     auth:                              # used when the proxy's general_settings.custom_auth is
       keys:                            # palm_litellm.auth.user_api_key_auth
         - {sha256: 9f86d0..., user: alice}     # a personal key: acts for alice only
@@ -56,6 +59,7 @@ from palm_middleware import (
     load_portfolio,
 )
 from palm_middleware._yaml import issues_from_pydantic, load_yaml_file
+from palm_middleware.engines import RuntimeOptions
 from palm_middleware.engines.members import engine_for_member
 from palm_middleware.engines.onnx import OnnxEngine, normalize_few_shot
 from palm_middleware.engines.registry import SessionRegistry
@@ -143,6 +147,20 @@ class LimitSettings(_Strict):
         return RequestLimits(**self.model_dump(exclude={"allow_non_text"}))
 
 
+class RuntimeSettings(_Strict):
+    """``runtime:`` in ``palm.yaml``: :class:`palm_middleware.engines.RuntimeOptions` of the
+    local members' sessions. Keys left out keep the ``PALM_ORT_*`` environment or the default."""
+
+    device: Literal["auto", "cpu", "cuda"] | None = None
+    intra_op_threads: int | None = Field(default=None, ge=0, strict=True)
+    inter_op_threads: int | None = Field(default=None, ge=0, strict=True)
+    allow_spinning: bool | None = Field(default=None, strict=True)
+
+    def options(self) -> RuntimeOptions:
+        """The session options: these settings over the environment's defaults."""
+        return RuntimeOptions(**self.model_dump(exclude_none=True))
+
+
 class SQLiteStoreSettings(_Strict):
     """``store: {kind: sqlite, path: palm.db}`` (the default; a bare string is a path)."""
 
@@ -216,6 +234,8 @@ class PalmProxySettings(_Strict):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     limits: LimitSettings = Field(default_factory=lambda: LimitSettings())
     """Request size limits (:mod:`palm_litellm.limits`); non-text parts refused unless allowed."""
+    runtime: RuntimeSettings = Field(default_factory=lambda: RuntimeSettings())
+    """ONNX Runtime session options of the local members (threads, spinning, device)."""
 
     @classmethod
     def from_file(cls, path: str | Path, section: str | None = None) -> PalmProxySettings:
@@ -286,7 +306,7 @@ class PalmRuntime:
         )
         self.keys = {k.sha256: k for k in settings.auth.keys}
         self.route_models = frozenset(settings.route_models)
-        self.registry = SessionRegistry()
+        self.registry = SessionRegistry(settings.runtime.options())
         self._engines: dict[str, OnnxEngine] = {}
         self._lock = threading.Lock()
         self.targets = {m.id: self._target(m.id) for m in self.portfolio.members}
