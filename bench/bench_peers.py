@@ -198,14 +198,20 @@ def _llama(gguf: Path, threads: int) -> tuple[Any, Any]:
         n_threads_batch=threads, verbose=False,
     )  # fmt: skip
 
+    vocab = llm.n_vocab()
+
+    def top() -> int:
+        # Only the last position's logits exist (no logits_all); llm.scores stays empty then.
+        return int(np.argmax(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(vocab,))))
+
     def start(prompt: list[int]) -> int:
         llm.reset()  # eval() then drops the cached positions from n_tokens on
         llm.eval(prompt)
-        return int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        return top()
 
     def step(tok: int) -> int:
         llm.eval([tok])
-        return int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        return top()
 
     def make(prompt: list[int]) -> Callable[[int], Callable[[], list[int]]]:
         def at(k: int) -> Callable[[], list[int]]:
