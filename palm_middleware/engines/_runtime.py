@@ -135,9 +135,9 @@ class RuntimeOptions:
     The built-in defaults are the ones that held up on a shared host (BENCHMARKS.md, "Thread
     and spinning defaults"): one intra-op thread per physical core (ONNX Runtime's own choice)
     and **no spinning**. Spinning threads burn the cores other processes need and are
-    descheduled mid-op; without it, 2 threads decoded 1.7-1.8x faster than 1 (medians) on the
-    loaded 2-core host, with it 0.7-0.9x. Set ``PALM_ORT_INTRA_OP_THREADS=1`` when many requests
-    run at once on few cores (each run then stays on one core).
+    descheduled mid-op; without it, 2 threads decoded 1.7-1.8x faster than 1 on the 2-core host
+    at load 15-18 (with it 0.7-0.9x), and 0.74-0.9x of 1 at load 5. Set
+    ``PALM_ORT_INTRA_OP_THREADS=1`` when many requests run at once on few cores.
 
     Attributes:
         device: ``"auto"`` uses CUDA when the runtime offers it and falls back to CPU (logged
