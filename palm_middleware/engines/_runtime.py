@@ -133,19 +133,18 @@ class RuntimeOptions:
     options are created, so one deployment can change them without code; arguments win.
 
     The built-in defaults are the ones that held up on a shared host (BENCHMARKS.md, "Thread
-    and spinning defaults"): one intra-op thread per physical core (ONNX Runtime's own choice)
-    and **no spinning**. Spinning threads burn the cores other processes need and are
-    descheduled mid-op; without it, 2 threads decoded 1.7-1.8x faster than 1 on the 2-core host
-    at load 15-18 (with it 0.7-0.9x), and 0.74-0.9x of 1 at load 5. Set
-    ``PALM_ORT_INTRA_OP_THREADS=1`` when many requests run at once on few cores.
+    and spinning defaults"): **one intra-op thread, no spinning**. Spinning threads burn the
+    cores other processes need and are descheduled mid-op (2 threads with spinning: 0.7-0.9x of
+    1 thread). Without spinning, 2 threads gained only when the host was oversubscribed 8x
+    (1.7x, by taking a larger share of the CPU from the other tenants); at load 2-5 they were
+    0.74-0.9x of 1. A host with idle, dedicated cores can raise ``PALM_ORT_INTRA_OP_THREADS``.
 
     Attributes:
         device: ``"auto"`` uses CUDA when the runtime offers it and falls back to CPU (logged
             once); ``"cpu"`` never tries CUDA; ``"cuda"`` is ``"auto"`` that must get a GPU.
         require_gpu: Raise :class:`ModelLoadError` instead of falling back to CPU.
         intra_op_threads: Threads of one ``run`` on CPU (0: ONNX Runtime's default, one per
-            physical core). With several concurrent requests, fewer threads per run avoid
-            oversubscription.
+            physical core). Concurrent requests each run on their own thread already.
         inter_op_threads: Threads running independent graph nodes in parallel (0: default).
             Sessions run nodes sequentially, so ONNX Runtime makes no such pool.
         disable_prepacking: Saves ~20 % resident memory on CPU at a small speed cost.
@@ -168,7 +167,7 @@ class RuntimeOptions:
 
     device: Device = field(default_factory=_env_device)
     require_gpu: bool = False
-    intra_op_threads: int = field(default_factory=lambda: _env_threads("intra_op_threads", 0))
+    intra_op_threads: int = field(default_factory=lambda: _env_threads("intra_op_threads", 1))
     inter_op_threads: int = field(default_factory=lambda: _env_threads("inter_op_threads", 0))
     disable_prepacking: bool = False
     allow_spinning: bool = field(default_factory=_env_spinning)

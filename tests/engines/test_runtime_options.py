@@ -32,11 +32,10 @@ def _session_options(tiny: TinyModel, options: RuntimeOptions) -> tuple[int, int
     )
 
 
-def test_defaults_are_one_thread_per_core_without_spinning(tiny: TinyModel) -> None:
+def test_defaults_are_one_thread_without_spinning(tiny: TinyModel) -> None:
     options = RuntimeOptions()
-    assert (options.device, options.intra_op_threads, options.allow_spinning) == ("auto", 0, False)
-    # 0: ONNX Runtime's own choice, one thread per physical core.
-    assert _session_options(tiny, RuntimeOptions(device="cpu")) == (0, 0, "0", "0")
+    assert (options.device, options.intra_op_threads, options.allow_spinning) == ("auto", 1, False)
+    assert _session_options(tiny, RuntimeOptions(device="cpu")) == (1, 0, "0", "0")
 
 
 def test_environment_overrides_defaults_and_arguments_override_both(

@@ -15,8 +15,7 @@
     bases: {tiny: models/tiny}         # shared base models of prompted/adapter members: folders
     limits: {max_body_bytes: 1048576}  # request limits, checked before parsing (limits.py)
     runtime: {intra_op_threads: 1}     # ONNX Runtime sessions of local members (omitted keys:
-                                       # PALM_ORT_* environment, else 1 thread per core and
-                                       # no spinning)
+                                       # PALM_ORT_* environment, else 1 thread, no spinning)
     auth:                              # used when the proxy's general_settings.custom_auth is
       keys:                            # palm_litellm.auth.user_api_key_auth
         - {sha256: 9f86d0..., user: alice}     # a personal key: acts for alice only

@@ -20,7 +20,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_omitted_runtime_keeps_the_shared_host_defaults() -> None:
     options = PalmProxySettings.model_validate({"portfolio": "p.yaml"}).runtime.options()
     assert (options.intra_op_threads, options.inter_op_threads, options.allow_spinning) == (
-        0,
+        1,
         0,
         False,
     )
