@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         "[1/3] preparing the portfolio's base models: "
         + (
             "first run, exporting SmolLM2-135M-Instruct to ONNX once (about 1.5 min on an idle "
-            "2-core CPU, up to ~6 min on a busy one; cached afterwards)"
+            "2-core CPU, up to ~15 min on a busy one; cached afterwards)"
             if first_run
             else "cached"
         )
@@ -105,13 +105,16 @@ def run(args: argparse.Namespace) -> int:
     scorers = load_scorers(args.scorers or bundled("scorers.yaml"), traits=portfolio.space.names)
     prepared = time.perf_counter() - t0
     print(f"      portfolio {portfolio.name!r}: {', '.join(portfolio.ids)}")
+    shown: set[str] = set()
     for name, folder in served.bases.items():
         print(f"      base {name}: {folder}")
         card = folder / "model_card.json"
         if first_run and card.is_file():
             summary = json.loads(card.read_text(encoding="utf-8")).get("base", {})
-            if "log_summary" in summary:
-                print(f"      {summary['log_summary']}")
+            line = summary.get("log_summary")
+            if line and line not in shown:  # a derived base copies its parent's card
+                shown.add(line)
+                print(f"      {line}")
     print(f"      ready in {prepared:.1f} s")
 
     out: Path = args.out

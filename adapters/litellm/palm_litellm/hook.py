@@ -29,6 +29,7 @@ from .gate import (
     apply_member,
     apply_target,
     find_ticket,
+    proxy_router,
     request_kind,
 )
 
@@ -107,6 +108,7 @@ class PalmProxyHook(RuntimeUser, CustomLogger):
                 asserted_user=data.get("user"),
                 policy_metadata=self._policy_metadata(data),
                 compare=self._compare(data),
+                router=proxy_router(),
             )
         except PalmError as exc:
             raise proxy_exception(exc) from exc
