@@ -412,3 +412,22 @@ def test_messages_errors_are_anthropics_error_object(oai: openai.OpenAI) -> None
     assert set(body) >= {"type", "error"} and body["type"] == "error"
     assert body["error"]["type"] == "invalid_request_error"
     assert "`temperature` must be between 0.0 and 1.0" in body["error"]["message"]
+
+
+def test_text_completion_stream_usage_chunk_has_no_choices(oai: openai.OpenAI) -> None:
+    """The same usage-chunk shape on the text-completion door."""
+    chunks = list(
+        oai.completions.create(
+            model="auto",
+            prompt=SAY,
+            max_tokens=4,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    *body, last = chunks
+    assert last.choices == []
+    assert last.usage is not None and last.usage.completion_tokens >= 1
+    assert all(ch.choices for ch in body) and all(ch.usage is None for ch in body)
+    # LiteLLM 1.106.2's text-completion stream leaves `text` out of the finish_reason chunk.
+    assert "".join(ch.choices[0].text or "" for ch in body)
