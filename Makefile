@@ -15,7 +15,7 @@ TO_PIPLOG := >>$(PIPLOG) 2>&1 || { echo "pip install failed; the end of $(PIPLOG
 	tail -n 40 $(PIPLOG); exit 1; }
 
 $(VENV)/.installed: pyproject.toml adapters/litellm/pyproject.toml adapters/langchain/pyproject.toml Makefile
-	@echo "      installing palm-middleware, both adapters and the dev tools into $(VENV) (once, ~4-10 min; log $(PIPLOG))"
+	@echo "      installing palm-middleware, both adapters and the dev tools into $(VENV) (once, ~5-15 min; log $(PIPLOG))"
 	@$(PYTHON) -m venv $(VENV)
 	@$(PIP) --upgrade pip $(TO_PIPLOG)
 	@# One resolve: the core, both adapters (litellm[proxy]==1.106.2 is ~740 MB) and the openai
