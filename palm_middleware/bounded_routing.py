@@ -202,6 +202,8 @@ def explain(
         parts.append(f"rule {ev.action_rule!r} serves the deployment default")
     if ctx.topics:
         parts.append(f"topics: {', '.join(sorted(ctx.topics))}")
+    if ctx.language is not None:
+        parts.append(f"language: {ctx.language}")
     if fallback is not None:
         parts.append(f"inference failed ({fallback}); served the deployment default")
     elif opted_out:

@@ -202,7 +202,9 @@ class Palm:
         """
         policy = policy if policy is not None else self.policy
         now = float(self.clock()) if now is None else now
-        return build_context(policy, metadata, now, self.topics(self.read(messages)))
+        read = self.read(messages)
+        topics = self._labeller.labels(policy, read)
+        return build_context(policy, metadata, now, topics, self._labeller.language(policy, read))
 
     def read(self, messages: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
         """``messages`` (OpenAI chat shapes) as plain-text chat messages, within the limits.
@@ -220,13 +222,28 @@ class Palm:
             allow_non_text=self.allow_non_text,
         )
 
-    def topics(self, messages: Sequence[Mapping[str, str]]) -> frozenset[str]:
+    def topics(
+        self, messages: Sequence[Mapping[str, str]], policy: BoundsPolicy | None = None
+    ) -> frozenset[str]:
         """Topic labels of every message's text (read by :meth:`read`); each distinct text once.
+
+        ``policy``: the policy the request is decided under (default: the one in force), so a
+        reload between reading the policy and labelling cannot mix two versions.
 
         Raises:
             TopicLabelError: the classifier failed (the caller must refuse the request).
         """
-        return self._labeller.labels(self.policy, messages)
+        return self._labeller.labels(policy if policy is not None else self.policy, messages)
+
+    def language(
+        self, messages: Sequence[Mapping[str, str]], policy: BoundsPolicy | None = None
+    ) -> str | None:
+        """The detected language of the messages when the policy uses it (``languages:``).
+
+        Raises:
+            TopicLabelError: the detector failed (the caller must refuse the request).
+        """
+        return self._labeller.language(policy if policy is not None else self.policy, messages)
 
     def user_key(self, user: UserId) -> str:
         """The pseudonymous key under which ``user`` is stored (keyed hash; raw ids never stored).
@@ -260,7 +277,8 @@ class Palm:
         policy = self.policy  # one policy for the whole decision, even if a reload happens
         decision_id = uuid.uuid4().hex
         try:
-            topics = self.topics(read)
+            topics = self.topics(read, policy)
+            language = self.language(read, policy)
         except TopicLabelError as exc:
             reason = {
                 "reason": "topic_labelling_failed",
@@ -271,10 +289,10 @@ class Palm:
         try:
             # Cohort, channel and time with the topics; if the metadata cannot be read, the
             # topics alone, so topic rules keep applying.
-            ctx = build_context(policy, metadata, now, topics)
+            ctx = build_context(policy, metadata, now, topics, language)
         except Exception:  # malformed metadata: no context rather than no decision
             logger.exception("request metadata could not be read; evaluating without context")
-            ctx = RequestContext(topics=topics)
+            ctx = RequestContext(topics=topics, language=language)
         routes = self.bounded_router
         fallback: str | None = None
         refused: str | None = None
@@ -315,6 +333,7 @@ class Palm:
                 rule_id=ev.action_rule,
                 rules_active=list(ev.active),
                 topics=sorted(ctx.topics),
+                **({"language": ctx.language} if ctx.language is not None else {}),
                 fallback=fallback,
             )
             raise DecisionBlocked(ev.action_rule, ev.message)
@@ -343,6 +362,7 @@ class Palm:
             action=ev.action,
             rules_active=ev.active,
             topics=tuple(sorted(ctx.topics)),
+            language=ctx.language,
         )
         self._outbox.write(AuditRecord(decision_id, key, "decision", decision.to_dict(), now))
         return decision
@@ -424,7 +444,7 @@ class Palm:
         """
         policy = self.policy
         ctx = build_context(policy, metadata, float(self.clock()))
-        return ReplyRail(policy, self.topic_classifier(), ctx)
+        return ReplyRail(policy, self._labeller.classifier(policy), ctx)
 
     def check_reply(
         self, user: UserId, decision_id: str, text: str, metadata: Mapping[str, Any] | None = None
