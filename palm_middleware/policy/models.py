@@ -335,6 +335,9 @@ class ClassifierRef(_Strict):
     threshold: UnitFloat | None = None
     """Probability at or above which the topic applies (default: the threshold calibrated on
     held-out data when the classifier was trained)."""
+    weak_threshold: UnitFloat | None = None
+    """Probability at or above which a message with one of the topic's ``weak_keywords`` gets
+    the topic (default: half the threshold): a broad word lowers the bar, it does not decide."""
 
 
 class ExternalRef(_Strict):
@@ -381,6 +384,13 @@ class TopicSpec(_Strict):
     )
     """Harmless phrases that contain a keyword (``glue gun``, ``bath bomb``): removed from the
     text before keywords are matched, so a keyword elsewhere in the message still counts."""
+    weak_keywords: list[Annotated[StrictStr, Field(min_length=1, max_length=100)]] = Field(
+        default_factory=list, max_length=1000
+    )
+    """Broad words that share harmless uses (``bomb*``, ``dose``, ``poison*``): matched like
+    ``keywords``, but a match only lowers the classifier's bar for this topic to
+    ``classifier.weak_threshold``. Without a classifier or an embedder they count as
+    ``keywords`` (fail closed)."""
     prototypes: list[Annotated[StrictStr, Field(min_length=1, max_length=500)]] = Field(
         default_factory=list, max_length=200
     )
@@ -397,7 +407,13 @@ class TopicSpec(_Strict):
 
     @model_validator(mode="after")
     def _something(self) -> TopicSpec:
-        if not (self.keywords or self.prototypes or self.classifier or self.external):
+        if not (
+            self.keywords
+            or self.weak_keywords
+            or self.prototypes
+            or self.classifier
+            or self.external
+        ):
             raise ValueError("a topic needs 'keywords', 'prototypes', 'classifier' or 'external'")
         return self
 
