@@ -41,6 +41,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--summary", default="summary.md", help="file name of the summary")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     cpu = next(
@@ -54,7 +55,7 @@ def main() -> None:
     lines = [
         f"machine: {os.cpu_count()} cores, {cpu} (shared with other jobs: timings are loaded)",
         f"command: nice -n 10 python bench/bench_simulate.py --users {args.users} "
-        f"--events {args.events} --seed {args.seed}",
+        f"--events {args.events} --seed {args.seed} --settings {' '.join(args.settings)}",
         "",
     ]
     t_all = time.process_time()
@@ -106,9 +107,9 @@ def main() -> None:
             )
         lines.append("")
         print("\n".join(lines[-(len(res.regret) * 4 + 6) :]), flush=True)
-        (args.out / "summary.md").write_text("\n".join(lines) + "\n")
+        (args.out / args.summary).write_text("\n".join(lines) + "\n")
     lines.append(f"total CPU {time.process_time() - t_all:.0f} s")
-    (args.out / "summary.md").write_text("\n".join(lines) + "\n")
+    (args.out / args.summary).write_text("\n".join(lines) + "\n")
     print(lines[-1])
 
 
