@@ -34,6 +34,11 @@ def run_readme(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any
     (tmp_path / "policies").mkdir()
     shutil.copy(ROOT / "policies" / "default.yaml", tmp_path / "policies" / "default.yaml")
     monkeypatch.chdir(tmp_path)
+    # The example builds Palm without random_state (OS-seeded draws); seed it for a stable test.
+    monkeypatch.setattr(
+        "palm_middleware.pipeline.check_random_state",
+        lambda rs: np.random.default_rng(0 if rs is None else rs),
+    )
     ns: dict[str, Any] = {
         "user_id": "alice",
         "messages": MESSAGES,
