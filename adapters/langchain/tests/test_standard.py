@@ -3,9 +3,8 @@
 - ``OnnxChatModel``: real ONNX Runtime generation with tiny random decoders (tests/engines/tiny.py);
   tools and structured output in the unit suite (binding), generation with them in
   test_langchain_structured.py.
-- ``PalmChatModel`` over those ONNX members: everything but tools and structured output, which
-  ONNX members cannot do (binding them is refused, naming the members: see
-  test_langchain_chat_model.py).
+- ``PalmChatModel`` over those ONNX members: everything but tools and structured output (they
+  bind, test_palm_chat_model_contract.py, but the tiny members' 128 positions are too few).
 - ``PalmChatModel`` over tool-calling members: the offline ``ToolFake`` (langchain_fixtures.py)
   stands in for an instruction-following chat model, so the tool-calling, structured-output
   (``json_schema``) and JSON-mode tests exercise PalmChatModel's plumbing.
@@ -144,7 +143,7 @@ class TestPalmChatModelOnnxIntegration(_PalmSupport, ChatModelIntegrationTests):
 
     @property
     def has_tool_calling(self) -> bool:
-        return False  # ONNX members cannot call tools; binding is refused naming them
+        return False  # as for OnnxChatModel: 128 positions and 6 tokens are too few
 
     @property
     def has_structured_output(self) -> bool:

@@ -282,3 +282,28 @@ def test_bad_constraints_are_400s(admin: openai.OpenAI, kw: dict[str, Any], need
     with pytest.raises(openai.BadRequestError) as info:
         chat(admin, model="balanced", messages=ASK, max_tokens=8, **kw)
     assert needle in str(info.value)
+
+
+def test_responses_text_format_and_tools(long_proxy: Proxy) -> None:
+    """Responses' ``text.format`` and flat function tools reach the member (LiteLLM's bridge)."""
+    with openai.OpenAI(
+        base_url=long_proxy.url + "/v1", api_key=long_proxy.deployment.master_key, max_retries=0
+    ) as client:
+        out: Any = client.responses.create(
+            model="playful",
+            input="Who is Ada?",
+            max_output_tokens=120,
+            text={"format": {"type": "json_schema", "name": "person", "schema": PERSON}},
+        )
+        jsonschema.validate(json.loads(out.output_text), PERSON)
+        tool = {"type": "function", **TOOLS[1]["function"]}
+        out = client.responses.create(
+            model="balanced",
+            input="Time?",
+            max_output_tokens=60,
+            tools=[tool],  # type: ignore[list-item]
+            tool_choice="required",
+        )
+        (call,) = [item for item in out.output if item.type == "function_call"]
+        assert call.name == "get_time"
+        jsonschema.validate(json.loads(call.arguments), SCHEMAS["get_time"])
