@@ -17,7 +17,7 @@ from typing import Any
 import jsonschema
 import openai
 import pytest
-from litellm_proxy_fixtures import Proxy, build_deployment, start_proxy, stop_proxy
+from litellm_proxy_fixtures import POLICY, Proxy, build_deployment, start_proxy, stop_proxy
 
 from tests.engines.tiny import train_tokenizer, write_model
 
@@ -61,6 +61,14 @@ TOOLS: list[Any] = [
     },
 ]
 SCHEMAS = {t["function"]["name"]: t["function"]["parameters"] for t in TOOLS}
+REPLY_RULE = """\
+  - id: no-zebra-replies
+    layer: law
+    when: {topic: zoo}
+    action: block
+    message: No zebras here.
+    on: [reply]
+"""
 ASK: list[Any] = [{"role": "user", "content": "Who is Ada? Reply in JSON."}]
 
 
@@ -72,7 +80,12 @@ def long_proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
         write_model(
             root / "models" / name, root / "tok" / "tokenizer.json", seed, max_positions=1024
         )
-    proxy = start_proxy(build_deployment(root))
+    dep = build_deployment(root)
+    # A reply-only rule: a tool call's arguments are the member's words and are checked too.
+    policy = POLICY.replace("topics:\n", "topics:\n  zoo: {keywords: [zebra]}\n")
+    policy += REPLY_RULE
+    (root / "policy.yaml").write_text(policy)
+    proxy = start_proxy(dep)
     yield proxy
     stop_proxy(proxy)
 
@@ -307,3 +320,33 @@ def test_responses_text_format_and_tools(long_proxy: Proxy) -> None:
         (call,) = [item for item in out.output if item.type == "function_call"]
         assert call.name == "get_time"
         jsonschema.validate(json.loads(call.arguments), SCHEMAS["get_time"])
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_reply_rules_read_tool_call_arguments(admin: openai.OpenAI, stream: bool) -> None:
+    """The grammar makes the member write "zebra" in the call; the reply rule refuses it."""
+    animal = {
+        "type": "function",
+        "function": {
+            "name": "pet",
+            "parameters": {
+                "type": "object",
+                "properties": {"animal": {"const": "zebra"}},
+                "required": ["animal"],
+            },
+        },
+    }
+    kw: dict[str, Any] = {"model": "balanced", "messages": ASK, "max_tokens": 40}
+    out = chat(admin, tools=[animal], tool_choice="required", stream=stream, **kw)
+    if not stream:
+        choice = out.choices[0]
+        assert choice.finish_reason == "content_filter" and choice.message.tool_calls is None
+        assert choice.message.content == "No zebras here."
+        return
+    text, calls, finish = "", [], None
+    for chunk in out:
+        if chunk.choices:
+            text += chunk.choices[0].delta.content or ""
+            calls += chunk.choices[0].delta.tool_calls or []
+            finish = chunk.choices[0].finish_reason or finish
+    assert finish == "content_filter" and not calls and "No zebras here." in text
