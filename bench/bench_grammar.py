@@ -2,7 +2,7 @@
 
 Modes, interleaved round by round on one :class:`OnnxEngine` (1 intra-op thread, greedy):
 
-- ``plain``: no constraint;
+- ``plain``: no constraint (the same prompt);
 - ``json``: ``response_format`` JSON schema (an object with strings, an integer, an array);
 - ``regex``: a regex (a list of ISO dates).
 
@@ -43,11 +43,8 @@ PERSON = {
     "required": ["name", "born", "fields", "summary"],
     "additionalProperties": False,
 }
-PROMPTS = {
-    "plain": "Tell me about Ada Lovelace.",
-    "json": "Describe Ada Lovelace as JSON: name, born, fields, summary.",
-    "regex": "List three important dates in Ada Lovelace's life.",
-}
+#: One prompt for every mode: the same prefill and KV length, so only the constraint differs.
+PROMPT = "Describe Ada Lovelace as JSON (name, born, fields, summary), then list 3 dates."
 GRAMMARS: dict[str, Grammar | None] = {
     "plain": None,
     "json": response_grammar(
@@ -62,7 +59,7 @@ def _run(engine: OnnxEngine, mode: str, n: int) -> tuple[float, Any]:
     if GRAMMARS[mode] is not None:
         params["grammar"] = GRAMMARS[mode]
     t0 = time.perf_counter()
-    out = engine.generate([{"role": "user", "content": PROMPTS[mode]}], params)
+    out = engine.generate([{"role": "user", "content": PROMPT}], params)
     return time.perf_counter() - t0, out
 
 

@@ -113,7 +113,7 @@ def test_parse_call() -> None:
 
 
 def test_plain_messages_write_calls_and_results_as_text() -> None:
-    msgs = [
+    msgs: list[dict[str, Any]] = [
         {
             "role": "user",
             "content": [{"type": "text", "text": "Weather"}, {"type": "text", "text": "in Oslo?"}],

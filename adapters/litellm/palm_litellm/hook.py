@@ -375,7 +375,7 @@ def _written(message: Any) -> str:
 
 
 def _finishes(chunk: Any) -> bool:
-    choices = getattr(chunk, "choices", None) or ()
+    choices: Any = getattr(chunk, "choices", None) or ()
     return bool(choices) and getattr(choices[0], "finish_reason", None) is not None
 
 

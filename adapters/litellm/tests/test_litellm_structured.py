@@ -310,11 +310,11 @@ def test_responses_text_format_and_tools(long_proxy: Proxy) -> None:
         )
         jsonschema.validate(json.loads(out.output_text), PERSON)
         tool = {"type": "function", **TOOLS[1]["function"]}
-        out = client.responses.create(
+        out = client.responses.create(  # type: ignore[call-overload]
             model="balanced",
             input="Time?",
             max_output_tokens=60,
-            tools=[tool],  # type: ignore[list-item]
+            tools=[tool],
             tool_choice="required",
         )
         (call,) = [item for item in out.output if item.type == "function_call"]
@@ -343,7 +343,8 @@ def test_reply_rules_read_tool_call_arguments(admin: openai.OpenAI, stream: bool
         assert choice.finish_reason == "content_filter" and choice.message.tool_calls is None
         assert choice.message.content == "No zebras here."
         return
-    text, calls, finish = "", [], None
+    text, finish = "", None
+    calls: list[Any] = []
     for chunk in out:
         if chunk.choices:
             text += chunk.choices[0].delta.content or ""

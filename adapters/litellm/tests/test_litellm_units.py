@@ -197,7 +197,7 @@ def test_constraints_are_unsupported_without_llguidance(monkeypatch: pytest.Monk
         m.setitem(sys.modules, "llguidance", None)
         with pytest.raises(UnsupportedParamsError) as info:
             gate.check_supported(dict(data), "chat")
-    assert info.value.param == "response_format"  # type: ignore[attr-defined]
+    assert info.value.param == "response_format"
     monkeypatch.setattr(gate, "_chat_unsupported_cache", None)
     if available():
         body = dict(data)
