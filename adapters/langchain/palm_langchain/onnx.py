@@ -113,6 +113,7 @@ class OnnxChatModel(BaseChatModel):
         ``tool_choice``: ``"auto"`` (default), ``"none"``, ``"any"``/``"required"``/``True``
         (must call one), or a tool's name (must call that one).
         """
+        kwargs.pop("strict", None)  # the grammar holds every call to its schema anyway
         formatted = [convert_to_openai_tool(t) for t in tools]
         choice: Any = tool_choice
         if tool_choice is True or tool_choice == "any":

@@ -14,11 +14,13 @@ from typing import Any, Literal
 
 import jsonschema
 import pytest
+from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, ToolMessage
 from langchain_core.tools import tool
+from langchain_fixtures import REWARDS, make_palm, user
 from pydantic import BaseModel, Field
 
-from palm_langchain import OnnxChatModel
+from palm_langchain import OnnxChatModel, PalmChatModel
 from palm_middleware.engines.onnx import OnnxEngine
 from palm_middleware.exceptions import InvalidParameterError
 from tests.engines.tiny import train_tokenizer, write_model
@@ -110,6 +112,13 @@ def test_bound_tools_are_called(member: OnnxChatModel, choice: Any) -> None:
         assert isinstance(follow.content, str) and not follow.content.startswith("{")
 
 
+def test_bind_options_are_accepted(member: OnnxChatModel) -> None:
+    """``strict`` (always so) and ``parallel_tool_calls`` (one call per answer) are accepted."""
+    llm = member.bind_tools([get_time], tool_choice=True, strict=True, parallel_tool_calls=False)
+    (call,) = llm.invoke("Time?").tool_calls
+    assert call["name"] == "get_time"
+
+
 def test_streamed_tool_call(member: OnnxChatModel) -> None:
     llm = member.bind_tools([get_time], tool_choice="any")
     chunks = list(llm.stream("Time?"))
@@ -130,3 +139,22 @@ def test_bad_tool_choice_is_refused_at_bind(member: OnnxChatModel) -> None:
         member.bind_tools([get_weather], tool_choice="nope")
     with pytest.raises(InvalidParameterError, match="response_format.type"):
         member.invoke("x", response_format={"type": "xml"})
+
+
+def test_palm_chat_model_over_onnx_members(tmp_path: Path) -> None:
+    """The whole stack: PalmChatModel picks a member per user; each ONNX member holds its
+    answer to the schema or the tool."""
+    train_tokenizer(tmp_path / "tok")
+    members: dict[str, BaseChatModel] = {}
+    for seed, name in enumerate(REWARDS):
+        write_model(tmp_path / name, tmp_path / "tok" / "tokenizer.json", seed, max_positions=1024)
+        engine = OnnxEngine(tmp_path / name, name=name)
+        members[name] = OnnxChatModel(engine=engine, max_tokens=80)
+    llm = PalmChatModel(palm=make_palm(), members=members)
+    out = llm.with_structured_output(Person, method="json_schema").invoke(
+        "Who is Ada?", config=user("alice")
+    )
+    assert isinstance(out, Person)
+    msg = llm.bind_tools([get_time], tool_choice="get_time").invoke("Time?", config=user("bob"))
+    assert msg.tool_calls[0]["name"] == "get_time"
+    assert msg.tool_calls[0]["args"]["zone"] in ("UTC", "CET")
