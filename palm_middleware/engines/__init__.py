@@ -12,6 +12,7 @@ from .._lazy import load as _load
 if TYPE_CHECKING:
     from ._runtime import RuntimeOptions
     from .base import Chunk, Engine, Generation, GenerationParams, Usage
+    from .grammar import Grammar
     from .model import OnnxModel
     from .onnx import OnnxEngine
     from .registry import SessionRegistry
@@ -21,6 +22,7 @@ _LAZY = {
     "Engine": "base",
     "Generation": "base",
     "GenerationParams": "base",
+    "Grammar": "grammar",
     "OnnxEngine": "onnx",
     "OnnxModel": "model",
     "RuntimeOptions": "_runtime",
@@ -33,6 +35,7 @@ __all__ = [
     "Engine",
     "Generation",
     "GenerationParams",
+    "Grammar",
     "OnnxEngine",
     "OnnxModel",
     "RuntimeOptions",
