@@ -1,4 +1,4 @@
-"""Build ``tests/data/genai_tiny``: a tiny Llama built by ONNX Runtime GenAI's model builder.
+"""Build ``tests/data/genai_tiny{,_int8}``: a tiny Llama made by ONNX Runtime GenAI's builder.
 
 What it stands for: a member served through ``onnxruntime_genai`` (``GenaiEngine``), i.e. what
 ``palm prepare-genai`` builds from SmolLM2-135M-Instruct, at toy size: hidden 64, 2 layers,
@@ -28,6 +28,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE.parent / "data" / "genai_tiny"
+OUT_INT8 = HERE.parent / "data" / "genai_tiny_int8"  # as the builder writes it (fp32 embedding)
 sys.path.insert(0, str(HERE.parents[1]))
 
 from tests.engines.tiny import CHATML, train_tokenizer  # noqa: E402
@@ -70,52 +71,56 @@ def main() -> None:
                 if p.dim() == 2:
                     p.normal_(0.0, 0.3)
         model.save_pretrained(hf)
-        built = Path(tmp) / "out"
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "onnxruntime_genai.models.builder",
-                "-i",
-                str(hf),
-                "-o",
-                str(built),
-                "-p",
-                "fp32",
-                "-e",
-                "cpu",
-                "-c",
-                str(Path(tmp) / "cache"),
-            ],
-            check=True,
+        for precision, out in (("fp32", OUT), ("int8", OUT_INT8)):
+            _build(hf, Path(tmp) / precision, precision, out)
+    print(f"wrote {OUT} and {OUT_INT8}")
+
+
+def _build(hf: Path, built: Path, precision: str, out: Path) -> None:
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "onnxruntime_genai.models.builder",
+            "-i",
+            str(hf),
+            "-o",
+            str(built),
+            "-p",
+            precision,
+            "-e",
+            "cpu",
+            "-c",
+            str(built.parent / "cache"),
+        ],
+        check=True,
+    )
+    # Tokenizer files exactly as the tests' tokenizer wrote them (the builder re-saves them
+    # through transformers 5, which may rename the tokenizer class).
+    for name in (
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "chat_template.jinja",
+        "config.json",
+        "generation_config.json",
+    ):
+        if (hf / name).is_file():
+            shutil.copy2(hf / name, built / name)
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.copytree(built, out)
+    (out / "model_card.json").write_text(
+        json.dumps(
+            {
+                "engine": "genai",
+                "stands_for": "palm prepare-genai output (SmolLM2-135M-Instruct), toy size",
+                "made_by": "tests/engines/make_genai_tiny.py",
+                "precision": precision,
+            },
+            indent=2,
         )
-        # Tokenizer files exactly as the tests' tokenizer wrote them (the builder re-saves them
-        # through transformers 5, which may rename the tokenizer class).
-        for name in (
-            "tokenizer.json",
-            "tokenizer_config.json",
-            "chat_template.jinja",
-            "config.json",
-            "generation_config.json",
-        ):
-            if (hf / name).is_file():
-                shutil.copy2(hf / name, built / name)
-        shutil.rmtree(OUT, ignore_errors=True)
-        shutil.copytree(built, OUT)
-        (OUT / "model_card.json").write_text(
-            json.dumps(
-                {
-                    "engine": "genai",
-                    "stands_for": "palm prepare-genai output (SmolLM2-135M-Instruct), toy size",
-                    "made_by": "tests/engines/make_genai_tiny.py",
-                    "precision": "fp32",
-                },
-                indent=2,
-            )
-            + "\n",
-            encoding="utf-8",
-        )
-    print(f"wrote {OUT}: {sorted(p.name for p in OUT.iterdir())}")
+        + "\n",
+        encoding="utf-8",
+    )
 
 
 if __name__ == "__main__":

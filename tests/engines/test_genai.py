@@ -24,7 +24,7 @@ from palm_middleware.engines.members import engine_class, engine_for_member
 from palm_middleware.engines.onnx import OnnxEngine
 from palm_middleware.engines.registry import SessionRegistry
 from palm_middleware.exceptions import EngineError, GenerationError, ModelLoadError
-from palm_middleware.offline.engines.genai_build import genai_agreement
+from palm_middleware.offline.engines.genai_build import genai_agreement, share_int8_embedding
 from palm_middleware.offline.engines.lora import add_lora_sites, write_adapter
 from palm_middleware.portfolio.manifest import parse_portfolio
 
@@ -229,3 +229,42 @@ def test_agreement_of_a_build_with_itself_and_the_raw_loop() -> None:
     same = genai_agreement(GENAI_TINY, GENAI_TINY, ["Hello world", "def add(a, b):"], 12)
     assert same["overall"] == same["teacher_forced"] == same["prefix"] == 1.0
     assert same["n_prompts"] == 2 and len(same["cases"][0]["candidate"]) == 12
+
+
+def test_int8_build_shares_one_quantized_embedding(tmp_path: Path) -> None:
+    """``share_int8_embedding`` on the builder's int8 graph (``genai_tiny_int8``): the fp32
+    table goes, and the graph computes exactly what the builder's graph computes with its
+    embedding replaced by the dequantized LM-head blocks."""
+    import onnx
+    from onnx import numpy_helper
+
+    src = GENAI_TINY.parent / "genai_tiny_int8"
+    shared = tmp_path / "shared"
+    shutil.copytree(src, shared)
+    assert share_int8_embedding(shared)
+    assert not share_int8_embedding(shared)  # nothing left to share
+    size = sum(p.stat().st_size for p in shared.iterdir())
+    assert size < 0.7 * sum(p.stat().st_size for p in src.iterdir())
+    graph = onnx.load(str(shared / "model.onnx")).graph
+    assert "model.embed_tokens.weight" not in {i.name for i in graph.initializer}
+    assert "GatherBlockQuantized" in {n.op_type for n in graph.node}
+
+    # Reference: the builder's graph with its fp32 table set to (q - 128) * scale of the head.
+    proto = onnx.load(str(src / "model.onnx"))
+    inits = {i.name: i for i in proto.graph.initializer}
+    q = numpy_helper.to_array(inits["lm_head.MatMul.weight_Q8"]).astype(np.float32)
+    scales = numpy_helper.to_array(inits["lm_head.MatMul.weight_scales"])
+    table = ((q - 128.0) * scales.reshape(*q.shape[:2], 1)).reshape(q.shape[0], -1)
+    fp32 = numpy_helper.to_array(inits["model.embed_tokens.weight"])
+    assert np.abs(table - fp32).max() <= scales.max() / 2 + 1e-6  # it is that table, quantized
+    inits["model.embed_tokens.weight"].CopyFrom(
+        numpy_helper.from_array(table.astype(np.float32), "model.embed_tokens.weight")
+    )
+    ref = tmp_path / "reference"
+    shutil.copytree(src, ref, ignore=shutil.ignore_patterns("model.onnx*"))
+    onnx.save(proto, str(ref / "model.onnx"))
+    ids = GenaiEngine(shared).encode_prompt(CHAT)
+    cont = GenaiEngine(shared).generate(CHAT, {"max_tokens": 12}).token_ids
+    a = GenaiModel(shared).step_logits(ids, list(cont))
+    b = GenaiModel(ref).step_logits(ids, list(cont))
+    assert np.abs(a - b).max() < 1e-4

@@ -47,6 +47,7 @@ __all__ = [
     "genai_agreement",
     "prepare_genai",
     "prepare_hf",
+    "share_int8_embedding",
 ]
 
 PRECISIONS = ("fp32", "int8", "int4")
@@ -202,6 +203,81 @@ def _build(python: Path, hf: Path, out: Path, precision: str, cache: Path, log: 
     return time.perf_counter() - t0
 
 
+def share_int8_embedding(folder: Path) -> bool:
+    """Read the tied embedding from the int8 LM head's blocks; drop the fp32 table.
+
+    The 0.18 builder shares a tied embedding / LM head only at int4 (``GatherBlockQuantized``
+    over the head's 4-bit blocks); at int8 it keeps a fp32 embedding (113 MB for SmolLM2) next to
+    the 8-bit head. ``GatherBlockQuantized`` also takes 8-bit blocks in MatMulNBits' layout
+    (default zero point 128), so the embedding ``Gather`` becomes one over a reshape of the
+    head's weights: one quantized copy, as at int4. Returns whether the graph changed.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model_file = folder / "model.onnx"
+    proto = onnx.load(str(model_file))
+    g = proto.graph
+    inits = {i.name: i for i in g.initializer}
+    gather = next(
+        (
+            n
+            for n in g.node
+            if n.op_type == "Gather"
+            and n.input[0] in inits
+            and inits[n.input[0]].data_type == TensorProto.FLOAT
+            and "embed_tokens" in n.input[0]
+        ),
+        None,
+    )
+    head = next(
+        (
+            n
+            for n in g.node
+            if n.op_type == "MatMulNBits"
+            and n.name.startswith("/lm_head/")
+            and any(a.name == "bits" and a.i == 8 for a in n.attribute)
+        ),
+        None,
+    )
+    if gather is None or head is None or len(head.input) > 3:  # no zero points: symmetric
+        return False
+    attrs = {a.name: a.i for a in head.attribute}
+    table = inits[gather.input[0]]
+    n_rows, k = (int(d) for d in table.dims)
+    if (attrs["N"], attrs["K"]) != (n_rows, k):
+        return False
+    shape = numpy_helper.from_array(np.asarray([n_rows, k], np.int64), "embed_tokens.q8_shape")
+    g.initializer.append(shape)
+    flat = "/model/embed_tokens/q8_rows"
+    nodes = []
+    for node in g.node:
+        if node is gather:
+            nodes.append(helper.make_node("Reshape", [head.input[1], shape.name], [flat]))
+            nodes.append(
+                helper.make_node(
+                    "GatherBlockQuantized",
+                    [flat, gather.input[1], head.input[2]],
+                    list(gather.output),
+                    name="/model/embed_tokens/GatherBlockQuantized",
+                    domain="com.microsoft",
+                    bits=8,
+                    block_size=attrs["block_size"],
+                    gather_axis=0,
+                    quantize_axis=1,
+                )
+            )
+        else:
+            nodes.append(node)
+    del g.node[:]
+    g.node.extend(nodes)
+    g.initializer.remove(table)
+    for f in folder.glob("model.onnx*"):
+        f.unlink()
+    onnx.save(proto, str(model_file), save_as_external_data=True, location="model.onnx.data")
+    return True
+
+
 def genai_agreement(
     reference: str | Path,
     candidate: str | Path,
@@ -304,6 +380,7 @@ def prepare_genai(
         try:
             seconds = _build(python, hf, work / "out", precision, root / "genai-builder-cache", log)
             out = work / "out"
+            shared = precision == "int8" and share_int8_embedding(out)
             if precision == "fp32":
                 check = genai_agreement(ref, out, CHECK_PROMPTS, check_tokens)
                 passed = check["overall"] == 1.0
@@ -320,6 +397,8 @@ def prepare_genai(
                 "gguf_sha256": sha,
                 "builder": dict(r.split("==", 1) for r in BUILDER_REQUIREMENTS if "==" in r),
                 "build_seconds": round(seconds, 1),
+                "tied_embedding": "one quantized copy" if precision != "fp32" else "one fp32 copy",
+                "int8_embedding_shared_by_palm": shared,
                 "sha256": _sha256(out / "model.onnx"),
                 "check": {
                     "reference": str(ref if precision == "fp32" else built.get("fp32", ref)),
