@@ -51,7 +51,12 @@ ENGINES = {
     "genai-int4": ("genai", "smollm2-genai-int4"),
     "genai-native-int8": ("native", "smollm2-genai-int8"),
     "raw-on-genai-int8": ("onnx", "smollm2-genai-int8"),
+    # LoRA switch cost: two requests per timed call on the GenAI fp32 graph with rank-16 sites on
+    # qkv_proj/o_proj; "lora-base": both without an adapter, "lora-switch": adapter A then base.
+    "genai-lora-base-fp32": ("lora-base", "smollm2-genai-fp32-lora"),
+    "genai-lora-switch-fp32": ("lora-switch", "smollm2-genai-fp32-lora"),
 }
+LORA_ADAPTER = "bench-genai-a.onnx_adapter"
 
 
 def _cache() -> Path:
@@ -85,7 +90,8 @@ def _worker(key: str, n: int, reps: int, threads: int, reference: list[int]) -> 
     folder = _cache() / folder_name
     options = RuntimeOptions(intra_op_threads=threads, inter_op_threads=1)
     t0 = time.perf_counter()
-    engine = (GenaiEngine if kind in ("genai", "native") else OnnxEngine)(folder, options=options)
+    cls = OnnxEngine if kind == "onnx" else GenaiEngine
+    engine = cls(folder, options=options)
     engine.load()
     load_s = time.perf_counter() - t0
     ids = engine.encode_prompt(PROMPT)
@@ -107,6 +113,18 @@ def _worker(key: str, n: int, reps: int, threads: int, reference: list[int]) -> 
                 return out
 
             return run
+    elif kind.startswith("lora-"):
+        tuned = GenaiEngine(folder, registry=engine.registry, adapter=folder / LORA_ADAPTER)
+        first = tuned.load() if kind == "lora-switch" else engine
+
+        def make(k: int) -> Callable[[], list[int]]:
+            params = engine.defaults.merged({"max_tokens": k})
+
+            def run() -> list[int]:
+                list(first._tokens(model, ids, params, None))
+                return list(engine._tokens(model, ids, params, None))
+
+            return run
     else:
 
         def make(k: int) -> Callable[[], list[int]]:
@@ -115,9 +133,10 @@ def _worker(key: str, n: int, reps: int, threads: int, reference: list[int]) -> 
 
     t1 = _median_time(make(1), reps)
     tn = _median_time(make(n), reps)
+    per_call = 2 if kind.startswith("lora-") else 1  # requests per timed call
     tokens = make(n)()
     agree = None
-    if reference:
+    if reference and not kind.startswith("lora-"):
         if kind == "onnx":
             from palm_middleware.offline.engines.quantize import _logits
 
@@ -126,7 +145,7 @@ def _worker(key: str, n: int, reps: int, threads: int, reference: list[int]) -> 
             rows = model.step_logits(ids, reference)
         agree = int((np.asarray(rows).argmax(axis=1) == np.asarray(reference)).sum())
     return {
-        "tps": (n - 1) / (tn - t1),
+        "tps": per_call * (n - 1) / (tn - t1),
         "prefill_ms": t1 * 1e3,
         "rss_mb": _rss_mb(),
         "load_s": load_s,
@@ -135,6 +154,24 @@ def _worker(key: str, n: int, reps: int, threads: int, reference: list[int]) -> 
         "agree": agree,
         "load": os.getloadavg()[0],
     }
+
+
+def _prepare_lora() -> None:
+    """Rank-16 LoRA sites on the GenAI fp32 graph and one random adapter (seeded), once."""
+    import numpy as np
+
+    from palm_middleware.offline.engines.lora import add_lora_sites, write_adapter
+
+    src, dst = _cache() / "smollm2-genai-fp32", _cache() / "smollm2-genai-fp32-lora"
+    if (dst / LORA_ADAPTER).is_file():
+        return
+    sites = add_lora_sites(src, dst, targets=("qkv_proj", "o_proj"))
+    rng = np.random.default_rng(0)
+    params = {}
+    for site, (d_in, d_out) in sites.items():
+        params[f"{site}.lora_A"] = rng.normal(0, 0.02, (d_in, 16))
+        params[f"{site}.lora_B"] = rng.normal(0, 0.02, (16, d_out))
+    write_adapter(dst / LORA_ADAPTER, params, dst)
 
 
 def _spawn(key: str, n: int, reps: int, threads: int, reference: list[int]) -> dict[str, Any]:
@@ -173,6 +210,8 @@ def main() -> None:
         print(json.dumps(r))
         return
     n = args.new_tokens
+    if any(ENGINES[k][0].startswith("lora-") for k in args.engines):
+        _prepare_lora()
     missing = [k for k in args.engines if not (_cache() / ENGINES[k][1]).is_dir()]
     engines = [k for k in args.engines if k not in missing]
     started = time.perf_counter()

@@ -125,11 +125,10 @@ class GenaiModel:
         vocab = model_cfg.get("vocab_size")
         self.vocab_size: int | None = vocab if isinstance(vocab, int) else None
         self.n_bytes = model_bytes(self.path)
-        card = (
-            read_json(self.path / "model_card.json")
-            if (self.path / "model_card.json").is_file()
-            else {}
-        )
+        try:
+            card = read_json(self.path / "model_card.json")
+        except ModelLoadError:
+            card = {}  # the card is provenance, not needed to run; never fail a load over it
         precision = card.get("precision")
         self.precision: str | None = precision if isinstance(precision, str) else None
         self.og = import_genai()
