@@ -1,4 +1,5 @@
-"""Engines that run portfolio members; ``OnnxEngine`` runs ONNX exports on ONNX Runtime.
+"""Engines that run portfolio members; ``OnnxEngine`` runs ONNX exports on ONNX Runtime,
+``GenaiEngine`` runs GenAI model-builder folders on ONNX Runtime GenAI's loop.
 
 Names are imported on first use, so importing this package does not import onnxruntime.
 """
@@ -13,6 +14,7 @@ if TYPE_CHECKING:
     from ._runtime import RuntimeOptions
     from .base import Chunk, Engine, Generation, GenerationParams, Usage
     from .grammar import Grammar
+    from .genai import GenaiEngine, GenaiModel
     from .model import OnnxModel
     from .onnx import OnnxEngine
     from .registry import SessionRegistry
@@ -20,6 +22,8 @@ if TYPE_CHECKING:
 _LAZY = {
     "Chunk": "base",
     "Engine": "base",
+    "GenaiEngine": "genai",
+    "GenaiModel": "genai",
     "Generation": "base",
     "GenerationParams": "base",
     "Grammar": "grammar",
@@ -33,6 +37,8 @@ _LAZY = {
 __all__ = [
     "Chunk",
     "Engine",
+    "GenaiEngine",
+    "GenaiModel",
     "Generation",
     "GenerationParams",
     "Grammar",
