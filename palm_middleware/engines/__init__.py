@@ -13,8 +13,8 @@ from .._lazy import load as _load
 if TYPE_CHECKING:
     from ._runtime import RuntimeOptions
     from .base import Chunk, Engine, Generation, GenerationParams, Usage
-    from .grammar import Grammar
     from .genai import GenaiEngine, GenaiModel
+    from .grammar import Grammar
     from .model import OnnxModel
     from .onnx import OnnxEngine
     from .registry import SessionRegistry

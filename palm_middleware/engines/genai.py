@@ -38,6 +38,7 @@ from ..exceptions import GenerationError, ModelLoadError
 from ._runtime import RuntimeOptions
 from ._sampling import Sampler
 from .base import GenerationParams
+from .grammar import Constraint
 from .model import (
     eos_token_ids,
     load_template,
@@ -220,8 +221,13 @@ class GenaiModel:
         params: GenerationParams,
         adapter: Path | None = None,
         cancel: threading.Event | None = None,
+        constraint: Constraint | None = None,
     ) -> Iterator[int]:
-        """Sampled token ids, one per step (EOS is not special here: the caller stops)."""
+        """Sampled token ids, one per step (EOS is not special here: the caller stops).
+
+        A ``constraint`` masks each step's logits exactly as in the raw loop, so a GenAI member
+        answers ``response_format`` and tool calls under the same grammar.
+        """
         n_new = params.max_tokens
         if self.max_context is not None:
             n_new = min(n_new, self.max_context - len(prompt_ids))
@@ -232,8 +238,15 @@ class GenaiModel:
         for i in range(n_new):
             if cancel is not None and cancel.is_set():
                 return
-            token = sampler(self._last_logits(gen))
+            logits = self._last_logits(gen)
+            if constraint is not None:
+                logits = constraint.mask(logits)
+            token = sampler(logits)
+            if constraint is not None and token not in self.eos_token_ids:
+                constraint.advance(token)
             yield token
+            if constraint is not None and constraint.done:
+                return
             if i + 1 < n_new:
                 self._append(gen, token)
 
@@ -304,5 +317,6 @@ class GenaiEngine(OnnxEngine):
         prompt_ids: list[int],
         params: GenerationParams,
         cancel: threading.Event | None,
+        constraint: Constraint | None = None,
     ) -> Iterator[int]:
-        return model.tokens(prompt_ids, params, self.adapter, cancel)
+        return model.tokens(prompt_ids, params, self.adapter, cancel, constraint)

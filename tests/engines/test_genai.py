@@ -268,3 +268,26 @@ def test_int8_build_shares_one_quantized_embedding(tmp_path: Path) -> None:
     a = GenaiModel(shared).step_logits(ids, list(cont))
     b = GenaiModel(ref).step_logits(ids, list(cont))
     assert np.abs(a - b).max() < 1e-4
+
+
+def test_grammar_constrains_a_genai_member(genai: GenaiEngine, raw: OnnxEngine) -> None:
+    """``response_format`` on a GenAI member: the same mask as the raw loop, the same answer."""
+    pytest.importorskip("llguidance")
+    import json
+
+    import jsonschema
+
+    from palm_middleware.engines.grammar import Grammar
+
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string", "maxLength": 6}, "ok": {"type": "boolean"}},
+        "required": ["city", "ok"],
+        "additionalProperties": False,
+    }
+    p = {"max_tokens": 40, "grammar": Grammar.json_schema(schema)}
+    out = genai.generate(CHAT, p)
+    assert out.finish_reason == "stop"
+    jsonschema.validate(json.loads(out.text), schema)
+    assert out.text == raw.generate(CHAT, p).text
+    assert "".join(c.text for c in genai.stream(CHAT, p)) == out.text
