@@ -14,13 +14,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from ..exceptions import InvalidParameterError
 from ..types import FloatArray
 from .events import Observation
 from .model import PosteriorSummary, PreferenceModel, forgetting
+from .noise import DEFAULT_LAPSES, NoiseGrid
+from .population import Population, PopulationPrior
 
 if TYPE_CHECKING:
     from ..policy import BoundsPolicy
@@ -45,42 +48,103 @@ class LearningState:
     """How a user's stored evidence becomes a posterior, and how one event updates it.
 
     Args:
-        beta, lapse, half_life, n_particles: see :class:`PreferenceModel`.
+        beta, lapse: the feedback temperature and lapse rate, or ``"learn"``. A learned β is
+            inferred per user over a grid (:class:`NoiseGrid`) whose probabilities the
+            population refits; a learned lapse is the population's (see
+            :mod:`~palm_middleware.preferences.population`), starting at 0.1.
+        half_life, n_particles: see :class:`PreferenceModel`.
+        population: the running population aggregates new users' priors come from; None: every
+            user starts from the policy default.
+        refresh_every: population changes between refits of the population prior.
     """
 
     def __init__(
         self,
         *,
-        beta: float = 10.0,
-        lapse: float = 0.05,
+        beta: float | Literal["learn"] = "learn",
+        lapse: float | Literal["learn"] = "learn",
         half_life: float | None = None,
         n_particles: int = 1024,
+        population: Population | None = None,
+        refresh_every: int = 25,
     ) -> None:
         self.beta = beta
         self.lapse = lapse
         self.half_life = half_life
         self.n_particles = n_particles
-        self._priors: dict[str, PosteriorSummary] = {}
+        learn_lapse = lapse == "learn"
+        lapse0 = 0.1 if learn_lapse else _number("lapse", lapse)
+        self.noise = (
+            NoiseGrid.centred(lapses=(lapse0,))
+            if beta == "learn"
+            else NoiseGrid.fixed(_number("beta", beta), lapse0)
+        )
+        self.lapses: tuple[float, ...] | None = DEFAULT_LAPSES if learn_lapse else None
+        self.population = population
+        self.refresh_every = refresh_every
+        self._priors: dict[tuple[str, int], PosteriorSummary] = {}
+        self._pop: dict[str, tuple[int, PopulationPrior]] = {}
+
+    def population_prior(self, policy: BoundsPolicy) -> PopulationPrior:
+        """Where a new user starts: the population's fit, refreshed every ``refresh_every``
+        population changes, or the policy default (and the noise grid) without a population."""
+        alpha0 = np.maximum(policy.default.values * float(policy.prior_strength), 1e-2)
+        pop = self.population
+        if pop is None or len(pop) == 0:
+            return PopulationPrior(alpha=alpha0, noise=self.noise, n_users=0)
+        cached = self._pop.get(policy.version)
+        if cached is None or pop.revision - cached[0] >= self.refresh_every:
+            cached = (pop.revision, pop.prior(alpha0, self.noise, self.lapses))
+            self._pop[policy.version] = cached
+        return cached[1]
 
     def model(self, policy: BoundsPolicy) -> PreferenceModel:
-        """A fresh particle model under the policy's prior (fixed seed: rebuilds reproduce)."""
+        """A fresh particle model under the current prior (fixed seed: rebuilds reproduce)."""
+        prior = self.population_prior(policy)
+        beta, lapse = prior.noise.mean()
         return PreferenceModel(
-            prior_mean=policy.default.values,
-            prior_strength=policy.prior_strength,
-            beta=self.beta,
-            lapse=self.lapse,
+            prior_mean=prior.mean,
+            prior_strength=prior.strength,
+            beta=beta,
+            lapse=lapse,
+            noise=prior.noise,
             half_life=self.half_life,
             n_particles=self.n_particles,
             random_state=0,
         )
 
     def prior(self, policy: BoundsPolicy) -> PosteriorSummary:
-        """The policy's prior, summarized exactly (cached per policy version)."""
-        prior = self._priors.get(policy.version)
+        """The current prior, summarized exactly (cached per policy version and population fit)."""
+        pop = self.population_prior(policy)
+        key = (policy.version, -1 if pop.n_users == 0 else self._pop[policy.version][0])
+        prior = self._priors.get(key)
         if prior is None:
-            prior = prior_summary(policy.default.values, float(policy.prior_strength))
-            self._priors[policy.version] = prior
+            if len(self._priors) > 64:
+                self._priors.clear()
+            prior = prior_summary(pop.mean, pop.strength)
+            self._priors[key] = prior
         return prior
+
+    def observe(self, key: str, state: Mapping[str, Any]) -> None:
+        """Count the user's stored aggregates in the population (never an opted-out user)."""
+        if self.population is None:
+            return
+        agg = state.get("population")
+        if state.get("opted_out") or agg is None:
+            self.population.remove(key)
+            return
+        lapse = agg.get("lapse")
+        self.population.observe(
+            key,
+            np.asarray(agg["mean_log"]),
+            np.asarray(agg["noise"]),
+            None if lapse is None else np.asarray(lapse),
+        )
+
+    def forget(self, key: str) -> None:
+        """Drop the user from the population (opt-out, reset, erasure)."""
+        if self.population is not None:
+            self.population.remove(key)
 
     def summary(
         self, record: ProfileRecord | None, now: float, policy: BoundsPolicy
@@ -149,6 +213,14 @@ class LearningState:
         state["n_events"] = int(state.get("n_events", 0)) + 1
         summary = model.summary()
         state["posterior"] = dataclasses.replace(summary, n_events=state["n_events"]).to_dict()
+        # What the population fit may read of this user: two small aggregates, no events.
+        state["population"] = {
+            "mean_log": [round(float(x), 6) for x in model.mean_log_weights()],
+            "noise": [round(float(x), 6) for x in model.noise_posterior()],
+        }
+        if self.lapses is not None and self.population is not None:
+            ev = model.lapse_evidence(self.lapses)
+            state["population"]["lapse"] = [round(float(x), 6) for x in ev]
         return state
 
     def _temper(
@@ -221,6 +293,12 @@ class LearningState:
     ) -> PreferenceModel:
         obs = [_with_strength(o, s, now) for o, s in groups.values() if s > 0]
         return self.model(policy).fit(obs, now=now)
+
+
+def _number(name: str, v: object) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise InvalidParameterError(f"{name} must be a number or 'learn'; got {v!r}")
+    return float(v)
 
 
 def _group_key(o: Observation) -> tuple[Any, ...]:

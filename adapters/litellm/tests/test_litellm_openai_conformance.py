@@ -19,17 +19,6 @@ from openai.types.chat import ChatCompletionMessageParam
 
 HI: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hello there"}]
 
-TOOLS = [
-    {
-        "type": "function",
-        "function": {
-            "name": "get_weather",
-            "description": "Weather of a city",
-            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
-        },
-    }
-]
-
 
 @pytest.fixture(scope="module")
 def oai(proxy: Proxy) -> Iterator[openai.OpenAI]:
@@ -62,19 +51,13 @@ def error_object(exc: openai.APIStatusError) -> dict[str, Any]:
     return body["error"]  # type: ignore[no-any-return]
 
 
+#: (``tools``, ``tool_choice`` and ``response_format`` are honoured through a grammar:
+#: test_litellm_structured.py.)
 UNSUPPORTED = [
-    pytest.param({"tools": TOOLS, "tool_choice": "auto"}, "tools", id="tools+tool_choice"),
-    pytest.param({"tool_choice": "none"}, "tool_choice", id="tool_choice"),
-    pytest.param({"response_format": {"type": "json_object"}}, "response_format", id="json_object"),
     pytest.param(
-        {
-            "response_format": {
-                "type": "json_schema",
-                "json_schema": {"name": "x", "schema": {"type": "object"}},
-            }
-        },
-        "response_format",
-        id="json_schema",
+        {"functions": [{"name": "f", "parameters": {"type": "object"}}]},
+        "functions",
+        id="functions",
     ),
     pytest.param({"logprobs": True, "top_logprobs": 2}, "logprobs", id="logprobs"),
     pytest.param({"presence_penalty": 0.5}, "presence_penalty", id="presence_penalty"),
@@ -216,14 +199,6 @@ def test_palm_routes_answer_the_openai_error_object(
 # honour (``gate._UNSUPPORTED``) and the same ranges (Anthropic's temperature is 0-1).
 
 SAY = "Hello there"
-RESPONSES_TOOLS = [
-    {
-        "type": "function",
-        "name": "get_weather",
-        "description": "Weather of a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
-    }
-]
 ANTHROPIC_TOOLS = [
     {
         "name": "get_weather",
@@ -257,17 +232,11 @@ def message(oai: openai.OpenAI, **kw: Any) -> dict[str, Any]:
     return out.json()  # type: ignore[no-any-return]
 
 
+#: (Responses ``tools``, ``tool_choice`` and ``text.format`` are honoured through a grammar:
+#: test_litellm_structured.py.)
 DOOR_UNSUPPORTED = [
-    pytest.param(respond, {"tools": RESPONSES_TOOLS}, "tools", id="responses-tools"),
-    pytest.param(respond, {"tool_choice": "required"}, "tool_choice", id="responses-tool_choice"),
     pytest.param(respond, {"reasoning": {"effort": "high"}}, "reasoning", id="responses-reasoning"),
     pytest.param(respond, {"top_logprobs": 2}, "top_logprobs", id="responses-top_logprobs"),
-    pytest.param(
-        respond,
-        {"text": {"format": {"type": "json_object"}}},
-        "text",
-        id="responses-json_object",
-    ),
     pytest.param(complete, {"logprobs": 2}, "logprobs", id="completions-logprobs"),
     pytest.param(complete, {"echo": True}, "echo", id="completions-echo"),
     pytest.param(complete, {"best_of": 2}, "best_of", id="completions-best_of"),
