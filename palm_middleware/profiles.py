@@ -192,6 +192,5 @@ class Profiles:
         self, key: str, now: float, policy: BoundsPolicy, portfolio: Portfolio
     ) -> tuple[int, int]:
         """Indices of the two members whose comparison would tell most about the user."""
-        record = self.store.get_profile(key)
-        model = self.learning.posterior(record.state if record is not None else {}, now, policy)
+        model = self.learning.current(key, self.store.get_profile(key), now, policy)
         return model.query_pair(portfolio.rewards)

@@ -1,0 +1,182 @@
+"""Feedback update cost and accuracy: full refit per event vs the cached, in-place update.
+
+    python bench/bench_feedback.py [--users 60] [--events 50] [--seed 0]
+
+Simulated users (hidden w ~ Dirichlet(1), 6 members on a noisy ℓ2 front, 4 traits, β = 10,
+10% label flips) send thumbs or pairwise feedback on random members. Every event goes through
+``LearningState.rebuild`` (the update ``Palm.record_feedback`` runs inside the store's
+transaction, with the default policy's ``max_step`` 0.25) twice, interleaved: once with the
+cache off (the old path: refit the particle posterior from the stored evidence) and once with
+it on (update the cached posterior in place). Both see the same events, so the regret and
+interval coverage after t events differ only by the update method. Times are per event,
+excluding store I/O: CPU time of the thread (``time.thread_time``) and wall time. A last pass
+times ``Palm.record_feedback`` end to end on a ``MemoryStore`` (JSON round trip and audit
+hashing included) and ``compare_candidates``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+import numpy as np
+
+from palm_middleware.offline.simulate import lp_front_members
+from palm_middleware.policy import parse_policy
+from palm_middleware.preferences.events import Observation
+from palm_middleware.preferences.state import LearningState
+from palm_middleware.stores.base import EventRecord, ProfileRecord
+
+POLICY = """
+version: 2
+traits: [a, b, c, d]
+defaults: {weights: {a: 0.25, b: 0.25, c: 0.25, d: 0.25}, prior_strength: 4}
+"""
+STEPS = (5, 20, 50)
+
+
+def _sigmoid(x: float) -> float:
+    return float(0.5 * (1.0 + np.tanh(0.5 * x)))
+
+
+def pct(xs: list[float]) -> str:
+    a = np.asarray(xs) * 1e3
+    return f"{np.percentile(a, 50):.3f} / {np.percentile(a, 99):.3f} / {a.max():.2f}"
+
+
+def simulate(args: argparse.Namespace, feedback: str) -> None:
+    policy = parse_policy(POLICY)
+    rng = np.random.default_rng(args.seed)
+    R = lp_front_members(6, 4, random_state=rng)
+    ref = R.mean(axis=0)
+    users = rng.dirichlet(np.ones(4), size=args.users)
+    arms = {
+        "refit": LearningState(half_life=90 * 86400.0, cache_size=0),
+        "incremental": LearningState(half_life=90 * 86400.0),
+    }
+    times = {a: {"cpu": [], "wall": []} for a in arms}
+    regret = {a: np.zeros((args.users, args.events + 1)) for a in arms}
+    cover = {a: np.zeros((args.users, args.events + 1)) for a in arms}
+    for u, w in enumerate(users):
+        vals = R @ w
+        opt = float(vals.max())
+        urng = np.random.default_rng([args.seed, u])
+        records: dict[str, ProfileRecord | None] = {a: None for a in arms}
+        now = 1.7e9
+        for t in range(args.events + 1):
+            for a in arms:
+                rec = records[a]
+                if rec is None:
+                    mean, lo, hi = np.full(4, 0.25), np.zeros(4), np.ones(4)
+                else:
+                    post = rec.state["posterior"]
+                    mean, lo, hi = (np.asarray(post[k]) for k in ("mean", "lower", "upper"))
+                regret[a][u, t] = (opt - vals[int(np.argmax(R @ mean))]) / opt
+                cover[a][u, t] = float(np.mean((w >= lo) & (w <= hi)))
+            if t == args.events:
+                break
+            now += 30.0
+            i = int(urng.integers(6))
+            if feedback == "thumbs":
+                y = 1 if urng.random() < _sigmoid(10 * float(w @ (R[i] - ref))) else -1
+                delta = R[i] - ref
+            else:
+                j = (i + 1 + int(urng.integers(5))) % 6
+                y = 1 if urng.random() < _sigmoid(10 * float(w @ (R[i] - R[j]))) else -1
+                delta = R[i] - R[j]
+            y = -y if urng.random() < 0.1 else y
+            obs = Observation.compare(delta, y, ts=now)
+            event = EventRecord(f"u{u}:{t}", f"u{u}", feedback, {"obs": [obs.to_dict()]}, now)
+            order = list(arms) if t % 2 == 0 else list(arms)[::-1]  # interleaved
+            for a in order:
+                rec = records[a]
+                c0, w0 = time.thread_time(), time.perf_counter()
+                state = arms[a].rebuild(rec, [event], now=now, policy=policy, limit=0.25)
+                times[a]["cpu"].append(time.thread_time() - c0)
+                times[a]["wall"].append(time.perf_counter() - w0)
+                records[a] = ProfileRecord(f"u{u}", state, (rec.version if rec else 0) + 1, now)
+    print(f"\n{feedback}: {args.users} users x {args.events} events")
+    print(
+        "| update | CPU ms p50 / p99 / max | wall ms p50 / p99 / max | moves | "
+        + " | ".join(f"regret % t={s}" for s in STEPS)
+        + f" | 90% coverage t={STEPS[-1]} |"
+    )
+    print("|---|---|---|---|" + "---|" * len(STEPS) + "---|")
+    for a, ls in arms.items():
+        se = lambda x: x.std(ddof=1) / np.sqrt(len(x))  # noqa: E731
+        cells = " | ".join(
+            f"{100 * regret[a][:, s].mean():.2f} ± {100 * se(regret[a][:, s]):.2f}"
+            for s in STEPS
+            if s <= args.events
+        )
+        moves = "-" if a == "refit" else f"{ls.hits}/{ls.hits + ls.misses} cache hits"
+        print(
+            f"| {a} | {pct(times[a]['cpu'])} | {pct(times[a]['wall'])} | {moves} | {cells} | "
+            f"{100 * cover[a][:, min(STEPS[-1], args.events)].mean():.1f} |"
+        )
+
+
+def pipeline(args: argparse.Namespace) -> None:
+    from palm_middleware import MemoryStore, Palm, Thumb, load_policy, load_portfolio
+    from palm_middleware.data import bundled
+
+    portfolio = load_portfolio(bundled("portfolio.yaml"))
+    t = [1.7e9]
+
+    def clock() -> float:
+        t[0] += 30.0
+        return t[0]
+
+    palm = Palm(
+        portfolio,
+        load_policy(bundled("policy.yaml")),
+        MemoryStore(),
+        clock=clock,
+        random_state=0,
+        embedder=None,
+    )
+    rng = np.random.default_rng(args.seed)
+    fb: list[float] = []
+    cc: list[float] = []
+    for k in range(args.users * args.events // 4):
+        user = f"user{k % 20}"  # round robin: 20 users, as a server sees them
+        member = portfolio.ids[int(rng.integers(len(portfolio.ids)))]
+        t0 = time.perf_counter()
+        palm.record_feedback(user, Thumb(up=bool(rng.random() < 0.5), member=member))
+        fb.append(time.perf_counter() - t0)
+        if k % 10 == 0:
+            t0 = time.perf_counter()
+            palm.compare_candidates(user)
+            cc.append(time.perf_counter() - t0)
+    print("\nPalm on a MemoryStore, bundled portfolio and policy, 20 users round robin (wall ms)")
+    print(f"record_feedback p50 / p99 / max: {pct(fb[20:])}")
+    print(f"compare_candidates p50 / p99 / max: {pct(cc[2:])}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--users", type=int, default=60)
+    ap.add_argument("--events", type=int, default=50)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--feedback", nargs="+", default=["thumbs", "pairwise"])
+    args = ap.parse_args()
+    cpu = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in open("/proc/cpuinfo")
+            if ln.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    print(f"machine: {os.cpu_count()} cores, {cpu}; load average {os.getloadavg()[0]:.1f}")
+    t0 = time.perf_counter()
+    for fb in args.feedback:
+        simulate(args, fb)
+    pipeline(args)
+    print(f"\n{time.perf_counter() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
