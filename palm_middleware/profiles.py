@@ -123,7 +123,9 @@ class Profiles:
         names = portfolio.space.names
 
         def named(a: FloatArray) -> dict[str, float]:
-            return {n: round(float(v), 6) for n, v in zip(names, a)}
+            # Unrounded: weights read from a profile go back into the router as they are
+            # (rounded, they may sum to 0.999999 and be refused).
+            return {n: float(v) for n, v in zip(names, a)}
 
         events = [
             {"kind": e.kind, "ts": e.ts, **{k: v for k, v in e.payload.items() if k != "obs"}}

@@ -439,7 +439,8 @@ def test_opt_out_keeps_the_learned_posterior(palm: Palm) -> None:
     before = palm.profile("alice").weights
     palm.set_opt_out("alice")
     palm.set_opt_out("alice", False)
-    assert palm.profile("alice").weights == before
+    # Equal but for the fading of the seconds the two switches took (half-life 90 days).
+    assert palm.profile("alice").weights == pytest.approx(before, abs=1e-6)
     assert palm.profile("alice").n_events == 12
 
 
@@ -523,7 +524,7 @@ def test_every_io_method_has_an_async_twin(palm: Palm) -> None:
     io = {
         "decide", "record_feedback", "record_outcome", "edit", "profile", "set_opt_out",
         "reset", "forget", "export", "purge_expired", "compare_candidates", "check_reply",
-        "record_reply_block",
+        "record_reply_block", "route",
     }  # fmt: skip
     public = {n for n in vars(Palm) if not n.startswith("_") and callable(getattr(Palm, n))}
     assert {n for n in public if f"a{n}" in public} == io

@@ -56,6 +56,7 @@ __all__ = [
     "V2_RULE_KEYS",
     "Action",
     "ContextSpec",
+    "LearningSpec",
     "PrivacySpec",
     "ClassifierRef",
     "ExternalRef",
@@ -101,6 +102,7 @@ RESERVED_POLICY_KEYS: dict[str, str] = {
     "topics": "topic definitions are not supported by policy version 1" + _V2,
     "context": "the 'context' section is not supported by policy version 1" + _V2,
     "timezone": "'timezone' is not supported by policy version 1" + _V2,
+    "learning": "the 'learning' section is not supported by policy version 1" + _V2,
     "no_personalization_topics": "topic rules are not supported by policy version 1; use "
     "'when: {topic: ...}' with 'action: use_default' in version 2",
 }
@@ -108,7 +110,7 @@ RESERVED_POLICY_KEYS: dict[str, str] = {
 #: Rule fields that exist only in version 2.
 V2_RULE_KEYS = ("when", "unless", "action", "member", "message", "max_step", "on")
 #: Top-level fields that exist only in version 2.
-V2_POLICY_KEYS = ("topics", "context", "timezone", "privacy")
+V2_POLICY_KEYS = ("topics", "context", "timezone", "privacy", "learning")
 
 
 def _number(v: object) -> float:
@@ -147,6 +149,31 @@ def _positive(v: object) -> float:
     if x <= 0.0:
         raise ValueError("must be > 0")
     return x
+
+
+def _learnable(low: float, high: float) -> Any:
+    """A number in (low, high), or ``learn``."""
+    what = f"> {low:g}" if math.isinf(high) else f"in ({low:g}, {high:g})"
+
+    def check(v: object) -> float | str:
+        if v == "learn":
+            return "learn"
+        if isinstance(v, str):
+            raise ValueError(f"must be a number {what} or 'learn'")
+        x = _number(v)
+        if not low < x < high:
+            raise ValueError(f"must be {what} or 'learn'")
+        return x
+
+    return BeforeValidator(check)
+
+
+def _half_life(v: object) -> float | str:
+    if v == "never":
+        return "never"
+    if isinstance(v, str):
+        raise ValueError("must be a number of days > 0 or 'never'")
+    return _positive(v)
 
 
 UnitFloat = Annotated[float, BeforeValidator(_unit)]
@@ -398,6 +425,24 @@ StoreMode = Literal["weights_only", "events", "events_with_text"]
 RedactKind = Literal["email", "phone", "ip", "credit_card", "iban", "url", "handle"]
 
 
+class LearningSpec(_Strict):
+    """(v2) How users' feedback is read: the noise model and forgetting, per deployment.
+
+    A field left out (or the whole section) takes the value the ``Palm`` was built with.
+    """
+
+    beta: Annotated[float | Literal["learn"], _learnable(0.0, math.inf)] | None = None
+    """Temperature of the Bradley-Terry/logistic link on reward differences (> 0): how
+    consistently users answer (10: a 0.1 value gap is chosen 73% of the time). ``learn``:
+    estimated from the deployment's feedback where the running version supports it, else the
+    ``Palm``'s value."""
+    lapse: Annotated[float | Literal["learn"], _learnable(0.0, 0.5)] | None = None
+    """Probability that a label is random (mis-clicks, label noise), in (0, 0.5), or
+    ``learn`` (as for ``beta``)."""
+    half_life_days: Annotated[float | Literal["never"], BeforeValidator(_half_life)] | None = None
+    """Days after which a feedback event counts half (> 0), or ``never`` (no forgetting)."""
+
+
 DEFAULT_REDACT: tuple[RedactKind, ...] = ("email", "phone", "ip", "credit_card", "iban")
 
 
@@ -440,6 +485,8 @@ class PolicySpec(_Strict):
     """(v2) IANA time zone in which ``time:`` and ``weekday:`` conditions are read."""
     privacy: PrivacySpec = PrivacySpec()
     """(v2) Storage, retention and redaction."""
+    learning: LearningSpec = LearningSpec()
+    """(v2) The noise model (``beta``, ``lapse``) and forgetting (``half_life_days``)."""
 
     @field_validator("timezone")
     @classmethod

@@ -88,14 +88,29 @@ class LearningState:
         """Updates and reads served by the cache (the rest refit from the stored evidence)."""
         self.misses = 0
 
+    def settings(self, policy: BoundsPolicy) -> tuple[float, float, float | None]:
+        """``(beta, lapse, half_life)`` under ``policy``: what its ``learning:`` section states,
+        else this state's (the ``Palm``'s) values. ``learn`` is not resolved here: it takes
+        this state's value."""
+        spec = policy.spec.learning if policy.spec is not None else None
+        if spec is None:
+            return self.beta, self.lapse, self.half_life
+        beta = spec.beta if isinstance(spec.beta, float) else self.beta
+        lapse = spec.lapse if isinstance(spec.lapse, float) else self.lapse
+        days = spec.half_life_days
+        half_life = (
+            self.half_life if days is None else None if days == "never" else float(days) * 86400.0
+        )
+        return beta, lapse, half_life
+
     def model(self, policy: BoundsPolicy) -> PreferenceModel:
         """A fresh particle model under the policy's prior (fixed seed: rebuilds reproduce)."""
         return PreferenceModel(
             prior_mean=policy.default.values,
             prior_strength=policy.prior_strength,
-            beta=self.beta,
-            lapse=self.lapse,
-            half_life=self.half_life,
+            beta=self.settings(policy)[0],
+            lapse=self.settings(policy)[1],
+            half_life=self.settings(policy)[2],
             n_particles=self.n_particles,
             random_state=0,
         )
@@ -120,7 +135,7 @@ class LearningState:
         if post is None:
             return prior, opted_out
         summary = PosteriorSummary.from_dict(post)
-        g = forgetting(now - float(record.state.get("evidence_ts", now)), self.half_life)
+        g = forgetting(now - float(record.state.get("evidence_ts", now)), self.settings(policy)[2])
         if g < 1.0:
             summary = faded(summary, g, prior)
         return summary, opted_out
@@ -129,7 +144,7 @@ class LearningState:
         self, state: Mapping[str, Any], now: float, policy: BoundsPolicy
     ) -> PreferenceModel:
         """The particle posterior over the user's grouped evidence, faded to ``now`` (a refit)."""
-        return self._fit(self._groups(state, now), now, policy)
+        return self._fit(self._groups(state, now, policy), now, policy)
 
     def current(
         self, key: str, record: ProfileRecord | None, now: float, policy: BoundsPolicy
@@ -141,7 +156,7 @@ class LearningState:
         if entry is not None:
             return entry.model.fade_to(now)
         ts = float(state.get("evidence_ts", now))
-        groups = self._groups(state, ts)
+        groups = self._groups(state, ts, policy)
         model = self._fit(groups, ts, policy)
         if record is not None and "rev" in state:
             self._put(_Entry(key, str(state["rev"]), policy.version, model.copy(), groups), False)
@@ -240,18 +255,18 @@ class LearningState:
             state["folded"] = list(dict.fromkeys(folded))[-MAX_FOLDED_IDS:]
         if cached is not None and cached.groups is not None:
             # The stored evidence as parsed at the last event: fade it instead of parsing it.
-            g = forgetting(now - float(state.get("evidence_ts", now)), self.half_life)
+            g = forgetting(now - float(state.get("evidence_ts", now)), self.settings(policy)[2])
             groups = {k: (d, s * g) for k, (d, s) in cached.groups.items()}
         else:
-            groups = self._groups(state, now)
+            groups = self._groups(state, now, policy)
         new = [Observation.from_dict(d) for d in event.payload.get("obs", [])]
         if cached is not None:
             model, new = self._step(cached.model, new, state, profile, now, policy, limit)
         else:
-            model = self._fit(self._added(groups, new, 1.0, now), now, policy)
+            model = self._fit(self._added(groups, new, 1.0, now, policy), now, policy)
             if limit is not None:
                 model, new = self._temper(groups, new, model, profile, now, policy, limit)
-        groups = self._added(groups, new, 1.0, now)
+        groups = self._added(groups, new, 1.0, now, policy)
         live = sorted((g for g in groups.values() if g[1] >= 1e-6), key=lambda g: -g[1])
         kept = live[:MAX_EVIDENCE_GROUPS]
         state["evidence"] = [_stored(d, s, now) for d, s in kept]
@@ -303,8 +318,8 @@ class LearningState:
         if model.n_moves_ == moves or moved(model.predict()) <= limit:
             return model, scaled
         # Moving the particles shifted the mean past the bound (rare): the exact refit path.
-        groups = self._groups(state, now)
-        model = self._fit(self._added(groups, new, 1.0, now), now, policy)
+        groups = self._groups(state, now, policy)
+        model = self._fit(self._added(groups, new, 1.0, now, policy), now, policy)
         return self._temper(groups, new, model, profile, now, policy, limit)
 
     def _temper(
@@ -337,16 +352,16 @@ class LearningState:
         lo, hi = 0.0, 1.0  # bisection on the event's strength factor
         for _ in range(12):
             mid = (lo + hi) / 2
-            cand = self._fit(self._added(groups, new, mid, now), now, policy)
+            cand = self._fit(self._added(groups, new, mid, now, policy), now, policy)
             if moved(cand) <= limit:
                 lo, best = mid, cand
             else:
                 hi = mid
         return best, [dataclasses.replace(o, strength=o.strength * lo) for o in new]
 
-    def _groups(self, state: Mapping[str, Any], now: float) -> _Groups:
+    def _groups(self, state: Mapping[str, Any], now: float, policy: BoundsPolicy) -> _Groups:
         """The stored evidence groups, faded from the last event to ``now``."""
-        g = forgetting(now - float(state.get("evidence_ts", now)), self.half_life)
+        g = forgetting(now - float(state.get("evidence_ts", now)), self.settings(policy)[2])
         out: _Groups = {}
         for d in state.get("evidence", []):
             base = {k: v for k, v in d.items() if k not in ("s", "t")}
@@ -354,15 +369,21 @@ class LearningState:
         return out
 
     def _added(
-        self, groups: _Groups, new: Sequence[Observation], factor: float, now: float
+        self,
+        groups: _Groups,
+        new: Sequence[Observation],
+        factor: float,
+        now: float,
+        policy: BoundsPolicy,
     ) -> _Groups:
         """A copy of ``groups`` with ``new`` added at ``factor`` times their strength."""
         out = dict(groups)
+        half_life = self.settings(policy)[2]
         for o in new:
             base = {k: v for k, v in o.to_dict().items() if k not in ("s", "t")}
             key = _dict_key(base)
             have = out.get(key)
-            add = factor * o.strength * forgetting(now - o.ts, self.half_life)
+            add = factor * o.strength * forgetting(now - o.ts, half_life)
             out[key] = (base, add + (have[1] if have is not None else 0.0))
         return out
 
