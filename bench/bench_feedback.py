@@ -54,8 +54,20 @@ def simulate(args: argparse.Namespace, feedback: str) -> None:
     users = rng.dirichlet(np.ones(4), size=args.users)
     arms = {
         "refit": LearningState(half_life=90 * 86400.0, cache_size=0),
-        "incremental": LearningState(half_life=90 * 86400.0),
+        "incremental": LearningState(
+            half_life=90 * 86400.0, ess_threshold=args.ess_threshold, move_steps=args.move_steps
+        ),
     }
+    for ls in arms.values():  # warm up (imports, first allocations), then count from zero
+        warm: ProfileRecord | None = None
+        for k in range(3):
+            obs = Observation.compare(R[k] - R[k + 1], 1, ts=float(k))
+            ev = EventRecord(f"warm:{k}", "warm", feedback, {"obs": [obs.to_dict()]}, float(k))
+            st = ls.rebuild(warm, [ev], now=float(k), policy=policy, limit=0.25)
+            warm = ProfileRecord("warm", st, k + 1, float(k))
+        ls.forget_cache()
+        ls.hits = ls.misses = 0
+    moved: list[bool] = []  # incremental events that resampled and moved particles
     times = {a: {"cpu": [], "wall": []} for a in arms}
     regret = {a: np.zeros((args.users, args.events + 1)) for a in arms}
     cover = {a: np.zeros((args.users, args.events + 1)) for a in arms}
@@ -92,18 +104,27 @@ def simulate(args: argparse.Namespace, feedback: str) -> None:
             order = list(arms) if t % 2 == 0 else list(arms)[::-1]  # interleaved
             for a in order:
                 rec = records[a]
+                entry = arms[a]._cache.get(f"u{u}")
+                before = entry.model.n_moves_ if entry is not None else 0
                 c0, w0 = time.thread_time(), time.perf_counter()
                 state = arms[a].rebuild(rec, [event], now=now, policy=policy, limit=0.25)
                 times[a]["cpu"].append(time.thread_time() - c0)
                 times[a]["wall"].append(time.perf_counter() - w0)
+                if a == "incremental":
+                    entry = arms[a]._cache.get(f"u{u}")
+                    moved.append(entry is None or entry.model.n_moves_ > before)
                 records[a] = ProfileRecord(f"u{u}", state, (rec.version if rec else 0) + 1, now)
-    print(f"\n{feedback}: {args.users} users x {args.events} events")
     print(
-        "| update | CPU ms p50 / p99 / max | wall ms p50 / p99 / max | moves | "
+        f"\n{feedback}: {args.users} users x {args.events} events; incremental: ESS threshold "
+        f"{args.ess_threshold}, {args.move_steps} move steps"
+    )
+    print(
+        "| update | CPU ms p50 / p99 / max | wall ms p50 / p99 / max | cache hits | "
         + " | ".join(f"regret % t={s}" for s in STEPS)
         + f" | 90% coverage t={STEPS[-1]} |"
     )
     print("|---|---|---|---|" + "---|" * len(STEPS) + "---|")
+    extra = ""
     for a, ls in arms.items():
         se = lambda x: x.std(ddof=1) / np.sqrt(len(x))  # noqa: E731
         cells = " | ".join(
@@ -111,11 +132,16 @@ def simulate(args: argparse.Namespace, feedback: str) -> None:
             for s in STEPS
             if s <= args.events
         )
-        moves = "-" if a == "refit" else f"{ls.hits}/{ls.hits + ls.misses} cache hits"
+        moves = "-" if a == "refit" else f"{ls.hits}/{ls.hits + ls.misses}"
+        if a == "incremental":
+            still = [c for c, m in zip(times[a]["cpu"], moved) if not m]
+            extra = f"; {100 * np.mean(moved):.1f}% of events moved particles, the rest CPU ms "
+            extra += f"p50 / p99 / max {pct(still)}"
         print(
             f"| {a} | {pct(times[a]['cpu'])} | {pct(times[a]['wall'])} | {moves} | {cells} | "
             f"{100 * cover[a][:, min(STEPS[-1], args.events)].mean():.1f} |"
         )
+    print(f"\nincremental{extra}")
 
 
 def pipeline(args: argparse.Namespace) -> None:
@@ -161,6 +187,8 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--feedback", nargs="+", default=["thumbs", "pairwise"])
+    ap.add_argument("--ess-threshold", type=float, default=0.2, help="of the incremental arm")
+    ap.add_argument("--move-steps", type=int, default=2, help="of the incremental arm")
     args = ap.parse_args()
     cpu = next(
         (

@@ -370,8 +370,7 @@ class PreferenceModel:
             floor = float(self.ess_threshold) * n
             if _ess(self._logw + phi * inc) < floor:
                 lo, hi = 0.0, remaining
-                # Any stage keeping ESS >= n/2 is valid; a coarse one is as good as a fine one.
-                for _ in range(12):
+                for _ in range(30):
                     mid = 0.5 * (lo + hi)
                     if _ess(self._logw + mid * inc) >= floor:
                         lo = mid
