@@ -155,30 +155,46 @@ def pipeline(args: argparse.Namespace) -> None:
         t[0] += 30.0
         return t[0]
 
-    palm = Palm(
-        portfolio,
-        load_policy(bundled("policy.yaml")),
-        MemoryStore(),
-        clock=clock,
-        random_state=0,
-        embedder=None,
-    )
+    palms = {}
+    for name in ("refit", "incremental"):
+        palm = Palm(
+            portfolio,
+            load_policy(bundled("policy.yaml")),
+            MemoryStore(),
+            clock=clock,
+            random_state=0,
+            embedder=None,
+        )
+        if name == "refit":
+            palm._profiles.learning.cache_size = 0
+        for _ in range(2):  # warm up: imports (scipy for the prior's intervals), allocations
+            palm.record_feedback("warm", Thumb(up=True, member=portfolio.ids[0]))
+        palm.compare_candidates("warm")
+        palms[name] = palm
     rng = np.random.default_rng(args.seed)
-    fb: list[float] = []
-    cc: list[float] = []
-    for k in range(args.users * args.events // 4):
+    fb: dict[str, list[float]] = {n: [] for n in palms}
+    cc: dict[str, list[float]] = {n: [] for n in palms}
+    for k in range(args.pipeline_events):
         user = f"user{k % 20}"  # round robin: 20 users, as a server sees them
         member = portfolio.ids[int(rng.integers(len(portfolio.ids)))]
-        t0 = time.perf_counter()
-        palm.record_feedback(user, Thumb(up=bool(rng.random() < 0.5), member=member))
-        fb.append(time.perf_counter() - t0)
-        if k % 10 == 0:
+        up = bool(rng.random() < 0.5)
+        for name in list(palms) if k % 2 == 0 else list(palms)[::-1]:  # interleaved
+            palm = palms[name]
             t0 = time.perf_counter()
-            palm.compare_candidates(user)
-            cc.append(time.perf_counter() - t0)
-    print("\nPalm on a MemoryStore, bundled portfolio and policy, 20 users round robin (wall ms)")
-    print(f"record_feedback p50 / p99 / max: {pct(fb[20:])}")
-    print(f"compare_candidates p50 / p99 / max: {pct(cc[2:])}")
+            palm.record_feedback(user, Thumb(up=up, member=member))
+            fb[name].append(time.perf_counter() - t0)
+            if k % 10 == 0:
+                t0 = time.perf_counter()
+                palm.compare_candidates(user)
+                cc[name].append(time.perf_counter() - t0)
+    print(
+        f"\nPalm on a MemoryStore (JSON round trip and audit hashing included), bundled portfolio "
+        f"and policy, {args.pipeline_events} thumbs over 20 users round robin, wall ms"
+    )
+    print("| Palm | record_feedback p50 / p99 / max | compare_candidates p50 / p99 / max |")
+    print("|---|---|---|")
+    for name in palms:
+        print(f"| {name} | {pct(fb[name][20:])} | {pct(cc[name][2:])} |")
 
 
 def main() -> None:
@@ -186,8 +202,9 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=60)
     ap.add_argument("--events", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--feedback", nargs="+", default=["thumbs", "pairwise"])
-    ap.add_argument("--ess-threshold", type=float, default=0.2, help="of the incremental arm")
+    ap.add_argument("--feedback", nargs="*", default=["thumbs", "pairwise"])
+    ap.add_argument("--pipeline-events", type=int, default=750)
+    ap.add_argument("--ess-threshold", type=float, default=0.1, help="of the incremental arm")
     ap.add_argument("--move-steps", type=int, default=2, help="of the incremental arm")
     args = ap.parse_args()
     cpu = next(

@@ -60,7 +60,9 @@ class LearningState:
             first; about 50-100 kB each at 1024 particles). 0 refits on every event.
         ess_threshold, move_steps: of the cached posterior's in-place updates (see
             :class:`PreferenceModel`): particles move only when the effective sample size
-            collapses below this fraction. A refit uses the model's defaults.
+            collapses below this fraction (0.1: about 1% of events; regret and interval
+            coverage as with a refit per event, see BENCHMARKS.md). A refit uses the model's
+            defaults (0.5, 4).
     """
 
     def __init__(
@@ -71,7 +73,7 @@ class LearningState:
         half_life: float | None = None,
         n_particles: int = 1024,
         cache_size: int = 1024,
-        ess_threshold: float = 0.2,
+        ess_threshold: float = 0.1,
         move_steps: int = 2,
     ) -> None:
         self.beta = beta
@@ -196,7 +198,8 @@ class LearningState:
         if self.cache_size <= 0:
             return
         # From now on the model is updated in place: move particles only when ESS collapses.
-        entry.model.set_params(ess_threshold=self.ess_threshold, move_steps=self.move_steps)
+        model = entry.model
+        model.ess_threshold, model.move_steps = self.ess_threshold, self.move_steps
         key = entry.key
         with self._cache_lock:
             if not replace and key in self._cache:
@@ -231,9 +234,8 @@ class LearningState:
         event = events[-1]
         key = event.user_key
         if profile is None:  # a new user starts from the prior
-            fresh = self.model(policy).set_params(
-                ess_threshold=self.ess_threshold, move_steps=self.move_steps
-            )
+            fresh = self.model(policy)
+            fresh.ess_threshold, fresh.move_steps = self.ess_threshold, self.move_steps
             cached: _Entry | None = _Entry(key, "", "", fresh.fit([]), {})
         else:
             cached = self._take(key, state, policy, pop=True)
