@@ -386,9 +386,9 @@ class PreferenceModel:
             self._exps[idx] += remaining * factors
 
     def _maybe_rejuvenate(self) -> None:
-        if _ess(self._logw) >= float(self.ess_threshold) * self.n_particles:
+        w = self.weights_  # cached: summaries and the next check reuse it
+        if 1.0 / float(np.dot(w, w)) >= float(self.ess_threshold) * self.n_particles:
             return
-        w = _normalize(self._logw)
         # Systematic resampling: low variance and deterministic given the generator.
         u = (self._rng.random() + np.arange(self.n_particles)) / self.n_particles
         idx = np.minimum(np.searchsorted(np.cumsum(w), u), self.n_particles - 1)
