@@ -79,7 +79,8 @@ def test_route_writes_nothing_and_draws_nothing(tmp_path: Path, mode: Any) -> No
 
 def test_route_answers_what_mean_decide_serves(tmp_path: Path) -> None:
     with SQLiteStore(tmp_path / "palm.db") as store:
-        palm = Palm(PORTFOLIO, POLICY, store, clock=Clock(), random_state=0, embedder=None)
+        kw: dict[str, Any] = {"mode": "mean", "random_state": 0, "embedder": None}
+        palm = Palm(PORTFOLIO, POLICY, store, clock=Clock(), **kw)
         for user, winner in (("bo", "playful"), ("cy", "careful"), ("di", "balanced")):
             for loser in [m for m in IDS if m != winner]:
                 palm.record_feedback(user, Pairwise(winner=winner, loser=loser))
@@ -101,7 +102,8 @@ def test_route_answers_what_mean_decide_serves(tmp_path: Path) -> None:
     )
 )
 def test_profile_weights_go_back_into_the_router(events: list[tuple[str, str, bool]]) -> None:
-    palm = Palm(PORTFOLIO, POLICY, MemoryStore(), clock=Clock(), random_state=0, embedder=None)
+    kw: dict[str, Any] = {"mode": "mean", "random_state": 0, "embedder": None}
+    palm = Palm(PORTFOLIO, POLICY, MemoryStore(), clock=Clock(), **kw)
     for a, b, up in events:
         if a == b:
             palm.record_feedback("eve", Thumb(member=a, up=up))
@@ -112,7 +114,7 @@ def test_profile_weights_go_back_into_the_router(events: list[tuple[str, str, bo
     for weights in (prof.weights, prof.effective_weights):
         w = np.array([weights[n] for n in PORTFOLIO.space.names])
         assert router.route(w).member in IDS  # no InvalidWeightsError: sum 1 within tolerance
-    # And unchanged: the profile's weights are the ones decide() routes on (one simulated
+    # And unchanged: the profile's weights are the ones decide() routes on in mean mode (one
     # second later: forgetting moves them by about 1e-7).
     d = palm.decide("eve")
     assert d.weights == pytest.approx(prof.effective_weights, abs=1e-6)
@@ -163,7 +165,7 @@ def test_the_policy_states_beta_lapse_and_half_life() -> None:
     learning = palm._profiles.learning
     assert learning.settings(policy) == (3.0, 0.2, None)
     model = learning.model(policy)
-    assert (model.beta, model.lapse, model.half_life) == (3.0, 0.2, None)
+    assert (model.beta, model.lapse, model.half_life) == (pytest.approx(3.0), 0.2, None)
     for _ in range(4):
         palm.record_feedback("ivy", Pairwise(winner="terse", loser="thorough"))
     now = palm.profile("ivy").evidence
@@ -171,11 +173,11 @@ def test_the_policy_states_beta_lapse_and_half_life() -> None:
     assert palm.profile("ivy").evidence == now == pytest.approx(4.0)  # never forgets
     # Unstated fields take the Palm's values; the section left out hashes as before.
     partial = parse_policy(LEARNING.replace("beta: 3, lapse: 0.2, ", ""), "p.yaml")
-    assert learning.settings(partial) == (30.0, 0.05, None)
+    assert learning.settings(partial) == (30.0, "learn", None)  # the Palm learns the lapse
     bare = parse_policy(
         LEARNING.replace("learning: {beta: 3, lapse: 0.2, half_life_days: never}", "")
     )
-    assert learning.settings(bare) == (30.0, 0.05, 60.0)
+    assert learning.settings(bare) == (30.0, "learn", 60.0)
     assert "learning" not in bare.to_dict()
     assert parse_policy(LEARNING, "p.yaml").to_dict()["learning"]["beta"] == 3.0
 
@@ -198,7 +200,12 @@ def test_bad_learning_settings_name_the_field_and_line(section: str, message: st
     assert "p.yaml:5:" in str(err.value) and message in str(err.value)
 
 
-def test_learn_is_accepted_and_falls_back_to_the_palm_values() -> None:
+def test_the_policy_may_ask_to_learn_what_the_palm_fixes() -> None:
     policy = parse_policy(LEARNING.replace("beta: 3, lapse: 0.2", "beta: learn, lapse: learn"))
     palm = Palm(PORTFOLIO, policy, MemoryStore(), beta=7.0, lapse=0.1)
-    assert palm._profiles.learning.settings(policy) == (7.0, 0.1, None)
+    learning = palm._profiles.learning
+    assert learning.settings(policy) == ("learn", "learn", None)
+    grid, lapses = learning.noise_of(policy)
+    assert grid.size > 1 and lapses is not None  # a grid of β values and lapse rates to learn
+    fixed, none = learning.noise_of(parse_policy(LEARNING.split("learning:")[0]))
+    assert fixed.size == 1 and none is None  # the Palm's fixed β = 7, lapse 0.1

@@ -54,6 +54,7 @@ __all__ = [
     "CONSTRAINT_FIELDS",
     "V2_POLICY_KEYS",
     "V2_RULE_KEYS",
+    "LANGUAGE_RULE_ID",
     "Action",
     "ContextSpec",
     "LearningSpec",
@@ -103,6 +104,9 @@ RESERVED_POLICY_KEYS: dict[str, str] = {
     "context": "the 'context' section is not supported by policy version 1" + _V2,
     "timezone": "'timezone' is not supported by policy version 1" + _V2,
     "learning": "the 'learning' section is not supported by policy version 1" + _V2,
+    "languages": "'languages' is not supported by policy version 1" + _V2,
+    "unguarded_language": "'unguarded_language' is not supported by policy version 1" + _V2,
+    "unguarded_message": "'unguarded_message' is not supported by policy version 1" + _V2,
     "no_personalization_topics": "topic rules are not supported by policy version 1; use "
     "'when: {topic: ...}' with 'action: use_default' in version 2",
 }
@@ -110,7 +114,22 @@ RESERVED_POLICY_KEYS: dict[str, str] = {
 #: Rule fields that exist only in version 2.
 V2_RULE_KEYS = ("when", "unless", "action", "member", "message", "max_step", "on")
 #: Top-level fields that exist only in version 2.
-V2_POLICY_KEYS = ("topics", "context", "timezone", "privacy", "learning")
+V2_POLICY_KEYS = (
+    "topics",
+    "context",
+    "timezone",
+    "privacy",
+    "languages",
+    "unguarded_language",
+    "unguarded_message",
+    "learning",
+)
+#: Id of the law-layer rule that ``languages:`` adds (see :attr:`PolicySpec.languages`).
+LANGUAGE_RULE_ID = "unguarded-language"
+#: What ``refuse`` tells the user unless ``unguarded_message`` says otherwise.
+DEFAULT_UNGUARDED_MESSAGE = (
+    "I can't answer requests in this language here. Please write in one of: {languages}."
+)
 
 
 def _number(v: object) -> float:
@@ -195,6 +214,8 @@ Condition = Annotated[
         "time, weekday, metadata.<attribute>.",
     ),
 ]
+#: An ISO 639 language code as the detector names it (``en``, ``zh``, ``ast``).
+LangCode = Annotated[StrictStr, Field(pattern=r"^[a-z]{2,3}$")]
 TraitMap = Annotated[dict[StrictStr, UnitFloat], Field(min_length=1)]
 
 
@@ -342,6 +363,9 @@ class ClassifierRef(_Strict):
     threshold: UnitFloat | None = None
     """Probability at or above which the topic applies (default: the threshold calibrated on
     held-out data when the classifier was trained)."""
+    weak_threshold: UnitFloat | None = None
+    """Probability at or above which a message with one of the topic's ``weak_keywords`` gets
+    the topic (default: half the threshold): a broad word lowers the bar, it does not decide."""
 
 
 class ExternalRef(_Strict):
@@ -388,6 +412,13 @@ class TopicSpec(_Strict):
     )
     """Harmless phrases that contain a keyword (``glue gun``, ``bath bomb``): removed from the
     text before keywords are matched, so a keyword elsewhere in the message still counts."""
+    weak_keywords: list[Annotated[StrictStr, Field(min_length=1, max_length=100)]] = Field(
+        default_factory=list, max_length=1000
+    )
+    """Broad words that share harmless uses (``bomb*``, ``dose``, ``poison*``): matched like
+    ``keywords``, but a match only lowers the classifier's bar for this topic to
+    ``classifier.weak_threshold``. Without a classifier or an embedder they count as
+    ``keywords`` (fail closed)."""
     prototypes: list[Annotated[StrictStr, Field(min_length=1, max_length=500)]] = Field(
         default_factory=list, max_length=200
     )
@@ -404,7 +435,13 @@ class TopicSpec(_Strict):
 
     @model_validator(mode="after")
     def _something(self) -> TopicSpec:
-        if not (self.keywords or self.prototypes or self.classifier or self.external):
+        if not (
+            self.keywords
+            or self.weak_keywords
+            or self.prototypes
+            or self.classifier
+            or self.external
+        ):
             raise ValueError("a topic needs 'keywords', 'prototypes', 'classifier' or 'external'")
         return self
 
@@ -487,6 +524,26 @@ class PolicySpec(_Strict):
     """(v2) Storage, retention and redaction."""
     learning: LearningSpec = LearningSpec()
     """(v2) The noise model (``beta``, ``lapse``) and forgetting (``half_life_days``)."""
+    languages: list[LangCode] | None = Field(default=None, min_length=1, max_length=100)
+    """(v2) ISO 639-1 codes of the languages the guard's topics are written for (``[en, fr]``).
+    A request confidently in another language (:mod:`palm_middleware.guard.language`; short or
+    ambiguous texts count as guarded) gets ``unguarded_language``. None: no language check."""
+    unguarded_language: Literal["refuse", "input_rules_only"] | None = None
+    """(v2) What happens to a request in a language outside ``languages``: ``refuse`` (the
+    default when ``languages`` is set) with
+    ``unguarded_message``, or ``input_rules_only``: serve the pinned or default member (no
+    personalization), under the request rules, which may not read that language. Either way a
+    law-layer rule ``unguarded-language`` fires and the decision records the detected language."""
+    unguarded_message: StrictStr | None = Field(default=None, min_length=1, max_length=1000)
+    """(v2) What ``refuse`` tells the user (default: names the guarded languages)."""
+
+    @field_validator("languages")
+    @classmethod
+    def _unique_languages(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and len(set(v)) != len(v):
+            dup = sorted({x for x in v if v.count(x) > 1})
+            raise ValueError(f"languages listed twice: {dup}")
+        return v
 
     @field_validator("timezone")
     @classmethod

@@ -27,6 +27,7 @@ from .._rng import check_random_state
 from ..exceptions import InvalidParameterError, NotFittedError
 from ..types import FloatArray
 from .events import Observation
+from .noise import NoiseGrid
 
 __all__ = ["PosteriorSummary", "PreferenceModel", "forgetting"]
 
@@ -110,6 +111,10 @@ class PreferenceModel:
         prior_strength: Dirichlet concentration of the prior (higher = slower to leave the default).
         beta: Bradley-Terry / logistic temperature on value differences.
         lapse: probability that a label is random (robustness to mis-clicks and label noise).
+        noise: a prior over (β, lapse) points (:class:`NoiseGrid`) to learn the noise instead;
+            every particle carries a grid point, so the user's own noise level is inferred
+            with w and the intervals account for not knowing it. None: ``beta`` and ``lapse``
+            are known (ignored when ``noise`` is given).
         half_life: seconds after which an event counts half; None = no forgetting.
         n_particles: particles in the posterior.
         max_observations: distinct observations kept (identical ones share a term); the
@@ -139,6 +144,7 @@ class PreferenceModel:
         prior_strength: float = 10.0,
         beta: float = 10.0,
         lapse: float = 0.05,
+        noise: NoiseGrid | None = None,
         half_life: float | None = None,
         n_particles: int = 2048,
         max_observations: int = 256,
@@ -150,6 +156,7 @@ class PreferenceModel:
         self.prior_strength = prior_strength
         self.beta = beta
         self.lapse = lapse
+        self.noise = noise
         self.half_life = half_life
         self.n_particles = n_particles
         self.max_observations = max_observations
@@ -197,6 +204,8 @@ class PreferenceModel:
                     f"The {name!r} parameter of PreferenceModel must be in ({lo:g}, {hi:g}); "
                     f"got {val!r}"
                 )
+        if self.noise is not None and not isinstance(self.noise, NoiseGrid):
+            raise InvalidParameterError(f"noise must be a NoiseGrid or None; got {self.noise!r}")
         if self.half_life is not None and not (
             isinstance(self.half_life, (int, float)) and self.half_life > 0
         ):
@@ -236,6 +245,16 @@ class PreferenceModel:
         self.particles_ = self._rng.dirichlet(self._alpha, size=self.n_particles)
         self.particles_ = np.clip(self.particles_, 1e-12, None)
         self.particles_ /= self.particles_.sum(axis=1, keepdims=True)
+        grid = self.noise if self.noise is not None else NoiseGrid.fixed(self.beta, self.lapse)
+        self.noise_grid_ = grid
+        self._gb, self._gl = grid.points
+        self._logpi = np.log(np.maximum(grid.p, 1e-300))
+        # Each particle's (β, lapse) grid point; one point draws nothing (seeded runs unchanged).
+        self._g = (
+            self._rng.choice(grid.size, size=self.n_particles, p=grid.p)
+            if grid.size > 1
+            else np.zeros(self.n_particles, dtype=np.intp)
+        )
         self._logw = np.zeros(self.n_particles)
         self._obs: list[Observation] = []
         self._cols: dict[tuple[Any, ...], int] = {}  # Observation.key -> column
@@ -314,7 +333,7 @@ class PreferenceModel:
         """An independent copy: particles, weights, evidence and the generator's state."""
         self._check_fitted()
         new = copy.copy(self)
-        for name in ("particles_", "_logw", "_exps", "_ll"):
+        for name in ("particles_", "_logw", "_exps", "_ll", "_g", "_gb", "_gl", "_logpi", "_alpha"):
             setattr(new, name, getattr(self, name).copy())
         new.__dict__["_sort"] = self.__dict__.get("_sort")  # same values, never written to
         new._obs = list(self._obs)
@@ -393,6 +412,7 @@ class PreferenceModel:
         u = (self._rng.random() + np.arange(self.n_particles)) / self.n_particles
         idx = np.minimum(np.searchsorted(np.cumsum(w), u), self.n_particles - 1)
         self.particles_ = self.particles_[idx]
+        self._g = self._g[idx]
         self._ll = self._ll[idx]
         self._logw = np.zeros(self.n_particles)
         self._move(n_steps=int(self.move_steps))
@@ -409,30 +429,52 @@ class PreferenceModel:
         z = np.log(p[:, :-1]) - np.log(p[:, -1:])
         scale = 2.38 / math.sqrt(max(z.shape[1], 1)) * np.maximum(z.std(axis=0), 1e-3) * 0.7
         cur = self._log_target(p, self._ll)
+        g = self._g
+        size = self._gb.size
         for _ in range(n_steps):
             zp = z + self._rng.standard_normal(z.shape) * scale
             pp = _alr_inv(zp)
-            llp = self._loglik(pp, self._obs)
+            gp = g
+            if size > 1:
+                # Half the particles also propose a grid point from the prior: the prior and
+                # the proposal cancel in the Metropolis-Hastings ratio.
+                fresh = self._rng.random(len(z)) < 0.5
+                pi = np.exp(self._logpi)
+                gp = np.where(fresh, self._rng.choice(size, size=len(z), p=pi / pi.sum()), g)
+            llp = self._loglik(pp, self._obs, gp)
             prop = self._log_target(pp, llp)
             acc = np.log(self._rng.random(len(z))) < prop - cur
             z[acc] = zp[acc]
             p = np.where(acc[:, None], pp, p)
+            g = np.where(acc, gp, g)
             self._ll = np.where(acc[:, None], llp, self._ll)
             cur = np.where(acc, prop, cur)
         self.particles_ = p
+        self._g = g
 
-    def _loglik(self, p: FloatArray, obs: Sequence[Observation]) -> FloatArray:
-        """Per-particle, per-observation log-likelihood, shape (n_particles, len(obs))."""
+    def _loglik(
+        self,
+        p: FloatArray,
+        obs: Sequence[Observation],
+        g: npt.NDArray[np.intp] | None = None,
+        lapse: float | None = None,
+    ) -> FloatArray:
+        """Per-particle, per-observation log-likelihood, shape (n_particles, len(obs)).
+
+        ``g``: each particle's (β, lapse) grid point (default: the particles' own); ``lapse``
+        overrides the grid's lapse.
+        """
         out = np.zeros((p.shape[0], len(obs)))
         if not obs:
             return out
         comp = [i for i, o in enumerate(obs) if o.kind == "compare"]
         if comp:
             deltas = np.stack([obs[i].vector for i in comp])
-            coef = np.array([obs[i].y * obs[i].scale for i in comp]) * float(self.beta)
-            z = (p @ deltas.T) * coef
-            lapse = float(self.lapse)
-            prob = lapse + (1.0 - 2.0 * lapse) * _sigmoid(z)
+            g = self._g if g is None else g
+            coef = np.array([obs[i].y * obs[i].scale for i in comp])
+            z = (p @ deltas.T) * coef * self._gb[g][:, None]
+            lp = self._gl[g][:, None] if lapse is None else np.full((len(g), 1), float(lapse))
+            prob = lp + (1.0 - 2.0 * lp) * _sigmoid(z)
             out[:, comp] = np.log(np.maximum(prob, _TINY))
         for i, o in enumerate(obs):
             if o.kind == "anchor":
@@ -496,6 +538,74 @@ class PreferenceModel:
         self._check_fitted()
         return float(self._exps.sum())
 
+    def noise_posterior(self) -> FloatArray:
+        """Posterior probability of each (β, lapse) point of :attr:`noise_grid_`."""
+        self._check_fitted()
+        counts = np.bincount(self._g, weights=self.weights_, minlength=self._gb.size)
+        out: FloatArray = counts.astype(np.float64)
+        return out
+
+    def mean_log_weights(self) -> FloatArray:
+        """Posterior mean of log w (the Dirichlet sufficient statistic a population fit needs)."""
+        self._check_fitted()
+        out: FloatArray = self.weights_ @ np.log(self.particles_)
+        return out
+
+    def lapse_evidence(self, lapses: Sequence[float]) -> FloatArray:
+        """Log marginal likelihood of the user's observations at each lapse in ``lapses``,
+        relative to the current one (importance estimate over the posterior particles).
+
+        What a population fit of the lapse rate needs from a user: a few numbers, no events.
+        """
+        self._check_fitted()
+        out = np.zeros(len(lapses))
+        if not self._obs:
+            return out
+        logw = np.log(np.maximum(self.weights_, _TINY))
+        for k, lapse in enumerate(lapses):
+            diff = (self._loglik(self.particles_, self._obs, lapse=lapse) - self._ll) @ self._exps
+            x = logw + diff
+            out[k] = float(x.max() + np.log(np.exp(x - x.max()).sum()))
+        return out
+
+    def relapse(self, lapse: float) -> PreferenceModel:
+        """Set every particle's lapse rate to ``lapse`` in place (reweighting by the new
+        likelihood; rejuvenates if needed)."""
+        self._check_fitted()
+        if not 0 <= lapse < 0.5:
+            raise InvalidParameterError(f"lapse must be in [0, 0.5); got {lapse!r}")
+        grid = self.noise_grid_
+        if len(grid.lapses) != 1:
+            raise InvalidParameterError("relapse needs a noise grid with a single lapse rate")
+        self.noise_grid_ = NoiseGrid(grid.betas, (float(lapse),), grid.probs)
+        if self._obs:
+            new = self._loglik(self.particles_, self._obs, lapse=lapse)
+            self._logw += (new - self._ll) @ self._exps
+            self._ll = new
+        self._gl = np.full_like(self._gl, float(lapse))
+        self._maybe_rejuvenate()
+        return self
+
+    def reprior(
+        self, alpha: FloatArray | None = None, noise_probs: FloatArray | None = None
+    ) -> PreferenceModel:
+        """Swap the prior in place (Dirichlet ``alpha``, grid probabilities) by reweighting.
+
+        The posterior then equals a refit under the new prior, without replaying the
+        observations (importance reweighting by the prior ratio; rejuvenates if needed).
+        """
+        self._check_fitted()
+        if alpha is not None:
+            a = np.maximum(np.asarray(alpha, dtype=np.float64), 1e-2)
+            self._logw += np.log(self.particles_) @ (a - self._alpha)
+            self._alpha = a
+        if noise_probs is not None:
+            new = np.log(np.maximum(np.asarray(noise_probs, dtype=np.float64), 1e-300))
+            self._logw += (new - self._logpi)[self._g]
+            self._logpi = new
+        self._maybe_rejuvenate()
+        return self
+
     def predict(self) -> FloatArray:
         """Posterior mean weight vector."""
         self._check_fitted()
@@ -555,8 +665,8 @@ class PreferenceModel:
         thing routing needs, so queries do not spend effort on directions that change nothing.
         """
         self._check_fitted()
-        z = (self.particles_ @ np.atleast_2d(deltas).T) * float(self.beta)
-        lapse = float(self.lapse)
+        z = (self.particles_ @ np.atleast_2d(deltas).T) * self._gb[self._g][:, None]
+        lapse = self._gl[self._g][:, None]
         p = lapse + (1 - 2 * lapse) * _sigmoid(z)
         w = self.weights_
         marginal = w @ p
@@ -582,6 +692,23 @@ class PreferenceModel:
         gains = self.information_gain(r[i] - r[j], r)
         k = int(np.argmax(gains))
         return int(i[k]), int(j[k])
+
+    def query_second(self, rewards: FloatArray, served: int) -> int:
+        """The member to show next to ``served`` in an A/B pair: information-directed sampling.
+
+        Minimizes (expected regret of the pair)² / information gain about the best member, so
+        a member that would teach a little more but cost much more is not shown.
+        """
+        r = np.asarray(rewards, dtype=np.float64)
+        k = r.shape[0]
+        if k < 2 or not 0 <= served < k:
+            raise InvalidParameterError(f"query_second needs >= 2 members and served in [0, {k})")
+        others = np.array([j for j in range(k) if j != served])
+        gains = self.information_gain(r[served] - r[others], r)
+        best = float(self.weights_ @ (self.particles_ @ r.T).max(axis=1))
+        cost = best - r @ self.predict()  # expected regret of each member, >= 0
+        ratio = (cost[served] + cost[others]) ** 2 / np.maximum(gains, 1e-12)
+        return int(others[int(np.argmin(ratio))])
 
     def query_member(self, rewards: FloatArray, reference: FloatArray) -> int:
         """The member whose thumbs up/down tells most about which member is best."""

@@ -22,13 +22,16 @@ import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from ..exceptions import InvalidParameterError
 from ..types import FloatArray
 from .events import Observation
 from .model import PosteriorSummary, PreferenceModel, forgetting
+from .noise import DEFAULT_LAPSES, NoiseGrid
+from .population import Population, PopulationPrior
 
 if TYPE_CHECKING:
     from ..policy import BoundsPolicy
@@ -55,7 +58,14 @@ class LearningState:
     """How a user's stored evidence becomes a posterior, and how one event updates it.
 
     Args:
-        beta, lapse, half_life, n_particles: see :class:`PreferenceModel`.
+        beta, lapse: the feedback temperature and lapse rate, or ``"learn"``. A learned β is
+            inferred per user over a grid (:class:`NoiseGrid`) whose probabilities the
+            population refits; a learned lapse is the population's (see
+            :mod:`~palm_middleware.preferences.population`), starting at 0.1.
+        half_life, n_particles: see :class:`PreferenceModel`.
+        population: the running population aggregates new users' priors come from; None: every
+            user starts from the policy default.
+        refresh_every: population changes between refits of the population prior.
         cache_size: users whose particle posterior is kept in memory (least recently used go
             first; about 50-100 kB each at 1024 particles). 0 refits on every event.
         ess_threshold, move_steps: of the cached posterior's in-place updates (see
@@ -63,15 +73,19 @@ class LearningState:
             collapses below this fraction (0.1: about 1% of events; regret and interval
             coverage as with a refit per event, see BENCHMARKS.md). A refit uses the model's
             defaults (0.5, 4).
+
+    The policy's ``learning:`` section overrides ``beta``, ``lapse`` and ``half_life``.
     """
 
     def __init__(
         self,
         *,
-        beta: float = 10.0,
-        lapse: float = 0.05,
+        beta: float | Literal["learn"] = "learn",
+        lapse: float | Literal["learn"] = "learn",
         half_life: float | None = None,
         n_particles: int = 1024,
+        population: Population | None = None,
+        refresh_every: int = 25,
         cache_size: int = 1024,
         ess_threshold: float = 0.1,
         move_steps: int = 2,
@@ -80,50 +94,118 @@ class LearningState:
         self.lapse = lapse
         self.half_life = half_life
         self.n_particles = n_particles
+        learn_lapse = lapse == "learn"
+        lapse0 = 0.1 if learn_lapse else _number("lapse", lapse)
+        self.noise = (
+            NoiseGrid.centred(lapses=(lapse0,))
+            if beta == "learn"
+            else NoiseGrid.fixed(_number("beta", beta), lapse0)
+        )
+        self.lapses: tuple[float, ...] | None = DEFAULT_LAPSES if learn_lapse else None
+        self.population = population
+        self.refresh_every = refresh_every
+        self._priors: dict[tuple[str, int], PosteriorSummary] = {}
+        self._pop: dict[str, tuple[int, PopulationPrior]] = {}
         self.cache_size = cache_size
         self.ess_threshold = ess_threshold
         self.move_steps = move_steps
-        self._priors: dict[str, PosteriorSummary] = {}
         self._cache: OrderedDict[str, _Entry] = OrderedDict()
         self._cache_lock = threading.Lock()
         self.hits = 0
         """Updates and reads served by the cache (the rest refit from the stored evidence)."""
         self.misses = 0
 
-    def settings(self, policy: BoundsPolicy) -> tuple[float, float, float | None]:
+    def population_prior(self, policy: BoundsPolicy) -> PopulationPrior:
+        """Where a new user starts: the population's fit, refreshed every ``refresh_every``
+        population changes, or the policy default (and the noise grid) without a population."""
+        alpha0 = np.maximum(policy.default.values * float(policy.prior_strength), 1e-2)
+        noise, lapses = self.noise_of(policy)
+        pop = self.population
+        if pop is None or len(pop) == 0:
+            return PopulationPrior(alpha=alpha0, noise=noise, n_users=0)
+        cached = self._pop.get(policy.version)
+        if cached is None or pop.revision - cached[0] >= self.refresh_every:
+            cached = (pop.revision, pop.prior(alpha0, noise, lapses))
+            self._pop[policy.version] = cached
+        return cached[1]
+
+    def settings(
+        self, policy: BoundsPolicy
+    ) -> tuple[float | Literal["learn"], float | Literal["learn"], float | None]:
         """``(beta, lapse, half_life)`` under ``policy``: what its ``learning:`` section states,
-        else this state's (the ``Palm``'s) values. ``learn`` is not resolved here: it takes
-        this state's value."""
+        else this state's (the ``Palm``'s) values; ``beta`` and ``lapse`` may be ``"learn"``."""
         spec = policy.spec.learning if policy.spec is not None else None
         if spec is None:
             return self.beta, self.lapse, self.half_life
-        beta = spec.beta if isinstance(spec.beta, float) else self.beta
-        lapse = spec.lapse if isinstance(spec.lapse, float) else self.lapse
+        beta = spec.beta if spec.beta is not None else self.beta
+        lapse = spec.lapse if spec.lapse is not None else self.lapse
         days = spec.half_life_days
         half_life = (
             self.half_life if days is None else None if days == "never" else float(days) * 86400.0
         )
         return beta, lapse, half_life
 
+    def noise_of(self, policy: BoundsPolicy) -> tuple[NoiseGrid, tuple[float, ...] | None]:
+        """The noise grid and the lapse rates a population fit weighs, under ``policy``."""
+        beta, lapse, _ = self.settings(policy)
+        if (beta, lapse) == (self.beta, self.lapse):
+            return self.noise, self.lapses
+        learn_lapse = lapse == "learn"
+        lapse0 = 0.1 if learn_lapse else _number("lapse", lapse)
+        grid = (
+            NoiseGrid.centred(lapses=(lapse0,))
+            if beta == "learn"
+            else NoiseGrid.fixed(_number("beta", beta), lapse0)
+        )
+        return grid, (DEFAULT_LAPSES if learn_lapse else None)
+
     def model(self, policy: BoundsPolicy) -> PreferenceModel:
-        """A fresh particle model under the policy's prior (fixed seed: rebuilds reproduce)."""
+        """A fresh particle model under the current prior (fixed seed: rebuilds reproduce)."""
+        prior = self.population_prior(policy)
+        beta, lapse = prior.noise.mean()
         return PreferenceModel(
-            prior_mean=policy.default.values,
-            prior_strength=policy.prior_strength,
-            beta=self.settings(policy)[0],
-            lapse=self.settings(policy)[1],
+            prior_mean=prior.mean,
+            prior_strength=prior.strength,
+            beta=beta,
+            lapse=lapse,
+            noise=prior.noise,
             half_life=self.settings(policy)[2],
             n_particles=self.n_particles,
             random_state=0,
         )
 
     def prior(self, policy: BoundsPolicy) -> PosteriorSummary:
-        """The policy's prior, summarized exactly (cached per policy version)."""
-        prior = self._priors.get(policy.version)
+        """The current prior, summarized exactly (cached per policy version and population fit)."""
+        pop = self.population_prior(policy)
+        key = (policy.version, -1 if pop.n_users == 0 else self._pop[policy.version][0])
+        prior = self._priors.get(key)
         if prior is None:
-            prior = prior_summary(policy.default.values, float(policy.prior_strength))
-            self._priors[policy.version] = prior
+            if len(self._priors) > 64:
+                self._priors.clear()
+            prior = prior_summary(pop.mean, pop.strength)
+            self._priors[key] = prior
         return prior
+
+    def observe(self, key: str, state: Mapping[str, Any]) -> None:
+        """Count the user's stored aggregates in the population (never an opted-out user)."""
+        if self.population is None:
+            return
+        agg = state.get("population")
+        if state.get("opted_out") or agg is None:
+            self.population.remove(key)
+            return
+        lapse = agg.get("lapse")
+        self.population.observe(
+            key,
+            np.asarray(agg["mean_log"]),
+            np.asarray(agg["noise"]),
+            None if lapse is None else np.asarray(lapse),
+        )
+
+    def forget(self, key: str) -> None:
+        """Drop the user from the population (opt-out, reset, erasure)."""
+        if self.population is not None:
+            self.population.remove(key)
 
     def summary(
         self, record: ProfileRecord | None, now: float, policy: BoundsPolicy
@@ -276,6 +358,15 @@ class LearningState:
         state["n_events"] = int(state.get("n_events", 0)) + 1
         summary = model.summary()
         state["posterior"] = dataclasses.replace(summary, n_events=state["n_events"]).to_dict()
+        # What the population fit may read of this user: two small aggregates, no events.
+        state["population"] = {
+            "mean_log": [round(float(x), 6) for x in model.mean_log_weights()],
+            "noise": [round(float(x), 6) for x in model.noise_posterior()],
+        }
+        lapses = self.noise_of(policy)[1]
+        if lapses is not None and self.population is not None:
+            ev = model.lapse_evidence(lapses)
+            state["population"]["lapse"] = [round(float(x), 6) for x in ev]
         if len(live) <= MAX_EVIDENCE_GROUPS:  # else the stored evidence lost terms: refit next
             self._put(_Entry(key, state["rev"], policy.version, model, dict(kept_groups(kept))))
         return state
@@ -404,6 +495,12 @@ class _Entry:
     model: PreferenceModel
     groups: _Groups | None
     """The stored evidence as of the event that produced ``rev`` (strengths at that time)."""
+
+
+def _number(name: str, v: object) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise InvalidParameterError(f"{name} must be a number or 'learn'; got {v!r}")
+    return float(v)
 
 
 def kept_groups(kept: Sequence[tuple[dict[str, Any], float]]) -> _Groups:

@@ -89,6 +89,10 @@ _CHAT_SUPPORTED = frozenset(
      "stream_options", "user", "max_retries", "extra_headers", "safety_identifier",
      "prompt_cache_key", "prompt_cache_retention", "service_tier"}
 )  # fmt: skip
+#: Parameters the engine honours through a grammar (llguidance, the ``grammar`` extra); LiteLLM
+#: turns Responses' ``text.format`` / ``tools`` into chat's ``response_format`` / ``tools``.
+_CHAT_GRAMMAR = frozenset({"response_format", "tools", "tool_choice", "parallel_tool_calls"})
+_RESPONSES_GRAMMAR = frozenset({"text", "tools", "tool_choice", "parallel_tool_calls"})
 _CHAT_DEFAULTS: dict[str, object] = {
     "n": 1, "presence_penalty": 0, "frequency_penalty": 0, "logprobs": False, "store": False,
 }  # fmt: skip
@@ -101,12 +105,18 @@ def _chat_unsupported() -> dict[str, object]:
     if _chat_unsupported_cache is None:
         import litellm
 
+        from palm_middleware.engines import grammar
+
         known = litellm.get_supported_openai_params(model="gpt-4o", custom_llm_provider="openai")
         names = [*(known or ()), "reasoning_effort", "verbosity", "thinking"]
-        _chat_unsupported_cache = {
-            n: _CHAT_DEFAULTS.get(n) for n in names if n not in _CHAT_SUPPORTED
-        }
+        supported = _CHAT_SUPPORTED | (_CHAT_GRAMMAR if grammar.available() else frozenset())
+        _chat_unsupported_cache = {n: _CHAT_DEFAULTS.get(n) for n in names if n not in supported}
     return _chat_unsupported_cache
+
+
+def _grammar_supported() -> bool:
+    """Whether constrained output is served (llguidance found, read once with the chat list)."""
+    return "response_format" not in _chat_unsupported()
 
 
 def check_supported(data: dict[str, Any], kind: RequestKind, provider: str = "palm_onnx") -> None:
@@ -124,6 +134,8 @@ def check_supported(data: dict[str, Any], kind: RequestKind, provider: str = "pa
     from litellm.exceptions import UnsupportedParamsError
 
     table = _chat_unsupported() if kind == "chat" else _UNSUPPORTED.get(kind, {})
+    if kind == "responses" and _grammar_supported():
+        table = {k: v for k, v in table.items() if k not in _RESPONSES_GRAMMAR}
     found = [
         name
         for name, default in table.items()
