@@ -165,7 +165,7 @@ def test_the_policy_states_beta_lapse_and_half_life() -> None:
     learning = palm._profiles.learning
     assert learning.settings(policy) == (3.0, 0.2, None)
     model = learning.model(policy)
-    assert (model.beta, model.lapse, model.half_life) == (pytest.approx(3.0), 0.2, None)
+    assert model.beta == pytest.approx(3.0) and (model.lapse, model.half_life) == (0.2, None)
     for _ in range(4):
         palm.record_feedback("ivy", Pairwise(winner="terse", loser="thorough"))
     now = palm.profile("ivy").evidence
