@@ -115,14 +115,23 @@ class BoundedRouter:
         )
 
     def route(
-        self, summary: PosteriorSummary, ev: Evaluation, ctx: RequestContext, policy: BoundsPolicy
+        self,
+        summary: PosteriorSummary,
+        ev: Evaluation,
+        ctx: RequestContext,
+        policy: BoundsPolicy,
+        *,
+        draw: bool = True,
     ) -> tuple[Route, ClampResult]:
-        """Route, and the clamp whose weights were used (in Thompson mode, the draw's)."""
+        """Route, and the clamp whose weights were used (in Thompson mode, the draw's).
+
+        ``draw=False``: no Thompson draw (the generator is untouched); that mode routes the mean.
+        """
         clamp = ev.clamp
         pinned = self.pinned(ev)
         if pinned is not None:
             return pinned, clamp
-        mode = self.mode
+        mode = self.mode if draw or self.mode != "thompson" else "mean"
         bounds = ev.bounds
         if clamp.used_default or (mode == "thompson" and not ev.exploration):
             mode = "mean"
@@ -131,8 +140,8 @@ class BoundedRouter:
         member_rules = bool(policy.condition_members())
         if mode == "thompson":
             with self._rng_lock:
-                draw = summary.sample(1, self._rng)[0]
-            drawn = bounds.clamp(draw, evidence=summary.evidence)
+                sample = summary.sample(1, self._rng)[0]
+            drawn = bounds.clamp(sample, evidence=summary.evidence)
             route = self.router.route(drawn.weights, mode="thompson")
             mean = self.router.scores(clamp.weights)
             top = float(mean.max())

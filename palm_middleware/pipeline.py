@@ -104,6 +104,8 @@ class Palm:
         beta, lapse: the feedback temperature and lapse rate; ``"learn"`` (default) learns them
             per user over a grid whose probabilities are fitted to the population.
         half_life, n_particles: see :class:`PreferenceModel`.
+            The policy's ``learning:`` section (``beta``, ``lapse``, ``half_life_days``) states
+            them per deployment; these are the values where it does not.
         explore_cost: in Thompson mode, a draw is served only if its member loses at most this
             share of the value the mean member has under the (clamped) mean weights.
         population: start new users from the population prior (fitted in this process from
@@ -111,8 +113,12 @@ class Palm:
             never count; see :mod:`~palm_middleware.preferences.population`). False: every
             user starts from the policy default.
         salt: key for pseudonymizing user ids; by default the store's own (persistent) salt.
-        clock: time source (seconds), injectable for tests.
-        random_state: seed for Thompson draws and particles.
+        clock: time source (seconds). Everything time-dependent reads it (forgetting, the
+            served summary's fading, time-of-day conditions, audit times); with the default wall
+            clock, forgetting depends on when calls happen, so inject a clock for reproducible
+            runs.
+        random_state: seed for Thompson draws and particles: with the same clock readings and
+            calls, runs are identical.
         limits: size limits of a request's messages (default :class:`RequestLimits`).
         allow_non_text: accept image, audio, video and file parts (skipped, never read as
             text); by default a request with such parts is refused.
@@ -289,11 +295,43 @@ class Palm:
                 exploration and no rule pins, defaults or conditions on members for this
                 request; otherwise the request is routed as usual and the explanation says why.
         """
+        return self._decide(user, messages, metadata, compare=compare, record=True)
+
+    def route(
+        self,
+        user: UserId,
+        messages: Sequence[Mapping[str, Any]] = (),
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Decision:
+        """What :meth:`decide` would serve now, with no side effects: a question, not a decision.
+
+        Nothing is written (no audit record, no cue learned, no store write) and nothing is
+        drawn: in ``mode="thompson"`` the posterior mean is routed, so the answer is the same
+        until the user's profile or the policy changes (``"robust"`` stays robust). Cues in
+        ``messages`` are not learned from (:meth:`decide` would record them first, and may then
+        route differently). The decision's ``decision_id`` is empty: there is no record to cite.
+
+        Raises:
+            DecisionBlocked: a blocking rule applies (not audited here).
+            TopicLabelError: topic labelling failed (not audited here).
+        """
+        return self._decide(user, messages, metadata, compare=None, record=False)
+
+    def _decide(
+        self,
+        user: UserId,
+        messages: Sequence[Mapping[str, Any]],
+        metadata: Mapping[str, Any] | None,
+        *,
+        compare: MemberId | None,
+        record: bool,
+    ) -> Decision:
+        """:meth:`decide` (``record``) or :meth:`route` (no writes, no draw)."""
         now = float(self.clock())
         key = self.user_key(user)  # identify
         read = self.read(messages)  # unreadable or oversized input is refused here
         policy = self.policy  # one policy for the whole decision, even if a reload happens
-        decision_id = uuid.uuid4().hex
+        decision_id = uuid.uuid4().hex if record else ""
         try:
             topics = self.topics(read, policy)
             language = self.language(read, policy)
@@ -302,7 +340,8 @@ class Palm:
                 "reason": "topic_labelling_failed",
                 "error": type(exc.__cause__ or exc).__name__,
             }
-            self._record(decision_id, key, "refused", now, policy=policy.version, **reason)
+            if record:
+                self._record(decision_id, key, "refused", now, policy=policy.version, **reason)
             raise
         try:
             # Cohort, channel and time with the topics; if the metadata cannot be read, the
@@ -317,7 +356,8 @@ class Palm:
         cue_ids: tuple[str, ...] = ()
         opted_out = False
         try:
-            cue_ids = self._record_cues(key, read, metadata, now, ctx, policy)
+            if record:
+                cue_ids = self._record_cues(key, read, metadata, now, ctx, policy)
             summary, opted_out = self._profiles.summary(key, now, policy)  # infer
             raw = summary.mean
             check_simplex(raw, self.portfolio.space, "inferred weights")
@@ -329,7 +369,7 @@ class Palm:
                 choose=routes.choose,
             )
             if ev.action != "block":
-                route, used = routes.route(summary, ev, ctx, policy)  # route
+                route, used = routes.route(summary, ev, ctx, policy, draw=record)  # route
                 if compare is not None:
                     route, refused = routes.compare(route, compare, ev, ctx, policy)
         except Exception as exc:  # the decision path must keep serving; say why, inside bounds
@@ -342,6 +382,8 @@ class Palm:
                 route, used = routes.default_route(ev), ev.clamp
         if ev.action == "block":  # record
             assert ev.action_rule is not None and ev.message is not None
+            if not record:
+                raise DecisionBlocked(ev.action_rule, ev.message)
             self._record(
                 decision_id,
                 key,
@@ -382,7 +424,8 @@ class Palm:
             topics=tuple(sorted(ctx.topics)),
             language=ctx.language,
         )
-        self._outbox.write(AuditRecord(decision_id, key, "decision", decision.to_dict(), now))
+        if record:
+            self._outbox.write(AuditRecord(decision_id, key, "decision", decision.to_dict(), now))
         return decision
 
     def _record(
@@ -620,6 +663,7 @@ class Palm:
 
     # -- async twins: the same call in a worker thread, so store I/O never blocks the loop -------
     adecide = _in_thread(decide)
+    aroute = _in_thread(route)
     arecord_feedback = _in_thread(record_feedback)
     aedit = _in_thread(edit)
     arecord_outcome = _in_thread(record_outcome)

@@ -131,7 +131,9 @@ class Profiles:
         names = portfolio.space.names
 
         def named(a: FloatArray) -> dict[str, float]:
-            return {n: round(float(v), 6) for n, v in zip(names, a)}
+            # Unrounded: weights read from a profile go back into the router as they are
+            # (rounded, they may sum to 0.999999 and be refused).
+            return {n: float(v) for n, v in zip(names, a)}
 
         events = [
             {"kind": e.kind, "ts": e.ts, **{k: v for k, v in e.payload.items() if k != "obs"}}
@@ -205,9 +207,9 @@ class Profiles:
         served: int | None = None,
     ) -> tuple[int, int]:
         """The member served (``served``, default: the posterior mean's) and the member to
-        compare it with (information-directed: most information per squared cost)."""
-        record = self.store.get_profile(key)
-        model = self.learning.posterior(record.state if record is not None else {}, now, policy)
+        compare it with (information-directed: most information per squared cost). Reads the
+        cached posterior (a refit only when it is missing or stale)."""
+        model = self.learning.current(key, self.store.get_profile(key), now, policy)
         rewards = portfolio.rewards
         if served is None:
             served = int(np.argmax(rewards @ model.predict()))

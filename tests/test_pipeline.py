@@ -386,7 +386,8 @@ def test_evidence_fades_between_events_too(store: SQLiteStore) -> None:
     # population=False: faded evidence returns to the policy default (not the population's).
     palm = Palm(PORTFOLIO, POLICY, store, clock=clock, half_life=3600.0, population=False)
     prefer(palm, "alice", "terse", n=12)
-    assert palm.decide("alice").member == "terse"
+    # route(): the posterior mean's member (the default mode draws: terse only ~75% of the time)
+    assert palm.route("alice").member == "terse"
     clock.t += 50 * 3600.0  # fifty half-lives, no new events
     d = palm.decide("alice")
     assert d.evidence < 1e-6 and "min-evidence" in d.rules_fired
@@ -480,7 +481,8 @@ def test_opt_out_keeps_the_learned_posterior(palm: Palm) -> None:
     before = palm.profile("alice").weights
     palm.set_opt_out("alice")
     palm.set_opt_out("alice", False)
-    assert palm.profile("alice").weights == before
+    # Equal but for the fading of the seconds the two switches took (half-life 90 days).
+    assert palm.profile("alice").weights == pytest.approx(before, abs=1e-6)
     assert palm.profile("alice").n_events == 12
 
 
@@ -564,7 +566,7 @@ def test_every_io_method_has_an_async_twin(palm: Palm) -> None:
     io = {
         "decide", "record_feedback", "record_outcome", "edit", "profile", "set_opt_out",
         "reset", "forget", "export", "purge_expired", "compare_candidates", "check_reply",
-        "record_reply_block",
+        "record_reply_block", "route",
     }  # fmt: skip
     public = {n for n in vars(Palm) if not n.startswith("_") and callable(getattr(Palm, n))}
     assert {n for n in public if f"a{n}" in public} == io

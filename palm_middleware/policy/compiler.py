@@ -227,6 +227,9 @@ def policy_hash(spec: PolicySpec) -> str:
     citing the same version for an unchanged file.
     """
     data = spec.model_dump(mode="json", by_alias=True)
+    if not any(v is not None for v in data.get("learning", {}).values()):
+        # Left unset, the learning section hashes as before it existed.
+        data.pop("learning", None)
     if spec.schema_version == 1:
         for key in V2_POLICY_KEYS:
             data.pop(key, None)

@@ -57,6 +57,7 @@ __all__ = [
     "LANGUAGE_RULE_ID",
     "Action",
     "ContextSpec",
+    "LearningSpec",
     "PrivacySpec",
     "ClassifierRef",
     "ExternalRef",
@@ -102,6 +103,7 @@ RESERVED_POLICY_KEYS: dict[str, str] = {
     "topics": "topic definitions are not supported by policy version 1" + _V2,
     "context": "the 'context' section is not supported by policy version 1" + _V2,
     "timezone": "'timezone' is not supported by policy version 1" + _V2,
+    "learning": "the 'learning' section is not supported by policy version 1" + _V2,
     "languages": "'languages' is not supported by policy version 1" + _V2,
     "unguarded_language": "'unguarded_language' is not supported by policy version 1" + _V2,
     "unguarded_message": "'unguarded_message' is not supported by policy version 1" + _V2,
@@ -120,6 +122,7 @@ V2_POLICY_KEYS = (
     "languages",
     "unguarded_language",
     "unguarded_message",
+    "learning",
 )
 #: Id of the law-layer rule that ``languages:`` adds (see :attr:`PolicySpec.languages`).
 LANGUAGE_RULE_ID = "unguarded-language"
@@ -165,6 +168,31 @@ def _positive(v: object) -> float:
     if x <= 0.0:
         raise ValueError("must be > 0")
     return x
+
+
+def _learnable(low: float, high: float) -> Any:
+    """A number in (low, high), or ``learn``."""
+    what = f"> {low:g}" if math.isinf(high) else f"in ({low:g}, {high:g})"
+
+    def check(v: object) -> float | str:
+        if v == "learn":
+            return "learn"
+        if isinstance(v, str):
+            raise ValueError(f"must be a number {what} or 'learn'")
+        x = _number(v)
+        if not low < x < high:
+            raise ValueError(f"must be {what} or 'learn'")
+        return x
+
+    return BeforeValidator(check)
+
+
+def _half_life(v: object) -> float | str:
+    if v == "never":
+        return "never"
+    if isinstance(v, str):
+        raise ValueError("must be a number of days > 0 or 'never'")
+    return _positive(v)
 
 
 UnitFloat = Annotated[float, BeforeValidator(_unit)]
@@ -434,6 +462,24 @@ StoreMode = Literal["weights_only", "events", "events_with_text"]
 RedactKind = Literal["email", "phone", "ip", "credit_card", "iban", "url", "handle"]
 
 
+class LearningSpec(_Strict):
+    """(v2) How users' feedback is read: the noise model and forgetting, per deployment.
+
+    A field left out (or the whole section) takes the value the ``Palm`` was built with.
+    """
+
+    beta: Annotated[float | Literal["learn"], _learnable(0.0, math.inf)] | None = None
+    """Temperature of the Bradley-Terry/logistic link on reward differences (> 0): how
+    consistently users answer (10: a 0.1 value gap is chosen 73% of the time). ``learn``:
+    estimated from the deployment's feedback where the running version supports it, else the
+    ``Palm``'s value."""
+    lapse: Annotated[float | Literal["learn"], _learnable(0.0, 0.5)] | None = None
+    """Probability that a label is random (mis-clicks, label noise), in (0, 0.5), or
+    ``learn`` (as for ``beta``)."""
+    half_life_days: Annotated[float | Literal["never"], BeforeValidator(_half_life)] | None = None
+    """Days after which a feedback event counts half (> 0), or ``never`` (no forgetting)."""
+
+
 DEFAULT_REDACT: tuple[RedactKind, ...] = ("email", "phone", "ip", "credit_card", "iban")
 
 
@@ -476,6 +522,8 @@ class PolicySpec(_Strict):
     """(v2) IANA time zone in which ``time:`` and ``weekday:`` conditions are read."""
     privacy: PrivacySpec = PrivacySpec()
     """(v2) Storage, retention and redaction."""
+    learning: LearningSpec = LearningSpec()
+    """(v2) The noise model (``beta``, ``lapse``) and forgetting (``half_life_days``)."""
     languages: list[LangCode] | None = Field(default=None, min_length=1, max_length=100)
     """(v2) ISO 639-1 codes of the languages the guard's topics are written for (``[en, fr]``).
     A request confidently in another language (:mod:`palm_middleware.guard.language`; short or

@@ -4,15 +4,19 @@ The posterior over the simplex is represented by weighted particles and updated 
 Monte Carlo: each observation is tempered in (so a sharp event never collapses the particle set),
 and when the effective sample size drops the particles are resampled and moved by a Metropolis
 random walk in additive-log-ratio coordinates that targets the exact current posterior. Old
-observations fade with a half-life, which is itself a tempering step. Everything is reproducible
-from ``random_state`` and the observations, so a profile can be rebuilt from the event log.
+observations fade with a half-life, which is itself a tempering step. Identical observations
+share one likelihood term (their exponents add up), so an update costs the same after ten events
+or ten thousand: :meth:`PreferenceModel.partial_fit` updates in place, and moves particles only
+when the effective sample size collapses. Everything is reproducible from ``random_state`` and
+the observations, so a profile can be rebuilt from the event log.
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,8 +117,13 @@ class PreferenceModel:
             are known (ignored when ``noise`` is given).
         half_life: seconds after which an event counts half; None = no forgetting.
         n_particles: particles in the posterior.
-        max_observations: observations kept; the oldest are dropped beyond it.
+        max_observations: distinct observations kept (identical ones share a term); the
+            weakest are dropped beyond it.
         random_state: seed for reproducible particles.
+        ess_threshold: particles are resampled and moved when the effective sample size falls
+            below this fraction of ``n_particles`` (and one observation is tempered in stages
+            that keep it above). Lower: fewer, costlier-to-skip moves; cheaper updates.
+        move_steps: Metropolis steps per rejuvenation.
 
     Attributes (set by ``fit``/``partial_fit``):
         particles_: (n_particles, n_traits) points on the simplex.
@@ -140,6 +149,8 @@ class PreferenceModel:
         n_particles: int = 2048,
         max_observations: int = 256,
         random_state: int | np.random.Generator | None = 0,
+        ess_threshold: float = 0.5,
+        move_steps: int = 4,
     ) -> None:
         self.prior_mean = prior_mean
         self.prior_strength = prior_strength
@@ -150,6 +161,8 @@ class PreferenceModel:
         self.n_particles = n_particles
         self.max_observations = max_observations
         self.random_state = random_state
+        self.ess_threshold = ess_threshold
+        self.move_steps = move_steps
 
     # -- scikit-learn style parameter handling ---------------------------------------------
     def get_params(self) -> dict[str, Any]:
@@ -201,6 +214,18 @@ class PreferenceModel:
             raise InvalidParameterError(
                 f"n_particles must be an int >= 64; got {self.n_particles!r}"
             )
+        if not (
+            isinstance(self.ess_threshold, (int, float)) and 0 < self.ess_threshold < 1
+        ) or isinstance(self.ess_threshold, bool):
+            raise InvalidParameterError(
+                f"ess_threshold must be in (0, 1); got {self.ess_threshold!r}"
+            )
+        if (
+            isinstance(self.move_steps, bool)
+            or not isinstance(self.move_steps, int)
+            or (self.move_steps < 1)
+        ):
+            raise InvalidParameterError(f"move_steps must be an int >= 1; got {self.move_steps!r}")
         if not isinstance(self.max_observations, int) or self.max_observations < 1:
             raise InvalidParameterError(
                 f"max_observations must be an int >= 1; got {self.max_observations!r}"
@@ -232,6 +257,7 @@ class PreferenceModel:
         )
         self._logw = np.zeros(self.n_particles)
         self._obs: list[Observation] = []
+        self._cols: dict[tuple[Any, ...], int] = {}  # Observation.key -> column
         self._exps = np.zeros(0)
         self._ll = np.zeros((self.n_particles, 0))
         self._t_ref: float | None = None
@@ -246,7 +272,7 @@ class PreferenceModel:
         self, observations: Iterable[Observation], *, now: float | None = None
     ) -> PreferenceModel:
         """Assimilate more observations into the current posterior. Returns self."""
-        if not hasattr(self, "particles_"):
+        if "_p" not in self.__dict__:
             return self.fit(observations, now=now)
         obs = list(observations)
         if obs:
@@ -262,22 +288,81 @@ class PreferenceModel:
                 )
         t_new = max(o.ts for o in obs) if now is None else float(now)
         t_ref = self._decay_to(t_new)
-        # Ages count from the latest time seen, so a late batch of old events fades too.
-        factors = np.array([o.strength * forgetting(t_ref - o.ts, self.half_life) for o in obs])
-        new_ll = self._loglik(self.particles_, obs)
-        self._obs.extend(obs)
-        self._exps = np.concatenate([self._exps, np.zeros(len(obs))])
-        self._ll = np.hstack([self._ll, new_ll])
+        # Ages count from the latest time seen, so a late batch of old events fades too. An
+        # observation seen before raises the exponent of its column instead of adding one.
+        raise_by: dict[int, float] = {}
+        fresh: list[Observation] = []
+        for o in obs:
+            j = self._cols.get(o.key)
+            if j is None:
+                j = self._cols[o.key] = len(self._obs) + len(fresh)
+                fresh.append(o)
+            raise_by[j] = raise_by.get(j, 0.0) + o.strength * forgetting(
+                t_ref - o.ts, self.half_life
+            )
+        if fresh:
+            self._obs.extend(fresh)
+            self._exps = np.concatenate([self._exps, np.zeros(len(fresh))])
+            self._ll = np.hstack([self._ll, self._loglik(self.particles_, fresh)])
         self.n_events_ += len(obs)
-        self._temper_in(np.arange(len(self._obs) - len(obs), len(self._obs)), factors)
+        idx = np.fromiter(raise_by, dtype=np.intp, count=len(raise_by))
+        self._temper_in(idx, np.fromiter(raise_by.values(), dtype=np.float64, count=len(idx)))
         if len(self._obs) > self.max_observations:
-            drop = len(self._obs) - self.max_observations
-            # Removing an observation is tempering its exponent down to zero.
-            self._logw -= self._ll[:, :drop] @ self._exps[:drop]
-            self._obs = self._obs[drop:]
-            self._exps = self._exps[drop:]
-            self._ll = self._ll[:, drop:]
+            # Drop the weakest (with forgetting: the oldest) terms: tempering them down to zero.
+            drop = np.argsort(self._exps, kind="stable")[: len(self._obs) - self.max_observations]
+            self._logw -= self._ll[:, drop] @ self._exps[drop]
+            keep = np.setdiff1d(np.arange(len(self._obs)), drop)
+            self._obs = [self._obs[i] for i in keep]
+            self._cols = {o.key: i for i, o in enumerate(self._obs)}
+            self._exps = self._exps[keep]
+            self._ll = self._ll[:, keep]
             self._maybe_rejuvenate()
+
+    @property
+    def n_moves_(self) -> int:
+        """Rejuvenations (resample and move) so far: the costly part of an update."""
+        return int(self.__dict__.get("_n_moves", 0))
+
+    def fade_to(self, now: float) -> PreferenceModel:
+        """Let the evidence held fade to time ``now`` (no new observation). Returns self."""
+        self._check_fitted()
+        self._decay_to(float(now))
+        return self
+
+    def copy(self) -> PreferenceModel:
+        """An independent copy: particles, weights, evidence and the generator's state."""
+        self._check_fitted()
+        new = copy.copy(self)
+        for name in ("particles_", "_logw", "_exps", "_ll", "_g", "_gb", "_gl", "_logpi", "_alpha"):
+            setattr(new, name, getattr(self, name).copy())
+        new.__dict__["_sort"] = self.__dict__.get("_sort")  # same values, never written to
+        new._obs = list(self._obs)
+        new._cols = dict(self._cols)
+        bits = self._rng.bit_generator
+        twin = type(bits)()
+        twin.state = bits.state
+        new._rng = np.random.Generator(twin)
+        return new
+
+    def preview_mean(self, observations: Sequence[Observation]) -> Callable[[float], FloatArray]:
+        """``mean(f)``: the posterior mean if ``observations`` came in now at ``f`` times their
+        strength.
+
+        Importance reweighting of the current particles: no move, nothing changes. Cheap enough
+        to bisect on (the ``max_step`` bound).
+        """
+        self._check_fitted()
+        t_ref = self._t_ref if self._t_ref is not None else max(o.ts for o in observations)
+        f = np.array([o.strength * forgetting(t_ref - o.ts, self.half_life) for o in observations])
+        inc = self._loglik(self.particles_, observations) @ f
+        logw, particles = self._logw.copy(), self.particles_.copy()
+
+        def mean(factor: float = 1.0) -> FloatArray:
+            m: FloatArray = _normalize(logw + factor * inc) @ particles
+            out: FloatArray = m / m.sum()
+            return out
+
+        return mean
 
     def _decay_to(self, t: float) -> float:
         """Fade the evidence held so far to time ``t``; returns the new reference time."""
@@ -301,11 +386,12 @@ class PreferenceModel:
                 break
             inc = self._ll[:, idx] @ factors
             phi = remaining
-            if _ess(self._logw + phi * inc) < 0.5 * n:
+            floor = float(self.ess_threshold) * n
+            if _ess(self._logw + phi * inc) < floor:
                 lo, hi = 0.0, remaining
                 for _ in range(30):
                     mid = 0.5 * (lo + hi)
-                    if _ess(self._logw + mid * inc) >= 0.5 * n:
+                    if _ess(self._logw + mid * inc) >= floor:
                         lo = mid
                     else:
                         hi = mid
@@ -319,9 +405,9 @@ class PreferenceModel:
             self._exps[idx] += remaining * factors
 
     def _maybe_rejuvenate(self) -> None:
-        if _ess(self._logw) >= 0.5 * self.n_particles:
+        w = self.weights_  # cached: summaries and the next check reuse it
+        if 1.0 / float(np.dot(w, w)) >= float(self.ess_threshold) * self.n_particles:
             return
-        w = _normalize(self._logw)
         # Systematic resampling: low variance and deterministic given the generator.
         u = (self._rng.random() + np.arange(self.n_particles)) / self.n_particles
         idx = np.minimum(np.searchsorted(np.cumsum(w), u), self.n_particles - 1)
@@ -329,7 +415,8 @@ class PreferenceModel:
         self._g = self._g[idx]
         self._ll = self._ll[idx]
         self._logw = np.zeros(self.n_particles)
-        self._move(n_steps=4)
+        self._move(n_steps=int(self.move_steps))
+        self.__dict__["_n_moves"] = self.n_moves_ + 1
 
     def _log_target(self, p: FloatArray, ll: FloatArray) -> FloatArray:
         lp = np.log(p)
@@ -398,14 +485,52 @@ class PreferenceModel:
 
     # -- prediction ---------------------------------------------------------------------------
     def _check_fitted(self) -> None:
-        if not hasattr(self, "particles_"):
+        if "_p" not in self.__dict__:
             raise NotFittedError("This PreferenceModel is not fitted yet; call fit() first.")
 
     @property
-    def weights_(self) -> FloatArray:
-        """Normalized particle weights."""
+    def particles_(self) -> FloatArray:
+        """Particles, shape (n_particles, n_traits) (setting them resets the sorted cache)."""
         self._check_fitted()
-        return _normalize(self._logw)
+        out: FloatArray = self.__dict__["_p"]
+        return out
+
+    @particles_.setter
+    def particles_(self, value: FloatArray) -> None:
+        self.__dict__["_p"] = value
+        self.__dict__["_sort"] = None
+
+    def _sorted(self) -> tuple[npt.NDArray[np.intp], FloatArray]:
+        """Per-trait sort order of the particles and the sorted values (cached: particles only
+        change when they move, weights change on every event)."""
+        cached = self.__dict__.get("_sort")
+        if cached is None:
+            order = np.argsort(self.particles_, axis=0)
+            cached = self.__dict__["_sort"] = (
+                order,
+                np.take_along_axis(self.particles_, order, axis=0),
+            )
+        return cached
+
+    @property
+    def _logw(self) -> FloatArray:
+        """Log importance weights (setting them, even in place with ``+=``, resets the cache)."""
+        out: FloatArray = self.__dict__["_lw"]
+        return out
+
+    @_logw.setter
+    def _logw(self, value: FloatArray) -> None:
+        self.__dict__["_lw"] = value
+        self.__dict__["_w"] = None
+
+    @property
+    def weights_(self) -> FloatArray:
+        """Normalized particle weights (computed once per change of the log weights)."""
+        self._check_fitted()
+        w: FloatArray | None = self.__dict__.get("_w")
+        if w is None:
+            w = self.__dict__["_w"] = _normalize(self._logw)
+        return w
 
     @property
     def evidence_(self) -> float:
@@ -505,20 +630,19 @@ class PreferenceModel:
             raise InvalidParameterError(f"level must be in (0, 1); got {level!r}")
         w = self.weights_
         a = (1 - level) / 2
-        lo = np.empty(self.n_traits_)
-        hi = np.empty(self.n_traits_)
-        for j in range(self.n_traits_):
-            order = np.argsort(self.particles_[:, j])
-            cdf = np.cumsum(w[order])
-            xs = self.particles_[order, j]
-            lo[j] = xs[min(np.searchsorted(cdf, a), len(xs) - 1)]
-            hi[j] = xs[min(np.searchsorted(cdf, 1 - a), len(xs) - 1)]
+        order, xs = self._sorted()
+        cdf = np.cumsum(w[order], axis=0)
+        cols = np.arange(xs.shape[1])
+        last = len(w) - 1
+        # The first sorted particle whose cumulative weight reaches each tail (searchsorted).
+        lo: FloatArray = xs[np.minimum((cdf < a).sum(axis=0), last), cols]
+        hi: FloatArray = xs[np.minimum((cdf < 1 - a).sum(axis=0), last), cols]
         return lo, hi
 
     def summary(self, level: float = 0.9) -> PosteriorSummary:
         """Compact summary for storage and routing."""
         mean = self.predict()
-        var = self.weights_ @ (self.particles_ - mean) ** 2
+        var = self.weights_ @ (self.particles_ - mean) ** 2  # the weights are computed once
         tv = float(var.sum())
         conc = float(np.sum(mean * (1 - mean)) / tv - 1.0) if tv > 1e-12 else 1e6
         lo, hi = self.credible_interval(level)
