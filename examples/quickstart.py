@@ -13,7 +13,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         store = SQLiteStore(Path(tmp) / "palm.db")
         palm = Palm(
-            load_portfolio(bundled("portfolio.yaml")), load_policy(bundled("policy.yaml")), store
+            load_portfolio(bundled("portfolio.yaml")),
+            load_policy(bundled("policy.yaml")),
+            store,
+            random_state=0,  # the default mode explores (Thompson draws): seeded, reproducible
         )
         first = palm.decide("alice", [{"role": "user", "content": "How do tides work?"}])
         print("before:", first.member, "|", first.explanation)

@@ -47,12 +47,13 @@ def default_decision(
     now = float(palm.clock())
     read = palm.read(messages)  # unreadable or oversized input is refused here
     policy = palm.policy
-    topics = palm.topics(read)  # TopicLabelError: refused (fail closed), as in Palm.decide
+    topics = palm.topics(read, policy)  # TopicLabelError: refused (fail closed), as in decide
+    language = palm.language(read, policy)
     try:
-        ctx = build_context(policy, metadata, now, topics)
+        ctx = build_context(policy, metadata, now, topics, language)
     except Exception:  # as in Palm.decide: malformed metadata, the topics alone
         logger.exception("request metadata could not be read; evaluating without context")
-        ctx = RequestContext(topics=topics)
+        ctx = RequestContext(topics=topics, language=language)
     ev = palm.bounded_router.fallback(policy, ctx)
     if ev.action == "block":
         assert ev.action_rule is not None and ev.message is not None
@@ -84,6 +85,7 @@ def default_decision(
         action=ev.action,
         rules_active=ev.active,
         topics=tuple(sorted(ctx.topics)),
+        language=ctx.language,
     )
 
 

@@ -67,11 +67,27 @@ class BoundedRouter:
         router: the portfolio's router.
         mode: ``"mean"``, ``"thompson"`` or ``"robust"`` (see :class:`~palm_middleware.Palm`).
         rng: the generator of Thompson draws (shared by threads under a lock).
+        explore_cost: the most a Thompson draw may cost: its member's value, under the clamped
+            mean weights, is at least ``1 - explore_cost`` times the mean member's; a costlier
+            draw serves the mean member.
     """
 
-    def __init__(self, router: Router, mode: RouteMode, rng: np.random.Generator) -> None:
+    def __init__(
+        self,
+        router: Router,
+        mode: RouteMode,
+        rng: np.random.Generator,
+        explore_cost: float = 0.2,
+    ) -> None:
         if mode not in MODES:
             raise InvalidParameterError(f"mode must be one of {MODES}; got {mode!r}")
+        if (
+            isinstance(explore_cost, bool)
+            or not isinstance(explore_cost, (int, float))
+            or not 0 <= explore_cost <= 1
+        ):
+            raise InvalidParameterError(f"explore_cost must be in [0, 1]; got {explore_cost!r}")
+        self.explore_cost = float(explore_cost)
         self.router = router
         self.portfolio = router.portfolio
         self.mode: RouteMode = mode
@@ -99,14 +115,23 @@ class BoundedRouter:
         )
 
     def route(
-        self, summary: PosteriorSummary, ev: Evaluation, ctx: RequestContext, policy: BoundsPolicy
+        self,
+        summary: PosteriorSummary,
+        ev: Evaluation,
+        ctx: RequestContext,
+        policy: BoundsPolicy,
+        *,
+        draw: bool = True,
     ) -> tuple[Route, ClampResult]:
-        """Route, and the clamp whose weights were used (in Thompson mode, the draw's)."""
+        """Route, and the clamp whose weights were used (in Thompson mode, the draw's).
+
+        ``draw=False``: no Thompson draw (the generator is untouched); that mode routes the mean.
+        """
         clamp = ev.clamp
         pinned = self.pinned(ev)
         if pinned is not None:
             return pinned, clamp
-        mode = self.mode
+        mode = self.mode if draw or self.mode != "thompson" else "mean"
         bounds = ev.bounds
         if clamp.used_default or (mode == "thompson" and not ev.exploration):
             mode = "mean"
@@ -115,10 +140,13 @@ class BoundedRouter:
         member_rules = bool(policy.condition_members())
         if mode == "thompson":
             with self._rng_lock:
-                draw = summary.sample(1, self._rng)[0]
-            drawn = bounds.clamp(draw, evidence=summary.evidence)
+                sample = summary.sample(1, self._rng)[0]
+            drawn = bounds.clamp(sample, evidence=summary.evidence)
             route = self.router.route(drawn.weights, mode="thompson")
-            if not member_rules or member_ok(policy, ctx, ev, route.member):
+            mean = self.router.scores(clamp.weights)
+            top = float(mean.max())
+            cheap = top - float(mean[route.index]) <= self.explore_cost * abs(top)
+            if cheap and (not member_rules or member_ok(policy, ctx, ev, route.member)):
                 return route, drawn
         if mode == "robust":
             lo = np.maximum(np.minimum(summary.lower, clamp.weights), bounds.lower)
@@ -202,6 +230,8 @@ def explain(
         parts.append(f"rule {ev.action_rule!r} serves the deployment default")
     if ctx.topics:
         parts.append(f"topics: {', '.join(sorted(ctx.topics))}")
+    if ctx.language is not None:
+        parts.append(f"language: {ctx.language}")
     if fallback is not None:
         parts.append(f"inference failed ({fallback}); served the deployment default")
     elif opted_out:

@@ -49,6 +49,8 @@ class Decision:
     """Conditional or action rules whose conditions held for this request."""
     topics: tuple[str, ...] = ()
     """Topic labels of the last user message."""
+    language: str | None = None
+    """Detected language of the request, when the policy uses it (``languages:``)."""
 
     def headers(self) -> dict[str, str]:
         """Response headers that make the decision visible to the caller."""
@@ -63,6 +65,8 @@ class Decision:
             out["x-palm-rules"] = ",".join(self.rules_fired)
         if self.topics:
             out["x-palm-topics"] = ",".join(self.topics)
+        if self.language is not None:
+            out["x-palm-language"] = self.language
         if self.used_default:
             out["x-palm-default"] = "1"
         return out
@@ -87,6 +91,7 @@ class Decision:
             "action": self.action,
             "rules_active": list(self.rules_active),
             "topics": list(self.topics),
+            **({"language": self.language} if self.language is not None else {}),
             "explanation": self.explanation,
         }
 

@@ -41,6 +41,7 @@ from .policy.topics import Embedder, TopicClassifier
 from .portfolio.manifest import Portfolio
 from .preferences.cues import CueLexicon
 from .preferences.events import ExplicitWeights, FeedbackEvent
+from .preferences.population import Population, PopulationPrior
 from .preferences.resolve import EventResolver, cue_events
 from .preferences.state import LearningState
 from .profiles import Profiles
@@ -88,9 +89,10 @@ class Palm:
         portfolio: the members and their reward profiles.
         policy: the deployment's bounds policy (traits must equal the portfolio's, in order).
         store: where profiles, events and audit records live.
-        mode: ``"mean"`` (posterior mean, default), ``"thompson"`` (a posterior draw, for
-            exploration; falls back to mean when the policy disables exploration) or ``"robust"``
-            (best worst case over the credible box).
+        mode: ``"thompson"`` (default: a posterior draw, so thumbs on what is served still
+            teach direction; the mean member where the policy disables exploration or the draw
+            would cost more than ``explore_cost``), ``"mean"`` (posterior mean, no exploration)
+            or ``"robust"`` (best worst case over the credible box).
         topics: a fixed topic classifier; None builds one per policy version from its
             ``topics:`` section (see ``embedder``).
         embedder: for topics with ``prototypes:``. ``"auto"`` (default) uses the shared
@@ -99,10 +101,24 @@ class Palm:
             once and those topics match by keywords only (other bounds are unaffected). None:
             keywords only.
         cues: the cue lexicon; None uses the bundled one (restricted to the portfolio's traits).
-        beta, lapse, half_life, n_particles: see :class:`PreferenceModel`.
+        beta, lapse: the feedback temperature and lapse rate; ``"learn"`` (default) learns them
+            per user over a grid whose probabilities are fitted to the population.
+        half_life, n_particles: see :class:`PreferenceModel`.
+            The policy's ``learning:`` section (``beta``, ``lapse``, ``half_life_days``) states
+            them per deployment; these are the values where it does not.
+        explore_cost: in Thompson mode, a draw is served only if its member loses at most this
+            share of the value the mean member has under the (clamped) mean weights.
+        population: start new users from the population prior (fitted in this process from
+            users' posterior aggregates, shrunk toward the policy default; opted-out users
+            never count; see :mod:`~palm_middleware.preferences.population`). False: every
+            user starts from the policy default.
         salt: key for pseudonymizing user ids; by default the store's own (persistent) salt.
-        clock: time source (seconds), injectable for tests.
-        random_state: seed for Thompson draws and particles.
+        clock: time source (seconds). Everything time-dependent reads it (forgetting, the
+            served summary's fading, time-of-day conditions, audit times); with the default wall
+            clock, forgetting depends on when calls happen, so inject a clock for reproducible
+            runs.
+        random_state: seed for Thompson draws and particles: with the same clock readings and
+            calls, runs are identical.
         limits: size limits of a request's messages (default :class:`RequestLimits`).
         allow_non_text: accept image, audio, video and file parts (skipped, never read as
             text); by default a request with such parts is refused.
@@ -120,14 +136,16 @@ class Palm:
         policy: BoundsPolicy | ReloadingPolicy,
         store: Store,
         *,
-        mode: RouteMode = "mean",
+        mode: RouteMode = "thompson",
         topics: TopicClassifier | None = None,
         embedder: Embedder | Literal["auto"] | None = "auto",
         cues: CueLexicon | None = None,
-        beta: float = 10.0,
-        lapse: float = 0.05,
+        beta: float | Literal["learn"] = "learn",
+        lapse: float | Literal["learn"] = "learn",
         half_life: float | None = 90 * 24 * 3600.0,
         n_particles: int = 1024,
+        explore_cost: float = 0.2,
+        population: bool = True,
         salt: str | bytes | None = None,
         clock: Callable[[], float] = time.time,
         random_state: int | np.random.Generator | None = None,
@@ -136,7 +154,9 @@ class Palm:
     ) -> None:
         self.portfolio = portfolio
         self.router = Router(portfolio)
-        self.bounded_router = BoundedRouter(self.router, mode, check_random_state(random_state))
+        self.bounded_router = BoundedRouter(
+            self.router, mode, check_random_state(random_state), explore_cost
+        )
         """Routing within the bounds (also serves anonymous callers the default)."""
         self.mode: RouteMode = mode
         self.limits = limits if limits is not None else RequestLimits()
@@ -153,7 +173,11 @@ class Palm:
         self.cues = (cues if cues is not None else CueLexicon.default()).for_space(portfolio.space)
         self.clock = clock
         learning = LearningState(
-            beta=beta, lapse=lapse, half_life=half_life, n_particles=n_particles
+            beta=beta,
+            lapse=lapse,
+            half_life=half_life,
+            n_particles=n_particles,
+            population=Population() if population else None,
         )
         learning.model(self.policy).fit([])  # bad parameters fail now, not on the first feedback
         self._profiles = Profiles(store, learning, clock)
@@ -202,7 +226,9 @@ class Palm:
         """
         policy = policy if policy is not None else self.policy
         now = float(self.clock()) if now is None else now
-        return build_context(policy, metadata, now, self.topics(self.read(messages)))
+        read = self.read(messages)
+        topics = self._labeller.labels(policy, read)
+        return build_context(policy, metadata, now, topics, self._labeller.language(policy, read))
 
     def read(self, messages: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
         """``messages`` (OpenAI chat shapes) as plain-text chat messages, within the limits.
@@ -220,13 +246,28 @@ class Palm:
             allow_non_text=self.allow_non_text,
         )
 
-    def topics(self, messages: Sequence[Mapping[str, str]]) -> frozenset[str]:
+    def topics(
+        self, messages: Sequence[Mapping[str, str]], policy: BoundsPolicy | None = None
+    ) -> frozenset[str]:
         """Topic labels of every message's text (read by :meth:`read`); each distinct text once.
+
+        ``policy``: the policy the request is decided under (default: the one in force), so a
+        reload between reading the policy and labelling cannot mix two versions.
 
         Raises:
             TopicLabelError: the classifier failed (the caller must refuse the request).
         """
-        return self._labeller.labels(self.policy, messages)
+        return self._labeller.labels(policy if policy is not None else self.policy, messages)
+
+    def language(
+        self, messages: Sequence[Mapping[str, str]], policy: BoundsPolicy | None = None
+    ) -> str | None:
+        """The detected language of the messages when the policy uses it (``languages:``).
+
+        Raises:
+            TopicLabelError: the detector failed (the caller must refuse the request).
+        """
+        return self._labeller.language(policy if policy is not None else self.policy, messages)
 
     def user_key(self, user: UserId) -> str:
         """The pseudonymous key under which ``user`` is stored (keyed hash; raw ids never stored).
@@ -254,34 +295,69 @@ class Palm:
                 exploration and no rule pins, defaults or conditions on members for this
                 request; otherwise the request is routed as usual and the explanation says why.
         """
+        return self._decide(user, messages, metadata, compare=compare, record=True)
+
+    def route(
+        self,
+        user: UserId,
+        messages: Sequence[Mapping[str, Any]] = (),
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Decision:
+        """What :meth:`decide` would serve now, with no side effects: a question, not a decision.
+
+        Nothing is written (no audit record, no cue learned, no store write) and nothing is
+        drawn: in ``mode="thompson"`` the posterior mean is routed, so the answer is the same
+        until the user's profile or the policy changes (``"robust"`` stays robust). Cues in
+        ``messages`` are not learned from (:meth:`decide` would record them first, and may then
+        route differently). The decision's ``decision_id`` is empty: there is no record to cite.
+
+        Raises:
+            DecisionBlocked: a blocking rule applies (not audited here).
+            TopicLabelError: topic labelling failed (not audited here).
+        """
+        return self._decide(user, messages, metadata, compare=None, record=False)
+
+    def _decide(
+        self,
+        user: UserId,
+        messages: Sequence[Mapping[str, Any]],
+        metadata: Mapping[str, Any] | None,
+        *,
+        compare: MemberId | None,
+        record: bool,
+    ) -> Decision:
+        """:meth:`decide` (``record``) or :meth:`route` (no writes, no draw)."""
         now = float(self.clock())
         key = self.user_key(user)  # identify
         read = self.read(messages)  # unreadable or oversized input is refused here
         policy = self.policy  # one policy for the whole decision, even if a reload happens
-        decision_id = uuid.uuid4().hex
+        decision_id = uuid.uuid4().hex if record else ""
         try:
-            topics = self.topics(read)
+            topics = self.topics(read, policy)
+            language = self.language(read, policy)
         except TopicLabelError as exc:
             reason = {
                 "reason": "topic_labelling_failed",
                 "error": type(exc.__cause__ or exc).__name__,
             }
-            self._record(decision_id, key, "refused", now, policy=policy.version, **reason)
+            if record:
+                self._record(decision_id, key, "refused", now, policy=policy.version, **reason)
             raise
         try:
             # Cohort, channel and time with the topics; if the metadata cannot be read, the
             # topics alone, so topic rules keep applying.
-            ctx = build_context(policy, metadata, now, topics)
+            ctx = build_context(policy, metadata, now, topics, language)
         except Exception:  # malformed metadata: no context rather than no decision
             logger.exception("request metadata could not be read; evaluating without context")
-            ctx = RequestContext(topics=topics)
+            ctx = RequestContext(topics=topics, language=language)
         routes = self.bounded_router
         fallback: str | None = None
         refused: str | None = None
         cue_ids: tuple[str, ...] = ()
         opted_out = False
         try:
-            cue_ids = self._record_cues(key, read, metadata, now, ctx, policy)
+            if record:
+                cue_ids = self._record_cues(key, read, metadata, now, ctx, policy)
             summary, opted_out = self._profiles.summary(key, now, policy)  # infer
             raw = summary.mean
             check_simplex(raw, self.portfolio.space, "inferred weights")
@@ -293,7 +369,7 @@ class Palm:
                 choose=routes.choose,
             )
             if ev.action != "block":
-                route, used = routes.route(summary, ev, ctx, policy)  # route
+                route, used = routes.route(summary, ev, ctx, policy, draw=record)  # route
                 if compare is not None:
                     route, refused = routes.compare(route, compare, ev, ctx, policy)
         except Exception as exc:  # the decision path must keep serving; say why, inside bounds
@@ -306,6 +382,8 @@ class Palm:
                 route, used = routes.default_route(ev), ev.clamp
         if ev.action == "block":  # record
             assert ev.action_rule is not None and ev.message is not None
+            if not record:
+                raise DecisionBlocked(ev.action_rule, ev.message)
             self._record(
                 decision_id,
                 key,
@@ -315,6 +393,7 @@ class Palm:
                 rule_id=ev.action_rule,
                 rules_active=list(ev.active),
                 topics=sorted(ctx.topics),
+                **({"language": ctx.language} if ctx.language is not None else {}),
                 fallback=fallback,
             )
             raise DecisionBlocked(ev.action_rule, ev.message)
@@ -343,8 +422,10 @@ class Palm:
             action=ev.action,
             rules_active=ev.active,
             topics=tuple(sorted(ctx.topics)),
+            language=ctx.language,
         )
-        self._outbox.write(AuditRecord(decision_id, key, "decision", decision.to_dict(), now))
+        if record:
+            self._outbox.write(AuditRecord(decision_id, key, "decision", decision.to_dict(), now))
         return decision
 
     def _record(
@@ -424,7 +505,7 @@ class Palm:
         """
         policy = self.policy
         ctx = build_context(policy, metadata, float(self.clock()))
-        return ReplyRail(policy, self.topic_classifier(), ctx)
+        return ReplyRail(policy, self._labeller.classifier(policy), ctx)
 
     def check_reply(
         self, user: UserId, decision_id: str, text: str, metadata: Mapping[str, Any] | None = None
@@ -501,6 +582,7 @@ class Palm:
         """Forget the learned preferences (events and profile); keep the audit trail."""
         key = self.user_key(user)
         now = float(self.clock())
+        self._profiles.learning.forget(key)
         self.store.delete_user(key, keep_audit=True)
         self._outbox.write(AuditRecord(uuid.uuid4().hex, key, "reset", {}, now))
 
@@ -514,7 +596,9 @@ class Palm:
         record that accounts for the first erasure; and the store erases and writes the new
         record in one transaction, so no other writer's record can vanish unaccounted for.
         """
-        self._outbox.erase_user(self.user_key(user), float(self.clock()))
+        key = self.user_key(user)
+        self._profiles.learning.forget(key)
+        self._outbox.erase_user(key, float(self.clock()))
 
     def export(self, user: UserId) -> dict[str, Any]:
         """Everything stored about the user, as JSON-ready data (the right of access).
@@ -545,16 +629,41 @@ class Palm:
             self.policy, float(self.clock()) if now is None else float(now)
         )
 
-    def compare_candidates(self, user: UserId) -> tuple[MemberId, MemberId]:
-        """Two members whose comparison would tell most about this user (for an A/B prompt)."""
+    def compare_candidates(
+        self, user: UserId, served: MemberId | None = None
+    ) -> tuple[MemberId, MemberId]:
+        """The A/B pair for this user: ``served`` (the member already shown; default: the
+        posterior mean's) and the member to compare it with.
+
+        The second member is chosen by information-directed sampling: the most information
+        about which member is best per squared expected regret of the pair, so the pair stays
+        cheap for the user.
+
+        Raises:
+            InvalidParameterError: ``served`` is not a member of the portfolio.
+        """
         key = self.user_key(user)
+        if served is not None and served not in self.portfolio:
+            raise InvalidParameterError(
+                f"served: {served!r} is not a member of the portfolio; members are "
+                f"{list(self.portfolio.ids)}"
+            )
         i, j = self._profiles.compare_candidates(
-            key, float(self.clock()), self.policy, self.portfolio
+            key,
+            float(self.clock()),
+            self.policy,
+            self.portfolio,
+            None if served is None else self.portfolio.index(served),
         )
         return self.portfolio.ids[i], self.portfolio.ids[j]
 
+    def population_prior(self) -> PopulationPrior:
+        """Where a new user starts now: Dirichlet over the weights, (β, lapse) grid, users."""
+        return self._profiles.learning.population_prior(self.policy)
+
     # -- async twins: the same call in a worker thread, so store I/O never blocks the loop -------
     adecide = _in_thread(decide)
+    aroute = _in_thread(route)
     arecord_feedback = _in_thread(record_feedback)
     aedit = _in_thread(edit)
     arecord_outcome = _in_thread(record_outcome)

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from .decision import Profile
 from .policy.models import PrivacySpec
 from .policy.redact import redact
@@ -95,7 +97,9 @@ class Profiles:
                     "folded", []
                 ):
                     return False
-            added, _ = self.store.apply_event(record, update, window=1, now=now)
+            added, stored = self.store.apply_event(record, update, window=1, now=now)
+            if added and stored is not None:
+                self.learning.observe(key, stored.state)
             if fold:
                 # weights_only: the event now lives only inside the profile's grouped evidence.
                 self.store.purge_events(before=math.inf, user_key=key)
@@ -110,7 +114,11 @@ class Profiles:
         def update(profile: ProfileRecord | None, events: list[EventRecord]) -> dict[str, Any]:
             return self.learning.rebuild(profile, events, now=float(self.clock()), policy=policy)
 
-        self.store.apply_event(record, update, window=1, now=now)
+        _, stored = self.store.apply_event(record, update, window=1, now=now)
+        if opted_out or stored is None:
+            self.learning.forget(key)  # opted-out users never shape anyone's prior
+        else:
+            self.learning.observe(key, stored.state)
         if privacy_of(policy).store == "weights_only":
             self.store.purge_events(before=math.inf, user_key=key)
 
@@ -123,7 +131,9 @@ class Profiles:
         names = portfolio.space.names
 
         def named(a: FloatArray) -> dict[str, float]:
-            return {n: round(float(v), 6) for n, v in zip(names, a)}
+            # Unrounded: weights read from a profile go back into the router as they are
+            # (rounded, they may sum to 0.999999 and be refused).
+            return {n: float(v) for n, v in zip(names, a)}
 
         events = [
             {"kind": e.kind, "ts": e.ts, **{k: v for k, v in e.payload.items() if k != "obs"}}
@@ -189,9 +199,18 @@ class Profiles:
         )
 
     def compare_candidates(
-        self, key: str, now: float, policy: BoundsPolicy, portfolio: Portfolio
+        self,
+        key: str,
+        now: float,
+        policy: BoundsPolicy,
+        portfolio: Portfolio,
+        served: int | None = None,
     ) -> tuple[int, int]:
-        """Indices of the two members whose comparison would tell most about the user."""
-        record = self.store.get_profile(key)
-        model = self.learning.posterior(record.state if record is not None else {}, now, policy)
-        return model.query_pair(portfolio.rewards)
+        """The member served (``served``, default: the posterior mean's) and the member to
+        compare it with (information-directed: most information per squared cost). Reads the
+        cached posterior (a refit only when it is missing or stale)."""
+        model = self.learning.current(key, self.store.get_profile(key), now, policy)
+        rewards = portfolio.rewards
+        if served is None:
+            served = int(np.argmax(rewards @ model.predict()))
+        return served, model.query_second(rewards, served)

@@ -95,3 +95,28 @@ def test_prepare_base_summary_line(tmp_path: Path) -> None:
         f"base smollm2 at {tmp_path} (84.9 s): PALM check passed (greedy tokens equal to "
         "torch's); 12 lines of third-party output; full log: /x/smollm2.log"
     )
+
+
+def test_progress_is_plain_lines_off_a_terminal(capfd: pytest.CaptureFixture[str]) -> None:
+    """Piped (``make demo | tee``) tqdm would hide itself: a few dated lines show progress."""
+    bar = progress_bar(total=3, desc="palm prepare-base", enabled=True, steps=("a", "b", "c"))
+    for _ in range(3):
+        bar.update(1)
+    bar.close()
+    long = progress_bar(total=400, desc="palm eval", enabled=True)
+    for _ in range(400):
+        long.update(1)
+    _, err = capfd.readouterr()
+    lines = err.splitlines()
+    assert lines[:3] == [
+        f"      palm prepare-base: {i}/3 {step} done (0.0 min)"
+        for i, step in ((1, "a"), (2, "b"), (3, "c"))
+    ]
+    assert [line.split(" done")[0].strip() for line in lines[3:]] == [
+        "palm eval: 100/400",
+        "palm eval: 200/400",
+        "palm eval: 300/400",
+        "palm eval: 400/400",
+    ]
+    progress_bar(total=3, desc="off", enabled=False).update(3)
+    assert capfd.readouterr().err == ""

@@ -28,6 +28,7 @@ COMMANDS = (
     "validate_scorers",
     "prepare-embedder",
     "prepare-base",
+    "prepare-genai",
     "prepare-lora-base",
     "train-member",
     "train-guard",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from ._common import add_served_options, load_served
@@ -94,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         "[1/3] preparing the portfolio's base models: "
         + (
             "first run, exporting SmolLM2-135M-Instruct to ONNX once (about 1.5 min on an idle "
-            "2-core CPU, up to ~6 min on a busy one; cached afterwards)"
+            f"2-core CPU{_at_load(90.0)}; cached afterwards)"
             if first_run
             else "cached"
         )
@@ -105,13 +106,16 @@ def run(args: argparse.Namespace) -> int:
     scorers = load_scorers(args.scorers or bundled("scorers.yaml"), traits=portfolio.space.names)
     prepared = time.perf_counter() - t0
     print(f"      portfolio {portfolio.name!r}: {', '.join(portfolio.ids)}")
+    shown: set[str] = set()
     for name, folder in served.bases.items():
         print(f"      base {name}: {folder}")
         card = folder / "model_card.json"
         if first_run and card.is_file():
             summary = json.loads(card.read_text(encoding="utf-8")).get("base", {})
-            if "log_summary" in summary:
-                print(f"      {summary['log_summary']}")
+            line = summary.get("log_summary")
+            if line and line not in shown:  # a derived base copies its parent's card
+                shown.add(line)
+                print(f"      {line}")
     print(f"      ready in {prepared:.1f} s")
 
     out: Path = args.out
@@ -138,8 +142,8 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"[3/3] {len(users)} users with hidden weights over "
             f"{', '.join(portfolio.space.names)}; {args.rounds} rounds each: ask, compare "
-            f"two replies, send the choice (about {_estimate(len(users) * args.rounds)} on a "
-            "2-core CPU)"
+            f"two replies, send the choice (about {_estimate(len(users) * args.rounds)} on an "
+            f"idle 2-core CPU{_at_load(len(users) * args.rounds * 2 * 1.3)})"
         )
         for u in users:
             print(
@@ -223,5 +227,23 @@ def run(args: argparse.Namespace) -> int:
 
 def _estimate(rounds: int) -> str:
     """Rough session length: two replies per round at ~1.3 s each (2-core CPU, BENCHMARKS.md)."""
-    seconds = rounds * 2 * 1.3
+    return _duration(rounds * 2 * 1.3)
+
+
+def _duration(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+def _at_load(idle_seconds: float) -> str:
+    """``", ~9 min at this machine's load (6.1x)"`` when runnable work exceeds the cores.
+
+    A busy machine made the first run 5-10 times slower than the idle estimate (BENCHMARKS.md);
+    the 1-minute load average per core is the factor, so the estimate says so up front.
+    """
+    try:
+        factor = os.getloadavg()[0] / (os.cpu_count() or 1)
+    except (AttributeError, OSError):  # no load average on this platform
+        return ""
+    if factor < 1.5:
+        return ""
+    return f", ~{_duration(idle_seconds * factor)} at this machine's current load ({factor:.1f}x)"

@@ -68,7 +68,11 @@ def run(args: argparse.Namespace) -> int:
     for item in args.attr:
         name, _, value = item.partition("=")
         md[name] = value
-    ctx = build_context(policy, md, time.time(), labels)
+    from ..topic_labels import TopicLabeller
+
+    said = [{"role": "user", "content": args.message}]
+    language = TopicLabeller(topics, None).language(policy, said)
+    ctx = build_context(policy, md, time.time(), labels, language)
     if args.time:
         hh, _, mm = args.time.partition(":")
         ctx = RequestContext(
@@ -79,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
             None,
             int(hh) * 60 + int(mm or 0),
             ctx.weekday,
+            ctx.language,
         )
     weights = policy.default.values
     evidence = args.evidence

@@ -15,12 +15,21 @@ from ._common import add_deployment_options
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``simulate`` command."""
     p = sub.add_parser("simulate", help="simulate users with hidden weights; report regret")
-    p.add_argument("--traits", type=int, default=4)
-    p.add_argument("--members", type=int, default=6)
+    from ..offline.simulate import SETTINGS
+
+    p.add_argument(
+        "--setting",
+        choices=sorted(SETTINGS),
+        default="anchor",
+        help="issue 17 setting (anchor, beta3, beta30, noise25, peaked, k10, shift); the "
+        "options below override it",
+    )
+    p.add_argument("--traits", type=int, default=None)
+    p.add_argument("--members", type=int, default=None)
     p.add_argument("--users", type=int, default=200)
     p.add_argument("--events", type=int, default=20)
-    p.add_argument("--beta", type=float, default=10.0, help="Bradley-Terry temperature")
-    p.add_argument("--noise", type=float, default=0.1, help="label-flip probability")
+    p.add_argument("--beta", type=float, default=None, help="Bradley-Terry temperature")
+    p.add_argument("--noise", type=float, default=None, help="label-flip probability")
     p.add_argument("--feedback", choices=["pairwise", "thumbs", "both"], default="both")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -42,21 +51,31 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the simulation, write CSV and PNG, print the table."""
-    from ..offline.simulate import Feedback, SimulationConfig, format_table, run_simulation
+    from dataclasses import replace
+
+    from ..offline.simulate import (
+        Feedback,
+        SimulationConfig,
+        format_table,
+        plot_result,
+        run_simulation,
+        with_setting,
+    )
 
     fb: tuple[Feedback, ...] = (
         ("pairwise", "thumbs") if args.feedback == "both" else (args.feedback,)
     )
-    cfg = SimulationConfig(
-        n_traits=args.traits,
-        n_members=args.members,
-        n_users=args.users,
-        n_events=args.events,
-        beta=args.beta,
-        noise=args.noise,
-        feedback=fb,
-        seed=args.seed,
+    cfg = with_setting(
+        SimulationConfig(n_users=args.users, n_events=args.events, feedback=fb, seed=args.seed),
+        args.setting,
     )
+    overrides = {
+        "n_traits": args.traits,
+        "n_members": args.members,
+        "beta": args.beta,
+        "noise": args.noise,
+    }
+    cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
     result = run_simulation(cfg, progress=True)
     args.out.mkdir(parents=True, exist_ok=True)
     rows = result.rows()
@@ -64,47 +83,20 @@ def run(args: argparse.Namespace) -> int:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    _plot(result, args.out / "simulate.png")
+    plot_result(result, args.out / "simulate.png", title=args.setting)
     print(
-        f"{args.users} users, {args.traits} traits, {args.members} members, "
-        f"beta={args.beta}, label noise={args.noise}, seed={args.seed}"
+        f"setting {args.setting}: {cfg.n_users} users, {cfg.n_traits} traits, "
+        f"{cfg.n_members} members, beta={cfg.beta}, label noise={cfg.noise}, "
+        f"users ~ Dirichlet({cfg.user_alpha}), shift={cfg.shift}, seed={cfg.seed}"
     )
-    print(format_table(result, steps=(0, 5, 10, args.events)))
+    print(format_table(result, steps=sorted({0, 5, 10, 20, 50, 100, args.events})))
     print(f"wrote {args.out / 'simulate.csv'} and {args.out / 'simulate.png'}")
     if args.pipeline_users > 0:
-        _pipeline_demo(args)
+        _pipeline_demo(args, cfg.beta)
     return 0
 
 
-def _plot(result: object, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..offline.simulate import METHODS, SimulationResult
-
-    assert isinstance(result, SimulationResult)
-    fbs = list(result.regret)
-    fig, axes = plt.subplots(1, len(fbs), figsize=(6 * len(fbs), 4), squeeze=False)
-    for ax, fb in zip(axes[0], fbs):
-        reg = 100 * result.regret[fb]
-        se = 100 * result.regret_se[fb]
-        x = np.arange(reg.shape[1])
-        for mi, m in enumerate(METHODS):
-            ax.plot(x, reg[mi], label=m)
-            ax.fill_between(x, reg[mi] - se[mi], reg[mi] + se[mi], alpha=0.2)
-        ax.set_title(f"{fb} feedback")
-        ax.set_xlabel("events per user")
-        ax.set_ylabel("mean regret (% of oracle value)")
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def _pipeline_demo(args: argparse.Namespace) -> None:
+def _pipeline_demo(args: argparse.Namespace, beta: float) -> None:
     """A few users with hidden weights giving pairwise feedback through the real pipeline."""
     from ..pipeline import Palm
     from ..preferences.events import Pairwise
@@ -131,7 +123,7 @@ def _pipeline_demo(args: argparse.Namespace) -> None:
                 a, b = palm.compare_candidates(user)
                 ra = portfolio.rewards[portfolio.index(a)]
                 rb = portfolio.rewards[portfolio.index(b)]
-                pa = 1 / (1 + np.exp(-args.beta * float(w @ (ra - rb))))
+                pa = 1 / (1 + np.exp(-beta * float(w @ (ra - rb))))
                 win, lose = (a, b) if rng.random() < pa else (b, a)
                 palm.record_feedback(user, Pairwise(winner=win, loser=lose))
             d = palm.decide(user, [{"role": "user", "content": "hello again"}])

@@ -1,4 +1,5 @@
-"""Engines that run portfolio members; ``OnnxEngine`` runs ONNX exports on ONNX Runtime.
+"""Engines that run portfolio members; ``OnnxEngine`` runs ONNX exports on ONNX Runtime,
+``GenaiEngine`` runs GenAI model-builder folders on ONNX Runtime GenAI's loop.
 
 Names are imported on first use, so importing this package does not import onnxruntime.
 """
@@ -12,6 +13,8 @@ from .._lazy import load as _load
 if TYPE_CHECKING:
     from ._runtime import RuntimeOptions
     from .base import Chunk, Engine, Generation, GenerationParams, Usage
+    from .genai import GenaiEngine, GenaiModel
+    from .grammar import Grammar
     from .model import OnnxModel
     from .onnx import OnnxEngine
     from .registry import SessionRegistry
@@ -19,8 +22,11 @@ if TYPE_CHECKING:
 _LAZY = {
     "Chunk": "base",
     "Engine": "base",
+    "GenaiEngine": "genai",
+    "GenaiModel": "genai",
     "Generation": "base",
     "GenerationParams": "base",
+    "Grammar": "grammar",
     "OnnxEngine": "onnx",
     "OnnxModel": "model",
     "RuntimeOptions": "_runtime",
@@ -31,8 +37,11 @@ _LAZY = {
 __all__ = [
     "Chunk",
     "Engine",
+    "GenaiEngine",
+    "GenaiModel",
     "Generation",
     "GenerationParams",
+    "Grammar",
     "OnnxEngine",
     "OnnxModel",
     "RuntimeOptions",

@@ -11,9 +11,12 @@ from __future__ import annotations
 import math
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from ..exceptions import GenerationError
+
+if TYPE_CHECKING:
+    from .grammar import Grammar
 
 __all__ = [
     "Chunk",
@@ -50,6 +53,8 @@ class GenerationParams:
         top_k: Keep the ``top_k`` most likely tokens (0 disables it).
         seed: Seed of the request's own ``np.random.Generator``; ``None`` draws fresh entropy.
         stop: Stop sequences; the text ends before the first one found (it is not returned).
+        grammar: What the output must match (JSON schema, regex, Lark); every step's logits
+            are masked to the tokens it allows (:mod:`~palm_middleware.engines.grammar`).
     """
 
     max_tokens: int = 256
@@ -58,6 +63,7 @@ class GenerationParams:
     top_k: int = 0
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    grammar: Grammar | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):  # a lone string is one stop sequence, not characters
@@ -83,6 +89,7 @@ class GenerationParams:
                 all(isinstance(s, str) and s for s in self.stop),
                 "a list of non-empty strings",
             ),
+            ("grammar", self.grammar is None or _is_grammar(self.grammar), "a Grammar or None"),
         ]
         for name, ok, want in checks:
             if not ok:
@@ -113,6 +120,12 @@ class GenerationParams:
 
 def _is_int(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_grammar(v: object) -> bool:
+    from .grammar import Grammar
+
+    return isinstance(v, Grammar)
 
 
 def _is_real(v: object) -> bool:

@@ -32,7 +32,16 @@ from ._kvcache import BindingDevice, binding_device
 from ._runtime import RuntimeOptions, create_session, import_ort
 from ._template import ChatTemplate
 
-__all__ = ["KVInput", "OnnxModel", "find_model_file"]
+__all__ = [
+    "KVInput",
+    "OnnxModel",
+    "eos_token_ids",
+    "find_model_file",
+    "load_template",
+    "load_tokenizer",
+    "model_bytes",
+    "read_json",
+]
 
 _MODEL_FILES = ("model.onnx",)
 _ORT_DTYPES: dict[str, type[np.generic]] = {
@@ -76,7 +85,7 @@ def find_model_file(folder: Path) -> Path:
     )
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
@@ -99,6 +108,73 @@ def _token_text(value: Any) -> str | None:
 
 def _dim(shape: list[Any], i: int) -> int | None:
     return shape[i] if len(shape) > i and isinstance(shape[i], int) else None
+
+
+def load_tokenizer(folder: Path) -> Any:
+    """The ``tokenizers.Tokenizer`` of ``folder/tokenizer.json``."""
+    file = folder / "tokenizer.json"
+    if not file.is_file():
+        raise ModelLoadError(
+            f"{folder}: tokenizer.json is missing; save the tokenizer next to model.onnx "
+            "(`tokenizer.save_pretrained(folder)`)"
+        )
+    from tokenizers import Tokenizer
+
+    try:
+        return Tokenizer.from_file(str(file))
+    except Exception as exc:  # tokenizers raises a bare Exception for unparsable files
+        raise ModelLoadError(f"{file}: not a valid tokenizers file ({exc})") from exc
+
+
+def load_template(folder: Path, tok_cfg: dict[str, Any]) -> ChatTemplate | None:
+    """The chat template of ``tokenizer_config.json`` or ``chat_template.jinja``, or ``None``."""
+    source: Any = tok_cfg.get("chat_template")
+    where = str(folder / "tokenizer_config.json")
+    if isinstance(source, list):  # [{"name": "default", "template": ...}, ...]
+        named = {d.get("name"): d.get("template") for d in source if isinstance(d, dict)}
+        source = named.get("default")
+    jinja_file = folder / "chat_template.jinja"
+    if source is None and jinja_file.is_file():
+        source, where = jinja_file.read_text(encoding="utf-8"), str(jinja_file)
+    if source is None:
+        return None
+    if not isinstance(source, str):
+        raise ModelLoadError(f"{where}: chat_template must be a string; got {source!r}")
+    special = {
+        k: t
+        for k in ("bos_token", "eos_token", "unk_token", "pad_token")
+        if (t := _token_text(tok_cfg.get(k))) is not None
+    }
+    return ChatTemplate(source, special, where)
+
+
+def eos_token_ids(
+    folder: Path, tokenizer: Any, tok_cfg: dict[str, Any], raw: Any
+) -> frozenset[int]:
+    """Ids ending generation: ``raw`` (an id or list of ids from a config) and ``eos_token``."""
+    ids: set[int] = set()
+    for v in raw if isinstance(raw, list) else [raw]:
+        if isinstance(v, int):
+            ids.add(v)
+    text = _token_text(tok_cfg.get("eos_token"))
+    if text is not None:
+        tid = tokenizer.token_to_id(text)
+        if tid is None:
+            raise ModelLoadError(
+                f"{folder / 'tokenizer_config.json'}: eos_token {text!r} is not in "
+                "tokenizer.json; the tokenizer files do not belong together"
+            )
+        ids.add(int(tid))
+    return frozenset(ids)
+
+
+def model_bytes(folder: Path) -> int:
+    """Size of the graph and weight files in ``folder`` (what a session holds in memory)."""
+    return sum(
+        p.stat().st_size
+        for p in folder.iterdir()
+        if p.is_file() and (p.suffix in {".onnx", ".data"} or p.name.endswith("_data"))
+    )
 
 
 class OnnxModel:
@@ -128,12 +204,17 @@ class OnnxModel:
         self.path = Path(path)
         self.options = options or RuntimeOptions()
         model_file = find_model_file(self.path)
-        self.tokenizer = self._load_tokenizer()
-        tok_cfg = _read_json(self.path / "tokenizer_config.json")
-        gen_cfg = _read_json(self.path / "generation_config.json")
-        self.config = _read_json(self.path / "config.json")
-        self.chat_template = self._load_template(tok_cfg)
-        self.eos_token_ids = self._eos_ids(tok_cfg, gen_cfg)
+        self.tokenizer = load_tokenizer(self.path)
+        tok_cfg = read_json(self.path / "tokenizer_config.json")
+        gen_cfg = read_json(self.path / "generation_config.json")
+        self.config = read_json(self.path / "config.json")
+        self.chat_template = load_template(self.path, tok_cfg)
+        self.eos_token_ids = eos_token_ids(
+            self.path,
+            self.tokenizer,
+            tok_cfg,
+            gen_cfg.get("eos_token_id", self.config.get("eos_token_id")),
+        )
         self.max_context: int | None = next(
             (
                 int(self.config[k])
@@ -142,13 +223,9 @@ class OnnxModel:
             ),
             None,
         )
-        self.n_bytes = sum(
-            p.stat().st_size
-            for p in self.path.iterdir()
-            if p.is_file() and (p.suffix in {".onnx", ".data"} or p.name.endswith("_data"))
-        )
+        self.n_bytes = model_bytes(self.path)
         try:
-            card = _read_json(self.path / "model_card.json")
+            card = read_json(self.path / "model_card.json")
         except ModelLoadError:
             card = {}  # the card is provenance, not needed to run; never fail a load over it
         quant = card.get("quantization")
@@ -179,57 +256,6 @@ class OnnxModel:
         return f"OnnxModel({str(self.path)!r}, providers={self.providers}{bits})"
 
     # -- loading -------------------------------------------------------------------------------
-
-    def _load_tokenizer(self) -> Any:
-        file = self.path / "tokenizer.json"
-        if not file.is_file():
-            raise ModelLoadError(
-                f"{self.path}: tokenizer.json is missing; save the tokenizer next to model.onnx "
-                "(`tokenizer.save_pretrained(folder)`)"
-            )
-        from tokenizers import Tokenizer
-
-        try:
-            return Tokenizer.from_file(str(file))
-        except Exception as exc:  # tokenizers raises a bare Exception for unparsable files
-            raise ModelLoadError(f"{file}: not a valid tokenizers file ({exc})") from exc
-
-    def _load_template(self, tok_cfg: dict[str, Any]) -> ChatTemplate | None:
-        source: Any = tok_cfg.get("chat_template")
-        where = str(self.path / "tokenizer_config.json")
-        if isinstance(source, list):  # [{"name": "default", "template": ...}, ...]
-            named = {d.get("name"): d.get("template") for d in source if isinstance(d, dict)}
-            source = named.get("default")
-        jinja_file = self.path / "chat_template.jinja"
-        if source is None and jinja_file.is_file():
-            source, where = jinja_file.read_text(encoding="utf-8"), str(jinja_file)
-        if source is None:
-            return None
-        if not isinstance(source, str):
-            raise ModelLoadError(f"{where}: chat_template must be a string; got {source!r}")
-        special = {
-            k: t
-            for k in ("bos_token", "eos_token", "unk_token", "pad_token")
-            if (t := _token_text(tok_cfg.get(k))) is not None
-        }
-        return ChatTemplate(source, special, where)
-
-    def _eos_ids(self, tok_cfg: dict[str, Any], gen_cfg: dict[str, Any]) -> frozenset[int]:
-        ids: set[int] = set()
-        raw = gen_cfg.get("eos_token_id", self.config.get("eos_token_id"))
-        for v in raw if isinstance(raw, list) else [raw]:
-            if isinstance(v, int):
-                ids.add(v)
-        text = _token_text(tok_cfg.get("eos_token"))
-        if text is not None:
-            tid = self.tokenizer.token_to_id(text)
-            if tid is None:
-                raise ModelLoadError(
-                    f"{self.path / 'tokenizer_config.json'}: eos_token {text!r} is not in "
-                    "tokenizer.json; the tokenizer files do not belong together"
-                )
-            ids.add(int(tid))
-        return frozenset(ids)
 
     def _inspect_graph(self, model_file: Path) -> None:
         inputs = {i.name: i for i in self.session.get_inputs()}

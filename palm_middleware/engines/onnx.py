@@ -56,6 +56,7 @@ from .base import (
     Prompt,
     Usage,
 )
+from .grammar import Constraint
 from .model import OnnxModel
 from .registry import SessionRegistry
 
@@ -268,8 +269,13 @@ class OnnxEngine:
         prompt_ids: list[int],
         params: GenerationParams,
         cancel: threading.Event | None,
+        constraint: Constraint | None = None,
     ) -> Iterator[int]:
-        """Sampled token ids, one per model step (KV cache carried between steps)."""
+        """Sampled token ids, one per model step (KV cache carried between steps).
+
+        With a ``constraint``, each step's logits are masked to the tokens its grammar allows,
+        and the loop ends once the grammar is complete.
+        """
         cache = self._cache(model)
         sampler = Sampler(params)
         names = model.input_names
@@ -292,8 +298,14 @@ class OnnxEngine:
                         f"{model.path}: the model predicts {logits.shape[0]} tokens but the "
                         "tokenizer has more; the tokenizer belongs to another model"
                     )
+                if constraint is not None:
+                    logits = constraint.mask(logits)
                 token = sampler(logits)
+                if constraint is not None and token not in model.eos_token_ids:
+                    constraint.advance(token)
                 yield token
+                if constraint is not None and constraint.done:
+                    return
                 step_ids = np.asarray([[token]], dtype=model.ids_dtype)
                 if not model.kv_inputs:
                     all_ids = np.concatenate([all_ids, step_ids], axis=1)
@@ -314,11 +326,12 @@ class OnnxEngine:
 
         decoder = IncrementalDecoder(decode)
         stopper = StopMatcher(p.stop)
+        constraint = Constraint(p.grammar, model) if p.grammar is not None else None
         sampled: list[int] = []
         unreported = 0  # sampled ids not yet attached to a chunk
         stopped = False  # an EOS token or a stop sequence ended the text
         rest = ""
-        for token in self._tokens(model, prompt_ids, p, cancel):
+        for token in self._tokens(model, prompt_ids, p, cancel, constraint):
             sampled.append(token)
             unreported += 1
             if token in model.eos_token_ids:
@@ -339,7 +352,7 @@ class OnnxEngine:
             # stop sequence can still complete inside it.
             out, hit = stopper.feed(decoder.flush())
             rest = out if hit else out + stopper.flush()
-            stopped = stopped or hit
+            stopped = stopped or hit or (constraint is not None and constraint.done)
         finish: FinishReason = "stop" if stopped else "length"
         yield Chunk(
             rest,

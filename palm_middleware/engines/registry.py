@@ -12,20 +12,30 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from ..exceptions import InvalidParameterError, ModelLoadError
 from ._runtime import RuntimeOptions
 from .model import OnnxModel
 
+if TYPE_CHECKING:
+    from .genai import GenaiModel
+
 __all__ = ["SessionRegistry"]
 
 logger = logging.getLogger("palm_middleware.engines")
 
+M = TypeVar("M", "OnnxModel", "GenaiModel")
+
 
 class SessionRegistry:
-    """A thread-safe LRU cache of :class:`OnnxModel` keyed by resolved folder path.
+    """A thread-safe LRU cache of loaded models keyed by resolved folder path and runtime.
+
+    :meth:`get` loads a folder for the raw ONNX Runtime loop (:class:`OnnxModel`),
+    :meth:`get_genai` for ONNX Runtime GenAI (:class:`~palm_middleware.engines.genai.GenaiModel`);
+    both share one memory budget.
 
     Args:
         options: How sessions are created (device, threads); shared by all models.
@@ -54,9 +64,9 @@ class SessionRegistry:
         self.options = options or RuntimeOptions()
         self.memory_budget = memory_budget
         self.overhead = overhead
-        self._models: OrderedDict[Path, OnnxModel] = OrderedDict()
+        self._models: OrderedDict[tuple[Path, str], OnnxModel | GenaiModel] = OrderedDict()
         self._lock = threading.Lock()
-        self._key_locks: dict[Path, threading.Lock] = {}
+        self._key_locks: dict[tuple[Path, str], threading.Lock] = {}
         self.n_loads_ = 0
         self.n_evictions_ = 0
 
@@ -66,13 +76,22 @@ class SessionRegistry:
         return Path(path).expanduser().resolve()
 
     def get(self, path: str | Path) -> OnnxModel:
-        """The model in folder ``path``, loading it on first use."""
-        key = self.key(path)
+        """The model in folder ``path`` for the raw loop, loading it on first use."""
+        return self._get(path, "onnx", OnnxModel)
+
+    def get_genai(self, path: str | Path) -> GenaiModel:
+        """The model in GenAI folder ``path`` for ``og.Generator``, loading it on first use."""
+        from .genai import GenaiModel
+
+        return self._get(path, "genai", GenaiModel)
+
+    def _get(self, path: str | Path, kind: str, load: Callable[[Path, RuntimeOptions], M]) -> M:
+        key = (self.key(path), kind)
         with self._lock:
             model = self._models.get(key)
             if model is not None:
                 self._models.move_to_end(key)
-                return model
+                return model  # type: ignore[return-value]  # the kind in the key says which
             key_lock = self._key_locks.setdefault(key, threading.Lock())
         # Load outside the registry lock (seconds for real models) but once per folder: other
         # requests for the same folder wait on its lock, requests for other models do not.
@@ -81,25 +100,25 @@ class SessionRegistry:
                 model = self._models.get(key)
                 if model is not None:
                     self._models.move_to_end(key)
-                    return model
-            model = OnnxModel(key, self.options)
-            self._admit(key, model)
-            return model
+                    return model  # type: ignore[return-value]
+            loaded = load(key[0], self.options)
+            self._admit(key, loaded)
+            return loaded
 
-    def _cost(self, model: OnnxModel) -> int:
+    def _cost(self, model: OnnxModel | GenaiModel) -> int:
         return int(model.n_bytes * self.overhead)
 
-    def _admit(self, key: Path, model: OnnxModel) -> None:
+    def _admit(self, key: tuple[Path, str], model: OnnxModel | GenaiModel) -> None:
         cost = self._cost(model)
         with self._lock:
             if self.memory_budget is not None:
                 if cost > self.memory_budget:
                     raise ModelLoadError(
-                        f"{key}: needs about {cost:,} bytes resident, more than the registry's "
+                        f"{key[0]}: needs about {cost:,} bytes resident, more than the registry's "
                         f"memory_budget of {self.memory_budget:,}; raise the budget"
                     )
                 while self._models and self.resident_bytes() + cost > self.memory_budget:
-                    old, _ = self._models.popitem(last=False)
+                    old = self._models.popitem(last=False)[0][0]
                     self.n_evictions_ += 1
                     logger.info("evicted model %s to stay within the memory budget", old)
             self._models[key] = model
@@ -110,9 +129,13 @@ class SessionRegistry:
         return [self.get(p) for p in paths]
 
     def evict(self, path: str | Path) -> bool:
-        """Drop one model; ``True`` if it was loaded."""
+        """Drop one folder (under either runtime); ``True`` if it was loaded."""
+        folder = self.key(path)
         with self._lock:
-            return self._models.pop(self.key(path), None) is not None
+            keys = [k for k in self._models if k[0] == folder]
+            for k in keys:
+                del self._models[k]
+            return bool(keys)
 
     def clear(self) -> None:
         """Drop every model."""
@@ -126,13 +149,14 @@ class SessionRegistry:
     def loaded(self) -> list[Path]:
         """Loaded model folders, least recently used first."""
         with self._lock:
-            return list(self._models)
+            return list(dict.fromkeys(folder for folder, _ in self._models))
 
     def __contains__(self, path: object) -> bool:
         if not isinstance(path, str | Path):
             return False
+        folder = self.key(path)
         with self._lock:
-            return self.key(path) in self._models
+            return any(k[0] == folder for k in self._models)
 
     def __len__(self) -> int:
         with self._lock:

@@ -245,10 +245,12 @@ class GuardClassifier:
     def save(self, path: str | Path) -> Path:
         """Write ``<path>.npz`` (arrays) and ``<path>.json`` (labels, thresholds, card)."""
         self._check()
-        p = Path(path).with_suffix("")
-        p.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(p.with_suffix(".npz"), coef=self.coef_, intercept=self.intercept_)
-        digest = hashlib.sha256(p.with_suffix(".npz").read_bytes()).hexdigest()
+        npz = guard_path(str(path))
+        meta_path = npz.with_suffix(".json")
+        npz.parent.mkdir(parents=True, exist_ok=True)
+        with open(npz, "wb") as f:  # np.savez(path) would append ".npz" to "g.v2"
+            np.savez(f, coef=self.coef_, intercept=self.intercept_)
+        digest = hashlib.sha256(npz.read_bytes()).hexdigest()
         meta = {
             "format": FORMAT,
             "labels": list(self.labels_),
@@ -257,8 +259,8 @@ class GuardClassifier:
             "npz_sha256": digest,
             "card": self.card_,
         }
-        p.with_suffix(".json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
-        return p.with_suffix(".npz")
+        meta_path.write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+        return npz
 
 
 def _bundled_path() -> Path:
@@ -270,7 +272,10 @@ def guard_path(name: str) -> Path:
     if name == BUNDLED:
         return _bundled_path()
     p = Path(name)
-    return p if p.suffix == ".npz" else p.with_suffix(".npz")
+    if p.suffix == ".json":
+        p = p.with_suffix("")
+    # "g.v2" is g.v2.npz, not g.npz (with_suffix would replace ".v2").
+    return p if p.suffix == ".npz" else p.with_name(p.name + ".npz")
 
 
 def load_guard(name: str) -> GuardClassifier:

@@ -26,7 +26,7 @@ from typing import Any
 
 from .normalize import TextViews, normalize
 
-__all__ = ["KeywordMatcher", "keyword_pattern"]
+__all__ = ["KeywordMatcher", "keyword_pattern", "normalized_keywords"]
 
 _NO_SPACES = re.compile(
     r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u0e00-\u0e7f\uac00-\ud7af]"
@@ -85,6 +85,11 @@ def keyword_pattern(words: Sequence[str]) -> re.Pattern[str] | None:
     if unspaced:
         parts.append("(?:" + _trie_regex(unspaced) + ")")
     return re.compile("|".join(parts), re.IGNORECASE)
+
+
+def normalized_keywords(words: Sequence[str]) -> list[str]:
+    """``words`` normalized as the views are (``self-harm`` -> ``selfharm``), stars kept."""
+    return _normalized(words)
 
 
 def _normalized(words: Sequence[str]) -> list[str]:

@@ -1,26 +1,34 @@
-"""A simulator of users with hidden weights, to measure how fast routing converges.
+"""A simulator of users with hidden weights, to measure how fast and how safely routing learns.
 
-Users have hidden w ~ Dirichlet(1); members have reward profiles on a noisy ℓp front. Each
-interaction produces feedback drawn from the user's true preferences: a pairwise choice
-(Bradley-Terry with temperature β) or a thumb (logistic against the portfolio's mean profile),
-flipped with probability ``noise``. After every event each method routes the user, and we record
-the regret against the oracle member and the error of the inferred weights.
+Members have reward profiles on a noisy ℓp front; users have hidden w ~ Dirichlet(user_alpha)
+(optionally re-drawn halfway: a user whose taste shifts). Every step each method shows the user
+one member (thumbs) or an A/B pair (pairwise) and gets feedback drawn from the user's true
+preferences: Bradley-Terry with temperature β on value differences (a thumb compares against
+the portfolio's mean profile), flipped with probability ``noise``. All users run in lock step,
+so the project's population fit sees everyone's posteriors, as a live deployment would.
 
 Methods:
     default: no personalization; the member best for the deployment default.
-    arm_thompson: a per-user Beta-Bernoulli Thompson sampler over members (the scheme of simple
-        per-arm personalizers), which ignores reward profiles.
-    particle_random: :class:`PreferenceModel` fed by queries chosen at random (a plain particle
-        posterior: isolates what query choice adds).
-    preference_model: :class:`PreferenceModel` with queries chosen by expected information gain
-        about which member is best.
+    bandit: a per-user Beta-Bernoulli Thompson sampler over members (per-arm personalizers),
+        which ignores reward profiles.
+    reference: a well-specified particle posterior (2000 particles) told the true β, noise and
+        user distribution; shows what ``palm`` shows, by the same rules.
+    palm: what the project does by default: noise (β, lapse) learned over a grid, population
+        prior refitted every step, Thompson exploration with the cost bound, A/B second member
+        chosen given the one served (information-directed).
     oracle: the best member for the true weights.
+
+Metrics per step: regret of what ``mode="mean"`` would serve, regret of what is shown (the mean
+over an A/B pair's two members), 90% interval coverage of the true weights, weight error, and
+the time of each feedback update.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -28,25 +36,36 @@ import numpy as np
 from ..exceptions import InvalidParameterError
 from ..preferences.events import Observation
 from ..preferences.model import PreferenceModel
+from ..preferences.noise import DEFAULT_BETAS, DEFAULT_LAPSES, NoiseGrid
+from ..preferences.population import Population
 from ..types import FloatArray
 
 __all__ = [
     "METHODS",
+    "SETTINGS",
     "SimulationConfig",
     "SimulationResult",
     "format_table",
     "lp_front_members",
+    "plot_result",
     "run_simulation",
+    "targets",
+    "thompson_member",
+    "with_setting",
 ]
 
 Feedback = Literal["pairwise", "thumbs"]
-METHODS = ("default", "arm_thompson", "particle_random", "preference_model", "oracle")
-_DEFAULT, _ARMS, _RANDOM, _MODEL, _ORACLE = range(len(METHODS))
+METHODS = ("default", "bandit", "reference", "palm", "oracle")
+_DEFAULT, _BANDIT, _REF, _PALM, _ORACLE = range(len(METHODS))
 
 
 @dataclass(frozen=True)
 class SimulationConfig:
-    """Parameters of a simulation run (defaults: the setup the acceptance numbers refer to)."""
+    """Parameters of a simulation run (defaults: the anchor setting of issue 17).
+
+    ``half_life`` is in events (both particle methods forget with it); ``explore_cost`` is the
+    largest relative value loss, under the posterior mean, that a Thompson draw may cost.
+    """
 
     n_traits: int = 4
     n_members: int = 6
@@ -54,11 +73,33 @@ class SimulationConfig:
     n_events: int = 20
     beta: float = 10.0
     noise: float = 0.1
+    user_alpha: float = 1.0
+    shift: bool = False
+    half_life: float | None = None
     front_p: float = 2.0
     member_noise: float = 0.02
     feedback: tuple[Feedback, ...] = ("pairwise", "thumbs")
-    n_particles: int = 2048
+    n_particles: int = 1024
+    reference_particles: int = 2000
+    explore_cost: float = 0.2
+    learn: bool = True
+    betas: tuple[float, ...] = DEFAULT_BETAS
+    lapses: tuple[float, ...] = DEFAULT_LAPSES
+    population: bool = True
+    n_min: int = 20
     seed: int = 0
+
+
+#: The settings of issue 17's "Must show": the anchor and one change each.
+SETTINGS: dict[str, dict[str, object]] = {
+    "anchor": {},
+    "beta3": {"beta": 3.0},
+    "beta30": {"beta": 30.0},
+    "noise25": {"noise": 0.25},
+    "peaked": {"user_alpha": 0.3},
+    "k10": {"n_members": 10},
+    "shift": {"shift": True, "half_life": 20.0},
+}
 
 
 @dataclass
@@ -69,8 +110,12 @@ class SimulationResult:
     rewards: FloatArray
     regret: dict[Feedback, FloatArray] = field(default_factory=dict)
     regret_se: dict[Feedback, FloatArray] = field(default_factory=dict)
+    shown: dict[Feedback, FloatArray] = field(default_factory=dict)
     weight_error: dict[Feedback, FloatArray] = field(default_factory=dict)
     coverage: dict[Feedback, FloatArray] = field(default_factory=dict)
+    update_ms: dict[Feedback, dict[str, FloatArray]] = field(default_factory=dict)
+    noise_fit: dict[Feedback, tuple[float, float]] = field(default_factory=dict)
+    prior_fit: dict[Feedback, FloatArray] = field(default_factory=dict)
 
     def rows(self) -> list[dict[str, float | int | str]]:
         """Long-format rows (method, feedback, step, metrics) for CSV output."""
@@ -85,11 +130,19 @@ class SimulationResult:
                             "events": t,
                             "regret": round(float(self.regret[fb][mi, t]), 6),
                             "regret_se": round(float(self.regret_se[fb][mi, t]), 6),
+                            "shown_regret": round(float(self.shown[fb][mi, t]), 6),
                             "weight_error": round(float(self.weight_error[fb][mi, t]), 6),
                             "coverage90": round(float(self.coverage[fb][mi, t]), 6),
                         }
                     )
         return out
+
+    def update_stats(self, fb: Feedback, method: str) -> tuple[float, float]:
+        """Mean and p99 of the feedback update time (ms) of ``method``."""
+        t = self.update_ms[fb].get(method)
+        if t is None or t.size == 0:
+            return float("nan"), float("nan")
+        return float(t.mean()), float(np.percentile(t, 99))
 
 
 def lp_front_members(
@@ -115,132 +168,255 @@ def _sigmoid(x: float) -> float:
     return float(0.5 * (1.0 + np.tanh(0.5 * x)))
 
 
+def thompson_member(
+    summary_mean: FloatArray, draw: FloatArray, rewards: FloatArray, explore_cost: float
+) -> int:
+    """The member a Thompson draw picks, unless it costs more than ``explore_cost`` of the value
+    the posterior mean expects from the mean's own member (then the mean's member)."""
+    v = rewards @ summary_mean
+    best = int(np.argmax(v))
+    i = int(np.argmax(rewards @ draw))
+    return i if v[best] - v[i] <= explore_cost * abs(v[best]) else best
+
+
+def _check(c: SimulationConfig) -> None:
+    if c.n_members < 2 or c.n_traits < 2 or c.n_users < 1 or c.n_events < 1:
+        raise InvalidParameterError("need >= 2 members, >= 2 traits, >= 1 user and >= 1 event")
+    if not 0 <= c.noise < 0.5:
+        raise InvalidParameterError(f"noise must be in [0, 0.5); got {c.noise}")
+    if not c.beta > 0 or not c.user_alpha > 0:
+        raise InvalidParameterError(
+            f"beta and user_alpha must be > 0; got {c.beta}, {c.user_alpha}"
+        )
+    if not 0 <= c.explore_cost:
+        raise InvalidParameterError(f"explore_cost must be >= 0; got {c.explore_cost}")
+
+
 def run_simulation(
     config: SimulationConfig = SimulationConfig(), progress: bool = False
 ) -> SimulationResult:
     """Simulate every method under each feedback kind and return averaged metrics."""
     c = config
-    if c.n_members < 2 or c.n_traits < 2 or c.n_users < 1 or c.n_events < 1:
-        raise InvalidParameterError("need >= 2 members, >= 2 traits, >= 1 user and >= 1 event")
-    if not 0 <= c.noise < 0.5:
-        raise InvalidParameterError(f"noise must be in [0, 0.5); got {c.noise}")
+    _check(c)
     rng = np.random.default_rng(c.seed)
     R = lp_front_members(
         c.n_members, c.n_traits, p=c.front_p, noise=c.member_noise, random_state=rng
     )
-    users = rng.dirichlet(np.ones(c.n_traits), size=c.n_users)
-    default_w = np.full(c.n_traits, 1.0 / c.n_traits)
-    ref = R.mean(axis=0)
+    users = rng.dirichlet(np.full(c.n_traits, c.user_alpha), size=c.n_users)
+    shifted = rng.dirichlet(np.full(c.n_traits, c.user_alpha), size=c.n_users)
     result = SimulationResult(config=c, rewards=R)
-    from tqdm import tqdm
-
     for fb in c.feedback:
-        regret = np.zeros((len(METHODS), c.n_users, c.n_events + 1))
-        werr = np.zeros_like(regret)
-        cover = np.zeros_like(regret)
-        # disable=None: a bar on a terminal, silence in logs and CI.
-        bar = tqdm(
-            range(c.n_users), desc=f"simulate {fb}", disable=None if progress else True, leave=False
-        )
-        for u in bar:
-            w = users[u]
-            vals = R @ w
-            opt = float(vals.max())
-            urng = np.random.default_rng([c.seed, u, 0 if fb == "pairwise" else 1])
-
-            def feedback(
-                i: int, j: int | None, w: FloatArray = w, urng: np.random.Generator = urng
-            ) -> int:
-                if j is None:
-                    p = _sigmoid(c.beta * float(w @ (R[i] - ref)))
-                else:
-                    p = _sigmoid(c.beta * float(w @ (R[i] - R[j])))
-                y = 1 if urng.random() < p else -1
-                return -y if urng.random() < c.noise else y
-
-            # default and oracle: constant routing
-            d_idx = int(np.argmax(R @ default_w))
-            regret[_DEFAULT, u, :] = (opt - vals[d_idx]) / opt
-            werr[_DEFAULT, u, :] = 0.5 * np.abs(default_w - w).sum()
-            regret[_ORACLE, u, :] = 0.0
-            # per-arm Thompson sampling
-            a = np.ones(c.n_members)
-            b = np.ones(c.n_members)
-            for t in range(c.n_events + 1):
-                best = int(np.argmax(a / (a + b)))
-                regret[_ARMS, u, t] = (opt - vals[best]) / opt
-                if t == c.n_events:
-                    break
-                draws = urng.beta(a, b)
-                if fb == "thumbs":
-                    i = int(np.argmax(draws))
-                    y = feedback(i, None)
-                    a[i] += y > 0
-                    b[i] += y < 0
-                else:
-                    i, j = (int(k) for k in np.argsort(-draws)[:2])
-                    win, lose = (i, j) if feedback(i, j) > 0 else (j, i)
-                    a[win] += 1
-                    b[lose] += 1
-            werr[_ARMS, u, :] = np.nan
-            # the preference model, fed random or information-directed queries
-            for mi in (_RANDOM, _MODEL):
-                model = PreferenceModel(
-                    prior_mean=default_w,
-                    prior_strength=float(c.n_traits),
-                    beta=c.beta,
-                    lapse=c.noise,
-                    n_particles=c.n_particles,
-                    random_state=np.random.default_rng([c.seed, u]),
-                ).fit([])
-                for t in range(c.n_events + 1):
-                    mean = model.predict()
-                    best = int(np.argmax(R @ mean))
-                    regret[mi, u, t] = (opt - vals[best]) / opt
-                    werr[mi, u, t] = 0.5 * np.abs(mean - w).sum()
-                    lo, hi = model.credible_interval(0.9)
-                    cover[mi, u, t] = float(np.mean((w >= lo) & (w <= hi)))
-                    if t == c.n_events:
-                        break
-                    if fb == "thumbs":
-                        i = (
-                            int(urng.integers(c.n_members))
-                            if mi == _RANDOM
-                            else model.query_member(R, ref)
-                        )
-                        obs = Observation.compare(R[i] - ref, feedback(i, None))
-                    else:
-                        if mi == _RANDOM:
-                            i, j = (int(k) for k in urng.choice(c.n_members, 2, replace=False))
-                        else:
-                            i, j = model.query_pair(R)
-                        obs = Observation.compare(R[i] - R[j], feedback(i, j))
-                    model.partial_fit([obs])
-        cover[[_DEFAULT, _ARMS, _ORACLE]] = np.nan
-        werr[_ORACLE] = 0.0
-        result.regret[fb] = regret.mean(axis=1)
-        result.regret_se[fb] = regret.std(axis=1, ddof=1) / np.sqrt(c.n_users)
-        result.weight_error[fb] = werr.mean(axis=1)
-        result.coverage[fb] = cover.mean(axis=1)
+        _run_feedback(c, fb, R, users, shifted, result, progress)
     return result
 
 
-def format_table(result: SimulationResult, steps: Sequence[int] = (0, 5, 10, 20)) -> str:
-    """A plain-text table of mean regret (% of the oracle value) at a few step counts."""
+def _run_feedback(
+    c: SimulationConfig,
+    fb: Feedback,
+    R: FloatArray,
+    users: FloatArray,
+    shifted: FloatArray,
+    result: SimulationResult,
+    progress: bool,
+) -> None:
+    from tqdm import tqdm
+
+    U, T, K, d = c.n_users, c.n_events, c.n_members, c.n_traits
+    default_w = np.full(d, 1.0 / d)
+    ref_point = R.mean(axis=0)
+    d_idx = int(np.argmax(R @ default_w))
+    # palm: β per user over a grid, the lapse rate the population's (starting at 0.1)
+    grid = NoiseGrid.centred(c.betas, (0.1,)) if c.learn else NoiseGrid.fixed(10.0, 0.05)
+    lapses = c.lapses if c.learn else None
+    alpha0 = default_w * d  # the deployment's starting prior: Dirichlet(1)
+    population = Population(n_min=c.n_min)
+
+    def model(n: int, alpha: FloatArray, noise: NoiseGrid, seed: int) -> PreferenceModel:
+        return PreferenceModel(
+            prior_mean=alpha / alpha.sum(),
+            prior_strength=float(alpha.sum()),
+            noise=noise,
+            half_life=c.half_life,
+            n_particles=n,
+            random_state=np.random.default_rng([c.seed, seed, 0 if fb == "pairwise" else 1]),
+        ).fit([])
+
+    true_alpha = np.full(d, c.user_alpha)
+    palm = [model(c.n_particles, alpha0, grid, u) for u in range(U)]
+    ref = [
+        model(c.reference_particles, true_alpha, NoiseGrid.fixed(c.beta, c.noise), 10_000 + u)
+        for u in range(U)
+    ]
+    a = np.ones((U, K))
+    b = np.ones((U, K))
+    shape = (len(METHODS), U, T + 1)
+    regret, shown, werr, cover = (np.full(shape, np.nan) for _ in range(4))
+    times: dict[str, list[float]] = {"bandit": [], "reference": [], "palm": []}
+    rngs = [
+        [np.random.default_rng([c.seed, u, mi, 0 if fb == "pairwise" else 1]) for mi in range(5)]
+        for u in range(U)
+    ]
+    w_now = users.copy()
+    bar = tqdm(range(T + 1), desc=f"simulate {fb}", disable=None if progress else True, leave=False)
+    for t in bar:
+        if c.shift and t == T // 2:
+            w_now = shifted.copy()
+        vals = w_now @ R.T  # (U, K)
+        opt = vals.max(axis=1)
+
+        def reg(u: int, i: int, vals: FloatArray = vals, opt: FloatArray = opt) -> float:
+            return float((opt[u] - vals[u, i]) / opt[u])
+
+        if c.learn and t > 0 and (t <= 10 or t % 5 == 0 or t == T):
+            # empirical Bayes: refit the population prior, re-prior everyone in place
+            for u, m in enumerate(palm):
+                le = m.lapse_evidence(lapses) if lapses is not None else None
+                population.observe(str(u), m.mean_log_weights(), m.noise_posterior(), le)
+            pop = population.prior(alpha0, grid, lapses)
+            result.prior_fit[fb] = pop.alpha
+            for m in palm:
+                m.reprior(pop.alpha if c.population else None, pop.noise.p)
+                if pop.noise.lapses[0] != m.noise_grid_.lapses[0]:
+                    m.relapse(pop.noise.lapses[0])
+        for u in range(U):
+            w = w_now[u]
+            regret[_DEFAULT, u, t] = reg(u, d_idx)
+            shown[_DEFAULT, u, t] = reg(u, d_idx)
+            werr[_DEFAULT, u, t] = 0.5 * np.abs(default_w - w).sum()
+            regret[_ORACLE, u, t] = shown[_ORACLE, u, t] = werr[_ORACLE, u, t] = 0.0
+            regret[_BANDIT, u, t] = reg(u, int(np.argmax(a[u] / (a[u] + b[u]))))
+            for mi, m in ((_REF, ref[u]), (_PALM, palm[u])):
+                s = m.summary(0.9)
+                regret[mi, u, t] = reg(u, int(np.argmax(R @ s.mean)))
+                werr[mi, u, t] = 0.5 * np.abs(s.mean - w).sum()
+                cover[mi, u, t] = float(np.mean((w >= s.lower) & (w <= s.upper)))
+                if t == T:
+                    continue
+                r = rngs[u][mi]
+                i = thompson_member(s.mean, s.sample(1, r)[0], R, c.explore_cost)
+                if fb == "thumbs":
+                    obs = Observation.compare(
+                        R[i] - ref_point, _fb(c, w, R[i] - ref_point, r), ts=t
+                    )
+                    shown[mi, u, t] = reg(u, i)
+                else:
+                    j = m.query_second(R, i)
+                    obs = Observation.compare(R[i] - R[j], _fb(c, w, R[i] - R[j], r), ts=t)
+                    shown[mi, u, t] = 0.5 * (reg(u, i) + reg(u, j))
+                t0 = time.perf_counter()
+                m.partial_fit([obs])
+                times[METHODS[mi]].append(time.perf_counter() - t0)
+            if t == T:
+                continue
+            r = rngs[u][_BANDIT]
+            draws = r.beta(a[u], b[u])
+            if fb == "thumbs":
+                i = int(np.argmax(draws))
+                y = _fb(c, w, R[i] - ref_point, r)
+                t0 = time.perf_counter()
+                a[u, i] += y > 0
+                b[u, i] += y < 0
+                times["bandit"].append(time.perf_counter() - t0)
+                shown[_BANDIT, u, t] = reg(u, i)
+            else:
+                i, j = (int(k) for k in np.argsort(-draws)[:2])
+                win, lose = (i, j) if _fb(c, w, R[i] - R[j], r) > 0 else (j, i)
+                t0 = time.perf_counter()
+                a[u, win] += 1
+                b[u, lose] += 1
+                times["bandit"].append(time.perf_counter() - t0)
+                shown[_BANDIT, u, t] = 0.5 * (reg(u, i) + reg(u, j))
+    result.regret[fb] = regret.mean(axis=1)
+    result.regret_se[fb] = regret.std(axis=1, ddof=1) / np.sqrt(U) if U > 1 else 0 * regret[:, 0]
+    result.shown[fb] = shown.mean(axis=1)
+    result.weight_error[fb] = werr.mean(axis=1)
+    result.coverage[fb] = cover.mean(axis=1)
+    result.update_ms[fb] = {k: 1e3 * np.asarray(v) for k, v in times.items()}
+    q = np.mean([m.noise_posterior() for m in palm], axis=0)
+    result.noise_fit[fb] = palm[0].noise_grid_.mean(q)
+
+
+def _fb(c: SimulationConfig, w: FloatArray, delta: FloatArray, r: np.random.Generator) -> int:
+    """A ±1 label: Bradley-Terry on w·delta at the true β, flipped with probability noise."""
+    y = 1 if r.random() < _sigmoid(c.beta * float(w @ delta)) else -1
+    return -y if r.random() < c.noise else y
+
+
+def with_setting(base: SimulationConfig, name: str) -> SimulationConfig:
+    """``base`` changed as the named setting of :data:`SETTINGS` says."""
+    if name not in SETTINGS:
+        raise InvalidParameterError(f"unknown setting {name!r}; settings: {sorted(SETTINGS)}")
+    return replace(base, **SETTINGS[name])  # type: ignore[arg-type]
+
+
+def format_table(result: SimulationResult, steps: Sequence[int] = (5, 10, 20, 50, 100)) -> str:
+    """Plain-text tables: regret of the mean route and of what is shown, coverage, update time."""
     lines = []
     for fb, reg in result.regret.items():
         steps_ = [s for s in steps if s < reg.shape[1]]
-        lines.append(f"{fb}: mean regret, % of oracle value (± s.e.), after N events")
-        lines.append(f"  {'method':<18}" + "".join(f"{'N=' + str(s):>16}" for s in steps_))
+        lines.append(f"{fb}: mean-route regret, % of oracle value (± s.e.), after N events")
+        lines.append(
+            f"  {'method':<11}"
+            + "".join(f"{'N=' + str(s):>15}" for s in steps_)
+            + f"{'shown':>8}{'cov90':>7}{'upd ms':>8}{'p99':>7}"
+        )
         for mi, m in enumerate(METHODS):
             cells = "".join(
-                f"{100 * reg[mi, s]:>9.2f} ± {100 * result.regret_se[fb][mi, s]:4.2f}"
+                f"{100 * reg[mi, s]:>8.2f} ± {100 * result.regret_se[fb][mi, s]:4.2f}"
                 for s in steps_
             )
-            lines.append(f"  {m:<18}{cells}")
-        last = reg.shape[1] - 1
-        lines.append(
-            f"  preference_model: weight error (TV) {result.weight_error[fb][_MODEL, last]:.3f}, "
-            f"90% interval coverage {result.coverage[fb][_MODEL, last]:.3f}"
-        )
+            sh = 100 * float(np.nanmean(result.shown[fb][mi, :-1]))
+            cov = result.coverage[fb][mi, 1:]
+            cv = float(np.nanmean(cov)) if np.any(np.isfinite(cov)) else float("nan")
+            mean_ms, p99 = result.update_stats(fb, m)
+            lines.append(f"  {m:<11}{cells}{sh:>8.2f}{100 * cv:>7.1f}{mean_ms:>8.3f}{p99:>7.3f}")
+        if fb in result.noise_fit:
+            bt, lp = result.noise_fit[fb]
+            lines.append(f"  palm learned beta ≈ {bt:.1f}, lapse ≈ {lp:.2f} (population mean)")
     return "\n".join(lines)
+
+
+def targets(result: SimulationResult, fb: Feedback) -> dict[str, float | bool]:
+    """Issue 17's targets for ``palm`` under ``fb``: t=20 regret vs the reference, the worst
+    excess over no personalization at t >= 5, and the mean 90% coverage (steps 1..T)."""
+    reg = result.regret[fb]
+    t20 = min(20, reg.shape[1] - 1)
+    ratio = float(reg[_PALM, t20] / max(reg[_REF, t20], 1e-12))
+    excess = float(np.max(reg[_PALM, 5:] - reg[_DEFAULT, 5:])) if reg.shape[1] > 5 else 0.0
+    cov = float(np.mean(result.coverage[fb][_PALM, 1:]))
+    return {
+        "t20_vs_reference": ratio,
+        "t20_ok": bool(reg[_PALM, t20] <= 1.1 * reg[_REF, t20] + 1e-12),
+        "max_excess_over_default": excess,
+        "never_worse_ok": excess <= 0.0,
+        "coverage": cov,
+        "coverage_ok": 0.85 <= cov <= 0.95,
+    }
+
+
+def plot_result(result: SimulationResult, path: str | Path, title: str = "") -> None:
+    """Regret curves per method (solid: mean route; dashed: shown), one panel per feedback."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fbs = list(result.regret)
+    fig, axes = plt.subplots(1, len(fbs), figsize=(6 * len(fbs), 4), squeeze=False)
+    for ax, fb in zip(axes[0], fbs):
+        reg = 100 * result.regret[fb]
+        se = 100 * result.regret_se[fb]
+        x = np.arange(reg.shape[1])
+        for mi, m in enumerate(METHODS):
+            (line,) = ax.plot(x, reg[mi], label=m)
+            ax.fill_between(x, reg[mi] - se[mi], reg[mi] + se[mi], alpha=0.2)
+            if m in ("bandit", "reference", "palm"):
+                ax.plot(x, 100 * result.shown[fb][mi], ls="--", color=line.get_color(), lw=1)
+        ax.set_title(f"{title} {fb} (dashed: regret of what is shown)".strip())
+        ax.set_xlabel("events per user")
+        ax.set_ylabel("mean regret (% of oracle value)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

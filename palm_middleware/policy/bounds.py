@@ -296,6 +296,8 @@ class BoundsPolicy:
         ]
         if version >= 2 and self.spec is not None:
             extra = self.spec.model_dump(mode="json", include=set(V2_POLICY_KEYS))
+            if not any(v is not None for v in extra.get("learning", {}).values()):
+                extra.pop("learning", None)
             out.update(extra)
         return out
 

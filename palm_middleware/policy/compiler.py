@@ -26,7 +26,15 @@ from ..traits import TraitSpace
 from .bounds import BoundsPolicy
 from .conditions import CompiledCondition, ConditionVocabulary, RequestContext, compile_condition
 from .merge import MergedBounds, cite, has_constraint, merge_rules
-from .models import V2_POLICY_KEYS, V2_RULE_KEYS, DefaultsSpec, PolicySpec
+from .models import (
+    DEFAULT_UNGUARDED_MESSAGE,
+    LANGUAGE_RULE_ID,
+    V2_POLICY_KEYS,
+    V2_RULE_KEYS,
+    BoundRule,
+    DefaultsSpec,
+    PolicySpec,
+)
 from .projection import FEASIBILITY_TOL, l1_distance_to_feasible
 
 __all__ = [
@@ -35,6 +43,7 @@ __all__ = [
     "default_policy",
     "policy_hash",
     "policy_vocabulary",
+    "with_language_rule",
 ]
 
 
@@ -72,6 +81,86 @@ def _source_issues(spec: PolicySpec, doc: LocatedYAML) -> list[ConfigIssue]:
     return issues
 
 
+def _language_issues(spec: PolicySpec, doc: LocatedYAML) -> list[ConfigIssue]:
+    """``languages:`` and its companions: consistent, and codes the detector knows."""
+    issues = []
+    if spec.languages is None:
+        if spec.unguarded_language is not None:
+            issues.append(
+                doc.issue(
+                    ("unguarded_language",),
+                    "'unguarded_language' needs 'languages:' (the languages the guard covers)",
+                )
+            )
+        if spec.unguarded_message is not None:
+            issues.append(
+                doc.issue(
+                    ("unguarded_message",),
+                    "'unguarded_message' needs 'languages:' (the languages the guard covers)",
+                )
+            )
+        return issues
+    if spec.unguarded_message is not None and spec.unguarded_language == "input_rules_only":
+        issues.append(
+            doc.issue(
+                ("unguarded_message",),
+                "'unguarded_message' is only used with 'unguarded_language: refuse'",
+            )
+        )
+    for i, rule in enumerate(spec.bounds):
+        if rule.id == LANGUAGE_RULE_ID:
+            issues.append(
+                doc.issue(
+                    ("bounds", i, "id"),
+                    f"rule id {LANGUAGE_RULE_ID!r} is reserved for the rule 'languages:' adds; "
+                    "rename this rule",
+                    rule.id,
+                )
+            )
+    from ..guard.language import known_languages
+
+    try:
+        known = known_languages()
+    except ConfigError as exc:
+        return [*issues, doc.issue(("languages",), str(exc))]
+    for i, code in enumerate(spec.languages):
+        if code not in known:
+            issues.append(
+                doc.issue(
+                    ("languages", i),
+                    f"unknown language code {code!r}; the language detector knows the ISO 639 "
+                    f"codes {', '.join(sorted(known))}",
+                )
+            )
+    return issues
+
+
+def with_language_rule(spec: PolicySpec) -> PolicySpec:
+    """``spec`` plus the law-layer rule its ``languages:`` field stands for (if any).
+
+    The rule is an ordinary conditional rule, so it is explained, audited (``rules_active``)
+    and checked for weakening on reload like any other: a request whose detected language is
+    not guarded is blocked (``refuse``) or served the default member (``input_rules_only``:
+    ``action: use_default``, so a ``pin`` or ``block`` rule that also applies still wins).
+    """
+    if spec.languages is None:
+        return spec
+    langs = list(spec.languages)
+    refuse = spec.unguarded_language != "input_rules_only"
+    rule = BoundRule(
+        id=LANGUAGE_RULE_ID,
+        layer="law",
+        description=f"Requests in a language the guard does not cover (it covers {langs}) are "
+        + ("refused." if refuse else "served the default member under the request rules."),
+        when={"all": [{"language": {"exists": True}}, {"language": {"not_in": langs}}]},
+        action="block" if refuse else "use_default",
+        message=(spec.unguarded_message or DEFAULT_UNGUARDED_MESSAGE.format(
+            languages=", ".join(langs)
+        )) if refuse else None,
+    )  # fmt: skip
+    return spec.model_copy(update={"bounds": [*spec.bounds, rule]})
+
+
 def compile_policy(spec: PolicySpec, doc: LocatedYAML) -> BoundsPolicy:
     """Merge the rules of a schema-valid ``spec``, compile its conditions, check feasibility.
 
@@ -90,7 +179,10 @@ def compile_policy(spec: PolicySpec, doc: LocatedYAML) -> BoundsPolicy:
         PolicyWarning: The default weights violate an unconditional floor or cap (they are
             clamped when served).
     """
-    conditions, issues = compile_conditions(spec, doc)
+    issues = _language_issues(spec, doc)
+    written, spec = spec, with_language_rule(spec)
+    conditions, found = compile_conditions(spec, doc)
+    issues.extend(found)
     issues.extend(_source_issues(spec, doc))
     if issues:
         raise PolicyValidationError(issues)
@@ -104,7 +196,7 @@ def compile_policy(spec: PolicySpec, doc: LocatedYAML) -> BoundsPolicy:
         base,
         spec=spec,
         name=spec.name or _stem(doc.filename),
-        version=policy_hash(spec),
+        version=policy_hash(written),
         source=doc.filename,
         rules=tuple(spec.bounds),
         conditions=conditions,
@@ -135,6 +227,9 @@ def policy_hash(spec: PolicySpec) -> str:
     citing the same version for an unchanged file.
     """
     data = spec.model_dump(mode="json", by_alias=True)
+    if not any(v is not None for v in data.get("learning", {}).values()):
+        # Left unset, the learning section hashes as before it existed.
+        data.pop("learning", None)
     if spec.schema_version == 1:
         for key in V2_POLICY_KEYS:
             data.pop(key, None)

@@ -11,6 +11,7 @@ A condition is YAML data, never code (nothing is ``eval``-ed)::
     {member: gpt-safe}                         # the member the router is about to serve
     {time: {between: ["22:00", "06:00"]}}      # local time of day, wraps midnight
     {weekday: {in: [sat, sun]}}
+    {language: {in: [fr, de]}}                 # the detected language (None: short/unsure)
     {field: {exists: true}}                    # the field is present (topic: any label)
     {all: [c1, c2]}, {any: [c1, c2]}, {not: c}  # combinators
     {cohort: minor, channel: web}              # several keys: all must hold
@@ -41,7 +42,7 @@ __all__ = [
 ]
 
 #: Fields a condition may test (plus ``metadata.<attribute>``).
-CONDITION_FIELDS = ("topic", "cohort", "channel", "member", "time", "weekday")
+CONDITION_FIELDS = ("topic", "cohort", "channel", "member", "time", "weekday", "language")
 #: Weekday names, Monday first (as ``datetime.weekday()``).
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _COMBINATORS = ("all", "any", "not")
@@ -64,6 +65,9 @@ class RequestContext:
         member: The member the router is about to serve (set during evaluation).
         minute: Local minute of the day, 0..1439, in the policy's time zone.
         weekday: Local weekday, 0 = Monday.
+        language: Detected language of the request's texts (ISO 639), None when no text is
+            long and clear enough to tell (:mod:`palm_middleware.guard.language`); only
+            detected when the policy uses it.
     """
 
     topics: frozenset[str] = frozenset()
@@ -73,6 +77,7 @@ class RequestContext:
     member: str | None = None
     minute: int | None = None
     weekday: int | None = None
+    language: str | None = None
 
     def with_member(self, member: str | None) -> RequestContext:
         """A copy with ``member`` set."""
@@ -84,12 +89,13 @@ class RequestContext:
             member,
             self.minute,
             self.weekday,
+            self.language,
         )
 
     def describe(self) -> str:
         """One line for explanations."""
         parts = [f"topics={sorted(self.topics)}"]
-        for name in ("cohort", "channel", "member"):
+        for name in ("cohort", "channel", "member", "language"):
             v = getattr(self, name)
             if v is not None:
                 parts.append(f"{name}={v}")
@@ -202,6 +208,8 @@ class _Compiler:
         if key == "member":
             cond = self.scalar(key, value, path, lambda c: c.member, None)
             return CompiledCondition(cond.test, cond.text, True, cond.children)
+        if key == "language":
+            return self.scalar(key, value, path, lambda c: c.language, None)
         if key == "time":
             return self.time(value, path)
         if key == "weekday":

@@ -33,6 +33,7 @@ def build_context(
     metadata: Mapping[str, Any] | None,
     now: float,
     topics: frozenset[str] = frozenset(),
+    language: str | None = None,
 ) -> RequestContext:
     """The context conditions of ``policy`` see for one request.
 
@@ -43,6 +44,7 @@ def build_context(
             and attributes, flat or under ``attributes``. Never user-editable profile fields.
         now: Unix seconds.
         topics: Labels of every text of the request.
+        language: Detected language of the request (None: not detected or unclear).
     """
     md: Mapping[str, Any] = metadata if isinstance(metadata, Mapping) else {}
     declared = policy.spec.context.attributes if policy.spec is not None else {}
@@ -64,4 +66,5 @@ def build_context(
         attributes=attrs,
         minute=local.hour * 60 + local.minute,
         weekday=local.weekday(),
+        language=language,
     )

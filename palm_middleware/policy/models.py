@@ -54,8 +54,10 @@ __all__ = [
     "CONSTRAINT_FIELDS",
     "V2_POLICY_KEYS",
     "V2_RULE_KEYS",
+    "LANGUAGE_RULE_ID",
     "Action",
     "ContextSpec",
+    "LearningSpec",
     "PrivacySpec",
     "ClassifierRef",
     "ExternalRef",
@@ -101,6 +103,10 @@ RESERVED_POLICY_KEYS: dict[str, str] = {
     "topics": "topic definitions are not supported by policy version 1" + _V2,
     "context": "the 'context' section is not supported by policy version 1" + _V2,
     "timezone": "'timezone' is not supported by policy version 1" + _V2,
+    "learning": "the 'learning' section is not supported by policy version 1" + _V2,
+    "languages": "'languages' is not supported by policy version 1" + _V2,
+    "unguarded_language": "'unguarded_language' is not supported by policy version 1" + _V2,
+    "unguarded_message": "'unguarded_message' is not supported by policy version 1" + _V2,
     "no_personalization_topics": "topic rules are not supported by policy version 1; use "
     "'when: {topic: ...}' with 'action: use_default' in version 2",
 }
@@ -108,7 +114,22 @@ RESERVED_POLICY_KEYS: dict[str, str] = {
 #: Rule fields that exist only in version 2.
 V2_RULE_KEYS = ("when", "unless", "action", "member", "message", "max_step", "on")
 #: Top-level fields that exist only in version 2.
-V2_POLICY_KEYS = ("topics", "context", "timezone", "privacy")
+V2_POLICY_KEYS = (
+    "topics",
+    "context",
+    "timezone",
+    "privacy",
+    "languages",
+    "unguarded_language",
+    "unguarded_message",
+    "learning",
+)
+#: Id of the law-layer rule that ``languages:`` adds (see :attr:`PolicySpec.languages`).
+LANGUAGE_RULE_ID = "unguarded-language"
+#: What ``refuse`` tells the user unless ``unguarded_message`` says otherwise.
+DEFAULT_UNGUARDED_MESSAGE = (
+    "I can't answer requests in this language here. Please write in one of: {languages}."
+)
 
 
 def _number(v: object) -> float:
@@ -149,6 +170,31 @@ def _positive(v: object) -> float:
     return x
 
 
+def _learnable(low: float, high: float) -> Any:
+    """A number in (low, high), or ``learn``."""
+    what = f"> {low:g}" if math.isinf(high) else f"in ({low:g}, {high:g})"
+
+    def check(v: object) -> float | str:
+        if v == "learn":
+            return "learn"
+        if isinstance(v, str):
+            raise ValueError(f"must be a number {what} or 'learn'")
+        x = _number(v)
+        if not low < x < high:
+            raise ValueError(f"must be {what} or 'learn'")
+        return x
+
+    return BeforeValidator(check)
+
+
+def _half_life(v: object) -> float | str:
+    if v == "never":
+        return "never"
+    if isinstance(v, str):
+        raise ValueError("must be a number of days > 0 or 'never'")
+    return _positive(v)
+
+
 UnitFloat = Annotated[float, BeforeValidator(_unit)]
 DriftFloat = Annotated[float, BeforeValidator(_drift)]
 NonNegativeFloat = Annotated[float, BeforeValidator(_non_negative)]
@@ -168,6 +214,8 @@ Condition = Annotated[
         "time, weekday, metadata.<attribute>.",
     ),
 ]
+#: An ISO 639 language code as the detector names it (``en``, ``zh``, ``ast``).
+LangCode = Annotated[StrictStr, Field(pattern=r"^[a-z]{2,3}$")]
 TraitMap = Annotated[dict[StrictStr, UnitFloat], Field(min_length=1)]
 
 
@@ -315,6 +363,9 @@ class ClassifierRef(_Strict):
     threshold: UnitFloat | None = None
     """Probability at or above which the topic applies (default: the threshold calibrated on
     held-out data when the classifier was trained)."""
+    weak_threshold: UnitFloat | None = None
+    """Probability at or above which a message with one of the topic's ``weak_keywords`` gets
+    the topic (default: half the threshold): a broad word lowers the bar, it does not decide."""
 
 
 class ExternalRef(_Strict):
@@ -361,6 +412,13 @@ class TopicSpec(_Strict):
     )
     """Harmless phrases that contain a keyword (``glue gun``, ``bath bomb``): removed from the
     text before keywords are matched, so a keyword elsewhere in the message still counts."""
+    weak_keywords: list[Annotated[StrictStr, Field(min_length=1, max_length=100)]] = Field(
+        default_factory=list, max_length=1000
+    )
+    """Broad words that share harmless uses (``bomb*``, ``dose``, ``poison*``): matched like
+    ``keywords``, but a match only lowers the classifier's bar for this topic to
+    ``classifier.weak_threshold``. Without a classifier or an embedder they count as
+    ``keywords`` (fail closed)."""
     prototypes: list[Annotated[StrictStr, Field(min_length=1, max_length=500)]] = Field(
         default_factory=list, max_length=200
     )
@@ -377,7 +435,13 @@ class TopicSpec(_Strict):
 
     @model_validator(mode="after")
     def _something(self) -> TopicSpec:
-        if not (self.keywords or self.prototypes or self.classifier or self.external):
+        if not (
+            self.keywords
+            or self.weak_keywords
+            or self.prototypes
+            or self.classifier
+            or self.external
+        ):
             raise ValueError("a topic needs 'keywords', 'prototypes', 'classifier' or 'external'")
         return self
 
@@ -396,6 +460,24 @@ class ContextSpec(_Strict):
 
 StoreMode = Literal["weights_only", "events", "events_with_text"]
 RedactKind = Literal["email", "phone", "ip", "credit_card", "iban", "url", "handle"]
+
+
+class LearningSpec(_Strict):
+    """(v2) How users' feedback is read: the noise model and forgetting, per deployment.
+
+    A field left out (or the whole section) takes the value the ``Palm`` was built with.
+    """
+
+    beta: Annotated[float | Literal["learn"], _learnable(0.0, math.inf)] | None = None
+    """Temperature of the Bradley-Terry/logistic link on reward differences (> 0): how
+    consistently users answer (10: a 0.1 value gap is chosen 73% of the time). ``learn``:
+    estimated from the deployment's feedback where the running version supports it, else the
+    ``Palm``'s value."""
+    lapse: Annotated[float | Literal["learn"], _learnable(0.0, 0.5)] | None = None
+    """Probability that a label is random (mis-clicks, label noise), in (0, 0.5), or
+    ``learn`` (as for ``beta``)."""
+    half_life_days: Annotated[float | Literal["never"], BeforeValidator(_half_life)] | None = None
+    """Days after which a feedback event counts half (> 0), or ``never`` (no forgetting)."""
 
 
 DEFAULT_REDACT: tuple[RedactKind, ...] = ("email", "phone", "ip", "credit_card", "iban")
@@ -440,6 +522,28 @@ class PolicySpec(_Strict):
     """(v2) IANA time zone in which ``time:`` and ``weekday:`` conditions are read."""
     privacy: PrivacySpec = PrivacySpec()
     """(v2) Storage, retention and redaction."""
+    learning: LearningSpec = LearningSpec()
+    """(v2) The noise model (``beta``, ``lapse``) and forgetting (``half_life_days``)."""
+    languages: list[LangCode] | None = Field(default=None, min_length=1, max_length=100)
+    """(v2) ISO 639-1 codes of the languages the guard's topics are written for (``[en, fr]``).
+    A request confidently in another language (:mod:`palm_middleware.guard.language`; short or
+    ambiguous texts count as guarded) gets ``unguarded_language``. None: no language check."""
+    unguarded_language: Literal["refuse", "input_rules_only"] | None = None
+    """(v2) What happens to a request in a language outside ``languages``: ``refuse`` (the
+    default when ``languages`` is set) with
+    ``unguarded_message``, or ``input_rules_only``: serve the pinned or default member (no
+    personalization), under the request rules, which may not read that language. Either way a
+    law-layer rule ``unguarded-language`` fires and the decision records the detected language."""
+    unguarded_message: StrictStr | None = Field(default=None, min_length=1, max_length=1000)
+    """(v2) What ``refuse`` tells the user (default: names the guarded languages)."""
+
+    @field_validator("languages")
+    @classmethod
+    def _unique_languages(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and len(set(v)) != len(v):
+            dup = sorted({x for x in v if v.count(x) > 1})
+            raise ValueError(f"languages listed twice: {dup}")
+        return v
 
     @field_validator("timezone")
     @classmethod

@@ -1,9 +1,12 @@
 """Topic labels of a message, for ``when: {topic: ...}``: keywords, prototypes and a classifier.
 
 Keywords are whole-word, case-insensitive matches (``elect*`` matches a prefix) and need nothing
-installed. They are matched on the raw text and on de-obfuscated views of it (leetspeak, split
-letters, look-alike characters, zero-width characters, base64/hex/rot13 payloads, reversed text,
-one-letter typos of long words: :mod:`palm_middleware.guard`).
+installed. ``weak_keywords`` (broad words such as ``bomb*``) only lower the topic's classifier
+threshold to its ``weak_threshold``; without a classifier or embedder they count as keywords.
+Both are matched on the raw text and on de-obfuscated views of it (leetspeak, split letters,
+look-alike characters, zero-width characters, base64/hex/rot13 payloads, reversed text,
+one-letter typos of long words: :mod:`palm_middleware.guard`). ``ignore`` phrases are blanked
+before keywords are matched and before the text is embedded.
 Prototype sentences are compared by cosine similarity with an :class:`Embedder`
 (:class:`palm_middleware.embeddings.OnnxEmbedder` runs all-MiniLM-L6-v2 under ONNX Runtime,
 exported by ``palm prepare-embedder`` or on first use): a message gets a label when a keyword
@@ -37,7 +40,7 @@ import numpy as np
 from ..exceptions import ConfigError, TopicLabelError
 from ..guard.classifier import GuardClassifier, load_guard
 from ..guard.external import ExternalSource
-from ..guard.keywords import KeywordMatcher
+from ..guard.keywords import KeywordMatcher, keyword_pattern, normalized_keywords
 from ..guard.normalize import text_views
 from ..types import FloatArray
 from .models import BoundRule, TopicSpec
@@ -90,6 +93,7 @@ class _Head:
     clf: GuardClassifier
     column: int
     threshold: float
+    weak_threshold: float
 
 
 def _heads(topics: Mapping[str, TopicSpec]) -> list[_Head]:
@@ -110,7 +114,8 @@ def _heads(topics: Mapping[str, TopicSpec]) -> list[_Head]:
                 f"its labels are {list(clf.labels_)} (set 'label:' to one of them)"
             )
         th = ref.threshold if ref.threshold is not None else clf.thresholds_[name]
-        out.append(_Head(label, clf, clf.labels_.index(name), th))
+        weak = ref.weak_threshold if ref.weak_threshold is not None else th / 2
+        out.append(_Head(label, clf, clf.labels_.index(name), th, min(weak, th)))
     return out
 
 
@@ -151,8 +156,21 @@ class TopicClassifier:
         ]
         # One pass over every keyword first: most messages match none, and then one regex per
         # view is all the keyword layer costs.
-        every = [w for spec in self.topics.values() for w in spec.keywords]
+        self._weak = [
+            (label, KeywordMatcher(spec.weak_keywords, ignore=spec.ignore))
+            for label, spec in self.topics.items()
+            if spec.weak_keywords
+        ]
+        every = [w for spec in self.topics.values() for w in (*spec.keywords, *spec.weak_keywords)]
         self._any = KeywordMatcher(every, prefilter=True) if every else None
+        # `ignore` phrases are harmless by the policy's word: the embedder does not see them
+        # either ("glue gun" would read as "gun" to the classifier heads).
+        harmless = sorted({w for spec in self.topics.values() for w in spec.ignore})
+        self._unsaid = [
+            p
+            for p in (keyword_pattern(harmless), keyword_pattern(normalized_keywords(harmless)))
+            if p is not None
+        ]
         self._protos: list[tuple[str, FloatArray, float]] = []
         self._heads: list[_Head] = []
         if embedder is not None:
@@ -167,6 +185,8 @@ class TopicClassifier:
         self._embedded = frozenset(
             [label for label, _, _ in self._protos] + [h.label for h in self._heads]
         )
+        #: Topics whose weak keywords a classifier head weighs (with an embedder).
+        self._weighed = frozenset(h.label for h in self._heads if embedder is not None)
         self._cache: OrderedDict[str, frozenset[str]] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
@@ -245,11 +265,20 @@ class TopicClassifier:
                 return hit
         views = text_views(text)
         labels: set[str] = set()
+        weak: set[str] = set()
         if self._any is not None and self._any.search(views) is not None:
             labels = {label for label, m in self._matchers if m.search(views) is not None}
+            weak = {
+                label
+                for label, m in self._weak
+                if label not in labels and m.search(views) is not None
+            }
+        # A broad word decides only where a classifier head can weigh it (else: fail closed).
+        labels |= weak - self._weighed
         if self._embedded and self.embedder is not None and not self._embedded <= labels:
             try:
-                vecs = np.asarray(self.embedder.embed(list(views.semantic)), dtype=np.float64)
+                texts = self._embedded_views(views.semantic)
+                vecs = np.asarray(self.embedder.embed(texts), dtype=np.float64)
             except Exception as exc:  # fail closed: partial labels would skip topic rules
                 raise TopicLabelError(
                     f"the topic embedder failed on a message ({type(exc).__name__}: {exc})"
@@ -260,7 +289,8 @@ class TopicClassifier:
             for h in self._heads:
                 if h.label not in labels:
                     p = h.clf.predict_proba(vecs)[:, h.column]
-                    if float(p.max()) >= h.threshold:
+                    bar = h.weak_threshold if h.label in weak else h.threshold
+                    if float(p.max()) >= bar:
                         labels.add(h.label)
         answered = True
         for src in self._external:
@@ -276,6 +306,16 @@ class TopicClassifier:
             self._cache[key] = out
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
+        return out
+
+    def _embedded_views(self, texts: Sequence[str]) -> list[str]:
+        """``texts`` with the policy's ``ignore`` phrases blanked (kept when nothing is left)."""
+        out = []
+        for t in texts:
+            for p in self._unsaid:
+                t2 = p.sub(" ", t)
+                t = t2 if t2.strip() else t
+            out.append(t)
         return out
 
     def scores(self, text: str) -> dict[str, float]:

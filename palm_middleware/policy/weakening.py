@@ -158,6 +158,10 @@ def _narrowed(before: TopicSpec, after: TopicSpec) -> list[str]:
     lost = [k for k in before.keywords if k not in set(after.keywords)]
     if lost:
         found.append(f"keywords removed: {lost}")
+    weak = set(after.weak_keywords) | set(after.keywords)
+    lost_weak = [k for k in before.weak_keywords if k not in weak]
+    if lost_weak:
+        found.append(f"weak keywords removed: {lost_weak}")
     gone = [p for p in before.prototypes if p not in set(after.prototypes)]
     if gone:
         found.append(f"{len(gone)} prototype(s) removed")
@@ -172,6 +176,8 @@ def _narrowed(before: TopicSpec, after: TopicSpec) -> list[str]:
         or (ac.name, ac.label) != (bc.name, bc.label)
         or (ac.threshold or 0.0) > (bc.threshold or 0.0)
         or (ac.threshold is None) != (bc.threshold is None)
+        or (ac.weak_threshold or 0.0) > (bc.weak_threshold or 0.0)
+        or (ac.weak_threshold is None) != (bc.weak_threshold is None)
     ):
         found.append(f"classifier changed from {bc!r} to {ac!r}")
     if before.external is not None and after.external != before.external:

@@ -33,6 +33,7 @@ __all__ = [
     "AdapterBackend",
     "Backend",
     "Certificate",
+    "EngineChoice",
     "LiteLLMBackend",
     "Member",
     "OnnxBackend",
@@ -48,12 +49,19 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+EngineChoice = Literal["auto", "onnx", "genai"]
+"""Which loop runs a local member: ``onnx`` (PALM's raw ONNX Runtime loop), ``genai`` (ONNX
+Runtime GenAI's ``og.Generator``) or ``auto`` (GenAI when the folder has ``genai_config.json``
+and ``onnxruntime-genai`` is installed, else the raw loop)."""
+
+
 class OnnxBackend(_Strict):
     """A full ONNX model folder."""
 
     kind: Literal["onnx"]
     path: str
     """Folder with the exported model (``model.onnx``, tokenizer files)."""
+    engine: EngineChoice = "auto"
 
 
 class AdapterBackend(_Strict):
@@ -62,6 +70,7 @@ class AdapterBackend(_Strict):
     kind: Literal["adapter"]
     base: str
     adapter: str
+    engine: EngineChoice = "auto"
 
 
 class PromptedBackend(_Strict):
@@ -72,6 +81,7 @@ class PromptedBackend(_Strict):
     system_prompt: str | None = None
     few_shot: list[dict[str, str]] = Field(default_factory=list)
     generation: dict[str, float | int | str | list[str]] = Field(default_factory=dict)
+    engine: EngineChoice = "auto"
 
 
 class LiteLLMBackend(_Strict):

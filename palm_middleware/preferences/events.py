@@ -180,6 +180,16 @@ class Observation:
         """A Gaussian observation of some coordinates of w."""
         return cls("anchor", target, mask=mask, precision=precision, ts=ts)
 
+    @property
+    def key(self) -> tuple[Any, ...]:
+        """What makes two observations the same likelihood term (their strengths then add up).
+
+        The vector is rounded as in :meth:`to_dict`, so a stored and a live observation match.
+        """
+        mask = None if self.mask is None else tuple(int(x) for x in self.mask)
+        vec = tuple(round(float(x), 6) for x in self.vector)
+        return (self.kind, vec, self.y, self.scale, mask, self.precision)
+
     def to_dict(self) -> dict[str, Any]:
         """Compact JSON-ready form (for the event store)."""
         d: dict[str, Any] = {

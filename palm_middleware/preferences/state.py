@@ -2,25 +2,36 @@
 
 A stored profile holds the user's evidence as groups of identical observations (same pair and
 outcome, same member rated the same way, same cue), each with its faded strength, plus the
-exact posterior summary computed at the last event. :class:`LearningState` turns a stored
-profile plus one new event into the next profile (:meth:`LearningState.rebuild`) and a stored
-profile into the summary served between events (:meth:`LearningState.summary`). Forgetting is
-:func:`~palm_middleware.preferences.model.forgetting` everywhere. Pure: values in, values out
-(the caller passes ``now`` and the policy).
+posterior summary computed at the last event. :class:`LearningState` turns a stored profile
+plus one new event into the next profile (:meth:`LearningState.rebuild`) and a stored profile
+into the summary served between events (:meth:`LearningState.summary`). Forgetting is
+:func:`~palm_middleware.preferences.model.forgetting` everywhere.
+
+The store is the source of truth; values in, values out (the caller passes ``now`` and the
+policy). To make an event cost microseconds rather than a refit, the particle posterior of each
+recent user is cached in process, keyed by the profile's ``rev`` (a hash chain of the event ids
+folded in) and the policy version: an event updates the cached posterior in place
+(:meth:`PreferenceModel.partial_fit`). When the entry is missing or stale (another replica
+wrote, the user was reset, the policy changed) the posterior is refit from the stored evidence.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from ..exceptions import InvalidParameterError
 from ..types import FloatArray
 from .events import Observation
 from .model import PosteriorSummary, PreferenceModel, forgetting
+from .noise import DEFAULT_LAPSES, NoiseGrid
+from .population import Population, PopulationPrior
 
 if TYPE_CHECKING:
     from ..policy import BoundsPolicy
@@ -33,7 +44,9 @@ MAX_EVIDENCE_GROUPS = 128
 #: Digests of folded event ids kept per user (privacy ``weights_only`` retry detection).
 MAX_FOLDED_IDS = 512
 
-_Groups = dict[tuple[Any, ...], tuple[Observation, float]]
+#: Evidence groups: key -> (the stored form without strength and time, faded strength). Kept as
+#: JSON dicts, so an event costs no parsing of the evidence already held.
+_Groups = dict[tuple[Any, ...], tuple[dict[str, Any], float]]
 
 
 def event_digest(event_id: str) -> str:
@@ -45,42 +58,154 @@ class LearningState:
     """How a user's stored evidence becomes a posterior, and how one event updates it.
 
     Args:
-        beta, lapse, half_life, n_particles: see :class:`PreferenceModel`.
+        beta, lapse: the feedback temperature and lapse rate, or ``"learn"``. A learned β is
+            inferred per user over a grid (:class:`NoiseGrid`) whose probabilities the
+            population refits; a learned lapse is the population's (see
+            :mod:`~palm_middleware.preferences.population`), starting at 0.1.
+        half_life, n_particles: see :class:`PreferenceModel`.
+        population: the running population aggregates new users' priors come from; None: every
+            user starts from the policy default.
+        refresh_every: population changes between refits of the population prior.
+        cache_size: users whose particle posterior is kept in memory (least recently used go
+            first; about 50-100 kB each at 1024 particles). 0 refits on every event.
+        ess_threshold, move_steps: of the cached posterior's in-place updates (see
+            :class:`PreferenceModel`): particles move only when the effective sample size
+            collapses below this fraction (0.1: about 1% of events; regret and interval
+            coverage as with a refit per event, see BENCHMARKS.md). A refit uses the model's
+            defaults (0.5, 4).
+
+    The policy's ``learning:`` section overrides ``beta``, ``lapse`` and ``half_life``.
     """
 
     def __init__(
         self,
         *,
-        beta: float = 10.0,
-        lapse: float = 0.05,
+        beta: float | Literal["learn"] = "learn",
+        lapse: float | Literal["learn"] = "learn",
         half_life: float | None = None,
         n_particles: int = 1024,
+        population: Population | None = None,
+        refresh_every: int = 25,
+        cache_size: int = 1024,
+        ess_threshold: float = 0.1,
+        move_steps: int = 2,
     ) -> None:
         self.beta = beta
         self.lapse = lapse
         self.half_life = half_life
         self.n_particles = n_particles
-        self._priors: dict[str, PosteriorSummary] = {}
+        learn_lapse = lapse == "learn"
+        lapse0 = 0.1 if learn_lapse else _number("lapse", lapse)
+        self.noise = (
+            NoiseGrid.centred(lapses=(lapse0,))
+            if beta == "learn"
+            else NoiseGrid.fixed(_number("beta", beta), lapse0)
+        )
+        self.lapses: tuple[float, ...] | None = DEFAULT_LAPSES if learn_lapse else None
+        self.population = population
+        self.refresh_every = refresh_every
+        self._priors: dict[tuple[str, int], PosteriorSummary] = {}
+        self._pop: dict[str, tuple[int, PopulationPrior]] = {}
+        self.cache_size = cache_size
+        self.ess_threshold = ess_threshold
+        self.move_steps = move_steps
+        self._cache: OrderedDict[str, _Entry] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        self.hits = 0
+        """Updates and reads served by the cache (the rest refit from the stored evidence)."""
+        self.misses = 0
+
+    def population_prior(self, policy: BoundsPolicy) -> PopulationPrior:
+        """Where a new user starts: the population's fit, refreshed every ``refresh_every``
+        population changes, or the policy default (and the noise grid) without a population."""
+        alpha0 = np.maximum(policy.default.values * float(policy.prior_strength), 1e-2)
+        noise, lapses = self.noise_of(policy)
+        pop = self.population
+        if pop is None or len(pop) == 0:
+            return PopulationPrior(alpha=alpha0, noise=noise, n_users=0)
+        cached = self._pop.get(policy.version)
+        if cached is None or pop.revision - cached[0] >= self.refresh_every:
+            cached = (pop.revision, pop.prior(alpha0, noise, lapses))
+            self._pop[policy.version] = cached
+        return cached[1]
+
+    def settings(
+        self, policy: BoundsPolicy
+    ) -> tuple[float | Literal["learn"], float | Literal["learn"], float | None]:
+        """``(beta, lapse, half_life)`` under ``policy``: what its ``learning:`` section states,
+        else this state's (the ``Palm``'s) values; ``beta`` and ``lapse`` may be ``"learn"``."""
+        spec = policy.spec.learning if policy.spec is not None else None
+        if spec is None:
+            return self.beta, self.lapse, self.half_life
+        beta = spec.beta if spec.beta is not None else self.beta
+        lapse = spec.lapse if spec.lapse is not None else self.lapse
+        days = spec.half_life_days
+        half_life = (
+            self.half_life if days is None else None if days == "never" else float(days) * 86400.0
+        )
+        return beta, lapse, half_life
+
+    def noise_of(self, policy: BoundsPolicy) -> tuple[NoiseGrid, tuple[float, ...] | None]:
+        """The noise grid and the lapse rates a population fit weighs, under ``policy``."""
+        beta, lapse, _ = self.settings(policy)
+        if (beta, lapse) == (self.beta, self.lapse):
+            return self.noise, self.lapses
+        learn_lapse = lapse == "learn"
+        lapse0 = 0.1 if learn_lapse else _number("lapse", lapse)
+        grid = (
+            NoiseGrid.centred(lapses=(lapse0,))
+            if beta == "learn"
+            else NoiseGrid.fixed(_number("beta", beta), lapse0)
+        )
+        return grid, (DEFAULT_LAPSES if learn_lapse else None)
 
     def model(self, policy: BoundsPolicy) -> PreferenceModel:
-        """A fresh particle model under the policy's prior (fixed seed: rebuilds reproduce)."""
+        """A fresh particle model under the current prior (fixed seed: rebuilds reproduce)."""
+        prior = self.population_prior(policy)
+        beta, lapse = prior.noise.mean()
         return PreferenceModel(
-            prior_mean=policy.default.values,
-            prior_strength=policy.prior_strength,
-            beta=self.beta,
-            lapse=self.lapse,
-            half_life=self.half_life,
+            prior_mean=prior.mean,
+            prior_strength=prior.strength,
+            beta=beta,
+            lapse=lapse,
+            noise=prior.noise,
+            half_life=self.settings(policy)[2],
             n_particles=self.n_particles,
             random_state=0,
         )
 
     def prior(self, policy: BoundsPolicy) -> PosteriorSummary:
-        """The policy's prior, summarized exactly (cached per policy version)."""
-        prior = self._priors.get(policy.version)
+        """The current prior, summarized exactly (cached per policy version and population fit)."""
+        pop = self.population_prior(policy)
+        key = (policy.version, -1 if pop.n_users == 0 else self._pop[policy.version][0])
+        prior = self._priors.get(key)
         if prior is None:
-            prior = prior_summary(policy.default.values, float(policy.prior_strength))
-            self._priors[policy.version] = prior
+            if len(self._priors) > 64:
+                self._priors.clear()
+            prior = prior_summary(pop.mean, pop.strength)
+            self._priors[key] = prior
         return prior
+
+    def observe(self, key: str, state: Mapping[str, Any]) -> None:
+        """Count the user's stored aggregates in the population (never an opted-out user)."""
+        if self.population is None:
+            return
+        agg = state.get("population")
+        if state.get("opted_out") or agg is None:
+            self.population.remove(key)
+            return
+        lapse = agg.get("lapse")
+        self.population.observe(
+            key,
+            np.asarray(agg["mean_log"]),
+            np.asarray(agg["noise"]),
+            None if lapse is None else np.asarray(lapse),
+        )
+
+    def forget(self, key: str) -> None:
+        """Drop the user from the population (opt-out, reset, erasure)."""
+        if self.population is not None:
+            self.population.remove(key)
 
     def summary(
         self, record: ProfileRecord | None, now: float, policy: BoundsPolicy
@@ -94,7 +219,7 @@ class LearningState:
         if post is None:
             return prior, opted_out
         summary = PosteriorSummary.from_dict(post)
-        g = forgetting(now - float(record.state.get("evidence_ts", now)), self.half_life)
+        g = forgetting(now - float(record.state.get("evidence_ts", now)), self.settings(policy)[2])
         if g < 1.0:
             summary = faded(summary, g, prior)
         return summary, opted_out
@@ -102,8 +227,69 @@ class LearningState:
     def posterior(
         self, state: Mapping[str, Any], now: float, policy: BoundsPolicy
     ) -> PreferenceModel:
-        """The particle posterior over the user's grouped evidence, faded to ``now``."""
-        return self._fit(self._groups(state, now), now, policy)
+        """The particle posterior over the user's grouped evidence, faded to ``now`` (a refit)."""
+        return self._fit(self._groups(state, now, policy), now, policy)
+
+    def current(
+        self, key: str, record: ProfileRecord | None, now: float, policy: BoundsPolicy
+    ) -> PreferenceModel:
+        """The user's particle posterior faded to ``now``: a copy of the cached one when it is
+        current for ``record``, else a refit from the stored evidence (which is then cached)."""
+        state = record.state if record is not None else {}
+        entry = self._take(key, state, policy, pop=False)
+        if entry is not None:
+            return entry.model.fade_to(now)
+        ts = float(state.get("evidence_ts", now))
+        groups = self._groups(state, ts, policy)
+        model = self._fit(groups, ts, policy)
+        if record is not None and "rev" in state:
+            self._put(_Entry(key, str(state["rev"]), policy.version, model.copy(), groups), False)
+        return model.fade_to(now)
+
+    def forget_cache(self, key: str | None = None) -> None:
+        """Drop the cached posterior of ``key`` (of everyone: None); the next event refits."""
+        with self._cache_lock:
+            if key is None:
+                self._cache.clear()
+            else:
+                self._cache.pop(key, None)
+
+    def _take(
+        self, key: str, state: Mapping[str, Any], policy: BoundsPolicy, *, pop: bool
+    ) -> _Entry | None:
+        """The cache entry if it holds the posterior of ``state`` under ``policy``, else None.
+
+        ``pop``: the caller updates the model in place, so the entry leaves the cache until put
+        back (a retried or failed transaction then refits instead of applying an event twice).
+        Otherwise the entry returned holds a copy of the model.
+        """
+        rev = state.get("rev")
+        with self._cache_lock:
+            hit = self._cache.get(key)
+            if hit is None or rev is None or hit.rev != rev or hit.policy != policy.version:
+                self.misses += 1
+                return None
+            self.hits += 1
+            if pop:
+                del self._cache[key]
+                return hit
+            self._cache.move_to_end(key)
+            return dataclasses.replace(hit, model=hit.model.copy())
+
+    def _put(self, entry: _Entry, replace: bool = True) -> None:
+        if self.cache_size <= 0:
+            return
+        # From now on the model is updated in place: move particles only when ESS collapses.
+        model = entry.model
+        model.ess_threshold, model.move_steps = self.ess_threshold, self.move_steps
+        key = entry.key
+        with self._cache_lock:
+            if not replace and key in self._cache:
+                return
+            self._cache[key] = entry
+            self._cache.move_to_end(key)
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
 
     def rebuild(
         self,
@@ -128,28 +314,106 @@ class LearningState:
         """
         state = dict(profile.state) if profile is not None else {}
         event = events[-1]
+        key = event.user_key
+        if profile is None:  # a new user starts from the prior
+            fresh = self.model(policy)
+            fresh.ess_threshold, fresh.move_steps = self.ess_threshold, self.move_steps
+            cached: _Entry | None = _Entry(key, "", "", fresh.fit([]), {})
+        else:
+            cached = self._take(key, state, policy, pop=True)
+        # The revision names the history folded in: the cache is valid for this exact state.
+        rev = hashlib.sha256(f"{state.get('rev', '')}\x00{event.event_id}".encode()).hexdigest()
+        state["rev"] = rev[:24]
         if event.kind in ("opt_out", "opt_in"):
             state["opted_out"] = event.kind == "opt_out"
+            if cached is not None:
+                self._put(dataclasses.replace(cached, rev=state["rev"], policy=policy.version))
             return state
         if fold:
             digest = event_digest(event.event_id)
             if digest in state.get("folded", []):
+                if cached is not None:
+                    self._put(dataclasses.replace(cached, rev=state["rev"], policy=policy.version))
                 return state  # a retried delivery of an event already folded in
             folded = [*state.get("folded", []), digest]
             state["folded"] = list(dict.fromkeys(folded))[-MAX_FOLDED_IDS:]
-        groups = self._groups(state, now)
+        if cached is not None and cached.groups is not None:
+            # The stored evidence as parsed at the last event: fade it instead of parsing it.
+            g = forgetting(now - float(state.get("evidence_ts", now)), self.settings(policy)[2])
+            groups = {k: (d, s * g) for k, (d, s) in cached.groups.items()}
+        else:
+            groups = self._groups(state, now, policy)
         new = [Observation.from_dict(d) for d in event.payload.get("obs", [])]
-        model = self._fit(self._added(groups, new, 1.0, now), now, policy)
-        if limit is not None:
-            model, new = self._temper(groups, new, model, profile, now, policy, limit)
-        groups = self._added(groups, new, 1.0, now)
-        kept = sorted(groups.values(), key=lambda g: -g[1])[:MAX_EVIDENCE_GROUPS]
-        state["evidence"] = [_with_strength(o, s, now).to_dict() for o, s in kept if s >= 1e-6]
+        if cached is not None:
+            model, new = self._step(cached.model, new, state, profile, now, policy, limit)
+        else:
+            model = self._fit(self._added(groups, new, 1.0, now, policy), now, policy)
+            if limit is not None:
+                model, new = self._temper(groups, new, model, profile, now, policy, limit)
+        groups = self._added(groups, new, 1.0, now, policy)
+        live = sorted((g for g in groups.values() if g[1] >= 1e-6), key=lambda g: -g[1])
+        kept = live[:MAX_EVIDENCE_GROUPS]
+        state["evidence"] = [_stored(d, s, now) for d, s in kept]
         state["evidence_ts"] = now
         state["n_events"] = int(state.get("n_events", 0)) + 1
         summary = model.summary()
         state["posterior"] = dataclasses.replace(summary, n_events=state["n_events"]).to_dict()
+        # What the population fit may read of this user: two small aggregates, no events.
+        state["population"] = {
+            "mean_log": [round(float(x), 6) for x in model.mean_log_weights()],
+            "noise": [round(float(x), 6) for x in model.noise_posterior()],
+        }
+        lapses = self.noise_of(policy)[1]
+        if lapses is not None and self.population is not None:
+            ev = model.lapse_evidence(lapses)
+            state["population"]["lapse"] = [round(float(x), 6) for x in ev]
+        if len(live) <= MAX_EVIDENCE_GROUPS:  # else the stored evidence lost terms: refit next
+            self._put(_Entry(key, state["rev"], policy.version, model, dict(kept_groups(kept))))
         return state
+
+    def _step(
+        self,
+        model: PreferenceModel,
+        new: list[Observation],
+        state: Mapping[str, Any],
+        profile: ProfileRecord | None,
+        now: float,
+        policy: BoundsPolicy,
+        limit: float | None,
+    ) -> tuple[PreferenceModel, list[Observation]]:
+        """The event added to the cached posterior in place (tempered to fit ``limit``)."""
+        model.fade_to(now)
+        if limit is None:
+            return model.partial_fit(new, now=now), new
+        # The move is measured as in _temper: from the faded posterior without this event, and
+        # from the weights being served.
+        bases = [model.predict()]
+        if profile is not None:
+            bases.append(self.summary(profile, now, policy)[0].mean)
+
+        def moved(mean: FloatArray) -> float:
+            return max(float(np.abs(mean - b).sum()) for b in bases)
+
+        factor = 1.0
+        preview = model.preview_mean(new)
+        if moved(preview(1.0)) > limit:
+            lo, hi = 0.0, 1.0  # bisection on the reweighted mean: no refit, no move
+            for _ in range(12):
+                mid = (lo + hi) / 2
+                lo, hi = (mid, hi) if moved(preview(mid)) <= limit else (lo, mid)
+            factor = lo
+        scaled = _scaled(new, factor)
+        if factor == 0:  # held back entirely (the served weights are already limit away)
+            return model, scaled
+        moves = model.n_moves_
+        model.partial_fit(scaled, now=now)
+        # Without a move the mean is the reweighted one just checked; a move shifts it a little.
+        if model.n_moves_ == moves or moved(model.predict()) <= limit:
+            return model, scaled
+        # Moving the particles shifted the mean past the bound (rare): the exact refit path.
+        groups = self._groups(state, now, policy)
+        model = self._fit(self._added(groups, new, 1.0, now, policy), now, policy)
+        return self._temper(groups, new, model, profile, now, policy, limit)
 
     def _temper(
         self,
@@ -181,55 +445,93 @@ class LearningState:
         lo, hi = 0.0, 1.0  # bisection on the event's strength factor
         for _ in range(12):
             mid = (lo + hi) / 2
-            cand = self._fit(self._added(groups, new, mid, now), now, policy)
+            cand = self._fit(self._added(groups, new, mid, now, policy), now, policy)
             if moved(cand) <= limit:
                 lo, best = mid, cand
             else:
                 hi = mid
         return best, [dataclasses.replace(o, strength=o.strength * lo) for o in new]
 
-    def _groups(self, state: Mapping[str, Any], now: float) -> _Groups:
+    def _groups(self, state: Mapping[str, Any], now: float, policy: BoundsPolicy) -> _Groups:
         """The stored evidence groups, faded from the last event to ``now``."""
-        g = forgetting(now - float(state.get("evidence_ts", now)), self.half_life)
+        g = forgetting(now - float(state.get("evidence_ts", now)), self.settings(policy)[2])
         out: _Groups = {}
         for d in state.get("evidence", []):
-            o = Observation.from_dict(d)
-            out[_group_key(o)] = (o, o.strength * g)
+            base = {k: v for k, v in d.items() if k not in ("s", "t")}
+            out[_dict_key(base)] = (base, float(d.get("s", 1.0)) * g)
         return out
 
     def _added(
         self,
-        groups: Mapping[tuple[Any, ...], tuple[Observation, float]],
+        groups: _Groups,
         new: Sequence[Observation],
         factor: float,
         now: float,
+        policy: BoundsPolicy,
     ) -> _Groups:
         """A copy of ``groups`` with ``new`` added at ``factor`` times their strength."""
         out = dict(groups)
+        half_life = self.settings(policy)[2]
         for o in new:
-            key = _group_key(o)
+            base = {k: v for k, v in o.to_dict().items() if k not in ("s", "t")}
+            key = _dict_key(base)
             have = out.get(key)
-            add = factor * o.strength * forgetting(now - o.ts, self.half_life)
-            out[key] = (o, add + (have[1] if have is not None else 0.0))
+            add = factor * o.strength * forgetting(now - o.ts, half_life)
+            out[key] = (base, add + (have[1] if have is not None else 0.0))
         return out
 
-    def _fit(
-        self,
-        groups: Mapping[tuple[Any, ...], tuple[Observation, float]],
-        now: float,
-        policy: BoundsPolicy,
-    ) -> PreferenceModel:
-        obs = [_with_strength(o, s, now) for o, s in groups.values() if s > 0]
+    def _fit(self, groups: _Groups, now: float, policy: BoundsPolicy) -> PreferenceModel:
+        obs = [Observation.from_dict(_stored(d, s, now)) for d, s in groups.values() if s > 0]
         return self.model(policy).fit(obs, now=now)
 
 
-def _group_key(o: Observation) -> tuple[Any, ...]:
-    mask = None if o.mask is None else tuple(int(x) for x in o.mask)
-    return (o.kind, tuple(round(float(x), 6) for x in o.vector), o.y, o.scale, mask, o.precision)
+@dataclasses.dataclass(frozen=True)
+class _Entry:
+    """A cached posterior: valid for the profile whose ``rev`` and policy version it names."""
+
+    key: str
+    rev: str
+    policy: str
+    model: PreferenceModel
+    groups: _Groups | None
+    """The stored evidence as of the event that produced ``rev`` (strengths at that time)."""
 
 
-def _with_strength(o: Observation, strength: float, ts: float) -> Observation:
-    return dataclasses.replace(o, strength=strength, ts=ts)
+def _number(name: str, v: object) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise InvalidParameterError(f"{name} must be a number or 'learn'; got {v!r}")
+    return float(v)
+
+
+def kept_groups(kept: Sequence[tuple[dict[str, Any], float]]) -> _Groups:
+    """Groups keyed as :meth:`LearningState._groups` keys them."""
+    return {_dict_key(d): (d, s) for d, s in kept}
+
+
+def _dict_key(d: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The group of a stored observation (identical likelihood terms share one)."""
+    m = d.get("m")
+    return (
+        d["k"],
+        tuple(d["v"]),
+        d.get("y"),
+        d.get("sc"),
+        None if m is None else tuple(m),
+        d.get("p"),
+    )
+
+
+def _stored(base: Mapping[str, Any], strength: float, ts: float) -> dict[str, Any]:
+    out = {**base, "t": ts}
+    if strength != 1.0:
+        out["s"] = strength
+    return out
+
+
+def _scaled(obs: list[Observation], factor: float) -> list[Observation]:
+    if factor == 1.0:
+        return obs
+    return [dataclasses.replace(o, strength=o.strength * factor) for o in obs]
 
 
 def prior_summary(mean: FloatArray, strength: float, level: float = 0.9) -> PosteriorSummary:

@@ -20,13 +20,7 @@ def test_simulate_writes_csv_and_png(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert code == 0
     with open(out / "simulate.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert {r["method"] for r in rows} == {
-        "default",
-        "arm_thompson",
-        "particle_random",
-        "preference_model",
-        "oracle",
-    }
+    assert {r["method"] for r in rows} == {"default", "bandit", "reference", "palm", "oracle"}
     assert (out / "simulate.png").read_bytes()[:4] == b"\x89PNG"
     text = capsys.readouterr().out
     assert "pipeline: 2 users through Palm" in text and "user-1" in text

@@ -50,3 +50,13 @@ def registry() -> SessionRegistry:
 @pytest.fixture(scope="session")
 def engine(tiny: TinyModel, registry: SessionRegistry) -> OnnxEngine:
     return OnnxEngine(tiny.path, registry=registry)
+
+
+@pytest.fixture(scope="session")
+def tiny_long(
+    tmp_path_factory: pytest.TempPathFactory, tokenizer_file: Path, registry: SessionRegistry
+) -> OnnxEngine:
+    """The tiny model with 1,024 positions (prompts that carry tool instructions)."""
+    out = tmp_path_factory.mktemp("models") / "tiny-long"
+    write_model(out, tokenizer_file, seed=0, max_positions=1024)
+    return OnnxEngine(out, registry=registry)

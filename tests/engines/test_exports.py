@@ -7,8 +7,11 @@ import palm_middleware.engines as engines
 EXPECTED_ALL = [
     "Chunk",
     "Engine",
+    "GenaiEngine",
+    "GenaiModel",
     "Generation",
     "GenerationParams",
+    "Grammar",
     "OnnxEngine",
     "OnnxModel",
     "RuntimeOptions",

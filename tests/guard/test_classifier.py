@@ -72,6 +72,17 @@ def test_save_load_round_trip_and_tampering(tmp_path: Path) -> None:
         load_guard(str(tmp_path / "missing.npz"))
 
 
+@pytest.mark.parametrize("name", ["g.v2.npz", "g.v2", "guard-0.01.npz"])
+def test_names_with_dots_keep_their_name(tmp_path: Path, name: str) -> None:
+    # Before: "g0.01.npz" was written as g0.npz, and a policy naming g0.01.npz found nothing.
+    X, y = _blobs(1)
+    clf = GuardClassifier().fit(X, y)
+    path = clf.save(tmp_path / name)
+    assert path.name == (name if name.endswith(".npz") else name + ".npz")
+    assert path.with_suffix(".json").is_file()
+    np.testing.assert_array_equal(load_guard(str(tmp_path / name)).coef_, clf.coef_)
+
+
 def test_split_is_stratified_and_disjoint() -> None:
     ex = [LabelledText(f"t{i}", "a" if i < 10 else "none") for i in range(30)]
     train, calib = split_calibration(ex, 0.3, random_state=0)

@@ -23,6 +23,14 @@ def _weakened(new: str) -> list[str]:
         ("on: [request, reply]", "on: [request]", "no longer checks the reply"),
         ("    ignore: [glue gun*,", "    ignore: [bomb*, glue gun*,", "ignore phrases added"),
         ("    classifier: guard\n  medical_dosing:", "  medical_dosing:", "classifier changed"),
+        # A decisive keyword demoted to a weak one (or a weak one dropped) decides less often.
+        ("keywords: [make a bomb, ", "keywords: [", "keywords removed: ['make a bomb']"),
+        ("weak_keywords: [bomb*, ", "weak_keywords: [", "weak keywords removed: ['bomb*']"),
+        (
+            "    classifier: guard\n  medical_dosing:",
+            "    classifier: {name: guard, weak_threshold: 0.9}\n  medical_dosing:",
+            "classifier changed",
+        ),
         (
             "    classifier: guard\n  medical_dosing:",
             "    classifier: {name: guard, threshold: 0.99}\n  medical_dosing:",
@@ -44,5 +52,12 @@ def test_adding_keywords_or_reply_checks_is_not_a_weakening() -> None:
         "property.\n    on: [request, reply]",
         1,
     )
+    assert stricter != ASSISTANT
+    assert _weakened(stricter) == []
+
+
+def test_promoting_a_weak_keyword_is_not_a_weakening() -> None:
+    stricter = ASSISTANT.replace("keywords: [make a bomb, ", "keywords: [make a bomb, bomb*, ", 1)
+    stricter = stricter.replace("weak_keywords: [bomb*, ", "weak_keywords: [", 1)
     assert stricter != ASSISTANT
     assert _weakened(stricter) == []

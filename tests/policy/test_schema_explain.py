@@ -72,3 +72,21 @@ def test_explain_reports_policy_errors_located(
         "bad.yaml:4:5: rule 'r': bounds[0]: a rule needs at least one constraint"
         in capsys.readouterr().err
     )
+
+
+def test_explain_shows_the_detected_language_and_its_rule(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = main(
+        [
+            "explain",
+            str(REPO / "policies/assistant.yaml"),
+            "--portfolio",
+            str(REPO / "palm_middleware/data/smollm2/portfolio.yaml"),
+            "--message",
+            "Come posso imparare a suonare la chitarra da solo?",
+        ]
+    )
+    text = capsys.readouterr().out
+    assert code == 3
+    assert "language=it" in text and "BLOCKED by rule 'unguarded-language'" in text

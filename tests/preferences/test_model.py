@@ -95,8 +95,19 @@ def test_forgetting_lets_preferences_drift() -> None:
 
 def test_old_observations_beyond_the_window_are_dropped() -> None:
     m = PreferenceModel(prior_mean=UNIFORM, max_observations=5, random_state=0)
-    m.fit([Observation.compare(np.array([0.5, -0.5, 0, 0]), +1) for _ in range(12)])
+    m.fit([Observation.compare(np.array([0.5, -0.5, 0.01 * k, 0]), +1) for k in range(12)])
     assert m.n_events_ == 12 and m.evidence_ == pytest.approx(5.0)
+    # The oldest (equally strong) terms went first.
+    assert [float(o.vector[2]) for o in m._obs] == pytest.approx([0.07, 0.08, 0.09, 0.10, 0.11])
+
+
+def test_identical_observations_share_one_term() -> None:
+    """Repeats raise one exponent: an update costs the same after ten events or ten thousand."""
+    obs = Observation.compare(np.array([0.5, -0.5, 0, 0]), +1)
+    m = PreferenceModel(prior_mean=UNIFORM, max_observations=5, random_state=0).fit([obs] * 12)
+    assert m.n_events_ == 12 and m.evidence_ == pytest.approx(12.0) and len(m._obs) == 1
+    m.partial_fit([obs] * 3)
+    assert len(m._obs) == 1 and m.evidence_ == pytest.approx(15.0)
 
 
 @settings(max_examples=30)

@@ -2,7 +2,8 @@
 
 - ONNX members: tiny random GPT-2-shaped decoders from ``tests/engines/tiny.py`` (real ONNX
   Runtime generation standing in for a deployment's aligned members; their text is noise);
-- tool-calling members: a small fake chat model (tiny local models cannot call tools).
+- tool-calling members: a small fake chat model (it follows instructions; random tiny models
+  cannot).
 """
 
 from __future__ import annotations

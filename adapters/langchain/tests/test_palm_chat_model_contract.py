@@ -167,14 +167,17 @@ def test_members_checked_at_construction(palm: Palm, tool_members: dict[str, Any
         PalmChatModel(palm=palm, members=tool_members, cache=True)
 
 
-def test_tools_over_members_that_cannot_call_them(llm: PalmChatModel) -> None:
-    with pytest.raises(NotImplementedError) as info:
-        llm.bind_tools([weather])
-    for name in ("balanced", "terse", "playful"):
-        assert f"'{name}' (OnnxChatModel)" in str(info.value)
-    assert "cannot call tools" in str(info.value)
-    with pytest.raises(NotImplementedError, match="'terse' .*no structured output"):
-        llm.with_structured_output(City, method="json_schema")
+def test_tools_bind_over_onnx_members(llm: PalmChatModel) -> None:
+    """ONNX members call tools and hold to schemas through a grammar (issue 15): binding over
+    them succeeds, and each member gets its own binding (test_langchain_structured.py runs it)."""
+    pytest.importorskip("llguidance")
+    bound = llm.bind_tools([weather], tool_choice="any")
+    per_member = bound.kwargs["palm_bound"]  # type: ignore[attr-defined]
+    assert sorted(per_member) == ["balanced", "playful", "terse"]
+    assert all(b["tool_choice"] == "required" for b in per_member.values())
+    structured = llm.with_structured_output(City, method="json_schema")
+    first = structured.first.kwargs["palm_bound"]  # type: ignore[attr-defined]
+    assert all(b["response_format"]["type"] == "json_schema" for b in first.values())
 
 
 def test_bind_tools_options_reach_the_member(palm: Palm, tool_members: dict[str, Any]) -> None:

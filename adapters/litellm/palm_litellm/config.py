@@ -59,7 +59,7 @@ from palm_middleware import (
 )
 from palm_middleware._yaml import issues_from_pydantic, load_yaml_file
 from palm_middleware.engines import RuntimeOptions
-from palm_middleware.engines.members import engine_for_member
+from palm_middleware.engines.members import engine_class, engine_for_member
 from palm_middleware.engines.onnx import OnnxEngine, normalize_few_shot
 from palm_middleware.engines.registry import SessionRegistry
 from palm_middleware.identity import Principal
@@ -399,7 +399,8 @@ class PalmRuntime:
             )
         bases = self._bases()
         if name in bases:
-            return OnnxEngine(Path(bases[name]), registry=self.registry, name=name)
+            folder = Path(bases[name])
+            return engine_class(folder)(folder, registry=self.registry, name=name)
         raise ConfigError(
             f"palm_onnx/{name} is neither a portfolio member nor a base in `bases:`; known: "
             f"{sorted([*self.portfolio.ids, *bases])}"

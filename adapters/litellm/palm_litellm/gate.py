@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +41,8 @@ __all__ = [
     "apply_member",
     "apply_target",
     "find_ticket",
+    "group_deployments",
+    "proxy_router",
     "request_kind",
 ]
 
@@ -80,7 +82,8 @@ _UNSUPPORTED: dict[RequestKind, dict[str, object]] = {
                         "n": 1, "presence_penalty": 0, "frequency_penalty": 0,
                         "logit_bias": None},
     "responses": {"tools": None, "tool_choice": None, "parallel_tool_calls": None,
-                  "reasoning": None, "top_logprobs": None, "text": None},
+                  "reasoning": None, "top_logprobs": None,
+                  "text": {"format": {"type": "text"}}},
     "anthropic_messages": {"tools": None, "tool_choice": None, "thinking": None},
 }  # fmt: skip
 #: OpenAI chat parameters the engine honours (``n`` only as 1), or that are hints it may ignore.
@@ -89,6 +92,10 @@ _CHAT_SUPPORTED = frozenset(
      "stream_options", "user", "max_retries", "extra_headers", "safety_identifier",
      "prompt_cache_key", "prompt_cache_retention", "service_tier"}
 )  # fmt: skip
+#: Parameters the engine honours through a grammar (llguidance, the ``grammar`` extra); LiteLLM
+#: turns Responses' ``text.format`` / ``tools`` into chat's ``response_format`` / ``tools``.
+_CHAT_GRAMMAR = frozenset({"response_format", "tools", "tool_choice", "parallel_tool_calls"})
+_RESPONSES_GRAMMAR = frozenset({"text", "tools", "tool_choice", "parallel_tool_calls"})
 _CHAT_DEFAULTS: dict[str, object] = {
     "n": 1, "presence_penalty": 0, "frequency_penalty": 0, "logprobs": False, "store": False,
 }  # fmt: skip
@@ -101,21 +108,37 @@ def _chat_unsupported() -> dict[str, object]:
     if _chat_unsupported_cache is None:
         import litellm
 
+        from palm_middleware.engines import grammar
+
         known = litellm.get_supported_openai_params(model="gpt-4o", custom_llm_provider="openai")
         names = [*(known or ()), "reasoning_effort", "verbosity", "thinking"]
-        _chat_unsupported_cache = {
-            n: _CHAT_DEFAULTS.get(n) for n in names if n not in _CHAT_SUPPORTED
-        }
+        supported = _CHAT_SUPPORTED | (_CHAT_GRAMMAR if grammar.available() else frozenset())
+        _chat_unsupported_cache = {n: _CHAT_DEFAULTS.get(n) for n in names if n not in supported}
     return _chat_unsupported_cache
 
 
-def check_supported(data: dict[str, Any], kind: RequestKind, provider: str = "palm_onnx") -> None:
+def _grammar_supported() -> bool:
+    """Whether constrained output is served (llguidance found, read once with the chat list)."""
+    return "response_format" not in _chat_unsupported()
+
+
+def check_supported(
+    data: dict[str, Any],
+    kind: RequestKind,
+    provider: str = "palm_onnx",
+    deployments: Sequence[Mapping[str, Any]] = (),
+) -> None:
     """Refuse (or drop) request fields a local member would silently ignore.
 
     LiteLLM's convention for a provider that lacks a parameter: ``UnsupportedParamsError``
-    (400), unless ``drop_params`` is set in the request or in ``litellm_settings``, and then the
-    parameters are removed. LiteLLM cannot tell for a custom provider (it falls back to
-    OpenAI's list), so PALM checks here, on both doors, before the member is reached.
+    (400), unless ``drop_params`` is set, and then the parameters are removed. LiteLLM cannot
+    tell for a custom provider (it falls back to OpenAI's list), so PALM checks here, on both
+    doors, before the member is reached. ``drop_params`` is read where LiteLLM reads it:
+    ``litellm_settings`` (``litellm.drop_params``) always drops; otherwise the request's value,
+    else the serving deployment's ``litellm_params.drop_params`` (the router merges the
+    deployment's params under the request's). ``deployments`` are those of the member's model
+    group: the group drops only if every one of them does, since the router picks one later.
+    Names in ``additional_drop_params`` (request, or every deployment) are always dropped.
 
     Raises:
         litellm.UnsupportedParamsError: ``param`` names the first unsupported field.
@@ -124,6 +147,8 @@ def check_supported(data: dict[str, Any], kind: RequestKind, provider: str = "pa
     from litellm.exceptions import UnsupportedParamsError
 
     table = _chat_unsupported() if kind == "chat" else _UNSUPPORTED.get(kind, {})
+    if kind == "responses" and _grammar_supported():
+        table = {k: v for k, v in table.items() if k not in _RESPONSES_GRAMMAR}
     found = [
         name
         for name, default in table.items()
@@ -131,21 +156,79 @@ def check_supported(data: dict[str, Any], kind: RequestKind, provider: str = "pa
     ]
     if not found:
         return
-    if litellm.drop_params is True or data.get("drop_params") in (True, "true", "True"):
-        for name in found:
-            data.pop(name, None)
+    always = _additional_drops(data, deployments)
+    if litellm.drop_params is True or _drops(data, deployments):
+        always.update(found)
+    for name in [n for n in found if n in always]:
+        data.pop(name, None)
+        found.remove(name)
+    if not found:
         return
     exc = UnsupportedParamsError(
         message=(
             f"{provider} does not support parameters: {found}, for model={data.get('model')}. "
-            "To drop these, set `drop_params: true` in the request or, for the proxy, "
-            "`litellm_settings: {drop_params: true}`."
+            "To drop these, set `drop_params: true` in the request, in the deployment's "
+            "`litellm_params` or, for the proxy, `litellm_settings: {drop_params: true}`."
         ),
         llm_provider=provider,
         model=str(data.get("model")),
     )
     exc.param = found[0]
     raise exc
+
+
+def _drops(data: Mapping[str, Any], deployments: Sequence[Mapping[str, Any]]) -> bool:
+    """``drop_params`` of the request, else of every deployment (LiteLLM's own parsing)."""
+    from litellm.litellm_core_utils.core_helpers import normalize_drop_params
+
+    if data.get("drop_params") is not None:
+        return normalize_drop_params(data["drop_params"]) is True
+    return bool(deployments) and all(
+        normalize_drop_params(_params(d).get("drop_params")) is True for d in deployments
+    )
+
+
+def _additional_drops(
+    data: Mapping[str, Any], deployments: Sequence[Mapping[str, Any]]
+) -> set[str]:
+    """Names LiteLLM drops from every call: the request's, and those all deployments list."""
+
+    def names(value: object) -> set[str]:
+        return {v for v in value if isinstance(v, str)} if isinstance(value, list) else set()
+
+    out = names(data.get("additional_drop_params"))
+    if deployments:
+        out |= set.intersection(
+            *(names(_params(d).get("additional_drop_params")) for d in deployments)
+        )
+    return out
+
+
+def _params(deployment: Mapping[str, Any]) -> Mapping[str, Any]:
+    params = deployment.get("litellm_params")
+    if isinstance(params, Mapping):
+        return params
+    dump = getattr(params, "model_dump", None)  # a LiteLLM_Params object
+    return dump() if callable(dump) else {}
+
+
+def group_deployments(router: Any, group: str) -> list[Mapping[str, Any]]:
+    """The deployments of ``group`` in a LiteLLM ``Router`` (none without a router)."""
+    if router is None:
+        return []
+    try:
+        found = router.get_model_list(model_name=group)
+    except Exception:  # a router that cannot list: no deployment settings, as without one
+        return []
+    return [d for d in found or () if isinstance(d, Mapping)]
+
+
+def proxy_router() -> Any:
+    """The running proxy's ``llm_router`` (None outside the proxy)."""
+    import sys
+
+    server = sys.modules.get("litellm.proxy.proxy_server")
+    return getattr(server, "llm_router", None)
 
 
 def request_kind(call_type: object) -> RequestKind | None:
@@ -198,11 +281,14 @@ async def admit(
     compare: str | None = None,
     door: str = "proxy",
     apply: bool = True,
+    router: Any = None,
 ) -> Ticket | None:
     """Decide and re-target ``data`` in place; None only for an admin's non-member model.
 
     ``apply=False`` changes only ``data["model"]``; the member's prompt and parameters are then
     applied later, by :func:`apply_member` where the call type is known (the SDK door).
+    ``router``: the LiteLLM Router serving the members, whose deployments' ``drop_params``
+    :func:`check_supported` honours.
 
     Raises:
         AccessDenied: the model is not one this caller may name.
@@ -232,9 +318,11 @@ async def admit(
     messages = await asyncio.to_thread(
         request_messages, kind, data, limits=limits.core, allow_non_text=limits.allow_non_text
     )
-    # Parameters no member could honour: refused before any decision is made.
+    # Parameters no member could honour: refused before any decision is made, unless a
+    # member's deployment may drop them (then the chosen member's deployment decides).
     local_only = all(t.local for t in runtime.targets.values())
-    if local_only:
+    early = local_only and not _deployments_drop_any(runtime, router)
+    if early:
         check_supported(data, kind)
     if isinstance(asserted_user, str) or asserted_user is None:
         named = asserted_user or None
@@ -250,8 +338,8 @@ async def admit(
     if direct is not None and decision.action == "clamp":
         member = direct  # no conditional rule chose the member: serve the one named
     target = runtime.targets[member]
-    if target.local and not local_only:
-        check_supported(data, kind)
+    if target.local and not early:
+        check_supported(data, kind, deployments=group_deployments(router, target.group))
     if apply:
         apply_target(data, target, kind)
     else:
@@ -267,6 +355,17 @@ async def admit(
     return Ticket(
         decision.decision_id, user, member, headers, door, applied=apply, stand_ins=stand_ins
     )
+
+
+def _deployments_drop_any(runtime: PalmRuntime, router: Any) -> bool:
+    """True if a deployment of a local member's group sets ``drop_params`` or
+    ``additional_drop_params`` (so what is unsupported depends on the member chosen)."""
+    for group in {t.group for t in runtime.targets.values() if t.local}:
+        for deployment in group_deployments(router, group):
+            params = _params(deployment)
+            if params.get("drop_params") is not None or params.get("additional_drop_params"):
+                return True
+    return False
 
 
 def stand_ins_for(

@@ -29,6 +29,7 @@ from .gate import (
     apply_member,
     apply_target,
     find_ticket,
+    proxy_router,
     request_kind,
 )
 
@@ -107,6 +108,7 @@ class PalmProxyHook(RuntimeUser, CustomLogger):
                 asserted_user=data.get("user"),
                 policy_metadata=self._policy_metadata(data),
                 compare=self._compare(data),
+                router=proxy_router(),
             )
         except PalmError as exc:
             raise proxy_exception(exc) from exc
@@ -217,8 +219,8 @@ class PalmProxyHook(RuntimeUser, CustomLogger):
         if ticket is not None:
             for choice in getattr(response, "choices", None) or ():
                 message = getattr(choice, "message", None)
-                text = getattr(message, "content", None)
-                if message is not None and isinstance(text, str) and text:
+                text = _written(message)
+                if message is not None and text:
                     verdict = await self.runtime.palm.acheck_reply(
                         ticket.user,
                         ticket.decision_id,
@@ -227,6 +229,8 @@ class PalmProxyHook(RuntimeUser, CustomLogger):
                     )
                     if verdict is not None:
                         message.content = verdict.message
+                        if getattr(message, "tool_calls", None):
+                            message.tool_calls = None  # the call is part of what was refused
                         choice.finish_reason = "content_filter"
         usage = getattr(response, "usage", None)
         ticket = find_ticket(data)
@@ -251,8 +255,13 @@ class PalmProxyHook(RuntimeUser, CustomLogger):
             async for chunk in response:
                 found = _usage_dict(getattr(chunk, "usage", None))
                 usage = found or usage
-                if check is not None and check.rail.active and (delta := _delta_text(chunk)):
-                    verdict = await asyncio.to_thread(check.feed, delta)
+                if check is not None and check.rail.active:
+                    delta = _delta_text(chunk)
+                    verdict = await asyncio.to_thread(check.feed, delta) if delta else None
+                    if verdict is None and _finishes(chunk):
+                        # The rest since the last stride (all of a short reply, or a tool
+                        # call, which arrives whole in the last chunk) before the last chunk.
+                        verdict = await asyncio.to_thread(check.finish)
                     if verdict is not None and ticket is not None:
                         await self.runtime.palm.arecord_reply_block(
                             ticket.user, ticket.decision_id, verdict, streamed=True
@@ -352,11 +361,30 @@ class PalmProxyHook(RuntimeUser, CustomLogger):
         )
 
 
+def _written(message: Any) -> str:
+    """What the member wrote in a message or delta: its text, then its tool calls' arguments
+    (reply rules read both: a call's arguments are the member's words too)."""
+    text = getattr(message, "content", None)
+    parts = [text] if isinstance(text, str) and text else []
+    for call in getattr(message, "tool_calls", None) or ():
+        fn = getattr(call, "function", None)
+        if fn is None and isinstance(call, dict):
+            fn = call.get("function")
+        args = fn.get("arguments") if isinstance(fn, dict) else getattr(fn, "arguments", None)
+        if isinstance(args, str) and args:
+            parts.append(args)
+    return "\n".join(parts)
+
+
+def _finishes(chunk: Any) -> bool:
+    choices: Any = getattr(chunk, "choices", None) or ()
+    return bool(choices) and getattr(choices[0], "finish_reason", None) is not None
+
+
 def _delta_text(chunk: Any) -> str:
     choices = getattr(chunk, "choices", None) or ()
     delta = getattr(choices[0], "delta", None) if choices else None
-    text = getattr(delta, "content", None)
-    return text if isinstance(text, str) else ""
+    return _written(delta)
 
 
 def _usage_chunk(chunk: Any) -> Any:
@@ -383,6 +411,8 @@ def _cut(chunk: Any, message: str) -> Any:
     """The stream's last chunk: the rule's message instead of the member's text."""
     choice = chunk.choices[0]
     choice.delta.content = "\n\n" + message
+    if getattr(choice.delta, "tool_calls", None):
+        choice.delta.tool_calls = None
     choice.finish_reason = "content_filter"
     return chunk
 

@@ -19,10 +19,21 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
 from litellm.llms.custom_llm import CustomLLM, CustomLLMError
-from litellm.types.utils import GenericStreamingChunk, ModelResponse, Usage
+from litellm.types.utils import (
+    ChatCompletionMessageToolCall,
+    GenericStreamingChunk,
+    ModelResponse,
+    Usage,
+)
 
 from palm_middleware.engines.base import Chunk, Generation
 from palm_middleware.engines.onnx import OnnxEngine
+from palm_middleware.engines.structured import (
+    ToolCall,
+    ToolFormat,
+    plain_messages,
+    response_grammar,
+)
 from palm_middleware.exceptions import PalmError
 
 from .config import PalmRuntime, RuntimeUser
@@ -46,20 +57,9 @@ _PARAMS = {
 
 
 def to_prompt(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
-    """OpenAI chat messages as engine messages (text parts joined; no content → empty)."""
-    out = []
-    for m in messages:
-        content = m.get("content")
-        if isinstance(content, list):
-            content = " ".join(
-                str(p.get("text", ""))
-                for p in content
-                if isinstance(p, Mapping) and p.get("type") == "text"
-            )
-        out.append(
-            {"role": str(m.get("role", "user")), "content": "" if content is None else str(content)}
-        )
-    return out
+    """OpenAI chat messages as engine messages (text parts joined; no content → empty; tool
+    calls and results as text, :func:`~palm_middleware.engines.structured.plain_messages`)."""
+    return plain_messages(messages)
 
 
 def to_params(optional_params: Mapping[str, Any]) -> dict[str, Any]:
@@ -70,6 +70,27 @@ def to_params(optional_params: Mapping[str, Any]) -> dict[str, Any]:
         if value is not None:
             out[ours] = value
     return out
+
+
+def to_request(
+    messages: Sequence[Mapping[str, Any]], optional_params: Mapping[str, Any]
+) -> tuple[list[dict[str, str]], dict[str, Any], ToolFormat | None]:
+    """Engine prompt and parameters of a request, and its tools (if the model may call one).
+
+    ``tools`` / ``tool_choice`` add the tools' instructions to the prompt and constrain the
+    answer to a call; otherwise ``response_format`` constrains it (JSON object, JSON schema).
+    """
+    prompt = to_prompt(messages)
+    params = to_params(optional_params)
+    tools = ToolFormat.parse(optional_params.get("tools"), optional_params.get("tool_choice"))
+    if tools is not None:
+        prompt = tools.messages(prompt)
+        params["grammar"] = tools.grammar()
+    else:
+        grammar = response_grammar(optional_params.get("response_format"))
+        if grammar is not None:
+            params["grammar"] = grammar
+    return prompt, params, tools
 
 
 class PalmProvider(RuntimeUser, CustomLLM):
@@ -106,10 +127,11 @@ class PalmProvider(RuntimeUser, CustomLLM):
     ) -> ModelResponse:
         engine = self._engine(model)
         try:
-            out = engine.generate(to_prompt(messages), to_params(optional_params))
+            prompt, params, tools = to_request(messages, optional_params)
+            out = engine.generate(prompt, params)
         except PalmError as exc:
             raise _provider_error(exc) from exc
-        return _fill(model_response, out, model)
+        return _fill(model_response, out, model, tools)
 
     async def acompletion(
         self,
@@ -128,10 +150,11 @@ class PalmProvider(RuntimeUser, CustomLLM):
     ) -> ModelResponse:
         engine = self._engine(model)
         try:
-            out = await engine.agenerate(to_prompt(messages), to_params(optional_params))
+            prompt, params, tools = to_request(messages, optional_params)
+            out = await engine.agenerate(prompt, params)
         except PalmError as exc:
             raise _provider_error(exc) from exc
-        return _fill(model_response, out, model)
+        return _fill(model_response, out, model, tools)
 
     def streaming(
         self,
@@ -150,7 +173,11 @@ class PalmProvider(RuntimeUser, CustomLLM):
     ) -> Iterator[GenericStreamingChunk]:
         engine = self._engine(model)
         try:
-            for chunk in engine.stream(to_prompt(messages), to_params(optional_params)):
+            prompt, params, tools = to_request(messages, optional_params)
+            if tools is not None:  # a call is known only once complete: one chunk at the end
+                yield _generic_tools(engine.generate(prompt, params), tools)
+                return
+            for chunk in engine.stream(prompt, params):
                 yield _generic(chunk)
         except PalmError as exc:
             raise _provider_error(exc) from exc
@@ -173,7 +200,11 @@ class PalmProvider(RuntimeUser, CustomLLM):
     ) -> AsyncIterator[GenericStreamingChunk]:
         engine = self._engine(model)
         try:
-            async for chunk in engine.astream(to_prompt(messages), to_params(optional_params)):
+            prompt, params, tools = to_request(messages, optional_params)
+            if tools is not None:  # a call is known only once complete: one chunk at the end
+                yield _generic_tools(await engine.agenerate(prompt, params), tools)
+                return
+            async for chunk in engine.astream(prompt, params):
                 yield _generic(chunk)
         except PalmError as exc:
             raise _provider_error(exc) from exc
@@ -185,9 +216,18 @@ def _provider_error(exc: PalmError) -> CustomLLMError:
     )
 
 
-def _fill(response: ModelResponse, out: Generation, model: str) -> ModelResponse:
-    response.choices[0].message.content = out.text
-    response.choices[0].finish_reason = out.finish_reason
+def _fill(
+    response: ModelResponse, out: Generation, model: str, tools: ToolFormat | None = None
+) -> ModelResponse:
+    call = tools.parse_call(out.text) if tools is not None else None
+    message = response.choices[0].message
+    if call is None:
+        message.content = out.text
+        response.choices[0].finish_reason = out.finish_reason
+    else:
+        message.content = None
+        message.tool_calls = [ChatCompletionMessageToolCall(**call.openai())]
+        response.choices[0].finish_reason = "tool_calls"
     response.model = model
     response.created = int(time.time())
     response.usage = Usage(  # type: ignore[attr-defined]
@@ -196,6 +236,21 @@ def _fill(response: ModelResponse, out: Generation, model: str) -> ModelResponse
         total_tokens=out.usage.total_tokens,
     )
     return response
+
+
+def _generic_tools(out: Generation, tools: ToolFormat) -> GenericStreamingChunk:
+    """A whole answer of a request with tools as one final chunk (text or one tool call)."""
+    call: ToolCall | None = tools.parse_call(out.text)
+    last = _generic(Chunk("" if call else out.text, out.token_ids, out.finish_reason, out.usage))
+    if call is not None:
+        last["tool_use"] = {
+            "id": call.id,
+            "type": "function",
+            "function": {"name": call.name, "arguments": call.arguments},
+            "index": 0,
+        }
+        last["finish_reason"] = "tool_calls"
+    return last
 
 
 def _generic(chunk: Chunk) -> GenericStreamingChunk:

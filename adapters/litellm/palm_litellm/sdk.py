@@ -85,9 +85,11 @@ def current_caller() -> Caller | None:
 class PalmRouting(CustomLogger):
     """A Router pre-routing strategy: the caller's member for a route model, or a refusal."""
 
-    def __init__(self, runtime: PalmRuntime) -> None:
+    def __init__(self, runtime: PalmRuntime, router: Router | None = None) -> None:
         super().__init__()
         self.runtime = runtime
+        self.router = router
+        """The Router whose deployments' ``drop_params`` the gate honours."""
 
     async def async_pre_routing_hook(
         self,
@@ -124,6 +126,7 @@ class PalmRouting(CustomLogger):
             policy_metadata=None,
             door="sdk",
             apply=False,
+            router=self.router,
         )
         for name in extra:
             if name not in body:
@@ -174,7 +177,7 @@ def install(router: Router, runtime: PalmRuntime, hook: PalmProxyHook | None = N
 
     from .hook import PalmProxyHook
 
-    strategy = PalmRouting(runtime)
+    strategy = PalmRouting(runtime, router)
     for model in runtime.route_models:
         # The registry LiteLLM's own auto routers use; keyed by the model name callers send.
         entry = TaggedPreRoutingStrategy(tags=(), strategy=strategy)

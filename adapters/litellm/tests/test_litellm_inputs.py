@@ -97,8 +97,7 @@ HIDDEN: dict[str, dict[str, Any]] = {
     "tool description": {
         "messages": [{"role": "user", "content": "Hi"}],
         "tools": [{"type": "function", "function": {"name": "f", "description": RISKY}}],
-        # Local members cannot call tools: without drop_params the request is a 400 before
-        # any decision; with it, the tools are dropped after the guard has read them.
+        # The guard reads tool descriptions before any member (or drop_params) sees them.
         "drop_params": True,
     },
 }

@@ -199,9 +199,7 @@ def test_global_drop_params_drops(door: tuple[Any, PalmRuntime]) -> None:
 
     async def go() -> Any:
         with sdk.acting_as("alice"):
-            return await router.acompletion(
-                model="auto", messages=HI, max_tokens=4, response_format={"type": "json_object"}
-            )
+            return await router.acompletion(model="auto", messages=HI, max_tokens=4, logprobs=True)
 
     saved = litellm.drop_params
     litellm.drop_params = True
@@ -210,3 +208,24 @@ def test_global_drop_params_drops(door: tuple[Any, PalmRuntime]) -> None:
     finally:
         litellm.drop_params = saved
     assert out.choices[0].message.content
+
+
+def test_deployment_drop_params_drops(door: tuple[Any, PalmRuntime]) -> None:
+    """A deployment's ``litellm_params.drop_params`` drops them for its member (SDK door)."""
+    router, runtime = door
+    model_list = [
+        {**d, "litellm_params": {**d["litellm_params"], "drop_params": name == "balanced"}}
+        for d in router.get_model_list()
+        if (name := d["model_name"]) in ("auto", "balanced", "playful", "base")
+    ]
+    own: Any = Router(model_list=model_list)
+    sdk.install(own, runtime)
+
+    async def go(**kw: Any) -> Any:
+        with sdk.acting_as("alice"):
+            return await own.acompletion(model="auto", messages=HI, max_tokens=4, **kw)
+
+    out = asyncio.run(go(logprobs=True))  # alice is served balanced, whose deployment drops
+    assert out.choices[0].message.content and getattr(out.choices[0], "logprobs", None) is None
+    with pytest.raises(UnsupportedParamsError):
+        asyncio.run(go(logprobs=True, drop_params=False))  # the call's own value wins

@@ -180,3 +180,26 @@ def test_prompted_members_few_shot_pairs_become_chat_messages(tmp_path: Path) ->
         {"role": "user", "content": "hi"},
     ]
     assert to_prompt(data["messages"]) == data["messages"]
+
+
+def test_constraints_are_unsupported_without_llguidance(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the ``grammar`` extra, response_format/tools are refused as LiteLLM refuses."""
+    import sys
+
+    from litellm.exceptions import UnsupportedParamsError
+
+    from palm_litellm import gate
+    from palm_middleware.engines.grammar import available
+
+    data: dict[str, Any] = {"model": "auto", "response_format": {"type": "json_object"}}
+    monkeypatch.setattr(gate, "_chat_unsupported_cache", None)
+    with monkeypatch.context() as m:
+        m.setitem(sys.modules, "llguidance", None)
+        with pytest.raises(UnsupportedParamsError) as info:
+            gate.check_supported(dict(data), "chat")
+    assert info.value.param == "response_format"
+    monkeypatch.setattr(gate, "_chat_unsupported_cache", None)
+    if available():
+        body = dict(data)
+        gate.check_supported(body, "chat")  # with it: honoured, not refused or dropped
+        assert body == data

@@ -177,8 +177,18 @@ def test_concurrent_feedback_is_stored_once_and_equals_a_replay(cluster: Cluster
             assert want is not None and got is not None
             assert got.version == want.version == 20
             assert got.state["n_events"] == want.state["n_events"] == 20
+
+            # The evidence every refit starts from is exactly the replay's. The particle
+            # posteriors differ by Monte Carlo noise only: each replica updates its cached
+            # posterior in place and refits when the other one wrote.
+            def evidence(state: dict[str, Any]) -> dict[Any, float]:
+                return {(tuple(d["v"]), d["y"]): d.get("s", 1.0) for d in state["evidence"]}
+
+            assert evidence(got.state).keys() == evidence(want.state).keys()
+            for k, s in evidence(got.state).items():
+                assert s == pytest.approx(evidence(want.state)[k], rel=1e-6)
             np.testing.assert_allclose(
-                got.state["posterior"]["mean"], want.state["posterior"]["mean"], atol=1e-6
+                got.state["posterior"]["mean"], want.state["posterior"]["mean"], atol=0.03
             )
 
 

@@ -211,7 +211,12 @@ def prepare_base(
     work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
         with capture_output(log_path) as captured:
-            bar = progress_bar(total=3, desc="palm prepare-base", enabled=progress)
+            bar = progress_bar(
+                total=3,
+                desc="palm prepare-base",
+                enabled=progress,
+                steps=("GGUF -> torch", "tokenizer repair", "ONNX export and check"),
+            )
             try:
                 hf = work / "hf"
                 _gguf_to_hf(src, GGUF_FILE, hf)

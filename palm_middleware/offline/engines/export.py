@@ -127,7 +127,12 @@ def export_model(
     # Never reach a model hub, even for a missing file: fail instead.
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
-    bar = progress_bar(total=5, desc="palm export", enabled=progress)
+    bar = progress_bar(
+        total=5,
+        desc="palm export",
+        enabled=progress,
+        steps=("load", "ONNX export", "fusions", "greedy-token check vs torch", "model card"),
+    )
     started = time.perf_counter()
     try:
         with tempfile.TemporaryDirectory(prefix="palm-export-") as tmp:

@@ -1,0 +1,227 @@
+"""Feedback update cost and accuracy: full refit per event vs the cached, in-place update.
+
+    python bench/bench_feedback.py [--users 60] [--events 50] [--seed 0]
+
+Simulated users (hidden w ~ Dirichlet(1), 6 members on a noisy ℓ2 front, 4 traits, β = 10,
+10% label flips) send thumbs or pairwise feedback on random members. Every event goes through
+``LearningState.rebuild`` (the update ``Palm.record_feedback`` runs inside the store's
+transaction, with the default policy's ``max_step`` 0.25) twice, interleaved: once with the
+cache off (the old path: refit the particle posterior from the stored evidence) and once with
+it on (update the cached posterior in place). Both see the same events, so the regret and
+interval coverage after t events differ only by the update method. Times are per event,
+excluding store I/O: CPU time of the thread (``time.thread_time``) and wall time. A last pass
+times ``Palm.record_feedback`` end to end on a ``MemoryStore`` (JSON round trip and audit
+hashing included) and ``compare_candidates``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+import numpy as np
+
+from palm_middleware.offline.simulate import lp_front_members
+from palm_middleware.policy import parse_policy
+from palm_middleware.preferences.events import Observation
+from palm_middleware.preferences.state import LearningState
+from palm_middleware.stores.base import EventRecord, ProfileRecord
+
+POLICY = """
+version: 2
+traits: [a, b, c, d]
+defaults: {weights: {a: 0.25, b: 0.25, c: 0.25, d: 0.25}, prior_strength: 4}
+"""
+STEPS = (5, 20, 50)
+
+
+def _sigmoid(x: float) -> float:
+    return float(0.5 * (1.0 + np.tanh(0.5 * x)))
+
+
+def pct(xs: list[float]) -> str:
+    a = np.asarray(xs) * 1e3
+    return f"{np.percentile(a, 50):.3f} / {np.percentile(a, 99):.3f} / {a.max():.2f}"
+
+
+def simulate(args: argparse.Namespace, feedback: str) -> None:
+    policy = parse_policy(POLICY)
+    rng = np.random.default_rng(args.seed)
+    R = lp_front_members(6, 4, random_state=rng)
+    ref = R.mean(axis=0)
+    users = rng.dirichlet(np.ones(4), size=args.users)
+    arms = {
+        "refit": LearningState(half_life=90 * 86400.0, cache_size=0),
+        "incremental": LearningState(
+            half_life=90 * 86400.0, ess_threshold=args.ess_threshold, move_steps=args.move_steps
+        ),
+    }
+    for ls in arms.values():  # warm up (imports, first allocations), then count from zero
+        warm: ProfileRecord | None = None
+        for k in range(3):
+            obs = Observation.compare(R[k] - R[k + 1], 1, ts=float(k))
+            ev = EventRecord(f"warm:{k}", "warm", feedback, {"obs": [obs.to_dict()]}, float(k))
+            st = ls.rebuild(warm, [ev], now=float(k), policy=policy, limit=0.25)
+            warm = ProfileRecord("warm", st, k + 1, float(k))
+        ls.forget_cache()
+        ls.hits = ls.misses = 0
+    moved: list[bool] = []  # incremental events that resampled and moved particles
+    times = {a: {"cpu": [], "wall": []} for a in arms}
+    regret = {a: np.zeros((args.users, args.events + 1)) for a in arms}
+    cover = {a: np.zeros((args.users, args.events + 1)) for a in arms}
+    for u, w in enumerate(users):
+        vals = R @ w
+        opt = float(vals.max())
+        urng = np.random.default_rng([args.seed, u])
+        records: dict[str, ProfileRecord | None] = {a: None for a in arms}
+        now = 1.7e9
+        for t in range(args.events + 1):
+            for a in arms:
+                rec = records[a]
+                if rec is None:
+                    mean, lo, hi = np.full(4, 0.25), np.zeros(4), np.ones(4)
+                else:
+                    post = rec.state["posterior"]
+                    mean, lo, hi = (np.asarray(post[k]) for k in ("mean", "lower", "upper"))
+                regret[a][u, t] = (opt - vals[int(np.argmax(R @ mean))]) / opt
+                cover[a][u, t] = float(np.mean((w >= lo) & (w <= hi)))
+            if t == args.events:
+                break
+            now += 30.0
+            i = int(urng.integers(6))
+            if feedback == "thumbs":
+                y = 1 if urng.random() < _sigmoid(10 * float(w @ (R[i] - ref))) else -1
+                delta = R[i] - ref
+            else:
+                j = (i + 1 + int(urng.integers(5))) % 6
+                y = 1 if urng.random() < _sigmoid(10 * float(w @ (R[i] - R[j]))) else -1
+                delta = R[i] - R[j]
+            y = -y if urng.random() < 0.1 else y
+            obs = Observation.compare(delta, y, ts=now)
+            event = EventRecord(f"u{u}:{t}", f"u{u}", feedback, {"obs": [obs.to_dict()]}, now)
+            order = list(arms) if t % 2 == 0 else list(arms)[::-1]  # interleaved
+            for a in order:
+                rec = records[a]
+                entry = arms[a]._cache.get(f"u{u}")
+                before = entry.model.n_moves_ if entry is not None else 0
+                c0, w0 = time.thread_time(), time.perf_counter()
+                state = arms[a].rebuild(rec, [event], now=now, policy=policy, limit=0.25)
+                times[a]["cpu"].append(time.thread_time() - c0)
+                times[a]["wall"].append(time.perf_counter() - w0)
+                if a == "incremental":
+                    entry = arms[a]._cache.get(f"u{u}")
+                    moved.append(entry is None or entry.model.n_moves_ > before)
+                records[a] = ProfileRecord(f"u{u}", state, (rec.version if rec else 0) + 1, now)
+    print(
+        f"\n{feedback}: {args.users} users x {args.events} events; incremental: ESS threshold "
+        f"{args.ess_threshold}, {args.move_steps} move steps"
+    )
+    print(
+        "| update | CPU ms p50 / p99 / max | wall ms p50 / p99 / max | cache hits | "
+        + " | ".join(f"regret % t={s}" for s in STEPS)
+        + f" | 90% coverage t={STEPS[-1]} |"
+    )
+    print("|---|---|---|---|" + "---|" * len(STEPS) + "---|")
+    extra = ""
+    for a, ls in arms.items():
+        se = lambda x: x.std(ddof=1) / np.sqrt(len(x))  # noqa: E731
+        cells = " | ".join(
+            f"{100 * regret[a][:, s].mean():.2f} ± {100 * se(regret[a][:, s]):.2f}"
+            for s in STEPS
+            if s <= args.events
+        )
+        moves = "-" if a == "refit" else f"{ls.hits}/{ls.hits + ls.misses}"
+        if a == "incremental":
+            still = [c for c, m in zip(times[a]["cpu"], moved) if not m]
+            extra = f"; {100 * np.mean(moved):.1f}% of events moved particles, the rest CPU ms "
+            extra += f"p50 / p99 / max {pct(still)}"
+        print(
+            f"| {a} | {pct(times[a]['cpu'])} | {pct(times[a]['wall'])} | {moves} | {cells} | "
+            f"{100 * cover[a][:, min(STEPS[-1], args.events)].mean():.1f} |"
+        )
+    print(f"\nincremental{extra}")
+
+
+def pipeline(args: argparse.Namespace) -> None:
+    from palm_middleware import MemoryStore, Palm, Thumb, load_policy, load_portfolio
+    from palm_middleware.data import bundled
+
+    portfolio = load_portfolio(bundled("portfolio.yaml"))
+    t = [1.7e9]
+
+    def clock() -> float:
+        t[0] += 30.0
+        return t[0]
+
+    palms = {}
+    for name in ("refit", "incremental"):
+        palm = Palm(
+            portfolio,
+            load_policy(bundled("policy.yaml")),
+            MemoryStore(),
+            clock=clock,
+            random_state=0,
+            embedder=None,
+        )
+        if name == "refit":
+            palm._profiles.learning.cache_size = 0
+        for _ in range(2):  # warm up: imports (scipy for the prior's intervals), allocations
+            palm.record_feedback("warm", Thumb(up=True, member=portfolio.ids[0]))
+        palm.compare_candidates("warm")
+        palms[name] = palm
+    rng = np.random.default_rng(args.seed)
+    fb: dict[str, list[float]] = {n: [] for n in palms}
+    cc: dict[str, list[float]] = {n: [] for n in palms}
+    for k in range(args.pipeline_events):
+        user = f"user{k % 20}"  # round robin: 20 users, as a server sees them
+        member = portfolio.ids[int(rng.integers(len(portfolio.ids)))]
+        up = bool(rng.random() < 0.5)
+        for name in list(palms) if k % 2 == 0 else list(palms)[::-1]:  # interleaved
+            palm = palms[name]
+            t0 = time.perf_counter()
+            palm.record_feedback(user, Thumb(up=up, member=member))
+            fb[name].append(time.perf_counter() - t0)
+            if k % 10 == 0:
+                t0 = time.perf_counter()
+                palm.compare_candidates(user)
+                cc[name].append(time.perf_counter() - t0)
+    print(
+        f"\nPalm on a MemoryStore (JSON round trip and audit hashing included), bundled portfolio "
+        f"and policy, {args.pipeline_events} thumbs over 20 users round robin, wall ms"
+    )
+    print("| Palm | record_feedback p50 / p99 / max | compare_candidates p50 / p99 / max |")
+    print("|---|---|---|")
+    for name in palms:
+        print(f"| {name} | {pct(fb[name][20:])} | {pct(cc[name][2:])} |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--users", type=int, default=60)
+    ap.add_argument("--events", type=int, default=50)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--feedback", nargs="*", default=["thumbs", "pairwise"])
+    ap.add_argument("--pipeline-events", type=int, default=750)
+    ap.add_argument("--ess-threshold", type=float, default=0.1, help="of the incremental arm")
+    ap.add_argument("--move-steps", type=int, default=2, help="of the incremental arm")
+    args = ap.parse_args()
+    cpu = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in open("/proc/cpuinfo")
+            if ln.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    print(f"machine: {os.cpu_count()} cores, {cpu}; load average {os.getloadavg()[0]:.1f}")
+    t0 = time.perf_counter()
+    for fb in args.feedback:
+        simulate(args, fb)
+    pipeline(args)
+    print(f"\n{time.perf_counter() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

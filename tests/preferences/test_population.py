@@ -1,0 +1,114 @@
+"""The population prior: fitted from users' aggregates, shrunk, one user's influence bounded."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.special import digamma
+
+from palm_middleware import InvalidParameterError, Pairwise, Palm, SQLiteStore
+from palm_middleware.preferences.noise import DEFAULT_BETAS, DEFAULT_LAPSES, NoiseGrid
+from palm_middleware.preferences.population import Population, dirichlet_from_mean_log
+
+from ..test_pipeline import POLICY, PORTFOLIO, Clock
+
+GRID = NoiseGrid(DEFAULT_BETAS, (0.1,))
+ALPHA0 = np.ones(4)
+
+
+def test_dirichlet_fit_recovers_alpha_from_mean_log() -> None:
+    for a in (0.3, 1.0, 5.0):
+        alpha = np.full(4, a)
+        s = digamma(alpha) - digamma(alpha.sum())
+        np.testing.assert_allclose(dirichlet_from_mean_log(s, np.ones(4)), alpha, rtol=1e-4)
+
+
+def test_peaked_users_make_a_peaked_prior_and_few_users_stay_near_the_default() -> None:
+    rng = np.random.default_rng(0)
+    w = rng.dirichlet(np.full(4, 0.3), size=400)
+    pop = Population(n_min=20, max_strength=4.0)
+    for u in range(3):
+        pop.observe(str(u), np.log(np.clip(w[u], 1e-4, 1)), GRID.p)
+    few = pop.prior(ALPHA0, GRID)
+    assert few.n_users == 3 and few.strength > 2.0  # mostly the default Dirichlet(1)
+    for u in range(400):
+        pop.observe(str(u), np.log(np.clip(w[u], 1e-4, 1)), GRID.p)
+    many = pop.prior(ALPHA0, GRID)
+    assert many.n_users == 400 and many.strength < 0.6 * few.strength
+
+
+def test_one_users_influence_is_bounded() -> None:
+    """Adding any one user moves the grid probabilities by <= 1/(N + n_min) (total variation)
+    and the mean-log statistic by <= ln(1/clip)/(N + n_min) per trait."""
+    rng = np.random.default_rng(1)
+    pop = Population(n_min=20, clip=1e-4)
+    n = 30
+    for u in range(n):
+        pop.observe(str(u), np.log(rng.dirichlet(np.ones(4))), rng.dirichlet(np.ones(GRID.size)))
+    s0, p0, _ = pop.statistics(ALPHA0, GRID)
+    extreme_q = np.zeros(GRID.size)
+    extreme_q[-1] = 1.0
+    pop.observe("outlier", np.array([0.0, -1e9, -1e9, 0.0]), extreme_q)
+    s1, p1, n1 = pop.statistics(ALPHA0, GRID)
+    assert n1 == n + 1
+    assert 0.5 * np.abs(p1 - p0).sum() <= 1 / (n + 1 + 20) + 1e-12
+    assert np.abs(s1 - s0).max() <= math.log(1e4) / (n + 1 + 20) + 1e-12
+    pop.remove("outlier")
+    s2, p2, _ = pop.statistics(ALPHA0, GRID)
+    np.testing.assert_allclose(p2, p0)
+    np.testing.assert_allclose(s2, s0)
+
+
+def test_lapse_em_moves_toward_the_users_evidence() -> None:
+    pop = Population(n_min=5)
+    le = np.array([-30.0, -10.0, -3.0, 0.0, -2.0])  # every user's data favour lapse 0.2
+    for u in range(50):
+        pop.observe(str(u), np.log(np.full(4, 0.25)), GRID.p, le)
+    lapses = []
+    for _ in range(5):
+        prior = pop.prior(ALPHA0, GRID, DEFAULT_LAPSES)
+        lapses.append(prior.noise.lapses[0])
+    start = float(np.mean(DEFAULT_LAPSES))  # the uniform start
+    assert lapses[0] > start + 0.03 and lapses[-1] == pytest.approx(0.2, abs=0.03)
+    assert len(prior.lapse_probs) == len(DEFAULT_LAPSES)
+
+
+def test_population_validation() -> None:
+    with pytest.raises(InvalidParameterError, match="n_min"):
+        Population(n_min=0)
+    with pytest.raises(InvalidParameterError, match="clip"):
+        Population(clip=2.0)
+
+
+def test_palm_counts_users_who_give_feedback_but_never_opted_out_ones(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "p.db")
+    palm = Palm(PORTFOLIO, POLICY, store, clock=Clock(), random_state=0, n_particles=256)
+    assert palm.population_prior().n_users == 0  # the policy default
+    for user in ("ann", "ben", "cat"):
+        palm.record_feedback(user, Pairwise(winner="terse", loser="thorough"))
+    pop = palm._profiles.learning.population
+    assert pop is not None and len(pop) == 3
+    palm.set_opt_out("ben")
+    assert len(pop) == 2
+    palm.record_feedback("ben", Pairwise(winner="terse", loser="careful"))
+    assert len(pop) == 2  # still opted out: never counted
+    palm.reset("ann")
+    palm.forget("cat")
+    assert len(pop) == 0
+    state = store.get_profile(palm.user_key("ben")).state  # type: ignore[union-attr]
+    assert set(state["population"]) == {"mean_log", "noise", "lapse"}  # aggregates, no events
+    store.close()
+
+
+def test_palm_fixed_noise_and_bad_values(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "p.db")
+    palm = Palm(PORTFOLIO, POLICY, store, beta=10.0, lapse=0.05, population=False)
+    assert palm.population_prior().noise == NoiseGrid.fixed(10.0, 0.05)
+    with pytest.raises(InvalidParameterError, match="beta"):
+        Palm(PORTFOLIO, POLICY, store, beta="fast")  # type: ignore[arg-type]
+    with pytest.raises(InvalidParameterError, match="explore_cost"):
+        Palm(PORTFOLIO, POLICY, store, explore_cost=2.0)
+    store.close()
