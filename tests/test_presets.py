@@ -189,7 +189,8 @@ def test_privacy_first_keeps_no_events(store: SQLiteStore) -> None:
     assert palm.record_feedback("u1", ev) is True
     once = palm.profile("u1").weights
     assert palm.record_feedback("u1", ev) is False
-    assert palm.profile("u1").weights == once
+    # Unrounded weights: the wall clock's few milliseconds of forgetting show below 1e-6.
+    assert palm.profile("u1").weights == pytest.approx(once, abs=1e-6)
     palm.set_opt_out("u1")
     assert store.events(key) == [] and palm.profile("u1").opted_out
 
@@ -201,7 +202,8 @@ def test_retention_purge_keeps_what_events_taught(store: SQLiteStore) -> None:
     before = palm.profile("u1").weights
     assert palm.purge_expired(clock.t + 400 * 86400) == 10
     assert store.events(palm.user_key("u1")) == []
-    assert palm.profile("u1").weights == before
+    # What the events taught survives the purge (to 1e-6: the summary is re-derived, unrounded).
+    assert palm.profile("u1").weights == pytest.approx(before, abs=1e-6)
     train_playful(palm, "u1", n=1)  # the profile's grouped evidence still holds the old events
     assert palm.profile("u1").weights["humor"] >= before["humor"] - 0.02
 
