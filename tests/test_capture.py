@@ -55,10 +55,12 @@ def test_everything_goes_to_the_log_and_is_summarized(
         "native-code warning",
     ):
         assert line in text
-    assert captured.not_close == 3
+    # Once per handler the logger hierarchy holds: 3 here, more where optimum (the `export`
+    # extra, `make demo`) has attached its own handlers in this process.
+    assert captured.not_close >= 3 and captured.not_close % 3 == 0
     assert captured.warnings >= 3  # deprecation, UserWarning, native "[W ...] warning"
     summary = captured.summary()
-    assert "3 optimum 'values not close enough' notices" in summary
+    assert f"{captured.not_close} optimum 'values not close enough' notices" in summary
     assert str(log) in summary and "\n" not in summary
 
 
