@@ -82,12 +82,14 @@ class ReplyRail:
         """The first reply rule that holds for ``text``, or None.
 
         ``unfinished`` (a sentence still being streamed) is matched against keywords only.
+        Keywords also see the whole text, so a keyword is found whatever the sentence split.
         """
         if not self.rules or not (text or unfinished):
             return None
+        units = _sentences(text) if text else []
         labels = frozenset().union(
-            *(self.topics.classify(s, reply=True) for s in _sentences(text) if text),
-            self.topics.classify(unfinished, reply=True, keywords_only=True),
+            *(self.topics.classify(s, reply=True) for s in units),
+            self.topics.classify(text + unfinished, reply=True, keywords_only=True),
         )
         ctx = dataclasses.replace(self.context, topics=labels)
         for rule, cond in self._tests:
