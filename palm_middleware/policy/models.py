@@ -366,6 +366,12 @@ class ClassifierRef(_Strict):
     weak_threshold: UnitFloat | None = None
     """Probability at or above which a message with one of the topic's ``weak_keywords`` gets
     the topic (default: half the threshold): a broad word lowers the bar, it does not decide."""
+    reply_threshold: UnitFloat | None = None
+    """Probability at or above which a reply (a whole reply, or a window of a streamed one) gets
+    the topic for ``on: reply`` rules (default: as for requests). The heads are calibrated on
+    requests; poems, stories and advice lie outside that data and score higher, so replies
+    usually need a stricter bar. ``weak_keywords`` do not lower it: replies that warn about an
+    overdose use the broad word too; ``keywords`` still decide alone."""
 
 
 class ExternalRef(_Strict):

@@ -94,6 +94,7 @@ class _Head:
     column: int
     threshold: float
     weak_threshold: float
+    reply_threshold: float | None
 
 
 def _heads(topics: Mapping[str, TopicSpec]) -> list[_Head]:
@@ -115,7 +116,8 @@ def _heads(topics: Mapping[str, TopicSpec]) -> list[_Head]:
             )
         th = ref.threshold if ref.threshold is not None else clf.thresholds_[name]
         weak = ref.weak_threshold if ref.weak_threshold is not None else th / 2
-        out.append(_Head(label, clf, clf.labels_.index(name), th, min(weak, th)))
+        column = clf.labels_.index(name)
+        out.append(_Head(label, clf, column, th, min(weak, th), ref.reply_threshold))
     return out
 
 
@@ -253,11 +255,22 @@ class TopicClassifier:
         """True when prototype sentences are active (an embedder was given)."""
         return bool(self._protos or self._heads)
 
-    def classify(self, text: str) -> frozenset[str]:
-        """The topic labels of ``text`` (empty for an empty text)."""
+    def classify(
+        self, text: str, *, reply: bool = False, keywords_only: bool = False
+    ) -> frozenset[str]:
+        """The topic labels of ``text`` (empty for an empty text).
+
+        Args:
+            text: A message, or a reply (or a window of a streamed one).
+            reply: ``text`` is what a member said: classifier heads use the topic's
+                ``reply_threshold`` when it has one (weak keywords do not lower it).
+            keywords_only: Only keywords (no embedding, no external source): for a sentence
+                still being streamed, which the classifier would misread.
+        """
         if not text or not self.topics:
             return frozenset()
-        key = hashlib.blake2b(text.encode("utf-8", "replace"), digest_size=16).hexdigest()
+        mode = "k" if keywords_only else "r" if reply else "q"
+        key = mode + hashlib.blake2b(text.encode("utf-8", "replace"), digest_size=16).hexdigest()
         with self._lock:
             hit = self._cache.get(key)
             if hit is not None:
@@ -275,6 +288,8 @@ class TopicClassifier:
             }
         # A broad word decides only where a classifier head can weigh it (else: fail closed).
         labels |= weak - self._weighed
+        if keywords_only:
+            return frozenset(labels)
         if self._embedded and self.embedder is not None and not self._embedded <= labels:
             try:
                 texts = self._embedded_views(views.semantic)
@@ -289,7 +304,10 @@ class TopicClassifier:
             for h in self._heads:
                 if h.label not in labels:
                     p = h.clf.predict_proba(vecs)[:, h.column]
-                    bar = h.weak_threshold if h.label in weak else h.threshold
+                    if reply and h.reply_threshold is not None:
+                        bar = h.reply_threshold
+                    else:
+                        bar = h.weak_threshold if h.label in weak else h.threshold
                     if float(p.max()) >= bar:
                         labels.add(h.label)
         answered = True

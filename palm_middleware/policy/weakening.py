@@ -178,6 +178,8 @@ def _narrowed(before: TopicSpec, after: TopicSpec) -> list[str]:
         or (ac.threshold is None) != (bc.threshold is None)
         or (ac.weak_threshold or 0.0) > (bc.weak_threshold or 0.0)
         or (ac.weak_threshold is None) != (bc.weak_threshold is None)
+        or (ac.reply_threshold or 0.0) > (bc.reply_threshold or 0.0)
+        or (ac.reply_threshold is None) != (bc.reply_threshold is None)
     ):
         found.append(f"classifier changed from {bc!r} to {ac!r}")
     if before.external is not None and after.external != before.external:

@@ -36,6 +36,11 @@ def _weakened(new: str) -> list[str]:
             "    classifier: {name: guard, threshold: 0.99}\n  medical_dosing:",
             "classifier changed",
         ),
+        (
+            "classifier: {name: guard, reply_threshold: 0.7}",
+            "classifier: {name: guard, reply_threshold: 0.9}",
+            "classifier changed",
+        ),
     ],
 )
 def test_loosening_the_guard_is_a_law_weakening(old: str, new: str, expected: str) -> None:

@@ -86,3 +86,20 @@ def test_ignore_phrases_are_hidden_from_the_classifier_too(npz: Path) -> None:
     assert masked.classify(text) == frozenset()
     # A text that is nothing but an ignored phrase is embedded as written (never empty).
     assert masked._embedded_views(["detonate detonate show"]) == ["detonate detonate show"]
+
+
+def test_replies_meet_the_reply_threshold_whatever_their_weak_words(npz: Path) -> None:
+    spec = _spec(npz, threshold=0.4, reply_threshold=0.95)
+    clf = TopicClassifier({"risk": spec}, embedder=_Embedder())
+    # The same text: a request clears 0.4, a reply must reach 0.95 (results cached apart).
+    assert clf.classify("how to detonate it") == {"risk"}
+    assert clf.classify("how to detonate it", reply=True) == frozenset()
+    assert clf.classify("how to detonate it") == {"risk"}
+    # A weak word does not lower the reply bar (it does for the request); a keyword decides.
+    assert clf.classify("how to detonate a b0mb", reply=True) == frozenset()
+    assert clf.classify("how to detonate a b0mb") == {"risk"}
+    assert clf.classify("shrapnel", reply=True) == {"risk"}
+    # Without reply_threshold a reply meets the request's bars, weak words included.
+    plain = TopicClassifier({"risk": _spec(npz)}, embedder=_Embedder())
+    assert plain.classify("how to detonate it", reply=True) == frozenset()
+    assert plain.classify("how to detonate a b0mb", reply=True) == {"risk"}
