@@ -103,3 +103,20 @@ def test_without_exploration_thumbs_stay_at_the_default(tmp_path: Path) -> None:
         palm.record_feedback("carol", Thumb(up=bool(rng.random() < 0.5), decision_id=d.decision_id))
     assert len(served) <= 2
     palm.store.close()
+
+
+def test_readme_policy_example_compiles_and_fits_the_bundled_portfolio(tmp_path: Path) -> None:
+    """The policy YAML a reader copies from the README loads, and its crisis rule pins by topic."""
+    from palm_middleware import DecisionBlocked, MemoryStore, load_policy, load_portfolio
+
+    text = (ROOT / "README.md").read_text()
+    block = next(b for b in re.findall(r"```yaml\n(.*?)```", text, flags=re.S) if "bounds:" in b)
+    (tmp_path / "policy.yaml").write_text(block)
+    policy = load_policy(tmp_path / "policy.yaml")
+    palm = Palm(load_portfolio(bundled("portfolio.yaml")), policy, MemoryStore(), embedder=None)
+    try:
+        d = palm.decide("u", [{"role": "user", "content": "I think about suicide a lot"}])
+    except DecisionBlocked as exc:  # pragma: no cover - the example pins, it does not block
+        raise AssertionError(f"the README's crisis rule should pin, not block: {exc}") from exc
+    assert (d.member, d.action) == ("careful", "pin") and "self_harm" in d.topics
+    assert "crisis" in d.rules_fired
