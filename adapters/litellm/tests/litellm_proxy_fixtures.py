@@ -155,6 +155,86 @@ def free_port() -> int:
 
 
 @dataclass
+class Stub:
+    """A real second server process: ``tests/openai_stub.py``, an OpenAI-compatible member."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+
+
+def start_stub(env: dict[str, str]) -> Stub:
+    port = free_port()
+    repo = Path(__file__).resolve().parents[3]
+    proc = subprocess.Popen(
+        [sys.executable, str(repo / "tests" / "openai_stub.py"), str(port)],
+        env={**os.environ, **env},
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            httpx.get(url + "/", timeout=0.5)
+            return Stub(url, proc)
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("stub server did not start")
+
+
+def stop_stub(stub: Stub) -> None:
+    stub.process.terminate()
+    stub.process.wait(timeout=10)
+
+
+def build_stub_deployment(
+    root: Path,
+    stub: Stub,
+    policy: str,
+    members: dict[str, dict[str, float]],
+    **palm_settings: object,
+) -> Deployment:
+    """A deployment whose members (``id -> reward``) are all served by one stub process.
+
+    The first member is the default; one user key (``alice``) and a master key.
+    """
+    portfolio = {
+        "version": 1,
+        "name": root.name,
+        "traits": list(dict.fromkeys(t for reward in members.values() for t in reward)),
+        "default_member": next(iter(members)),
+        "members": [
+            {"id": m, "backend": {"kind": "litellm", "model": m}, "reward": reward}
+            for m, reward in members.items()
+        ],
+    }
+    (root / "portfolio.yaml").write_text(yaml.safe_dump(portfolio, sort_keys=False))
+    (root / "policy.yaml").write_text(policy)
+    key = f"sk-palm-alice-{secrets.token_hex(8)}"
+    master = f"sk-palm-master-{secrets.token_hex(12)}"
+    palm = {
+        "portfolio": "portfolio.yaml",
+        "policy": "policy.yaml",
+        "store": "palm.db",
+        "route_models": ["auto"],
+        "auth": {"keys": [{"sha256": _digest(key), "user": "alice"}]},
+        **palm_settings,
+    }
+    (root / "palm.yaml").write_text(yaml.safe_dump(palm, sort_keys=False))
+    upstream = {"model": "openai/echo", "api_base": stub.url + "/v1", "api_key": "stub"}
+    config = {
+        "model_list": [
+            {"model_name": name, "litellm_params": upstream} for name in ("auto", *members)
+        ],
+        "litellm_settings": {"callbacks": ["palm_litellm.hook.instance"]},
+        "general_settings": {
+            "master_key": master,
+            "custom_auth": "palm_litellm.auth.user_api_key_auth",
+        },
+    }
+    (root / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return Deployment(root, master, {"alice": key})
+
+
+@dataclass
 class Proxy:
     url: str
     deployment: Deployment

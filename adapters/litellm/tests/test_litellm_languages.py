@@ -5,16 +5,21 @@ never the text. The member is a real second server process (an OpenAI-compatible
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import yaml
-from litellm_proxy_fixtures import Deployment, Proxy, _digest, start_proxy, stop_proxy
-from test_litellm_reply_rails import Stub, start_stub
+from litellm_proxy_fixtures import (
+    Proxy,
+    Stub,
+    build_stub_deployment,
+    start_proxy,
+    start_stub,
+    stop_proxy,
+    stop_stub,
+)
 
 ITALIAN = "Come posso imparare a suonare la chitarra da solo, senza un insegnante?"
 FRENCH = "Comment puis-je apprendre à jouer de la guitare tout seul, sans professeur ?"
@@ -35,57 +40,14 @@ REFUSE = POLICY + "unguarded_language: refuse\nunguarded_message: English or Fre
 def stub() -> Iterator[Stub]:
     s = start_stub({"STUB_REPLY": "Here is an answer."})
     yield s
-    s.process.terminate()
-    s.process.wait(timeout=10)
+    stop_stub(s)
 
 
 @pytest.fixture(scope="module")
 def lang_proxy(stub: Stub, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
+    members = {"echo": {"safety": 0.8, "brevity": 0.5}, "terse": {"safety": 0.5, "brevity": 0.9}}
     root = tmp_path_factory.mktemp("languages")
-    portfolio = {
-        "version": 1,
-        "name": "languages",
-        "traits": ["safety", "brevity"],
-        "default_member": "echo",
-        "members": [
-            {
-                "id": "echo",
-                "backend": {"kind": "litellm", "model": "echo"},
-                "reward": {"safety": 0.8, "brevity": 0.5},
-            },
-            {
-                "id": "terse",
-                "backend": {"kind": "litellm", "model": "terse"},
-                "reward": {"safety": 0.5, "brevity": 0.9},
-            },
-        ],
-    }
-    (root / "portfolio.yaml").write_text(yaml.safe_dump(portfolio, sort_keys=False))
-    (root / "policy.yaml").write_text(SOFT)
-    key = f"sk-palm-alice-{secrets.token_hex(8)}"
-    master = f"sk-palm-master-{secrets.token_hex(12)}"
-    palm = {
-        "portfolio": "portfolio.yaml",
-        "policy": "policy.yaml",
-        "store": "palm.db",
-        "route_models": ["auto"],
-        "reload_interval": 0.2,
-        "auth": {"keys": [{"sha256": _digest(key), "user": "alice"}]},
-    }
-    (root / "palm.yaml").write_text(yaml.safe_dump(palm, sort_keys=False))
-    upstream = {"model": "openai/echo", "api_base": stub.url + "/v1", "api_key": "stub"}
-    config = {
-        "model_list": [
-            {"model_name": name, "litellm_params": upstream} for name in ("auto", "echo", "terse")
-        ],
-        "litellm_settings": {"callbacks": ["palm_litellm.hook.instance"]},
-        "general_settings": {
-            "master_key": master,
-            "custom_auth": "palm_litellm.auth.user_api_key_auth",
-        },
-    }
-    (root / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    proxy = start_proxy(Deployment(root, master, {"alice": key}))
+    proxy = start_proxy(build_stub_deployment(root, stub, SOFT, members, reload_interval=0.2))
     yield proxy
     stop_proxy(proxy)
 

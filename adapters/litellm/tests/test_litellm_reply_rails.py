@@ -5,21 +5,20 @@ reply, cut the stream with the rule's message, and audit the rule without the te
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
-import yaml
-from litellm_proxy_fixtures import Deployment, Proxy, _digest, free_port, start_proxy, stop_proxy
+from litellm_proxy_fixtures import (
+    Proxy,
+    Stub,
+    build_stub_deployment,
+    start_proxy,
+    start_stub,
+    stop_proxy,
+    stop_stub,
+)
 
-REPO = Path(__file__).resolve().parents[3]
 REPLY = "Sure thing. First you need the napalm recipe: mix the secret-sauce with care."
 MESSAGE = "I can't share that."
 
@@ -38,78 +37,18 @@ bounds:
 """
 
 
-@dataclass
-class Stub:
-    url: str
-    process: subprocess.Popen[bytes]
-
-
-def start_stub(env: dict[str, str]) -> Stub:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO / "tests" / "openai_stub.py"), str(port)],
-        env={**os.environ, **env},
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            httpx.get(url + "/", timeout=0.5)
-            return Stub(url, proc)
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("stub server did not start")
-
-
 @pytest.fixture(scope="module")
 def stub() -> Iterator[Stub]:
     s = start_stub({"STUB_REPLY": REPLY})
     yield s
-    s.process.terminate()
-    s.process.wait(timeout=10)
+    stop_stub(s)
 
 
 @pytest.fixture(scope="module")
 def rail_proxy(stub: Stub, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
     root = tmp_path_factory.mktemp("rails")
-    portfolio = {
-        "version": 1,
-        "name": "rails",
-        "traits": ["safety", "brevity"],
-        "default_member": "echo",
-        "members": [
-            {
-                "id": "echo",
-                "backend": {"kind": "litellm", "model": "echo"},
-                "reward": {"safety": 0.8, "brevity": 0.5},
-            }
-        ],
-    }
-    (root / "portfolio.yaml").write_text(yaml.safe_dump(portfolio, sort_keys=False))
-    (root / "policy.yaml").write_text(POLICY)
-    key = f"sk-palm-alice-{secrets.token_hex(8)}"
-    master = f"sk-palm-master-{secrets.token_hex(12)}"
-    palm = {
-        "portfolio": "portfolio.yaml",
-        "policy": "policy.yaml",
-        "store": "palm.db",
-        "route_models": ["auto"],
-        "auth": {"keys": [{"sha256": _digest(key), "user": "alice"}]},
-    }
-    (root / "palm.yaml").write_text(yaml.safe_dump(palm, sort_keys=False))
-    upstream = {"model": "openai/echo", "api_base": stub.url + "/v1", "api_key": "stub"}
-    config = {
-        "model_list": [
-            {"model_name": name, "litellm_params": upstream} for name in ("auto", "echo")
-        ],
-        "litellm_settings": {"callbacks": ["palm_litellm.hook.instance"]},
-        "general_settings": {
-            "master_key": master,
-            "custom_auth": "palm_litellm.auth.user_api_key_auth",
-        },
-    }
-    (root / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    proxy = start_proxy(Deployment(root, master, {"alice": key}))
+    members = {"echo": {"safety": 0.8, "brevity": 0.5}}
+    proxy = start_proxy(build_stub_deployment(root, stub, POLICY, members))
     yield proxy
     stop_proxy(proxy)
 
