@@ -103,6 +103,7 @@ class Profiles:
             if fold:
                 # weights_only: the event now lives only inside the profile's grouped evidence.
                 self.store.purge_events(before=math.inf, user_key=key)
+        self.learning.refresh_population(policy)  # outside the transaction, when stale
         return added
 
     def set_opt_out(self, key: str, opted_out: bool, now: float, policy: BoundsPolicy) -> None:
@@ -121,6 +122,7 @@ class Profiles:
             self.learning.observe(key, stored.state)
         if privacy_of(policy).store == "weights_only":
             self.store.purge_events(before=math.inf, user_key=key)
+        self.learning.refresh_population(policy)
 
     def view(
         self, key: str, now: float, policy: BoundsPolicy, portfolio: Portfolio, *, recent: int

@@ -261,6 +261,7 @@ class PreferenceModel:
         self._exps = np.zeros(0)
         self._ll = np.zeros((self.n_particles, 0))
         self._t_ref: float | None = None
+        self.__dict__["_lapse_ev"] = None
         self.n_events_ = 0
         self.n_traits_ = d
         obs = list(observations)
@@ -311,6 +312,7 @@ class PreferenceModel:
             # Drop the weakest (with forgetting: the oldest) terms: tempering them down to zero.
             drop = np.argsort(self._exps, kind="stable")[: len(self._obs) - self.max_observations]
             self._logw -= self._ll[:, drop] @ self._exps[drop]
+            self._lapse_raise(drop, -self._exps[drop])
             keep = np.setdiff1d(np.arange(len(self._obs)), drop)
             self._obs = [self._obs[i] for i in keep]
             self._cols = {o.key: i for i, o in enumerate(self._obs)}
@@ -373,6 +375,9 @@ class PreferenceModel:
             g = forgetting(t - self._t_ref, self.half_life)
             self._logw += (g - 1.0) * (self._ll @ self._exps)
             self._exps = self._exps * g
+            lev = self.__dict__.get("_lapse_ev")
+            if lev is not None:
+                self.__dict__["_lapse_ev"] = (lev[0], lev[1] * g)
             self._maybe_rejuvenate()
         self._t_ref = max(self._t_ref, t)
         return self._t_ref
@@ -398,11 +403,13 @@ class PreferenceModel:
                 phi = max(lo, 1e-4 * remaining)
             self._logw += phi * inc
             self._exps[idx] += phi * factors
+            self._lapse_raise(idx, phi * factors)
             remaining -= phi
             self._maybe_rejuvenate()
         if remaining > 1e-12:  # pragma: no cover - only for pathological likelihoods
             self._logw += remaining * (self._ll[:, idx] @ factors)
             self._exps[idx] += remaining * factors
+            self._lapse_raise(idx, remaining * factors)
 
     def _maybe_rejuvenate(self) -> None:
         w = self.weights_  # cached: summaries and the next check reuse it
@@ -417,6 +424,7 @@ class PreferenceModel:
         self._logw = np.zeros(self.n_particles)
         self._move(n_steps=int(self.move_steps))
         self.__dict__["_n_moves"] = self.n_moves_ + 1
+        self.__dict__["_lapse_ev"] = None  # particles moved: recomputed when next asked
 
     def _log_target(self, p: FloatArray, ll: FloatArray) -> FloatArray:
         lp = np.log(p)
@@ -561,12 +569,42 @@ class PreferenceModel:
         out = np.zeros(len(lapses))
         if not self._obs:
             return out
+        diffs = self._lapse_diffs(tuple(float(x) for x in lapses))
         logw = np.log(np.maximum(self.weights_, _TINY))
-        for k, lapse in enumerate(lapses):
-            diff = (self._loglik(self.particles_, self._obs, lapse=lapse) - self._ll) @ self._exps
-            x = logw + diff
+        for k in range(len(lapses)):
+            x = logw + diffs[k]
             out[k] = float(x.max() + np.log(np.exp(x - x.max()).sum()))
         return out
+
+    def _lapse_diffs(self, lapses: tuple[float, ...]) -> FloatArray:
+        """Per particle and lapse: Σ_j exps_j · (loglik_j at the lapse − loglik_j), shape
+        (len(lapses), n_particles).
+
+        Kept between calls and raised with each observation's exponent (:meth:`_lapse_raise`),
+        so an event costs the likelihood of its own columns only; recomputed from every
+        observation after particles move (rare once the posterior settles) or a refit.
+        """
+        lev = self.__dict__.get("_lapse_ev")
+        if lev is not None and lev[0] == lapses:
+            out: FloatArray = lev[1]
+            return out
+        p, ll, exps = self.particles_, self._ll, self._exps
+        out = np.stack([(self._loglik(p, self._obs, lapse=x) - ll) @ exps for x in lapses])
+        self.__dict__["_lapse_ev"] = (lapses, out)
+        return out
+
+    def _lapse_raise(self, idx: npt.NDArray[np.intp], by: FloatArray) -> None:
+        """Keep the lapse sums of :meth:`_lapse_diffs` current: exponents of ``idx`` rose by
+        ``by``."""
+        lev = self.__dict__.get("_lapse_ev")
+        if lev is None or len(idx) == 0:
+            return
+        obs = [self._obs[i] for i in idx]
+        if all(o.kind != "compare" for o in obs):
+            return  # an anchor's likelihood does not depend on the lapse
+        ll = self._ll[:, idx]
+        inc = np.stack([(self._loglik(self.particles_, obs, lapse=x) - ll) @ by for x in lev[0]])
+        self.__dict__["_lapse_ev"] = (lev[0], lev[1] + inc)
 
     def relapse(self, lapse: float) -> PreferenceModel:
         """Set every particle's lapse rate to ``lapse`` in place (reweighting by the new
@@ -583,6 +621,7 @@ class PreferenceModel:
             self._logw += (new - self._ll) @ self._exps
             self._ll = new
         self._gl = np.full_like(self._gl, float(lapse))
+        self.__dict__["_lapse_ev"] = None
         self._maybe_rejuvenate()
         return self
 

@@ -195,11 +195,12 @@ def _digamma(x: FloatArray) -> FloatArray:
 
 def _inv_digamma(y: FloatArray) -> FloatArray:
     """Inverse of the digamma function (Newton from Minka's starting point)."""
-    from scipy.special import polygamma
+    from scipy.special import digamma, zeta
 
     x = np.where(y >= -2.22, np.exp(y) + 0.5, -1.0 / (y + 0.5772156649))
     for _ in range(8):
-        x = x - (_digamma(x) - y) / polygamma(1, x)
+        # zeta(2, x) is the trigamma function (polygamma(1, x) without its wrapper's cost)
+        x = x - (digamma(x) - y) / zeta(2, x)
         x = np.maximum(x, 1e-6)
     out: FloatArray = x
     return out

@@ -111,23 +111,35 @@ class LearningState:
         self.move_steps = move_steps
         self._cache: OrderedDict[str, _Entry] = OrderedDict()
         self._cache_lock = threading.Lock()
+        self._updating = threading.local()  # set while rebuild runs (in a transaction)
         self.hits = 0
         """Updates and reads served by the cache (the rest refit from the stored evidence)."""
         self.misses = 0
 
     def population_prior(self, policy: BoundsPolicy) -> PopulationPrior:
         """Where a new user starts: the population's fit, refreshed every ``refresh_every``
-        population changes, or the policy default (and the noise grid) without a population."""
+        population changes, or the policy default (and the noise grid) without a population.
+
+        Inside an update (:meth:`rebuild`, which runs in the store's transaction) a stale fit is
+        served as is: the refit (~10-20 ms) happens outside, in :meth:`refresh_population`
+        right after the update, or at the next read. Only the first fit under a policy
+        version is made wherever it is first needed.
+        """
         alpha0 = np.maximum(policy.default.values * float(policy.prior_strength), 1e-2)
         noise, lapses = self.noise_of(policy)
         pop = self.population
         if pop is None or len(pop) == 0:
             return PopulationPrior(alpha=alpha0, noise=noise, n_users=0)
         cached = self._pop.get(policy.version)
-        if cached is None or pop.revision - cached[0] >= self.refresh_every:
+        stale = cached is not None and pop.revision - cached[0] >= self.refresh_every
+        if cached is None or (stale and not getattr(self._updating, "on", False)):
             cached = (pop.revision, pop.prior(alpha0, noise, lapses))
             self._pop[policy.version] = cached
         return cached[1]
+
+    def refresh_population(self, policy: BoundsPolicy) -> None:
+        """Refit the population prior if it is stale (call outside the store's transaction)."""
+        self.population_prior(policy)
 
     def settings(
         self, policy: BoundsPolicy
@@ -311,7 +323,24 @@ class LearningState:
         further than this (L1), its strength is tempered by bisection until the move fits; the
         tempered strength is what enters the evidence. ``fold`` (privacy ``weights_only``): the
         event row is deleted after this update, so retries are recognized by a hashed event id.
+        The population prior is not refit in here (see :meth:`population_prior`).
         """
+        self._updating.on = True
+        try:
+            return self._rebuild(profile, events, now=now, policy=policy, limit=limit, fold=fold)
+        finally:
+            self._updating.on = False
+
+    def _rebuild(
+        self,
+        profile: ProfileRecord | None,
+        events: list[EventRecord],
+        *,
+        now: float,
+        policy: BoundsPolicy,
+        limit: float | None,
+        fold: bool,
+    ) -> dict[str, Any]:
         state = dict(profile.state) if profile is not None else {}
         event = events[-1]
         key = event.user_key

@@ -80,6 +80,28 @@ def test_lapse_evidence_prefers_the_true_flip_rate() -> None:
     assert ev[2] > ev[1] > ev[0]
 
 
+def test_lapse_evidence_kept_per_event_equals_a_recompute() -> None:
+    """The lapse sums kept across in-place updates (with forgetting, repeats, moves and
+    dropped terms) equal a recompute from every stored observation."""
+    w = np.array([0.1, 0.2, 0.3, 0.4])
+    obs = observations(w, 10.0, 0.2, 80, seed=5)
+    lapses = (0.01, 0.1, 0.3)
+    m = model(
+        NoiseGrid(DEFAULT_BETAS, (0.1,)),
+        half_life=50.0,
+        max_observations=8,
+        ess_threshold=0.5,
+        random_state=0,
+    ).fit(obs[:5], now=5.0)
+    m.lapse_evidence(lapses)  # from here on kept per event
+    for t, o in enumerate(obs[5:] + obs[:10], start=6):
+        m.partial_fit([o], now=float(t))
+        kept = m.lapse_evidence(lapses)
+        m.__dict__["_lapse_ev"] = None
+        assert np.allclose(kept, m.lapse_evidence(lapses), atol=1e-8)
+    assert m.n_moves_ > 0 and len(m._obs) == 8
+
+
 def test_relapse_and_reprior_equal_a_refit() -> None:
     w = np.array([0.1, 0.2, 0.3, 0.4])
     obs = observations(w, 10.0, 0.1, 30, seed=4)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -100,6 +101,32 @@ def test_palm_counts_users_who_give_feedback_but_never_opted_out_ones(tmp_path: 
     assert len(pop) == 0
     state = store.get_profile(palm.user_key("ben")).state  # type: ignore[union-attr]
     assert set(state["population"]) == {"mean_log", "noise", "lapse"}  # aggregates, no events
+    store.close()
+
+
+def test_population_prior_is_refit_after_the_update_never_inside_its_transaction(
+    tmp_path: Path,
+) -> None:
+    """A refit costs milliseconds: it must not hold the store's write lock (SQLite here)."""
+    store = SQLiteStore(tmp_path / "p.db")
+    palm = Palm(PORTFOLIO, POLICY, store, clock=Clock(), random_state=0, n_particles=256)
+    learning = palm._profiles.learning
+    learning.refresh_every = 2
+    pop = learning.population
+    assert pop is not None
+    fit = pop.prior
+    in_transaction: list[bool] = []
+
+    def spy(*args: Any, **kw: Any) -> Any:
+        in_transaction.append(store._pool.get().in_transaction)
+        return fit(*args, **kw)
+
+    pop.prior = spy  # type: ignore[method-assign]
+    for i in range(8):
+        palm.record_feedback(f"u{i}", Pairwise(winner="terse", loser="thorough"))
+        revision, _ = learning._pop[palm.policy.version]
+        assert pop.revision - revision < learning.refresh_every  # fresh for the next update
+    assert len(in_transaction) >= 4 and not any(in_transaction)
     store.close()
 
 
