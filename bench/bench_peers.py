@@ -8,6 +8,8 @@ tokenizers play no part), greedy, EOS ignored so each run makes exactly N tokens
 - ``ours-fp32|int8|int4``: :class:`OnnxEngine` on the ``palm prepare-base`` folder and on
   ``palm quantize --bits 8|4`` of it (``RuntimeOptions(intra_op_threads=T)``);
 - ``genai-<prec>``: onnxruntime-genai's ``Generator`` on a model-builder folder (``--genai``);
+- ``served-<prec>``: :class:`GenaiEngine` on such a folder (``--served``): GenAI's loop with
+  PALM's sampler and stream layer, what ``palm`` serves;
 - ``llama-<quant>``: llama.cpp through llama-cpp-python on a GGUF (``--gguf``), ``n_threads=T``.
 
 Engines may need different Pythons (the genai model builder needs transformers 5; llama-cpp-python
@@ -16,7 +18,9 @@ per kind (eager, ours, genai, llama); the default is this interpreter.
 
 Reported per engine and thread count: decode tok/s = (N - 1) / (t(N) - t(1)) (prefill
 excluded; median over rounds of the median of ``--reps`` runs), its ratio to ours fp32 at the
-same thread count, resident memory (VmRSS after the runs, MB), and agreement with eager fp32:
+same thread count and to llama.cpp Q8_0's, resident memory (VmRSS after the runs, MB; in
+brackets the model's share: VmRSS after the runs minus VmRSS before the engine was created, i.e.
+weights, runtime libraries, arena, KV cache), and agreement with eager fp32:
 ``forced`` = positions of eager's 64 greedy tokens where the engine's top token is eager's
 token when both see eager's prefix (teacher-forced, a divergence does not cascade), ``free`` =
 positions equal in the two free-running greedy sequences.
@@ -56,9 +60,10 @@ MESSAGES = [
 QUANT_BITS = {"int8": 8, "int4": 4}
 
 
-def _rss_mb() -> float:
+def _rss_mb(field: str = "VmRSS") -> float:
+    """``field`` of /proc/self/status in MB (VmRSS = RssAnon + RssFile + RssShmem)."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -108,6 +113,29 @@ def _ours(folder: Path, threads: int, spin: bool | None, device: str) -> tuple[A
     def forced(prompt: list[int], ref: list[int]) -> list[int]:
         logits = _logits(engine.model, prompt + ref[:-1])[len(prompt) - 1 :]
         return [int(t) for t in logits.argmax(axis=1)]
+
+    return make, forced
+
+
+def _served(folder: Path, threads: int, spin: bool | None) -> tuple[Any, Any]:
+    """:class:`GenaiEngine` (GenAI's loop, PALM's sampler and stream layer): what PALM serves."""
+    from palm_middleware.engines import RuntimeOptions
+    from palm_middleware.engines.genai import GenaiEngine
+
+    kw: dict[str, Any] = {"intra_op_threads": threads}
+    if spin is not None:
+        kw["allow_spinning"] = spin
+    engine = GenaiEngine(folder, options=RuntimeOptions(**kw)).load()
+
+    def make(prompt: list[int]) -> Callable[[int], Callable[[], list[int]]]:
+        def at(k: int) -> Callable[[], list[int]]:
+            params = engine.defaults.merged({"max_tokens": k, "temperature": 0.0})
+            return lambda: list(engine._tokens(engine.model, prompt, params, None))
+
+        return at
+
+    def forced(prompt: list[int], ref: list[int]) -> list[int]:
+        return [int(t) for t in engine.model.step_logits(prompt, ref).argmax(axis=1)]
 
     return make, forced
 
@@ -238,9 +266,12 @@ def worker(key: str, threads: int, n: int, reps: int, extra: dict[str, Any]) -> 
     kind, _, variant = key.partition("-")
     path = Path(extra["path"])
     load = os.getloadavg()[0]
+    rss0 = _rss_mb()
     t = time.perf_counter()
     if kind == "ours":
         make, forced = _ours(path, threads, extra.get("spin"), extra.get("device", "cpu"))
+    elif kind == "served":
+        make, forced = _served(path, threads, extra.get("spin"))
     elif kind == "eager":
         make, forced = _eager(path, threads)
     elif kind == "genai":
@@ -256,7 +287,13 @@ def worker(key: str, threads: int, n: int, reps: int, extra: dict[str, Any]) -> 
     if ref:
         out["forced"] = sum(a == b for a, b in zip(forced(prompt, ref), ref, strict=True))
         out["free"] = sum(a == b for a, b in zip(out["tokens"], ref))
-    out.update(rss_mb=_rss_mb(), load_s=load_s, variant=variant)
+    out.update(
+        rss_mb=_rss_mb(),
+        rss0_mb=rss0,
+        rss_file_mb=_rss_mb("RssFile"),
+        load_s=load_s,
+        variant=variant,
+    )
     return out
 
 
@@ -310,6 +347,8 @@ def plan(args: argparse.Namespace) -> dict[str, tuple[str, Path]]:
         engines[f"ours-{prec}"] = ("ours", folder)
     for prec, path in _pairs(args.genai, "--genai").items():
         engines[f"genai-{prec}"] = ("genai", Path(path))
+    for prec, path in _pairs(args.served, "--served").items():
+        engines[f"served-{prec}"] = ("served", Path(path))
     for quant, path in _pairs(args.gguf, "--gguf").items():
         engines[f"llama-{quant}"] = ("llama", Path(path))
     if args.engines:
@@ -319,18 +358,24 @@ def plan(args: argparse.Namespace) -> dict[str, tuple[str, Path]]:
 
 LABELS = {"eager": "transformers eager", "ours": "**ours**", "genai": "onnxruntime-genai"}
 LABELS["llama"] = "llama.cpp (llama-cpp-python)"
+LABELS["served"] = "**GenaiEngine** (PALM on GenAI)"
 
 
 def table(runs: dict[tuple[str, int], list[dict[str, Any]]], threads: list[int], n: int) -> str:
     lines = [
-        f"| engine | precision | threads | decode tok/s median (min–max) | × ours fp32 | RSS MB "
+        f"| engine | precision | threads | decode tok/s median (min–max) | × ours fp32 "
+        f"| × llama.cpp Q8_0 | RSS MB (model: after − before load) "
         f"| greedy agreement /{n} (forced / free) |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
     keys = list(dict.fromkeys(k for k, _ in runs))
+
+    def median_tps(key: str, t: int) -> float:
+        rs = runs.get((key, t))
+        return statistics.median(r["tps"] for r in rs) if rs else float("nan")
+
     for t in threads:
-        anchor = runs.get(("ours-fp32", t))
-        base = statistics.median(r["tps"] for r in anchor) if anchor else float("nan")
+        base, q8 = median_tps("ours-fp32", t), median_tps("llama-Q8_0", t)
         for key in keys:
             rs = runs.get((key, t))
             if not rs:
@@ -345,8 +390,10 @@ def table(runs: dict[tuple[str, int], list[dict[str, Any]]], threads: list[int],
             lines.append(
                 f"| {LABELS[kind]} | {prec} | {t} | {statistics.median(tps):.1f} "
                 f"({min(tps):.1f}–{max(tps):.1f}, k={len(tps)}) | "
-                f"{statistics.median(tps) / base:.2f} | "
-                f"{statistics.median(r['rss_mb'] for r in rs):.0f} | {agree} |"
+                f"{statistics.median(tps) / base:.2f} | {statistics.median(tps) / q8:.2f} | "
+                f"{statistics.median(r['rss_mb'] for r in rs):.0f} "
+                f"({statistics.median(r['rss_mb'] - r.get('rss0_mb', 0.0) for r in rs):.0f}) | "
+                f"{agree} |"
             )
     return "\n".join(lines)
 
@@ -384,6 +431,10 @@ def main() -> None:
     ap.add_argument("--ours", help="fp32 ONNX folder (palm prepare-base)")
     ap.add_argument("--quant", help="where int8/int4 folders are made by palm quantize (cached)")
     ap.add_argument("--genai", action="append", default=[], metavar="PREC=DIR")
+    ap.add_argument(
+        "--served", action="append", default=[], metavar="PREC=DIR",
+        help="a GenAI folder through GenaiEngine (PALM's serving engine)",
+    )  # fmt: skip
     ap.add_argument("--gguf", action="append", default=[], metavar="QUANT=FILE")
     ap.add_argument("--python", action="append", default=[], metavar="KIND=EXE")
     ap.add_argument("--engines", nargs="*", help="only these keys (e.g. ours-fp32 llama-Q8_0)")

