@@ -20,7 +20,7 @@ Reported per engine and thread count: decode tok/s = (N - 1) / (t(N) - t(1)) (pr
 excluded; median over rounds of the median of ``--reps`` runs), its ratio to ours fp32 at the
 same thread count and to llama.cpp Q8_0's, resident memory (VmRSS after the runs, MB; in
 brackets the model's share: VmRSS after the runs minus VmRSS before the engine was created, i.e.
-weights, runtime libraries, arena, KV cache), and agreement with eager fp32:
+weights, runtime libraries, arena, KV cache; and the peak, VmHWM), and agreement with eager fp32:
 ``forced`` = positions of eager's 64 greedy tokens where the engine's top token is eager's
 token when both see eager's prefix (teacher-forced, a divergence does not cascade), ``free`` =
 positions equal in the two free-running greedy sequences.
@@ -291,6 +291,7 @@ def worker(key: str, threads: int, n: int, reps: int, extra: dict[str, Any]) -> 
         rss_mb=_rss_mb(),
         rss0_mb=rss0,
         rss_file_mb=_rss_mb("RssFile"),
+        rss_peak_mb=_rss_mb("VmHWM"),
         load_s=load_s,
         variant=variant,
     )
@@ -364,7 +365,7 @@ LABELS["served"] = "**GenaiEngine** (PALM on GenAI)"
 def table(runs: dict[tuple[str, int], list[dict[str, Any]]], threads: list[int], n: int) -> str:
     lines = [
         f"| engine | precision | threads | decode tok/s median (min–max) | × ours fp32 "
-        f"| × llama.cpp Q8_0 | RSS MB (model: after − before load) "
+        f"| × llama.cpp Q8_0 | RSS MB after the runs (model: after − before load; peak) "
         f"| greedy agreement /{n} (forced / free) |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -392,7 +393,8 @@ def table(runs: dict[tuple[str, int], list[dict[str, Any]]], threads: list[int],
                 f"({min(tps):.1f}–{max(tps):.1f}, k={len(tps)}) | "
                 f"{statistics.median(tps) / base:.2f} | {statistics.median(tps) / q8:.2f} | "
                 f"{statistics.median(r['rss_mb'] for r in rs):.0f} "
-                f"({statistics.median(r['rss_mb'] - r.get('rss0_mb', 0.0) for r in rs):.0f}) | "
+                f"({statistics.median(r['rss_mb'] - r.get('rss0_mb', 0.0) for r in rs):.0f}; "
+                f"{statistics.median(r.get('rss_peak_mb', float('nan')) for r in rs):.0f}) | "
                 f"{agree} |"
             )
     return "\n".join(lines)

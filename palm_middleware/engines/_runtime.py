@@ -6,10 +6,12 @@ creation) or :class:`GenerationError` (``run``), chained with ``from exc``.
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import importlib.metadata
 import logging
 import os
+import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +25,7 @@ __all__ = [
     "RuntimeOptions",
     "create_session",
     "import_ort",
+    "release_free_heap",
     "run_bound",
     "run_session",
 ]
@@ -30,6 +33,25 @@ __all__ = [
 logger = logging.getLogger("palm_middleware.engines")
 
 Device = Literal["auto", "cpu", "cuda"]
+
+
+def release_free_heap() -> bool:
+    """Give the C heap's free pages back to the OS (glibc ``malloc_trim``); returns whether it ran.
+
+    Loading a model parses ``tokenizer.json`` (tokenizers) and the graph and its weights (ONNX
+    Runtime) on the C heap; glibc keeps the freed parse buffers resident unless trimmed (~16 MB
+    for SmolLM2's tokenizer alone). Called after each model load and eviction. A no-op off
+    Linux or on a libc without ``malloc_trim`` (musl).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        return False
+    return True
+
 
 _CUDA = "CUDAExecutionProvider"
 _CPU = "CPUExecutionProvider"

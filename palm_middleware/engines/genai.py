@@ -35,7 +35,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..exceptions import GenerationError, ModelLoadError
-from ._runtime import RuntimeOptions
+from ._runtime import RuntimeOptions, release_free_heap
 from ._sampling import Sampler
 from .base import GenerationParams
 from .grammar import Constraint
@@ -235,20 +235,27 @@ class GenaiModel:
             return
         gen = self.generator(prompt_ids, len(prompt_ids) + n_new, adapter)
         sampler = Sampler(params)
-        for i in range(n_new):
-            if cancel is not None and cancel.is_set():
-                return
-            logits = self._last_logits(gen)
-            if constraint is not None:
-                logits = constraint.mask(logits)
-            token = sampler(logits)
-            if constraint is not None and token not in self.eos_token_ids:
-                constraint.advance(token)
-            yield token
-            if constraint is not None and constraint.done:
-                return
-            if i + 1 < n_new:
-                self._append(gen, token)
+        try:
+            for i in range(n_new):
+                if cancel is not None and cancel.is_set():
+                    return
+                logits = self._last_logits(gen)
+                if constraint is not None:
+                    logits = constraint.mask(logits)
+                token = sampler(logits)
+                if constraint is not None and token not in self.eos_token_ids:
+                    constraint.advance(token)
+                yield token
+                if constraint is not None and constraint.done:
+                    return
+                if i + 1 < n_new:
+                    self._append(gen, token)
+        finally:
+            # The prefill's buffers (prompt-length logits, activations) are freed with the
+            # generator but glibc keeps them resident: ~17 MB for SmolLM2 and a 40-token
+            # prompt, growing with the prompt. Trimming after each request costs < 1 ms.
+            del gen
+            release_free_heap()
 
     def step_logits(self, prompt_ids: list[int], continuation: list[int]) -> npt.NDArray[Any]:
         """Logits ``[len(continuation), vocab]``: row ``i`` predicts ``continuation[i]``.

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from ..exceptions import InvalidParameterError, ModelLoadError
-from ._runtime import RuntimeOptions
+from ._runtime import RuntimeOptions, release_free_heap
 from .model import OnnxModel
 
 if TYPE_CHECKING:
@@ -103,6 +103,7 @@ class SessionRegistry:
                     return model  # type: ignore[return-value]
             loaded = load(key[0], self.options)
             self._admit(key, loaded)
+            release_free_heap()  # the load's parse buffers, and any evicted model
             return loaded
 
     def _cost(self, model: OnnxModel | GenaiModel) -> int:
