@@ -18,7 +18,8 @@ per kind (eager, ours, genai, llama); the default is this interpreter.
 
 Reported per engine and thread count: decode tok/s = (N - 1) / (t(N) - t(1)) (prefill
 excluded; median over rounds of the median of ``--reps`` runs), its ratio to ours fp32 at the
-same thread count and to llama.cpp Q8_0's, resident memory (VmRSS after the runs, MB; in
+same thread count and to llama.cpp Q8_0's, resident memory (VmRSS after the decode runs, before
+the agreement pass, MB; in
 brackets the model's share: VmRSS after the runs minus VmRSS before the engine was created, i.e.
 weights, runtime libraries, arena, KV cache; and the peak, VmHWM), and agreement with eager fp32:
 ``forced`` = positions of eager's 64 greedy tokens where the engine's top token is eager's
@@ -283,18 +284,19 @@ def worker(key: str, threads: int, n: int, reps: int, extra: dict[str, Any]) -> 
     load_s = time.perf_counter() - t
     prompt = list(extra["prompt"])
     out = decode_stats(make(prompt), n, reps, load)
-    ref = extra.get("ref")
-    if ref:
-        out["forced"] = sum(a == b for a, b in zip(forced(prompt, ref), ref, strict=True))
-        out["free"] = sum(a == b for a, b in zip(out["tokens"], ref))
+    # Memory of serving: after the decode runs, before the quality pass below (which holds
+    # 64 rows of logits, 12-20 MB, that no request keeps).
     out.update(
         rss_mb=_rss_mb(),
         rss0_mb=rss0,
         rss_file_mb=_rss_mb("RssFile"),
         rss_peak_mb=_rss_mb("VmHWM"),
-        load_s=load_s,
-        variant=variant,
     )
+    ref = extra.get("ref")
+    if ref:
+        out["forced"] = sum(a == b for a, b in zip(forced(prompt, ref), ref, strict=True))
+        out["free"] = sum(a == b for a, b in zip(out["tokens"], ref))
+    out.update(load_s=load_s, variant=variant)
     return out
 
 

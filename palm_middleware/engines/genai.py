@@ -272,6 +272,8 @@ class GenaiModel:
         for token in continuation:
             rows.append(self._last_logits(gen).copy())
             self._append(gen, token)
+        del gen
+        release_free_heap()  # as after a request (tokens)
         return np.stack(rows) if rows else np.zeros((0, self.vocab_size or 0), np.float32)
 
     def _last_logits(self, gen: Any) -> npt.NDArray[Any]:
