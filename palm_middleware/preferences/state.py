@@ -88,7 +88,7 @@ class LearningState:
         refresh_every: int = 25,
         cache_size: int = 1024,
         ess_threshold: float = 0.1,
-        move_steps: int = 2,
+        move_steps: int = 1,
     ) -> None:
         self.beta = beta
         self.lapse = lapse
@@ -105,6 +105,7 @@ class LearningState:
         self.population = population
         self.refresh_every = refresh_every
         self._priors: dict[tuple[str, int], PosteriorSummary] = {}
+        self._fresh: dict[tuple[Any, ...], PreferenceModel] = {}  # fitted to no data, by prior
         self._pop: dict[str, tuple[int, PopulationPrior]] = {}
         self.cache_size = cache_size
         self.ess_threshold = ess_threshold
@@ -185,6 +186,22 @@ class LearningState:
             n_particles=self.n_particles,
             random_state=0,
         )
+
+    def _prior_model(self, policy: BoundsPolicy) -> PreferenceModel:
+        """``model(policy).fit([])``: a copy of the one drawn for the same prior (the draw is
+        seeded, so the copy is the same model and costs a tenth of drawing it)."""
+        model = self.model(policy)
+        params = model.get_params()
+        key = tuple(
+            tuple(np.asarray(v).tolist()) if k == "prior_mean" else v
+            for k, v in sorted(params.items())
+        )
+        hit = self._fresh.get(key)
+        if hit is None:
+            if len(self._fresh) > 16:
+                self._fresh.clear()
+            hit = self._fresh[key] = model.fit([])
+        return hit.copy()
 
     def prior(self, policy: BoundsPolicy) -> PosteriorSummary:
         """The current prior, summarized exactly (cached per policy version and population fit)."""
@@ -345,9 +362,9 @@ class LearningState:
         event = events[-1]
         key = event.user_key
         if profile is None:  # a new user starts from the prior
-            fresh = self.model(policy)
+            fresh = self._prior_model(policy)
             fresh.ess_threshold, fresh.move_steps = self.ess_threshold, self.move_steps
-            cached: _Entry | None = _Entry(key, "", "", fresh.fit([]), {})
+            cached: _Entry | None = _Entry(key, "", "", fresh, {})
         else:
             cached = self._take(key, state, policy, pop=True)
         # The revision names the history folded in: the cache is valid for this exact state.
@@ -380,8 +397,9 @@ class LearningState:
             if limit is not None:
                 model, new = self._temper(groups, new, model, profile, now, policy, limit)
         groups = self._added(groups, new, 1.0, now, policy)
-        live = sorted((g for g in groups.values() if g[1] >= 1e-6), key=lambda g: -g[1])
-        kept = live[:MAX_EVIDENCE_GROUPS]
+        live = sorted((kv for kv in groups.items() if kv[1][1] >= 1e-6), key=lambda kv: -kv[1][1])
+        kept_items = live[:MAX_EVIDENCE_GROUPS]
+        kept = [g for _, g in kept_items]
         state["evidence"] = [_stored(d, s, now) for d, s in kept]
         state["evidence_ts"] = now
         state["n_events"] = int(state.get("n_events", 0)) + 1
@@ -397,7 +415,7 @@ class LearningState:
             ev = model.lapse_evidence(lapses)
             state["population"]["lapse"] = [round(float(x), 6) for x in ev]
         if len(live) <= MAX_EVIDENCE_GROUPS:  # else the stored evidence lost terms: refit next
-            self._put(_Entry(key, state["rev"], policy.version, model, dict(kept_groups(kept))))
+            self._put(_Entry(key, state["rev"], policy.version, model, dict(kept_items)))
         return state
 
     def _step(
@@ -530,11 +548,6 @@ def _number(name: str, v: object) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise InvalidParameterError(f"{name} must be a number or 'learn'; got {v!r}")
     return float(v)
-
-
-def kept_groups(kept: Sequence[tuple[dict[str, Any], float]]) -> _Groups:
-    """Groups keyed as :meth:`LearningState._groups` keys them."""
-    return {_dict_key(d): (d, s) for d, s in kept}
 
 
 def _dict_key(d: Mapping[str, Any]) -> tuple[Any, ...]:
