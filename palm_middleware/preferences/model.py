@@ -323,6 +323,30 @@ class PreferenceModel:
             self._ll = self._ll[:, keep]
             self._maybe_rejuvenate()
 
+    def temper(self, observations: Sequence[Observation], factor: float) -> PreferenceModel:
+        """Raise the exponent of each of ``observations`` (already assimilated) by ``factor``
+        times its faded strength; a negative factor takes part of them back (never below
+        zero). Returns self.
+
+        What the ``max_step`` bound needs: an event that moved the mean too far is taken back
+        in part by reweighting, not by a refit.
+        """
+        self._check_fitted()
+        t_ref = self._t_ref if self._t_ref is not None else 0.0
+        by: dict[int, float] = {}
+        for o in observations:
+            j = self._cols.get(o.key)
+            if j is None:
+                raise InvalidParameterError("temper: an observation the model has not seen")
+            by[j] = by.get(j, 0.0) + factor * o.strength * forgetting(t_ref - o.ts, self.half_life)
+        idx = np.fromiter(by, dtype=np.intp, count=len(by))
+        raise_by = np.maximum(
+            np.fromiter(by.values(), dtype=np.float64, count=len(idx)), -self._exps[idx]
+        )
+        self._temper_in(idx, raise_by)
+        np.maximum(self._exps, 0.0, out=self._exps)  # rounding never leaves a negative exponent
+        return self
+
     @property
     def n_moves_(self) -> int:
         """Rejuvenations (resample and move) so far: the costly part of an update."""
@@ -372,11 +396,15 @@ class PreferenceModel:
         self._check_fitted()
         t_ref = self._t_ref if self._t_ref is not None else max(o.ts for o in observations)
         f = np.array([o.strength * forgetting(t_ref - o.ts, self.half_life) for o in observations])
-        cols = self._loglik(self.particles_, observations)
-        # Kept for partial_fit of the same observations, while the particles stay where they are.
-        ahead = self.__dict__["_cols_ahead"] = {}
-        for k, o in enumerate(observations):
-            ahead[o.key] = cols[:, k]
+        have = [self._cols.get(o.key) for o in observations]
+        if all(j is not None for j in have):  # assimilated already: their columns are kept
+            cols = self._ll[:, np.asarray(have, dtype=np.intp)]
+        else:
+            cols = self._loglik(self.particles_, observations)
+            # Kept for partial_fit of the same observations while the particles stay put.
+            ahead = self.__dict__["_cols_ahead"] = {}
+            for k, o in enumerate(observations):
+                ahead[o.key] = cols[:, k]
         inc = cols @ f
         logw, particles = self._logw.copy(), self.particles_
 
@@ -545,6 +573,19 @@ class PreferenceModel:
         self.__dict__["_logp"] = logp
         self._g = g
 
+    def _noise32(
+        self, g: npt.NDArray[np.intp] | None = None
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        """Each particle's β and lapse as float32 columns (cached for the particles' own grid
+        points until they change)."""
+        if g is not None:
+            return self._gb[g].astype(np.float32)[:, None], self._gl[g].astype(np.float32)[:, None]
+        hit = self.__dict__.get("_n32")
+        if hit is None or hit[0] is not self._g or hit[1] is not self._gl:
+            b, lp = self._noise32(self._g)
+            hit = self.__dict__["_n32"] = (self._g, self._gl, b, lp)
+        return hit[2], hit[3]
+
     def _fresh_loglik(self, fresh: Sequence[Observation]) -> FloatArray:
         """Columns of new observations: those :meth:`preview_mean` just computed for the same
         particles, else computed now."""
@@ -568,23 +609,21 @@ class PreferenceModel:
         3-4x faster than in float64 here, and they are most of a particle move.
         """
         out = np.zeros((p.shape[0], len(obs)))
-        if not obs:
-            return out
         comp = [i for i, o in enumerate(obs) if o.kind == "compare"]
         if comp:
-            g = self._g if g is None else g
+            beta32, lapse32 = self._noise32() if g is None else self._noise32(g)
+            if lapse is not None:
+                lapse32 = np.full_like(lapse32, float(lapse))
             # Signed, scaled comparison directions, one column per observation.
             deltas = np.array(
                 [obs[i].vector * (obs[i].y * obs[i].scale) for i in comp], dtype=np.float32
             ).T
             z = p.astype(np.float32) @ deltas
-            z *= self._gb[g].astype(np.float32)[:, None]
-            lp = self._gl[g] if lapse is None else np.full(len(g), float(lapse))
-            logprob = _log_lapsed_sigmoid(z, lp.astype(np.float32)[:, None])
+            z *= beta32
+            logprob = _log_lapsed_sigmoid(z, lapse32)
             if len(comp) == len(obs):
-                out[:] = logprob
-            else:
-                out[:, comp] = logprob
+                return logprob  # (the zeros above are never touched: allocation is lazy)
+            out[:, comp] = logprob
         for i, o in enumerate(obs):
             if o.kind == "anchor":
                 assert o.mask is not None

@@ -70,9 +70,9 @@ class LearningState:
             first; about 50-100 kB each at 1024 particles). 0 refits on every event.
         ess_threshold, move_steps: of the cached posterior's in-place updates (see
             :class:`PreferenceModel`): particles move only when the effective sample size
-            collapses below this fraction (0.1: about 1% of events; regret and interval
-            coverage as with a refit per event, see BENCHMARKS.md). A refit uses the model's
-            defaults (0.5, 4).
+            collapses below this fraction (0.05: about 0.5-1% of events, each moved by one
+            Metropolis-Hastings step; regret and interval coverage as with the earlier 0.1 and
+            two steps, see BENCHMARKS.md). A refit uses the model's defaults (0.5, 4).
 
     The policy's ``learning:`` section overrides ``beta``, ``lapse`` and ``half_life``.
     """
@@ -87,7 +87,7 @@ class LearningState:
         population: Population | None = None,
         refresh_every: int = 25,
         cache_size: int = 1024,
-        ess_threshold: float = 0.1,
+        ess_threshold: float = 0.05,
         move_steps: int = 1,
     ) -> None:
         self.beta = beta
@@ -436,31 +436,48 @@ class LearningState:
         # from the weights being served.
         bases = [model.predict()]
         if profile is not None:
-            bases.append(self.summary(profile, now, policy)[0].mean)
+            bases.append(self._served_mean(profile, now, policy))
 
         def moved(mean: FloatArray) -> float:
             return max(float(np.abs(mean - b).sum()) for b in bases)
 
-        factor = 1.0
-        preview = model.preview_mean(new)
-        if moved(preview(1.0)) > limit:
-            lo, hi = 0.0, 1.0  # bisection on the reweighted mean: no refit, no move
+        # The event goes in whole (almost always within the bound); if the mean moved too far,
+        # part of it is taken back by reweighting: bisection on the share kept.
+        model.partial_fit(new, now=now)
+        if moved(model.predict()) <= limit:
+            return model, new
+        back = model.preview_mean(new)  # back(f - 1): the posterior with a share f of the event
+        lo, hi = 0.0, 1.0
+        if moved(back(-1.0)) <= limit:
             for _ in range(12):
                 mid = (lo + hi) / 2
-                lo, hi = (mid, hi) if moved(preview(mid)) <= limit else (lo, mid)
-            factor = lo
-        scaled = _scaled(new, factor)
-        if factor == 0:  # held back entirely (the served weights are already limit away)
-            return model, scaled
+                lo, hi = (mid, hi) if moved(back(mid - 1.0)) <= limit else (lo, mid)
+        # lo = 0: held back entirely (the served weights are already limit away).
         moves = model.n_moves_
-        model.partial_fit(scaled, now=now)
-        # Without a move the mean is the reweighted one just checked; a move shifts it a little.
+        model.temper(new, lo - 1.0)
         if model.n_moves_ == moves or moved(model.predict()) <= limit:
-            return model, scaled
-        # Moving the particles shifted the mean past the bound (rare): the exact refit path.
+            return model, _scaled(new, lo)
+        # Taking back collapsed the particles and their move shifted the mean past the bound
+        # (rare): the exact refit path.
         groups = self._groups(state, now, policy)
         model = self._fit(self._added(groups, new, 1.0, now, policy), now, policy)
         return self._temper(groups, new, model, profile, now, policy, limit)
+
+    def _served_mean(self, profile: ProfileRecord, now: float, policy: BoundsPolicy) -> FloatArray:
+        """``self.summary(profile, now, policy)[0].mean``, without the rest of the summary."""
+        post = profile.state.get("posterior")
+        if post is None:
+            return self.prior(policy).mean
+        mean = np.asarray(post["mean"], dtype=np.float64)
+        mean = mean / mean.sum()
+        evidence = float(post["evidence"])
+        ts = float(profile.state.get("evidence_ts", now))
+        g = forgetting(now - ts, self.settings(policy)[2])
+        if g < 1.0 and evidence > 0:
+            mean = _faded_mean(mean, evidence, g, self.prior(policy))
+            mean = mean / mean.sum()
+        out: FloatArray = mean
+        return out
 
     def _temper(
         self,
@@ -604,9 +621,8 @@ def faded(summary: PosteriorSummary, g: float, prior: PosteriorSummary) -> Poste
     s, e = prior.concentration, summary.evidence
     if e <= 0:
         return summary
-    keep = (g * e / (s + g * e)) / (e / (s + e))
     widen = float(np.sqrt((s + e) / (s + g * e)))
-    mean = prior.mean + keep * (summary.mean - prior.mean)
+    mean = _faded_mean(summary.mean, e, g, prior)
     half_lo = (summary.mean - summary.lower) * widen
     half_hi = (summary.upper - summary.mean) * widen
     return PosteriorSummary(
@@ -618,3 +634,11 @@ def faded(summary: PosteriorSummary, g: float, prior: PosteriorSummary) -> Poste
         n_events=summary.n_events,
         level=summary.level,
     )
+
+
+def _faded_mean(mean: FloatArray, e: float, g: float, prior: PosteriorSummary) -> FloatArray:
+    """The mean of :func:`faded` (before normalizing): evidence ``e > 0`` faded by ``g``."""
+    s = prior.concentration
+    keep = (g * e / (s + g * e)) / (e / (s + e))
+    out: FloatArray = prior.mean + keep * (mean - prior.mean)
+    return out
