@@ -14,6 +14,7 @@ the observations, so a profile can be rebuilt from the event log.
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import math
 from collections.abc import Callable, Iterable, Sequence
@@ -817,31 +818,28 @@ class PreferenceModel:
         self._check_fitted()
         if not 0 < level < 1:
             raise InvalidParameterError(f"level must be in (0, 1); got {level!r}")
-        a = (1 - level) / 2
         order, xs = self._sorted()
         d, n = xs.shape
-        # Cumulative weights per trait, offset by the trait's row number so the rows chain into
-        # one non-decreasing array: one search finds every trait's tails.
-        cdf = self.weights_[order]
-        np.cumsum(cdf, axis=1, out=cdf)
-        cdf += np.arange(d)[:, None]
-        rows = np.arange(d)
-        at = np.searchsorted(cdf.ravel(), np.concatenate([rows + a, rows + (1 - a)]))
-        at = np.minimum(at - np.concatenate([rows, rows]) * n, n - 1)
-        lo: FloatArray = xs[rows, at[:d]]
-        hi: FloatArray = xs[rows, at[d:]]
-        return lo, hi
+        # One cumulative sum over every trait's sorted weights in a row: trait t's run starts
+        # at t (each run sums to 1), so one search finds every trait's two tails.
+        cdf = np.cumsum(self.weights_[order])
+        targets, last = _tail_targets(d, n, level)
+        at = np.minimum(np.searchsorted(cdf, targets), last)
+        tails: FloatArray = xs.ravel()[at]
+        return tails[:d], tails[d:]
 
     def summary(self, level: float = 0.9) -> PosteriorSummary:
         """Compact summary for storage and routing."""
-        w = self.weights_
-        m = w @ self.particles_
-        mean = m / m.sum()
-        # E[p²] − mean²: the squares are cached with the particles (they change only on a move).
-        sq = self.__dict__.get("_sq")
-        if sq is None:
-            sq = self.__dict__["_sq"] = self.particles_**2
-        tv = max(float((w @ sq).sum() - mean @ mean), 0.0)
+        # Mean and E[p²] in one product: [p | p²] is cached with the particles (they change
+        # only on a move).
+        both = self.__dict__.get("_sq")
+        if both is None:
+            p = self.particles_
+            both = self.__dict__["_sq"] = np.hstack([p, p * p])
+        moments = self.weights_ @ both
+        d = moments.size // 2
+        mean = moments[:d] / moments[:d].sum()
+        tv = max(float(moments[d:].sum() - mean @ mean), 0.0)
         conc = float(np.sum(mean * (1 - mean)) / tv - 1.0) if tv > 1e-12 else 1e6
         lo, hi = self.credible_interval(level)
         return PosteriorSummary(
@@ -948,6 +946,17 @@ def _log_lapsed_sigmoid(z: npt.NDArray[np.float32], lapse: npt.NDArray[np.float3
     np.log(z, out=z)
     out: FloatArray = z.astype(np.float64)
     return out
+
+
+@functools.lru_cache(maxsize=32)
+def _tail_targets(d: int, n: int, level: float) -> tuple[FloatArray, npt.NDArray[np.intp]]:
+    """Search targets of :meth:`PreferenceModel.credible_interval` in the chained cumulative
+    weights (trait t's tails at t + a and t + 1 − a) and each trait's last index."""
+    rows = np.arange(d)
+    a = (1 - level) / 2
+    targets = np.concatenate([rows + a, rows + (1 - a)])
+    last = np.concatenate([rows, rows]) * n + n - 1
+    return targets, last
 
 
 def _ess_stage(logw: FloatArray, inc: FloatArray, remaining: float, floor: float) -> float:
