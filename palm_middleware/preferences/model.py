@@ -459,11 +459,9 @@ class PreferenceModel:
             self._exps[idx] += phi * factors
             self._lapse_raise(idx, phi * factors)
             remaining -= phi
-            if collapse:
+            if collapse:  # (else the effective sample size just checked is above the floor)
                 self._rejuvenate()
                 inc = self._ll[:, idx] @ factors  # the particles moved
-            else:
-                self._maybe_rejuvenate()
         if remaining > 1e-12:  # pragma: no cover - only for pathological likelihoods
             inc = self._ll[:, idx] @ factors
             self._logw += remaining * inc
