@@ -298,9 +298,9 @@ def compare_revisions(args: argparse.Namespace) -> None:
             tree = trees[name]
             env = {**os.environ, "PYTHONPATH": str(tree)}
             cmd = [sys.executable, __file__, "--in-memory-json", "--users", str(args.users)]
-            cmd += ["--events", str(args.events), "--seed", str(args.seed), "--feedback"]
+            cmd += ["--events", str(args.events), "--seed", str(args.seed)]
             cmd += ["--beta", str(args.beta), "--user-alpha", str(args.user_alpha)]
-            cmd += list(args.feedback)
+            cmd += ["--feedback", *args.feedback]
             out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
             for fb, res in json.loads(out.stdout.splitlines()[-1]).items():
                 results[name].setdefault(fb, []).append(res)
