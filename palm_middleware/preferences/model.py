@@ -2,8 +2,10 @@
 
 The posterior over the simplex is represented by weighted particles and updated by sequential
 Monte Carlo: each observation is tempered in (so a sharp event never collapses the particle set),
-and when the effective sample size drops the particles are resampled and moved by a Metropolis
-random walk in additive-log-ratio coordinates that targets the exact current posterior. Old
+and when the effective sample size drops the particles are resampled and moved by
+Metropolis-Hastings steps that target the exact current posterior (per particle, a random walk in
+additive-log-ratio coordinates or an independence draw from a logistic-normal fitted to the
+particles: one vectorized step refreshes most duplicates left by resampling). Old
 observations fade with a half-life, which is itself a tempering step. Identical observations
 share one likelihood term (their exponents add up), so an update costs the same after ten events
 or ten thousand: :meth:`PreferenceModel.partial_fit` updates in place, and moves particles only
@@ -124,7 +126,8 @@ class PreferenceModel:
         ess_threshold: particles are resampled and moved when the effective sample size falls
             below this fraction of ``n_particles`` (and one observation is tempered in stages
             that keep it above). Lower: fewer, costlier-to-skip moves; cheaper updates.
-        move_steps: Metropolis steps per rejuvenation.
+        move_steps: Metropolis-Hastings steps per rejuvenation (each costs one likelihood
+            evaluation of every distinct observation for every particle).
 
     Attributes (set by ``fit``/``partial_fit``):
         particles_: (n_particles, n_traits) points on the simplex.
