@@ -37,6 +37,7 @@ import numpy as np
 from palm_middleware.offline.simulate import lp_front_members
 from palm_middleware.policy import parse_policy
 from palm_middleware.preferences.events import Observation
+from palm_middleware.preferences.population import Population
 from palm_middleware.preferences.state import LearningState
 from palm_middleware.stores.base import EventRecord, ProfileRecord
 
@@ -180,9 +181,10 @@ def _event(
 
 
 def in_memory(args: argparse.Namespace, feedback: str) -> dict[str, Any]:
-    """The in-place update alone, with this tree's ``LearningState`` defaults: per-event CPU
-    time of ``rebuild`` (excluding store I/O), which events moved particles, the CPU time of
-    each Metropolis-Hastings move on its own, regret and 90% coverage at ``STEPS``."""
+    """The in-place update alone, with this tree's ``LearningState`` defaults and a population
+    (as ``Palm`` has): per-event CPU time of ``rebuild`` (excluding store I/O), which events
+    moved particles, the CPU time of each Metropolis-Hastings move on its own, regret and 90%
+    coverage at ``STEPS``."""
     from palm_middleware.preferences.model import PreferenceModel
 
     moves: list[float] = []
@@ -207,7 +209,9 @@ def _in_memory(args: argparse.Namespace, feedback: str, moves: list[float]) -> d
     rng = np.random.default_rng(args.seed)
     R = lp_front_members(6, 4, random_state=rng)
     users = rng.dirichlet(np.full(4, args.user_alpha), size=args.users)
-    ls = LearningState(half_life=90 * 86400.0)
+    # As Palm builds it: with the population aggregates written on every update (the lapse
+    # evidence), the population prior itself not refit here (that happens outside the update).
+    ls = LearningState(half_life=90 * 86400.0, population=Population())
     warm: ProfileRecord | None = None
     for k in range(3):  # warm up (imports, first allocations)
         ev = _event(feedback, R, users[0], np.random.default_rng(k), 0, k, float(k))

@@ -739,9 +739,24 @@ class PreferenceModel:
             out: FloatArray = lev[1]
             return out
         p, ll, exps = self.particles_, self._ll, self._exps
-        out = np.stack([(self._loglik(p, self._obs, lapse=x) - ll) @ exps for x in lapses])
+        out = np.stack([(lx - ll) @ exps for lx in self._loglik_lapses(p, self._obs, lapses)])
         self.__dict__["_lapse_ev"] = (lapses, out)
         return out
+
+    def _loglik_lapses(
+        self, p: FloatArray, obs: Sequence[Observation], lapses: Sequence[float]
+    ) -> list[FloatArray]:
+        """``[_loglik(p, obs, lapse=x) for x in lapses]``, the same numbers, with the logistic
+        part (the exp) computed once for every lapse."""
+        comp = [i for i, o in enumerate(obs) if o.kind == "compare"]
+        if len(comp) != len(obs) or not obs:
+            return [self._loglik(p, obs, lapse=x) for x in lapses]
+        beta32, lapse32 = self._noise32()
+        deltas = np.array([o.vector * (o.y * o.scale) for o in obs], dtype=np.float32).T
+        z = p.astype(np.float32) @ deltas
+        z *= beta32
+        sig = _sigmoid32(z)
+        return [_log_lapsed(sig.copy(), np.full_like(lapse32, float(x))) for x in lapses]
 
     def _lapse_raise(self, idx: npt.NDArray[np.intp], by: FloatArray) -> None:
         """Keep the lapse sums of :meth:`_lapse_diffs` current: exponents of ``idx`` rose by
@@ -753,7 +768,8 @@ class PreferenceModel:
         if all(o.kind != "compare" for o in obs):
             return  # an anchor's likelihood does not depend on the lapse
         ll = self._ll[:, idx]
-        inc = np.stack([(self._loglik(self.particles_, obs, lapse=x) - ll) @ by for x in lev[0]])
+        at = self._loglik_lapses(self.particles_, obs, lev[0])
+        inc = np.stack([(lx - ll) @ by for lx in at])
         self.__dict__["_lapse_ev"] = (lev[0], lev[1] + inc)
 
     def relapse(self, lapse: float) -> PreferenceModel:
@@ -936,16 +952,26 @@ class _Proposal:
 
 def _log_lapsed_sigmoid(z: npt.NDArray[np.float32], lapse: npt.NDArray[np.float32]) -> FloatArray:
     """log(lapse + (1 − 2·lapse)·σ(z)), in place on ``z`` (float32)."""
+    return _log_lapsed(_sigmoid32(z), lapse)
+
+
+def _sigmoid32(z: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """σ(z) in place on ``z`` (float32)."""
     np.clip(z, -80.0, 80.0, out=z)
     np.negative(z, out=z)
     np.exp(z, out=z)
     z += 1.0
-    np.reciprocal(z, out=z)  # σ(z)
-    z *= 1.0 - 2.0 * lapse
-    z += lapse
-    np.maximum(z, 1e-30, out=z)
-    np.log(z, out=z)
-    out: FloatArray = z.astype(np.float64)
+    np.reciprocal(z, out=z)
+    return z
+
+
+def _log_lapsed(s: npt.NDArray[np.float32], lapse: npt.NDArray[np.float32]) -> FloatArray:
+    """log(lapse + (1 − 2·lapse)·s) for s = σ(z), in place on ``s``, as float64."""
+    s *= 1.0 - 2.0 * lapse
+    s += lapse
+    np.maximum(s, 1e-30, out=s)
+    np.log(s, out=s)
+    out: FloatArray = s.astype(np.float64)
     return out
 
 
