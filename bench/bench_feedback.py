@@ -1,6 +1,6 @@
 """Feedback update cost and accuracy: full refit per event vs the cached, in-place update.
 
-    python bench/bench_feedback.py [--users 60] [--events 50] [--seed 0]
+    python bench/bench_feedback.py [--users 60] [--events 50] [--seed 0] [--parts ...]
 
 Simulated users (hidden w ~ Dirichlet(1), 6 members on a noisy ℓ2 front, 4 traits, β = 10,
 10% label flips) send thumbs or pairwise feedback on random members. Every event goes through
@@ -12,6 +12,14 @@ interval coverage after t events differ only by the update method. Times are per
 excluding store I/O: CPU time of the thread (``time.thread_time``) and wall time. A last pass
 times ``Palm.record_feedback`` end to end on a ``MemoryStore`` (JSON round trip and audit
 hashing included) and ``compare_candidates``.
+
+``--parts refresh`` (issue 17 feedback speed, population prior): ``Palm.record_feedback`` end
+to end on a ``MemoryStore`` and on an ``SQLiteStore`` file, with the population prior refitted
+on the request (``population_refresh="sync"``: every 25 changes, on the thread that recorded
+the 25th, as before the refit moved off the request path) and in the background
+(``population_refresh=2.0``: feedback only writes the user's population row). The four Palms
+take turns on each event (interleaved, order rotating); each has ``--pop-users`` users with
+feedback first, so every refit fits that many users' aggregates. Also: one refit's cost.
 """
 
 from __future__ import annotations
@@ -197,6 +205,84 @@ def pipeline(args: argparse.Namespace) -> None:
         print(f"| {name} | {pct(fb[name][20:])} | {pct(cc[name][2:])} |")
 
 
+def refresh(args: argparse.Namespace) -> None:
+    import tempfile
+    from pathlib import Path
+
+    from palm_middleware import MemoryStore, Palm, SQLiteStore, Thumb, load_policy, load_portfolio
+    from palm_middleware.data import bundled
+
+    portfolio = load_portfolio(bundled("portfolio.yaml"))
+    policy = load_policy(bundled("policy.yaml"))
+    t = [1.7e9]
+
+    def clock() -> float:
+        t[0] += 30.0
+        return t[0]
+
+    rng = np.random.default_rng(args.seed)
+    n_users = args.pop_users
+    with tempfile.TemporaryDirectory() as tmp:
+        stores = {
+            "memory": lambda name: MemoryStore(),
+            "sqlite": lambda name: SQLiteStore(Path(tmp) / f"{name}.db"),
+        }
+        palms = {}
+        for store_name, make in stores.items():
+            for mode, refresh_s in (("on the request", "sync"), ("background", 2.0)):
+                name = f"{store_name}, {mode}"
+                palms[name] = Palm(
+                    portfolio,
+                    policy,
+                    make(name.replace(", ", "-").replace(" ", "_")),
+                    clock=clock,
+                    random_state=0,
+                    embedder=None,
+                    population_refresh=refresh_s,  # type: ignore[arg-type]
+                )
+        t0 = time.perf_counter()
+        for u in range(n_users):  # every user's first events (not timed): the population
+            for palm in palms.values():
+                for k in range(2):
+                    member = portfolio.ids[(u + k) % len(portfolio.ids)]
+                    palm.record_feedback(f"user{u}", Thumb(up=k == 0, member=member))
+        print(
+            f"\nrecord_feedback end to end, bundled portfolio and policy, {n_users} users in the "
+            f"population ({time.perf_counter() - t0:.0f} s to build), "
+            f"{args.refresh_events} thumbs round robin, 4 Palms interleaved; wall ms; load "
+            f"average {os.getloadavg()[0]:.1f}"
+        )
+        fb: dict[str, list[float]] = {n: [] for n in palms}
+        names = list(palms)
+        for k in range(args.refresh_events):
+            user = f"user{k % n_users}"
+            member = portfolio.ids[int(rng.integers(len(portfolio.ids)))]
+            up = bool(rng.random() < 0.5)
+            order = names[k % len(names) :] + names[: k % len(names)]  # rotating
+            for name in order:
+                t0 = time.perf_counter()
+                palms[name].record_feedback(user, Thumb(up=up, member=member))
+                fb[name].append(time.perf_counter() - t0)
+        print("| store, population refit | record_feedback p50 / p99 / max | refits |")
+        print("|---|---|---|")
+        for name, palm in palms.items():
+            feed = palm._profiles.feed
+            refits = feed.refits if feed is not None else 0
+            print(f"| {name} | {pct(fb[name])} | {refits} |")
+        palm = palms["memory, background"]
+        learning = palm._profiles.learning
+        fits = []
+        for _ in range(20):
+            t0 = time.perf_counter()
+            learning.refresh_population(palm.policy, 0)
+            fits.append(time.perf_counter() - t0)
+        print(f"\none refit of {n_users} users' aggregates: ms p50 / p99 / max {pct(fits)}")
+        for palm in palms.values():
+            if palm._profiles.feed is not None:
+                palm._profiles.feed.close()
+            palm.store.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--users", type=int, default=60)
@@ -206,6 +292,11 @@ def main() -> None:
     ap.add_argument("--pipeline-events", type=int, default=750)
     ap.add_argument("--ess-threshold", type=float, default=0.1, help="of the incremental arm")
     ap.add_argument("--move-steps", type=int, default=2, help="of the incremental arm")
+    ap.add_argument(
+        "--parts", nargs="*", default=["simulate", "pipeline", "refresh"], help="what to run"
+    )
+    ap.add_argument("--pop-users", type=int, default=200, help="population of the refresh part")
+    ap.add_argument("--refresh-events", type=int, default=1000)
     args = ap.parse_args()
     cpu = next(
         (
@@ -217,9 +308,13 @@ def main() -> None:
     )
     print(f"machine: {os.cpu_count()} cores, {cpu}; load average {os.getloadavg()[0]:.1f}")
     t0 = time.perf_counter()
-    for fb in args.feedback:
-        simulate(args, fb)
-    pipeline(args)
+    if "simulate" in args.parts:
+        for fb in args.feedback:
+            simulate(args, fb)
+    if "pipeline" in args.parts:
+        pipeline(args)
+    if "refresh" in args.parts:
+        refresh(args)
     print(f"\n{time.perf_counter() - t0:.0f} s")
 
 

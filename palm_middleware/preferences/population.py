@@ -186,8 +186,10 @@ class Population:
         stats = [v for v in self._snapshot() if v[0].shape == a0.shape]
         qs = [v[1] for v in stats if v[1].shape == (grid.size,)]
         n = self.n_min
-        s = (sum((v[0] for v in stats), np.zeros_like(a0)) + n * s0) / (len(stats) + n)
-        p = (sum(qs, np.zeros(grid.size)) + n * grid.p) / (len(qs) + n)
+        total_s = np.stack([v[0] for v in stats]).sum(axis=0) if stats else np.zeros_like(a0)
+        total_q = np.stack(qs).sum(axis=0) if qs else np.zeros(grid.size)
+        s = (total_s + n * s0) / (len(stats) + n)
+        p = (total_q + n * grid.p) / (len(qs) + n)
         return s, p, len(stats)
 
     def lapse_fit(self, lapses: tuple[float, ...], *, tol: float = 1e-9) -> FloatArray:
@@ -199,11 +201,11 @@ class Population:
         if not les:
             return pi0
         ev = np.stack(les)
-        ev = ev - ev.max(axis=1, keepdims=True)
+        lik = np.exp(ev - ev.max(axis=1, keepdims=True))  # per user, up to a constant; max 1
         pi = pi0
         for _ in range(500):
-            x = np.exp(ev) * pi
-            resp = (x / x.sum(axis=1, keepdims=True)).sum(axis=0)
+            # responsibilities pi * lik / (lik @ pi), summed over users: two products
+            resp = pi * (lik.T @ (1.0 / (lik @ pi)))
             new: FloatArray = (resp + self.n_min * pi0) / (len(les) + self.n_min)
             if float(np.abs(new - pi).max()) < tol:
                 return new
