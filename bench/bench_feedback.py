@@ -253,6 +253,7 @@ def refresh(args: argparse.Namespace) -> None:
             f"average {os.getloadavg()[0]:.1f}"
         )
         fb: dict[str, list[float]] = {n: [] for n in palms}
+        cpu: dict[str, list[float]] = {n: [] for n in palms}
         names = list(palms)
         for k in range(args.refresh_events):
             user = f"user{k % n_users}"
@@ -260,15 +261,19 @@ def refresh(args: argparse.Namespace) -> None:
             up = bool(rng.random() < 0.5)
             order = names[k % len(names) :] + names[: k % len(names)]  # rotating
             for name in order:
-                t0 = time.perf_counter()
+                c0, t0 = time.thread_time(), time.perf_counter()
                 palms[name].record_feedback(user, Thumb(up=up, member=member))
                 fb[name].append(time.perf_counter() - t0)
-        print("| store, population refit | record_feedback p50 / p99 / max | refits |")
-        print("|---|---|---|")
+                cpu[name].append(time.thread_time() - c0)
+        print(
+            "| store, population refit | wall ms p50 / p99 / max | CPU ms of the calling "
+            "thread p50 / p99 / max | refits |"
+        )
+        print("|---|---|---|---|")
         for name, palm in palms.items():
             feed = palm._profiles.feed
             refits = feed.refits if feed is not None else 0
-            print(f"| {name} | {pct(fb[name])} | {refits} |")
+            print(f"| {name} | {pct(fb[name])} | {pct(cpu[name])} | {refits} |")
         palm = palms["memory, background"]
         learning = palm._profiles.learning
         fits = []
