@@ -28,6 +28,7 @@ import argparse
 import os
 import platform
 import time
+from typing import Any
 
 import numpy as np
 
@@ -288,6 +289,49 @@ def refresh(args: argparse.Namespace) -> None:
             palm.store.close()
 
 
+def rowcost(args: argparse.Namespace) -> None:
+    """What writing the population row adds to ``apply_event`` (same transaction)."""
+    import tempfile
+    from pathlib import Path
+
+    from palm_middleware import MemoryStore, SQLiteStore
+
+    row = {
+        "mean_log": [-1.386294] * 4,
+        "noise": [round(1 / 7, 6)] * 7,
+        "lapse": [-12.345678] * 5,
+    }
+    state = {"posterior": {"mean": [0.25] * 4}, "population": row, "evidence": [{"v": [0.1] * 4}]}
+
+    def update(profile: ProfileRecord | None, events: list[EventRecord]) -> dict[str, Any]:
+        return state
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, store in (
+            ("memory", MemoryStore()),
+            ("sqlite", SQLiteStore(Path(tmp) / "rows.db")),
+        ):
+            times: dict[str, list[float]] = {"without the row": [], "with the row": []}
+            for k in range(args.row_events):
+                order = list(times) if k % 2 == 0 else list(times)[::-1]
+                for arm in order:
+                    user = f"{arm[:4]}{k % 200}"
+                    ev = EventRecord(f"{user}:{k}", user, "thumb", {"obs": []}, float(k))
+                    with_row = arm == "with the row"
+                    t0 = time.perf_counter()
+                    store.apply_event(
+                        ev,
+                        update,
+                        window=1,
+                        now=float(k),
+                        population=(lambda st: st["population"]) if with_row else None,
+                    )
+                    times[arm].append(time.perf_counter() - t0)
+            for arm, xs in times.items():
+                print(f"| {label} apply_event, {arm} | {pct(xs)} |")
+            store.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--users", type=int, default=60)
@@ -298,10 +342,14 @@ def main() -> None:
     ap.add_argument("--ess-threshold", type=float, default=0.1, help="of the incremental arm")
     ap.add_argument("--move-steps", type=int, default=2, help="of the incremental arm")
     ap.add_argument(
-        "--parts", nargs="*", default=["simulate", "pipeline", "refresh"], help="what to run"
+        "--parts",
+        nargs="*",
+        default=["simulate", "pipeline", "refresh", "rowcost"],
+        help="what to run",
     )
     ap.add_argument("--pop-users", type=int, default=200, help="population of the refresh part")
     ap.add_argument("--refresh-events", type=int, default=1000)
+    ap.add_argument("--row-events", type=int, default=3000)
     args = ap.parse_args()
     cpu = next(
         (
@@ -320,6 +368,11 @@ def main() -> None:
         pipeline(args)
     if "refresh" in args.parts:
         refresh(args)
+    if "rowcost" in args.parts:
+        print(f"\n{args.row_events} apply_event calls per arm, interleaved, 200 users, wall ms")
+        print("| store | p50 / p99 / max |")
+        print("|---|---|")
+        rowcost(args)
     print(f"\n{time.perf_counter() - t0:.0f} s")
 
 
