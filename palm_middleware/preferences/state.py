@@ -175,6 +175,8 @@ class LearningState:
             alpha0 = np.maximum(policy.default.values * float(policy.prior_strength), 1e-2)
             noise, lapses = self.noise_of(policy)
             fit = pop.prior(alpha0, noise, lapses)
+        # Its exact summary too, before it is served: no request pays for either.
+        self._prior_summary(policy.version, revision if fit.n_users else -1, fit)
         self._pop[policy.version] = (revision, fit)
         return fit
 
@@ -234,7 +236,10 @@ class LearningState:
     def prior(self, policy: BoundsPolicy) -> PosteriorSummary:
         """The current prior, summarized exactly (cached per policy version and population fit)."""
         revision, pop = self._served(policy)
-        key = (policy.version, revision)
+        return self._prior_summary(policy.version, revision, pop)
+
+    def _prior_summary(self, version: str, revision: int, pop: PopulationPrior) -> PosteriorSummary:
+        key = (version, revision)
         prior = self._priors.get(key)
         if prior is None:
             if len(self._priors) > 64:
