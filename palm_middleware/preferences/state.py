@@ -113,7 +113,6 @@ class LearningState:
         self.move_steps = move_steps
         self._cache: OrderedDict[str, _Entry] = OrderedDict()
         self._cache_lock = threading.Lock()
-        self._updating = threading.local()  # set while rebuild runs (in a transaction)
         self.hits = 0
         """Updates and reads served by the cache (the rest refit from the stored evidence)."""
         self.misses = 0
@@ -375,11 +374,7 @@ class LearningState:
         event row is deleted after this update, so retries are recognized by a hashed event id.
         The population prior is not refit in here (see :meth:`population_prior`).
         """
-        self._updating.on = True
-        try:
-            return self._rebuild(profile, events, now=now, policy=policy, limit=limit, fold=fold)
-        finally:
-            self._updating.on = False
+        return self._rebuild(profile, events, now=now, policy=policy, limit=limit, fold=fold)
 
     def _rebuild(
         self,
