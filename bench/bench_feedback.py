@@ -1,6 +1,6 @@
 """Feedback update cost and accuracy: full refit per event vs the cached, in-place update.
 
-    python bench/bench_feedback.py [--users 60] [--events 50] [--seed 0]
+    python bench/bench_feedback.py [--users 60] [--events 50] [--seed 0] [--parts ...]
     python bench/bench_feedback.py --in-memory [--baseline DIR] [--rounds 3]
 
 Simulated users (hidden w ~ Dirichlet(1), 6 members on a noisy ℓ2 front, 4 traits, β = 10,
@@ -18,6 +18,14 @@ hashing included) and ``compare_candidates``.
 particle move on its own; ``--baseline DIR`` (a checkout of another revision, e.g. ``git
 worktree add /tmp/base main``) runs the same in a child process per revision, alternating the
 order round by round, so both revisions see the same load.
+
+``--parts refresh`` (issue 17 feedback speed, population prior): ``Palm.record_feedback`` end
+to end on a ``MemoryStore`` and on an ``SQLiteStore`` file, with the population prior refitted
+on the request (``population_refresh="sync"``: every 25 changes, on the thread that recorded
+the 25th, as before the refit moved off the request path) and in the background
+(``population_refresh=2.0``: feedback only writes the user's population row). The four Palms
+take turns on each event (interleaved, order rotating); each has ``--pop-users`` users with
+feedback first, so every refit fits that many users' aggregates. Also: one refit's cost.
 """
 
 from __future__ import annotations
@@ -369,6 +377,132 @@ def pipeline(args: argparse.Namespace) -> None:
         print(f"| {name} | {pct(fb[name][20:])} | {pct(cc[name][2:])} |")
 
 
+def refresh(args: argparse.Namespace) -> None:
+    import tempfile
+    from pathlib import Path
+
+    from palm_middleware import MemoryStore, Palm, SQLiteStore, Thumb, load_policy, load_portfolio
+    from palm_middleware.data import bundled
+
+    portfolio = load_portfolio(bundled("portfolio.yaml"))
+    policy = load_policy(bundled("policy.yaml"))
+    t = [1.7e9]
+
+    def clock() -> float:
+        t[0] += 30.0
+        return t[0]
+
+    rng = np.random.default_rng(args.seed)
+    n_users = args.pop_users
+    with tempfile.TemporaryDirectory() as tmp:
+        stores = {
+            "memory": lambda name: MemoryStore(),
+            "sqlite": lambda name: SQLiteStore(Path(tmp) / f"{name}.db"),
+        }
+        palms = {}
+        for store_name, make in stores.items():
+            for mode, refresh_s in (("on the request", "sync"), ("background", 2.0)):
+                name = f"{store_name}, {mode}"
+                palms[name] = Palm(
+                    portfolio,
+                    policy,
+                    make(name.replace(", ", "-").replace(" ", "_")),
+                    clock=clock,
+                    random_state=0,
+                    embedder=None,
+                    population_refresh=refresh_s,  # type: ignore[arg-type]
+                )
+        t0 = time.perf_counter()
+        for u in range(n_users):  # every user's first events (not timed): the population
+            for palm in palms.values():
+                for k in range(2):
+                    member = portfolio.ids[(u + k) % len(portfolio.ids)]
+                    palm.record_feedback(f"user{u}", Thumb(up=k == 0, member=member))
+        print(
+            f"\nrecord_feedback end to end, bundled portfolio and policy, {n_users} users in the "
+            f"population ({time.perf_counter() - t0:.0f} s to build), "
+            f"{args.refresh_events} thumbs round robin, 4 Palms interleaved; wall ms; load "
+            f"average {os.getloadavg()[0]:.1f}"
+        )
+        fb: dict[str, list[float]] = {n: [] for n in palms}
+        cpu: dict[str, list[float]] = {n: [] for n in palms}
+        names = list(palms)
+        for k in range(args.refresh_events):
+            user = f"user{k % n_users}"
+            member = portfolio.ids[int(rng.integers(len(portfolio.ids)))]
+            up = bool(rng.random() < 0.5)
+            order = names[k % len(names) :] + names[: k % len(names)]  # rotating
+            for name in order:
+                c0, t0 = time.thread_time(), time.perf_counter()
+                palms[name].record_feedback(user, Thumb(up=up, member=member))
+                fb[name].append(time.perf_counter() - t0)
+                cpu[name].append(time.thread_time() - c0)
+        print(
+            "| store, population refit | wall ms p50 / p99 / max | CPU ms of the calling "
+            "thread p50 / p99 / max | refits |"
+        )
+        print("|---|---|---|---|")
+        for name, palm in palms.items():
+            feed = palm._profiles.feed
+            refits = feed.refits if feed is not None else 0
+            print(f"| {name} | {pct(fb[name])} | {pct(cpu[name])} | {refits} |")
+        palm = palms["memory, background"]
+        learning = palm._profiles.learning
+        fits = []
+        for _ in range(20):
+            t0 = time.perf_counter()
+            learning.refresh_population(palm.policy, 0)
+            fits.append(time.perf_counter() - t0)
+        print(f"\none refit of {n_users} users' aggregates: ms p50 / p99 / max {pct(fits)}")
+        for palm in palms.values():
+            if palm._profiles.feed is not None:
+                palm._profiles.feed.close()
+            palm.store.close()
+
+
+def rowcost(args: argparse.Namespace) -> None:
+    """What writing the population row adds to ``apply_event`` (same transaction)."""
+    import tempfile
+    from pathlib import Path
+
+    from palm_middleware import MemoryStore, SQLiteStore
+
+    row = {
+        "mean_log": [-1.386294] * 4,
+        "noise": [round(1 / 7, 6)] * 7,
+        "lapse": [-12.345678] * 5,
+    }
+    state = {"posterior": {"mean": [0.25] * 4}, "population": row, "evidence": [{"v": [0.1] * 4}]}
+
+    def update(profile: ProfileRecord | None, events: list[EventRecord]) -> dict[str, Any]:
+        return state
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, store in (
+            ("memory", MemoryStore()),
+            ("sqlite", SQLiteStore(Path(tmp) / "rows.db")),
+        ):
+            times: dict[str, list[float]] = {"without the row": [], "with the row": []}
+            for k in range(args.row_events):
+                order = list(times) if k % 2 == 0 else list(times)[::-1]
+                for arm in order:
+                    user = f"{arm[:4]}{k % 200}"
+                    ev = EventRecord(f"{user}:{k}", user, "thumb", {"obs": []}, float(k))
+                    with_row = arm == "with the row"
+                    t0 = time.perf_counter()
+                    store.apply_event(
+                        ev,
+                        update,
+                        window=1,
+                        now=float(k),
+                        population=(lambda st: st["population"]) if with_row else None,
+                    )
+                    times[arm].append(time.perf_counter() - t0)
+            for arm, xs in times.items():
+                print(f"| {label} apply_event, {arm} | {pct(xs)} |")
+            store.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--users", type=int, default=60)
@@ -386,6 +520,15 @@ def main() -> None:
         "--user-alpha", type=float, default=1.0, help="users' Dirichlet α, with --in-memory"
     )
     ap.add_argument("--in-memory-json", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--parts",
+        nargs="*",
+        default=["simulate", "pipeline", "refresh", "rowcost"],
+        help="what to run",
+    )
+    ap.add_argument("--pop-users", type=int, default=200, help="population of the refresh part")
+    ap.add_argument("--refresh-events", type=int, default=1000)
+    ap.add_argument("--row-events", type=int, default=3000)
     args = ap.parse_args()
     if args.in_memory_json:  # the child process of --baseline
         print(json.dumps({fb: in_memory(args, fb) for fb in args.feedback}))
@@ -407,9 +550,18 @@ def main() -> None:
             in_memory_table({"this tree": {fb: [in_memory(args, fb)] for fb in args.feedback}})
         print(f"\nload average {os.getloadavg()[0]:.1f}; {time.perf_counter() - t0:.0f} s")
         return
-    for fb in args.feedback:
-        simulate(args, fb)
-    pipeline(args)
+    if "simulate" in args.parts:
+        for fb in args.feedback:
+            simulate(args, fb)
+    if "pipeline" in args.parts:
+        pipeline(args)
+    if "refresh" in args.parts:
+        refresh(args)
+    if "rowcost" in args.parts:
+        print(f"\n{args.row_events} apply_event calls per arm, interleaved, 200 users, wall ms")
+        print("| store | p50 / p99 / max |")
+        print("|---|---|")
+        rowcost(args)
     print(f"\n{time.perf_counter() - t0:.0f} s")
 
 

@@ -63,9 +63,11 @@ class LearningState:
             population refits; a learned lapse is the population's (see
             :mod:`~palm_middleware.preferences.population`), starting at 0.1.
         half_life, n_particles: see :class:`PreferenceModel`.
-        population: the running population aggregates new users' priors come from; None: every
-            user starts from the policy default.
-        refresh_every: population changes between refits of the population prior.
+        population: the population aggregates new users' priors come from (this process's
+            mirror of the store's population rows); None: every user starts from the policy
+            default.
+        refresh_every: population changes between synchronous refits of the population prior
+            (:class:`~palm_middleware.population_feed.PopulationFeed`).
         cache_size: users whose particle posterior is kept in memory (least recently used go
             first; about 50-100 kB each at 1024 particles). 0 refits on every event.
         ess_threshold, move_steps: of the cached posterior's in-place updates (see
@@ -112,35 +114,79 @@ class LearningState:
         self.move_steps = move_steps
         self._cache: OrderedDict[str, _Entry] = OrderedDict()
         self._cache_lock = threading.Lock()
-        self._updating = threading.local()  # set while rebuild runs (in a transaction)
         self.hits = 0
         """Updates and reads served by the cache (the rest refit from the stored evidence)."""
         self.misses = 0
 
     def population_prior(self, policy: BoundsPolicy) -> PopulationPrior:
-        """Where a new user starts: the population's fit, refreshed every ``refresh_every``
-        population changes, or the policy default (and the noise grid) without a population.
+        """Where a new user starts: the last population fit (see :meth:`refresh_population`),
+        or the policy default (and the noise grid) without a population.
 
-        Inside an update (:meth:`rebuild`, which runs in the store's transaction) a stale fit is
-        served as is: the refit (~10-20 ms) happens outside, in :meth:`refresh_population`
-        right after the update, or at the next read. Only the first fit under a policy
-        version is made wherever it is first needed.
+        Never refits on a request, except the first fit under a policy version, made wherever
+        it is first needed. Refits run off the request path
+        (:class:`~palm_middleware.population_feed.PopulationFeed`).
         """
-        alpha0 = np.maximum(policy.default.values * float(policy.prior_strength), 1e-2)
-        noise, lapses = self.noise_of(policy)
-        pop = self.population
-        if pop is None or len(pop) == 0:
-            return PopulationPrior(alpha=alpha0, noise=noise, n_users=0)
-        cached = self._pop.get(policy.version)
-        stale = cached is not None and pop.revision - cached[0] >= self.refresh_every
-        if cached is None or (stale and not getattr(self._updating, "on", False)):
-            cached = (pop.revision, pop.prior(alpha0, noise, lapses))
-            self._pop[policy.version] = cached
-        return cached[1]
+        return self._served(policy)[1]
 
-    def refresh_population(self, policy: BoundsPolicy) -> None:
-        """Refit the population prior if it is stale (call outside the store's transaction)."""
-        self.population_prior(policy)
+    def _served(self, policy: BoundsPolicy) -> tuple[int, PopulationPrior]:
+        """(the population revision it was fitted from, -1 for the default; the prior), read
+        together (a background refit swaps them as one)."""
+        pop = self.population
+        if pop is None or len(pop) == 0:  # nobody contributes (any more): the default at once
+            return -1, self._default_prior(policy)
+        cached = self._pop.get(policy.version)
+        if cached is None:
+            self.refresh_population(policy)
+            cached = self._pop[policy.version]
+        return cached if cached[1].n_users else (-1, cached[1])
+
+    def _default_prior(self, policy: BoundsPolicy) -> PopulationPrior:
+        alpha0 = np.maximum(policy.default.values * float(policy.prior_strength), 1e-2)
+        return PopulationPrior(alpha=alpha0, noise=self.noise_of(policy)[0], n_users=0)
+
+    def population_stale(self, policy: BoundsPolicy, min_changes: int) -> bool:
+        """Whether the population changed by ``min_changes`` users since the last fit."""
+        pop = self.population
+        if pop is None:
+            return False
+        cached = self._pop.get(policy.version)
+        return cached is None or pop.revision - cached[0] >= min_changes
+
+    def fitted_revision(self, policy: BoundsPolicy) -> int | None:
+        """The population revision the served fit was made from (None: none yet)."""
+        cached = self._pop.get(policy.version)
+        return None if cached is None else cached[0]
+
+    def refresh_population(self, policy: BoundsPolicy, min_changes: int = 1) -> PopulationPrior:
+        """Refit the population prior if it is ``min_changes`` changes old (0: always), and
+        serve the new fit from now on (one assignment: readers see the old or the new one).
+
+        A refit costs milliseconds: call it outside the store's transaction.
+        """
+        pop = self.population
+        if pop is None:
+            return self._default_prior(policy)
+        if not self.population_stale(policy, min_changes):
+            return self._pop[policy.version][1]
+        revision = pop.revision
+        if len(pop) == 0:
+            fit = self._default_prior(policy)
+        else:
+            alpha0 = np.maximum(policy.default.values * float(policy.prior_strength), 1e-2)
+            noise, lapses = self.noise_of(policy)
+            fit = pop.prior(alpha0, noise, lapses)
+        # Its exact summary too, before it is served: no request pays for either.
+        self._prior_summary(policy.version, revision if fit.n_users else -1, fit)
+        self._pop[policy.version] = (revision, fit)
+        return fit
+
+    def population_row(self, state: Mapping[str, Any]) -> dict[str, Any] | None:
+        """What the store keeps of this user for the population fit: the aggregates in
+        ``state`` (no events, no text), or None (no row) for an opted-out user."""
+        agg = state.get("population")
+        if state.get("opted_out") or not isinstance(agg, Mapping):
+            return None
+        return dict(agg)
 
     def settings(
         self, policy: BoundsPolicy
@@ -205,8 +251,11 @@ class LearningState:
 
     def prior(self, policy: BoundsPolicy) -> PosteriorSummary:
         """The current prior, summarized exactly (cached per policy version and population fit)."""
-        pop = self.population_prior(policy)
-        key = (policy.version, -1 if pop.n_users == 0 else self._pop[policy.version][0])
+        revision, pop = self._served(policy)
+        return self._prior_summary(policy.version, revision, pop)
+
+    def _prior_summary(self, version: str, revision: int, pop: PopulationPrior) -> PosteriorSummary:
+        key = (version, revision)
         prior = self._priors.get(key)
         if prior is None:
             if len(self._priors) > 64:
@@ -342,11 +391,7 @@ class LearningState:
         event row is deleted after this update, so retries are recognized by a hashed event id.
         The population prior is not refit in here (see :meth:`population_prior`).
         """
-        self._updating.on = True
-        try:
-            return self._rebuild(profile, events, now=now, policy=policy, limit=limit, fold=fold)
-        finally:
-            self._updating.on = False
+        return self._rebuild(profile, events, now=now, policy=policy, limit=limit, fold=fold)
 
     def _rebuild(
         self,
