@@ -137,3 +137,27 @@ def test_an_adapter_on_the_int8_graph_does_what_it_does_at_fp32(built: dict[str,
     effect = {p: tuned[p] - plain[p] for p in tuned}
     assert np.abs(effect["fp32"]).max() > 5  # a real change, not noise
     assert np.corrcoef(effect["fp32"].ravel(), effect["int8"].ravel())[0, 1] > 0.98
+
+
+def test_sites_are_redone_when_the_external_weights_change(tmp_path: Path) -> None:
+    """The int8 folder keeps its weights in model.onnx.data (``share_int8_embedding``): a
+    rebuilt model with the same graph file must not reuse LoRA sites made from the old one."""
+    import json
+    import shutil
+
+    from palm_middleware.offline.engines.genai_build import share_int8_embedding
+
+    src = tmp_path / "int8"
+    shutil.copytree(INT8, src)
+    assert share_int8_embedding(src) and (src / "model.onnx.data").is_file()
+    add_lora_sites(src, tmp_path / "lora")
+    first = json.loads((tmp_path / "lora" / "lora_sites.json").read_text())
+    add_lora_sites(src, tmp_path / "lora")  # cached: nothing changed
+    assert json.loads((tmp_path / "lora" / "lora_sites.json").read_text()) == first
+    data = bytearray((src / "model.onnx.data").read_bytes())
+    data[:64] = bytes(64)  # other weights, same graph file
+    (src / "model.onnx.data").write_bytes(bytes(data))
+    add_lora_sites(src, tmp_path / "lora")
+    again = json.loads((tmp_path / "lora" / "lora_sites.json").read_text())
+    assert again["base_sha256"] != first["base_sha256"]
+    assert again["sites"] == first["sites"]

@@ -116,6 +116,16 @@ def read_sites(folder: str | Path) -> Sites:
         ) from exc
 
 
+def _graph_sha(folder: Path) -> str:
+    """sha256 of ``model.onnx``, joined with its external weights' (GenAI int8 keeps them in
+    ``model.onnx.data``, so the graph file alone would not see a rebuilt model)."""
+    from ..._hashing import sha256_file as _sha256
+
+    sha = _sha256(folder / _MODEL)
+    data = folder / f"{_MODEL}.data"
+    return f"{sha}+{_sha256(data)}" if data.is_file() else sha
+
+
 def _cached(dst: Path, base_sha: str, targets: Sequence[str]) -> Sites | None:
     from ..._hashing import sha256_file as _sha256
 
@@ -258,7 +268,7 @@ def add_lora_sites(
     if not (src / _MODEL).is_file():
         raise ModelLoadError(f"{src}: no {_MODEL}; prepare the base with `palm prepare-base`")
     targets = list(targets)
-    base_sha = _sha256(src / _MODEL)
+    base_sha = _graph_sha(src)
     if not force and (found := _cached(dst, base_sha, targets)) is not None:
         return found
     proto = onnx.load(str(src / _MODEL))
