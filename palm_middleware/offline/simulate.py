@@ -37,7 +37,7 @@ from ..exceptions import InvalidParameterError
 from ..preferences.events import Observation
 from ..preferences.model import PreferenceModel
 from ..preferences.noise import DEFAULT_BETAS, DEFAULT_LAPSES, NoiseGrid
-from ..preferences.population import Population
+from ..preferences.population import Population, strength_candidates
 from ..types import FloatArray
 
 __all__ = [
@@ -232,6 +232,7 @@ def _run_feedback(
     lapses = c.lapses if c.learn else None
     alpha0 = default_w * d  # the deployment's starting prior: Dirichlet(1)
     population = Population(n_min=c.n_min)
+    strengths = strength_candidates(float(alpha0.sum()))
 
     def model(n: int, alpha: FloatArray, noise: NoiseGrid, seed: int) -> PreferenceModel:
         return PreferenceModel(
@@ -277,7 +278,8 @@ def _run_feedback(
             # empirical Bayes: refit the population prior, re-prior everyone in place
             for u, m in enumerate(palm):
                 le = m.lapse_evidence(lapses) if lapses is not None else None
-                population.observe(str(u), m.mean_log_weights(), m.noise_posterior(), le)
+                se = m.strength_evidence(strengths)
+                population.observe(str(u), m.mean_log_weights(), m.noise_posterior(), le, se)
             pop = population.prior(alpha0, grid, lapses)
             result.prior_fit[fb] = pop.alpha
             for m in palm:
