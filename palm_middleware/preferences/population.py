@@ -8,17 +8,21 @@ is empirical Bayes on them:
 
 * the prior's mean: the Dirichlet whose expected log w matches the users' average (one EM
   step per refresh);
-* its concentration and the lapse rate: type-II maximum likelihood, the candidate whose summed
-  log evidence over all users is largest (refined by a parabola through its neighbours). An
-  EM step on the mean-log statistic alone learns the concentration only slowly (with little
-  feedback per user, posteriors repeat their prior about how small a minor weight is; peaked
-  users' prior reached α ≈ 0.8 after 40 events for a true 0.3), and one EM step per refresh
-  on lapse probabilities stayed near its uniform start (0.13 for true 0.1 and 0.25);
+* its concentration and the lapse rate: from the users' summed log evidence over the
+  candidates (type-II likelihood; the posterior mean under a uniform prior over them). An EM
+  step on the mean-log statistic alone learns the concentration only slowly (with little
+  feedback per user a posterior's mean log w mostly repeats its prior's: peaked users' prior
+  reached α ≈ 0.8 after 40 events for a true 0.3), and one EM step per refresh on lapse
+  probabilities stayed near its uniform start (0.13 for a true 0.1, 0.15 for 0.25). The
+  evidence only ever *widens* the prior (the EM's concentration is the upper limit): a
+  concentrated prior explains noisy answers as well as a low β or a high lapse does, so with
+  25% flips the evidence favoured twice the true concentration; erring wide costs a little
+  speed, erring narrow costs calibration;
 * the β-grid probabilities: the users' average posterior (a per-user β, one EM step);
 * all shrunk toward the policy default by ``n_min`` pseudo-users: the mean-log statistic and
-  grid probabilities are averaged with theirs, the concentration (on the log scale) and the
-  lapse (on the logit scale) are averaged as if ``n_min`` users as informative as the average
-  one sat at the default.
+  grid probabilities are averaged with theirs; the concentration (on the log scale) and the
+  lapse are averaged as if ``n_min`` users as informative as the average one sat at the
+  default.
 
 β is corrected per user (every particle carries one); the lapse rate is the population's
 (per-user lapse and β trade off against each other on thumbs, and a per-user fit of both
@@ -29,10 +33,10 @@ Bound on one user's influence (with N users contributing, any one added or remov
 
 * the β-grid probabilities move by at most 1 / (N + n_min) in total variation per refresh;
 * each coordinate of the mean-log statistic moves by at most ln(1 / clip) / (N + n_min);
-* a user's log evidence is clipped to a span of :data:`EVIDENCE_SPAN` nats, so one user
-  changes every candidate's summed evidence by at most that much: the fitted concentration and
-  lapse can only move to a candidate already within 2 · EVIDENCE_SPAN nats of the best, and
-  then by N / (N + n_min) of the distance on the log / logit scale.
+* a user's log evidence is clipped to a span of :data:`EVIDENCE_SPAN` nats: one user changes
+  the ratio of any two candidates' posterior weights (concentration, lapse) by at most a
+  factor e^EVIDENCE_SPAN. That bound is weak: how far it moves the fitted value depends on how
+  flat everyone else's evidence is (with many informative users, little).
 
 So with ``n_min = 20`` no single user moves the grid probabilities by more than 5%.
 """
