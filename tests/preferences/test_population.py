@@ -71,18 +71,18 @@ def test_one_users_influence_is_bounded() -> None:
     np.testing.assert_allclose(s2, s0)
 
 
-def test_lapse_fit_follows_the_users_evidence_and_ignores_flat_evidence() -> None:
+def test_lapse_em_moves_toward_the_users_evidence() -> None:
     pop = Population(n_min=5)
-    for u in range(50):
-        pop.observe(str(u), np.log(np.full(4, 0.25)), GRID.p, np.zeros(5))  # no feedback yet
-    assert pop.prior(ALPHA0, GRID, DEFAULT_LAPSES).noise.lapses[0] == pytest.approx(0.1)
     le = np.array([-30.0, -10.0, -3.0, 0.0, -2.0])  # every user's data favour lapse 0.2
     for u in range(50):
         pop.observe(str(u), np.log(np.full(4, 0.25)), GRID.p, le)
-    prior = pop.prior(ALPHA0, GRID, DEFAULT_LAPSES)
-    # posterior mean over the candidates (all but certain: 0.2), shrunk by 5 of 55 toward 0.1
-    assert prior.noise.lapses[0] == pytest.approx((50 * 0.2 + 5 * 0.1) / 55, abs=1e-3)
-    assert len(prior.lapse_probs) == len(DEFAULT_LAPSES) and max(prior.lapse_probs) > 0.99
+    lapses = []
+    for _ in range(5):
+        prior = pop.prior(ALPHA0, GRID, DEFAULT_LAPSES)
+        lapses.append(prior.noise.lapses[0])
+    start = float(np.mean(DEFAULT_LAPSES))  # the uniform start
+    assert lapses[0] > start + 0.03 and lapses[-1] == pytest.approx(0.2, abs=0.03)
+    assert len(prior.lapse_probs) == len(DEFAULT_LAPSES)
 
 
 def _model(strength: float, obs: list[Observation], n: int = 4096) -> PreferenceModel:
