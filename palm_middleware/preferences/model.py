@@ -726,6 +726,31 @@ class PreferenceModel:
             out[k] = float(x.max() + np.log(np.exp(x - x.max()).sum()))
         return out
 
+    def strength_evidence(self, strengths: Sequence[float]) -> FloatArray:
+        """Log marginal likelihood of the user's observations if the prior were the Dirichlet
+        of total concentration ``strengths[k]`` (same mean as the current prior), relative to
+        the current prior: log E_post[Dir(w; s·m) / Dir(w; α)] over the posterior particles.
+
+        What a population fit of the prior's concentration needs from a user: a few numbers,
+        no events (the mean-log statistic alone learns it only slowly: with little feedback
+        per user, a posterior's mean log w mostly repeats its prior's). For a candidate with
+        some α_i below half the current one the estimate has infinite variance and is biased
+        toward the current prior, so a fit on it moves down by about 2× per refresh at most.
+        """
+        from scipy.special import gammaln, logsumexp
+
+        self._check_fitted()
+        if not self._obs:
+            return np.zeros(len(strengths))
+        a = self._alpha
+        cand = np.maximum(np.outer(np.asarray(strengths, dtype=np.float64), a / a.sum()), 1e-2)
+        log_norm = gammaln(cand.sum(axis=1)) - gammaln(cand).sum(axis=1)
+        log_norm -= float(gammaln(a.sum()) - gammaln(a).sum())
+        ratio = np.log(self.particles_) @ (cand - a).T + log_norm  # (n_particles, k)
+        x = np.log(np.maximum(self.weights_, _TINY))[:, None] + ratio
+        out: FloatArray = logsumexp(x, axis=0)
+        return out
+
     def _lapse_diffs(self, lapses: tuple[float, ...]) -> FloatArray:
         """Per particle and lapse: Σ_j exps_j · (loglik_j at the lapse − loglik_j), shape
         (len(lapses), n_particles).

@@ -31,7 +31,7 @@ from ..types import FloatArray
 from .events import Observation
 from .model import PosteriorSummary, PreferenceModel, forgetting
 from .noise import DEFAULT_LAPSES, NoiseGrid
-from .population import Population, PopulationPrior
+from .population import Population, PopulationPrior, strength_candidates
 
 if TYPE_CHECKING:
     from ..policy import BoundsPolicy
@@ -272,12 +272,13 @@ class LearningState:
         if state.get("opted_out") or agg is None:
             self.population.remove(key)
             return
-        lapse = agg.get("lapse")
+        lapse, strength = agg.get("lapse"), agg.get("strength")
         self.population.observe(
             key,
             np.asarray(agg["mean_log"]),
             np.asarray(agg["noise"]),
             None if lapse is None else np.asarray(lapse),
+            None if strength is None else np.asarray(strength),
         )
 
     def forget(self, key: str) -> None:
@@ -459,6 +460,11 @@ class LearningState:
         if lapses is not None and self.population is not None:
             ev = model.lapse_evidence(lapses)
             state["population"]["lapse"] = [round(float(x), 6) for x in ev]
+        if self.population is not None:
+            a0 = np.maximum(policy.default.values * float(policy.prior_strength), 1e-2)
+            strengths = strength_candidates(float(a0.sum()))  # as the population fit's
+            ev = model.strength_evidence(strengths)
+            state["population"]["strength"] = [round(float(x), 6) for x in ev]
         if len(live) <= MAX_EVIDENCE_GROUPS:  # else the stored evidence lost terms: refit next
             self._put(_Entry(key, state["rev"], policy.version, model, dict(kept_items)))
         return state
