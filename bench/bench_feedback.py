@@ -1,6 +1,7 @@
 """Feedback update cost and accuracy: full refit per event vs the cached, in-place update.
 
-    python bench/bench_feedback.py [--users 60] [--events 50] [--seed 0]
+    python bench/bench_feedback.py [--users 60] [--events 50] [--seed 0] [--parts ...]
+    python bench/bench_feedback.py --in-memory [--baseline DIR] [--rounds 3]
 
 Simulated users (hidden w ~ Dirichlet(1), 6 members on a noisy ℓ2 front, 4 traits, β = 10,
 10% label flips) send thumbs or pairwise feedback on random members. Every event goes through
@@ -12,20 +13,39 @@ interval coverage after t events differ only by the update method. Times are per
 excluding store I/O: CPU time of the thread (``time.thread_time``) and wall time. A last pass
 times ``Palm.record_feedback`` end to end on a ``MemoryStore`` (JSON round trip and audit
 hashing included) and ``compare_candidates``.
+
+``--in-memory`` times the in-place update alone (this tree's defaults), with the cost of the
+particle move on its own; ``--baseline DIR`` (a checkout of another revision, e.g. ``git
+worktree add /tmp/base main``) runs the same in a child process per revision, alternating the
+order round by round, so both revisions see the same load.
+
+``--parts refresh`` (issue 17 feedback speed, population prior): ``Palm.record_feedback`` end
+to end on a ``MemoryStore`` and on an ``SQLiteStore`` file, with the population prior refitted
+on the request (``population_refresh="sync"``: every 25 changes, on the thread that recorded
+the 25th, as before the refit moved off the request path) and in the background
+(``population_refresh=2.0``: feedback only writes the user's population row). The four Palms
+take turns on each event (interleaved, order rotating); each has ``--pop-users`` users with
+feedback first, so every refit fits that many users' aggregates. Also: one refit's cost.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
+import subprocess
+import sys
 import time
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from palm_middleware.offline.simulate import lp_front_members
 from palm_middleware.policy import parse_policy
 from palm_middleware.preferences.events import Observation
+from palm_middleware.preferences.population import Population
 from palm_middleware.preferences.state import LearningState
 from palm_middleware.stores.base import EventRecord, ProfileRecord
 
@@ -144,6 +164,166 @@ def simulate(args: argparse.Namespace, feedback: str) -> None:
     print(f"\nincremental{extra}")
 
 
+def _event(
+    feedback: str,
+    R: np.ndarray,
+    w: np.ndarray,
+    urng: np.random.Generator,
+    u: int,
+    t: int,
+    now: float,
+    beta: float = 10.0,
+) -> EventRecord:
+    """The bench's simulated event: a thumb on a random member or a random pair, Bradley-Terry
+    at ``beta``, 10% flips (as in :func:`simulate`)."""
+    ref = R.mean(axis=0)
+    i = int(urng.integers(6))
+    if feedback == "thumbs":
+        delta = R[i] - ref
+    else:
+        delta = R[i] - R[(i + 1 + int(urng.integers(5))) % 6]
+    y = 1 if urng.random() < _sigmoid(beta * float(w @ delta)) else -1
+    y = -y if urng.random() < 0.1 else y
+    obs = Observation.compare(delta, y, ts=now)
+    return EventRecord(f"u{u}:{t}", f"u{u}", feedback, {"obs": [obs.to_dict()]}, now)
+
+
+def in_memory(args: argparse.Namespace, feedback: str) -> dict[str, Any]:
+    """The in-place update alone, with this tree's ``LearningState`` defaults and a population
+    (as ``Palm`` has): per-event CPU time of ``rebuild`` (excluding store I/O), which events
+    moved particles, the CPU time of each Metropolis-Hastings move on its own, regret and 90%
+    coverage at ``STEPS``."""
+    from palm_middleware.preferences.model import PreferenceModel
+
+    moves: list[float] = []
+    plain = PreferenceModel._move
+
+    def timed_move(self: PreferenceModel, *a: Any, **k: Any) -> None:
+        c0 = time.thread_time()
+        try:
+            plain(self, *a, **k)
+        finally:
+            moves.append(time.thread_time() - c0)
+
+    PreferenceModel._move = timed_move  # type: ignore[method-assign]
+    try:
+        return _in_memory(args, feedback, moves)
+    finally:
+        PreferenceModel._move = plain  # type: ignore[method-assign]
+
+
+def _in_memory(args: argparse.Namespace, feedback: str, moves: list[float]) -> dict[str, Any]:
+    policy = parse_policy(POLICY)
+    rng = np.random.default_rng(args.seed)
+    R = lp_front_members(6, 4, random_state=rng)
+    users = rng.dirichlet(np.full(4, args.user_alpha), size=args.users)
+    # As Palm builds it: with the population aggregates written on every update (the lapse
+    # evidence), the population prior itself not refit here (that happens outside the update).
+    ls = LearningState(half_life=90 * 86400.0, population=Population())
+    warm: ProfileRecord | None = None
+    for k in range(3):  # warm up (imports, first allocations)
+        ev = _event(feedback, R, users[0], np.random.default_rng(k), 0, k, float(k))
+        st = ls.rebuild(warm, [ev], now=float(k), policy=policy, limit=0.25)
+        warm = ProfileRecord("warm", st, k + 1, float(k))
+    ls.forget_cache()
+    moves.clear()
+    cpu: list[float] = []
+    moved: list[bool] = []
+    first: list[bool] = []
+    regret = np.zeros((args.users, args.events + 1))
+    cover = np.zeros((args.users, args.events + 1))
+    for u, w in enumerate(users):
+        vals = R @ w
+        opt = float(vals.max())
+        urng = np.random.default_rng([args.seed, u])
+        rec: ProfileRecord | None = None
+        now = 1.7e9
+        for t in range(args.events + 1):
+            if rec is None:
+                mean, lo, hi = np.full(4, 0.25), np.zeros(4), np.ones(4)
+            else:
+                post = rec.state["posterior"]
+                mean, lo, hi = (np.asarray(post[k]) for k in ("mean", "lower", "upper"))
+            regret[u, t] = (opt - vals[int(np.argmax(R @ mean))]) / opt
+            cover[u, t] = float(np.mean((w >= lo) & (w <= hi)))
+            if t == args.events:
+                break
+            now += 30.0
+            event = _event(feedback, R, w, urng, u, t, now, args.beta)
+            n_moves = len(moves)
+            c0 = time.thread_time()
+            state = ls.rebuild(rec, [event], now=now, policy=policy, limit=0.25)
+            cpu.append(time.thread_time() - c0)
+            moved.append(len(moves) > n_moves)
+            first.append(rec is None)
+            rec = ProfileRecord(f"u{u}", state, (rec.version if rec else 0) + 1, now)
+    se = lambda x: float(x.std(ddof=1) / np.sqrt(len(x)))  # noqa: E731
+    return {
+        "cpu": cpu,
+        "moved": moved,
+        "first": first,
+        "moves": list(moves),
+        "regret": {str(s): [float(regret[:, s].mean()), se(regret[:, s])] for s in STEPS},
+        "coverage": float(cover[:, 1:].mean()),
+        "coverage_last": float(cover[:, -1].mean()),
+    }
+
+
+def in_memory_table(results: dict[str, dict[str, list[dict[str, Any]]]]) -> None:
+    """Print one row per revision and feedback kind (rounds pooled)."""
+    print(
+        "| revision | feedback | CPU ms p50 / p99 / max | events that moved | their CPU ms p50 / "
+        "max | MH move alone ms p50 / max | other events p99 | "
+        + " | ".join(f"regret % t={s}" for s in STEPS)
+        + " | 90% coverage t=1..50 / t=50 |"
+    )
+    print("|---|---|---|---|---|---|---|" + "---|" * len(STEPS) + "---|")
+    for rev, by_fb in results.items():
+        for fb, rounds in by_fb.items():
+            cpu = np.concatenate([r["cpu"] for r in rounds])
+            moved = np.concatenate([r["moved"] for r in rounds]).astype(bool)
+            mv = np.concatenate([r["moves"] for r in rounds]) * 1e3
+            r0 = rounds[0]  # regret and coverage: the same in every round (seeded)
+            reg = " | ".join(
+                f"{100 * r0['regret'][str(s)][0]:.2f} ± {100 * r0['regret'][str(s)][1]:.2f}"
+                for s in STEPS
+            )
+            mcpu = cpu[moved] * 1e3
+            print(
+                f"| {rev} | {fb} | {pct(list(cpu))} | {100 * moved.mean():.1f}% | "
+                + (f"{np.median(mcpu):.2f} / {mcpu.max():.2f}" if mcpu.size else "-")
+                + " | "
+                + (f"{np.median(mv):.2f} / {mv.max():.2f}" if mv.size else "-")
+                + f" | {np.percentile(cpu[~moved] * 1e3, 99):.3f} | {reg} | "
+                f"{100 * r0['coverage']:.1f} / {100 * r0['coverage_last']:.1f} |"
+            )
+
+
+def compare_revisions(args: argparse.Namespace) -> None:
+    """This tree and ``--baseline``, each in its own child process, alternating by round."""
+    here = Path(__file__).resolve().parents[1]
+    trees = {"this branch": here, "baseline": Path(args.baseline).resolve()}
+    results: dict[str, dict[str, list[dict[str, Any]]]] = {n: {} for n in trees}
+    for r in range(args.rounds):
+        order = list(trees) if r % 2 == 0 else list(trees)[::-1]
+        for name in order:
+            tree = trees[name]
+            env = {**os.environ, "PYTHONPATH": str(tree)}
+            cmd = [sys.executable, __file__, "--in-memory-json", "--users", str(args.users)]
+            cmd += ["--events", str(args.events), "--seed", str(args.seed)]
+            cmd += ["--beta", str(args.beta), "--user-alpha", str(args.user_alpha)]
+            cmd += ["--feedback", *args.feedback]
+            out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
+            for fb, res in json.loads(out.stdout.splitlines()[-1]).items():
+                results[name].setdefault(fb, []).append(res)
+            print(f"round {r + 1}/{args.rounds}: {name} done", file=sys.stderr)
+    print(
+        f"\nin memory, {args.rounds} rounds x {args.users} users x {args.events} events, "
+        f"β = {args.beta}, users ~ Dirichlet({args.user_alpha})"
+    )
+    in_memory_table(results)
+
+
 def pipeline(args: argparse.Namespace) -> None:
     from palm_middleware import MemoryStore, Palm, Thumb, load_policy, load_portfolio
     from palm_middleware.data import bundled
@@ -197,6 +377,132 @@ def pipeline(args: argparse.Namespace) -> None:
         print(f"| {name} | {pct(fb[name][20:])} | {pct(cc[name][2:])} |")
 
 
+def refresh(args: argparse.Namespace) -> None:
+    import tempfile
+    from pathlib import Path
+
+    from palm_middleware import MemoryStore, Palm, SQLiteStore, Thumb, load_policy, load_portfolio
+    from palm_middleware.data import bundled
+
+    portfolio = load_portfolio(bundled("portfolio.yaml"))
+    policy = load_policy(bundled("policy.yaml"))
+    t = [1.7e9]
+
+    def clock() -> float:
+        t[0] += 30.0
+        return t[0]
+
+    rng = np.random.default_rng(args.seed)
+    n_users = args.pop_users
+    with tempfile.TemporaryDirectory() as tmp:
+        stores = {
+            "memory": lambda name: MemoryStore(),
+            "sqlite": lambda name: SQLiteStore(Path(tmp) / f"{name}.db"),
+        }
+        palms = {}
+        for store_name, make in stores.items():
+            for mode, refresh_s in (("on the request", "sync"), ("background", 2.0)):
+                name = f"{store_name}, {mode}"
+                palms[name] = Palm(
+                    portfolio,
+                    policy,
+                    make(name.replace(", ", "-").replace(" ", "_")),
+                    clock=clock,
+                    random_state=0,
+                    embedder=None,
+                    population_refresh=refresh_s,  # type: ignore[arg-type]
+                )
+        t0 = time.perf_counter()
+        for u in range(n_users):  # every user's first events (not timed): the population
+            for palm in palms.values():
+                for k in range(2):
+                    member = portfolio.ids[(u + k) % len(portfolio.ids)]
+                    palm.record_feedback(f"user{u}", Thumb(up=k == 0, member=member))
+        print(
+            f"\nrecord_feedback end to end, bundled portfolio and policy, {n_users} users in the "
+            f"population ({time.perf_counter() - t0:.0f} s to build), "
+            f"{args.refresh_events} thumbs round robin, 4 Palms interleaved; wall ms; load "
+            f"average {os.getloadavg()[0]:.1f}"
+        )
+        fb: dict[str, list[float]] = {n: [] for n in palms}
+        cpu: dict[str, list[float]] = {n: [] for n in palms}
+        names = list(palms)
+        for k in range(args.refresh_events):
+            user = f"user{k % n_users}"
+            member = portfolio.ids[int(rng.integers(len(portfolio.ids)))]
+            up = bool(rng.random() < 0.5)
+            order = names[k % len(names) :] + names[: k % len(names)]  # rotating
+            for name in order:
+                c0, t0 = time.thread_time(), time.perf_counter()
+                palms[name].record_feedback(user, Thumb(up=up, member=member))
+                fb[name].append(time.perf_counter() - t0)
+                cpu[name].append(time.thread_time() - c0)
+        print(
+            "| store, population refit | wall ms p50 / p99 / max | CPU ms of the calling "
+            "thread p50 / p99 / max | refits |"
+        )
+        print("|---|---|---|---|")
+        for name, palm in palms.items():
+            feed = palm._profiles.feed
+            refits = feed.refits if feed is not None else 0
+            print(f"| {name} | {pct(fb[name])} | {pct(cpu[name])} | {refits} |")
+        palm = palms["memory, background"]
+        learning = palm._profiles.learning
+        fits = []
+        for _ in range(20):
+            t0 = time.perf_counter()
+            learning.refresh_population(palm.policy, 0)
+            fits.append(time.perf_counter() - t0)
+        print(f"\none refit of {n_users} users' aggregates: ms p50 / p99 / max {pct(fits)}")
+        for palm in palms.values():
+            if palm._profiles.feed is not None:
+                palm._profiles.feed.close()
+            palm.store.close()
+
+
+def rowcost(args: argparse.Namespace) -> None:
+    """What writing the population row adds to ``apply_event`` (same transaction)."""
+    import tempfile
+    from pathlib import Path
+
+    from palm_middleware import MemoryStore, SQLiteStore
+
+    row = {
+        "mean_log": [-1.386294] * 4,
+        "noise": [round(1 / 7, 6)] * 7,
+        "lapse": [-12.345678] * 5,
+    }
+    state = {"posterior": {"mean": [0.25] * 4}, "population": row, "evidence": [{"v": [0.1] * 4}]}
+
+    def update(profile: ProfileRecord | None, events: list[EventRecord]) -> dict[str, Any]:
+        return state
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, store in (
+            ("memory", MemoryStore()),
+            ("sqlite", SQLiteStore(Path(tmp) / "rows.db")),
+        ):
+            times: dict[str, list[float]] = {"without the row": [], "with the row": []}
+            for k in range(args.row_events):
+                order = list(times) if k % 2 == 0 else list(times)[::-1]
+                for arm in order:
+                    user = f"{arm[:4]}{k % 200}"
+                    ev = EventRecord(f"{user}:{k}", user, "thumb", {"obs": []}, float(k))
+                    with_row = arm == "with the row"
+                    t0 = time.perf_counter()
+                    store.apply_event(
+                        ev,
+                        update,
+                        window=1,
+                        now=float(k),
+                        population=(lambda st: st["population"]) if with_row else None,
+                    )
+                    times[arm].append(time.perf_counter() - t0)
+            for arm, xs in times.items():
+                print(f"| {label} apply_event, {arm} | {pct(xs)} |")
+            store.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--users", type=int, default=60)
@@ -206,7 +512,27 @@ def main() -> None:
     ap.add_argument("--pipeline-events", type=int, default=750)
     ap.add_argument("--ess-threshold", type=float, default=0.1, help="of the incremental arm")
     ap.add_argument("--move-steps", type=int, default=2, help="of the incremental arm")
+    ap.add_argument("--in-memory", action="store_true", help="only the in-place update")
+    ap.add_argument("--baseline", help="with --in-memory: a checkout to compare against")
+    ap.add_argument("--rounds", type=int, default=3, help="with --baseline")
+    ap.add_argument("--beta", type=float, default=10.0, help="users' β, with --in-memory")
+    ap.add_argument(
+        "--user-alpha", type=float, default=1.0, help="users' Dirichlet α, with --in-memory"
+    )
+    ap.add_argument("--in-memory-json", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--parts",
+        nargs="*",
+        default=["simulate", "pipeline", "refresh", "rowcost"],
+        help="what to run",
+    )
+    ap.add_argument("--pop-users", type=int, default=200, help="population of the refresh part")
+    ap.add_argument("--refresh-events", type=int, default=1000)
+    ap.add_argument("--row-events", type=int, default=3000)
     args = ap.parse_args()
+    if args.in_memory_json:  # the child process of --baseline
+        print(json.dumps({fb: in_memory(args, fb) for fb in args.feedback}))
+        return
     cpu = next(
         (
             ln.split(":", 1)[1].strip()
@@ -217,9 +543,25 @@ def main() -> None:
     )
     print(f"machine: {os.cpu_count()} cores, {cpu}; load average {os.getloadavg()[0]:.1f}")
     t0 = time.perf_counter()
-    for fb in args.feedback:
-        simulate(args, fb)
-    pipeline(args)
+    if args.in_memory:
+        if args.baseline:
+            compare_revisions(args)
+        else:
+            in_memory_table({"this tree": {fb: [in_memory(args, fb)] for fb in args.feedback}})
+        print(f"\nload average {os.getloadavg()[0]:.1f}; {time.perf_counter() - t0:.0f} s")
+        return
+    if "simulate" in args.parts:
+        for fb in args.feedback:
+            simulate(args, fb)
+    if "pipeline" in args.parts:
+        pipeline(args)
+    if "refresh" in args.parts:
+        refresh(args)
+    if "rowcost" in args.parts:
+        print(f"\n{args.row_events} apply_event calls per arm, interleaved, 200 users, wall ms")
+        print("| store | p50 / p99 / max |")
+        print("|---|---|")
+        rowcost(args)
     print(f"\n{time.perf_counter() - t0:.0f} s")
 
 

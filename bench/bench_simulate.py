@@ -99,11 +99,14 @@ def main() -> None:
             bt, lp = res.noise_fit[fb]
             lines.append(
                 f"- {fb}: t=20 palm/reference = {tg['t20_vs_reference']:.2f} "
+                f"[90% CI {tg['t20_ratio_lo']:.2f}–{tg['t20_ratio_hi']:.2f}] "
                 f"({'met' if tg['t20_ok'] else 'MISSED'}); worst excess over no "
-                f"personalization at t>=5 = {100 * float(tg['max_excess_over_default']):+.1f} pts "
+                f"personalization at t>=5 = {100 * float(tg['max_excess_over_default']):+.1f} "
+                f"± {100 * float(tg['excess_se']):.1f} pts at t={int(tg['worst_step'])} "
                 f"({'met' if tg['never_worse_ok'] else 'MISSED'}); coverage "
                 f"{100 * float(tg['coverage']):.1f}% ({'met' if tg['coverage_ok'] else 'MISSED'}); "
-                f"learned β ≈ {bt:.1f}, lapse ≈ {lp:.2f}"
+                f"learned β ≈ {bt:.1f}, lapse ≈ {lp:.2f}; prior α ≈ "
+                f"{np.array2string(res.prior_fit[fb], precision=2) if fb in res.prior_fit else '–'}"
             )
         lines.append("")
         print("\n".join(lines[-(len(res.regret) * 4 + 6) :]), flush=True)

@@ -38,6 +38,7 @@ from .policy.conditions import RequestContext
 from .policy.context import build_context
 from .policy.reload import PolicyChange, ReloadingPolicy
 from .policy.topics import Embedder, TopicClassifier
+from .population_feed import PopulationFeed
 from .portfolio.manifest import Portfolio
 from .preferences.cues import CueLexicon
 from .preferences.events import ExplicitWeights, FeedbackEvent
@@ -55,6 +56,9 @@ from .types import MemberId, UserId
 __all__ = ["Palm"]
 
 logger = logging.getLogger("palm_middleware")
+
+#: Seconds between background refits of the population prior (``population_refresh``).
+DEFAULT_REFRESH_S = 2.0
 
 P = ParamSpec("P")
 S = TypeVar("S")
@@ -80,6 +84,14 @@ def _in_thread(
     twin.__qualname__ = f"Palm.a{name}"
     twin.__doc__ = f"Async :meth:`{name}` (the call runs in a worker thread)."
     return twin
+
+
+def _seconds(v: object) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+        raise InvalidParameterError(
+            f"population_refresh must be a number of seconds > 0, 'sync' or None; got {v!r}"
+        )
+    return float(v)
 
 
 class Palm:
@@ -108,10 +120,16 @@ class Palm:
             them per deployment; these are the values where it does not.
         explore_cost: in Thompson mode, a draw is served only if its member loses at most this
             share of the value the mean member has under the (clamped) mean weights.
-        population: start new users from the population prior (fitted in this process from
-            users' posterior aggregates, shrunk toward the policy default; opted-out users
-            never count; see :mod:`~palm_middleware.preferences.population`). False: every
+        population: start new users from the population prior (fitted from the users'
+            posterior aggregates that the store keeps, one row per user, shrunk toward the
+            policy default; opted-out users never count; every replica sharing the store fits
+            the same prior; see :mod:`~palm_middleware.preferences.population`). False: every
             user starts from the policy default.
+        population_refresh: when the population prior is refitted. Seconds: in a background
+            thread at most that often, off the request path (feedback only writes the user's
+            row). ``"sync"``: on the calling thread after every 25 changes, so runs repeat
+            exactly. None (default): ``"sync"`` when ``random_state`` is given, else 2 s.
+            See :mod:`~palm_middleware.population_feed`.
         salt: key for pseudonymizing user ids; by default the store's own (persistent) salt.
         clock: time source (seconds). Everything time-dependent reads it (forgetting, the
             served summary's fading, time-of-day conditions, audit times); with the default wall
@@ -146,6 +164,7 @@ class Palm:
         n_particles: int = 1024,
         explore_cost: float = 0.2,
         population: bool = True,
+        population_refresh: float | Literal["sync"] | None = None,
         salt: str | bytes | None = None,
         clock: Callable[[], float] = time.time,
         random_state: int | np.random.Generator | None = None,
@@ -180,7 +199,17 @@ class Palm:
             population=Population() if population else None,
         )
         learning.model(self.policy).fit([])  # bad parameters fail now, not on the first feedback
-        self._profiles = Profiles(store, learning, clock)
+        if population_refresh is None:
+            population_refresh = "sync" if random_state is not None else DEFAULT_REFRESH_S
+        feed = PopulationFeed(
+            store,
+            learning,
+            lambda: self.policy,
+            interval=None if population_refresh == "sync" else _seconds(population_refresh),
+        )
+        self._profiles = Profiles(store, learning, clock, feed if population else None)
+        if population:
+            feed.start()  # the stored rows: a restart (or a new replica) keeps the prior
         self._resolver = EventResolver(portfolio, store.get_audit)
         self._labeller = TopicLabeller(topics, embedder)
         self._keys = Pseudonymizer(store.salt if salt is None else salt)
@@ -582,9 +611,15 @@ class Palm:
         """Forget the learned preferences (events and profile); keep the audit trail."""
         key = self.user_key(user)
         now = float(self.clock())
-        self._profiles.learning.forget(key)
-        self.store.delete_user(key, keep_audit=True)
+        self.store.delete_user(key, keep_audit=True)  # the population row too
+        self._forgotten(key)
         self._outbox.write(AuditRecord(uuid.uuid4().hex, key, "reset", {}, now))
+
+    def _forgotten(self, key: str) -> None:
+        """The user's data is gone from the store: drop them from this process's population
+        and refit without them (after the delete, so an older read cannot bring them back)."""
+        self._profiles.learning.forget(key)
+        self._profiles.population_changed(self.policy, removal=True)
 
     def forget(self, user: UserId) -> None:
         """Delete everything about the user; only audit records of deletions remain.
@@ -597,8 +632,8 @@ class Palm:
         record in one transaction, so no other writer's record can vanish unaccounted for.
         """
         key = self.user_key(user)
-        self._profiles.learning.forget(key)
-        self._outbox.erase_user(key, float(self.clock()))
+        self._outbox.erase_user(key, float(self.clock()))  # the population row too
+        self._forgotten(key)
 
     def export(self, user: UserId) -> dict[str, Any]:
         """Everything stored about the user, as JSON-ready data (the right of access).
@@ -658,8 +693,19 @@ class Palm:
         return self.portfolio.ids[i], self.portfolio.ids[j]
 
     def population_prior(self) -> PopulationPrior:
-        """Where a new user starts now: Dirichlet over the weights, (β, lapse) grid, users."""
+        """Where a new user starts now: Dirichlet over the weights, (β, lapse) grid, users.
+
+        The last prior fitted (see ``population_refresh``); :meth:`refresh_population` refits
+        it from the store now."""
         return self._profiles.learning.population_prior(self.policy)
+
+    def refresh_population(self) -> PopulationPrior:
+        """Re-read the store's population rows (every replica's users) and refit the prior
+        now, on this thread; returns it."""
+        feed = self._profiles.feed
+        if feed is not None:
+            feed.refresh(force=True)
+        return self.population_prior()
 
     # -- async twins: the same call in a worker thread, so store I/O never blocks the loop -------
     adecide = _in_thread(decide)

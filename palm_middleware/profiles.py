@@ -6,6 +6,10 @@ transaction, so concurrent feedback never loses an update. The policy's ``privac
 decides what is kept: ``weights_only`` folds each event into the profile and deletes its row
 (retries are recognized by a digest of the event id), ``events_with_text`` keeps the redacted
 text of cue messages, and ``retention_days`` bounds how long event rows live.
+
+The user's population row (the aggregates the population prior is fitted from) is written in
+the same transaction as the profile, and never for an opted-out user; the prior itself is
+refitted off the request path (:class:`~palm_middleware.population_feed.PopulationFeed`).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from .stores.base import EventRecord, ProfileRecord, Store
 
 if TYPE_CHECKING:
     from .policy import BoundsPolicy
+    from .population_feed import PopulationFeed
     from .portfolio.manifest import Portfolio
     from .preferences.model import PosteriorSummary
     from .preferences.resolve import Resolved
@@ -47,13 +52,33 @@ class Profiles:
         store: where profiles and events live.
         learning: how evidence becomes a posterior.
         clock: time source; an update takes its time inside the store's transaction.
+        feed: keeps the population prior current after writes; None: refit here, after the
+            update, every ``learning.refresh_every`` changes.
     """
 
-    def __init__(self, store: Store, learning: LearningState, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        learning: LearningState,
+        clock: Callable[[], float],
+        feed: PopulationFeed | None = None,
+    ) -> None:
         self.store = store
         self.learning = learning
         self.clock = clock
+        self.feed = feed
         self._fold_lock = threading.Lock()
+        # The user's population row is written with the profile (none without a population).
+        self._row = learning.population_row if learning.population is not None else None
+
+    def population_changed(self, policy: BoundsPolicy, *, removal: bool = False) -> None:
+        """After a write that changed a population row (outside its transaction)."""
+        if self.learning.population is None:
+            return
+        if self.feed is not None:
+            self.feed.changed(removal=removal)
+        else:
+            self.learning.refresh_population(policy, 0 if removal else self.learning.refresh_every)
 
     def summary(self, key: str, now: float, policy: BoundsPolicy) -> tuple[PosteriorSummary, bool]:
         """The user's posterior summary at ``now`` and whether they opted out."""
@@ -97,13 +122,16 @@ class Profiles:
                     "folded", []
                 ):
                     return False
-            added, stored = self.store.apply_event(record, update, window=1, now=now)
+            added, stored = self.store.apply_event(
+                record, update, window=1, now=now, population=self._row
+            )
             if added and stored is not None:
                 self.learning.observe(key, stored.state)
             if fold:
                 # weights_only: the event now lives only inside the profile's grouped evidence.
                 self.store.purge_events(before=math.inf, user_key=key)
-        self.learning.refresh_population(policy)  # outside the transaction, when stale
+        if added:
+            self.population_changed(policy)  # outside the transaction
         return added
 
     def set_opt_out(self, key: str, opted_out: bool, now: float, policy: BoundsPolicy) -> None:
@@ -115,14 +143,15 @@ class Profiles:
         def update(profile: ProfileRecord | None, events: list[EventRecord]) -> dict[str, Any]:
             return self.learning.rebuild(profile, events, now=float(self.clock()), policy=policy)
 
-        _, stored = self.store.apply_event(record, update, window=1, now=now)
+        # The opt-out deletes the user's population row in the same transaction.
+        _, stored = self.store.apply_event(record, update, window=1, now=now, population=self._row)
         if opted_out or stored is None:
             self.learning.forget(key)  # opted-out users never shape anyone's prior
         else:
             self.learning.observe(key, stored.state)
         if privacy_of(policy).store == "weights_only":
             self.store.purge_events(before=math.inf, user_key=key)
-        self.learning.refresh_population(policy)
+        self.population_changed(policy, removal=opted_out)
 
     def view(
         self, key: str, now: float, policy: BoundsPolicy, portfolio: Portfolio, *, recent: int

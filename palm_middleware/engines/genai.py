@@ -261,13 +261,15 @@ class GenaiModel:
             del gen
             release_free_heap()
 
-    def step_logits(self, prompt_ids: list[int], continuation: list[int]) -> npt.NDArray[Any]:
+    def step_logits(
+        self, prompt_ids: list[int], continuation: list[int], adapter: Path | None = None
+    ) -> npt.NDArray[Any]:
         """Logits ``[len(continuation), vocab]``: row ``i`` predicts ``continuation[i]``.
 
         Teacher forcing for quality checks (the reference's tokens are fed, whatever the
-        model would have chosen).
+        model would have chosen), with the LoRA ``adapter`` active if given.
         """
-        gen = self.generator(prompt_ids, len(prompt_ids) + len(continuation) + 1, None)
+        gen = self.generator(prompt_ids, len(prompt_ids) + len(continuation) + 1, adapter)
         rows = []
         for token in continuation:
             rows.append(self._last_logits(gen).copy())

@@ -37,7 +37,7 @@ from ..exceptions import InvalidParameterError
 from ..preferences.events import Observation
 from ..preferences.model import PreferenceModel
 from ..preferences.noise import DEFAULT_BETAS, DEFAULT_LAPSES, NoiseGrid
-from ..preferences.population import Population
+from ..preferences.population import Population, strength_candidates
 from ..types import FloatArray
 
 __all__ = [
@@ -116,6 +116,8 @@ class SimulationResult:
     update_ms: dict[Feedback, dict[str, FloatArray]] = field(default_factory=dict)
     noise_fit: dict[Feedback, tuple[float, float]] = field(default_factory=dict)
     prior_fit: dict[Feedback, FloatArray] = field(default_factory=dict)
+    per_user: dict[Feedback, FloatArray] = field(default_factory=dict)
+    """Regret of the mean route per user, [method, user, step] (for paired intervals)."""
 
     def rows(self) -> list[dict[str, float | int | str]]:
         """Long-format rows (method, feedback, step, metrics) for CSV output."""
@@ -230,6 +232,7 @@ def _run_feedback(
     lapses = c.lapses if c.learn else None
     alpha0 = default_w * d  # the deployment's starting prior: Dirichlet(1)
     population = Population(n_min=c.n_min)
+    strengths = strength_candidates(float(alpha0.sum()))
 
     def model(n: int, alpha: FloatArray, noise: NoiseGrid, seed: int) -> PreferenceModel:
         return PreferenceModel(
@@ -256,6 +259,10 @@ def _run_feedback(
         [np.random.default_rng([c.seed, u, mi, 0 if fb == "pairwise" else 1]) for mi in range(5)]
         for u in range(U)
     ]
+    # Common random numbers: the user's own coin flips (Bradley-Terry draw, label flip) at step
+    # t are the same whichever method asks, so methods that show the same thing get the same
+    # answer and their difference is measured with less noise (the methods' own draws differ).
+    coins = np.random.default_rng([c.seed, 99, 0 if fb == "pairwise" else 1]).random((U, T, 2))
     w_now = users.copy()
     bar = tqdm(range(T + 1), desc=f"simulate {fb}", disable=None if progress else True, leave=False)
     for t in bar:
@@ -271,7 +278,8 @@ def _run_feedback(
             # empirical Bayes: refit the population prior, re-prior everyone in place
             for u, m in enumerate(palm):
                 le = m.lapse_evidence(lapses) if lapses is not None else None
-                population.observe(str(u), m.mean_log_weights(), m.noise_posterior(), le)
+                se = m.strength_evidence(strengths)
+                population.observe(str(u), m.mean_log_weights(), m.noise_posterior(), le, se)
             pop = population.prior(alpha0, grid, lapses)
             result.prior_fit[fb] = pop.alpha
             for m in palm:
@@ -296,12 +304,14 @@ def _run_feedback(
                 i = thompson_member(s.mean, s.sample(1, r)[0], R, c.explore_cost)
                 if fb == "thumbs":
                     obs = Observation.compare(
-                        R[i] - ref_point, _fb(c, w, R[i] - ref_point, r), ts=t
+                        R[i] - ref_point, _fb(c, w, R[i] - ref_point, coins[u, t]), ts=t
                     )
                     shown[mi, u, t] = reg(u, i)
                 else:
                     j = m.query_second(R, i)
-                    obs = Observation.compare(R[i] - R[j], _fb(c, w, R[i] - R[j], r), ts=t)
+                    obs = Observation.compare(
+                        R[i] - R[j], _fb(c, w, R[i] - R[j], coins[u, t]), ts=t
+                    )
                     shown[mi, u, t] = 0.5 * (reg(u, i) + reg(u, j))
                 t0 = time.perf_counter()
                 m.partial_fit([obs])
@@ -312,7 +322,7 @@ def _run_feedback(
             draws = r.beta(a[u], b[u])
             if fb == "thumbs":
                 i = int(np.argmax(draws))
-                y = _fb(c, w, R[i] - ref_point, r)
+                y = _fb(c, w, R[i] - ref_point, coins[u, t])
                 t0 = time.perf_counter()
                 a[u, i] += y > 0
                 b[u, i] += y < 0
@@ -320,13 +330,14 @@ def _run_feedback(
                 shown[_BANDIT, u, t] = reg(u, i)
             else:
                 i, j = (int(k) for k in np.argsort(-draws)[:2])
-                win, lose = (i, j) if _fb(c, w, R[i] - R[j], r) > 0 else (j, i)
+                win, lose = (i, j) if _fb(c, w, R[i] - R[j], coins[u, t]) > 0 else (j, i)
                 t0 = time.perf_counter()
                 a[u, win] += 1
                 b[u, lose] += 1
                 times["bandit"].append(time.perf_counter() - t0)
                 shown[_BANDIT, u, t] = 0.5 * (reg(u, i) + reg(u, j))
     result.regret[fb] = regret.mean(axis=1)
+    result.per_user[fb] = regret
     result.regret_se[fb] = regret.std(axis=1, ddof=1) / np.sqrt(U) if U > 1 else 0 * regret[:, 0]
     result.shown[fb] = shown.mean(axis=1)
     result.weight_error[fb] = werr.mean(axis=1)
@@ -336,10 +347,11 @@ def _run_feedback(
     result.noise_fit[fb] = palm[0].noise_grid_.mean(q)
 
 
-def _fb(c: SimulationConfig, w: FloatArray, delta: FloatArray, r: np.random.Generator) -> int:
-    """A ±1 label: Bradley-Terry on w·delta at the true β, flipped with probability noise."""
-    y = 1 if r.random() < _sigmoid(c.beta * float(w @ delta)) else -1
-    return -y if r.random() < c.noise else y
+def _fb(c: SimulationConfig, w: FloatArray, delta: FloatArray, coins: FloatArray) -> int:
+    """A ±1 label: Bradley-Terry on w·delta at the true β, flipped with probability noise
+    (``coins``: the user's two uniform draws for this step)."""
+    y = 1 if coins[0] < _sigmoid(c.beta * float(w @ delta)) else -1
+    return -y if coins[1] < c.noise else y
 
 
 def with_setting(base: SimulationConfig, name: str) -> SimulationConfig:
@@ -378,20 +390,43 @@ def format_table(result: SimulationResult, steps: Sequence[int] = (5, 10, 20, 50
 
 def targets(result: SimulationResult, fb: Feedback) -> dict[str, float | bool]:
     """Issue 17's targets for ``palm`` under ``fb``: t=20 regret vs the reference, the worst
-    excess over no personalization at t >= 5, and the mean 90% coverage (steps 1..T)."""
+    excess over no personalization at t >= 5, and the mean 90% coverage (steps 1..T).
+
+    With per-user results, also how sure each comparison is (users are the unit; palm and the
+    reference see the same users and coin flips): a 90% bootstrap interval of the t=20 ratio
+    (2000 resamples of users, fixed seed) and the paired standard error of the worst excess.
+    """
     reg = result.regret[fb]
     t20 = min(20, reg.shape[1] - 1)
     ratio = float(reg[_PALM, t20] / max(reg[_REF, t20], 1e-12))
-    excess = float(np.max(reg[_PALM, 5:] - reg[_DEFAULT, 5:])) if reg.shape[1] > 5 else 0.0
+    diff = reg[_PALM, 5:] - reg[_DEFAULT, 5:]
+    worst = int(np.argmax(diff)) + 5 if diff.size else 0
+    excess = float(diff.max()) if diff.size else 0.0
     cov = float(np.mean(result.coverage[fb][_PALM, 1:]))
-    return {
+    out: dict[str, float | bool] = {
         "t20_vs_reference": ratio,
         "t20_ok": bool(reg[_PALM, t20] <= 1.1 * reg[_REF, t20] + 1e-12),
         "max_excess_over_default": excess,
+        "worst_step": float(worst),
         "never_worse_ok": excess <= 0.0,
         "coverage": cov,
         "coverage_ok": 0.85 <= cov <= 0.95,
     }
+    per_user = result.per_user.get(fb)
+    if per_user is not None and per_user.shape[1] > 1:
+        n = per_user.shape[1]
+        idx = np.random.default_rng(0).integers(0, n, size=(2000, n))
+        palm, ref = (
+            per_user[_PALM, :, t20][idx].mean(axis=1),
+            per_user[_REF, :, t20][idx].mean(axis=1),
+        )
+        ratios = palm / np.maximum(ref, 1e-12)
+        out["t20_ratio_lo"], out["t20_ratio_hi"] = (
+            float(x) for x in np.percentile(ratios, [5, 95])
+        )
+        d = per_user[_PALM, :, worst] - per_user[_DEFAULT, :, worst]
+        out["excess_se"] = float(d.std(ddof=1) / np.sqrt(n))
+    return out
 
 
 def plot_result(result: SimulationResult, path: str | Path, title: str = "") -> None:

@@ -16,6 +16,7 @@ Every observation has one of two likelihoods over a weight vector w:
 
 from __future__ import annotations
 
+import functools
 import math
 import uuid
 from collections.abc import Mapping, Sequence
@@ -180,11 +181,12 @@ class Observation:
         """A Gaussian observation of some coordinates of w."""
         return cls("anchor", target, mask=mask, precision=precision, ts=ts)
 
-    @property
+    @functools.cached_property
     def key(self) -> tuple[Any, ...]:
         """What makes two observations the same likelihood term (their strengths then add up).
 
         The vector is rounded as in :meth:`to_dict`, so a stored and a live observation match.
+        Computed once (an update asks several times).
         """
         mask = None if self.mask is None else tuple(int(x) for x in self.mask)
         vec = tuple(round(float(x), 6) for x in self.vector)

@@ -7,8 +7,8 @@ A deployment rarely knows how sharply its users choose (β) or how often a click
 in every particle, so each user's posterior learns its own noise level (the per-user correction)
 and its credible intervals widen when the noise is uncertain. The serving path uses a β grid at
 one lapse rate: :mod:`~palm_middleware.preferences.population` refits the β probabilities from
-all users' posteriors and the lapse rate from their marginal likelihoods (empirical Bayes, one
-EM step per refresh).
+all users' posteriors (one EM step per refresh) and the lapse rate from their summed marginal
+likelihoods at a few candidate rates (empirical Bayes).
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from ..types import FloatArray
 from .events import Observation
 from .model import PosteriorSummary, PreferenceModel, forgetting
 from .noise import DEFAULT_LAPSES, NoiseGrid
-from .population import Population, PopulationPrior
+from .population import Population, PopulationPrior, strength_candidates
 
 if TYPE_CHECKING:
     from ..policy import BoundsPolicy
@@ -63,16 +63,18 @@ class LearningState:
             population refits; a learned lapse is the population's (see
             :mod:`~palm_middleware.preferences.population`), starting at 0.1.
         half_life, n_particles: see :class:`PreferenceModel`.
-        population: the running population aggregates new users' priors come from; None: every
-            user starts from the policy default.
-        refresh_every: population changes between refits of the population prior.
+        population: the population aggregates new users' priors come from (this process's
+            mirror of the store's population rows); None: every user starts from the policy
+            default.
+        refresh_every: population changes between synchronous refits of the population prior
+            (:class:`~palm_middleware.population_feed.PopulationFeed`).
         cache_size: users whose particle posterior is kept in memory (least recently used go
             first; about 50-100 kB each at 1024 particles). 0 refits on every event.
         ess_threshold, move_steps: of the cached posterior's in-place updates (see
             :class:`PreferenceModel`): particles move only when the effective sample size
-            collapses below this fraction (0.1: about 1% of events; regret and interval
-            coverage as with a refit per event, see BENCHMARKS.md). A refit uses the model's
-            defaults (0.5, 4).
+            collapses below this fraction (0.05: about 0.5-1% of events, each moved by one
+            Metropolis-Hastings step; regret and interval coverage as with the earlier 0.1 and
+            two steps, see BENCHMARKS.md). A refit uses the model's defaults (0.5, 4).
 
     The policy's ``learning:`` section overrides ``beta``, ``lapse`` and ``half_life``.
     """
@@ -87,8 +89,8 @@ class LearningState:
         population: Population | None = None,
         refresh_every: int = 25,
         cache_size: int = 1024,
-        ess_threshold: float = 0.1,
-        move_steps: int = 2,
+        ess_threshold: float = 0.05,
+        move_steps: int = 1,
     ) -> None:
         self.beta = beta
         self.lapse = lapse
@@ -105,41 +107,86 @@ class LearningState:
         self.population = population
         self.refresh_every = refresh_every
         self._priors: dict[tuple[str, int], PosteriorSummary] = {}
+        self._fresh: dict[tuple[Any, ...], PreferenceModel] = {}  # fitted to no data, by prior
         self._pop: dict[str, tuple[int, PopulationPrior]] = {}
         self.cache_size = cache_size
         self.ess_threshold = ess_threshold
         self.move_steps = move_steps
         self._cache: OrderedDict[str, _Entry] = OrderedDict()
         self._cache_lock = threading.Lock()
-        self._updating = threading.local()  # set while rebuild runs (in a transaction)
         self.hits = 0
         """Updates and reads served by the cache (the rest refit from the stored evidence)."""
         self.misses = 0
 
     def population_prior(self, policy: BoundsPolicy) -> PopulationPrior:
-        """Where a new user starts: the population's fit, refreshed every ``refresh_every``
-        population changes, or the policy default (and the noise grid) without a population.
+        """Where a new user starts: the last population fit (see :meth:`refresh_population`),
+        or the policy default (and the noise grid) without a population.
 
-        Inside an update (:meth:`rebuild`, which runs in the store's transaction) a stale fit is
-        served as is: the refit (~10-20 ms) happens outside, in :meth:`refresh_population`
-        right after the update, or at the next read. Only the first fit under a policy
-        version is made wherever it is first needed.
+        Never refits on a request, except the first fit under a policy version, made wherever
+        it is first needed. Refits run off the request path
+        (:class:`~palm_middleware.population_feed.PopulationFeed`).
         """
-        alpha0 = np.maximum(policy.default.values * float(policy.prior_strength), 1e-2)
-        noise, lapses = self.noise_of(policy)
-        pop = self.population
-        if pop is None or len(pop) == 0:
-            return PopulationPrior(alpha=alpha0, noise=noise, n_users=0)
-        cached = self._pop.get(policy.version)
-        stale = cached is not None and pop.revision - cached[0] >= self.refresh_every
-        if cached is None or (stale and not getattr(self._updating, "on", False)):
-            cached = (pop.revision, pop.prior(alpha0, noise, lapses))
-            self._pop[policy.version] = cached
-        return cached[1]
+        return self._served(policy)[1]
 
-    def refresh_population(self, policy: BoundsPolicy) -> None:
-        """Refit the population prior if it is stale (call outside the store's transaction)."""
-        self.population_prior(policy)
+    def _served(self, policy: BoundsPolicy) -> tuple[int, PopulationPrior]:
+        """(the population revision it was fitted from, -1 for the default; the prior), read
+        together (a background refit swaps them as one)."""
+        pop = self.population
+        if pop is None or len(pop) == 0:  # nobody contributes (any more): the default at once
+            return -1, self._default_prior(policy)
+        cached = self._pop.get(policy.version)
+        if cached is None:
+            self.refresh_population(policy)
+            cached = self._pop[policy.version]
+        return cached if cached[1].n_users else (-1, cached[1])
+
+    def _default_prior(self, policy: BoundsPolicy) -> PopulationPrior:
+        alpha0 = np.maximum(policy.default.values * float(policy.prior_strength), 1e-2)
+        return PopulationPrior(alpha=alpha0, noise=self.noise_of(policy)[0], n_users=0)
+
+    def population_stale(self, policy: BoundsPolicy, min_changes: int) -> bool:
+        """Whether the population changed by ``min_changes`` users since the last fit."""
+        pop = self.population
+        if pop is None:
+            return False
+        cached = self._pop.get(policy.version)
+        return cached is None or pop.revision - cached[0] >= min_changes
+
+    def fitted_revision(self, policy: BoundsPolicy) -> int | None:
+        """The population revision the served fit was made from (None: none yet)."""
+        cached = self._pop.get(policy.version)
+        return None if cached is None else cached[0]
+
+    def refresh_population(self, policy: BoundsPolicy, min_changes: int = 1) -> PopulationPrior:
+        """Refit the population prior if it is ``min_changes`` changes old (0: always), and
+        serve the new fit from now on (one assignment: readers see the old or the new one).
+
+        A refit costs milliseconds: call it outside the store's transaction.
+        """
+        pop = self.population
+        if pop is None:
+            return self._default_prior(policy)
+        if not self.population_stale(policy, min_changes):
+            return self._pop[policy.version][1]
+        revision = pop.revision
+        if len(pop) == 0:
+            fit = self._default_prior(policy)
+        else:
+            alpha0 = np.maximum(policy.default.values * float(policy.prior_strength), 1e-2)
+            noise, lapses = self.noise_of(policy)
+            fit = pop.prior(alpha0, noise, lapses)
+        # Its exact summary too, before it is served: no request pays for either.
+        self._prior_summary(policy.version, revision if fit.n_users else -1, fit)
+        self._pop[policy.version] = (revision, fit)
+        return fit
+
+    def population_row(self, state: Mapping[str, Any]) -> dict[str, Any] | None:
+        """What the store keeps of this user for the population fit: the aggregates in
+        ``state`` (no events, no text), or None (no row) for an opted-out user."""
+        agg = state.get("population")
+        if state.get("opted_out") or not isinstance(agg, Mapping):
+            return None
+        return dict(agg)
 
     def settings(
         self, policy: BoundsPolicy
@@ -186,10 +233,29 @@ class LearningState:
             random_state=0,
         )
 
+    def _prior_model(self, policy: BoundsPolicy) -> PreferenceModel:
+        """``model(policy).fit([])``: a copy of the one drawn for the same prior (the draw is
+        seeded, so the copy is the same model and costs a tenth of drawing it)."""
+        model = self.model(policy)
+        params = model.get_params()
+        key = tuple(
+            tuple(np.asarray(v).tolist()) if k == "prior_mean" else v
+            for k, v in sorted(params.items())
+        )
+        hit = self._fresh.get(key)
+        if hit is None:
+            if len(self._fresh) > 16:
+                self._fresh.clear()
+            hit = self._fresh[key] = model.fit([])
+        return hit.copy()
+
     def prior(self, policy: BoundsPolicy) -> PosteriorSummary:
         """The current prior, summarized exactly (cached per policy version and population fit)."""
-        pop = self.population_prior(policy)
-        key = (policy.version, -1 if pop.n_users == 0 else self._pop[policy.version][0])
+        revision, pop = self._served(policy)
+        return self._prior_summary(policy.version, revision, pop)
+
+    def _prior_summary(self, version: str, revision: int, pop: PopulationPrior) -> PosteriorSummary:
+        key = (version, revision)
         prior = self._priors.get(key)
         if prior is None:
             if len(self._priors) > 64:
@@ -206,12 +272,13 @@ class LearningState:
         if state.get("opted_out") or agg is None:
             self.population.remove(key)
             return
-        lapse = agg.get("lapse")
+        lapse, strength = agg.get("lapse"), agg.get("strength")
         self.population.observe(
             key,
             np.asarray(agg["mean_log"]),
             np.asarray(agg["noise"]),
             None if lapse is None else np.asarray(lapse),
+            None if strength is None else np.asarray(strength),
         )
 
     def forget(self, key: str) -> None:
@@ -325,11 +392,7 @@ class LearningState:
         event row is deleted after this update, so retries are recognized by a hashed event id.
         The population prior is not refit in here (see :meth:`population_prior`).
         """
-        self._updating.on = True
-        try:
-            return self._rebuild(profile, events, now=now, policy=policy, limit=limit, fold=fold)
-        finally:
-            self._updating.on = False
+        return self._rebuild(profile, events, now=now, policy=policy, limit=limit, fold=fold)
 
     def _rebuild(
         self,
@@ -345,9 +408,9 @@ class LearningState:
         event = events[-1]
         key = event.user_key
         if profile is None:  # a new user starts from the prior
-            fresh = self.model(policy)
+            fresh = self._prior_model(policy)
             fresh.ess_threshold, fresh.move_steps = self.ess_threshold, self.move_steps
-            cached: _Entry | None = _Entry(key, "", "", fresh.fit([]), {})
+            cached: _Entry | None = _Entry(key, "", "", fresh, {})
         else:
             cached = self._take(key, state, policy, pop=True)
         # The revision names the history folded in: the cache is valid for this exact state.
@@ -380,8 +443,9 @@ class LearningState:
             if limit is not None:
                 model, new = self._temper(groups, new, model, profile, now, policy, limit)
         groups = self._added(groups, new, 1.0, now, policy)
-        live = sorted((g for g in groups.values() if g[1] >= 1e-6), key=lambda g: -g[1])
-        kept = live[:MAX_EVIDENCE_GROUPS]
+        live = sorted((kv for kv in groups.items() if kv[1][1] >= 1e-6), key=lambda kv: -kv[1][1])
+        kept_items = live[:MAX_EVIDENCE_GROUPS]
+        kept = [g for _, g in kept_items]
         state["evidence"] = [_stored(d, s, now) for d, s in kept]
         state["evidence_ts"] = now
         state["n_events"] = int(state.get("n_events", 0)) + 1
@@ -396,8 +460,13 @@ class LearningState:
         if lapses is not None and self.population is not None:
             ev = model.lapse_evidence(lapses)
             state["population"]["lapse"] = [round(float(x), 6) for x in ev]
+        if self.population is not None:
+            a0 = np.maximum(policy.default.values * float(policy.prior_strength), 1e-2)
+            strengths = strength_candidates(float(a0.sum()))  # as the population fit's
+            ev = model.strength_evidence(strengths)
+            state["population"]["strength"] = [round(float(x), 6) for x in ev]
         if len(live) <= MAX_EVIDENCE_GROUPS:  # else the stored evidence lost terms: refit next
-            self._put(_Entry(key, state["rev"], policy.version, model, dict(kept_groups(kept))))
+            self._put(_Entry(key, state["rev"], policy.version, model, dict(kept_items)))
         return state
 
     def _step(
@@ -418,31 +487,48 @@ class LearningState:
         # from the weights being served.
         bases = [model.predict()]
         if profile is not None:
-            bases.append(self.summary(profile, now, policy)[0].mean)
+            bases.append(self._served_mean(profile, now, policy))
 
         def moved(mean: FloatArray) -> float:
             return max(float(np.abs(mean - b).sum()) for b in bases)
 
-        factor = 1.0
-        preview = model.preview_mean(new)
-        if moved(preview(1.0)) > limit:
-            lo, hi = 0.0, 1.0  # bisection on the reweighted mean: no refit, no move
+        # The event goes in whole (almost always within the bound); if the mean moved too far,
+        # part of it is taken back by reweighting: bisection on the share kept.
+        model.partial_fit(new, now=now)
+        if moved(model.predict()) <= limit:
+            return model, new
+        back = model.preview_mean(new)  # back(f - 1): the posterior with a share f of the event
+        lo, hi = 0.0, 1.0
+        if moved(back(-1.0)) <= limit:
             for _ in range(12):
                 mid = (lo + hi) / 2
-                lo, hi = (mid, hi) if moved(preview(mid)) <= limit else (lo, mid)
-            factor = lo
-        scaled = _scaled(new, factor)
-        if factor == 0:  # held back entirely (the served weights are already limit away)
-            return model, scaled
+                lo, hi = (mid, hi) if moved(back(mid - 1.0)) <= limit else (lo, mid)
+        # lo = 0: held back entirely (the served weights are already limit away).
         moves = model.n_moves_
-        model.partial_fit(scaled, now=now)
-        # Without a move the mean is the reweighted one just checked; a move shifts it a little.
+        model.temper(new, lo - 1.0)
         if model.n_moves_ == moves or moved(model.predict()) <= limit:
-            return model, scaled
-        # Moving the particles shifted the mean past the bound (rare): the exact refit path.
+            return model, _scaled(new, lo)
+        # Taking back collapsed the particles and their move shifted the mean past the bound
+        # (rare): the exact refit path.
         groups = self._groups(state, now, policy)
         model = self._fit(self._added(groups, new, 1.0, now, policy), now, policy)
         return self._temper(groups, new, model, profile, now, policy, limit)
+
+    def _served_mean(self, profile: ProfileRecord, now: float, policy: BoundsPolicy) -> FloatArray:
+        """``self.summary(profile, now, policy)[0].mean``, without the rest of the summary."""
+        post = profile.state.get("posterior")
+        if post is None:
+            return self.prior(policy).mean
+        mean = np.asarray(post["mean"], dtype=np.float64)
+        mean = mean / mean.sum()
+        evidence = float(post["evidence"])
+        ts = float(profile.state.get("evidence_ts", now))
+        g = forgetting(now - ts, self.settings(policy)[2])
+        if g < 1.0 and evidence > 0:
+            mean = _faded_mean(mean, evidence, g, self.prior(policy))
+            mean = mean / mean.sum()
+        out: FloatArray = mean
+        return out
 
     def _temper(
         self,
@@ -532,11 +618,6 @@ def _number(name: str, v: object) -> float:
     return float(v)
 
 
-def kept_groups(kept: Sequence[tuple[dict[str, Any], float]]) -> _Groups:
-    """Groups keyed as :meth:`LearningState._groups` keys them."""
-    return {_dict_key(d): (d, s) for d, s in kept}
-
-
 def _dict_key(d: Mapping[str, Any]) -> tuple[Any, ...]:
     """The group of a stored observation (identical likelihood terms share one)."""
     m = d.get("m")
@@ -591,9 +672,8 @@ def faded(summary: PosteriorSummary, g: float, prior: PosteriorSummary) -> Poste
     s, e = prior.concentration, summary.evidence
     if e <= 0:
         return summary
-    keep = (g * e / (s + g * e)) / (e / (s + e))
     widen = float(np.sqrt((s + e) / (s + g * e)))
-    mean = prior.mean + keep * (summary.mean - prior.mean)
+    mean = _faded_mean(summary.mean, e, g, prior)
     half_lo = (summary.mean - summary.lower) * widen
     half_hi = (summary.upper - summary.mean) * widen
     return PosteriorSummary(
@@ -605,3 +685,11 @@ def faded(summary: PosteriorSummary, g: float, prior: PosteriorSummary) -> Poste
         n_events=summary.n_events,
         level=summary.level,
     )
+
+
+def _faded_mean(mean: FloatArray, e: float, g: float, prior: PosteriorSummary) -> FloatArray:
+    """The mean of :func:`faded` (before normalizing): evidence ``e > 0`` faded by ``g``."""
+    s = prior.concentration
+    keep = (g * e / (s + g * e)) / (e / (s + e))
+    out: FloatArray = prior.mean + keep * (mean - prior.mean)
+    return out

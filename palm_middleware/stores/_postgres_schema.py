@@ -100,8 +100,29 @@ _V1: tuple[str, ...] = (
 )
 
 
+_V2: tuple[str, ...] = (
+    # One row per user who shapes the population prior: the aggregates of their posterior
+    # (JSON, no events, no text). Opted-out users have none; deleted with the user. Every write
+    # takes a new rev from the sequence (never reused), so (count, max rev, sum rev) changes on
+    # every write or delete and tells a reader whether to re-read.
+    "CREATE SEQUENCE population_rev",
+    "CREATE TABLE population ("
+    " user_key text PRIMARY KEY,"
+    " stats text NOT NULL,"
+    " rev bigint NOT NULL DEFAULT nextval('population_rev'),"
+    " updated_at double precision NOT NULL)",
+    # Backfill from profiles written before the table existed (their state holds the same
+    # aggregates under "population"), so an upgraded deployment keeps its prior.
+    "INSERT INTO population (user_key, stats, updated_at)"
+    " SELECT user_key, (state::jsonb -> 'population')::text, updated_at FROM profiles"
+    " WHERE jsonb_typeof(state::jsonb -> 'population') = 'object'"
+    " AND coalesce(state::jsonb ->> 'opted_out', 'false') <> 'true'",
+)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "meta, profiles, events, audit, sharded audit chain; append-only triggers", _V1),
+    Migration(2, "population: per-user aggregates of the population prior (backfilled)", _V2),
 )
 """Schema steps in order; append a new ``Migration`` to change the schema, never edit one."""
 

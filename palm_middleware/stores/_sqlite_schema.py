@@ -6,6 +6,7 @@ version; never edit one that has shipped, since databases in the field already r
 
 from __future__ import annotations
 
+import json
 import secrets
 import sqlite3
 from collections.abc import Callable
@@ -91,6 +92,19 @@ _V3: tuple[str, ...] = (
 )
 
 
+_V4: tuple[str, ...] = (
+    # One row per user who shapes the population prior: the aggregates of their posterior
+    # (JSON, no events, no text). Opted-out users have none; deleted with the user. A write
+    # replaces the row under a new seq (AUTOINCREMENT: never reused), so (count, max seq)
+    # changes on every write or delete and tells a reader whether to re-read.
+    "CREATE TABLE population ("
+    " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " user_key TEXT NOT NULL UNIQUE,"
+    " stats TEXT NOT NULL,"
+    " updated_at REAL NOT NULL)",
+)
+
+
 def _migration_1(conn: sqlite3.Connection) -> None:
     for sql in _V1:
         conn.execute(sql)
@@ -108,12 +122,35 @@ def _migration_3(conn: sqlite3.Connection) -> None:
         conn.execute(sql)
 
 
+def _migration_4(conn: sqlite3.Connection) -> None:
+    for sql in _V4:
+        conn.execute(sql)
+    # Backfill from the profiles written before this table existed (their state holds the same
+    # aggregates under "population"), so an upgraded deployment keeps its prior.
+    rows = conn.execute("SELECT user_key, state, updated_at FROM profiles").fetchall()
+    for user_key, state_json, updated_at in rows:
+        try:
+            state = json.loads(state_json)
+        except ValueError:
+            continue
+        agg = state.get("population") if isinstance(state, dict) else None
+        if not isinstance(agg, dict) or state.get("opted_out"):
+            continue
+        conn.execute(
+            "INSERT INTO population (user_key, stats, updated_at) VALUES (?, ?, ?)",
+            (user_key, json.dumps(agg, separators=(",", ":")), updated_at),
+        )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1, "tables meta, profiles, events, audit; append-only triggers; user salt", _migration_1
     ),
     Migration(2, "indexes events(user_key, seq) and audit(user_key, seq)", _migration_2),
     Migration(3, "audit_chain: sha256 hash chain over audit records", _migration_3),
+    Migration(
+        4, "population: per-user aggregates of the population prior (backfilled)", _migration_4
+    ),
 )
 """Schema steps in order; append a new ``Migration`` to change the schema, never edit one."""
 

@@ -1,11 +1,15 @@
 """The ``Store`` protocol: per-user profiles, an idempotent event log and an audit log.
 
-A store keeps three things per user key:
+A store keeps four things per user key:
 
 * a **profile**: the latest posterior summary (``state``), opaque to the store, with a
   ``version`` that grows by one on every write;
 * the **events** that fed it, append-only, each ``event_id`` stored at most once;
-* **audit** records (decisions, feedback, resets, forgets), append-only.
+* **audit** records (decisions, feedback, resets, forgets), append-only;
+* a **population row**: the few aggregates of the user's posterior that the population prior
+  is fitted from (no events, no text), written by ``apply_event`` in the same transaction as
+  the profile, deleted with the user. Every replica reading the rows fits the same prior, and
+  a restart keeps it.
 
 ``erase_user`` is the write path of the right to erasure: it deletes a user's data and
 appends the ``forget`` record that names the erased audit ids in one transaction, so no reader
@@ -40,6 +44,7 @@ __all__ = [
     "EventRecord",
     "GENESIS_HASH",
     "ProfileRecord",
+    "PopulationRow",
     "ProfileUpdate",
     "Store",
     "audit_hash",
@@ -134,6 +139,10 @@ def audit_hash(
 ProfileUpdate = Callable[[ProfileRecord | None, list[EventRecord]], dict[str, Any]]
 """``update(current_profile, window_events) -> new_state``, called by ``Store.apply_event``."""
 
+PopulationRow = Callable[[dict[str, Any]], dict[str, Any] | None]
+"""``row(new_state) -> the user's population aggregates, or None for no row``, called by
+``Store.apply_event`` on the state ``update`` returned (e.g. None for an opted-out user)."""
+
 ErasureRecord = Callable[[list[str]], AuditRecord]
 """``record(erased_ids) -> the audit record of the erasure``, called by ``Store.erase_user``."""
 
@@ -168,6 +177,7 @@ class Store(Protocol):
         *,
         window: int = 256,
         now: float,
+        population: PopulationRow | None = None,
     ) -> tuple[bool, ProfileRecord | None]:
         """Store ``event`` once and rewrite the user's profile from it, atomically.
 
@@ -182,7 +192,19 @@ class Store(Protocol):
         ``update`` runs while the write lock is held: keep it short and pure, and never call
         the store from it. An ``event_id`` already stored for a *different* user raises
         ``IdentityError`` (ids are global, so this is a caller bug or a replay).
+
+        ``population``: called with the new state in the same transaction; a dict is written
+        as the user's population row, None deletes it. Without it the row is left as it is.
         """
+        ...
+
+    def population_rows(self) -> dict[str, dict[str, Any]]:
+        """Return every user's population row (user key -> aggregates), in key order."""
+        ...
+
+    def population_stamp(self) -> tuple[int, ...]:
+        """A cheap fingerprint of the population rows: it changes whenever a row is written or
+        deleted (by any process), so a reader re-reads the rows only then."""
         ...
 
     def events(self, user_key: str, *, limit: int | None = None) -> list[EventRecord]:
@@ -203,7 +225,8 @@ class Store(Protocol):
         ...
 
     def delete_user(self, user_key: str, *, keep_audit: bool) -> int:
-        """Delete profile and events (and audit rows unless ``keep_audit``) in one transaction.
+        """Delete profile, population row and events (and audit rows unless ``keep_audit``)
+        in one transaction.
 
         Returns:
             The number of rows deleted.
@@ -215,7 +238,8 @@ class Store(Protocol):
     ) -> list[str]:
         """Erase a user and append the audit record of the erasure, in one transaction.
 
-        Deletes the profile, the events and the audit records of ``user_key`` whose kind is
+        Deletes the profile, the population row, the events and the audit records of
+        ``user_key`` whose kind is
         not in ``keep_kinds`` (their chain links stay: tombstones), then appends
         ``record(erased_ids)`` (ids in append order) with its chain link. If ``record`` raises,
         or the append fails, nothing is deleted. ``record`` runs while the write lock is held:
@@ -267,6 +291,7 @@ class Store(Protocol):
         *,
         window: int = 256,
         now: float,
+        population: PopulationRow | None = None,
     ) -> tuple[bool, ProfileRecord | None]:
         """Async twin of ``apply_event``; ``update`` runs in the worker thread."""
         ...
@@ -346,9 +371,12 @@ class AsyncStoreMixin:
         *,
         window: int = 256,
         now: float,
+        population: PopulationRow | None = None,
     ) -> tuple[bool, ProfileRecord | None]:
         """Async twin of ``apply_event``; ``update`` runs in the worker thread."""
-        return await asyncio.to_thread(self.apply_event, event, update, window=window, now=now)
+        return await asyncio.to_thread(
+            self.apply_event, event, update, window=window, now=now, population=population
+        )
 
     async def aevents(self: Store, user_key: str, *, limit: int | None = None) -> list[EventRecord]:
         """Async twin of ``events``."""

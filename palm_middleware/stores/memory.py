@@ -17,6 +17,7 @@ from palm_middleware.stores.base import (
     ClosingStoreMixin,
     ErasureRecord,
     EventRecord,
+    PopulationRow,
     ProfileRecord,
     ProfileUpdate,
     audit_hash,
@@ -72,6 +73,8 @@ class MemoryStore(ClosingStoreMixin, AsyncStoreMixin):
         self._audit_ids: dict[str, list[str]] = {}  # user_key -> record ids in append order
         self._chain: list[ChainLink] = []  # never shrinks: erased records leave their hash
         self._chained: set[str] = set()  # record ids with a link (erased ones too), as in SQL
+        self._population: dict[str, str] = {}  # user_key -> aggregates (JSON text)
+        self._population_rev = 0  # bumped on every population write or delete
 
     @property
     def salt(self) -> str:
@@ -145,6 +148,7 @@ class MemoryStore(ClosingStoreMixin, AsyncStoreMixin):
         *,
         window: int = 256,
         now: float,
+        population: PopulationRow | None = None,
     ) -> tuple[bool, ProfileRecord | None]:
         """Store ``event`` once and rewrite the profile with ``update``; see ``Store``."""
         check_window(window)
@@ -170,9 +174,34 @@ class MemoryStore(ClosingStoreMixin, AsyncStoreMixin):
             # Nothing is mutated before update returns, so a raising update leaves no trace.
             state = update(current, [_event(r) for r in recent])
             state_json = encode_json(state, what=f"state returned by update for {event.user_key!r}")
+            agg = None if population is None else population(state)
+            agg_json = None if agg is None else encode_json(agg, what="population row")
             self._events.setdefault(event.user_key, []).append(row)
             self._event_owner[event.event_id] = event.user_key
+            if population is not None:
+                if agg_json is not None:
+                    self._population[event.user_key] = agg_json
+                    self._population_rev += 1
+                else:
+                    self._drop_population(event.user_key)
             return True, self._write_profile(event.user_key, state_json, now)
+
+    def _drop_population(self, user_key: str) -> int:
+        if self._population.pop(user_key, None) is None:
+            return 0
+        self._population_rev += 1
+        return 1
+
+    def population_rows(self) -> dict[str, dict[str, Any]]:
+        """Return every user's population row (user key -> aggregates), in key order."""
+        with self._reading():
+            rows = sorted(self._population.items())
+        return {k: decode_json(v, what=f"population row of {k!r}") for k, v in rows}
+
+    def population_stamp(self) -> tuple[int, ...]:
+        """(rows, writes so far): changes on every population write or delete."""
+        with self._reading():
+            return len(self._population), self._population_rev
 
     def events(self, user_key: str, *, limit: int | None = None) -> list[EventRecord]:
         """Return the events of ``user_key`` in append order; ``limit``: most recent N."""
@@ -228,7 +257,7 @@ class MemoryStore(ClosingStoreMixin, AsyncStoreMixin):
             The number of records deleted.
         """
         with self._writing():
-            n = 0
+            n = self._drop_population(user_key)
             if self._profiles.pop(user_key, None) is not None:
                 n += 1
             for row in self._events.pop(user_key, []):
@@ -255,6 +284,7 @@ class MemoryStore(ClosingStoreMixin, AsyncStoreMixin):
                     f"Audit record id {row.id!r} already exists; audit ids are unique."
                 )
             self._profiles.pop(user_key, None)
+            self._drop_population(user_key)
             for event in self._events.pop(user_key, []):
                 del self._event_owner[event.id]
             gone = set(erased)
@@ -303,6 +333,7 @@ class MemoryStore(ClosingStoreMixin, AsyncStoreMixin):
             self._event_owner.clear()
             self._audit.clear()
             self._audit_ids.clear()
+            self._population.clear()
 
 
 def _tail(items: list[Any], limit: int | None) -> list[Any]:

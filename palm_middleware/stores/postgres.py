@@ -66,6 +66,7 @@ from palm_middleware.stores.base import (
     ClosingStoreMixin,
     ErasureRecord,
     EventRecord,
+    PopulationRow,
     ProfileRecord,
     ProfileUpdate,
     check_limit,
@@ -104,6 +105,11 @@ _UPSERT_PROFILE = (
 _INSERT_EVENT = (
     "INSERT INTO events (event_id, user_key, kind, payload, ts) VALUES (%s, %s, %s, %s, %s) "
     "ON CONFLICT (event_id) DO NOTHING"
+)
+_UPSERT_POPULATION = (
+    "INSERT INTO population (user_key, stats, updated_at) VALUES (%s, %s, %s) "
+    "ON CONFLICT (user_key) DO UPDATE SET stats = excluded.stats, "
+    "rev = nextval('population_rev'), updated_at = excluded.updated_at"
 )
 _WINDOW = (
     "SELECT event_id, kind, payload, ts FROM events WHERE user_key = %s ORDER BY seq DESC LIMIT %s"
@@ -516,6 +522,32 @@ class PostgresStore(ClosingStoreMixin, AsyncStoreMixin):
         assert row is not None
         return int(row[0])
 
+    # ------------------------------------------------------------------ population
+
+    def population_rows(self) -> dict[str, dict[str, Any]]:
+        """Return every user's population row (user key -> aggregates), in key order."""
+        rows = self._call(
+            "population_rows",
+            lambda c: c.execute(
+                "SELECT user_key, stats FROM population ORDER BY user_key"
+            ).fetchall(),
+        )
+        return {str(k): decode_json(v, what=f"population row of {k!r}") for k, v in rows}
+
+    def population_stamp(self) -> tuple[int, ...]:
+        """(rows, largest rev, sum of revs): changes on every population write or delete, by
+        any replica (revs are never reused; the sum also catches a write committed after a
+        later-numbered one)."""
+        row = self._call(
+            "population_stamp",
+            lambda c: c.execute(
+                "SELECT count(*), coalesce(max(rev), 0), coalesce(sum(rev), 0)::text "
+                "FROM population"
+            ).fetchone(),
+        )
+        assert row is not None
+        return int(row[0]), int(row[1]), int(row[2])
+
     # ------------------------------------------------------------------ events
 
     def apply_event(
@@ -525,6 +557,7 @@ class PostgresStore(ClosingStoreMixin, AsyncStoreMixin):
         *,
         window: int = 256,
         now: float,
+        population: PopulationRow | None = None,
     ) -> tuple[bool, ProfileRecord | None]:
         """Store ``event`` once and rewrite the profile with ``update``; see ``Store``.
 
@@ -556,6 +589,13 @@ class PostgresStore(ClosingStoreMixin, AsyncStoreMixin):
                 state = update(current, recent)
                 state_json = encode_json(state, what=f"state returned by update for {user_key!r}")
                 row = conn.execute(_UPSERT_PROFILE, (user_key, state_json, now)).fetchone()
+                if population is not None:
+                    agg = population(state)
+                    if agg is None:
+                        conn.execute("DELETE FROM population WHERE user_key = %s", (user_key,))
+                    else:
+                        agg_json = encode_json(agg, what=f"population row of {user_key!r}")
+                        conn.execute(_UPSERT_POPULATION, (user_key, agg_json, now))
             assert row is not None
             profile = ProfileRecord(
                 user_key, decode_json(state_json, what="state"), int(row[0]), now
@@ -726,6 +766,7 @@ class PostgresStore(ClosingStoreMixin, AsyncStoreMixin):
                 params = self._audit_params(erasure)
                 conn.execute(_ALLOW_DELETE)
                 conn.execute("DELETE FROM profiles WHERE user_key = %s", (user_key,))
+                conn.execute("DELETE FROM population WHERE user_key = %s", (user_key,))
                 conn.execute("DELETE FROM events WHERE user_key = %s", (user_key,))
                 conn.execute("DELETE FROM audit WHERE record_id = ANY(%s)", (erased,))
                 self._append_audit_in(conn, erasure.record_id, params)
@@ -744,6 +785,9 @@ class PostgresStore(ClosingStoreMixin, AsyncStoreMixin):
             with self._user_transaction(conn, user_key):
                 conn.execute(_ALLOW_DELETE)
                 n = conn.execute("DELETE FROM profiles WHERE user_key = %s", (user_key,)).rowcount
+                n += conn.execute(
+                    "DELETE FROM population WHERE user_key = %s", (user_key,)
+                ).rowcount
                 n += conn.execute("DELETE FROM events WHERE user_key = %s", (user_key,)).rowcount
                 if not keep_audit:
                     n += conn.execute("DELETE FROM audit WHERE user_key = %s", (user_key,)).rowcount

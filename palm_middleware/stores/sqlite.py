@@ -50,6 +50,7 @@ from palm_middleware.stores.base import (
     ClosingStoreMixin,
     ErasureRecord,
     EventRecord,
+    PopulationRow,
     ProfileRecord,
     ProfileUpdate,
     audit_hash,
@@ -76,6 +77,10 @@ _BUMP_PROFILE = (
 _INSERT_EVENT = (
     "INSERT INTO events (event_id, user_key, kind, payload, ts) VALUES (?, ?, ?, ?, ?) "
     "ON CONFLICT (event_id) DO NOTHING"
+)
+# REPLACE deletes the old row and inserts one with a new seq: (count, max seq) then changes.
+_UPSERT_POPULATION = (
+    "INSERT OR REPLACE INTO population (user_key, stats, updated_at) VALUES (?, ?, ?)"
 )
 _INSERT_AUDIT = "INSERT INTO audit (record_id, user_key, kind, payload, ts) VALUES (?, ?, ?, ?, ?)"
 _MIN_SQLITE = (3, 24, 0)  # UPSERT
@@ -292,6 +297,26 @@ class SQLiteStore(ClosingStoreMixin, AsyncStoreMixin):
         row = self._one(self._pool.get(), "count_profiles", "SELECT COUNT(*) FROM profiles")
         return int(row[0])
 
+    # ------------------------------------------------------------------ population
+
+    def population_rows(self) -> dict[str, dict[str, Any]]:
+        """Return every user's population row (user key -> aggregates), in key order."""
+        rows = self._all(
+            self._pool.get(),
+            "population_rows",
+            "SELECT user_key, stats FROM population ORDER BY user_key",
+        )
+        return {str(k): decode_json(v, what=f"population row of {k!r}") for k, v in rows}
+
+    def population_stamp(self) -> tuple[int, ...]:
+        """(rows, largest seq): changes on every population write or delete, by any process."""
+        row = self._one(
+            self._pool.get(),
+            "population_stamp",
+            "SELECT count(*), coalesce(max(seq), 0) FROM population",
+        )
+        return int(row[0]), int(row[1])
+
     # ------------------------------------------------------------------ events
 
     def apply_event(
@@ -301,6 +326,7 @@ class SQLiteStore(ClosingStoreMixin, AsyncStoreMixin):
         *,
         window: int = 256,
         now: float,
+        population: PopulationRow | None = None,
     ) -> tuple[bool, ProfileRecord | None]:
         """Store ``event`` once and rewrite the profile with ``update``; see ``Store``."""
         check_window(window)
@@ -335,6 +361,13 @@ class SQLiteStore(ClosingStoreMixin, AsyncStoreMixin):
             state_json = encode_json(state, what=f"state returned by update for {user_key!r}")
             version = 1 if current is None else current.version + 1
             self._run(conn, op, _UPSERT_PROFILE, (user_key, state_json, version, now))
+            if population is not None:
+                agg = population(state)
+                if agg is None:
+                    self._run(conn, op, "DELETE FROM population WHERE user_key = ?", (user_key,))
+                else:
+                    agg_json = encode_json(agg, what=f"population row of {user_key!r}")
+                    self._run(conn, op, _UPSERT_POPULATION, (user_key, agg_json, now))
         return True, ProfileRecord(user_key, decode_json(state_json, what="state"), version, now)
 
     def _profile_in(self, conn: sqlite3.Connection, op: str, user_key: str) -> ProfileRecord | None:
@@ -485,6 +518,7 @@ class SQLiteStore(ClosingStoreMixin, AsyncStoreMixin):
             # The grant row lives only inside this transaction: no other connection sees it.
             self._run(conn, op, "INSERT INTO deletion_grants (user_key) VALUES (?)", (user_key,))
             n = self._run(conn, op, "DELETE FROM profiles WHERE user_key = ?", (user_key,))
+            n += self._run(conn, op, "DELETE FROM population WHERE user_key = ?", (user_key,))
             n += self._run(conn, op, "DELETE FROM events WHERE user_key = ?", (user_key,))
             if not keep_audit:
                 n += self._run(conn, op, "DELETE FROM audit WHERE user_key = ?", (user_key,))
@@ -518,6 +552,7 @@ class SQLiteStore(ClosingStoreMixin, AsyncStoreMixin):
             )
             self._run(conn, op, "INSERT INTO deletion_grants (user_key) VALUES (?)", (user_key,))
             self._run(conn, op, "DELETE FROM profiles WHERE user_key = ?", (user_key,))
+            self._run(conn, op, "DELETE FROM population WHERE user_key = ?", (user_key,))
             self._run(conn, op, "DELETE FROM events WHERE user_key = ?", (user_key,))
             self._run(conn, op, f"DELETE FROM audit WHERE {where}", (user_key, *keep))
             self._run(conn, op, "DELETE FROM deletion_grants WHERE user_key = ?", (user_key,))

@@ -168,7 +168,9 @@ def test_site_map_is_required(tiny: TinyModel, tmp_path: Path) -> None:
 
 def test_no_matching_module_is_an_error(tiny: TinyModel, tmp_path: Path) -> None:
     base = _optimum_named(tiny, tmp_path / "base")
-    with pytest.raises(EngineError, match="no MatMul of a module named \\['k_proj'\\]"):
+    with pytest.raises(
+        EngineError, match="no MatMul or MatMulNBits of a module named \\['k_proj'\\]"
+    ):
         add_lora_sites(base, tmp_path / "lora", targets=("k_proj",))
     assert not (tmp_path / "lora").exists()
 

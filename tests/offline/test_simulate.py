@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -48,6 +50,9 @@ def test_palm_learns_next_to_its_baselines() -> None:
         assert 1 <= beta <= 64 and 0 <= lapse < 0.5
         tg = targets(res, fb)
         assert set(tg) >= {"t20_ok", "never_worse_ok", "coverage_ok"}
+        # paired uncertainty from the per-user results: a real interval and standard error
+        assert 0 <= tg["t20_ratio_lo"] < tg["t20_ratio_hi"]
+        assert tg["excess_se"] > 0 and 5 <= tg["worst_step"] <= TINY.n_events
     rows = res.rows()
     assert len(rows) == 2 * len(METHODS) * (TINY.n_events + 1)
     assert "shown_regret" in rows[0]
@@ -92,3 +97,9 @@ def test_bad_configs() -> None:
         run_simulation(SimulationConfig(noise=0.5))
     with pytest.raises(InvalidParameterError):
         run_simulation(SimulationConfig(user_alpha=0.0))
+
+
+def test_same_seed_same_result() -> None:
+    cfg = replace(TINY, n_users=6, n_events=5, feedback=("thumbs",))
+    a, b = run_simulation(cfg), run_simulation(cfg)
+    np.testing.assert_array_equal(a.per_user["thumbs"], b.per_user["thumbs"])

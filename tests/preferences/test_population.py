@@ -8,11 +8,19 @@ from typing import Any
 
 import numpy as np
 import pytest
+from scipy.integrate import quad
 from scipy.special import digamma
+from scipy.stats import beta as beta_dist
 
 from palm_middleware import InvalidParameterError, Pairwise, Palm, SQLiteStore
+from palm_middleware.preferences.events import Observation
+from palm_middleware.preferences.model import PreferenceModel
 from palm_middleware.preferences.noise import DEFAULT_BETAS, DEFAULT_LAPSES, NoiseGrid
-from palm_middleware.preferences.population import Population, dirichlet_from_mean_log
+from palm_middleware.preferences.population import (
+    Population,
+    dirichlet_from_mean_log,
+    strength_candidates,
+)
 
 from ..test_pipeline import POLICY, PORTFOLIO, Clock
 
@@ -77,6 +85,55 @@ def test_lapse_em_moves_toward_the_users_evidence() -> None:
     assert len(prior.lapse_probs) == len(DEFAULT_LAPSES)
 
 
+def _model(strength: float, obs: list[Observation], n: int = 4096) -> PreferenceModel:
+    return PreferenceModel(
+        prior_mean=[0.5, 0.5],
+        prior_strength=strength,
+        beta=10.0,
+        lapse=0.05,
+        n_particles=n,
+        random_state=0,
+    ).fit(obs)
+
+
+def test_strength_evidence_is_the_marginal_likelihood_ratio() -> None:
+    """Two traits: the marginal likelihood under a Beta(s/2, s/2) prior by quadrature."""
+    obs = [Observation.compare([0.6, -0.6], +1), Observation.compare([0.5, -0.5], +1)]
+
+    def log_marginal(s: float) -> float:
+        def f(w1: float) -> float:
+            z = 10.0 * (2 * w1 - 1)
+            like = np.prod([0.05 + 0.9 / (1 + np.exp(-z * v)) for v in (0.6, 0.5)])
+            return float(beta_dist.pdf(w1, s / 2, s / 2) * like)
+
+        return math.log(quad(f, 0, 1, points=[0.5], limit=200)[0])
+
+    m = _model(2.0, obs)
+    # (candidates above half the current concentration: below it the estimate's variance is
+    # infinite, and its bias toward the current prior only slows the fit down)
+    ev = m.strength_evidence([1.2, 2.0, 8.0])
+    assert ev[1] == pytest.approx(0.0, abs=1e-9)  # the current prior against itself
+    expected = [log_marginal(s) - log_marginal(2.0) for s in (1.2, 8.0)]
+    np.testing.assert_allclose(ev[[0, 2]], expected, atol=0.02)
+    assert np.all(_model(2.0, []).strength_evidence([0.5, 8.0]) == 0)  # no feedback: no evidence
+
+
+def test_dispersed_users_widen_the_prior_and_concentrated_evidence_never_narrows_it() -> None:
+    strengths = np.asarray(strength_candidates(4.0))
+    like_default = np.full(4, digamma(1.0) - digamma(4.0))  # mean log w of Dirichlet(1) users
+    wide = -((np.log(strengths) - math.log(1.0)) ** 2)  # each user's evidence peaks at 1
+    pop = Population(n_min=20)
+    for u in range(180):
+        pop.observe(str(u), like_default, GRID.p, None, wide)
+    prior = pop.prior(ALPHA0, GRID)
+    # posterior mean at log 1, shrunk by 20 of 200 pseudo-users toward log 4 (the default)
+    assert prior.strength == pytest.approx(math.exp(0.1 * math.log(4.0)), rel=1e-3)
+    narrow = -((np.log(strengths) - math.log(16.0)) ** 2)  # evidence for 4x the default
+    for u in range(180):
+        pop.observe(str(u), like_default, GRID.p, None, narrow)
+    assert pop.prior(ALPHA0, GRID).strength == pytest.approx(4.0, rel=1e-3)  # the EM's
+
+
 def test_population_validation() -> None:
     with pytest.raises(InvalidParameterError, match="n_min"):
         Population(n_min=0)
@@ -100,7 +157,12 @@ def test_palm_counts_users_who_give_feedback_but_never_opted_out_ones(tmp_path: 
     palm.forget("cat")
     assert len(pop) == 0
     state = store.get_profile(palm.user_key("ben")).state  # type: ignore[union-attr]
-    assert set(state["population"]) == {"mean_log", "noise", "lapse"}  # aggregates, no events
+    assert set(state["population"]) == {
+        "mean_log",
+        "noise",
+        "lapse",
+        "strength",
+    }  # aggregates, no events
     store.close()
 
 

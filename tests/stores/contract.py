@@ -250,6 +250,74 @@ class StoreContract:
         assert [r.record_id for r in store.audit("u1")] == ["u1-a0", "u1-a1"]
         assert store.get_profile("u2") is not None
 
+    # ------------------------------------------------------------------ population rows
+
+    @staticmethod
+    def _row(state: dict[str, Any]) -> dict[str, Any] | None:
+        """A population row from the state: its count, unless the state says opted out."""
+        return None if state.get("out") else {"mean_log": [-1.0, -0.5], "n": state["count"]}
+
+    @staticmethod
+    def _opting_out(profile: ProfileRecord | None, events: list[EventRecord]) -> dict[str, Any]:
+        return {**count_update(profile, events), "out": events[-1].kind == "opt_out"}
+
+    def test_population_rows_are_written_with_the_profile(self, store: Store) -> None:
+        assert store.population_rows() == {}
+        stamps = [store.population_stamp()]
+        for i in range(3):
+            store.apply_event(event(f"e{i}"), count_update, now=1.0, population=self._row)
+            stamps.append(store.population_stamp())
+        store.apply_event(event("v0", user_key="u2"), count_update, now=1.0, population=self._row)
+        stamps.append(store.population_stamp())
+        assert store.population_rows() == {
+            "u1": {"mean_log": [-1.0, -0.5], "n": 3},
+            "u2": {"mean_log": [-1.0, -0.5], "n": 1},
+        }
+        # Without a population callback the row is left as it is.
+        store.apply_event(event("e3"), count_update, now=1.0)
+        assert store.population_rows()["u1"]["n"] == 3
+        # A retried delivery and a failed update write nothing.
+        store.apply_event(event("e0"), count_update, now=1.0, population=self._row)
+
+        def boom(profile: ProfileRecord | None, events: list[EventRecord]) -> dict[str, Any]:
+            raise _Boom
+
+        with pytest.raises(_Boom):
+            store.apply_event(event("e9"), boom, now=1.0, population=self._row)
+        assert store.population_rows()["u1"]["n"] == 3
+        stamps.append(store.population_stamp())
+        # Every write changed the stamp (a rewrite of the same user too); nothing else did.
+        assert len(set(stamps)) == len(stamps) - 1 and stamps[-1] == stamps[-2]
+
+    def test_opting_out_deletes_the_population_row_in_the_same_write(self, store: Store) -> None:
+        store.apply_event(event("e0"), self._opting_out, now=1.0, population=self._row)
+        before = store.population_stamp()
+        store.apply_event(
+            event("e1", kind="opt_out"), self._opting_out, now=2.0, population=self._row
+        )
+        assert store.population_rows() == {}
+        assert store.get_profile("u1").state["out"] is True  # type: ignore[union-attr]
+        assert store.population_stamp() != before
+        # A stamp seen before never comes back: delete, then write the same user again.
+        seen = {before, store.population_stamp()}
+        store.apply_event(
+            event("e2", kind="opt_in"), self._opting_out, now=3.0, population=self._row
+        )
+        assert store.population_stamp() not in seen
+        assert store.population_rows() == {"u1": {"mean_log": [-1.0, -0.5], "n": 3}}
+
+    def test_delete_and_erase_remove_the_population_row(self, store: Store) -> None:
+        for user in ("u1", "u2", "u3"):
+            store.apply_event(
+                event(f"{user}-e", user_key=user), count_update, now=0.0, population=self._row
+            )
+        stamp = store.population_stamp()
+        assert store.delete_user("u1", keep_audit=True) == 1 + 1 + 1  # profile, row, event
+        assert set(store.population_rows()) == {"u2", "u3"}
+        assert store.population_stamp() != stamp
+        store.erase_user("u2", self._erasure("u2-f"))
+        assert set(store.population_rows()) == {"u3"}
+
     @staticmethod
     def _erasure(record_id: str, user_key: str = "u1") -> Any:
         def record(ids: list[str]) -> AuditRecord:

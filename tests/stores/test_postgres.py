@@ -3,6 +3,7 @@ cross-process serialization, the sharded audit chain and error translation."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 import re
@@ -111,6 +112,28 @@ def test_schema_is_versioned_salted_and_reopened(pg_dsn: str, schema: str) -> No
     assert rows == [(str(SCHEMA_VERSION),)]
     with pytest.raises(StoreError, match="created with audit_shards=16; got 4"):
         PostgresStore(pg_dsn, schema=schema, audit_shards=4)
+
+
+def test_upgrade_backfills_population_rows_from_the_profiles(pg_dsn: str, schema: str) -> None:
+    """A schema from before the population table keeps its users' contributions (never an
+    opted-out user's)."""
+    from palm_middleware.stores._postgres_schema import migrate
+
+    agg = {"mean_log": [-1.2, -0.4], "noise": [0.5, 0.5], "lapse": [-3.0, -1.0]}
+    profiles = {
+        "in": {"n_events": 3, "population": agg},
+        "out": {"n_events": 2, "population": agg, "opted_out": True},
+        "new": {"n_events": 0},
+    }
+    with psycopg.connect(pg_dsn, autocommit=True, options=f"-c search_path={schema}") as conn:
+        assert migrate(conn, schema, audit_shards=2, where="test", target=1) == 1
+        for key, state in profiles.items():
+            conn.execute("INSERT INTO profiles VALUES (%s, %s, 1, 5.0)", (key, json.dumps(state)))
+    with PostgresStore(pg_dsn, schema=schema) as store:
+        assert store.population_rows() == {"in": agg}
+        assert store.get_profile("out").state == profiles["out"]  # type: ignore[union-attr]
+    rows = sql(pg_dsn, schema, "SELECT value FROM meta WHERE key = 'schema_version'")
+    assert rows == [(str(SCHEMA_VERSION),)]
 
 
 def test_two_schemas_are_isolated(pg_dsn: str, pg_schemas: SchemaFactory) -> None:

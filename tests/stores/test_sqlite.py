@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -105,6 +106,27 @@ def test_opens_a_v1_database_and_upgrades_it(tmp_path: Path) -> None:
         version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         assert version == (str(SCHEMA_VERSION),)
         assert {n for (n,) in conn.execute(indexes)} == {"events_user_seq", "audit_user_seq"}
+
+
+def test_upgrade_backfills_population_rows_from_the_profiles(tmp_path: Path) -> None:
+    """A database from before the population table keeps its users' contributions (never an
+    opted-out user's), so an upgraded deployment starts from the same population prior."""
+    path = tmp_path / "v3.db"
+    agg = {"mean_log": [-1.2, -0.4], "noise": [0.5, 0.5], "lapse": [-3.0, -1.0]}
+    profiles = {
+        "in": {"n_events": 3, "population": agg},
+        "out": {"n_events": 2, "population": agg, "opted_out": True},
+        "new": {"n_events": 0},
+    }
+    with raw(path) as conn:
+        conn.execute("BEGIN IMMEDIATE")
+        assert migrate(conn, target=3, where=str(path)) == 3
+        for key, state in profiles.items():
+            conn.execute("INSERT INTO profiles VALUES (?, ?, 1, 5.0)", (key, json.dumps(state)))
+        conn.execute("COMMIT")
+    with SQLiteStore(path) as store:
+        assert store.population_rows() == {"in": agg}
+        assert store.get_profile("out").state == profiles["out"]  # type: ignore[union-attr]
 
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:

@@ -11,6 +11,15 @@ a LoRA trained on the Hugging Face model maps onto the graph by name: parameters
 ``<site>.lora_A`` (``d_in x r``) and ``<site>.lora_B`` (``r x d_out``, scaling folded in). The
 site map is written to ``lora_sites.json`` next to ``model.onnx``.
 
+Graphs from the ONNX Runtime GenAI model builder (``palm prepare-genai``) work the same way, so
+one adapter file serves both kinds of base:
+
+- int8/int4 projections are ``MatMulNBits`` (block-quantized weights): LoRA is additive, so the
+  site adds ``(X·A)·B`` in fp32 next to the quantized product, exactly as next to a ``MatMul``;
+- q/k/v are one packed ``qkv_proj``: a ``q_proj`` or ``v_proj`` site computes its own
+  ``(X·A)·B`` and pads it into its slice of the packed output (widths from
+  ``genai_config.json``); the builder's ``attn`` module is torch's ``self_attn``.
+
 Build time only: needs ``onnx`` (in the ``export`` extra); writing adapters needs onnxruntime.
 """
 
@@ -52,16 +61,42 @@ def param_names(site: str) -> tuple[str, str]:
     return f"{site}.lora_A", f"{site}.lora_B"
 
 
-def _site_of(node: Any) -> str | None:
+def _site_of(node: Any, genai: bool = False) -> str | None:
     """Torch module of a weight MatMul: from the node name optimum's export gives it
-    (``/model/layers.3/self_attn/q_proj/MatMul`` -> ``model.layers.3.self_attn.q_proj``), else
-    from a weight named after its parameter (fused GPT-2: ``transformer.h.0.attn.c_attn.weight``).
+    (``/model/layers.3/self_attn/q_proj/MatMul`` -> ``model.layers.3.self_attn.q_proj``) or the
+    GenAI builder does (``genai``: ``.../attn/qkv_proj/MatMul_Q8`` ->
+    ``model.layers.3.self_attn.qkv_proj``), else from a weight named after its parameter
+    (fused GPT-2: ``transformer.h.0.attn.c_attn.weight``).
     """
-    m = re.fullmatch(r"/(.+)/MatMul(_\d+)?", node.name)
+    m = re.fullmatch(r"/(.+)/MatMul(_\d+|_Q\d+)?", node.name)
     if m:
-        return m.group(1).replace("/", ".")
+        module = m.group(1).replace("/", ".")
+        return re.sub(r"\.attn\.", ".self_attn.", module) if genai else module
     w = node.input[1]
     return w[: -len(".weight")] if re.fullmatch(r"[\w.]+\.weight", w) else None
+
+
+def _weight_dims(node: Any, inits: Mapping[str, Any]) -> tuple[int, int] | None:
+    """``(d_in, d_out)`` of a projection with a constant weight, else ``None``."""
+    if node.op_type == "MatMul" and node.input[1] in inits:
+        d_in, d_out = (int(d) for d in inits[node.input[1]].dims)
+        return d_in, d_out
+    if node.op_type == "MatMulNBits" and node.input[1] in inits:
+        attrs = {a.name: a.i for a in node.attribute}
+        return int(attrs["K"]), int(attrs["N"])
+    return None
+
+
+def _packed_slices(folder: Path) -> dict[str, list[tuple[str, int]]]:
+    """``{"qkv_proj": [("q_proj", width), ("k_proj", width), ("v_proj", width)]}`` of a GenAI
+    folder (its q/k/v projections are one MatMul); empty for other graphs."""
+    cfg_file = folder / "genai_config.json"
+    if not cfg_file.is_file():
+        return {}
+    dec = json.loads(cfg_file.read_text(encoding="utf-8"))["model"]["decoder"]
+    q = int(dec["num_attention_heads"]) * int(dec["head_size"])
+    kv = int(dec["num_key_value_heads"]) * int(dec["head_size"])
+    return {"qkv_proj": [("q_proj", q), ("k_proj", kv), ("v_proj", kv)]}
 
 
 def read_sites(folder: str | Path) -> Sites:
@@ -79,6 +114,16 @@ def read_sites(folder: str | Path) -> Sites:
             f"{path}: no valid LoRA site map ({exc}); prepare the base with "
             "`palm prepare-lora-base`"
         ) from exc
+
+
+def _graph_sha(folder: Path) -> str:
+    """sha256 of ``model.onnx``, joined with its external weights' (GenAI int8 keeps them in
+    ``model.onnx.data``, so the graph file alone would not see a rebuilt model)."""
+    from ..._hashing import sha256_file as _sha256
+
+    sha = _sha256(folder / _MODEL)
+    data = folder / f"{_MODEL}.data"
+    return f"{sha}+{_sha256(data)}" if data.is_file() else sha
 
 
 def _cached(dst: Path, base_sha: str, targets: Sequence[str]) -> Sites | None:
@@ -99,9 +144,37 @@ def _cached(dst: Path, base_sha: str, targets: Sequence[str]) -> Sites | None:
     return read_sites(dst)
 
 
-def _inject(proto: Any, targets: Sequence[str]) -> Sites:
-    """Rewrite ``proto`` in place; returns the sites added."""
+def _add_params(g: Any, site: str, d_in: int, d_out: int) -> tuple[str, str]:
+    """Rank-0 overridable A and B of ``site`` (initializers that are also graph inputs)."""
     from onnx import TensorProto, helper, numpy_helper
+
+    a, b = param_names(site)
+    g.initializer.extend(
+        [
+            numpy_helper.from_array(np.zeros((d_in, 0), np.float32), a),
+            numpy_helper.from_array(np.zeros((0, d_out), np.float32), b),
+        ]
+    )
+    # The shared symbolic rank lets one adapter file of any rank fill every site.
+    g.input.extend(
+        [
+            helper.make_tensor_value_info(a, TensorProto.FLOAT, [d_in, "lora_r"]),
+            helper.make_tensor_value_info(b, TensorProto.FLOAT, ["lora_r", d_out]),
+        ]
+    )
+    return a, b
+
+
+def _inject(
+    proto: Any, targets: Sequence[str], packed: Mapping[str, list[tuple[str, int]]]
+) -> Sites:
+    """Rewrite ``proto`` in place; returns the sites added.
+
+    ``packed`` names projections that hold several modules side by side in their output
+    (``qkv_proj``: q, k, v); a target naming one of those modules gets a site that adds its
+    ``(X·A)·B`` to its slice only.
+    """
+    from onnx import helper, numpy_helper
 
     g = proto.graph
     inits = {i.name: i for i in g.initializer}
@@ -109,34 +182,55 @@ def _inject(proto: Any, targets: Sequence[str]) -> Sites:
     nodes = []
     for node in g.node:
         nodes.append(node)
-        site = _site_of(node) if node.op_type == "MatMul" else None
-        if site is None or node.input[1] not in inits or site.rsplit(".", 1)[-1] not in targets:
+        module = _site_of(node, bool(packed)) if node.op_type in ("MatMul", "MatMulNBits") else None
+        dims = _weight_dims(node, inits) if module is not None else None
+        if module is None or dims is None:
             continue
-        if site in sites:
-            raise EngineError(f"two MatMul nodes map to LoRA site {site!r}; cannot name sites")
-        d_in, d_out = (int(d) for d in inits[node.input[1]].dims)
-        a, b = param_names(site)
-        sites[site] = (d_in, d_out)
-        g.initializer.extend(
-            [
-                numpy_helper.from_array(np.zeros((d_in, 0), np.float32), a),
-                numpy_helper.from_array(np.zeros((0, d_out), np.float32), b),
+        d_in, d_out = dims
+        parent, _, last = module.rpartition(".")
+        if last in targets:  # the whole projection
+            parts = [(module, 0, d_out, False)]
+        else:
+            parts, offset = [], 0
+            for sub, width in packed.get(last, []):
+                if sub in targets:
+                    parts.append((f"{parent}.{sub}", offset, width, True))
+                offset += width
+            if parts and offset != d_out:
+                raise EngineError(
+                    f"{module}: packed widths {packed[last]} sum to {offset}, not its "
+                    f"{d_out} outputs; genai_config.json does not describe this graph"
+                )
+        if not parts:
+            continue
+        x, y = node.input[0], node.output[0]
+        total = f"{module}.lora_base"
+        node.output[0] = total
+        for i, (site, offset, width, pad) in enumerate(parts):
+            if site in sites:
+                raise EngineError(f"two MatMul nodes map to LoRA site {site!r}; cannot name sites")
+            sites[site] = (d_in, width)
+            a, b = _add_params(g, site, d_in, width)
+            delta = f"{site}.lora_xab"
+            nodes += [
+                helper.make_node("MatMul", [x, a], [f"{site}.lora_xa"]),
+                helper.make_node("MatMul", [f"{site}.lora_xa", b], [delta]),
             ]
-        )
-        # The shared symbolic rank lets one adapter file of any rank fill every site.
-        g.input.extend(
-            [
-                helper.make_tensor_value_info(a, TensorProto.FLOAT, [d_in, "lora_r"]),
-                helper.make_tensor_value_info(b, TensorProto.FLOAT, ["lora_r", d_out]),
-            ]
-        )
-        y = node.output[0]
-        node.output[0] = f"{site}.lora_base"
-        nodes += [
-            helper.make_node("MatMul", [node.input[0], a], [f"{site}.lora_xa"]),
-            helper.make_node("MatMul", [f"{site}.lora_xa", b], [f"{site}.lora_xab"]),
-            helper.make_node("Add", [f"{site}.lora_base", f"{site}.lora_xab"], [y]),
-        ]
+            if pad:  # into its slice of the packed output: zeros before and after
+                pads, axes = f"{site}.lora_pads", f"{site}.lora_axes"
+                g.initializer.extend(
+                    [
+                        numpy_helper.from_array(
+                            np.asarray([offset, d_out - offset - width], np.int64), pads
+                        ),
+                        numpy_helper.from_array(np.asarray([-1], np.int64), axes),
+                    ]
+                )
+                nodes.append(helper.make_node("Pad", [delta, pads, "", axes], [f"{site}.lora_pad"]))
+                delta = f"{site}.lora_pad"
+            out = y if i == len(parts) - 1 else f"{site}.lora_sum"
+            nodes.append(helper.make_node("Add", [total, delta], [out]))
+            total = out
     del g.node[:]
     g.node.extend(nodes)
     return sites
@@ -152,7 +246,8 @@ def add_lora_sites(
     """Copy the model folder ``src_folder`` to ``dst_folder`` with rank-0 LoRA sites.
 
     Every file (tokenizer, configs, ``model_card.json``) is copied; ``model.onnx`` gets a site
-    on each MatMul whose torch module name ends in one of ``targets``; ``lora_sites.json``
+    on each MatMul / MatMulNBits whose torch module name ends in one of ``targets`` (or on the
+    slice of a packed ``qkv_proj`` that module owns, in a GenAI folder); ``lora_sites.json``
     records the sites, the targets and the sha256 of both graphs. The card gains a ``lora``
     section and the new graph's sha256. Nothing is redone when ``dst_folder`` already holds
     sites for the same base sha256 and targets (unless ``force``). The folder is written into
@@ -173,15 +268,15 @@ def add_lora_sites(
     if not (src / _MODEL).is_file():
         raise ModelLoadError(f"{src}: no {_MODEL}; prepare the base with `palm prepare-base`")
     targets = list(targets)
-    base_sha = _sha256(src / _MODEL)
+    base_sha = _graph_sha(src)
     if not force and (found := _cached(dst, base_sha, targets)) is not None:
         return found
     proto = onnx.load(str(src / _MODEL))
-    sites = _inject(proto, targets)
+    sites = _inject(proto, targets, _packed_slices(src))
     if not sites:
         raise EngineError(
-            f"{src / _MODEL}: no MatMul of a module named {targets}; "
-            "the graph is not an optimum export of a Llama-style decoder"
+            f"{src / _MODEL}: no MatMul or MatMulNBits of a module named {targets}; the graph "
+            "is neither an optimum export nor a GenAI model builder graph of a Llama-style decoder"
         )
     dst.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
