@@ -11,6 +11,7 @@ default, clamped by the policy, and says why.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import logging
 import time
@@ -78,7 +79,15 @@ def _in_thread(
     @functools.wraps(fn)
     async def twin(self: S, /, *args: P.args, **kwargs: P.kwargs) -> T:
         method: Callable[P, T] = getattr(self, name)
-        return await asyncio.to_thread(method, *args, **kwargs)
+        call = functools.partial(contextvars.copy_context().run, method, *args, **kwargs)
+        try:
+            running = asyncio.get_running_loop().run_in_executor(None, call)
+        except RuntimeError:
+            # The executor takes no more work: the loop or the interpreter is shutting down
+            # (LiteLLM runs its logging callbacks, where outcomes are recorded, that late).
+            # Run the call here instead, so no audit record or feedback event is dropped.
+            return call()
+        return await running
 
     twin.__name__ = f"a{name}"
     twin.__qualname__ = f"Palm.a{name}"

@@ -504,6 +504,22 @@ def test_record_outcome_is_audited(palm: Palm, store: SQLiteStore) -> None:
     assert all(r.payload["decision_id"] == d.decision_id for r in recs)
 
 
+def test_async_record_survives_a_shut_down_executor(palm: Palm, store: SQLiteStore) -> None:
+    """LiteLLM logs (and so records outcomes) as the process exits, when the loop's executor
+    refuses work: the record is written on the calling thread instead of being dropped."""
+    d = palm.decide("alice")
+
+    async def late() -> None:
+        await asyncio.get_running_loop().shutdown_default_executor()
+        await palm.arecord_outcome("alice", d.decision_id, "success", latency_ms=1.0)
+        await palm.arecord_feedback("alice", Thumb(up=True, decision_id=d.decision_id))
+
+    asyncio.run(late())
+    recs = [r for r in store.audit(palm.user_key("alice")) if r.kind == "outcome"]
+    assert [r.payload["outcome"] for r in recs] == ["success"]
+    assert palm.profile("alice").n_events == 1
+
+
 def test_export_holds_events_and_audit(palm: Palm) -> None:
     d = palm.decide("alice")
     palm.record_feedback("alice", Thumb(up=True, decision_id=d.decision_id, event_id="e1"))
