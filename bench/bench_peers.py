@@ -95,6 +95,19 @@ def decode_stats(
     return {"prefill_ms": t1 * 1e3, "tps": (n - 1) / (tn - t1), "tokens": tokens, "load": load}
 
 
+def _greedy_runs(engine: Any) -> Callable[[list[int]], Callable[[int], Callable[[], list[int]]]]:
+    """For a prompt, a factory of timed calls: k greedy tokens through the engine's own loop."""
+
+    def make(prompt: list[int]) -> Callable[[int], Callable[[], list[int]]]:
+        def at(k: int) -> Callable[[], list[int]]:
+            params = engine.defaults.merged({"max_tokens": k, "temperature": 0.0})
+            return lambda: list(engine._tokens(engine.model, prompt, params, None))
+
+        return at
+
+    return make
+
+
 def _ours(folder: Path, threads: int, spin: bool | None, device: str) -> tuple[Any, Any]:
     from palm_middleware.engines import OnnxEngine, RuntimeOptions
     from palm_middleware.offline.engines.quantize import _logits
@@ -104,12 +117,7 @@ def _ours(folder: Path, threads: int, spin: bool | None, device: str) -> tuple[A
         kw["allow_spinning"] = spin
     engine = OnnxEngine(folder, options=RuntimeOptions(**kw)).load()
 
-    def make(prompt: list[int]) -> Callable[[int], Callable[[], list[int]]]:
-        def at(k: int) -> Callable[[], list[int]]:
-            params = engine.defaults.merged({"max_tokens": k, "temperature": 0.0})
-            return lambda: list(engine._tokens(engine.model, prompt, params, None))
-
-        return at
+    make = _greedy_runs(engine)
 
     def forced(prompt: list[int], ref: list[int]) -> list[int]:
         logits = _logits(engine.model, prompt + ref[:-1])[len(prompt) - 1 :]
@@ -128,12 +136,7 @@ def _served(folder: Path, threads: int, spin: bool | None) -> tuple[Any, Any]:
         kw["allow_spinning"] = spin
     engine = GenaiEngine(folder, options=RuntimeOptions(**kw)).load()
 
-    def make(prompt: list[int]) -> Callable[[int], Callable[[], list[int]]]:
-        def at(k: int) -> Callable[[], list[int]]:
-            params = engine.defaults.merged({"max_tokens": k, "temperature": 0.0})
-            return lambda: list(engine._tokens(engine.model, prompt, params, None))
-
-        return at
+    make = _greedy_runs(engine)
 
     def forced(prompt: list[int], ref: list[int]) -> list[int]:
         return [int(t) for t in engine.model.step_logits(prompt, ref).argmax(axis=1)]
