@@ -737,7 +737,7 @@ class PreferenceModel:
         some α_i below half the current one the estimate has infinite variance and is biased
         toward the current prior, so a fit on it moves down by about 2× per refresh at most.
         """
-        from scipy.special import gammaln, logsumexp
+        from scipy.special import gammaln
 
         self._check_fitted()
         if not self._obs:
@@ -746,9 +746,11 @@ class PreferenceModel:
         cand = np.maximum(np.outer(np.asarray(strengths, dtype=np.float64), a / a.sum()), 1e-2)
         log_norm = gammaln(cand.sum(axis=1)) - gammaln(cand).sum(axis=1)
         log_norm -= float(gammaln(a.sum()) - gammaln(a).sum())
-        ratio = np.log(self.particles_) @ (cand - a).T + log_norm  # (n_particles, k)
-        x = np.log(np.maximum(self.weights_, _TINY))[:, None] + ratio
-        out: FloatArray = logsumexp(x, axis=0)
+        x = self._log_particles() @ (cand - a).T + log_norm  # (n_particles, k)
+        x += np.log(np.maximum(self.weights_, _TINY))[:, None]
+        # logsumexp by hand: scipy's (array-API dispatch) costs ~0.4 ms here, on every event.
+        top = x.max(axis=0)
+        out: FloatArray = top + np.log(np.exp(x - top).sum(axis=0))
         return out
 
     def _lapse_diffs(self, lapses: tuple[float, ...]) -> FloatArray:
