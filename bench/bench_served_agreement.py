@@ -1,10 +1,11 @@
 """Greedy agreement of the served default portfolio with its fp32 serving, member by member.
 
-Each member of ``palm_middleware/data/smollm2/portfolio.yaml`` (GenAI int8 bases: the prompted
-member on ``smollm2-genai-int8``, the LoRA members on ``smollm2-genai-int8-lora`` with their
-adapters) against the same member of ``portfolio-fp32.yaml`` (the ``palm prepare-base`` fp32
-export on the raw loop, ``smollm2`` / ``smollm2-lora``), on the prompts and token cap the
-rewards are measured with (``bench/results/prompts_mixed40.yaml``, 96 tokens), greedy:
+Each member of ``palm_middleware/data/smollm2/portfolio.yaml`` (GenAI bases: the prompted
+member on ``smollm2-genai-int4-gguf``, the LoRA members on ``smollm2-genai-int4-gguf-lora`` with
+their adapters; ``--portfolio`` takes a manifest on the ``smollm2-genai-int8`` bases too) against
+the same member of ``portfolio-fp32.yaml`` (the ``palm prepare-base`` fp32 export on the raw
+loop, ``smollm2`` / ``smollm2-lora``), on the prompts and token cap the rewards are measured
+with (``bench/results/prompts_mixed40.yaml``, 96 tokens), greedy:
 
 - teacher-forced: the candidate's top token on the fp32 reply, position by position (the fp32
   reply's EOS included): the >= 90% bar of issue 15;
@@ -52,6 +53,8 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
         "smollm2-lora": cache / "smollm2-lora",
         "smollm2-genai-int8": cache / "smollm2-genai-int8",
         "smollm2-genai-int8-lora": cache / "smollm2-genai-int8-lora",
+        "smollm2-genai-int4-gguf": cache / "smollm2-genai-int4-gguf",
+        "smollm2-genai-int4-gguf-lora": cache / "smollm2-genai-int4-gguf-lora",
     }
     prompts = load_prompt_set(args.prompts).select()[: args.limit]
     reg = SessionRegistry()
@@ -65,7 +68,7 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
         params = ref.defaults.merged({"max_tokens": args.max_tokens})
         assert params.temperature == 0.0, f"{member.id} samples; agreement needs greedy"
         forced = equal = positions = prefix_sum = same = 0
-        tps: dict[str, list[float]] = {"fp32": [], "int8": []}
+        tps: dict[str, list[float]] = {"fp32": [], "served": []}
         t_member = time.perf_counter()
         for k, p in enumerate(prompts):
             messages = [{"role": "user", "content": p.text}]
@@ -73,13 +76,15 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
             assert cand.encode_prompt(messages) == ids, "tokenizers differ"
             outs = {}
             order = (
-                [("fp32", ref), ("int8", cand)] if k % 2 == 0 else [("int8", cand), ("fp32", ref)]
+                [("fp32", ref), ("served", cand)]
+                if k % 2 == 0
+                else [("served", cand), ("fp32", ref)]
             )
             for name, engine in order:
                 t = time.perf_counter()
                 outs[name] = engine.generate(messages, params)
                 tps[name].append(len(outs[name].token_ids) / (time.perf_counter() - t))
-            a, b = list(outs["fp32"].token_ids), list(outs["int8"].token_ids)
+            a, b = list(outs["fp32"].token_ids), list(outs["served"].token_ids)
             logits = cand.model.step_logits(ids, a, cand.adapter)
             forced += int((logits.argmax(axis=1) == np.asarray(a)).sum())
             equal += sum(x == y for x, y in zip(a, b))
@@ -98,7 +103,7 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
             "prefix": prefix_sum / len(prompts),
             "identical_replies": same,
             "tps_fp32": statistics.median(tps["fp32"]),
-            "tps_int8": statistics.median(tps["int8"]),
+            "tps_served": statistics.median(tps["served"]),
             "seconds": time.perf_counter() - t_member,
         }
         rows.append(row)
@@ -114,11 +119,11 @@ def report(
         f"average {min(load):.1f}-{max(load):.1f} during the run (shared machine).",
         f"Command: `python bench/bench_served_agreement.py {' '.join(sys.argv[1:])}` "
         f"({seconds:.0f} s). Greedy, {args.max_tokens} tokens max, {rows[0]['prompts']} prompts "
-        f"of {args.prompts.name}; candidate = {args.portfolio.name} (GenAI int8), reference = "
+        f"of {args.prompts.name}; candidate = {args.portfolio.name} (GenAI), reference = "
         f"{args.reference.name} (raw loop, fp32 export).",
         "",
         "| member | fp32 base → served base | positions | teacher-forced | free-running "
-        "| prefix | identical replies | tok/s per request, prefill included, fp32 → int8 "
+        "| prefix | identical replies | tok/s per request, prefill included, fp32 → served "
         "(median) | ≥ 90 % |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -126,8 +131,9 @@ def report(
         lines.append(
             f"| {r['member']} | {r['fp32_base']} → {r['served_base']} | {r['positions']} | "
             f"{r['teacher_forced']:.1%} | {r['free_running']:.1%} | {r['prefix']:.1%} | "
-            f"{r['identical_replies']}/{r['prompts']} | {r['tps_fp32']:.1f} → {r['tps_int8']:.1f} "
-            f"({r['tps_int8'] / r['tps_fp32']:.2f}×) | "
+            f"{r['identical_replies']}/{r['prompts']} | "
+            f"{r['tps_fp32']:.1f} → {r['tps_served']:.1f} "
+            f"({r['tps_served'] / r['tps_fp32']:.2f}×) | "
             f"{'yes' if r['teacher_forced'] >= BAR else '**no**'} |"
         )
     return "\n".join(lines) + "\n"

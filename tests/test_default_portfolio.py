@@ -1,7 +1,8 @@
 """The shipped default portfolio (palm_middleware/data/smollm2): servable, certified, consistent.
 
-It is served on the GenAI model builder's int8 graph; ``portfolio-fp32.yaml`` serves the same
-members on the ``palm prepare-base`` fp32 export (no builder: what tests and CI can prepare).
+It is served on ``smollm2-genai-int4-gguf`` (the GGUF's own 4-bit blocks in the GenAI model
+builder's fused graph; ``-lora`` for the adapter members); ``portfolio-fp32.yaml`` serves the
+same members on the ``palm prepare-base`` fp32 export (no builder: what tests and CI can prepare).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import pytest
 from palm_middleware import load_policy, load_portfolio
 from palm_middleware.data import bundled
 from palm_middleware.demo.prepare import (
+    DEFAULT_GENAI,
     FP32_PORTFOLIO,
     GENAI_BASES,
     PREPARERS,
@@ -53,11 +55,19 @@ def test_it_is_measured_and_certified_and_matches_its_policy(name: str) -> None:
     assert not (portfolio.rewards == 0.5).all(axis=1).any()
 
 
-def test_the_default_serves_genai_int8_and_the_fp32_twin_needs_no_builder() -> None:
+def test_the_default_serves_int4_gguf_and_the_fp32_twin_needs_no_builder() -> None:
     """Same members, prompts and adapter files; only the bases (and measured rewards) differ."""
     served = load_portfolio(bundled("smollm2/portfolio.yaml"))
     fp32 = load_portfolio(bundled(FP32_PORTFOLIO))
     assert set(bases_of(served)) <= GENAI_BASES
+    # The prompted member on the 4-bit graph, the adapter members on it with LoRA sites.
+    # Its rewards were measured on those graphs (the manifest says so).
+    for m in served.members:
+        assert isinstance(m.backend, (PromptedBackend, AdapterBackend)), m.id
+        lora = isinstance(m.backend, AdapterBackend)
+        assert m.backend.base == (f"{DEFAULT_GENAI}-lora" if lora else DEFAULT_GENAI), m.id
+        assert m.provenance is not None, m.id
+        assert "GenAI int4-gguf graph" in (m.provenance.prompt_set or ""), m.id
     assert not set(bases_of(fp32)) & GENAI_BASES
     assert served.ids == fp32.ids
     for a, b in zip(served.members, fp32.members):
@@ -74,7 +84,7 @@ def test_a_failed_builder_setup_names_the_step_and_the_fallback(tmp_path: Path) 
     with pytest.raises(ModelLoadError) as err:
         resolve_bases(served, {"smollm2": tmp_path / "smollm2"}, progress=False)
     msg = str(err.value)
-    assert "preparing base 'smollm2-genai-int8' failed" in msg
+    assert f"preparing base '{DEFAULT_GENAI}' failed" in msg
     assert "creating the GenAI model builder's environment" in msg
     assert str(tmp_path / "genai-builder") in msg
     assert f"--portfolio {bundled(FP32_PORTFOLIO)}" in msg

@@ -93,9 +93,9 @@ def run(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     first_run = not (default_base_dir() / "model_card.json").exists()
-    genai_first = not (
-        default_base_dir().with_name("smollm2-genai-int8") / "model_card.json"
-    ).exists()
+    from ..demo.prepare import DEFAULT_GENAI
+
+    genai_first = not (default_base_dir().with_name(DEFAULT_GENAI) / "model_card.json").exists()
     steps = []
     if first_run:
         steps.append(
@@ -104,8 +104,8 @@ def run(args: argparse.Namespace) -> int:
         )
     if genai_first and _serves_genai(args):
         steps.append(
-            "building its int8 graph with the ONNX Runtime GenAI model builder once (its own "
-            "environment, ~1.7 GB, plus 1-3 min)"
+            "building its 4-bit graph (the GGUF's own blocks in the ONNX Runtime GenAI model "
+            "builder's fused graph) once (the builder's own environment, ~1.7 GB, plus 1-3 min)"
         )
     print(
         "[1/3] preparing the portfolio's base models: "

@@ -106,3 +106,48 @@ def test_weights_not_from_gguf_blocks_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match=r"layers\.0\..*Q4_1"):
         gguf_block_graph(GENAI_TINY, tmp_path / "q")
     assert not (tmp_path / "q").exists()
+
+
+def test_lora_sites_on_the_blocks_do_what_they_do_at_fp32(gguf_like: Path, tmp_path: Path) -> None:
+    """The default portfolio's LoRA members on ``smollm2-genai-int4-gguf-lora``: the q/v sites
+    land next to the Q4_1 MatMulNBits (before its block-offset Add; the sum is the same), with
+    the names and widths of the fp32 graph's sites, so one adapter file fits both; with fp32
+    activations the adapter moves the logits exactly as on the fp32 graph."""
+    import onnx
+
+    from palm_middleware.engines.genai import GenaiEngine
+    from palm_middleware.engines.registry import SessionRegistry
+    from palm_middleware.offline.engines.lora import (
+        add_lora_sites,
+        param_names,
+        read_sites,
+        write_adapter,
+    )
+
+    gguf_block_graph(gguf_like, tmp_path / "q", accuracy_level=1)
+    add_lora_sites(gguf_like, tmp_path / "fp32-lora")
+    sites = add_lora_sites(tmp_path / "q", tmp_path / "q-lora")
+    assert sites == read_sites(tmp_path / "fp32-lora")
+    assert sorted(sites) == [
+        f"model.layers.{i}.self_attn.{m}" for i in range(2) for m in ("q_proj", "v_proj")
+    ]
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "q-lora" / "model.onnx")).graph.node]
+    assert ops.count("MatMulNBits") == 11 and ops.count("Pad") == 4
+    rng = np.random.default_rng(0)
+    params = {}
+    for site, (d_in, d_out) in sites.items():
+        a, b = param_names(site)
+        params[a] = rng.normal(0, 0.5, (d_in, 4)).astype(np.float32)
+        params[b] = rng.normal(0, 0.5, (4, d_out)).astype(np.float32)
+    adapter = write_adapter(tmp_path / "a.onnx_adapter", params, tmp_path / "q-lora")
+    reg = SessionRegistry()
+    ref_e = GenaiEngine(tmp_path / "fp32-lora", registry=reg, adapter=adapter)
+    got_e = GenaiEngine(tmp_path / "q-lora", registry=reg, adapter=adapter)
+    tokens = list(ref_e.generate(CHAT, {"max_tokens": 24}).token_ids)
+    assert list(got_e.generate(CHAT, {"max_tokens": 24}).token_ids) == tokens
+    ids = ref_e.encode_prompt(CHAT)
+    ref = ref_e.model.step_logits(ids, tokens, adapter)
+    got = got_e.model.step_logits(ids, tokens, adapter)
+    plain = got_e.model.step_logits(ids, tokens, None)
+    assert np.abs(got - ref).max() < 1e-3 * np.abs(ref).max()
+    assert np.abs(got - plain).max() > 100 * np.abs(got - ref).max()  # the adapter acts
