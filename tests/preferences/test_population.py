@@ -118,6 +118,31 @@ def test_strength_evidence_is_the_marginal_likelihood_ratio() -> None:
     assert np.all(_model(2.0, []).strength_evidence([0.5, 8.0]) == 0)  # no feedback: no evidence
 
 
+def test_strength_evidence_kept_terms_follow_the_weights_and_the_particles() -> None:
+    """The per-particle ratios are kept between events; the result must equal the log-space sum
+    over the current weights, after reweighting events and after a refit moves the particles."""
+    from scipy.special import gammaln, logsumexp
+
+    def direct(m: Any, strengths: list[float]) -> Any:
+        a = m._alpha
+        cand = np.maximum(np.outer(strengths, a / a.sum()), 1e-2)
+        log_norm = gammaln(cand.sum(axis=1)) - gammaln(cand).sum(axis=1)
+        log_norm -= gammaln(a.sum()) - gammaln(a).sum()
+        x = np.log(m.particles_) @ (cand - a).T + log_norm
+        return logsumexp(x + np.log(np.maximum(m.weights_, 1e-300))[:, None], axis=0)
+
+    strengths = [1.0, 2.0, 4.0, 8.0]
+    obs = [Observation.compare([0.6, -0.6], +1)]
+    m = _model(2.0, obs)
+    np.testing.assert_allclose(m.strength_evidence(strengths), direct(m, strengths), atol=1e-9)
+    for v in (0.5, -0.4, 0.3):  # in place: new weights, same particles (kept terms reused)
+        m.partial_fit([Observation.compare([v, -v], +1)])
+        np.testing.assert_allclose(m.strength_evidence(strengths), direct(m, strengths), atol=1e-9)
+    obs2 = obs + [Observation.compare([0.2, -0.2], -1)] * 3
+    m2 = _model(2.0, obs2)  # other particles
+    np.testing.assert_allclose(m2.strength_evidence(strengths), direct(m2, strengths), atol=1e-9)
+
+
 def test_dispersed_users_widen_the_prior_and_concentrated_evidence_never_narrows_it() -> None:
     strengths = np.asarray(strength_candidates(4.0))
     like_default = np.full(4, digamma(1.0) - digamma(4.0))  # mean log w of Dirichlet(1) users
