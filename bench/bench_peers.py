@@ -50,7 +50,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from bench_engine import _cpu  # noqa: E402
+from bench_engine import _cpu, generate_maker  # noqa: E402
 
 # A short instruct exchange; with SmolLM2's chat template (no default system prompt given) this
 # is 41 tokens.
@@ -153,23 +153,7 @@ def _eager(folder: Path, threads: int) -> tuple[Any, Any]:
     model.generation_config.eos_token_id = None  # exactly k tokens, EOS ignored as elsewhere
 
     def make(prompt: list[int]) -> Callable[[int], Callable[[], list[int]]]:
-        ids = torch.tensor([prompt])
-
-        def at(k: int) -> Callable[[], list[int]]:
-            def run() -> list[int]:
-                with torch.no_grad():
-                    out = model.generate(
-                        ids,
-                        attention_mask=torch.ones_like(ids),
-                        max_new_tokens=k,
-                        do_sample=False,
-                        pad_token_id=0,
-                    )
-                return [int(t) for t in out[0, len(prompt) :]]
-
-            return run
-
-        return at
+        return generate_maker(model, prompt)
 
     def forced(prompt: list[int], ref: list[int]) -> list[int]:
         with torch.no_grad():

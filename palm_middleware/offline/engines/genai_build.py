@@ -588,6 +588,7 @@ def genai_agreement(
     """
     from ...engines.genai import GenaiEngine, is_genai_folder
     from ...engines.onnx import OnnxEngine
+    from .quantize import agreement_case, agreement_summary
 
     ref_cls = GenaiEngine if is_genai_folder(reference) else OnnxEngine
     ref, cand = ref_cls(reference).load(), GenaiEngine(candidate).load()
@@ -600,27 +601,9 @@ def genai_agreement(
         params = ref.defaults.merged({"max_tokens": n_tokens, "temperature": 0.0})
         a = list(ref._tokens(ref.model, ids, params, None))
         b = list(cand._tokens(cand.model, ids, params, None))
-        first = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), len(a))
         forced = cand.model.step_logits(ids, a).argmax(axis=1)
-        cases.append(
-            {
-                "prompt": text,
-                "reference": a,
-                "candidate": b,
-                "first_divergence": first,
-                "equal": sum(x == y for x, y in zip(a, b)),
-                "teacher_forced_equal": int((forced == np.asarray(a)).sum()),
-            }
-        )
-    total = n_tokens * len(cases)
-    return {
-        "n_prompts": len(cases),
-        "n_tokens": n_tokens,
-        "prefix": round(float(np.mean([c["first_divergence"] / n_tokens for c in cases])), 4),
-        "overall": round(sum(c["equal"] for c in cases) / total, 4),
-        "teacher_forced": round(sum(c["teacher_forced_equal"] for c in cases) / total, 4),
-        "cases": cases,
-    }
+        cases.append(agreement_case(text, a, b, forced))
+    return agreement_summary(cases, n_tokens)
 
 
 def prepare_genai(

@@ -40,7 +40,15 @@ from ...engines.model import find_model_file
 from ...exceptions import InvalidParameterError, ModelLoadError
 from .._progress import progress_bar
 
-__all__ = ["CHECK_PROMPTS", "QuantizeResult", "agreement", "quantize", "quantize_weight"]
+__all__ = [
+    "CHECK_PROMPTS",
+    "QuantizeResult",
+    "agreement",
+    "agreement_case",
+    "agreement_summary",
+    "quantize",
+    "quantize_weight",
+]
 
 logger = logging.getLogger("palm_middleware.engines")
 
@@ -257,23 +265,39 @@ def agreement(
         # _tokens ignores EOS, so both sequences have exactly n_tokens positions to compare.
         a = list(ref._tokens(ref.model, ids, params, None))
         b = list(cand._tokens(cand.model, ids, params, None))
-        first = next((i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y), len(a))
         seq = ids + a[:-1]
         lr, lc = _logits(ref.model, seq)[len(ids) - 1 :], _logits(cand.model, seq)[len(ids) - 1 :]
-        cases.append(
-            {
-                "prompt": text,
-                "reference": a,
-                "candidate": b,
-                "first_divergence": first,
-                "equal": sum(x == y for x, y in zip(a, b, strict=True)),
-                "teacher_forced_equal": int((lc.argmax(axis=1) == np.asarray(a)).sum()),
-                "max_logit_diff_first_step": float(np.abs(lr[0] - lc[0]).max()),
-                "max_logit_diff": float(np.abs(lr - lc).max()),
-            }
-        )
+        case = agreement_case(text, a, b, lc.argmax(axis=1))
+        case["max_logit_diff_first_step"] = float(np.abs(lr[0] - lc[0]).max())
+        case["max_logit_diff"] = float(np.abs(lr - lc).max())
+        cases.append(case)
         bar.update(1)
     bar.close()
+    out = agreement_summary(cases, n_tokens)
+    out["max_logit_diff_first_step"] = max(c["max_logit_diff_first_step"] for c in cases)
+    return out
+
+
+def agreement_case(
+    prompt: str, reference: list[int], candidate: list[int], forced: Any
+) -> dict[str, Any]:
+    """One prompt's greedy comparison: both sequences, where they first part, how many
+    positions are equal, and how many of the candidate's teacher-forced top tokens (``forced``,
+    on the reference's sequence) equal the reference's."""
+    pairs = list(zip(reference, candidate, strict=False))  # GenAI may stop one early at EOS
+    return {
+        "prompt": prompt,
+        "reference": reference,
+        "candidate": candidate,
+        "first_divergence": next((i for i, (x, y) in enumerate(pairs) if x != y), len(reference)),
+        "equal": sum(x == y for x, y in pairs),
+        "teacher_forced_equal": int((np.asarray(forced) == np.asarray(reference)).sum()),
+    }
+
+
+def agreement_summary(cases: list[dict[str, Any]], n_tokens: int) -> dict[str, Any]:
+    """The shares over all prompts' :func:`agreement_case` records (``prefix``, ``overall``,
+    ``teacher_forced``), the records kept under ``cases``."""
     total = n_tokens * len(cases)
     return {
         "n_prompts": len(cases),
@@ -281,7 +305,6 @@ def agreement(
         "prefix": round(float(np.mean([c["first_divergence"] / n_tokens for c in cases])), 4),
         "overall": round(sum(c["equal"] for c in cases) / total, 4),
         "teacher_forced": round(sum(c["teacher_forced_equal"] for c in cases) / total, 4),
-        "max_logit_diff_first_step": max(c["max_logit_diff_first_step"] for c in cases),
         "cases": cases,
     }
 
