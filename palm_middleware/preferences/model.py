@@ -381,6 +381,9 @@ class PreferenceModel:
             setattr(new, name, getattr(self, name).copy())
         for name in ("_sort", "_logp", "_sq", "_w"):  # same values, never written to in place
             new.__dict__[name] = self.__dict__.get(name)
+        n32 = self.__dict__.get("_n32")
+        if n32 is not None and n32[0] is self._g and n32[1] is self._gl:
+            new.__dict__["_n32"] = (new._g, new._gl, n32[2], n32[3])  # same values
         new.__dict__["_cols_ahead"] = {}
         new._obs = list(self._obs)
         new._cols = dict(self._cols)
@@ -494,9 +497,11 @@ class PreferenceModel:
         self._ll = self._ll[idx]
         self._llsum = self._ll @ self._exps  # exact again (the running sum drifts by rounding)
         self._logw = np.zeros(self.n_particles)
+        lev = self.__dict__.get("_lapse_ev")
+        if lev is not None:  # resampled particles keep their lapse sums
+            self.__dict__["_lapse_ev"] = (lev[0], lev[1][:, idx])
         self._move(int(self.move_steps), proposal)
         self.__dict__["_n_moves"] = self.n_moves_ + 1
-        self.__dict__["_lapse_ev"] = None  # particles moved: recomputed when next asked
 
     def _proposal(self, w: FloatArray) -> _Proposal:
         """A logistic-normal fitted to the weighted particles (in additive-log-ratio
@@ -539,6 +544,11 @@ class PreferenceModel:
         cdf_prior = np.cumsum(prior / prior.sum())
         cdf_q = np.cumsum(proposal.q_g)
         p = self.particles_
+        # The lapse sums (:meth:`_lapse_diffs`), if kept: resampling gathered them (a copy this
+        # move owns), accepted proposals get theirs here.
+        lev = self.__dict__.get("_lapse_ev")
+        comp = self._compare_cols(range(len(self._obs))) if lev is not None else None
+        exps_c = self._exps if comp is None or len(comp) == len(self._obs) else self._exps[comp]
         for _ in range(n_steps):
             u = self._rng.random((5, n))
             eps = self._rng.standard_normal(z.shape)
@@ -559,10 +569,17 @@ class PreferenceModel:
             tot = e.sum(axis=1, keepdims=True)
             pp = np.maximum(e / tot, 1e-300)
             logpp = np.maximum(zz - np.log(tot), -690.0)
-            llp = self._loglik(pp, self._obs, gp)
+            sig: list[npt.NDArray[np.float32]] | None = [] if lev is not None else None
+            llp = self._loglik(pp, self._obs, gp, sig=sig)
             sump = llp @ self._exps
             prop = logpp @ self._alpha + sump
             acc = np.log(u[4]) < prop - cur + corr
+            if sig and lev is not None and comp is not None:
+                # The lapse sums of the particles that moved, from this step's logistic terms.
+                rows = np.flatnonzero(acc)
+                if rows.size:
+                    ll_c = llp[rows] if len(comp) == len(self._obs) else llp[rows][:, comp]
+                    lev[1][:, rows] = _lapse_terms(sig[0][rows], ll_c, exps_c, lev[0])
             col = acc[:, None]
             z = np.where(col, zp, z)
             p = np.where(col, pp, p)
@@ -596,33 +613,44 @@ class PreferenceModel:
             return np.stack([ahead[o.key] for o in fresh], axis=1)
         return self._loglik(self.particles_, fresh)
 
+    def _sig32(
+        self, p: FloatArray, obs: Sequence[Observation], g: npt.NDArray[np.intp] | None = None
+    ) -> npt.NDArray[np.float32]:
+        """σ(β·⟨p, δ⟩) per particle and comparison in ``obs`` (float32, (n, len(obs))): the
+        logistic part of their likelihoods, shared by every lapse rate."""
+        beta32 = self._noise32()[0] if g is None else self._noise32(g)[0]
+        # Signed, scaled comparison directions, one column per observation.
+        deltas = np.array([o.vector * (o.y * o.scale) for o in obs], dtype=np.float32).T
+        z = p.astype(np.float32) @ deltas
+        z *= beta32
+        return _sigmoid32(z)
+
     def _loglik(
         self,
         p: FloatArray,
         obs: Sequence[Observation],
         g: npt.NDArray[np.intp] | None = None,
         lapse: float | None = None,
+        sig: list[npt.NDArray[np.float32]] | None = None,
     ) -> FloatArray:
         """Per-particle, per-observation log-likelihood, shape (n_particles, len(obs)).
 
         ``g``: each particle's (β, lapse) grid point (default: the particles' own); ``lapse``
-        overrides the grid's lapse. The logistic terms are computed in single precision
-        (relative error ~1e-7, far below the Monte Carlo error): exp and log in float32 are
-        3-4x faster than in float64 here, and they are most of a particle move.
+        overrides the grid's lapse; ``sig``: if given, the logistic terms of the comparisons
+        (:meth:`_sig32`) are appended to it. The logistic terms are computed in single
+        precision (relative error ~1e-7, far below the Monte Carlo error): exp and log in
+        float32 are 3-4x faster than in float64 here, and they are most of a particle move.
         """
         out = np.zeros((p.shape[0], len(obs)))
         comp = [i for i, o in enumerate(obs) if o.kind == "compare"]
         if comp:
-            beta32, lapse32 = self._noise32() if g is None else self._noise32(g)
+            lapse32 = self._noise32()[1] if g is None else self._noise32(g)[1]
             if lapse is not None:
                 lapse32 = np.full_like(lapse32, float(lapse))
-            # Signed, scaled comparison directions, one column per observation.
-            deltas = np.array(
-                [obs[i].vector * (obs[i].y * obs[i].scale) for i in comp], dtype=np.float32
-            ).T
-            z = p.astype(np.float32) @ deltas
-            z *= beta32
-            logprob = _log_lapsed_sigmoid(z, lapse32)
+            s = self._sig32(p, obs if len(comp) == len(obs) else [obs[i] for i in comp], g)
+            if sig is not None:
+                sig.append(s.copy())
+            logprob = _log_lapsed(s, lapse32)
             if len(comp) == len(obs):
                 return logprob  # (the zeros above are never touched: allocation is lazy)
             out[:, comp] = logprob
@@ -720,11 +748,12 @@ class PreferenceModel:
         if not self._obs:
             return out
         diffs = self._lapse_diffs(tuple(float(x) for x in lapses))
-        logw = np.log(np.maximum(self.weights_, _TINY))
-        for k in range(len(lapses)):
-            x = logw + diffs[k]
-            out[k] = float(x.max() + np.log(np.exp(x - x.max()).sum()))
-        return out
+        x = diffs + np.log(np.maximum(self.weights_, _TINY))
+        top = x.max(axis=1)
+        x -= top[:, None]
+        np.exp(x, out=x)
+        out = top + np.log(x.sum(axis=1))
+        return np.asarray(out, dtype=np.float64)
 
     def strength_evidence(self, strengths: Sequence[float]) -> FloatArray:
         """Log marginal likelihood of the user's observations if the prior were the Dirichlet
@@ -737,26 +766,10 @@ class PreferenceModel:
         some α_i below half the current one the estimate has infinite variance and is biased
         toward the current prior, so a fit on it moves down by about 2× per refresh at most.
         """
-        from scipy.special import gammaln
-
         self._check_fitted()
         if not self._obs:
             return np.zeros(len(strengths))
-        a = self._alpha
-        logp = self._log_particles()
-        key = (tuple(float(x) for x in strengths), a.tobytes())
-        # Per particle and candidate, the density ratio depends on the particles and the prior
-        # only: kept (as exp(ratio − max)) until the particles move, so an event costs one
-        # weighted sum instead of ~11k exps.
-        kept = self.__dict__.get("_strength_terms")
-        if kept is None or kept[0] is not logp or kept[1] != key:
-            cand = np.maximum(np.outer(np.asarray(key[0]), a / a.sum()), 1e-2)
-            log_norm = gammaln(cand.sum(axis=1)) - gammaln(cand).sum(axis=1)
-            log_norm -= float(gammaln(a.sum()) - gammaln(a).sum())
-            ratio = logp @ (cand - a).T + log_norm  # (n_particles, k)
-            top = ratio.max(axis=0)
-            kept = (logp, key, np.exp(ratio - top), top, ratio)
-            self.__dict__["_strength_terms"] = kept
+        kept = self._strength_ratios(strengths)
         _, _, scaled, top, ratio = kept
         total = self.weights_ @ scaled
         if float(total.min()) > 1e-250:
@@ -768,37 +781,80 @@ class PreferenceModel:
         out = top + np.log(np.exp(x - top).sum(axis=0))
         return out
 
+    def _strength_ratios(
+        self, strengths: Sequence[float]
+    ) -> tuple[FloatArray, tuple[Any, ...], FloatArray, FloatArray, FloatArray]:
+        """Per particle and candidate of :meth:`strength_evidence`, the log density ratio of
+        the candidate prior to the current one (``ratio``), also as ``exp(ratio − top)`` with
+        ``top`` its maximum over particles: (log-particles, key, scaled, top, ratio).
+
+        They depend on the particles and the prior only: kept until the particles move, so an
+        event costs one weighted sum instead of ~11k exps.
+        """
+        from scipy.special import gammaln
+
+        a = self._alpha
+        logp = self._log_particles()
+        key = (tuple(float(x) for x in strengths), a.tobytes())
+        kept = self.__dict__.get("_strength_terms")
+        if kept is None or kept[0] is not logp or kept[1] != key:
+            cand = np.maximum(np.outer(np.asarray(key[0]), a / a.sum()), 1e-2)
+            log_norm = gammaln(cand.sum(axis=1)) - gammaln(cand).sum(axis=1)
+            log_norm -= float(gammaln(a.sum()) - gammaln(a).sum())
+            ratio = logp @ (cand - a).T + log_norm  # (n_particles, k)
+            top = ratio.max(axis=0)
+            kept = (logp, key, np.exp(ratio - top), top, ratio)
+            self.__dict__["_strength_terms"] = kept
+        return kept
+
+    def _warm(
+        self, lapses: Sequence[float] | None = None, strengths: Sequence[float] | None = None
+    ) -> PreferenceModel:
+        """Compute what stays valid until the particles move (sort order, log-particles,
+        moments, noise columns; the lapse sums and strength ratios if given), so that copies
+        (:meth:`copy`: a new user's prior draw) share them instead of each recomputing them.
+        Returns self."""
+        self._check_fitted()
+        self._sorted()
+        self.summary()
+        self._noise32()
+        if lapses is not None:
+            self._lapse_diffs(tuple(float(x) for x in lapses))
+        if strengths is not None:
+            self._strength_ratios(strengths)
+        return self
+
     def _lapse_diffs(self, lapses: tuple[float, ...]) -> FloatArray:
         """Per particle and lapse: Σ_j exps_j · (loglik_j at the lapse − loglik_j), shape
         (len(lapses), n_particles).
 
-        Kept between calls and raised with each observation's exponent (:meth:`_lapse_raise`),
-        so an event costs the likelihood of its own columns only; recomputed from every
-        observation after particles move (rare once the posterior settles) or a refit.
+        Kept between calls: raised with each observation's exponent (:meth:`_lapse_raise`),
+        faded with it, gathered by resampling and recomputed for the particles a move changes
+        (from the move's own logistic terms, :meth:`_move`), so an event costs the likelihood
+        of its own columns only. Recomputed from every observation only after a refit.
         """
         lev = self.__dict__.get("_lapse_ev")
         if lev is not None and lev[0] == lapses:
             out: FloatArray = lev[1]
             return out
-        p, ll, exps = self.particles_, self._ll, self._exps
-        out = np.stack([(lx - ll) @ exps for lx in self._loglik_lapses(p, self._obs, lapses)])
+        comp = self._compare_cols(range(len(self._obs)))
+        if comp is None:
+            out = np.zeros((len(lapses), self.n_particles))
+        else:
+            sig = self._sig32(self.particles_, [self._obs[j] for j in comp])
+            if len(comp) == len(self._obs):
+                out = _lapse_terms(sig, self._ll, self._exps, lapses)
+            else:
+                out = _lapse_terms(sig, self._ll[:, comp], self._exps[comp], lapses)
         self.__dict__["_lapse_ev"] = (lapses, out)
         return out
 
-    def _loglik_lapses(
-        self, p: FloatArray, obs: Sequence[Observation], lapses: Sequence[float]
-    ) -> list[FloatArray]:
-        """``[_loglik(p, obs, lapse=x) for x in lapses]``, the same numbers, with the logistic
-        part (the exp) computed once for every lapse."""
-        comp = [i for i, o in enumerate(obs) if o.kind == "compare"]
-        if len(comp) != len(obs) or not obs:
-            return [self._loglik(p, obs, lapse=x) for x in lapses]
-        beta32, lapse32 = self._noise32()
-        deltas = np.array([o.vector * (o.y * o.scale) for o in obs], dtype=np.float32).T
-        z = p.astype(np.float32) @ deltas
-        z *= beta32
-        sig = _sigmoid32(z)
-        return [_log_lapsed(sig.copy(), np.full_like(lapse32, float(x))) for x in lapses]
+    def _compare_cols(self, idx: Iterable[int]) -> list[int] | None:
+        """The columns among ``idx`` whose likelihood depends on the lapse (comparisons; an
+        anchor's does not), or None if there are none."""
+        obs = self._obs
+        comp = [int(j) for j in idx if obs[j].kind == "compare"]
+        return comp or None
 
     def _lapse_raise(self, idx: npt.NDArray[np.intp], by: FloatArray) -> None:
         """Keep the lapse sums of :meth:`_lapse_diffs` current: exponents of ``idx`` rose by
@@ -806,12 +862,13 @@ class PreferenceModel:
         lev = self.__dict__.get("_lapse_ev")
         if lev is None or len(idx) == 0:
             return
-        obs = [self._obs[i] for i in idx]
-        if all(o.kind != "compare" for o in obs):
+        keep = [k for k, j in enumerate(idx) if self._obs[j].kind == "compare"]
+        if not keep:
             return  # an anchor's likelihood does not depend on the lapse
-        ll = self._ll[:, idx]
-        at = self._loglik_lapses(self.particles_, obs, lev[0])
-        inc = np.stack([(lx - ll) @ by for lx in at])
+        if len(keep) < len(idx):
+            idx, by = idx[keep], by[keep]
+        sig = self._sig32(self.particles_, [self._obs[j] for j in idx])
+        inc = _lapse_terms(sig, self._ll[:, idx], by, lev[0])
         self.__dict__["_lapse_ev"] = (lev[0], lev[1] + inc)
 
     def relapse(self, lapse: float) -> PreferenceModel:
@@ -992,11 +1049,6 @@ class _Proposal:
         return out
 
 
-def _log_lapsed_sigmoid(z: npt.NDArray[np.float32], lapse: npt.NDArray[np.float32]) -> FloatArray:
-    """log(lapse + (1 − 2·lapse)·σ(z)), in place on ``z`` (float32)."""
-    return _log_lapsed(_sigmoid32(z), lapse)
-
-
 def _sigmoid32(z: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     """σ(z) in place on ``z`` (float32)."""
     np.clip(z, -80.0, 80.0, out=z)
@@ -1014,6 +1066,23 @@ def _log_lapsed(s: npt.NDArray[np.float32], lapse: npt.NDArray[np.float32]) -> F
     np.maximum(s, 1e-30, out=s)
     np.log(s, out=s)
     out: FloatArray = s.astype(np.float64)
+    return out
+
+
+def _lapse_terms(
+    sig: npt.NDArray[np.float32], ll: FloatArray, exps: FloatArray, lapses: Sequence[float]
+) -> FloatArray:
+    """Σ_j exps_j · (log(x + (1 − 2x)·sig_j) − ll_j) per lapse x and particle, shape
+    (len(lapses), n): every lapse in one broadcast (the same float32 steps as
+    :func:`_log_lapsed`, so the same numbers)."""
+    lap = np.asarray(lapses, dtype=np.float32)[:, None, None]
+    s = sig[None] * (1.0 - 2.0 * lap)
+    s += lap
+    np.maximum(s, 1e-30, out=s)
+    np.log(s, out=s)
+    d = s.astype(np.float64)
+    d -= ll
+    out: FloatArray = d @ exps
     return out
 
 

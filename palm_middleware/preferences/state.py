@@ -246,8 +246,20 @@ class LearningState:
         if hit is None:
             if len(self._fresh) > 16:
                 self._fresh.clear()
-            hit = self._fresh[key] = model.fit([])
+            # What every copy would compute at its first event, computed once and shared.
+            lapses, strengths = self._aggregates(policy)
+            hit = self._fresh[key] = model.fit([])._warm(lapses, strengths)
         return hit.copy()
+
+    def _aggregates(
+        self, policy: BoundsPolicy
+    ) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
+        """The lapse rates and prior concentrations a user's population row is computed at
+        (None: not computed, without a population)."""
+        if self.population is None:
+            return None, None
+        a0 = np.maximum(policy.default.values * float(policy.prior_strength), 1e-2)
+        return self.noise_of(policy)[1], strength_candidates(float(a0.sum()))
 
     def prior(self, policy: BoundsPolicy) -> PosteriorSummary:
         """The current prior, summarized exactly (cached per policy version and population fit)."""
@@ -456,13 +468,11 @@ class LearningState:
             "mean_log": [round(float(x), 6) for x in model.mean_log_weights()],
             "noise": [round(float(x), 6) for x in model.noise_posterior()],
         }
-        lapses = self.noise_of(policy)[1]
-        if lapses is not None and self.population is not None:
+        lapses, strengths = self._aggregates(policy)  # as the population fit's
+        if lapses is not None:
             ev = model.lapse_evidence(lapses)
             state["population"]["lapse"] = [round(float(x), 6) for x in ev]
-        if self.population is not None:
-            a0 = np.maximum(policy.default.values * float(policy.prior_strength), 1e-2)
-            strengths = strength_candidates(float(a0.sum()))  # as the population fit's
+        if strengths is not None:
             ev = model.strength_evidence(strengths)
             state["population"]["strength"] = [round(float(x), 6) for x in ev]
         if len(live) <= MAX_EVIDENCE_GROUPS:  # else the stored evidence lost terms: refit next

@@ -128,6 +128,26 @@ def test_a_new_user_starts_from_the_same_prior_draw_as_a_fresh_fit() -> None:
     np.testing.assert_array_equal(state._prior_model(POLICY).particles_, fresh.particles_)
 
 
+def test_a_new_user_shares_the_prior_draws_caches_with_the_same_values() -> None:
+    """With a population, the kept prior draw carries its sort order, moments, lapse sums and
+    strength ratios to every copy: a new user's first event stores what a cold model does."""
+    from palm_middleware.preferences.population import Population
+
+    state = LearningState(population=Population())
+    lapses, strengths = state._aggregates(POLICY)
+    assert lapses is not None and strengths is not None
+    obs = pairs(np.array([0.1, 0.2, 0.3, 0.4]), 1, seed=2)
+    for _ in range(2):
+        warm = state._prior_model(POLICY).partial_fit(obs)
+        cold = state.model(POLICY).fit([]).partial_fit(obs)
+        assert warm.__dict__["_sort"] is not None  # shared, not recomputed
+        assert warm.summary().to_dict() == cold.summary().to_dict()
+        np.testing.assert_allclose(warm.lapse_evidence(lapses), cold.lapse_evidence(lapses))
+        np.testing.assert_allclose(
+            warm.strength_evidence(strengths), cold.strength_evidence(strengths)
+        )
+
+
 def test_running_likelihood_sum_stays_exact() -> None:
     """The per-particle Σ exponent · log-likelihood kept across events (forgetting, dropped
     terms, moves) equals a recomputation."""
