@@ -198,10 +198,10 @@ def in_memory(args: argparse.Namespace, feedback: str) -> dict[str, Any]:
     moves: list[float] = []
     plain = PreferenceModel._move
 
-    def timed_move(self: PreferenceModel, *a: Any, **k: Any) -> None:
+    def timed_move(self: PreferenceModel, *a: Any, **k: Any) -> Any:
         c0 = time.thread_time()
         try:
-            plain(self, *a, **k)
+            return plain(self, *a, **k)
         finally:
             moves.append(time.thread_time() - c0)
 

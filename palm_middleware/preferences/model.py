@@ -490,7 +490,8 @@ class PreferenceModel:
         # Systematic resampling: low variance and deterministic given the generator.
         u = (self._rng.random() + np.arange(self.n_particles)) / self.n_particles
         idx = np.minimum(np.searchsorted(np.cumsum(w), u), self.n_particles - 1)
-        logp = self._log_particles()[idx]
+        before = self._log_particles()
+        logp = before[idx]
         self.particles_ = self.particles_[idx]
         self.__dict__["_logp"] = logp
         self._g = self._g[idx]
@@ -500,8 +501,11 @@ class PreferenceModel:
         lev = self.__dict__.get("_lapse_ev")
         if lev is not None:  # resampled particles keep their lapse sums
             self.__dict__["_lapse_ev"] = (lev[0], lev[1][:, idx])
-        self._move(int(self.move_steps), proposal)
+        changed = self._move(int(self.move_steps), proposal)
         self.__dict__["_n_moves"] = self.n_moves_ + 1
+        kept: _StrengthTerms | None = self.__dict__.get("_strength_terms")
+        if kept is not None and kept.logp is before:
+            self.__dict__["_strength_terms"] = kept.moved(idx, changed, self._log_particles())
 
     def _proposal(self, w: FloatArray) -> _Proposal:
         """A logistic-normal fitted to the weighted particles (in additive-log-ratio
@@ -519,7 +523,7 @@ class PreferenceModel:
         inv_chol = np.asarray(np.linalg.inv(chol), dtype=np.float64)
         return _Proposal(mean, chol, inv_chol, q_g)
 
-    def _move(self, n_steps: int, proposal: _Proposal) -> None:
+    def _move(self, n_steps: int, proposal: _Proposal) -> npt.NDArray[np.bool_]:
         """Metropolis-Hastings steps that leave the current posterior invariant, vectorized
         over the particles.
 
@@ -529,6 +533,8 @@ class PreferenceModel:
         together). Either kernel alone keeps the posterior, so the mixture does; the
         independence draws replace duplicates left by resampling with fresh points in one step,
         the random walk keeps the tails the fitted proposal under-covers within reach.
+
+        Returns which particles moved.
         """
         n = self.n_particles
         logp = self._log_particles()
@@ -547,7 +553,10 @@ class PreferenceModel:
         # The lapse sums (:meth:`_lapse_diffs`), if kept: resampling gathered them (a copy this
         # move owns), accepted proposals get theirs here.
         lev = self.__dict__.get("_lapse_ev")
+        if lev is not None:
+            lev = self.__dict__["_lapse_ev"] = (lev[0], lev[1].copy())  # written in place below
         comp = self._compare_cols(range(len(self._obs))) if lev is not None else None
+        changed = np.zeros(n, dtype=bool)
         exps_c = self._exps if comp is None or len(comp) == len(self._obs) else self._exps[comp]
         for _ in range(n_steps):
             u = self._rng.random((5, n))
@@ -574,6 +583,7 @@ class PreferenceModel:
             sump = llp @ self._exps
             prop = logpp @ self._alpha + sump
             acc = np.log(u[4]) < prop - cur + corr
+            changed |= acc
             if sig and lev is not None and comp is not None:
                 # The lapse sums of the particles that moved, from this step's logistic terms.
                 rows = np.flatnonzero(acc)
@@ -591,6 +601,7 @@ class PreferenceModel:
         self.particles_ = p
         self.__dict__["_logp"] = logp
         self._g = g
+        return changed
 
     def _noise32(
         self, g: npt.NDArray[np.intp] | None = None
@@ -770,7 +781,7 @@ class PreferenceModel:
         if not self._obs:
             return np.zeros(len(strengths))
         kept = self._strength_ratios(strengths)
-        _, _, scaled, top, ratio = kept
+        scaled, top, ratio = kept.scaled, kept.top, kept.ratio
         total = self.weights_ @ scaled
         if float(total.min()) > 1e-250:
             out: FloatArray = np.log(total) + top
@@ -781,29 +792,29 @@ class PreferenceModel:
         out = top + np.log(np.exp(x - top).sum(axis=0))
         return out
 
-    def _strength_ratios(
-        self, strengths: Sequence[float]
-    ) -> tuple[FloatArray, tuple[Any, ...], FloatArray, FloatArray, FloatArray]:
+    def _strength_ratios(self, strengths: Sequence[float]) -> _StrengthTerms:
         """Per particle and candidate of :meth:`strength_evidence`, the log density ratio of
         the candidate prior to the current one (``ratio``), also as ``exp(ratio − top)`` with
-        ``top`` its maximum over particles: (log-particles, key, scaled, top, ratio).
+        ``top`` at least its maximum over particles.
 
         They depend on the particles and the prior only: kept until the particles move, so an
-        event costs one weighted sum instead of ~11k exps.
+        event costs one weighted sum instead of ~11k exps; a move recomputes the rows of the
+        particles it changed only (:meth:`_rejuvenate`).
         """
         from scipy.special import gammaln
 
         a = self._alpha
         logp = self._log_particles()
         key = (tuple(float(x) for x in strengths), a.tobytes())
-        kept = self.__dict__.get("_strength_terms")
-        if kept is None or kept[0] is not logp or kept[1] != key:
+        kept: _StrengthTerms | None = self.__dict__.get("_strength_terms")
+        if kept is None or kept.logp is not logp or kept.key != key:
             cand = np.maximum(np.outer(np.asarray(key[0]), a / a.sum()), 1e-2)
             log_norm = gammaln(cand.sum(axis=1)) - gammaln(cand).sum(axis=1)
             log_norm -= float(gammaln(a.sum()) - gammaln(a).sum())
-            ratio = logp @ (cand - a).T + log_norm  # (n_particles, k)
+            coef = (cand - a).T
+            ratio = logp @ coef + log_norm  # (n_particles, k)
             top = ratio.max(axis=0)
-            kept = (logp, key, np.exp(ratio - top), top, ratio)
+            kept = _StrengthTerms(logp, key, np.exp(ratio - top), top, ratio, coef, log_norm)
             self.__dict__["_strength_terms"] = kept
         return kept
 
@@ -1069,12 +1080,57 @@ def _log_lapsed(s: npt.NDArray[np.float32], lapse: npt.NDArray[np.float32]) -> F
     return out
 
 
+@dataclass(frozen=True)
+class _StrengthTerms:
+    """What :meth:`PreferenceModel.strength_evidence` keeps between events, valid for the
+    particles whose log is ``logp`` and the candidates and prior named by ``key``: per particle
+    and candidate the log density ratio ``ratio = logp @ coef + log_norm`` and
+    ``scaled = exp(ratio − top)``, ``top`` at least the largest ratio of each candidate."""
+
+    logp: FloatArray
+    key: tuple[Any, ...]
+    scaled: FloatArray
+    top: FloatArray
+    ratio: FloatArray
+    coef: FloatArray
+    log_norm: FloatArray
+
+    def moved(
+        self, idx: npt.NDArray[np.intp], changed: npt.NDArray[np.bool_], logp: FloatArray
+    ) -> _StrengthTerms:
+        """The terms after resampling by ``idx`` and a move that changed the particles
+        ``changed`` (now at ``logp``): gathered, and recomputed for those rows only. ``top``
+        stays unless a moved particle exceeds it (any shift gives the same evidence; this one
+        keeps every ``scaled`` ≤ 1 and the others' exps valid)."""
+        ratio, scaled = self.ratio[idx], self.scaled[idx]
+        rows = np.flatnonzero(changed)
+        if rows.size:
+            ratio[rows] = logp[rows] @ self.coef + self.log_norm
+        top = np.maximum(self.top, ratio[rows].max(axis=0)) if rows.size else self.top
+        if np.array_equal(top, self.top):
+            if rows.size:
+                scaled[rows] = np.exp(ratio[rows] - top)
+        else:
+            scaled = np.exp(ratio - top)
+        return _StrengthTerms(logp, self.key, scaled, top, ratio, self.coef, self.log_norm)
+
+
 def _lapse_terms(
     sig: npt.NDArray[np.float32], ll: FloatArray, exps: FloatArray, lapses: Sequence[float]
 ) -> FloatArray:
     """Σ_j exps_j · (log(x + (1 − 2x)·sig_j) − ll_j) per lapse x and particle, shape
     (len(lapses), n): every lapse in one broadcast (the same float32 steps as
     :func:`_log_lapsed`, so the same numbers)."""
+    if sig.shape[1] == 1:  # one column (an event's): a product, no stacked matrix product
+        lap = np.asarray(lapses, dtype=np.float32)[:, None]
+        s = sig[:, 0] * (1.0 - 2.0 * lap)
+        s += lap
+        np.maximum(s, 1e-30, out=s)
+        np.log(s, out=s)
+        one = s.astype(np.float64)
+        one -= ll[:, 0]
+        one *= float(exps[0])
+        return one
     lap = np.asarray(lapses, dtype=np.float32)[:, None, None]
     s = sig[None] * (1.0 - 2.0 * lap)
     s += lap

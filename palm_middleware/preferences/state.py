@@ -220,7 +220,9 @@ class LearningState:
 
     def model(self, policy: BoundsPolicy) -> PreferenceModel:
         """A fresh particle model under the current prior (fixed seed: rebuilds reproduce)."""
-        prior = self.population_prior(policy)
+        return self._model_for(self.population_prior(policy), self.settings(policy)[2])
+
+    def _model_for(self, prior: PopulationPrior, half_life: float | None) -> PreferenceModel:
         beta, lapse = prior.noise.mean()
         return PreferenceModel(
             prior_mean=prior.mean,
@@ -228,7 +230,7 @@ class LearningState:
             beta=beta,
             lapse=lapse,
             noise=prior.noise,
-            half_life=self.settings(policy)[2],
+            half_life=half_life,
             n_particles=self.n_particles,
             random_state=0,
         )
@@ -236,19 +238,18 @@ class LearningState:
     def _prior_model(self, policy: BoundsPolicy) -> PreferenceModel:
         """``model(policy).fit([])``: a copy of the one drawn for the same prior (the draw is
         seeded, so the copy is the same model and costs a tenth of drawing it)."""
-        model = self.model(policy)
-        params = model.get_params()
-        key = tuple(
-            tuple(np.asarray(v).tolist()) if k == "prior_mean" else v
-            for k, v in sorted(params.items())
-        )
+        prior = self.population_prior(policy)
+        half_life = self.settings(policy)[2]
+        # What the model is built from (see _model_for): no model is built on a hit.
+        key = (prior.alpha.tobytes(), prior.noise, half_life, self.n_particles)
         hit = self._fresh.get(key)
         if hit is None:
             if len(self._fresh) > 16:
                 self._fresh.clear()
             # What every copy would compute at its first event, computed once and shared.
             lapses, strengths = self._aggregates(policy)
-            hit = self._fresh[key] = model.fit([])._warm(lapses, strengths)
+            model = self._model_for(prior, half_life).fit([])
+            hit = self._fresh[key] = model._warm(lapses, strengths)
         return hit.copy()
 
     def _aggregates(
