@@ -363,27 +363,19 @@ class PreferenceModel:
         return self
 
     def copy(self) -> PreferenceModel:
-        """An independent copy: particles, weights, evidence and the generator's state."""
+        """An independent copy: particles, weights, evidence and the generator's state.
+
+        Arrays the model only ever replaces (particles, likelihood columns, grid points,
+        prior) are shared until one side replaces them; those updated in place (log weights,
+        running sums, exponents) are copied.
+        """
         self._check_fitted()
         new = copy.copy(self)
-        for name in (
-            "particles_",
-            "_logw",
-            "_llsum",
-            "_exps",
-            "_ll",
-            "_g",
-            "_gb",
-            "_gl",
-            "_logpi",
-            "_alpha",
-        ):
+        for name in ("_logw", "_llsum", "_exps"):
             setattr(new, name, getattr(self, name).copy())
-        for name in ("_sort", "_logp", "_sq", "_w"):  # same values, never written to in place
-            new.__dict__[name] = self.__dict__.get(name)
-        n32 = self.__dict__.get("_n32")
-        if n32 is not None and n32[0] is self._g and n32[1] is self._gl:
-            new.__dict__["_n32"] = (new._g, new._gl, n32[2], n32[3])  # same values
+        new.__dict__["_w"] = self.__dict__.get("_w")  # same weights (reset by the setter)
+        new.__dict__["_dvec"] = dict(self.__dict__.get("_dvec") or {})
+        new.__dict__["_sig_fresh"] = {}
         new.__dict__["_cols_ahead"] = {}
         new._obs = list(self._obs)
         new._cols = dict(self._cols)
@@ -622,7 +614,14 @@ class PreferenceModel:
         ahead: dict[tuple[Any, ...], FloatArray] = self.__dict__.get("_cols_ahead") or {}
         if all(o.key in ahead for o in fresh):
             return np.stack([ahead[o.key] for o in fresh], axis=1)
-        return self._loglik(self.particles_, fresh)
+        sig: list[npt.NDArray[np.float32]] = []
+        out = self._loglik(self.particles_, fresh, sig=sig)
+        if sig and all(o.kind == "compare" for o in fresh):
+            # Their logistic terms, for the lapse sums of this same event (_lapse_raise).
+            stash = self.__dict__["_sig_fresh"] = {}
+            for k, o in enumerate(fresh):
+                stash[o.key] = sig[0][:, k]
+        return out
 
     def _sig32(
         self, p: FloatArray, obs: Sequence[Observation], g: npt.NDArray[np.intp] | None = None
@@ -630,9 +629,25 @@ class PreferenceModel:
         """σ(β·⟨p, δ⟩) per particle and comparison in ``obs`` (float32, (n, len(obs))): the
         logistic part of their likelihoods, shared by every lapse rate."""
         beta32 = self._noise32()[0] if g is None else self._noise32(g)[0]
-        # Signed, scaled comparison directions, one column per observation.
-        deltas = np.array([o.vector * (o.y * o.scale) for o in obs], dtype=np.float32).T
-        z = p.astype(np.float32) @ deltas
+        # Signed, scaled comparison directions, one column per observation (each kept as
+        # float32 by its key: a move evaluates every observation again).
+        kept: dict[tuple[Any, ...], npt.NDArray[np.float32]] = self.__dict__.setdefault("_dvec", {})
+        if len(kept) > 4 * self.max_observations:
+            kept.clear()
+        rows = []
+        for o in obs:
+            row = kept.get(o.key)
+            if row is None:
+                row = kept[o.key] = (o.vector * (o.y * o.scale)).astype(np.float32)
+            rows.append(row)
+        deltas = np.array(rows).T
+        if p is self.particles_:
+            p32 = self.__dict__.get("_p32")
+            if p32 is None:
+                p32 = self.__dict__["_p32"] = p.astype(np.float32)
+        else:
+            p32 = p.astype(np.float32)
+        z = p32 @ deltas
         z *= beta32
         return _sigmoid32(z)
 
@@ -661,7 +676,8 @@ class PreferenceModel:
             s = self._sig32(p, obs if len(comp) == len(obs) else [obs[i] for i in comp], g)
             if sig is not None:
                 sig.append(s.copy())
-            logprob = _log_lapsed(s, lapse32)
+            floor = float(self._gl.min() if lapse is None else lapse) < 1e-30
+            logprob = _log_lapsed(s, lapse32, floor)
             if len(comp) == len(obs):
                 return logprob  # (the zeros above are never touched: allocation is lazy)
             out[:, comp] = logprob
@@ -690,7 +706,9 @@ class PreferenceModel:
         self.__dict__["_sort"] = None
         self.__dict__["_logp"] = None
         self.__dict__["_sq"] = None
+        self.__dict__["_p32"] = None
         self.__dict__["_cols_ahead"] = {}
+        self.__dict__["_sig_fresh"] = {}
 
     def _sorted(self) -> tuple[npt.NDArray[np.intp], FloatArray]:
         """Per-trait sort order of the particles and the sorted values, one row per trait
@@ -829,6 +847,7 @@ class PreferenceModel:
         self._sorted()
         self.summary()
         self._noise32()
+        self.__dict__["_p32"] = self.particles_.astype(np.float32)
         if lapses is not None:
             self._lapse_diffs(tuple(float(x) for x in lapses))
         if strengths is not None:
@@ -878,7 +897,14 @@ class PreferenceModel:
             return  # an anchor's likelihood does not depend on the lapse
         if len(keep) < len(idx):
             idx, by = idx[keep], by[keep]
-        sig = self._sig32(self.particles_, [self._obs[j] for j in idx])
+        obs = [self._obs[j] for j in idx]
+        stash: dict[tuple[Any, ...], npt.NDArray[np.float32]] = (
+            self.__dict__.get("_sig_fresh") or {}
+        )
+        if stash and all(o.key in stash for o in obs):
+            sig = np.stack([stash[o.key] for o in obs], axis=1)
+        else:
+            sig = self._sig32(self.particles_, obs)
         inc = _lapse_terms(sig, self._ll[:, idx], by, lev[0])
         self.__dict__["_lapse_ev"] = (lev[0], lev[1] + inc)
 
@@ -1070,11 +1096,16 @@ def _sigmoid32(z: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     return z
 
 
-def _log_lapsed(s: npt.NDArray[np.float32], lapse: npt.NDArray[np.float32]) -> FloatArray:
-    """log(lapse + (1 − 2·lapse)·s) for s = σ(z), in place on ``s``, as float64."""
+def _log_lapsed(
+    s: npt.NDArray[np.float32], lapse: npt.NDArray[np.float32], floor: bool = True
+) -> FloatArray:
+    """log(lapse + (1 − 2·lapse)·s) for s = σ(z), in place on ``s``, as float64.
+
+    ``floor``: keep the argument ≥ 1e-30 (only a lapse below that can take it lower)."""
     s *= 1.0 - 2.0 * lapse
     s += lapse
-    np.maximum(s, 1e-30, out=s)
+    if floor:
+        np.maximum(s, 1e-30, out=s)
     np.log(s, out=s)
     out: FloatArray = s.astype(np.float64)
     return out
@@ -1121,25 +1152,38 @@ def _lapse_terms(
     """Σ_j exps_j · (log(x + (1 − 2x)·sig_j) − ll_j) per lapse x and particle, shape
     (len(lapses), n): every lapse in one broadcast (the same float32 steps as
     :func:`_log_lapsed`, so the same numbers)."""
+    lap, scale, floor = _lapse_consts(tuple(lapses))
     if sig.shape[1] == 1:  # one column (an event's): a product, no stacked matrix product
-        lap = np.asarray(lapses, dtype=np.float32)[:, None]
-        s = sig[:, 0] * (1.0 - 2.0 * lap)
+        s = sig[:, 0] * scale
         s += lap
-        np.maximum(s, 1e-30, out=s)
+        if floor:
+            np.maximum(s, 1e-30, out=s)
         np.log(s, out=s)
         one = s.astype(np.float64)
         one -= ll[:, 0]
         one *= float(exps[0])
         return one
-    lap = np.asarray(lapses, dtype=np.float32)[:, None, None]
-    s = sig[None] * (1.0 - 2.0 * lap)
-    s += lap
-    np.maximum(s, 1e-30, out=s)
+    s = sig[None] * scale[:, :, None]
+    s += lap[:, :, None]
+    if floor:
+        np.maximum(s, 1e-30, out=s)
     np.log(s, out=s)
     d = s.astype(np.float64)
     d -= ll
     out: FloatArray = d @ exps
     return out
+
+
+@functools.lru_cache(maxsize=32)
+def _lapse_consts(
+    lapses: tuple[float, ...],
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], bool]:
+    """Columns of the lapses and of 1 − 2·lapse in float32 (as :func:`_log_lapsed` computes
+    them), and whether a lapse is low enough to need the 1e-30 floor."""
+    lap = np.asarray(lapses, dtype=np.float32)[:, None]
+    scale = 1.0 - 2.0 * lap
+    lap.flags.writeable = scale.flags.writeable = False
+    return lap, scale, min(lapses) < 1e-30
 
 
 @functools.lru_cache(maxsize=32)

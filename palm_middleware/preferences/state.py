@@ -44,6 +44,10 @@ MAX_EVIDENCE_GROUPS = 128
 #: Digests of folded event ids kept per user (privacy ``weights_only`` retry detection).
 MAX_FOLDED_IDS = 512
 
+#: What a learning state computes once per policy: the default prior, the lapse rates and the
+#: prior concentrations of a population row.
+_PerPolicy = tuple[PopulationPrior, tuple[float, ...] | None, tuple[float, ...] | None]
+
 #: Evidence groups: key -> (the stored form without strength and time, faded strength). Kept as
 #: JSON dicts, so an event costs no parsing of the evidence already held.
 _Groups = dict[tuple[Any, ...], tuple[dict[str, Any], float]]
@@ -109,6 +113,7 @@ class LearningState:
         self._priors: dict[tuple[str, int], PosteriorSummary] = {}
         self._fresh: dict[tuple[Any, ...], PreferenceModel] = {}  # fitted to no data, by prior
         self._pop: dict[str, tuple[int, PopulationPrior]] = {}
+        self._policy_cache: dict[str, tuple[BoundsPolicy, Population | None, _PerPolicy]] = {}
         self.cache_size = cache_size
         self.ess_threshold = ess_threshold
         self.move_steps = move_steps
@@ -141,8 +146,26 @@ class LearningState:
         return cached if cached[1].n_users else (-1, cached[1])
 
     def _default_prior(self, policy: BoundsPolicy) -> PopulationPrior:
+        return self._per_policy(policy)[0]
+
+    def _per_policy(self, policy: BoundsPolicy) -> _PerPolicy:
+        """What depends on the policy alone, computed once per policy object: the default
+        prior, and the lapse rates and prior concentrations a population row is computed at
+        (None without a population)."""
+        hit = self._policy_cache.get(policy.version)
+        if hit is not None and hit[0] is policy and hit[1] is self.population:
+            return hit[2]
         alpha0 = np.maximum(policy.default.values * float(policy.prior_strength), 1e-2)
-        return PopulationPrior(alpha=alpha0, noise=self.noise_of(policy)[0], n_users=0)
+        noise, lapses = self.noise_of(policy)
+        out: _PerPolicy = (
+            PopulationPrior(alpha=alpha0, noise=noise, n_users=0),
+            None if self.population is None else lapses,
+            None if self.population is None else strength_candidates(float(alpha0.sum())),
+        )
+        if len(self._policy_cache) > 64:
+            self._policy_cache.clear()
+        self._policy_cache[policy.version] = (policy, self.population, out)
+        return out
 
     def population_stale(self, policy: BoundsPolicy, min_changes: int) -> bool:
         """Whether the population changed by ``min_changes`` users since the last fit."""
@@ -257,10 +280,7 @@ class LearningState:
     ) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
         """The lapse rates and prior concentrations a user's population row is computed at
         (None: not computed, without a population)."""
-        if self.population is None:
-            return None, None
-        a0 = np.maximum(policy.default.values * float(policy.prior_strength), 1e-2)
-        return self.noise_of(policy)[1], strength_candidates(float(a0.sum()))
+        return self._per_policy(policy)[1:]
 
     def prior(self, policy: BoundsPolicy) -> PosteriorSummary:
         """The current prior, summarized exactly (cached per policy version and population fit)."""
@@ -462,8 +482,8 @@ class LearningState:
         state["evidence"] = [_stored(d, s, now) for d, s in kept]
         state["evidence_ts"] = now
         state["n_events"] = int(state.get("n_events", 0)) + 1
-        summary = model.summary()
-        state["posterior"] = dataclasses.replace(summary, n_events=state["n_events"]).to_dict()
+        state["posterior"] = model.summary().to_dict()
+        state["posterior"]["n_events"] = state["n_events"]
         # What the population fit may read of this user: two small aggregates, no events.
         state["population"] = {
             "mean_log": [round(float(x), 6) for x in model.mean_log_weights()],
