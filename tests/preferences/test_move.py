@@ -180,6 +180,31 @@ def test_strength_ratios_carried_through_moves_equal_the_log_space_sum() -> None
     assert carried >= 5
 
 
+def test_a_copy_shares_arrays_but_updates_never_reach_the_original() -> None:
+    """Copies share the arrays a model only replaces; updating, fading, moving and re-priming
+    a copy leaves every array and summary of the original as it was."""
+    obs = pairs(np.array([0.1, 0.2, 0.3, 0.4]), 30, seed=9)
+    m = PreferenceModel(
+        prior_mean=UNIFORM, half_life=100.0, n_particles=256, ess_threshold=0.6, random_state=2
+    ).fit([Observation.compare(o.vector, o.y, ts=float(t)) for t, o in enumerate(obs[:10])])
+    m.lapse_evidence((0.05, 0.2))
+    m.strength_evidence([2.0, 8.0])
+    names = ("particles_", "_logw", "_llsum", "_exps", "_ll", "_g", "_gb", "_gl", "_alpha")
+    before = {n: np.array(getattr(m, n), copy=True) for n in names}
+    summary = m.summary().to_dict()
+    lapse, strength = m.lapse_evidence((0.05, 0.2)), m.strength_evidence([2.0, 8.0])
+    c = m.copy()
+    for t, o in enumerate(obs[10:], start=10):
+        c.partial_fit([Observation.compare(o.vector, o.y, ts=float(t))])
+    c.fade_to(500.0).reprior(np.array([2.0, 1.0, 1.0, 1.0]))
+    assert c.n_moves_ > m.n_moves_
+    for n in names:
+        np.testing.assert_array_equal(getattr(m, n), before[n])
+    assert m.summary().to_dict() == summary
+    np.testing.assert_array_equal(m.lapse_evidence((0.05, 0.2)), lapse)
+    np.testing.assert_array_equal(m.strength_evidence([2.0, 8.0]), strength)
+
+
 def test_running_likelihood_sum_stays_exact() -> None:
     """The per-particle Σ exponent · log-likelihood kept across events (forgetting, dropped
     terms, moves) equals a recomputation."""
