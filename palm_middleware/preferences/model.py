@@ -580,7 +580,8 @@ class PreferenceModel:
                 # The lapse sums of the particles that moved, from this step's logistic terms.
                 rows = np.flatnonzero(acc)
                 if rows.size:
-                    ll_c = llp[rows] if len(comp) == len(self._obs) else llp[rows][:, comp]
+                    # Σ_j exps_j·ll_j of those rows is sump when every term is a comparison.
+                    ll_c = sump[rows] if len(comp) == len(self._obs) else llp[rows][:, comp]
                     lev[1][:, rows] = _lapse_terms(sig[0][rows], ll_c, exps_c, lev[0])
             col = acc[:, None]
             z = np.where(col, zp, z)
@@ -1111,12 +1112,18 @@ def _log_lapsed(
     return out
 
 
+#: How far a moved particle's prior ratio may exceed the kept shift before every row is
+#: rescaled (exp(50) ≈ 5e21: sums stay far from overflow).
+_TOP_SLACK = 50.0
+
+
 @dataclass(frozen=True)
 class _StrengthTerms:
     """What :meth:`PreferenceModel.strength_evidence` keeps between events, valid for the
     particles whose log is ``logp`` and the candidates and prior named by ``key``: per particle
     and candidate the log density ratio ``ratio = logp @ coef + log_norm`` and
-    ``scaled = exp(ratio − top)``, ``top`` at least the largest ratio of each candidate."""
+    ``scaled = exp(ratio − top)``, ``top`` a shift near the largest ratio of each candidate
+    (at most ``_TOP_SLACK`` below it)."""
 
     logp: FloatArray
     key: tuple[Any, ...]
@@ -1130,18 +1137,22 @@ class _StrengthTerms:
         self, idx: npt.NDArray[np.intp], changed: npt.NDArray[np.bool_], logp: FloatArray
     ) -> _StrengthTerms:
         """The terms after resampling by ``idx`` and a move that changed the particles
-        ``changed`` (now at ``logp``): gathered, and recomputed for those rows only. ``top``
-        stays unless a moved particle exceeds it (any shift gives the same evidence; this one
-        keeps every ``scaled`` ≤ 1 and the others' exps valid)."""
+        ``changed`` (now at ``logp``): gathered, and recomputed for those rows only.
+
+        Any shift ``top`` gives the same evidence; it stays, so the other rows' exps stay
+        valid, unless a moved particle exceeds it by more than ``_TOP_SLACK`` (then every row
+        is rescaled to the new maximum, far from overflow)."""
         ratio, scaled = self.ratio[idx], self.scaled[idx]
         rows = np.flatnonzero(changed)
-        if rows.size:
-            ratio[rows] = logp[rows] @ self.coef + self.log_norm
-        top = np.maximum(self.top, ratio[rows].max(axis=0)) if rows.size else self.top
-        if np.array_equal(top, self.top):
-            if rows.size:
-                scaled[rows] = np.exp(ratio[rows] - top)
+        if not rows.size:
+            return _StrengthTerms(logp, self.key, scaled, self.top, ratio, self.coef, self.log_norm)
+        new = logp[rows] @ self.coef + self.log_norm
+        ratio[rows] = new
+        if np.all(new.max(axis=0) <= self.top + _TOP_SLACK):
+            scaled[rows] = np.exp(new - self.top)
+            top = self.top
         else:
+            top = ratio.max(axis=0)
             scaled = np.exp(ratio - top)
         return _StrengthTerms(logp, self.key, scaled, top, ratio, self.coef, self.log_norm)
 
@@ -1151,7 +1162,8 @@ def _lapse_terms(
 ) -> FloatArray:
     """Σ_j exps_j · (log(x + (1 − 2x)·sig_j) − ll_j) per lapse x and particle, shape
     (len(lapses), n): every lapse in one broadcast (the same float32 steps as
-    :func:`_log_lapsed`, so the same numbers)."""
+    :func:`_log_lapsed`, so the same numbers). ``ll`` may also be given as its sum
+    Σ_j exps_j·ll_j, shape (n,) (subtracted after the product: a move has it)."""
     lap, scale, floor = _lapse_consts(tuple(lapses))
     if sig.shape[1] == 1:  # one column (an event's): a product, no stacked matrix product
         s = sig[:, 0] * scale
@@ -1160,6 +1172,10 @@ def _lapse_terms(
             np.maximum(s, 1e-30, out=s)
         np.log(s, out=s)
         one = s.astype(np.float64)
+        if ll.ndim == 1:
+            one *= float(exps[0])
+            one -= ll
+            return one
         one -= ll[:, 0]
         one *= float(exps[0])
         return one
@@ -1169,8 +1185,12 @@ def _lapse_terms(
         np.maximum(s, 1e-30, out=s)
     np.log(s, out=s)
     d = s.astype(np.float64)
+    if ll.ndim == 1:
+        out: FloatArray = d @ exps
+        out -= ll
+        return out
     d -= ll
-    out: FloatArray = d @ exps
+    out = d @ exps
     return out
 
 
