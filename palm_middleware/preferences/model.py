@@ -438,7 +438,8 @@ class PreferenceModel:
         and is followed by a move at once (the rest of the event would collapse it anyway).
         """
         floor = float(self.ess_threshold) * self.n_particles
-        inc = self._ll[:, idx] @ factors
+        # (one column, the usual event: the same products without a matrix product)
+        inc = self._ll[:, idx[0]] * factors[0] if len(idx) == 1 else self._ll[:, idx] @ factors
         remaining = 1.0
         for _ in range(64):
             if remaining <= 1e-12:
@@ -712,13 +713,18 @@ class PreferenceModel:
         self.__dict__["_sig_fresh"] = {}
 
     def _sorted(self) -> tuple[npt.NDArray[np.intp], FloatArray]:
-        """Per-trait sort order of the particles and the sorted values, one row per trait
-        (cached: particles only change when they move, weights change on every event)."""
+        """Per-trait sort order of the particles (flat: trait after trait) and the sorted
+        values, one row per trait (cached: particles only change when they move, weights
+        change on every event)."""
         cached = self.__dict__.get("_sort")
         if cached is None:
             cols = np.ascontiguousarray(self.particles_.T)
             order = np.argsort(cols, axis=1)
-            cached = self.__dict__["_sort"] = (order, np.take_along_axis(cols, order, axis=1))
+            # The order as flat indices into the weights, trait after trait (one take).
+            cached = self.__dict__["_sort"] = (
+                order.ravel(),
+                np.take_along_axis(cols, order, axis=1),
+            )
         return cached
 
     @property
@@ -976,7 +982,7 @@ class PreferenceModel:
         d, n = xs.shape
         # One cumulative sum over every trait's sorted weights in a row: trait t's run starts
         # at t (each run sums to 1), so one search finds every trait's two tails.
-        cdf = np.cumsum(self.weights_[order])
+        cdf = np.cumsum(self.weights_.take(order))
         targets, last = _tail_targets(d, n, level)
         at = np.minimum(np.searchsorted(cdf, targets), last)
         tails: FloatArray = xs.ravel()[at]
