@@ -620,10 +620,38 @@ class PreferenceModel:
         out = self._loglik(self.particles_, fresh, sig=sig)
         if sig and all(o.kind == "compare" for o in fresh):
             # Their logistic terms, for the lapse sums of this same event (_lapse_raise).
-            stash = self.__dict__["_sig_fresh"] = {}
             for k, o in enumerate(fresh):
-                stash[o.key] = sig[0][:, k]
+                self._keep_sig(o.key, sig[0][:, k])
         return out
+
+    def _keep_sig(self, key: tuple[Any, ...], col: npt.NDArray[np.float32]) -> None:
+        """Keep the logistic terms of observation ``key`` at the current particles (the
+        ``_SIG_KEEP`` most recently used; dropped when the particles move)."""
+        kept: dict[tuple[Any, ...], npt.NDArray[np.float32]] = self.__dict__.setdefault(
+            "_sig_fresh", {}
+        )
+        kept.pop(key, None)
+        kept[key] = col
+        while len(kept) > _SIG_KEEP:
+            kept.pop(next(iter(kept)))
+
+    def _sig_cols(self, obs: Sequence[Observation]) -> npt.NDArray[np.float32]:
+        """:meth:`_sig32` of the current particles for comparisons ``obs``, from the kept
+        columns where possible (an event usually repeats a recent observation)."""
+        kept: dict[tuple[Any, ...], npt.NDArray[np.float32]] = self.__dict__.setdefault(
+            "_sig_fresh", {}
+        )
+        missing = [o for o in obs if o.key not in kept]
+        if missing:
+            s = self._sig32(self.particles_, missing)
+            for k, o in enumerate(missing):
+                self._keep_sig(o.key, s[:, k])
+        cols = []
+        for o in obs:
+            col = kept[o.key]
+            self._keep_sig(o.key, col)  # most recently used
+            cols.append(col)
+        return cols[0][:, None] if len(cols) == 1 else np.stack(cols, axis=1)
 
     def _sig32(
         self, p: FloatArray, obs: Sequence[Observation], g: npt.NDArray[np.intp] | None = None
@@ -904,14 +932,7 @@ class PreferenceModel:
             return  # an anchor's likelihood does not depend on the lapse
         if len(keep) < len(idx):
             idx, by = idx[keep], by[keep]
-        obs = [self._obs[j] for j in idx]
-        stash: dict[tuple[Any, ...], npt.NDArray[np.float32]] = (
-            self.__dict__.get("_sig_fresh") or {}
-        )
-        if stash and all(o.key in stash for o in obs):
-            sig = np.stack([stash[o.key] for o in obs], axis=1)
-        else:
-            sig = self._sig32(self.particles_, obs)
+        sig = self._sig_cols([self._obs[j] for j in idx])
         inc = _lapse_terms(sig, self._ll[:, idx], by, lev[0])
         self.__dict__["_lapse_ev"] = (lev[0], lev[1] + inc)
 
@@ -1117,6 +1138,10 @@ def _log_lapsed(
     out: FloatArray = s.astype(np.float64)
     return out
 
+
+#: Observations whose logistic terms a model keeps between events (about 4 kB each at 1024
+#: particles): those of a user's recent events, for their lapse sums.
+_SIG_KEEP = 8
 
 #: How far a moved particle's prior ratio may exceed the kept shift before every row is
 #: rescaled (exp(50) ≈ 5e21: sums stay far from overflow).

@@ -73,7 +73,7 @@ class LearningState:
         refresh_every: population changes between synchronous refits of the population prior
             (:class:`~palm_middleware.population_feed.PopulationFeed`).
         cache_size: users whose particle posterior is kept in memory (least recently used go
-            first; about 50-100 kB each at 1024 particles). 0 refits on every event.
+            first; about 50-130 kB each at 1024 particles). 0 refits on every event.
         ess_threshold, move_steps: of the cached posterior's in-place updates (see
             :class:`PreferenceModel`): particles move only when the effective sample size
             collapses below this fraction (0.05: about 0.5-1% of events, each moved by one
