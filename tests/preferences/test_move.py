@@ -205,6 +205,17 @@ def test_a_copy_shares_arrays_but_updates_never_reach_the_original() -> None:
     np.testing.assert_array_equal(m.strength_evidence([2.0, 8.0]), strength)
 
 
+@pytest.mark.parametrize("d", [2, 3, 4, 7, 8, 11])
+def test_row_reductions_of_the_move_equal_numpys(d: int) -> None:
+    """The move's column-by-column row max and sum give numpy's numbers exactly (so seeded
+    runs repeat those from before they were introduced)."""
+    from palm_middleware.preferences.model import _row_max, _row_sum
+
+    a = np.exp(np.random.default_rng(d).standard_normal((1024, d)) * 5)
+    np.testing.assert_array_equal(_row_max(a), a.max(axis=1, keepdims=True))
+    np.testing.assert_array_equal(_row_sum(a), a.sum(axis=1, keepdims=True))
+
+
 def test_running_likelihood_sum_stays_exact() -> None:
     """The per-particle Σ exponent · log-likelihood kept across events (forgetting, dropped
     terms, moves) equals a recomputation."""
