@@ -1053,8 +1053,12 @@ class PreferenceModel:
         best = np.argmax(self.particles_ @ np.asarray(rewards, dtype=np.float64).T, axis=1)
         n_best = int(best.max()) + 1
         mass = np.bincount(best, weights=w, minlength=n_best)  # P(b)
-        joint = np.zeros((n_best, p.shape[1]))
-        np.add.at(joint, best, w[:, None] * p)  # P(b, y=1)
+        # P(b, y=1), one bincount per column (np.add.at adds in the same order, slowly).
+        wp = w[:, None] * p
+        joint = np.stack(
+            [np.bincount(best, weights=wp[:, j], minlength=n_best) for j in range(p.shape[1])],
+            axis=1,
+        )
         keep = mass > 0
         cond = joint[keep] / mass[keep, None]  # P(y=1 | b)
         out = _entropy(marginal) - mass[keep] @ _entropy(cond)
@@ -1082,7 +1086,7 @@ class PreferenceModel:
             raise InvalidParameterError(f"query_second needs >= 2 members and served in [0, {k})")
         others = np.array([j for j in range(k) if j != served])
         gains = self.information_gain(r[served] - r[others], r)
-        best = float(self.weights_ @ (self.particles_ @ r.T).max(axis=1))
+        best = float(self.weights_ @ _row_max(self.particles_ @ r.T)[:, 0])
         cost = best - r @ self.predict()  # expected regret of each member, >= 0
         ratio = (cost[served] + cost[others]) ** 2 / np.maximum(gains, 1e-12)
         return int(others[int(np.argmin(ratio))])

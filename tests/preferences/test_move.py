@@ -216,6 +216,27 @@ def test_row_reductions_of_the_move_equal_numpys(d: int) -> None:
     np.testing.assert_array_equal(_row_sum(a), a.sum(axis=1, keepdims=True))
 
 
+def test_information_gain_about_the_best_member_equals_the_direct_sums() -> None:
+    """P(best = b, y = 1) summed per member (bincounts) equals np.add.at's sums exactly."""
+    from palm_middleware.preferences.model import _entropy, _sigmoid
+
+    m = PreferenceModel(prior_mean=UNIFORM, n_particles=512, random_state=4).fit(
+        pairs(np.array([0.1, 0.2, 0.3, 0.4]), 12, seed=5)
+    )
+    deltas = REWARDS[2] - REWARDS[[0, 1, 3, 4, 5]]
+    z = (m.particles_ @ deltas.T) * m._gb[m._g][:, None]
+    lapse = m._gl[m._g][:, None]
+    p = lapse + (1 - 2 * lapse) * _sigmoid(z)
+    w = m.weights_
+    best = np.argmax(m.particles_ @ REWARDS.T, axis=1)
+    mass = np.bincount(best, weights=w, minlength=int(best.max()) + 1)
+    joint = np.zeros((mass.size, p.shape[1]))
+    np.add.at(joint, best, w[:, None] * p)
+    keep = mass > 0
+    direct = _entropy(w @ p) - mass[keep] @ _entropy(joint[keep] / mass[keep, None])
+    np.testing.assert_array_equal(m.information_gain(deltas, REWARDS), direct)
+
+
 def test_running_likelihood_sum_stays_exact() -> None:
     """The per-particle Σ exponent · log-likelihood kept across events (forgetting, dropped
     terms, moves) equals a recomputation."""
