@@ -323,6 +323,7 @@ class PreferenceModel:
             keep = np.setdiff1d(np.arange(len(self._obs)), drop)
             self._obs = [self._obs[i] for i in keep]
             self._cols = {o.key: i for i, o in enumerate(self._obs)}
+            self.__dict__["_sig_fresh"] = {}  # (a dropped key may come back as another object)
             self._exps = self._exps[keep]
             self._ll = self._ll[:, keep]
             self._maybe_rejuvenate()
@@ -660,15 +661,16 @@ class PreferenceModel:
         logistic part of their likelihoods, shared by every lapse rate."""
         beta32 = self._noise32()[0] if g is None else self._noise32(g)[0]
         # Signed, scaled comparison directions, one column per observation (each kept as
-        # float32 by its key: a move evaluates every observation again).
+        # float32 by its exact vector, sign and scale: a move evaluates every observation).
         kept: dict[tuple[Any, ...], npt.NDArray[np.float32]] = self.__dict__.setdefault("_dvec", {})
         if len(kept) > 4 * self.max_observations:
             kept.clear()
         rows = []
         for o in obs:
-            row = kept.get(o.key)
+            exact = (o.vector.tobytes(), o.y, o.scale)
+            row = kept.get(exact)
             if row is None:
-                row = kept[o.key] = (o.vector * (o.y * o.scale)).astype(np.float32)
+                row = kept[exact] = (o.vector * (o.y * o.scale)).astype(np.float32)
             rows.append(row)
         deltas = np.array(rows).T
         if p is self.particles_:
