@@ -66,6 +66,8 @@ class SimulationConfig:
 
     ``half_life`` is in events (both particle methods forget with it); ``explore_cost`` is the
     largest relative value loss, under the posterior mean, that a Thompson draw may cost.
+    ``palm_beta`` / ``palm_lapse`` (diagnostics): give ``palm`` that β (a one-point grid) or
+    that lapse rate (not learned) instead of learning it.
     """
 
     n_traits: int = 4
@@ -88,6 +90,8 @@ class SimulationConfig:
     lapses: tuple[float, ...] = DEFAULT_LAPSES
     population: bool = True
     n_min: int = 20
+    palm_beta: float | None = None
+    palm_lapse: float | None = None
     seed: int = 0
 
 
@@ -191,6 +195,10 @@ def _check(c: SimulationConfig) -> None:
         raise InvalidParameterError(
             f"beta and user_alpha must be > 0; got {c.beta}, {c.user_alpha}"
         )
+    if c.palm_beta is not None and not c.palm_beta > 0:
+        raise InvalidParameterError(f"palm_beta must be > 0; got {c.palm_beta}")
+    if c.palm_lapse is not None and not 0 <= c.palm_lapse < 0.5:
+        raise InvalidParameterError(f"palm_lapse must be in [0, 0.5); got {c.palm_lapse}")
     if not 0 <= c.explore_cost:
         raise InvalidParameterError(f"explore_cost must be >= 0; got {c.explore_cost}")
 
@@ -229,8 +237,10 @@ def _run_feedback(
     ref_point = R.mean(axis=0)
     d_idx = int(np.argmax(R @ default_w))
     # palm: β per user over a grid, the lapse rate the population's (starting at 0.1)
-    grid = NoiseGrid.centred(c.betas, (0.1,)) if c.learn else NoiseGrid.fixed(10.0, 0.05)
-    lapses = c.lapses if c.learn else None
+    betas = c.betas if c.palm_beta is None else (c.palm_beta,)
+    lapse0 = 0.1 if c.palm_lapse is None else c.palm_lapse
+    grid = NoiseGrid.centred(betas, (lapse0,)) if c.learn else NoiseGrid.fixed(10.0, 0.05)
+    lapses = c.lapses if c.learn and c.palm_lapse is None else None
     alpha0 = default_w * d  # the deployment's starting prior: Dirichlet(1)
     population = Population(n_min=c.n_min)
     strengths = strength_candidates(float(alpha0.sum()))

@@ -127,3 +127,19 @@ def test_pooled_replicates_are_their_users_together() -> None:
         pool([a, run_simulation(replace(cfg, beta=3.0))])
     with pytest.raises(InvalidParameterError, match="no results"):
         pool([])
+
+
+def test_palm_can_be_told_the_noise() -> None:
+    """Diagnostics: palm given the true β and/or lapse keeps them (nothing learned over them)."""
+    tiny = replace(TINY, n_users=8, n_events=6, feedback=("thumbs",), beta=3.0, noise=0.2)
+    both = run_simulation(replace(tiny, palm_beta=3.0, palm_lapse=0.2))
+    assert both.noise_fit["thumbs"] == pytest.approx((3.0, 0.2))
+    lapse_only = run_simulation(replace(tiny, palm_lapse=0.2))
+    beta, lapse = lapse_only.noise_fit["thumbs"]
+    assert lapse == pytest.approx(0.2) and beta != pytest.approx(3.0)
+    beta_only = run_simulation(replace(tiny, palm_beta=3.0))
+    beta, lapse = beta_only.noise_fit["thumbs"]
+    assert beta == pytest.approx(3.0) and lapse != pytest.approx(0.2)
+    for bad in ({"palm_beta": 0.0}, {"palm_lapse": 0.5}):
+        with pytest.raises(InvalidParameterError):
+            run_simulation(replace(tiny, **bad))  # type: ignore[arg-type]
