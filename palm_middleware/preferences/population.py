@@ -69,6 +69,7 @@ from .noise import NoiseGrid
 __all__ = [
     "EVIDENCE_SPAN",
     "STRENGTH_MULTIPLES",
+    "STRENGTH_PRIOR_SD",
     "Population",
     "PopulationPrior",
     "dirichlet_from_mean_log",
@@ -81,7 +82,7 @@ __all__ = [
 STRENGTH_MULTIPLES = tuple(float(2.0 ** (k / 2)) for k in range(-6, 5))
 #: Standard deviation, as a factor, of the prior over the candidate concentrations around the
 #: default's.
-STRENGTH_PRIOR_SD = float(__import__("os").environ.get("SSD", 4.0))
+STRENGTH_PRIOR_SD = 4.0
 #: Largest span (nats) of one user's log evidence over candidates (bounds one user's influence).
 EVIDENCE_SPAN = 10.0
 
