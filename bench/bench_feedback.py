@@ -17,7 +17,9 @@ hashing included) and ``compare_candidates``.
 ``--in-memory`` times the in-place update alone (this tree's defaults), with the cost of the
 particle move on its own; ``--baseline DIR`` (a checkout of another revision, e.g. ``git
 worktree add /tmp/base main``) runs the same in a child process per revision, alternating the
-order round by round, so both revisions see the same load.
+order round by round, so both revisions see the same load. ``--gc-freeze`` freezes what the
+warm-up left alive (``gc.freeze()``, as the LiteLLM proxy does after start-up), so a full
+collection does not scan it.
 
 ``--parts refresh`` (issue 17 feedback speed, population prior): ``Palm.record_feedback`` end
 to end on a ``MemoryStore`` and on an ``SQLiteStore`` file, with the population prior refitted
@@ -198,10 +200,10 @@ def in_memory(args: argparse.Namespace, feedback: str) -> dict[str, Any]:
     moves: list[float] = []
     plain = PreferenceModel._move
 
-    def timed_move(self: PreferenceModel, *a: Any, **k: Any) -> None:
+    def timed_move(self: PreferenceModel, *a: Any, **k: Any) -> Any:
         c0 = time.thread_time()
         try:
-            plain(self, *a, **k)
+            return plain(self, *a, **k)
         finally:
             moves.append(time.thread_time() - c0)
 
@@ -227,6 +229,11 @@ def _in_memory(args: argparse.Namespace, feedback: str, moves: list[float]) -> d
         warm = ProfileRecord("warm", st, k + 1, float(k))
     ls.forget_cache()
     moves.clear()
+    if getattr(args, "gc_freeze", False):  # as the proxy does after start-up
+        import gc
+
+        gc.collect()
+        gc.freeze()
     cpu: list[float] = []
     moved: list[bool] = []
     first: list[bool] = []
@@ -312,7 +319,7 @@ def compare_revisions(args: argparse.Namespace) -> None:
             cmd = [sys.executable, __file__, "--in-memory-json", "--users", str(args.users)]
             cmd += ["--events", str(args.events), "--seed", str(args.seed)]
             cmd += ["--beta", str(args.beta), "--user-alpha", str(args.user_alpha)]
-            cmd += ["--feedback", *args.feedback]
+            cmd += ["--feedback", *args.feedback] + (["--gc-freeze"] if args.gc_freeze else [])
             out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
             for fb, res in json.loads(out.stdout.splitlines()[-1]).items():
                 results[name].setdefault(fb, []).append(res)
@@ -320,6 +327,7 @@ def compare_revisions(args: argparse.Namespace) -> None:
     print(
         f"\nin memory, {args.rounds} rounds x {args.users} users x {args.events} events, "
         f"β = {args.beta}, users ~ Dirichlet({args.user_alpha})"
+        + (", gc.freeze() after the warm-up" if args.gc_freeze else "")
     )
     in_memory_table(results)
 
@@ -518,6 +526,11 @@ def main() -> None:
     ap.add_argument("--beta", type=float, default=10.0, help="users' β, with --in-memory")
     ap.add_argument(
         "--user-alpha", type=float, default=1.0, help="users' Dirichlet α, with --in-memory"
+    )
+    ap.add_argument(
+        "--gc-freeze",
+        action="store_true",
+        help="with --in-memory: gc.freeze() after the warm-up, as the LiteLLM proxy after start-up",
     )
     ap.add_argument("--in-memory-json", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument(

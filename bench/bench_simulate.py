@@ -1,6 +1,11 @@
 """Issue 17's "Must show": every setting next to the anchor, all baselines in the same run.
 
     nice -n 10 python bench/bench_simulate.py [--users 50] [--events 100] [--settings anchor beta3]
+        [--seeds 3]
+
+``--seeds N`` runs N independent replicates (seeds ``seed`` .. ``seed + N - 1``: each its own
+members, users, population and coin flips) and pools their users, so the targets' intervals
+rest on N × users users and average over portfolios too.
 
 Per setting (see ``SETTINGS`` in ``palm_middleware.offline.simulate``) and feedback kind: regret
 of the mean route at t = 5, 10, 20, 50, 100 for no personalization, the per-member Beta bandit,
@@ -25,6 +30,7 @@ from palm_middleware.offline.simulate import (
     SETTINGS,
     SimulationConfig,
     plot_result,
+    pool,
     run_simulation,
     targets,
     with_setting,
@@ -39,6 +45,7 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=50)
     ap.add_argument("--events", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", type=int, default=1, help="independent replicates, pooled")
     ap.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--summary", default="summary.md", help="file name of the summary")
@@ -55,16 +62,24 @@ def main() -> None:
     lines = [
         f"machine: {os.cpu_count()} cores, {cpu} (shared with other jobs: timings are loaded)",
         f"command: nice -n 10 python bench/bench_simulate.py --users {args.users} "
-        f"--events {args.events} --seed {args.seed} --settings {' '.join(args.settings)}",
+        f"--events {args.events} --seed {args.seed} --seeds {args.seeds} "
+        f"--settings {' '.join(args.settings)}",
         "",
     ]
     t_all = time.process_time()
     for name in args.settings:
-        cfg = with_setting(
-            SimulationConfig(n_users=args.users, n_events=args.events, seed=args.seed), name
-        )
         t0, c0 = time.perf_counter(), time.process_time()
-        res = run_simulation(cfg, progress=True)
+        reps = [
+            run_simulation(
+                with_setting(
+                    SimulationConfig(n_users=args.users, n_events=args.events, seed=seed), name
+                ),
+                progress=True,
+            )
+            for seed in range(args.seed, args.seed + args.seeds)
+        ]
+        res = pool(reps)
+        cfg = res.config
         wall, cpu_s = time.perf_counter() - t0, time.process_time() - c0
         rows = res.rows()
         with open(args.out / f"{name}.csv", "w", newline="") as f:
@@ -72,7 +87,9 @@ def main() -> None:
             w.writeheader()
             w.writerows(rows)
         plot_result(res, args.out / f"{name}.png", title=name)
-        lines.append(f"### {name} ({_describe(cfg)}; {wall:.0f} s wall, {cpu_s:.0f} s CPU)")
+        lines.append(
+            f"### {name} ({_describe(cfg, args.seeds)}; {wall:.0f} s wall, {cpu_s:.0f} s CPU)"
+        )
         lines.append("")
         steps = [s for s in STEPS if s <= args.events]
         lines.append(
@@ -97,9 +114,16 @@ def main() -> None:
         for fb in res.regret:
             tg = targets(res, fb)
             bt, lp = res.noise_fit[fb]
+            each = (
+                " (per replicate: "
+                + ", ".join(f"{targets(r, fb)['t20_vs_reference']:.2f}" for r in reps)
+                + ")"
+                if len(reps) > 1
+                else ""
+            )
             lines.append(
                 f"- {fb}: t=20 palm/reference = {tg['t20_vs_reference']:.2f} "
-                f"[90% CI {tg['t20_ratio_lo']:.2f}–{tg['t20_ratio_hi']:.2f}] "
+                f"[90% CI {tg['t20_ratio_lo']:.2f}–{tg['t20_ratio_hi']:.2f}]{each} "
                 f"({'met' if tg['t20_ok'] else 'MISSED'}); worst excess over no "
                 f"personalization at t>=5 = {100 * float(tg['max_excess_over_default']):+.1f} "
                 f"± {100 * float(tg['excess_se']):.1f} pts at t={int(tg['worst_step'])} "
@@ -116,10 +140,12 @@ def main() -> None:
     print(lines[-1])
 
 
-def _describe(c: SimulationConfig) -> str:
+def _describe(c: SimulationConfig, seeds: int = 1) -> str:
     shift = ", weights re-drawn at t=T/2, half-life 20 events" if c.shift else ""
     return (
-        f"d={c.n_traits}, K={c.n_members}, {c.n_users} users, β={c.beta:g}, "
+        f"d={c.n_traits}, K={c.n_members}, {c.n_users} users"
+        + (f" ({seeds} replicates)" if seeds > 1 else "")
+        + f", β={c.beta:g}, "
         f"flips={c.noise:g}, users ~ Dirichlet({c.user_alpha:g}){shift}"
     )
 

@@ -48,6 +48,7 @@ __all__ = [
     "format_table",
     "lp_front_members",
     "plot_result",
+    "pool",
     "run_simulation",
     "targets",
     "thompson_member",
@@ -345,6 +346,42 @@ def _run_feedback(
     result.update_ms[fb] = {k: 1e3 * np.asarray(v) for k, v in times.items()}
     q = np.mean([m.noise_posterior() for m in palm], axis=0)
     result.noise_fit[fb] = palm[0].noise_grid_.mean(q)
+
+
+def pool(results: Sequence[SimulationResult]) -> SimulationResult:
+    """One result over the users of independent replicates (runs that differ only in ``seed``).
+
+    Each replicate draws its own members, users, population and coin flips, so pooling averages
+    over portfolios as well as users: the targets' intervals (users resampled) then rest on
+    ``len(results) * n_users`` users. Replicates must agree on everything but the seed.
+    """
+    if not results:
+        raise InvalidParameterError("pool: no results")
+    first = results[0].config
+    for r in results[1:]:
+        if replace(r.config, seed=first.seed) != first:
+            raise InvalidParameterError("pool: replicates differ in more than the seed")
+    out = SimulationResult(
+        config=replace(first, n_users=first.n_users * len(results)), rewards=results[0].rewards
+    )
+    for fb in results[0].regret:
+        per_user = np.concatenate([r.per_user[fb] for r in results], axis=1)
+        n = per_user.shape[1]
+        out.per_user[fb] = per_user
+        out.regret[fb] = per_user.mean(axis=1)
+        out.regret_se[fb] = per_user.std(axis=1, ddof=1) / np.sqrt(n)
+        # replicates have equal user counts: their means average to the pooled mean
+        for name in ("shown", "weight_error", "coverage"):
+            getattr(out, name)[fb] = np.mean([getattr(r, name)[fb] for r in results], axis=0)
+        out.update_ms[fb] = {
+            k: np.concatenate([r.update_ms[fb][k] for r in results])
+            for k in results[0].update_ms[fb]
+        }
+        fits = np.array([r.noise_fit[fb] for r in results])
+        out.noise_fit[fb] = (float(fits[:, 0].mean()), float(fits[:, 1].mean()))
+        if all(fb in r.prior_fit for r in results):
+            out.prior_fit[fb] = np.mean([r.prior_fit[fb] for r in results], axis=0)
+    return out
 
 
 def _fb(c: SimulationConfig, w: FloatArray, delta: FloatArray, coins: FloatArray) -> int:

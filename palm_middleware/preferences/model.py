@@ -324,6 +324,7 @@ class PreferenceModel:
             keep = np.setdiff1d(np.arange(len(self._obs)), drop)
             self._obs = [self._obs[i] for i in keep]
             self._cols = {o.key: i for i, o in enumerate(self._obs)}
+            self.__dict__["_sig_fresh"] = {}  # (a dropped key may come back as another object)
             self._exps = self._exps[keep]
             self._ll = self._ll[:, keep]
             self._maybe_rejuvenate()
@@ -364,24 +365,19 @@ class PreferenceModel:
         return self
 
     def copy(self) -> PreferenceModel:
-        """An independent copy: particles, weights, evidence and the generator's state."""
+        """An independent copy: particles, weights, evidence and the generator's state.
+
+        Arrays the model only ever replaces (particles, likelihood columns, grid points,
+        prior) are shared until one side replaces them; those updated in place (log weights,
+        running sums, exponents) are copied.
+        """
         self._check_fitted()
         new = copy.copy(self)
-        for name in (
-            "particles_",
-            "_logw",
-            "_llsum",
-            "_exps",
-            "_ll",
-            "_g",
-            "_gb",
-            "_gl",
-            "_logpi",
-            "_alpha",
-        ):
+        for name in ("_logw", "_llsum", "_exps"):
             setattr(new, name, getattr(self, name).copy())
-        for name in ("_sort", "_logp", "_sq", "_w"):  # same values, never written to in place
-            new.__dict__[name] = self.__dict__.get(name)
+        new.__dict__["_w"] = self.__dict__.get("_w")  # same weights (reset by the setter)
+        new.__dict__["_dvec"] = dict(self.__dict__.get("_dvec") or {})
+        new.__dict__["_sig_fresh"] = {}
         new.__dict__["_cols_ahead"] = {}
         new._obs = list(self._obs)
         new._cols = dict(self._cols)
@@ -444,7 +440,8 @@ class PreferenceModel:
         and is followed by a move at once (the rest of the event would collapse it anyway).
         """
         floor = float(self.ess_threshold) * self.n_particles
-        inc = self._ll[:, idx] @ factors
+        # (one column, the usual event: the same products without a matrix product)
+        inc = self._ll[:, idx[0]] * factors[0] if len(idx) == 1 else self._ll[:, idx] @ factors
         remaining = 1.0
         for _ in range(64):
             if remaining <= 1e-12:
@@ -488,16 +485,19 @@ class PreferenceModel:
         # Systematic resampling: low variance and deterministic given the generator.
         u = (self._rng.random() + np.arange(self.n_particles)) / self.n_particles
         idx = np.minimum(np.searchsorted(np.cumsum(w), u), self.n_particles - 1)
-        logp = self._log_particles()[idx]
+        before = self._log_particles()
+        logp = before[idx]
         self.particles_ = self.particles_[idx]
         self.__dict__["_logp"] = logp
         self._g = self._g[idx]
         self._ll = self._ll[idx]
         self._llsum = self._ll @ self._exps  # exact again (the running sum drifts by rounding)
         self._logw = np.zeros(self.n_particles)
+        lev = self.__dict__.get("_lapse_ev")
+        if lev is not None:  # resampled particles keep their lapse sums
+            self.__dict__["_lapse_ev"] = (lev[0], lev[1][:, idx])
         self._move(int(self.move_steps), proposal)
         self.__dict__["_n_moves"] = self.n_moves_ + 1
-        self.__dict__["_lapse_ev"] = None  # particles moved: recomputed when next asked
 
     def _proposal(self, w: FloatArray) -> _Proposal:
         """A logistic-normal fitted to the weighted particles (in additive-log-ratio
@@ -515,7 +515,7 @@ class PreferenceModel:
         inv_chol = np.asarray(np.linalg.inv(chol), dtype=np.float64)
         return _Proposal(mean, chol, inv_chol, q_g)
 
-    def _move(self, n_steps: int, proposal: _Proposal) -> None:
+    def _move(self, n_steps: int, proposal: _Proposal) -> npt.NDArray[np.bool_]:
         """Metropolis-Hastings steps that leave the current posterior invariant, vectorized
         over the particles.
 
@@ -525,6 +525,8 @@ class PreferenceModel:
         together). Either kernel alone keeps the posterior, so the mixture does; the
         independence draws replace duplicates left by resampling with fresh points in one step,
         the random walk keeps the tails the fitted proposal under-covers within reach.
+
+        Returns which particles moved.
         """
         n = self.n_particles
         logp = self._log_particles()
@@ -540,6 +542,14 @@ class PreferenceModel:
         cdf_prior = np.cumsum(prior / prior.sum())
         cdf_q = np.cumsum(proposal.q_g)
         p = self.particles_
+        # The lapse sums (:meth:`_lapse_diffs`), if kept: resampling gathered them (a copy this
+        # move owns), accepted proposals get theirs here.
+        lev = self.__dict__.get("_lapse_ev")
+        if lev is not None:
+            lev = self.__dict__["_lapse_ev"] = (lev[0], lev[1].copy())  # written in place below
+        comp = self._compare_cols(range(len(self._obs))) if lev is not None else None
+        changed = np.zeros(n, dtype=bool)
+        exps_c = self._exps if comp is None or len(comp) == len(self._obs) else self._exps[comp]
         for _ in range(n_steps):
             u = self._rng.random((5, n))
             eps = self._rng.standard_normal(z.shape)
@@ -555,15 +565,24 @@ class PreferenceModel:
             # log q(z) − log q(z') of the independence proposal, where it was used.
             corr += np.where(ind, proposal.half_sq(zp) - proposal.half_sq(z), 0.0)
             zz = np.hstack([zp, np.zeros((n, 1))])
-            zz -= zz.max(axis=1, keepdims=True)
+            zz -= _row_max(zz)
             e = np.exp(zz)
-            tot = e.sum(axis=1, keepdims=True)
+            tot = _row_sum(e)
             pp = np.maximum(e / tot, 1e-300)
             logpp = np.maximum(zz - np.log(tot), -690.0)
-            llp = self._loglik(pp, self._obs, gp)
+            sig: list[npt.NDArray[np.float32]] | None = [] if lev is not None else None
+            llp = self._loglik(pp, self._obs, gp, sig=sig)
             sump = llp @ self._exps
             prop = logpp @ self._alpha + sump
             acc = np.log(u[4]) < prop - cur + corr
+            changed |= acc
+            if sig and lev is not None and comp is not None:
+                # The lapse sums of the particles that moved, from this step's logistic terms.
+                rows = np.flatnonzero(acc)
+                if rows.size:
+                    # Σ_j exps_j·ll_j of those rows is sump when every term is a comparison.
+                    ll_c = sump[rows] if len(comp) == len(self._obs) else llp[rows][:, comp]
+                    lev[1][:, rows] = _lapse_terms(sig[0][rows], ll_c, exps_c, lev[0])
             col = acc[:, None]
             z = np.where(col, zp, z)
             p = np.where(col, pp, p)
@@ -575,6 +594,7 @@ class PreferenceModel:
         self.particles_ = p
         self.__dict__["_logp"] = logp
         self._g = g
+        return changed
 
     def _noise32(
         self, g: npt.NDArray[np.intp] | None = None
@@ -595,7 +615,71 @@ class PreferenceModel:
         ahead: dict[tuple[Any, ...], FloatArray] = self.__dict__.get("_cols_ahead") or {}
         if all(o.key in ahead for o in fresh):
             return np.stack([ahead[o.key] for o in fresh], axis=1)
-        return self._loglik(self.particles_, fresh)
+        sig: list[npt.NDArray[np.float32]] = []
+        out = self._loglik(self.particles_, fresh, sig=sig)
+        if sig and all(o.kind == "compare" for o in fresh):
+            # Their logistic terms, for the lapse sums of this same event (_lapse_raise).
+            for k, o in enumerate(fresh):
+                self._keep_sig(o.key, sig[0][:, k])
+        return out
+
+    def _keep_sig(self, key: tuple[Any, ...], col: npt.NDArray[np.float32]) -> None:
+        """Keep the logistic terms of observation ``key`` at the current particles (the
+        ``_SIG_KEEP`` most recently used; dropped when the particles move)."""
+        kept: dict[tuple[Any, ...], npt.NDArray[np.float32]] = self.__dict__.setdefault(
+            "_sig_fresh", {}
+        )
+        kept.pop(key, None)
+        kept[key] = col
+        while len(kept) > _SIG_KEEP:
+            kept.pop(next(iter(kept)))
+
+    def _sig_cols(self, obs: Sequence[Observation]) -> npt.NDArray[np.float32]:
+        """:meth:`_sig32` of the current particles for comparisons ``obs``, from the kept
+        columns where possible (an event usually repeats a recent observation)."""
+        kept: dict[tuple[Any, ...], npt.NDArray[np.float32]] = self.__dict__.setdefault(
+            "_sig_fresh", {}
+        )
+        missing = [o for o in obs if o.key not in kept]
+        if missing:
+            s = self._sig32(self.particles_, missing)
+            for k, o in enumerate(missing):
+                self._keep_sig(o.key, s[:, k])
+        cols = []
+        for o in obs:
+            col = kept[o.key]
+            self._keep_sig(o.key, col)  # most recently used
+            cols.append(col)
+        return cols[0][:, None] if len(cols) == 1 else np.stack(cols, axis=1)
+
+    def _sig32(
+        self, p: FloatArray, obs: Sequence[Observation], g: npt.NDArray[np.intp] | None = None
+    ) -> npt.NDArray[np.float32]:
+        """σ(β·⟨p, δ⟩) per particle and comparison in ``obs`` (float32, (n, len(obs))): the
+        logistic part of their likelihoods, shared by every lapse rate."""
+        beta32 = self._noise32()[0] if g is None else self._noise32(g)[0]
+        # Signed, scaled comparison directions, one column per observation (each kept as
+        # float32 by its exact vector, sign and scale: a move evaluates every observation).
+        kept: dict[tuple[Any, ...], npt.NDArray[np.float32]] = self.__dict__.setdefault("_dvec", {})
+        if len(kept) > 4 * self.max_observations:
+            kept.clear()
+        rows = []
+        for o in obs:
+            exact = (o.vector.tobytes(), o.y, o.scale)
+            row = kept.get(exact)
+            if row is None:
+                row = kept[exact] = (o.vector * (o.y * o.scale)).astype(np.float32)
+            rows.append(row)
+        deltas = np.array(rows).T
+        if p is self.particles_:
+            p32 = self.__dict__.get("_p32")
+            if p32 is None:
+                p32 = self.__dict__["_p32"] = p.astype(np.float32)
+        else:
+            p32 = p.astype(np.float32)
+        z = p32 @ deltas
+        z *= beta32
+        return _sigmoid32(z)
 
     def _loglik(
         self,
@@ -603,27 +687,27 @@ class PreferenceModel:
         obs: Sequence[Observation],
         g: npt.NDArray[np.intp] | None = None,
         lapse: float | None = None,
+        sig: list[npt.NDArray[np.float32]] | None = None,
     ) -> FloatArray:
         """Per-particle, per-observation log-likelihood, shape (n_particles, len(obs)).
 
         ``g``: each particle's (β, lapse) grid point (default: the particles' own); ``lapse``
-        overrides the grid's lapse. The logistic terms are computed in single precision
-        (relative error ~1e-7, far below the Monte Carlo error): exp and log in float32 are
-        3-4x faster than in float64 here, and they are most of a particle move.
+        overrides the grid's lapse; ``sig``: if given, the logistic terms of the comparisons
+        (:meth:`_sig32`) are appended to it. The logistic terms are computed in single
+        precision (relative error ~1e-7, far below the Monte Carlo error): exp and log in
+        float32 are 3-4x faster than in float64 here, and they are most of a particle move.
         """
         out = np.zeros((p.shape[0], len(obs)))
         comp = [i for i, o in enumerate(obs) if o.kind == "compare"]
         if comp:
-            beta32, lapse32 = self._noise32() if g is None else self._noise32(g)
+            lapse32 = self._noise32()[1] if g is None else self._noise32(g)[1]
             if lapse is not None:
                 lapse32 = np.full_like(lapse32, float(lapse))
-            # Signed, scaled comparison directions, one column per observation.
-            deltas = np.array(
-                [obs[i].vector * (obs[i].y * obs[i].scale) for i in comp], dtype=np.float32
-            ).T
-            z = p.astype(np.float32) @ deltas
-            z *= beta32
-            logprob = _log_lapsed_sigmoid(z, lapse32)
+            s = self._sig32(p, obs if len(comp) == len(obs) else [obs[i] for i in comp], g)
+            if sig is not None:
+                sig.append(s.copy())
+            floor = float(self._gl.min() if lapse is None else lapse) < 1e-30
+            logprob = _log_lapsed(s, lapse32, floor)
             if len(comp) == len(obs):
                 return logprob  # (the zeros above are never touched: allocation is lazy)
             out[:, comp] = logprob
@@ -652,16 +736,23 @@ class PreferenceModel:
         self.__dict__["_sort"] = None
         self.__dict__["_logp"] = None
         self.__dict__["_sq"] = None
+        self.__dict__["_p32"] = None
         self.__dict__["_cols_ahead"] = {}
+        self.__dict__["_sig_fresh"] = {}
 
     def _sorted(self) -> tuple[npt.NDArray[np.intp], FloatArray]:
-        """Per-trait sort order of the particles and the sorted values, one row per trait
-        (cached: particles only change when they move, weights change on every event)."""
+        """Per-trait sort order of the particles (flat: trait after trait) and the sorted
+        values, one row per trait (cached: particles only change when they move, weights
+        change on every event)."""
         cached = self.__dict__.get("_sort")
         if cached is None:
             cols = np.ascontiguousarray(self.particles_.T)
             order = np.argsort(cols, axis=1)
-            cached = self.__dict__["_sort"] = (order, np.take_along_axis(cols, order, axis=1))
+            # The order as flat indices into the weights, trait after trait (one take).
+            cached = self.__dict__["_sort"] = (
+                order.ravel(),
+                np.take_along_axis(cols, order, axis=1),
+            )
         return cached
 
     @property
@@ -721,11 +812,12 @@ class PreferenceModel:
         if not self._obs:
             return out
         diffs = self._lapse_diffs(tuple(float(x) for x in lapses))
-        logw = np.log(np.maximum(self.weights_, _TINY))
-        for k in range(len(lapses)):
-            x = logw + diffs[k]
-            out[k] = float(x.max() + np.log(np.exp(x - x.max()).sum()))
-        return out
+        x = diffs + np.log(np.maximum(self.weights_, _TINY))
+        top = x.max(axis=1)
+        x -= top[:, None]
+        np.exp(x, out=x)
+        out = top + np.log(x.sum(axis=1))
+        return np.asarray(out, dtype=np.float64)
 
     def strength_evidence(self, strengths: Sequence[float]) -> FloatArray:
         """Log marginal likelihood of the user's observations if the prior were the Dirichlet
@@ -790,7 +882,9 @@ class PreferenceModel:
             if rng is None:
                 # Seeded by the particles (set by the model's own seed), not drawn from the
                 # model's generator: asking for the evidence changes none of its later draws.
-                bits = np.frombuffer(self.particles_[:4].tobytes(), dtype=np.uint32)
+                # (and by the user's likelihood: copies of one prior model share particles)
+                raw = self.particles_[:4].tobytes() + self._llsum[:4].tobytes()
+                bits = np.frombuffer(raw, dtype=np.uint32)
                 rng = self.__dict__["_ev_rng"] = np.random.default_rng(bits.tolist())
             w, p = self.weights_, self.particles_
             mean = w @ p
@@ -823,37 +917,55 @@ class PreferenceModel:
         self.__dict__["_ev_draws"] = d
         return d
 
+    def _warm(
+        self, lapses: Sequence[float] | None = None, strengths: Sequence[float] | None = None
+    ) -> PreferenceModel:
+        """Compute what stays valid until the particles move (sort order, log-particles,
+        moments, noise columns; the lapse sums if given), so that copies
+        (:meth:`copy`: a new user's prior draw) share them instead of each recomputing them.
+        ``strengths`` is accepted and not warmed: the concentration evidence's draws are each
+        user's own (shared draws would correlate users' Monte Carlo errors, which the
+        population sums). Returns self."""
+        self._check_fitted()
+        self._sorted()
+        self.summary()
+        self._noise32()
+        self.__dict__["_p32"] = self.particles_.astype(np.float32)
+        if lapses is not None:
+            self._lapse_diffs(tuple(float(x) for x in lapses))
+        return self
+
     def _lapse_diffs(self, lapses: tuple[float, ...]) -> FloatArray:
         """Per particle and lapse: Σ_j exps_j · (loglik_j at the lapse − loglik_j), shape
         (len(lapses), n_particles).
 
-        Kept between calls and raised with each observation's exponent (:meth:`_lapse_raise`),
-        so an event costs the likelihood of its own columns only; recomputed from every
-        observation after particles move (rare once the posterior settles) or a refit.
+        Kept between calls: raised with each observation's exponent (:meth:`_lapse_raise`),
+        faded with it, gathered by resampling and recomputed for the particles a move changes
+        (from the move's own logistic terms, :meth:`_move`), so an event costs the likelihood
+        of its own columns only. Recomputed from every observation only after a refit.
         """
         lev = self.__dict__.get("_lapse_ev")
         if lev is not None and lev[0] == lapses:
             out: FloatArray = lev[1]
             return out
-        p, ll, exps = self.particles_, self._ll, self._exps
-        out = np.stack([(lx - ll) @ exps for lx in self._loglik_lapses(p, self._obs, lapses)])
+        comp = self._compare_cols(range(len(self._obs)))
+        if comp is None:
+            out = np.zeros((len(lapses), self.n_particles))
+        else:
+            sig = self._sig32(self.particles_, [self._obs[j] for j in comp])
+            if len(comp) == len(self._obs):
+                out = _lapse_terms(sig, self._ll, self._exps, lapses)
+            else:
+                out = _lapse_terms(sig, self._ll[:, comp], self._exps[comp], lapses)
         self.__dict__["_lapse_ev"] = (lapses, out)
         return out
 
-    def _loglik_lapses(
-        self, p: FloatArray, obs: Sequence[Observation], lapses: Sequence[float]
-    ) -> list[FloatArray]:
-        """``[_loglik(p, obs, lapse=x) for x in lapses]``, the same numbers, with the logistic
-        part (the exp) computed once for every lapse."""
-        comp = [i for i, o in enumerate(obs) if o.kind == "compare"]
-        if len(comp) != len(obs) or not obs:
-            return [self._loglik(p, obs, lapse=x) for x in lapses]
-        beta32, lapse32 = self._noise32()
-        deltas = np.array([o.vector * (o.y * o.scale) for o in obs], dtype=np.float32).T
-        z = p.astype(np.float32) @ deltas
-        z *= beta32
-        sig = _sigmoid32(z)
-        return [_log_lapsed(sig.copy(), np.full_like(lapse32, float(x))) for x in lapses]
+    def _compare_cols(self, idx: Iterable[int]) -> list[int] | None:
+        """The columns among ``idx`` whose likelihood depends on the lapse (comparisons; an
+        anchor's does not), or None if there are none."""
+        obs = self._obs
+        comp = [int(j) for j in idx if obs[j].kind == "compare"]
+        return comp or None
 
     def _lapse_raise(self, idx: npt.NDArray[np.intp], by: FloatArray) -> None:
         """Keep the lapse sums of :meth:`_lapse_diffs` current: exponents of ``idx`` rose by
@@ -861,12 +973,13 @@ class PreferenceModel:
         lev = self.__dict__.get("_lapse_ev")
         if lev is None or len(idx) == 0:
             return
-        obs = [self._obs[i] for i in idx]
-        if all(o.kind != "compare" for o in obs):
+        keep = [k for k, j in enumerate(idx) if self._obs[j].kind == "compare"]
+        if not keep:
             return  # an anchor's likelihood does not depend on the lapse
-        ll = self._ll[:, idx]
-        at = self._loglik_lapses(self.particles_, obs, lev[0])
-        inc = np.stack([(lx - ll) @ by for lx in at])
+        if len(keep) < len(idx):
+            idx, by = idx[keep], by[keep]
+        sig = self._sig_cols([self._obs[j] for j in idx])
+        inc = _lapse_terms(sig, self._ll[:, idx], by, lev[0])
         self.__dict__["_lapse_ev"] = (lev[0], lev[1] + inc)
 
     def relapse(self, lapse: float) -> PreferenceModel:
@@ -936,7 +1049,7 @@ class PreferenceModel:
         d, n = xs.shape
         # One cumulative sum over every trait's sorted weights in a row: trait t's run starts
         # at t (each run sums to 1), so one search finds every trait's two tails.
-        cdf = np.cumsum(self.weights_[order])
+        cdf = np.cumsum(self.weights_.take(order))
         targets, last = _tail_targets(d, n, level)
         at = np.minimum(np.searchsorted(cdf, targets), last)
         tails: FloatArray = xs.ravel()[at]
@@ -986,8 +1099,12 @@ class PreferenceModel:
         best = np.argmax(self.particles_ @ np.asarray(rewards, dtype=np.float64).T, axis=1)
         n_best = int(best.max()) + 1
         mass = np.bincount(best, weights=w, minlength=n_best)  # P(b)
-        joint = np.zeros((n_best, p.shape[1]))
-        np.add.at(joint, best, w[:, None] * p)  # P(b, y=1)
+        # P(b, y=1), one bincount per column (np.add.at adds in the same order, slowly).
+        wp = w[:, None] * p
+        joint = np.stack(
+            [np.bincount(best, weights=wp[:, j], minlength=n_best) for j in range(p.shape[1])],
+            axis=1,
+        )
         keep = mass > 0
         cond = joint[keep] / mass[keep, None]  # P(y=1 | b)
         out = _entropy(marginal) - mass[keep] @ _entropy(cond)
@@ -1015,7 +1132,7 @@ class PreferenceModel:
             raise InvalidParameterError(f"query_second needs >= 2 members and served in [0, {k})")
         others = np.array([j for j in range(k) if j != served])
         gains = self.information_gain(r[served] - r[others], r)
-        best = float(self.weights_ @ (self.particles_ @ r.T).max(axis=1))
+        best = float(self.weights_ @ _row_max(self.particles_ @ r.T)[:, 0])
         cost = best - r @ self.predict()  # expected regret of each member, >= 0
         ratio = (cost[served] + cost[others]) ** 2 / np.maximum(gains, 1e-12)
         return int(others[int(np.argmin(ratio))])
@@ -1097,11 +1214,6 @@ class _Proposal:
         return out
 
 
-def _log_lapsed_sigmoid(z: npt.NDArray[np.float32], lapse: npt.NDArray[np.float32]) -> FloatArray:
-    """log(lapse + (1 − 2·lapse)·σ(z)), in place on ``z`` (float32)."""
-    return _log_lapsed(_sigmoid32(z), lapse)
-
-
 def _sigmoid32(z: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     """σ(z) in place on ``z`` (float32)."""
     np.clip(z, -80.0, 80.0, out=z)
@@ -1112,14 +1224,73 @@ def _sigmoid32(z: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     return z
 
 
-def _log_lapsed(s: npt.NDArray[np.float32], lapse: npt.NDArray[np.float32]) -> FloatArray:
-    """log(lapse + (1 − 2·lapse)·s) for s = σ(z), in place on ``s``, as float64."""
+def _log_lapsed(
+    s: npt.NDArray[np.float32], lapse: npt.NDArray[np.float32], floor: bool = True
+) -> FloatArray:
+    """log(lapse + (1 − 2·lapse)·s) for s = σ(z), in place on ``s``, as float64.
+
+    ``floor``: keep the argument ≥ 1e-30 (only a lapse below that can take it lower)."""
     s *= 1.0 - 2.0 * lapse
     s += lapse
-    np.maximum(s, 1e-30, out=s)
+    if floor:
+        np.maximum(s, 1e-30, out=s)
     np.log(s, out=s)
     out: FloatArray = s.astype(np.float64)
     return out
+
+
+#: Observations whose logistic terms a model keeps between events (about 4 kB each at 1024
+#: particles): those of a user's recent events, for their lapse sums.
+_SIG_KEEP = 8
+
+
+def _lapse_terms(
+    sig: npt.NDArray[np.float32], ll: FloatArray, exps: FloatArray, lapses: Sequence[float]
+) -> FloatArray:
+    """Σ_j exps_j · (log(x + (1 − 2x)·sig_j) − ll_j) per lapse x and particle, shape
+    (len(lapses), n): every lapse in one broadcast (the same float32 steps as
+    :func:`_log_lapsed`, so the same numbers). ``ll`` may also be given as its sum
+    Σ_j exps_j·ll_j, shape (n,) (subtracted after the product: a move has it)."""
+    lap, scale, floor = _lapse_consts(tuple(lapses))
+    if sig.shape[1] == 1:  # one column (an event's): a product, no stacked matrix product
+        s = sig[:, 0] * scale
+        s += lap
+        if floor:
+            np.maximum(s, 1e-30, out=s)
+        np.log(s, out=s)
+        one = s.astype(np.float64)
+        if ll.ndim == 1:
+            one *= float(exps[0])
+            one -= ll
+            return one
+        one -= ll[:, 0]
+        one *= float(exps[0])
+        return one
+    s = sig[None] * scale[:, :, None]
+    s += lap[:, :, None]
+    if floor:
+        np.maximum(s, 1e-30, out=s)
+    np.log(s, out=s)
+    d = s.astype(np.float64)
+    if ll.ndim == 1:
+        out: FloatArray = d @ exps
+        out -= ll
+        return out
+    d -= ll
+    out = d @ exps
+    return out
+
+
+@functools.lru_cache(maxsize=32)
+def _lapse_consts(
+    lapses: tuple[float, ...],
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], bool]:
+    """Columns of the lapses and of 1 − 2·lapse in float32 (as :func:`_log_lapsed` computes
+    them), and whether a lapse is low enough to need the 1e-30 floor."""
+    lap = np.asarray(lapses, dtype=np.float32)[:, None]
+    scale = 1.0 - 2.0 * lap
+    lap.flags.writeable = scale.flags.writeable = False
+    return lap, scale, min(lapses) < 1e-30
 
 
 @functools.lru_cache(maxsize=32)
@@ -1144,6 +1315,27 @@ def _ess_stage(logw: FloatArray, inc: FloatArray, remaining: float, floor: float
         else:
             hi = mid
     return lo
+
+
+def _row_max(a: FloatArray) -> FloatArray:
+    """``a.max(axis=1, keepdims=True)``, column by column: the same numbers, and much faster
+    for a few columns (numpy reduces short rows one row at a time)."""
+    out = a[:, 0].copy()
+    for k in range(1, a.shape[1]):
+        np.maximum(out, a[:, k], out=out)
+    return out[:, None]
+
+
+def _row_sum(a: FloatArray) -> FloatArray:
+    """``a.sum(axis=1, keepdims=True)``, column by column below 8 columns (numpy adds fewer
+    than 8 numbers in order, so the same numbers; from 8 on it sums pairwise)."""
+    if a.shape[1] >= 8:
+        out: FloatArray = a.sum(axis=1, keepdims=True)
+        return out
+    acc = a[:, 0].copy()
+    for k in range(1, a.shape[1]):
+        acc += a[:, k]
+    return acc[:, None]
 
 
 def _sigmoid(z: FloatArray) -> FloatArray:

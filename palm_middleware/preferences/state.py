@@ -44,6 +44,10 @@ MAX_EVIDENCE_GROUPS = 128
 #: Digests of folded event ids kept per user (privacy ``weights_only`` retry detection).
 MAX_FOLDED_IDS = 512
 
+#: What a learning state computes once per policy: the default prior, the lapse rates and the
+#: prior concentrations of a population row.
+_PerPolicy = tuple[PopulationPrior, tuple[float, ...] | None, tuple[float, ...] | None]
+
 #: Evidence groups: key -> (the stored form without strength and time, faded strength). Kept as
 #: JSON dicts, so an event costs no parsing of the evidence already held.
 _Groups = dict[tuple[Any, ...], tuple[dict[str, Any], float]]
@@ -69,7 +73,7 @@ class LearningState:
         refresh_every: population changes between synchronous refits of the population prior
             (:class:`~palm_middleware.population_feed.PopulationFeed`).
         cache_size: users whose particle posterior is kept in memory (least recently used go
-            first; about 50-100 kB each at 1024 particles). 0 refits on every event.
+            first; about 50-130 kB each at 1024 particles). 0 refits on every event.
         ess_threshold, move_steps: of the cached posterior's in-place updates (see
             :class:`PreferenceModel`): particles move only when the effective sample size
             collapses below this fraction (0.05: about 0.5-1% of events, each moved by one
@@ -109,6 +113,7 @@ class LearningState:
         self._priors: dict[tuple[str, int], PosteriorSummary] = {}
         self._fresh: dict[tuple[Any, ...], PreferenceModel] = {}  # fitted to no data, by prior
         self._pop: dict[str, tuple[int, PopulationPrior]] = {}
+        self._policy_cache: dict[str, tuple[BoundsPolicy, Population | None, _PerPolicy]] = {}
         self.cache_size = cache_size
         self.ess_threshold = ess_threshold
         self.move_steps = move_steps
@@ -141,8 +146,26 @@ class LearningState:
         return cached if cached[1].n_users else (-1, cached[1])
 
     def _default_prior(self, policy: BoundsPolicy) -> PopulationPrior:
+        return self._per_policy(policy)[0]
+
+    def _per_policy(self, policy: BoundsPolicy) -> _PerPolicy:
+        """What depends on the policy alone, computed once per policy object: the default
+        prior, and the lapse rates and prior concentrations a population row is computed at
+        (None without a population)."""
+        hit = self._policy_cache.get(policy.version)
+        if hit is not None and hit[0] is policy and hit[1] is self.population:
+            return hit[2]
         alpha0 = np.maximum(policy.default.values * float(policy.prior_strength), 1e-2)
-        return PopulationPrior(alpha=alpha0, noise=self.noise_of(policy)[0], n_users=0)
+        noise, lapses = self.noise_of(policy)
+        out: _PerPolicy = (
+            PopulationPrior(alpha=alpha0, noise=noise, n_users=0),
+            None if self.population is None else lapses,
+            None if self.population is None else strength_candidates(float(alpha0.sum())),
+        )
+        if len(self._policy_cache) > 64:
+            self._policy_cache.clear()
+        self._policy_cache[policy.version] = (policy, self.population, out)
+        return out
 
     def population_stale(self, policy: BoundsPolicy, min_changes: int) -> bool:
         """Whether the population changed by ``min_changes`` users since the last fit."""
@@ -220,7 +243,9 @@ class LearningState:
 
     def model(self, policy: BoundsPolicy) -> PreferenceModel:
         """A fresh particle model under the current prior (fixed seed: rebuilds reproduce)."""
-        prior = self.population_prior(policy)
+        return self._model_for(self.population_prior(policy), self.settings(policy)[2])
+
+    def _model_for(self, prior: PopulationPrior, half_life: float | None) -> PreferenceModel:
         beta, lapse = prior.noise.mean()
         return PreferenceModel(
             prior_mean=prior.mean,
@@ -228,7 +253,7 @@ class LearningState:
             beta=beta,
             lapse=lapse,
             noise=prior.noise,
-            half_life=self.settings(policy)[2],
+            half_life=half_life,
             n_particles=self.n_particles,
             random_state=0,
         )
@@ -236,18 +261,26 @@ class LearningState:
     def _prior_model(self, policy: BoundsPolicy) -> PreferenceModel:
         """``model(policy).fit([])``: a copy of the one drawn for the same prior (the draw is
         seeded, so the copy is the same model and costs a tenth of drawing it)."""
-        model = self.model(policy)
-        params = model.get_params()
-        key = tuple(
-            tuple(np.asarray(v).tolist()) if k == "prior_mean" else v
-            for k, v in sorted(params.items())
-        )
+        prior = self.population_prior(policy)
+        half_life = self.settings(policy)[2]
+        # What the model is built from (see _model_for): no model is built on a hit.
+        key = (prior.alpha.tobytes(), prior.noise, half_life, self.n_particles)
         hit = self._fresh.get(key)
         if hit is None:
             if len(self._fresh) > 16:
                 self._fresh.clear()
-            hit = self._fresh[key] = model.fit([])
+            # What every copy would compute at its first event, computed once and shared.
+            lapses, strengths = self._aggregates(policy)
+            model = self._model_for(prior, half_life).fit([])
+            hit = self._fresh[key] = model._warm(lapses, strengths)
         return hit.copy()
+
+    def _aggregates(
+        self, policy: BoundsPolicy
+    ) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
+        """The lapse rates and prior concentrations a user's population row is computed at
+        (None: not computed, without a population)."""
+        return self._per_policy(policy)[1:]
 
     def prior(self, policy: BoundsPolicy) -> PosteriorSummary:
         """The current prior, summarized exactly (cached per policy version and population fit)."""
@@ -449,20 +482,18 @@ class LearningState:
         state["evidence"] = [_stored(d, s, now) for d, s in kept]
         state["evidence_ts"] = now
         state["n_events"] = int(state.get("n_events", 0)) + 1
-        summary = model.summary()
-        state["posterior"] = dataclasses.replace(summary, n_events=state["n_events"]).to_dict()
+        state["posterior"] = model.summary().to_dict()
+        state["posterior"]["n_events"] = state["n_events"]
         # What the population fit may read of this user: two small aggregates, no events.
         state["population"] = {
             "mean_log": [round(float(x), 6) for x in model.mean_log_weights()],
             "noise": [round(float(x), 6) for x in model.noise_posterior()],
         }
-        lapses = self.noise_of(policy)[1]
-        if lapses is not None and self.population is not None:
+        lapses, strengths = self._aggregates(policy)  # as the population fit's
+        if lapses is not None:
             ev = model.lapse_evidence(lapses)
             state["population"]["lapse"] = [round(float(x), 6) for x in ev]
-        if self.population is not None:
-            a0 = np.maximum(policy.default.values * float(policy.prior_strength), 1e-2)
-            strengths = strength_candidates(float(a0.sum()))  # as the population fit's
+        if strengths is not None:
             ev = model.strength_evidence(strengths)
             state["population"]["strength"] = [round(float(x), 6) for x in ev]
         if len(live) <= MAX_EVIDENCE_GROUPS:  # else the stored evidence lost terms: refit next

@@ -14,6 +14,7 @@ from palm_middleware.offline.simulate import (
     SimulationConfig,
     format_table,
     lp_front_members,
+    pool,
     run_simulation,
     targets,
     thompson_member,
@@ -103,3 +104,26 @@ def test_same_seed_same_result() -> None:
     cfg = replace(TINY, n_users=6, n_events=5, feedback=("thumbs",))
     a, b = run_simulation(cfg), run_simulation(cfg)
     np.testing.assert_array_equal(a.per_user["thumbs"], b.per_user["thumbs"])
+
+
+def test_pooled_replicates_are_their_users_together() -> None:
+    cfg = replace(TINY, n_users=6, n_events=5, feedback=("thumbs",))
+    a, b = run_simulation(cfg), run_simulation(replace(cfg, seed=cfg.seed + 1))
+    both = pool([a, b])
+    assert both.config.n_users == 12
+    np.testing.assert_array_equal(
+        both.per_user["thumbs"],
+        np.concatenate([a.per_user["thumbs"], b.per_user["thumbs"]], axis=1),
+    )
+    np.testing.assert_allclose(
+        both.regret["thumbs"], (a.regret["thumbs"] + b.regret["thumbs"]) / 2, rtol=1e-12
+    )
+    np.testing.assert_allclose(
+        both.coverage["thumbs"], (a.coverage["thumbs"] + b.coverage["thumbs"]) / 2
+    )
+    tg = targets(both, "thumbs")
+    assert tg["t20_ratio_lo"] <= tg["t20_vs_reference"] <= tg["t20_ratio_hi"]
+    with pytest.raises(InvalidParameterError, match="more than the seed"):
+        pool([a, run_simulation(replace(cfg, beta=3.0))])
+    with pytest.raises(InvalidParameterError, match="no results"):
+        pool([])

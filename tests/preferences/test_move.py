@@ -128,6 +128,84 @@ def test_a_new_user_starts_from_the_same_prior_draw_as_a_fresh_fit() -> None:
     np.testing.assert_array_equal(state._prior_model(POLICY).particles_, fresh.particles_)
 
 
+def test_a_new_user_shares_the_prior_draws_caches_with_the_same_values() -> None:
+    """With a population, the kept prior draw carries its sort order, moments and lapse sums to
+    every copy: a new user's first event stores what a cold model does (the concentration
+    evidence too: its draws are seeded by the particles and the user's likelihood)."""
+    from palm_middleware.preferences.population import Population
+
+    state = LearningState(population=Population())
+    lapses, strengths = state._aggregates(POLICY)
+    assert lapses is not None and strengths is not None
+    obs = pairs(np.array([0.1, 0.2, 0.3, 0.4]), 1, seed=2)
+    for _ in range(2):
+        warm = state._prior_model(POLICY).partial_fit(obs)
+        cold = state.model(POLICY).fit([]).partial_fit(obs)
+        assert warm.__dict__["_sort"] is not None  # shared, not recomputed
+        assert warm.summary().to_dict() == cold.summary().to_dict()
+        np.testing.assert_allclose(warm.lapse_evidence(lapses), cold.lapse_evidence(lapses))
+        np.testing.assert_allclose(
+            warm.strength_evidence(strengths), cold.strength_evidence(strengths)
+        )
+
+
+def test_a_copy_shares_arrays_but_updates_never_reach_the_original() -> None:
+    """Copies share the arrays a model only replaces; updating, fading, moving and re-priming
+    a copy leaves every array and summary of the original as it was."""
+    obs = pairs(np.array([0.1, 0.2, 0.3, 0.4]), 30, seed=9)
+    m = PreferenceModel(
+        prior_mean=UNIFORM, half_life=100.0, n_particles=256, ess_threshold=0.6, random_state=2
+    ).fit([Observation.compare(o.vector, o.y, ts=float(t)) for t, o in enumerate(obs[:10])])
+    m.lapse_evidence((0.05, 0.2))
+    m.strength_evidence([2.0, 8.0])
+    names = ("particles_", "_logw", "_llsum", "_exps", "_ll", "_g", "_gb", "_gl", "_alpha")
+    before = {n: np.array(getattr(m, n), copy=True) for n in names}
+    summary = m.summary().to_dict()
+    lapse, strength = m.lapse_evidence((0.05, 0.2)), m.strength_evidence([2.0, 8.0])
+    c = m.copy()
+    for t, o in enumerate(obs[10:], start=10):
+        c.partial_fit([Observation.compare(o.vector, o.y, ts=float(t))])
+    c.fade_to(500.0).reprior(np.array([2.0, 1.0, 1.0, 1.0]))
+    assert c.n_moves_ > m.n_moves_
+    for n in names:
+        np.testing.assert_array_equal(getattr(m, n), before[n])
+    assert m.summary().to_dict() == summary
+    np.testing.assert_array_equal(m.lapse_evidence((0.05, 0.2)), lapse)
+    np.testing.assert_array_equal(m.strength_evidence([2.0, 8.0]), strength)
+
+
+@pytest.mark.parametrize("d", [2, 3, 4, 7, 8, 11])
+def test_row_reductions_of_the_move_equal_numpys(d: int) -> None:
+    """The move's column-by-column row max and sum give numpy's numbers exactly (so seeded
+    runs repeat those from before they were introduced)."""
+    from palm_middleware.preferences.model import _row_max, _row_sum
+
+    a = np.exp(np.random.default_rng(d).standard_normal((1024, d)) * 5)
+    np.testing.assert_array_equal(_row_max(a), a.max(axis=1, keepdims=True))
+    np.testing.assert_array_equal(_row_sum(a), a.sum(axis=1, keepdims=True))
+
+
+def test_information_gain_about_the_best_member_equals_the_direct_sums() -> None:
+    """P(best = b, y = 1) summed per member (bincounts) equals np.add.at's sums exactly."""
+    from palm_middleware.preferences.model import _entropy, _sigmoid
+
+    m = PreferenceModel(prior_mean=UNIFORM, n_particles=512, random_state=4).fit(
+        pairs(np.array([0.1, 0.2, 0.3, 0.4]), 12, seed=5)
+    )
+    deltas = REWARDS[2] - REWARDS[[0, 1, 3, 4, 5]]
+    z = (m.particles_ @ deltas.T) * m._gb[m._g][:, None]
+    lapse = m._gl[m._g][:, None]
+    p = lapse + (1 - 2 * lapse) * _sigmoid(z)
+    w = m.weights_
+    best = np.argmax(m.particles_ @ REWARDS.T, axis=1)
+    mass = np.bincount(best, weights=w, minlength=int(best.max()) + 1)
+    joint = np.zeros((mass.size, p.shape[1]))
+    np.add.at(joint, best, w[:, None] * p)
+    keep = mass > 0
+    direct = _entropy(w @ p) - mass[keep] @ _entropy(joint[keep] / mass[keep, None])
+    np.testing.assert_array_equal(m.information_gain(deltas, REWARDS), direct)
+
+
 def test_running_likelihood_sum_stays_exact() -> None:
     """The per-particle Σ exponent · log-likelihood kept across events (forgetting, dropped
     terms, moves) equals a recomputation."""

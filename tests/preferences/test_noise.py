@@ -102,6 +102,40 @@ def test_lapse_evidence_kept_per_event_equals_a_recompute() -> None:
     assert m.n_moves_ > 0 and len(m._obs) == 8
 
 
+def test_lapse_sums_kept_through_moves_equal_a_recompute() -> None:
+    """Never recomputed in between: the per-particle lapse sums carried through fading,
+    repeats, dropped terms, resampling and moves (the moved particles' sums come from the
+    move's own logistic terms) equal Σ_j exps_j · (loglik_j at the lapse − loglik_j) computed
+    from every observation, anchors (no lapse) mixed in."""
+    w = np.array([0.1, 0.2, 0.3, 0.4])
+    obs = observations(w, 10.0, 0.2, 70, seed=6)
+    anchor = Observation.anchor(w, np.array([1.0, 0, 0, 0]), precision=50.0)
+    lapses = (0.01, 0.1, 0.3)
+    m = model(
+        NoiseGrid(DEFAULT_BETAS, (0.1,)),
+        half_life=40.0,
+        max_observations=10,
+        ess_threshold=0.6,
+        random_state=1,
+    ).fit(obs[:3] + [anchor], now=3.0)
+    m.lapse_evidence(lapses)
+    for t, o in enumerate(obs[3:] + obs[:8], start=4):
+        m.partial_fit([o] if t % 9 else [o, anchor], now=float(t))
+        kept = m._lapse_diffs(lapses)
+        exact = np.stack(
+            [(m._loglik(m.particles_, m._obs, lapse=x) - m._ll) @ m._exps for x in lapses]
+        )
+        # Single-precision logistic terms: ~1e-7 relative per term, whichever columns were
+        # evaluated together.
+        np.testing.assert_allclose(kept, exact, rtol=1e-5, atol=1e-5)
+        fresh = m.copy()
+        fresh.__dict__["_lapse_ev"] = None
+        np.testing.assert_allclose(
+            m.lapse_evidence(lapses), fresh.lapse_evidence(lapses), atol=1e-5
+        )
+    assert m.n_moves_ >= 5 and len(m._obs) == 10
+
+
 def test_relapse_and_reprior_equal_a_refit() -> None:
     w = np.array([0.1, 0.2, 0.3, 0.4])
     obs = observations(w, 10.0, 0.1, 30, seed=4)
