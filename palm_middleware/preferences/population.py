@@ -17,15 +17,20 @@ against each other on thumbs, and a per-user fit of both drifts to near-determin
 high-lapse corners that no longer rank the good members). Opted-out users are never added
 (the caller removes them on opt-out, reset and erasure).
 
-The concentration: the posterior mean over :data:`STRENGTH_MULTIPLES` of the default's
-(uniform prior over them) given the users' summed log evidence, shrunk on the log scale as if
-``n_min`` users as informative as the average one sat at the default. The mean-log fit alone
-learns it only slowly (with little feedback per user a posterior's mean log w mostly repeats
-its prior's: peaked users' prior reached α ≈ 0.8 after 40 events for a true 0.3). The evidence
-only ever *widens* the prior (the mean-log fit's concentration is the upper limit): it is
-confounded with the noise model (a concentrated prior explains noisy answers as well as a low
-β does; with 25% flips it favoured twice the true concentration), and erring narrow costs
-calibration.
+The concentration: the posterior mean over :data:`STRENGTH_MULTIPLES` of the default's given
+the users' summed log evidence (prior over them: log-normal around the default, sd a factor
+:data:`STRENGTH_PRIOR_SD`, so flat evidence, as after users' first events, leaves the default
+where it is), shrunk on the log scale as if ``n_min`` users as informative as the average one
+sat at the default. The mean-log fit alone learns it only slowly (with little feedback per
+user a posterior's mean log w mostly repeats its prior's: peaked users' prior reached α ≈ 0.8
+after 40 events for a true 0.3). Each user's evidence is an importance-sampling estimate
+from a defensive mixture of Dirichlets (:meth:`PreferenceModel.strength_evidence`): unbiased
+for candidates far below the current concentration too (the earlier estimate over the
+posterior particles alone was biased toward the current prior, and moved the fit down by at
+most ~2× per refresh). The evidence only ever *widens* the prior (the mean-log fit's
+concentration is the upper limit): it is confounded with the noise model (a concentrated
+prior explains noisy answers as well as a low β does; with 25% flips it favoured twice the
+true concentration), and erring narrow costs calibration.
 
 Where the aggregates live: the store keeps one population row per contributing user (written
 with the profile, deleted with the user; see ``palm_middleware.stores.base``); a
@@ -64,6 +69,7 @@ from .noise import NoiseGrid
 __all__ = [
     "EVIDENCE_SPAN",
     "STRENGTH_MULTIPLES",
+    "STRENGTH_PRIOR_SD",
     "Population",
     "PopulationPrior",
     "dirichlet_from_mean_log",
@@ -74,6 +80,9 @@ __all__ = [
 #: (factors of √2: on a coarser grid the posterior mean snaps to the nearest candidate once
 #: the evidence accumulates).
 STRENGTH_MULTIPLES = tuple(float(2.0 ** (k / 2)) for k in range(-6, 5))
+#: Standard deviation, as a factor, of the prior over the candidate concentrations around the
+#: default's.
+STRENGTH_PRIOR_SD = 4.0
 #: Largest span (nats) of one user's log evidence over candidates (bounds one user's influence).
 EVIDENCE_SPAN = 10.0
 
@@ -267,7 +276,10 @@ class Population:
         evs = [v[3] for v in self._snapshot() if v[3] is not None and v[3].shape == xs.shape]
         if not evs:
             return None
-        total = np.stack(evs).sum(axis=0)
+        # A prior over the candidates centred on the default (sd: a factor STRENGTH_PRIOR_SD):
+        # with flat evidence (users' first events) the fit stays at the default instead of at
+        # the middle of the candidates, which sits below it.
+        total = np.stack(evs).sum(axis=0) - 0.5 * ((xs - x0) / math.log(STRENGTH_PRIOR_SD)) ** 2
         probs = np.exp(total - total.max())
         n = len(evs)
         return (n * float(probs @ xs) / float(probs.sum()) + self.n_min * x0) / (n + self.n_min)
