@@ -839,9 +839,10 @@ class PreferenceModel:
         place the particles' tails lag (a mixture estimator that trusted them as posterior
         samples was off by ~0.4 nats per user at a quarter of the current concentration).
 
-        ``budget``: at most this many new draws per call (the feedback path's cap, so a user's
-        first events share the cost of drawing instead of one paying it all; until then the
-        estimate rests on the draws made so far: unbiased, noisier). None: all at once.
+        ``budget``: at most this many new draws per call while a model's first draws are made
+        (the feedback path's cap, so a new user's first events share the cost instead of one
+        paying it all; until then the estimate rests on the draws made so far: unbiased,
+        noisier). None: all at once. Renewals draw all at once either way.
         """
         self._check_fitted()
         if not self._obs:
@@ -877,10 +878,11 @@ class PreferenceModel:
         extended by new observations' columns only (the mixture's density is known wherever it
         sits, so stale draws stay unbiased).
 
-        With a ``budget``, the draws come in batches of at most that many, one per call, each
-        from the mixture placed at the current posterior. Each draw keeps its own batch's
-        mixture density (the mixture weighted by the batch's actual count of each component),
-        so every batch is an unbiased estimate and so is their draw-weighted mean.
+        With a ``budget``, a model's first draws come in batches of at most that many, one per
+        call, each from the mixture placed at the current posterior (a renewal draws all).
+        Each draw keeps its own batch's mixture density (the mixture weighted by the batch's
+        actual count of each component), so every batch is an unbiased estimate and so is
+        their draw-weighted mean.
         """
         grid_key = (key, self._logpi.tobytes(), self._gl.tobytes())
         logp = self._log_particles()
@@ -891,7 +893,9 @@ class PreferenceModel:
             or (d.logp is not logp and len(self._obs) >= max(2 * len(d.seen), len(d.seen) + 4))
             or (d.obs is not self._obs and not _extends(d, self._obs))
         ):
-            d = None
+            # A renewal (the prior or grid changed, ...) draws all at once, as without a budget:
+            # batches would put every user's row at fewer draws after each population refit.
+            budget, d = None if d is not None else budget, None
         have = 0 if d is None else d.logy.shape[0]
         n = _EVIDENCE_DRAWS - have
         if budget is not None:

@@ -43,7 +43,7 @@ __all__ = ["MAX_EVIDENCE_GROUPS", "LearningState", "event_digest", "prior_summar
 MAX_EVIDENCE_GROUPS = 128
 #: New concentration-evidence draws per feedback event (of 1024; see
 #: ``PreferenceModel.strength_evidence``): a new user's first four events draw a quarter each
-#: instead of the first drawing all (that draw set the feedback p99).
+#: instead of the first drawing all (that draw set the feedback p99); renewals draw all.
 EVIDENCE_BATCH = 256
 #: Digests of folded event ids kept per user (privacy ``weights_only`` retry detection).
 MAX_FOLDED_IDS = 512
