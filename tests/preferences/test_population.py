@@ -155,7 +155,7 @@ def test_strength_evidence_drawn_in_batches_stays_near_the_truth_after_many_even
     the mixture placed at that event's posterior, kept for the events after): after 30 events
     one at a time, within 0.15 nats of the quadrature marginal likelihood at every candidate,
     and within 0.2 nats of an estimate from 1024 fresh draws (the two estimates' Monte Carlo
-    errors are each ~0.05 nats here)."""
+    errors are each ~0.05 nats here). A renewal draws all 1024 at once."""
     strengths = [0.5, 1.2, 2.0, 8.0]
     for seed in (0, 2):
         rng = np.random.default_rng(seed)
@@ -182,6 +182,9 @@ def test_strength_evidence_drawn_in_batches_stays_near_the_truth_after_many_even
         np.testing.assert_allclose(ev, truth, atol=0.15)
         m.__dict__.pop("_ev_draws")
         np.testing.assert_allclose(ev, m.strength_evidence(strengths), atol=0.2)
+        m.reprior(np.array([0.6, 0.6]))  # a renewal (the prior changed) draws all at once
+        m.strength_evidence(strengths, budget=256)
+        assert m.__dict__["_ev_draws"].logy.shape[0] == 1024
 
 
 def test_the_concentration_is_recovered_from_a_synthetic_population() -> None:
