@@ -41,6 +41,10 @@ __all__ = ["MAX_EVIDENCE_GROUPS", "LearningState", "event_digest", "prior_summar
 
 #: Distinct observations kept per user (the weakest, i.e. oldest, go first beyond this).
 MAX_EVIDENCE_GROUPS = 128
+#: New concentration-evidence draws per feedback event (of 1024; see
+#: ``PreferenceModel.strength_evidence``): a new user's first four events draw a quarter each
+#: instead of the first drawing all (that draw set the feedback p99); renewals draw all.
+EVIDENCE_BATCH = 256
 #: Digests of folded event ids kept per user (privacy ``weights_only`` retry detection).
 MAX_FOLDED_IDS = 512
 
@@ -494,7 +498,8 @@ class LearningState:
             ev = model.lapse_evidence(lapses)
             state["population"]["lapse"] = [round(float(x), 6) for x in ev]
         if strengths is not None:
-            ev = model.strength_evidence(strengths)
+            # A batch of draws per event: a new user's first events share the drawing
+            ev = model.strength_evidence(strengths, budget=EVIDENCE_BATCH)
             state["population"]["strength"] = [round(float(x), 6) for x in ev]
         if len(live) <= MAX_EVIDENCE_GROUPS:  # else the stored evidence lost terms: refit next
             self._put(_Entry(key, state["rev"], policy.version, model, dict(kept_items)))
