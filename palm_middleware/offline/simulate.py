@@ -38,6 +38,7 @@ from ..preferences.events import Observation
 from ..preferences.model import PreferenceModel
 from ..preferences.noise import DEFAULT_BETAS, DEFAULT_LAPSES, NoiseGrid
 from ..preferences.population import Population, strength_candidates
+from ..preferences.state import EVIDENCE_BATCH
 from ..types import FloatArray
 
 __all__ = [
@@ -289,7 +290,7 @@ def _run_feedback(
             # empirical Bayes: refit the population prior, re-prior everyone in place
             for u, m in enumerate(palm):
                 le = m.lapse_evidence(lapses) if lapses is not None else None
-                se = m.strength_evidence(strengths)
+                se = m.strength_evidence(strengths, budget=EVIDENCE_BATCH)  # as Palm
                 population.observe(str(u), m.mean_log_weights(), m.noise_posterior(), le, se)
             pop = population.prior(alpha0, grid, lapses)
             result.prior_fit[fb] = pop.alpha
