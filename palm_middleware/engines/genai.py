@@ -42,7 +42,7 @@ from ..exceptions import GenerationError, ModelLoadError
 from ._runtime import RuntimeOptions, release_free_heap
 from ._sampling import Sampler
 from .base import GenerationParams
-from .grammar import Constraint
+from .grammar import Constraint, constrained_token
 from .model import (
     eos_token_ids,
     load_template,
@@ -244,11 +244,7 @@ class GenaiModel:
                 if cancel is not None and cancel.is_set():
                     return
                 logits = self._last_logits(gen)
-                if constraint is not None:
-                    logits = constraint.mask(logits)
-                token = sampler(logits)
-                if constraint is not None and token not in self.eos_token_ids:
-                    constraint.advance(token)
+                token = constrained_token(sampler, logits, constraint, self.eos_token_ids)
                 yield token
                 if constraint is not None and constraint.done:
                     return

@@ -19,7 +19,7 @@ import functools
 import json
 import threading
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Literal, Protocol
@@ -29,7 +29,14 @@ import numpy.typing as npt
 
 from ..exceptions import GenerationError, InvalidParameterError
 
-__all__ = ["Constraint", "Grammar", "GrammarKind", "available", "import_llguidance"]
+__all__ = [
+    "constrained_token",
+    "Constraint",
+    "Grammar",
+    "GrammarKind",
+    "available",
+    "import_llguidance",
+]
 
 GrammarKind = Literal["json_schema", "regex", "lark"]
 
@@ -231,3 +238,21 @@ class Constraint:
         if not self._matcher.consume_token(token):
             error = self._matcher.get_error()
             raise GenerationError(f"{self.grammar.field}: token {token} broke the grammar: {error}")
+
+
+def constrained_token(
+    sample: Callable[[npt.NDArray[np.floating]], int],
+    logits: npt.NDArray[np.floating],
+    constraint: Constraint | None,
+    eos_token_ids: Collection[int],
+) -> int:
+    """The next token: ``sample`` over the logits the constraint allows, and the constraint
+    advanced past it (an end-of-sequence token ends the output, so it does not advance).
+
+    One step for every decode loop, so raw-loop and GenAI engines constrain alike."""
+    if constraint is not None:
+        logits = constraint.mask(logits)
+    token = sample(logits)
+    if constraint is not None and token not in eos_token_ids:
+        constraint.advance(token)
+    return token

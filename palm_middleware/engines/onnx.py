@@ -56,7 +56,7 @@ from .base import (
     Prompt,
     Usage,
 )
-from .grammar import Constraint
+from .grammar import Constraint, constrained_token
 from .model import OnnxModel
 from .registry import SessionRegistry
 
@@ -298,11 +298,7 @@ class OnnxEngine:
                         f"{model.path}: the model predicts {logits.shape[0]} tokens but the "
                         "tokenizer has more; the tokenizer belongs to another model"
                     )
-                if constraint is not None:
-                    logits = constraint.mask(logits)
-                token = sampler(logits)
-                if constraint is not None and token not in model.eos_token_ids:
-                    constraint.advance(token)
+                token = constrained_token(sampler, logits, constraint, model.eos_token_ids)
                 yield token
                 if constraint is not None and constraint.done:
                     return

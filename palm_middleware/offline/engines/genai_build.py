@@ -362,6 +362,26 @@ def _q4_1_blocks(weight: npt.NDArray[Any]) -> tuple[npt.NDArray[Any], Any, Any, 
     return q.astype(np.uint8), d, lo, float(err)
 
 
+def _gguf_matmul(
+    inputs: list[str], outputs: list[str], name: str, k: int, n: int, bits: int, level: int
+) -> Any:
+    """A MatMulNBits node over GGUF-sized blocks (32 weights along the input dimension)."""
+    from onnx import helper
+
+    return helper.make_node(
+        "MatMulNBits",
+        inputs,
+        outputs,
+        name,
+        domain="com.microsoft",
+        K=k,
+        N=n,
+        bits=bits,
+        block_size=_GGUF_BLOCK,
+        accuracy_level=level,
+    )
+
+
 def _q8_0_blocks(weight: npt.NDArray[Any]) -> tuple[npt.NDArray[Any], Any, float]:
     """``weight`` [K, N] as Q8_0 blocks: ``w = d * q``, q in -127..127; also the worst error."""
     k, n = weight.shape
@@ -477,17 +497,14 @@ def gguf_block_graph(
                 block_sums[x] = f"{base}/block_sums"
             product = f"{node.name}_Q4/output_0"
             nodes += [
-                helper.make_node(
-                    "MatMulNBits",
+                _gguf_matmul(
                     [x, f"{w}_Q4", f"{w}_scales"],
                     [product],
                     f"{node.name}_Q4",
-                    domain="com.microsoft",
-                    K=k,
-                    N=n,
-                    bits=4,
-                    block_size=_GGUF_BLOCK,
-                    accuracy_level=accuracy_level,
+                    k,
+                    n,
+                    4,
+                    accuracy_level,
                 ),
                 helper.make_node(
                     "MatMul",
@@ -515,17 +532,14 @@ def gguf_block_graph(
             ]
             dropped.add(head_w)
             nodes.append(
-                helper.make_node(
-                    "MatMulNBits",
+                _gguf_matmul(
                     [node.input[0], f"{head_w}_Q8", f"{head_w}_scales"],
                     list(node.output),
                     "/lm_head/MatMul_Q8",
-                    domain="com.microsoft",
-                    K=k,
-                    N=n,
-                    bits=8,
-                    block_size=_GGUF_BLOCK,
-                    accuracy_level=accuracy_level,
+                    k,
+                    n,
+                    8,
+                    accuracy_level,
                 )
             )
         elif node is embed:
