@@ -194,24 +194,46 @@ def in_memory(args: argparse.Namespace, feedback: str) -> dict[str, Any]:
     """The in-place update alone, with this tree's ``LearningState`` defaults and a population
     (as ``Palm`` has): per-event CPU time of ``rebuild`` (excluding store I/O), which events
     moved particles, the CPU time of each Metropolis-Hastings move on its own, regret and 90%
-    coverage at ``STEPS``."""
+    coverage at ``STEPS``.
+
+    ``--moves background`` (default where the tree has it): as ``Palm`` outside its sync mode,
+    a :class:`BackgroundUpkeep` thread moves posteriors that events left thin and makes a new user's
+    evidence draws; its CPU time is
+    reported apart (it is not on the feedback path, but it is paid). ``--order round-robin``:
+    every user's event t before anyone's t + 1 (traffic from many users; a user's next event
+    comes 59 events later), instead of each user's events back to back."""
+    import threading
+
     from palm_middleware.preferences.model import PreferenceModel
 
-    moves: list[float] = []
+    moves: list[float] = []  # on the feedback path (this thread)
     plain = PreferenceModel._move
+    main = threading.get_ident()
 
     def timed_move(self: PreferenceModel, *a: Any, **k: Any) -> Any:
         c0 = time.thread_time()
         try:
             return plain(self, *a, **k)
         finally:
-            moves.append(time.thread_time() - c0)
+            if threading.get_ident() == main:
+                moves.append(time.thread_time() - c0)
 
     PreferenceModel._move = timed_move  # type: ignore[method-assign]
     try:
         return _in_memory(args, feedback, moves)
     finally:
         PreferenceModel._move = plain  # type: ignore[method-assign]
+
+
+def _background(ls: LearningState, wanted: str) -> Any:
+    """The tree's background mover on ``ls`` (None: inline, or a tree without one)."""
+    if wanted != "background":
+        return None
+    try:
+        from palm_middleware.background_upkeep import BackgroundUpkeep
+    except ImportError:  # a baseline from before it
+        return None
+    return BackgroundUpkeep(ls)
 
 
 def _in_memory(args: argparse.Namespace, feedback: str, moves: list[float]) -> dict[str, Any]:
@@ -229,6 +251,7 @@ def _in_memory(args: argparse.Namespace, feedback: str, moves: list[float]) -> d
         warm = ProfileRecord("warm", st, k + 1, float(k))
     ls.forget_cache()
     moves.clear()
+    mover = _background(ls, getattr(args, "moves", "inline"))
     if getattr(args, "gc_freeze", False):  # as the proxy does after start-up
         import gc
 
@@ -239,37 +262,53 @@ def _in_memory(args: argparse.Namespace, feedback: str, moves: list[float]) -> d
     first: list[bool] = []
     regret = np.zeros((args.users, args.events + 1))
     cover = np.zeros((args.users, args.events + 1))
-    for u, w in enumerate(users):
-        vals = R @ w
-        opt = float(vals.max())
-        urng = np.random.default_rng([args.seed, u])
-        rec: ProfileRecord | None = None
-        now = 1.7e9
-        for t in range(args.events + 1):
-            if rec is None:
-                mean, lo, hi = np.full(4, 0.25), np.zeros(4), np.ones(4)
-            else:
-                post = rec.state["posterior"]
-                mean, lo, hi = (np.asarray(post[k]) for k in ("mean", "lower", "upper"))
-            regret[u, t] = (opt - vals[int(np.argmax(R @ mean))]) / opt
-            cover[u, t] = float(np.mean((w >= lo) & (w <= hi)))
-            if t == args.events:
-                break
-            now += 30.0
-            event = _event(feedback, R, w, urng, u, t, now, args.beta)
-            n_moves = len(moves)
-            c0 = time.thread_time()
-            state = ls.rebuild(rec, [event], now=now, policy=policy, limit=0.25)
-            cpu.append(time.thread_time() - c0)
-            moved.append(len(moves) > n_moves)
-            first.append(rec is None)
-            rec = ProfileRecord(f"u{u}", state, (rec.version if rec else 0) + 1, now)
+    vals = users @ R.T
+    urngs = [np.random.default_rng([args.seed, u]) for u in range(args.users)]
+    recs: list[ProfileRecord | None] = [None] * args.users
+    now = np.full(args.users, 1.7e9)
+    if getattr(args, "order", "user") == "round-robin":
+        steps = [(u, t) for t in range(args.events + 1) for u in range(args.users)]
+    else:
+        steps = [(u, t) for u in range(args.users) for t in range(args.events + 1)]
+    c_all = time.process_time()
+    for u, t in steps:
+        w, rec = users[u], recs[u]
+        opt = float(vals[u].max())
+        if rec is None:
+            mean, lo, hi = np.full(4, 0.25), np.zeros(4), np.ones(4)
+        else:
+            post = rec.state["posterior"]
+            mean, lo, hi = (np.asarray(post[k]) for k in ("mean", "lower", "upper"))
+        regret[u, t] = (opt - vals[u][int(np.argmax(R @ mean))]) / opt
+        cover[u, t] = float(np.mean((w >= lo) & (w <= hi)))
+        if t == args.events:
+            continue
+        now[u] += 30.0
+        event = _event(feedback, R, w, urngs[u], u, t, float(now[u]), args.beta)
+        n_moves = len(moves)
+        c0 = time.thread_time()
+        state = ls.rebuild(rec, [event], now=float(now[u]), policy=policy, limit=0.25)
+        cpu.append(time.thread_time() - c0)
+        moved.append(len(moves) > n_moves)
+        first.append(rec is None)
+        recs[u] = ProfileRecord(f"u{u}", state, (rec.version if rec else 0) + 1, float(now[u]))
+    if mover is not None:
+        mover.drain(30.0)
+        mover.close()
+    process_cpu = time.process_time() - c_all
     se = lambda x: float(x.std(ddof=1) / np.sqrt(len(x)))  # noqa: E731
     return {
         "cpu": cpu,
         "moved": moved,
         "first": first,
         "moves": list(moves),
+        "background": None
+        if mover is None
+        else {
+            "moved": ls.followed_up,
+            "cpu_per_event_ms": 1e3 * mover.cpu_seconds / len(cpu),
+            "process_cpu_per_event_ms": 1e3 * process_cpu / len(cpu),
+        },
         "regret": {str(s): [float(regret[:, s].mean()), se(regret[:, s])] for s in STEPS},
         "coverage": float(cover[:, 1:].mean()),
         "coverage_last": float(cover[:, -1].mean()),
@@ -282,18 +321,31 @@ def in_memory_table(results: dict[str, dict[str, list[dict[str, Any]]]]) -> None
         "| revision | feedback | CPU ms p50 / p99 / max | events that moved | their CPU ms p50 / "
         "max | MH move alone ms p50 / max | other events p99 | "
         + " | ".join(f"regret % t={s}" for s in STEPS)
-        + " | 90% coverage t=1..50 / t=50 |"
+        + " | 90% coverage t=1..50 / t=50 | background: moves per 100 events, thread CPU ms "
+        "per event | process CPU ms per event |"
     )
-    print("|---|---|---|---|---|---|---|" + "---|" * len(STEPS) + "---|")
+    print("|---|---|---|---|---|---|---|" + "---|" * len(STEPS) + "---|---|---|")
     for rev, by_fb in results.items():
         for fb, rounds in by_fb.items():
             cpu = np.concatenate([r["cpu"] for r in rounds])
             moved = np.concatenate([r["moved"] for r in rounds]).astype(bool)
             mv = np.concatenate([r["moves"] for r in rounds]) * 1e3
-            r0 = rounds[0]  # regret and coverage: the same in every round (seeded)
+            # Regret and coverage: the same in every round when moves are inline (seeded);
+            # with background moves they depend on the thread's timing: the rounds' mean.
             reg = " | ".join(
-                f"{100 * r0['regret'][str(s)][0]:.2f} ± {100 * r0['regret'][str(s)][1]:.2f}"
+                f"{100 * np.mean([r['regret'][str(s)][0] for r in rounds]):.2f} ± "
+                f"{100 * rounds[0]['regret'][str(s)][1]:.2f}"
                 for s in STEPS
+            )
+            cov = np.mean([r["coverage"] for r in rounds])
+            cov_last = np.mean([r["coverage_last"] for r in rounds])
+            bgs = [r["background"] for r in rounds if r.get("background")]
+            bg = (
+                f"{100 * np.mean([b['moved'] for b in bgs]) / len(rounds[0]['cpu']):.1f}, "
+                f"{np.mean([b['cpu_per_event_ms'] for b in bgs]):.3f} | "
+                f"{np.mean([b['process_cpu_per_event_ms'] for b in bgs]):.3f}"
+                if bgs
+                else "- | -"
             )
             mcpu = cpu[moved] * 1e3
             print(
@@ -302,7 +354,7 @@ def in_memory_table(results: dict[str, dict[str, list[dict[str, Any]]]]) -> None
                 + " | "
                 + (f"{np.median(mv):.2f} / {mv.max():.2f}" if mv.size else "-")
                 + f" | {np.percentile(cpu[~moved] * 1e3, 99):.3f} | {reg} | "
-                f"{100 * r0['coverage']:.1f} / {100 * r0['coverage_last']:.1f} |"
+                f"{100 * cov:.1f} / {100 * cov_last:.1f} | {bg} |"
             )
 
 
@@ -320,6 +372,7 @@ def compare_revisions(args: argparse.Namespace) -> None:
             cmd += ["--events", str(args.events), "--seed", str(args.seed)]
             cmd += ["--beta", str(args.beta), "--user-alpha", str(args.user_alpha)]
             cmd += ["--feedback", *args.feedback] + (["--gc-freeze"] if args.gc_freeze else [])
+            cmd += ["--moves", args.moves, "--order", args.order]
             out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
             for fb, res in json.loads(out.stdout.splitlines()[-1]).items():
                 results[name].setdefault(fb, []).append(res)
@@ -531,6 +584,19 @@ def main() -> None:
         "--gc-freeze",
         action="store_true",
         help="with --in-memory: gc.freeze() after the warm-up, as the LiteLLM proxy after start-up",
+    )
+    ap.add_argument(
+        "--moves",
+        choices=["background", "inline"],
+        default="background",
+        help="with --in-memory: move thinning posteriors on a background thread, as Palm does "
+        "(where the tree has it), or only on the feedback path",
+    )
+    ap.add_argument(
+        "--order",
+        choices=["user", "round-robin"],
+        default="user",
+        help="with --in-memory: each user's events back to back, or interleaved across users",
     )
     ap.add_argument("--in-memory-json", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument(

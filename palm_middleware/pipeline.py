@@ -29,6 +29,7 @@ from .audit import (
     outcome_record,
     reply_block_record,
 )
+from .background_upkeep import BackgroundUpkeep
 from .bounded_routing import BoundedRouter, check_fits, explain
 from .decision import Decision, Profile
 from .exceptions import DecisionBlocked, InvalidParameterError, PalmError, TopicLabelError
@@ -138,7 +139,10 @@ class Palm:
             thread at most that often, off the request path (feedback only writes the user's
             row). ``"sync"``: on the calling thread after every 25 changes, so runs repeat
             exactly. None (default): ``"sync"`` when ``random_state`` is given, else 2 s.
-            See :mod:`~palm_middleware.population_feed`.
+            See :mod:`~palm_middleware.population_feed`. Unless ``"sync"``, a second thread
+            also finishes what feedback leaves for later (moving particles it left thin, a new
+            user's evidence draws), so that feedback rarely has to
+            (:mod:`~palm_middleware.background_upkeep`).
         salt: key for pseudonymizing user ids; by default the store's own (persistent) salt.
         clock: time source (seconds). Everything time-dependent reads it (forgetting, the
             served summary's fading, time-of-day conditions, audit times); with the default wall
@@ -217,6 +221,7 @@ class Palm:
             interval=None if population_refresh == "sync" else _seconds(population_refresh),
         )
         self._profiles = Profiles(store, learning, clock, feed if population else None)
+        self._upkeep = BackgroundUpkeep(learning) if population_refresh != "sync" else None
         if population:
             feed.start()  # the stored rows: a restart (or a new replica) keeps the prior
         self._resolver = EventResolver(portfolio, store.get_audit)

@@ -354,6 +354,37 @@ class PreferenceModel:
         return self
 
     @property
+    def ess_fraction_(self) -> float:
+        """Effective sample size of the weighted particles, as a fraction of their number."""
+        w = self.weights_
+        return float(1.0 / np.dot(w, w)) / self.n_particles
+
+    @property
+    def evidence_draws_pending_(self) -> int:
+        """Draws of the concentration evidence still to make: a budgeted first drawing
+        (:meth:`strength_evidence`) not yet complete; 0 if complete or not started."""
+        d: _Draws | None = self.__dict__.get("_ev_draws")
+        return 0 if d is None else max(_EVIDENCE_DRAWS - int(d.logy.shape[0]), 0)
+
+    def complete_evidence(self) -> PreferenceModel:
+        """Make the concentration evidence's pending draws now (all of them), for the
+        candidates it was last asked for. Returns self."""
+        d: _Draws | None = self.__dict__.get("_ev_draws")
+        if d is not None and self.evidence_draws_pending_:
+            self.strength_evidence(d.key[0][0])
+        return self
+
+    def rejuvenate(self) -> PreferenceModel:
+        """Resample and move the particles now. Returns self.
+
+        Valid at any time (the move leaves the posterior invariant): a caller may move a
+        posterior whose particles are thinning before the next event would have to.
+        """
+        self._check_fitted()
+        self._rejuvenate()
+        return self
+
+    @property
     def n_moves_(self) -> int:
         """Rejuvenations (resample and move) so far: the costly part of an update."""
         return int(self.__dict__.get("_n_moves", 0))
@@ -381,10 +412,10 @@ class PreferenceModel:
         new.__dict__["_cols_ahead"] = {}
         new._obs = list(self._obs)
         new._cols = dict(self._cols)
-        bits = self._rng.bit_generator
-        twin = type(bits)()
-        twin.state = bits.state
-        new._rng = np.random.Generator(twin)
+        new._rng = _twin(self._rng)
+        ev_rng = self.__dict__.get("_ev_rng")
+        if ev_rng is not None:  # (a copy drawing evidence must not advance this one's)
+            new.__dict__["_ev_rng"] = _twin(ev_rng)
         return new
 
     def preview_mean(self, observations: Sequence[Observation]) -> Callable[[float], FloatArray]:
@@ -1239,6 +1270,14 @@ class _Draws:
     seen: list[Observation]
     obs: list[Observation] | None
     logp: FloatArray  # the particles' logs when drawn
+
+
+def _twin(rng: np.random.Generator) -> np.random.Generator:
+    """An independent generator in the same state."""
+    bits = rng.bit_generator
+    twin = type(bits)()
+    twin.state = bits.state
+    return np.random.Generator(twin)
 
 
 def _extends(d: _Draws, obs: list[Observation]) -> bool:
