@@ -258,6 +258,7 @@ def _in_memory(args: argparse.Namespace, feedback: str, moves: list[float]) -> d
         gc.collect()
         gc.freeze()
     cpu: list[float] = []
+    wall: list[float] = []  # (with a background thread, waits for the GIL show here only)
     moved: list[bool] = []
     first: list[bool] = []
     regret = np.zeros((args.users, args.events + 1))
@@ -286,9 +287,10 @@ def _in_memory(args: argparse.Namespace, feedback: str, moves: list[float]) -> d
         now[u] += 30.0
         event = _event(feedback, R, w, urngs[u], u, t, float(now[u]), args.beta)
         n_moves = len(moves)
-        c0 = time.thread_time()
+        c0, w0 = time.thread_time(), time.perf_counter()
         state = ls.rebuild(rec, [event], now=float(now[u]), policy=policy, limit=0.25)
         cpu.append(time.thread_time() - c0)
+        wall.append(time.perf_counter() - w0)
         moved.append(len(moves) > n_moves)
         first.append(rec is None)
         recs[u] = ProfileRecord(f"u{u}", state, (rec.version if rec else 0) + 1, float(now[u]))
@@ -299,6 +301,7 @@ def _in_memory(args: argparse.Namespace, feedback: str, moves: list[float]) -> d
     se = lambda x: float(x.std(ddof=1) / np.sqrt(len(x)))  # noqa: E731
     return {
         "cpu": cpu,
+        "wall": wall,
         "moved": moved,
         "first": first,
         "moves": list(moves),
@@ -321,15 +324,16 @@ def in_memory_table(results: dict[str, dict[str, list[dict[str, Any]]]]) -> None
         "| revision | feedback | CPU ms p50 / p99 / max | events that moved | their CPU ms p50 / "
         "max | MH move alone ms p50 / max | other events p99 | "
         + " | ".join(f"regret % t={s}" for s in STEPS)
-        + " | 90% coverage t=1..50 / t=50 | background: moves per 100 events, thread CPU ms "
-        "per event | process CPU ms per event |"
+        + " | 90% coverage t=1..50 / t=50 | background: follow-ups per 100 events, thread CPU ms "
+        "per event | process CPU ms per event | wall ms p50 / p99 / max |"
     )
-    print("|---|---|---|---|---|---|---|" + "---|" * len(STEPS) + "---|---|---|")
+    print("|---|---|---|---|---|---|---|" + "---|" * len(STEPS) + "---|---|---|---|")
     for rev, by_fb in results.items():
         for fb, rounds in by_fb.items():
             cpu = np.concatenate([r["cpu"] for r in rounds])
             moved = np.concatenate([r["moved"] for r in rounds]).astype(bool)
             mv = np.concatenate([r["moves"] for r in rounds]) * 1e3
+            r0 = rounds[0]
             # Regret and coverage: the same in every round when moves are inline (seeded);
             # with background moves they depend on the thread's timing: the rounds' mean.
             reg = " | ".join(
@@ -354,7 +358,9 @@ def in_memory_table(results: dict[str, dict[str, list[dict[str, Any]]]]) -> None
                 + " | "
                 + (f"{np.median(mv):.2f} / {mv.max():.2f}" if mv.size else "-")
                 + f" | {np.percentile(cpu[~moved] * 1e3, 99):.3f} | {reg} | "
-                f"{100 * cov:.1f} / {100 * cov_last:.1f} | {bg} |"
+                f"{100 * cov:.1f} / {100 * cov_last:.1f} | {bg} | "
+                + (pct(list(np.concatenate([r["wall"] for r in rounds]))) if "wall" in r0 else "-")
+                + " |"
             )
 
 
