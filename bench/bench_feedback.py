@@ -227,7 +227,7 @@ def in_memory(args: argparse.Namespace, feedback: str) -> dict[str, Any]:
 
 def _background(ls: LearningState, wanted: str) -> Any:
     """The tree's background mover on ``ls`` (None: inline, or a tree without one)."""
-    if wanted != "background":
+    if wanted != "background" or not hasattr(ls, "follow_up"):  # (a baseline from before it)
         return None
     try:
         from palm_middleware.background_upkeep import BackgroundUpkeep
@@ -365,30 +365,70 @@ def in_memory_table(results: dict[str, dict[str, list[dict[str, Any]]]]) -> None
 
 
 def compare_revisions(args: argparse.Namespace) -> None:
-    """This tree and ``--baseline``, each in its own child process, alternating by round."""
+    """Variants in child processes, alternating their order round by round so all see the same
+    load: this tree and ``--baseline``, or (``--moves both``) this tree with background and
+    with inline moves."""
     here = Path(__file__).resolve().parents[1]
-    trees = {"this branch": here, "baseline": Path(args.baseline).resolve()}
-    results: dict[str, dict[str, list[dict[str, Any]]]] = {n: {} for n in trees}
+    if args.baseline:
+        moves = "background" if args.moves == "both" else args.moves
+        base = Path(args.baseline).resolve()
+        variants = {"this branch": (here, moves), "baseline": (base, moves)}
+    else:
+        variants = {"background": (here, "background"), "inline": (here, "inline")}
+    results: dict[str, dict[str, list[dict[str, Any]]]] = {n: {} for n in variants}
     for r in range(args.rounds):
-        order = list(trees) if r % 2 == 0 else list(trees)[::-1]
+        order = list(variants) if r % 2 == 0 else list(variants)[::-1]
         for name in order:
-            tree = trees[name]
+            tree, moves = variants[name]
             env = {**os.environ, "PYTHONPATH": str(tree)}
             cmd = [sys.executable, __file__, "--in-memory-json", "--users", str(args.users)]
             cmd += ["--events", str(args.events), "--seed", str(args.seed)]
             cmd += ["--beta", str(args.beta), "--user-alpha", str(args.user_alpha)]
             cmd += ["--feedback", *args.feedback] + (["--gc-freeze"] if args.gc_freeze else [])
-            cmd += ["--moves", args.moves, "--order", args.order]
+            cmd += ["--moves", moves, "--order", args.order]
             out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
             for fb, res in json.loads(out.stdout.splitlines()[-1]).items():
                 results[name].setdefault(fb, []).append(res)
             print(f"round {r + 1}/{args.rounds}: {name} done", file=sys.stderr)
     print(
         f"\nin memory, {args.rounds} rounds x {args.users} users x {args.events} events, "
-        f"β = {args.beta}, users ~ Dirichlet({args.user_alpha})"
+        f"β = {args.beta}, users ~ Dirichlet({args.user_alpha}), order {args.order}"
         + (", gc.freeze() after the warm-up" if args.gc_freeze else "")
     )
     in_memory_table(results)
+    if args.plot:
+        plot_tails(results, Path(args.plot))
+
+
+def plot_tails(results: dict[str, dict[str, list[dict[str, Any]]]], path: Path) -> None:
+    """Share of feedback events slower than x (CPU ms), one panel per feedback kind: the tail
+    the p99 target is about."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    kinds = sorted({fb for by_fb in results.values() for fb in by_fb})
+    fig = Figure(figsize=(5.0 * len(kinds), 3.6))
+    FigureCanvasAgg(fig)
+    for k, fb in enumerate(kinds):
+        ax = fig.add_subplot(1, len(kinds), k + 1)
+        for name, by_fb in results.items():
+            if fb not in by_fb:
+                continue
+            cpu = np.sort(np.concatenate([r["cpu"] for r in by_fb[fb]])) * 1e3
+            tail = 1.0 - np.arange(1, cpu.size + 1) / cpu.size
+            ax.step(cpu[:-1], tail[:-1], where="post", label=name)
+        ax.axvline(1.0, color="grey", ls=":", lw=1)
+        ax.axhline(0.01, color="grey", ls=":", lw=1)
+        ax.set_yscale("log")
+        ax.set_xlim(0, 3)
+        ax.set_xlabel("feedback update, CPU ms")
+        ax.set_ylabel("share of events slower")
+        ax.set_title(f"{fb}: the 1 ms / 1 % lines are the p99 target", fontsize=9)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    print(f"plot: {path}")
 
 
 def pipeline(args: argparse.Namespace) -> None:
@@ -403,13 +443,17 @@ def pipeline(args: argparse.Namespace) -> None:
         return t[0]
 
     palms = {}
-    for name in ("refit", "incremental"):
+    # refit / incremental: sync mode (a seed: population refits on the request thread every 25
+    # changes, no upkeep thread); served: as a server runs it (no seed: population refit and
+    # upkeep on background threads).
+    for name in ("refit", "incremental", "served"):
         palm = Palm(
             portfolio,
             load_policy(bundled("policy.yaml")),
             MemoryStore(),
             clock=clock,
-            random_state=0,
+            random_state=None if name == "served" else 0,
+            population_refresh=2.0 if name == "served" else None,
             embedder=None,
         )
         if name == "refit":
@@ -420,6 +464,7 @@ def pipeline(args: argparse.Namespace) -> None:
         palms[name] = palm
     rng = np.random.default_rng(args.seed)
     fb: dict[str, list[float]] = {n: [] for n in palms}
+    fb_cpu: dict[str, list[float]] = {n: [] for n in palms}
     cc: dict[str, list[float]] = {n: [] for n in palms}
     for k in range(args.pipeline_events):
         user = f"user{k % 20}"  # round robin: 20 users, as a server sees them
@@ -427,9 +472,10 @@ def pipeline(args: argparse.Namespace) -> None:
         up = bool(rng.random() < 0.5)
         for name in list(palms) if k % 2 == 0 else list(palms)[::-1]:  # interleaved
             palm = palms[name]
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             palm.record_feedback(user, Thumb(up=up, member=member))
             fb[name].append(time.perf_counter() - t0)
+            fb_cpu[name].append(time.thread_time() - c0)
             if k % 10 == 0:
                 t0 = time.perf_counter()
                 palm.compare_candidates(user)
@@ -438,10 +484,13 @@ def pipeline(args: argparse.Namespace) -> None:
         f"\nPalm on a MemoryStore (JSON round trip and audit hashing included), bundled portfolio "
         f"and policy, {args.pipeline_events} thumbs over 20 users round robin, wall ms"
     )
-    print("| Palm | record_feedback p50 / p99 / max | compare_candidates p50 / p99 / max |")
-    print("|---|---|---|")
+    print(
+        "| Palm | record_feedback p50 / p99 / max | its CPU ms p50 / p99 / max | "
+        "compare_candidates p50 / p99 / max |"
+    )
+    print("|---|---|---|---|")
     for name in palms:
-        print(f"| {name} | {pct(fb[name][20:])} | {pct(cc[name][2:])} |")
+        print(f"| {name} | {pct(fb[name][20:])} | {pct(fb_cpu[name][20:])} | {pct(cc[name][2:])} |")
 
 
 def refresh(args: argparse.Namespace) -> None:
@@ -593,11 +642,12 @@ def main() -> None:
     )
     ap.add_argument(
         "--moves",
-        choices=["background", "inline"],
+        choices=["background", "inline", "both"],
         default="background",
         help="with --in-memory: move thinning posteriors on a background thread, as Palm does "
-        "(where the tree has it), or only on the feedback path",
+        "(where the tree has it), or only on the feedback path; both: the two, interleaved",
     )
+    ap.add_argument("--plot", help="with --in-memory and two variants: a PNG of the tails")
     ap.add_argument(
         "--order",
         choices=["user", "round-robin"],
@@ -629,7 +679,7 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} cores, {cpu}; load average {os.getloadavg()[0]:.1f}")
     t0 = time.perf_counter()
     if args.in_memory:
-        if args.baseline:
+        if args.baseline or args.moves == "both":
             compare_revisions(args)
         else:
             in_memory_table({"this tree": {fb: [in_memory(args, fb)] for fb in args.feedback}})
