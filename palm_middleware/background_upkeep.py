@@ -22,12 +22,12 @@ without ``population_refresh``): a thread's timing would make same-seed runs dif
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 import weakref
 from typing import TYPE_CHECKING
 
+from ._daemon import ProcessDaemon
 from .exceptions import InvalidParameterError
 
 if TYPE_CHECKING:
@@ -66,8 +66,9 @@ class BackgroundUpkeep:
         self._busy = False
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._pid = 0
+        self._daemon = ProcessDaemon(
+            "palm-upkeep", _run, (weakref.ref(self), self._wake, self._stop)
+        )
         learning.move_ahead = below
         learning.on_followup = self.submit
 
@@ -80,7 +81,7 @@ class BackgroundUpkeep:
             self._pending[key] = None
             while len(self._pending) > MAX_PENDING:
                 self._pending.pop(next(iter(self._pending)))
-        self._ensure_thread()
+        self._daemon.ensure()
         self._wake.set()
 
     def drain(self, timeout: float = 10.0) -> bool:
@@ -111,23 +112,6 @@ class BackgroundUpkeep:
             del self._pending[key]
             self._busy = True
             return key
-
-    def _ensure_thread(self) -> None:
-        thread = self._thread
-        if thread is not None and thread.is_alive() and self._pid == os.getpid():
-            return
-        with self._lock:
-            thread = self._thread
-            if thread is not None and thread.is_alive() and self._pid == os.getpid():
-                return
-            self._pid = os.getpid()  # a forked child starts its own (threads do not survive)
-            self._thread = threading.Thread(
-                target=_run,
-                args=(weakref.ref(self), self._wake, self._stop),
-                name="palm-upkeep",
-                daemon=True,
-            )
-            self._thread.start()
 
 
 def _run(ref: weakref.ref[BackgroundUpkeep], wake: threading.Event, stop: threading.Event) -> None:
