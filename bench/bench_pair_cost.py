@@ -1,7 +1,7 @@
 """What A/B pairs cost users, with and without the bound on the second member (issue 17, item 4).
 
     nice -n 10 python bench/bench_pair_cost.py [--users 50] [--events 50] [--seeds 2]
-        [--settings anchor k10 peaked beta3]
+        [--settings anchor k10 peaked beta3] [--explore-cost 0.2]
 
 Runs the simulator (``palm_middleware.offline.simulate``) on pairwise feedback three times per
 setting, on the same members, users and coin flips: ``before`` (``bound_pairs=False``: the
@@ -46,6 +46,7 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--seeds", type=int, default=1, help="independent replicates, pooled")
+    ap.add_argument("--explore-cost", type=float, default=0.2, help="draws' and pairs' bound")
     ap.add_argument(
         "--settings", nargs="+", default=["anchor", "k10", "peaked", "beta3"], choices=SETTINGS
     )
@@ -59,6 +60,10 @@ def main() -> None:
         platform.processor(),
     )
     print(f"machine: {cpu}, {os.cpu_count()} cores; load {os.getloadavg()[0]:.2f}")
+    print(
+        f"{args.users} users x {args.seeds} seeds, {args.events} events, explore_cost "
+        f"{args.explore_cost:g}"
+    )
     steps = [s for s in STEPS if s <= args.events]
     head = " ".join(f"t={s:<3}" for s in steps)
     print(
@@ -78,6 +83,7 @@ def main() -> None:
                         n_events=args.events,
                         feedback=("pairwise",),
                         seed=args.seed + k,
+                        explore_cost=args.explore_cost,
                         **extra,  # type: ignore[arg-type]
                     ),
                     name,

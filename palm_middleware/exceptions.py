@@ -203,7 +203,8 @@ class ComparisonUnavailable(PalmError):
     """No A/B pair may be shown to this user now: a rule decides the member, the policy does
     not allow exploration here, or no second member is within the exploration cost bound.
 
-    Not a fault of the request: ask no A/B question this time (HTTP 409 at the proxy).
+    Not a fault of the request: ask no A/B question this time; a thumb on the served reply
+    still teaches (HTTP 409 at the proxy).
     """
 
     def __init__(self, reason: str) -> None:
