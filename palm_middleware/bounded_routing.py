@@ -67,9 +67,10 @@ class BoundedRouter:
         router: the portfolio's router.
         mode: ``"mean"``, ``"thompson"`` or ``"robust"`` (see :class:`~palm_middleware.Palm`).
         rng: the generator of Thompson draws (shared by threads under a lock).
-        explore_cost: the most a Thompson draw may cost: its member's value, under the clamped
-            mean weights, is at least ``1 - explore_cost`` times the mean member's; a costlier
-            draw serves the mean member.
+        explore_cost: the most a Thompson draw, or the second member of an A/B pair, may cost:
+            its member's value, under the clamped mean weights, is at least
+            ``1 - explore_cost`` times the mean member's; a costlier draw serves the mean
+            member, a costlier comparison is not served.
     """
 
     def __init__(
@@ -143,9 +144,7 @@ class BoundedRouter:
                 sample = summary.sample(1, self._rng)[0]
             drawn = bounds.clamp(sample, evidence=summary.evidence)
             route = self.router.route(drawn.weights, mode="thompson")
-            mean = self.router.scores(clamp.weights)
-            top = float(mean.max())
-            cheap = top - float(mean[route.index]) <= self.explore_cost * abs(top)
+            cheap = self.within_cost(self.router.scores(clamp.weights), route.index)
             if cheap and (not member_rules or member_ok(policy, ctx, ev, route.member)):
                 return route, drawn
         if mode == "robust":
@@ -156,6 +155,60 @@ class BoundedRouter:
                 if not member_rules or member_ok(policy, ctx, ev, route.member):
                     return route, clamp
         return self.router.route(clamp.weights), clamp
+
+    def within_cost(self, mean: FloatArray, i: int) -> bool:
+        """Whether member ``i`` loses at most ``explore_cost`` of the best value, ``mean`` being
+        each member's value under the (clamped) mean weights: the bound on what is shown."""
+        top = float(mean.max())
+        return top - float(mean[i]) <= self.explore_cost * abs(top)
+
+    def refuses(
+        self,
+        member: MemberId,
+        route: Route,
+        ev: Evaluation,
+        ctx: RequestContext,
+        policy: BoundsPolicy,
+    ) -> str | None:
+        """Why the policy would not serve ``member`` to this user here (``route``: what it
+        serves), or None: a member it could have served, so a pair may start from it."""
+        if member == route.member:
+            return None
+        if ev.action != "clamp":
+            return f"rule {ev.action_rule!r} decides the member ({ev.action}: {route.member!r})"
+        if policy.condition_members() and not member_ok(policy, ctx, ev, member):
+            return f"rules conditioned on the member apply to {member!r}"
+        return None
+
+    def pair_candidates(
+        self, served: int, ev: Evaluation, ctx: RequestContext, policy: BoundsPolicy
+    ) -> tuple[list[int], str | None]:
+        """The members that may be shown next to ``served`` in an A/B pair, or why none may.
+
+        The second member is shown to the user like a Thompson draw, so it obeys the same
+        rules: exploration allowed, no rule deciding the member, no member-conditioned rule
+        triggered, and at most ``explore_cost`` lost (:meth:`within_cost`).
+        """
+        if ev.action != "clamp":
+            return [], f"rule {ev.action_rule!r} decides the member ({ev.action})"
+        if not ev.exploration:
+            return [], "the policy does not allow exploration here"
+        mean = self.router.scores(ev.clamp.weights)
+        ids = self.portfolio.ids
+        member_rules = bool(policy.condition_members())
+        out = [
+            j
+            for j in range(len(ids))
+            if j != served
+            and self.within_cost(mean, j)
+            and (not member_rules or member_ok(policy, ctx, ev, ids[j]))
+        ]
+        if not out:
+            return [], (
+                f"no member but {ids[served]!r} is within the exploration cost bound "
+                f"(explore_cost {self.explore_cost:g} of the best value under the mean weights)"
+            )
+        return out, None
 
     def compare(
         self,
@@ -175,6 +228,11 @@ class BoundedRouter:
         if policy.condition_members() and not member_ok(policy, ctx, ev, member):
             return route, f"rules conditioned on the member apply to {member!r}"
         i = self.portfolio.index(member)
+        if not self.within_cost(self.router.scores(ev.clamp.weights), i):
+            return route, (
+                f"{member!r} would cost more than explore_cost ({self.explore_cost:g}) "
+                "of the best value under the mean weights"
+            )
         scores = route.scores
         return Route(
             member=member,

@@ -52,6 +52,7 @@ __all__ = [
     "pool",
     "run_simulation",
     "targets",
+    "pair_second",
     "thompson_member",
     "with_setting",
 ]
@@ -66,7 +67,12 @@ class SimulationConfig:
     """Parameters of a simulation run (defaults: the anchor setting of issue 17).
 
     ``half_life`` is in events (both particle methods forget with it); ``explore_cost`` is the
-    largest relative value loss, under the posterior mean, that a Thompson draw may cost.
+    largest relative value loss, under the posterior mean, that a Thompson draw may cost, and
+    with ``bound_pairs`` (as ``Palm.compare_candidates``) the second member of an A/B pair too:
+    when no member qualifies, no A/B question is asked that step and the served member is
+    shown alone, rated with a thumb (``pair_fallback="thumb"``, what the README advises an app
+    to do on ``ComparisonUnavailable``) or not at all (``"none"``). ``bound_pairs=False``:
+    the pair's second member is only traded off by information-directed sampling (before).
     ``palm_beta`` / ``palm_lapse`` (diagnostics): give ``palm`` that β (a one-point grid) or
     that lapse rate (not learned) instead of learning it.
     """
@@ -86,6 +92,8 @@ class SimulationConfig:
     n_particles: int = 1024
     reference_particles: int = 2000
     explore_cost: float = 0.2
+    bound_pairs: bool = True
+    pair_fallback: Literal["thumb", "none"] = "thumb"
     learn: bool = True
     betas: tuple[float, ...] = DEFAULT_BETAS
     lapses: tuple[float, ...] = DEFAULT_LAPSES
@@ -124,6 +132,11 @@ class SimulationResult:
     prior_fit: dict[Feedback, FloatArray] = field(default_factory=dict)
     per_user: dict[Feedback, FloatArray] = field(default_factory=dict)
     """Regret of the mean route per user, [method, user, step] (for paired intervals)."""
+    asked: dict[Feedback, FloatArray] = field(default_factory=dict)
+    """Pairwise, particle methods: the share of users asked an A/B question, [method, step]."""
+    pair_max: dict[Feedback, FloatArray] = field(default_factory=dict)
+    """Pairwise, particle methods: per user, the regret of a shown pair's costlier member;
+    [method, user, step], NaN where no pair was shown."""
 
     def rows(self) -> list[dict[str, float | int | str]]:
         """Long-format rows (method, feedback, step, metrics) for CSV output."""
@@ -187,6 +200,24 @@ def thompson_member(
     return i if v[best] - v[i] <= explore_cost * abs(v[best]) else best
 
 
+def pair_second(
+    model: PreferenceModel,
+    summary_mean: FloatArray,
+    rewards: FloatArray,
+    served: int,
+    explore_cost: float | None,
+) -> int | None:
+    """The A/B pair's second member next to ``served``, as ``Palm.compare_candidates`` picks
+    it: information-directed among the members losing at most ``explore_cost`` of the best
+    value under the posterior mean (None: no bound); None when no member qualifies."""
+    if explore_cost is None:
+        return model.query_second(rewards, served)
+    v = rewards @ summary_mean
+    top = float(v.max())
+    ok = [j for j in range(len(v)) if j != served and top - float(v[j]) <= explore_cost * abs(top)]
+    return model.query_second(rewards, served, ok) if ok else None
+
+
 def _check(c: SimulationConfig) -> None:
     if c.n_members < 2 or c.n_traits < 2 or c.n_users < 1 or c.n_events < 1:
         raise InvalidParameterError("need >= 2 members, >= 2 traits, >= 1 user and >= 1 event")
@@ -195,6 +226,10 @@ def _check(c: SimulationConfig) -> None:
     if not c.beta > 0 or not c.user_alpha > 0:
         raise InvalidParameterError(
             f"beta and user_alpha must be > 0; got {c.beta}, {c.user_alpha}"
+        )
+    if c.pair_fallback not in ("thumb", "none"):
+        raise InvalidParameterError(
+            f"pair_fallback must be 'thumb' or 'none'; got {c.pair_fallback!r}"
         )
     if c.palm_beta is not None and not c.palm_beta > 0:
         raise InvalidParameterError(f"palm_beta must be > 0; got {c.palm_beta}")
@@ -265,7 +300,7 @@ def _run_feedback(
     a = np.ones((U, K))
     b = np.ones((U, K))
     shape = (len(METHODS), U, T + 1)
-    regret, shown, werr, cover = (np.full(shape, np.nan) for _ in range(4))
+    regret, shown, werr, cover, asked, pair_max = (np.full(shape, np.nan) for _ in range(6))
     times: dict[str, list[float]] = {"bandit": [], "reference": [], "palm": []}
     rngs = [
         [np.random.default_rng([c.seed, u, mi, 0 if fb == "pairwise" else 1]) for mi in range(5)]
@@ -314,17 +349,24 @@ def _run_feedback(
                     continue
                 r = rngs[u][mi]
                 i = thompson_member(s.mean, s.sample(1, r)[0], R, c.explore_cost)
-                if fb == "thumbs":
+                j = None
+                if fb == "pairwise":
+                    j = pair_second(m, s.mean, R, i, c.explore_cost if c.bound_pairs else None)
+                    asked[mi, u, t] = float(j is not None)
+                if j is None:  # thumbs, or no A/B question within the bound this step
+                    if fb == "pairwise" and c.pair_fallback == "none":
+                        shown[mi, u, t] = reg(u, i)
+                        continue
                     obs = Observation.compare(
                         R[i] - ref_point, _fb(c, w, R[i] - ref_point, coins[u, t]), ts=t
                     )
                     shown[mi, u, t] = reg(u, i)
                 else:
-                    j = m.query_second(R, i)
                     obs = Observation.compare(
                         R[i] - R[j], _fb(c, w, R[i] - R[j], coins[u, t]), ts=t
                     )
                     shown[mi, u, t] = 0.5 * (reg(u, i) + reg(u, j))
+                    pair_max[mi, u, t] = max(reg(u, i), reg(u, j))
                 t0 = time.perf_counter()
                 m.partial_fit([obs])
                 times[METHODS[mi]].append(time.perf_counter() - t0)
@@ -352,6 +394,12 @@ def _run_feedback(
     result.per_user[fb] = regret
     result.regret_se[fb] = regret.std(axis=1, ddof=1) / np.sqrt(U) if U > 1 else 0 * regret[:, 0]
     result.shown[fb] = shown.mean(axis=1)
+    if fb == "pairwise":
+        seen = (~np.isnan(asked)).sum(axis=1)  # NaN rows (other methods) stay NaN, silently
+        result.asked[fb] = np.where(
+            seen > 0, np.nansum(asked, axis=1) / np.maximum(seen, 1), np.nan
+        )
+        result.pair_max[fb] = pair_max
     result.weight_error[fb] = werr.mean(axis=1)
     result.coverage[fb] = cover.mean(axis=1)
     result.update_ms[fb] = {k: 1e3 * np.asarray(v) for k, v in times.items()}
@@ -392,6 +440,9 @@ def pool(results: Sequence[SimulationResult]) -> SimulationResult:
         out.noise_fit[fb] = (float(fits[:, 0].mean()), float(fits[:, 1].mean()))
         if all(fb in r.prior_fit for r in results):
             out.prior_fit[fb] = np.mean([r.prior_fit[fb] for r in results], axis=0)
+        if all(fb in r.asked for r in results):
+            out.asked[fb] = np.mean([r.asked[fb] for r in results], axis=0)
+            out.pair_max[fb] = np.concatenate([r.pair_max[fb] for r in results], axis=1)
     return out
 
 

@@ -1223,17 +1223,24 @@ class PreferenceModel:
         k = int(np.argmax(gains))
         return int(i[k]), int(j[k])
 
-    def query_second(self, rewards: FloatArray, served: int) -> int:
+    def query_second(
+        self, rewards: FloatArray, served: int, candidates: Sequence[int] | None = None
+    ) -> int:
         """The member to show next to ``served`` in an A/B pair: information-directed sampling.
 
         Minimizes (expected regret of the pair)² / information gain about the best member, so
         a member that would teach a little more but cost much more is not shown.
+        ``candidates``: the members that may be shown (default: all but ``served``); the
+        caller's cost bound lives there, while the gain stays about the best of all members.
         """
         r = np.asarray(rewards, dtype=np.float64)
         k = r.shape[0]
         if k < 2 or not 0 <= served < k:
             raise InvalidParameterError(f"query_second needs >= 2 members and served in [0, {k})")
-        others = np.array([j for j in range(k) if j != served])
+        pool = range(k) if candidates is None else candidates
+        others = np.array([int(j) for j in pool if j != served and 0 <= j < k], dtype=np.intp)
+        if others.size == 0:
+            raise InvalidParameterError("query_second needs a candidate other than served")
         gains = self.information_gain(r[served] - r[others], r)
         best = float(self.weights_ @ _row_max(self.particles_ @ r.T)[:, 0])
         cost = best - r @ self.predict()  # expected regret of each member, >= 0
