@@ -1,12 +1,12 @@
 """What A/B pairs cost users, with and without the bound on the second member (issue 17, item 4).
 
     nice -n 10 python bench/bench_pair_cost.py [--users 50] [--events 50] [--seeds 2]
-        [--settings anchor k10 peaked beta3] [--explore-cost 0.2]
+        [--settings anchor k10 peaked beta3] [--pair-cost 0.4] [--explore-cost 0.2]
 
 Runs the simulator (``palm_middleware.offline.simulate``) on pairwise feedback three times per
 setting, on the same members, users and coin flips: ``before`` (``bound_pairs=False``: the
 second member only traded off by information-directed sampling); ``bounded`` (it may lose at
-most ``explore_cost`` = 20% of the best value under the posterior mean, as
+most ``pair_cost`` (default 40%) of the best value under the posterior mean, as
 ``Palm.compare_candidates``), where a step with no member within the bound asks no question
 (``none``) or a thumb on the served member (``thumb``). Prints, for ``palm`` and the
 well-specified ``reference``: the regret of what users are shown (mean over a pair), the regret
@@ -46,7 +46,8 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--seeds", type=int, default=1, help="independent replicates, pooled")
-    ap.add_argument("--explore-cost", type=float, default=0.2, help="draws' and pairs' bound")
+    ap.add_argument("--explore-cost", type=float, default=0.2, help="Thompson draws' bound")
+    ap.add_argument("--pair-cost", type=float, default=0.4, help="pairs' second member's bound")
     ap.add_argument(
         "--settings", nargs="+", default=["anchor", "k10", "peaked", "beta3"], choices=SETTINGS
     )
@@ -62,7 +63,7 @@ def main() -> None:
     print(f"machine: {cpu}, {os.cpu_count()} cores; load {os.getloadavg()[0]:.2f}")
     print(
         f"{args.users} users x {args.seeds} seeds, {args.events} events, explore_cost "
-        f"{args.explore_cost:g}"
+        f"{args.explore_cost:g}, pair_cost {args.pair_cost:g}"
     )
     steps = [s for s in STEPS if s <= args.events]
     head = " ".join(f"t={s:<3}" for s in steps)
@@ -84,6 +85,7 @@ def main() -> None:
                         feedback=("pairwise",),
                         seed=args.seed + k,
                         explore_cost=args.explore_cost,
+                        pair_cost=args.pair_cost,
                         **extra,  # type: ignore[arg-type]
                     ),
                     name,

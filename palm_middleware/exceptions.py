@@ -201,7 +201,7 @@ class DecisionBlocked(PalmError):
 
 class ComparisonUnavailable(PalmError):
     """No A/B pair may be shown to this user now: a rule decides the member, the policy does
-    not allow exploration here, or no second member is within the exploration cost bound.
+    not allow exploration here, or no second member is within the pair cost bound.
 
     Not a fault of the request: ask no A/B question this time; a thumb on the served reply
     still teaches (HTTP 409 at the proxy).

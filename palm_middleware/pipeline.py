@@ -137,8 +137,10 @@ class Palm:
             The policy's ``learning:`` section (``beta``, ``lapse``, ``half_life_days``) states
             them per deployment; these are the values where it does not.
         explore_cost: in Thompson mode, a draw is served only if its member loses at most this
-            share of the value the mean member has under the (clamped) mean weights; in every
-            mode, so is the second member of an A/B pair (:meth:`compare_candidates`).
+            share of the value the mean member has under the (clamped) mean weights.
+        pair_cost: the same bound, in every mode, on the second member of an A/B pair
+            (:meth:`compare_candidates`); looser by default: at 0.2 learning from pairs slowed
+            to about a third (see :class:`~palm_middleware.bounded_routing.BoundedRouter`).
         population: start new users from the population prior (fitted from the users'
             posterior aggregates that the store keeps, one row per user, shrunk toward the
             policy default; opted-out users never count; every replica sharing the store fits
@@ -185,6 +187,7 @@ class Palm:
         half_life: float | None = 90 * 24 * 3600.0,
         n_particles: int = 1024,
         explore_cost: float = 0.2,
+        pair_cost: float = 0.4,
         population: bool = True,
         population_refresh: float | Literal["sync"] | None = None,
         salt: str | bytes | None = None,
@@ -196,7 +199,7 @@ class Palm:
         self.portfolio = portfolio
         self.router = Router(portfolio)
         self.bounded_router = BoundedRouter(
-            self.router, mode, check_random_state(random_state), explore_cost
+            self.router, mode, check_random_state(random_state), explore_cost, pair_cost
         )
         """Routing within the bounds (also serves anonymous callers the default)."""
         self.mode: RouteMode = mode
@@ -697,7 +700,7 @@ class Palm:
 
         The second member is shown like a Thompson draw and obeys the same bound: the policy
         allows exploration here, no rule pins or defaults the member, no member-conditioned
-        rule is triggered, and it loses at most ``explore_cost`` of the best value under the
+        rule is triggered, and it loses at most ``pair_cost`` of the best value under the
         (clamped) mean weights, whatever ``mode`` is. Among those members it is chosen by
         information-directed sampling (most information about which member is best per
         squared expected regret of the pair). :meth:`decide` with ``compare=`` enforces the

@@ -1,5 +1,5 @@
 """A/B pairs (issue 17, item 4): the pair starts from the member served, and its second member
-obeys the exploration cost bound and the policy, through the public API on real stores."""
+obeys the pair cost bound and the policy, through the public API on real stores."""
 
 from __future__ import annotations
 
@@ -135,7 +135,7 @@ def test_a_served_that_is_no_member_is_refused_naming_the_field(served: str) -> 
 
 def test_the_second_member_stays_within_the_cost_bound() -> None:
     cost = 0.1  # the bundled members are close: a tighter bound than 20% so that it bites
-    palm = Palm(PORTFOLIO, POLICY, MemoryStore(), clock=Clock(), random_state=1, explore_cost=cost)
+    palm = Palm(PORTFOLIO, POLICY, MemoryStore(), clock=Clock(), random_state=1, pair_cost=cost)
     rng = np.random.default_rng(5)
     pairs = excluded = unavailable = 0
     for u in range(6):
@@ -146,7 +146,7 @@ def test_the_second_member_stays_within_the_cost_bound() -> None:
                 a, b = palm.compare_candidates(user, served=served)
             except ComparisonUnavailable as exc:
                 unavailable += 1
-                assert "explore_cost 0.1" in exc.reason
+                assert "pair_cost 0.1" in exc.reason
                 continue
             pairs += 1
             assert a == served and b != a and within(palm, user, b, cost)
@@ -154,25 +154,25 @@ def test_the_second_member_stays_within_the_cost_bound() -> None:
     assert pairs > 0 and excluded > 0  # members past the bound existed and were never paired
 
 
-def test_explore_cost_zero_asks_no_question() -> None:
-    palm = Palm(PORTFOLIO, POLICY, MemoryStore(), clock=Clock(), explore_cost=0.0)
-    with pytest.raises(ComparisonUnavailable, match="exploration cost bound") as info:
+def test_pair_cost_zero_asks_no_question() -> None:
+    palm = Palm(PORTFOLIO, POLICY, MemoryStore(), clock=Clock(), pair_cost=0.0)
+    with pytest.raises(ComparisonUnavailable, match="pair cost bound") as info:
         palm.compare_candidates("eve")
     assert "'balanced'" in info.value.reason
 
 
 def test_decide_serves_no_comparison_past_the_bound() -> None:
     # A new user sits on the default: careful loses 11% of the best value, thorough 8%.
-    palm = Palm(PORTFOLIO, POLICY, MemoryStore(), clock=Clock(), random_state=0, explore_cost=0.1)
+    palm = Palm(PORTFOLIO, POLICY, MemoryStore(), clock=Clock(), random_state=0, pair_cost=0.1)
     costly = palm.decide("fay", compare="careful")
     assert costly.mode != "compare" and costly.member != "careful"
-    assert "would cost more than explore_cost (0.1)" in costly.explanation
+    assert "would cost more than pair_cost (0.1)" in costly.explanation
     cheap = palm.decide("fay", compare="thorough")
     assert cheap.mode == "compare" and cheap.member == "thorough"
 
 
 def test_the_bound_holds_in_mean_mode_too() -> None:
-    palm = Palm(PORTFOLIO, POLICY, MemoryStore(), clock=Clock(), mode="mean", explore_cost=0.1)
+    palm = Palm(PORTFOLIO, POLICY, MemoryStore(), clock=Clock(), mode="mean", pair_cost=0.1)
     a, b = palm.compare_candidates("gus")
     assert a == "balanced" and b in ("thorough", "witty-brief")
 
@@ -205,7 +205,7 @@ def test_a_pinned_cohort_gets_no_question_and_no_other_served() -> None:
 
 def test_a_member_the_rules_keep_from_this_user_is_never_paired() -> None:
     policy = policy_with("{id: no-playful, when: {member: playful}, action: use_default}")
-    palm = Palm(PORTFOLIO, policy, MemoryStore(), clock=Clock(), explore_cost=1.0)
+    palm = Palm(PORTFOLIO, policy, MemoryStore(), clock=Clock(), pair_cost=1.0)
     with pytest.raises(InvalidRequestError, match="rules conditioned on the member") as info:
         palm.compare_candidates("jo", served="playful")
     assert info.value.param == "served"

@@ -60,11 +60,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="cap per reply; the default portfolio was measured with 96",
     )
     p.add_argument(
-        "--explore-cost",
+        "--pair-cost",
         type=float,
         default=None,
         help="the most an A/B pair's second member may cost a user, as a share of the best "
-        "value under their weights (default: the proxy's, 0.2)",
+        "value under their weights (default: the proxy's, 0.4)",
     )
     p.add_argument("--seed", type=int, default=0, help="order of the prompts (default 0)")
     p.add_argument("--port", type=int, default=None, help="proxy port (default: a free one)")
@@ -152,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
         policy=policy_path,
         bases=served.bases,
         users=[u.name for u in users],
-        explore_cost=args.explore_cost,
+        pair_cost=args.pair_cost,
     )
     print(f"[2/3] starting the LiteLLM proxy with PALM (config {dep.config})")
     t1 = time.perf_counter()

@@ -68,10 +68,11 @@ class SimulationConfig:
 
     ``half_life`` is in events (both particle methods forget with it); ``explore_cost`` is the
     largest relative value loss, under the posterior mean, that a Thompson draw may cost, and
-    with ``bound_pairs`` (as ``Palm.compare_candidates``) the second member of an A/B pair too:
-    when no member qualifies, no A/B question is asked that step and the served member is
-    shown alone, rated with a thumb (``pair_fallback="thumb"``, what the README advises an app
-    to do on ``ComparisonUnavailable``) or not at all (``"none"``). ``bound_pairs=False``:
+    ``pair_cost`` with ``bound_pairs`` (as ``Palm.compare_candidates``) the one the second
+    member of an A/B pair may cost: when no member qualifies, no A/B question is asked that
+    step and the served member is shown alone, rated with a thumb (``pair_fallback="thumb"``,
+    what the README advises an app to do on ``ComparisonUnavailable``) or not at all
+    (``"none"``). ``bound_pairs=False``:
     the pair's second member is only traded off by information-directed sampling (before).
     ``palm_beta`` / ``palm_lapse`` (diagnostics): give ``palm`` that β (a one-point grid) or
     that lapse rate (not learned) instead of learning it.
@@ -92,6 +93,7 @@ class SimulationConfig:
     n_particles: int = 1024
     reference_particles: int = 2000
     explore_cost: float = 0.2
+    pair_cost: float = 0.4
     bound_pairs: bool = True
     pair_fallback: Literal["thumb", "none"] = "thumb"
     learn: bool = True
@@ -205,16 +207,16 @@ def pair_second(
     summary_mean: FloatArray,
     rewards: FloatArray,
     served: int,
-    explore_cost: float | None,
+    pair_cost: float | None,
 ) -> int | None:
     """The A/B pair's second member next to ``served``, as ``Palm.compare_candidates`` picks
-    it: information-directed among the members losing at most ``explore_cost`` of the best
-    value under the posterior mean (None: no bound); None when no member qualifies."""
-    if explore_cost is None:
+    it: information-directed among the members losing at most ``pair_cost`` of the best value
+    under the posterior mean (None: no bound); None when no member qualifies."""
+    if pair_cost is None:
         return model.query_second(rewards, served)
     v = rewards @ summary_mean
     top = float(v.max())
-    ok = [j for j in range(len(v)) if j != served and top - float(v[j]) <= explore_cost * abs(top)]
+    ok = [j for j in range(len(v)) if j != served and top - float(v[j]) <= pair_cost * abs(top)]
     return model.query_second(rewards, served, ok) if ok else None
 
 
@@ -237,6 +239,8 @@ def _check(c: SimulationConfig) -> None:
         raise InvalidParameterError(f"palm_lapse must be in [0, 0.5); got {c.palm_lapse}")
     if not 0 <= c.explore_cost:
         raise InvalidParameterError(f"explore_cost must be >= 0; got {c.explore_cost}")
+    if not 0 <= c.pair_cost:
+        raise InvalidParameterError(f"pair_cost must be >= 0; got {c.pair_cost}")
 
 
 def run_simulation(
@@ -351,7 +355,7 @@ def _run_feedback(
                 i = thompson_member(s.mean, s.sample(1, r)[0], R, c.explore_cost)
                 j = None
                 if fb == "pairwise":
-                    j = pair_second(m, s.mean, R, i, c.explore_cost if c.bound_pairs else None)
+                    j = pair_second(m, s.mean, R, i, c.pair_cost if c.bound_pairs else None)
                     asked[mi, u, t] = float(j is not None)
                 if j is None:  # thumbs, or no A/B question within the bound this step
                     if fb == "pairwise" and c.pair_fallback == "none":

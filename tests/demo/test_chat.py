@@ -21,7 +21,7 @@ ANY_PAIR = 1.0
 
 
 def _chat(
-    tiny: dict[str, Path], store: SQLiteStore, keys: list[str], explore_cost: float = ANY_PAIR
+    tiny: dict[str, Path], store: SQLiteStore, keys: list[str], pair_cost: float = ANY_PAIR
 ) -> tuple[Chat, str]:
     lines: Iterator[str] = iter(keys)
     out = io.StringIO()
@@ -29,7 +29,7 @@ def _chat(
         load_portfolio(tiny["portfolio"]),
         load_policy(tiny["policy"]),
         store,
-        explore_cost=explore_cost,
+        pair_cost=pair_cost,
     )
     chat = Chat(
         palm,
@@ -58,10 +58,10 @@ def test_keys_give_thumbs_and_ab_choices(tiny: dict[str, Path], tmp_path: Path) 
 def test_no_comparison_past_the_cost_bound(tiny: dict[str, Path], tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "chat.db")
     try:
-        _, text = _chat(tiny, store, ["How do I keep basil fresh?", "c", "q"], explore_cost=0.2)
+        _, text = _chat(tiny, store, ["How do I keep basil fresh?", "c", "q"], pair_cost=0.2)
     finally:
         store.close()
-    assert "no comparison here" in text and "explore_cost 0.2" in text
+    assert "no comparison here" in text and "pair_cost 0.2" in text
     assert "here is [2]:" not in text
 
 
@@ -72,7 +72,7 @@ def test_comparisons_choose_and_the_profile_follows(tiny: dict[str, Path], tmp_p
         load_portfolio(tiny["portfolio"]),
         load_policy(tiny["policy"]),
         store,
-        explore_cost=ANY_PAIR,
+        pair_cost=ANY_PAIR,
     )
     answers: list[str] = []
 

@@ -98,14 +98,16 @@ def test_the_pair_second_member_respects_the_cost_bound() -> None:
     rewards = np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.6], [0.85, 0.2]])
     model = PreferenceModel(prior_mean=[0.5, 0.5], n_particles=256, random_state=0).fit([])
     mean = np.array([0.9, 0.1])  # values 0.9, 0.1, 0.6, 0.785: within 20% only member 3
-    assert pair_second(model, mean, rewards, 0, explore_cost=0.2) == 3
-    assert pair_second(model, mean, rewards, 3, explore_cost=0.2) == 0
-    assert pair_second(model, mean, rewards, 0, explore_cost=0.0) is None
-    assert pair_second(model, mean, rewards, 0, explore_cost=None) in (1, 2, 3)
+    assert pair_second(model, mean, rewards, 0, pair_cost=0.2) == 3
+    assert pair_second(model, mean, rewards, 3, pair_cost=0.2) == 0
+    assert pair_second(model, mean, rewards, 0, pair_cost=0.0) is None
+    assert pair_second(model, mean, rewards, 0, pair_cost=None) in (1, 2, 3)
 
 
 def test_bounded_pairs_ask_less_and_show_cheaper_members() -> None:
-    cfg = replace(TINY, n_users=12, n_events=8, feedback=("pairwise",), explore_cost=0.05)
+    cfg = replace(
+        TINY, n_users=12, n_events=8, feedback=("pairwise",), explore_cost=0.05, pair_cost=0.05
+    )
     res = {b: run_simulation(replace(cfg, bound_pairs=b)) for b in (False, True)}
     pm = METHODS.index("palm")
     assert np.all(res[False].asked["pairwise"][pm, :-1] == 1.0)

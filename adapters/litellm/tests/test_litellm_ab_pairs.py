@@ -1,7 +1,7 @@
 """A/B pairs through a real LiteLLM proxy (issue 17, item 4): ``/palm/v1/compare`` starts the
 pair from the member the user was served (``served=``, else the caller's own latest decision),
 refuses a bad ``served`` with a 400 naming it, answers 409 when no question may be asked, and
-never pairs, nor serves through ``palm_compare``, a member past the exploration cost bound.
+never pairs, nor serves through ``palm_compare``, a member past the pair cost bound.
 The members are a real second server process (an OpenAI-compatible stub)."""
 
 from __future__ import annotations
@@ -69,6 +69,8 @@ def proxy(stub: Stub, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prox
         dep.keys[name] = key
         digest = hashlib.sha256(key.encode()).hexdigest()
         palm["auth"]["keys"].append({"sha256": digest, "user": name})
+    # The bound these tests probe: 20% (tighter than the default 40%), set in palm.yaml.
+    palm["pair_cost"] = 0.2
     (root / "palm.yaml").write_text(yaml.safe_dump(palm, sort_keys=False))
     p = start_proxy(dep)
     yield p
@@ -177,7 +179,7 @@ def test_no_member_within_the_bound_is_a_409_and_no_comparison_is_served(
         assert r.status_code == 409, r.text
         err = r.json()["error"]
         assert err["code"] == "409" and err["param"] is None
-        assert "no member but 'jester' is within the exploration cost bound" in err["message"]
+        assert "no member but 'jester' is within the pair cost bound" in err["message"]
         # Asking for a costly member anyway: the proxy routes as usual instead.
         assert ask(dora, compare="steady") == "jester"
 
