@@ -74,6 +74,7 @@ def users(
             y = 1 if r.random() < _sigmoid(BETA * float(w @ (R[i] - ref))) else -1
             y = -y if r.random() < FLIPS else y
             m.partial_fit([Observation.compare(R[i] - ref, y, ts=t)])
+            m.strength_evidence(SYM, budget=256)  # as Palm's feedback path: its draws' state
         models.append(m)
     return models, ws
 
@@ -126,11 +127,14 @@ def static(args: argparse.Namespace) -> None:
                 cur = int(np.argmin(np.abs(SYM - prior)))
                 rows = {"palm uncorrected": raw, "palm corrected": corr, "brute force #2": bf2}
                 for label, r in rows.items():
-                    bias = (r - bf).sum(axis=0)
-                    bias -= bias[cur]  # relative to the current prior
+                    diff = r - bf
+                    diff -= diff[:, cur : cur + 1]  # relative to the current prior
+                    bias = diff.sum(axis=0)
+                    se = math.sqrt(n) * diff.std(axis=0)  # of the sum (users independent)
                     print(
                         f"| {4 * a:g} | {prior:g} | {ev} | {label} | "
                         + " ".join(f"{b:+.1f}" for b in bias)
+                        + f" (s.e. ≤ {se.max():.1f})"
                         + f" | {_fit(r[:, :11], ASYM, x0, n):.2f} / {_fit(r, SYM, x0, n):.2f} |",
                         flush=True,
                     )
@@ -279,8 +283,8 @@ def _prior(pop: Population, alpha0: FloatArray, cands: FloatArray, limit: str) -
     alpha = dirichlet_from_mean_log(s, alpha0) if n else alpha0
     log_s = pop._strength_fit(np.log(cands), math.log(4.0))
     top = {"em": alpha.sum(), "em|default": max(alpha.sum(), 4.0), "none": math.inf}[limit]
-    if log_s is not None and math.exp(log_s) < top:
-        alpha = alpha * math.exp(log_s) / alpha.sum()
+    if log_s is not None:
+        alpha = alpha * min(math.exp(log_s), top) / alpha.sum()
     alpha = alpha * min(1.0, 16.0 / alpha.sum())
     return dataclasses.replace(prior, alpha=alpha)
 

@@ -309,8 +309,9 @@ class Population:
         log_s = self._strength_fit(np.log(strengths), math.log(float(a0.sum())))
         # The evidence never makes the prior narrower than both the mean-log fit's and the
         # default's (see the module docstring).
-        if log_s is not None and math.exp(log_s) < max(float(alpha.sum()), float(a0.sum())):
-            alpha = alpha * math.exp(log_s) / alpha.sum()
+        if log_s is not None:
+            s_fit = min(math.exp(log_s), max(float(alpha.sum()), float(a0.sum())))
+            alpha = alpha * s_fit / alpha.sum()
         cap = self.max_strength * float(a0.sum())
         if alpha.sum() > cap:
             alpha = alpha * cap / alpha.sum()
