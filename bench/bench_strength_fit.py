@@ -120,12 +120,12 @@ def static(args: argparse.Namespace) -> None:
                 t0 = time.process_time()
                 models, _ = users(args.users, ev, prior, a, args.seed)
                 n = len(models)
-                corr = np.stack([m.strength_evidence(SYM, budget=args.budget) for m in models])
-                raw = np.stack([uncorrected(m, SYM, args.budget) for m in models])
+                raw = np.stack([m.strength_evidence(SYM, budget=args.budget) for m in models])
+                corr = np.stack([corrected(m, SYM, args.budget) for m in models])
                 bf = brute_force(models, SYM, args.draws)
                 bf2 = brute_force(models, SYM, args.draws, seed=54321)
                 cur = int(np.argmin(np.abs(SYM - prior)))
-                rows = {"palm uncorrected": raw, "palm corrected": corr, "brute force #2": bf2}
+                rows = {"palm": raw, "palm, delta-corrected": corr, "brute force #2": bf2}
                 for label, r in rows.items():
                     diff = r - bf
                     diff -= diff[:, cur : cur + 1]  # relative to the current prior
@@ -143,7 +143,7 @@ def static(args: argparse.Namespace) -> None:
                 s_sh = (n * s + 20 * _mean_log(np.ones(D))) / (n + 20)
                 em = float(dirichlet_from_mean_log(s_sh, np.full(D, prior / D)).sum())
                 fits = [_fit(bf[:, :11], ASYM, x0, n), _fit(bf, SYM, x0, n)]
-                fits += [_fit(raw[:, :11], ASYM, x0, n), _fit(corr, SYM, x0, n)]
+                fits += [_fit(raw[:, :11], ASYM, x0, n), _fit(raw, SYM, x0, n)]
                 peak = SYM[int(np.argmax(bf.sum(axis=0)))]
                 fit_rows.append(
                     f"| {4 * a:g} | {prior:g} | {ev} | {n} | {peak:.3g} | "
@@ -152,8 +152,8 @@ def static(args: argparse.Namespace) -> None:
                 )
     print(
         "\n| true Σα | prior Σα | events | users | peak of Σ brute force | fit Σα: brute force"
-        " 1/8x-4x | brute force 1/8x-8x | palm uncorrected 1/8x-4x (main) | palm corrected"
-        " 1/8x-8x (this branch) | mean-log EM step Σα | CPU s |"
+        " 1/8x-4x | brute force 1/8x-8x | palm 1/8x-4x | palm 1/8x-8x | mean-log EM step Σα |"
+        " CPU s |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(fit_rows))
@@ -169,15 +169,15 @@ def _fit(rows: FloatArray, cands: FloatArray, x0: float, n: int) -> float:
     return math.exp(out)
 
 
-def uncorrected(m: PreferenceModel, cands: FloatArray, budget: int | None = None) -> FloatArray:
-    """palm's evidence without its correction of the log's bias (+v/2, v = Σx² / (Σx)² − 1/n
-    the estimated relative variance, from the same draws): the estimator on main."""
+def corrected(m: PreferenceModel, cands: FloatArray, budget: int | None = None) -> FloatArray:
+    """palm's evidence with the delta-method correction of the log's bias (+v/2, v = Σx² /
+    (Σx)² − 1/n the estimated relative variance of Ẑ, from the same draws): tried, not kept."""
     ev = m.strength_evidence(cands, budget=budget)
     d = m.__dict__["_ev_draws"]
     ly = d.cols @ m._exps
     x = np.exp(ly - ly.max())[:, None] * d.ratio
     v = np.maximum((x * x).sum(axis=0) / x.sum(axis=0) ** 2 - 1.0 / x.shape[0], 0.0)
-    out: FloatArray = ev - 0.5 * (v[:-1] - v[-1])
+    out: FloatArray = ev + 0.5 * (v[:-1] - v[-1])
     return out
 
 
@@ -191,7 +191,8 @@ def _mean_log(alpha: FloatArray) -> FloatArray:
 #: Fit rules of ``--dynamic``: candidate grid, the limit the evidence may raise the
 #: concentration to ("em": the mean-log EM step's, as on main; "em|default": the larger of it
 #: and the default's, this branch; "none": two-sided up to the grid), and the evidence
-#: ("raw": main's estimator, "corrected": this branch's, "brute": brute force).
+#: ("raw": palm's estimator, "corrected": with the delta-method correction, "brute": brute
+#: force).
 RULES: dict[str, tuple[FloatArray, str, str]] = {
     "main: 1/8x-4x, limit EM, raw": (ASYM, "em", "raw"),
     "(a) 1/8x-8x": (SYM, "em", "raw"),
@@ -199,8 +200,9 @@ RULES: dict[str, tuple[FloatArray, str, str]] = {
     "(b') two-sided": (ASYM, "none", "raw"),
     "(c) corrected": (ASYM, "em", "corrected"),
     "(c') brute force": (ASYM, "em", "brute"),
-    "(a)+(b)": (SYM, "em|default", "raw"),
-    "(a)+(b)+(c): this branch": (SYM, "em|default", "corrected"),
+    "(a)+(b): this branch": (SYM, "em|default", "raw"),
+    "(a)+(b)+(c)": (SYM, "em|default", "corrected"),
+    "(a)+(b), brute force": (SYM, "em|default", "brute"),
 }
 
 
@@ -245,9 +247,9 @@ def dynamic(args: argparse.Namespace, rules: list[str]) -> None:
                     if rows is not None:
                         se = rows[u]
                     elif evidence == "raw":
-                        se = uncorrected(m, cands, 256)
-                    else:
                         se = m.strength_evidence(cands, budget=256)
+                    else:
+                        se = corrected(m, cands, 256)
                     le = m.lapse_evidence(DEFAULT_LAPSES)
                     pop.observe(str(u), m.mean_log_weights(), m.noise_posterior(), le, se)
                 prior = _prior(pop, alpha0, cands, limit)
@@ -289,6 +291,38 @@ def _prior(pop: Population, alpha0: FloatArray, cands: FloatArray, limit: str) -
     return dataclasses.replace(prior, alpha=alpha)
 
 
+def cost(args: argparse.Namespace) -> None:
+    """Thread CPU of ``strength_evidence`` as the feedback path calls it (after each event,
+    256 new draws at most, the library's candidates), per call: mean, p50, p99."""
+    cands = strength_candidates(4.0)
+    rng = np.random.default_rng(args.seed)
+    R = lp_front_members(K, D, random_state=rng)
+    ref = R.mean(axis=0)
+    times = []
+    for u, w in enumerate(rng.dirichlet(np.ones(D), size=args.users)):
+        m = PreferenceModel(
+            prior_mean=np.full(D, 1.0 / D),
+            prior_strength=4.0,
+            noise=GRID,
+            n_particles=1024,
+            random_state=np.random.default_rng([args.seed, u]),
+        ).fit([])
+        r = np.random.default_rng([args.seed, u, 1])
+        for t in range(max(args.events)):
+            i = int(r.integers(K))
+            y = 1 if r.random() < _sigmoid(BETA * float(w @ (R[i] - ref))) else -1
+            m.partial_fit([Observation.compare(R[i] - ref, y, ts=t)])
+            t0 = time.thread_time()
+            m.strength_evidence(cands, budget=256)
+            times.append(time.thread_time() - t0)
+    ms = 1e3 * np.asarray(times)
+    print(
+        f"{len(cands)} candidates, {args.users} users x {max(args.events)} thumbs: "
+        f"mean {ms.mean():.3f} ms, p50 {np.percentile(ms, 50):.3f}, "
+        f"p99 {np.percentile(ms, 99):.3f}"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--users", type=int, default=100)
@@ -300,8 +334,11 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=None, help="palm's draws per call (Palm: 256)")
     ap.add_argument("--dynamic", action="store_true")
     ap.add_argument("--rules", nargs="+", default=list(RULES), choices=list(RULES))
+    ap.add_argument("--cost", action="store_true", help="time strength_evidence per event")
     args = ap.parse_args()
-    if args.dynamic:
+    if args.cost:
+        cost(args)
+    elif args.dynamic:
         dynamic(args, args.rules)
     else:
         static(args)

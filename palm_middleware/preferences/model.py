@@ -853,22 +853,11 @@ class PreferenceModel:
         draws = self._evidence_draws(key, targets, budget)
         ly = draws.cols @ self._exps  # the draws' log-likelihood of everything held
         top = float(ly.max())
-        e = np.exp(ly - top)
-        total = e @ draws.ratio  # Σ lik · Dir_k / q, scaled per column
+        total = np.exp(ly - top) @ draws.ratio  # Σ lik · Dir_k / q, scaled per column
         if float(total.min()) > 1e-250:
             z = np.log(total) + draws.top
-            rel = ((e * e) @ draws.ratio2) / (total * total)  # Σx² / (Σx)², x as in total
-        else:  # the likelihood sits where a ratio underflowed: the same sums in log space
-            x = (ly - top - draws.q)[:, None] + draws.dens
-            z = _logsumexp(x, axis=0)
-            rel = np.exp(_logsumexp(2.0 * x, axis=0) - 2.0 * z)
-        # The log of an unbiased estimate is biased low by about half its relative variance
-        # (Σx² / (Σx)² − 1/n); the population sums users' logs, so the bias adds up over users
-        # while their noise only grows as its square root, and it is largest at the candidates
-        # the mixture covers least (the extremes: 100 users after one thumb each, 256 draws,
-        # put 16 at −1.6 nats and 2 at +0.9 against a brute-force marginal likelihood, which
-        # moved the fit from Σα 3.3 to 2.4; corrected, −0.7 / +0.3).
-        z = z + 0.5 * np.maximum(rel - 1.0 / ly.size, 0.0)
+        else:  # the likelihood sits where a ratio underflowed: the same sum in log space
+            z = _logsumexp((ly - top - draws.q)[:, None] + draws.dens, axis=0)
         out: FloatArray = z[:-1] - z[-1]
         return out
 
@@ -915,7 +904,7 @@ class PreferenceModel:
             logy, g, dens, q = self._evidence_batch(targets, n)
             if d is None:
                 cols = np.zeros((n, 0))
-                d = _Draws(grid_key, logy, g, dens, q, dens, dens[0], cols, [], None, logp, dens)
+                d = _Draws(grid_key, logy, g, dens, q, dens, dens[0], cols, [], None, logp)
             else:  # the new batch's columns now, so that every draw holds every observation's
                 cols = self._loglik(np.exp(logy), d.seen, g)
                 d = dataclasses.replace(
@@ -928,8 +917,7 @@ class PreferenceModel:
                 )
             lr = d.dens - d.q[:, None]
             top = lr.max(axis=0)
-            ratio = np.exp(lr - top)
-            d = dataclasses.replace(d, ratio=ratio, ratio2=ratio * ratio, top=top)
+            d = dataclasses.replace(d, ratio=np.exp(lr - top), top=top)
         assert d is not None
         if d.cols.shape[1] != len(self._obs) or d.obs is not self._obs:
             fresh = self._obs[d.cols.shape[1] :]
@@ -1226,7 +1214,6 @@ class _Draws:
     seen: list[Observation]
     obs: list[Observation] | None
     logp: FloatArray  # the particles' logs when drawn
-    ratio2: FloatArray  # ratio², for the estimate's relative variance
 
 
 def _extends(d: _Draws, obs: list[Observation]) -> bool:

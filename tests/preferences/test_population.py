@@ -289,8 +289,8 @@ def test_the_concentration_recovers_from_a_too_wide_prior() -> None:
     """Dirichlet(1) users (true Σα 4) whose prior was fitted too wide (Σα 2, as a run of
     noisy fits left K = 10 thumbs at 2.9): 30 pairwise answers each (β = 10, 5% lapses, both
     known), refits from the users' real aggregates (each posterior re-priored in place) bring
-    it back within (3.2, 5.0) in 4 refreshes (with the EM's concentration as the limit it
-    stayed at 2.0-2.2)."""
+    it back within (3.5, 5.0) at the first refresh and keep it there (with the EM's
+    concentration as the limit it climbed one EM step per refresh: 2.35, 2.69, 3.01, 3.31)."""
     rng = np.random.default_rng(5)
     rewards = rng.random((6, 4))
     pairs = [(i, j) for i in range(6) for j in range(i + 1, 6)]
@@ -323,7 +323,7 @@ def test_the_concentration_recovers_from_a_too_wide_prior() -> None:
         fits.append(prior.strength)
         for m in models:
             m.reprior(prior.alpha)
-    assert 3.2 < fits[-1] < 5.0, fits
+    assert all(3.5 < f < 5.0 for f in fits), fits
 
 
 def test_population_validation() -> None:
