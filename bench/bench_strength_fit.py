@@ -1,24 +1,28 @@
-"""Why the population fit puts Dirichlet(1) users' prior too wide (issue 17: K = 10 thumbs).
+"""Why the population fit put Dirichlet(1) users' prior too wide (issue 17: K = 10 thumbs).
 
-    nice -n 10 python bench/bench_strength_fit.py [--users 100] [--events 5 20 50] [--seed 0]
+    nice -n 10 python bench/bench_strength_fit.py --users 100 --events 1 2 5 20 50 --prior 4 2.9 \
+        --draws 50000 --budget 256
+    nice -n 10 python bench/bench_strength_fit.py --dynamic --users 100 --events 100 --draws 20000
+    nice -n 10 python bench/bench_strength_fit.py --cost --users 20 --events 60
 
 Users with w ~ Dirichlet(a·1) (d = 4, true Σα = 4a) rate members of a K = 10 ℓ2 front with
 thumbs (β = 10, 10 % flips), choosing by Thompson draws as in ``palm simulate``, under a prior
-of concentration ``--prior`` (the default's 4 and the 2.9 the simulator ended at). Per user:
-palm's concentration evidence (``PreferenceModel.strength_evidence``, 1024 defensive draws)
-and a brute-force one (``--draws`` prior draws per candidate, shared by the users; the model's
-own likelihood, β drawn from the grid's prior). Three suspected causes of a too-wide fit,
-each separated:
+of concentration ``--prior`` (the default's 4, and the 2.9 main's simulator ended at). Per
+user: palm's concentration evidence as the feedback path computes it (after every event,
+``--budget`` new draws at most), the same with the delta-method correction of the log's bias,
+the same from 1024 fresh draws, and a brute-force marginal likelihood (``--draws`` prior draws
+per candidate, shared by the users; the model's own likelihood, β drawn from the grid's
+prior). The three suspected causes of a too-wide fit, separated:
 
-* (c) the estimator: the summed difference palm − brute force per candidate (nats over all
-  users; the log of an unbiased estimate is biased low by about half its relative variance);
-* (a) the candidate grid (1/8× to 4× the default: asymmetric around it): the fit from the
-  brute-force evidence on that grid and on a symmetric one;
-* (b) "only widens": the fit is the smaller of the evidence's and the mean-log EM's
-  concentration; the EM's is printed beside it.
+* (c) the estimator: the summed difference from brute force per candidate (nats over all
+  users, with its standard error), and the fit from each kind of row;
+* (a) the candidate grid (1/8x to 4x the default, main's; 1/8x to 8x, this branch's): the fit
+  from the same rows on each;
+* (b) the limit: the mean-log EM step's concentration is printed beside the fits.
 
-Then ``--dynamic``: the simulator's refit loop (palm alone, thumbs, K = 10) under each fit
-rule, Σα after each refit and the 90 % coverage of palm's intervals.
+``--dynamic``: the simulator's refit loop (palm alone, thumbs, K = 10, learned lapse) under
+each rule of :data:`RULES`: Σα after the refits and the 90 % coverage of palm's intervals.
+``--cost``: thread CPU of ``strength_evidence`` per event as the feedback path calls it.
 """
 
 from __future__ import annotations
@@ -122,10 +126,20 @@ def static(args: argparse.Namespace) -> None:
                 n = len(models)
                 raw = np.stack([m.strength_evidence(SYM, budget=args.budget) for m in models])
                 corr = np.stack([corrected(m, SYM, args.budget) for m in models])
+                fresh = []  # 1024 new draws placed at the current posterior (no stale batches)
+                for m in models:
+                    kept = m.__dict__.pop("_ev_draws", None)
+                    fresh.append(m.strength_evidence(SYM))
+                    m.__dict__["_ev_draws"] = kept
                 bf = brute_force(models, SYM, args.draws)
                 bf2 = brute_force(models, SYM, args.draws, seed=54321)
                 cur = int(np.argmin(np.abs(SYM - prior)))
-                rows = {"palm": raw, "palm, delta-corrected": corr, "brute force #2": bf2}
+                rows = {
+                    "palm": raw,
+                    "palm, delta-corrected": corr,
+                    "palm, fresh draws": np.stack(fresh),
+                    "brute force #2": bf2,
+                }
                 for label, r in rows.items():
                     diff = r - bf
                     diff -= diff[:, cur : cur + 1]  # relative to the current prior
