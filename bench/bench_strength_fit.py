@@ -55,9 +55,10 @@ def _sigmoid(x: float) -> float:
 
 
 def users(
-    n: int, events: int, prior: float, a: float, seed: int
+    n: int, events: int, prior: float, a: float, seed: int, renew: bool = False
 ) -> tuple[list[PreferenceModel], FloatArray]:
-    """``n`` palm models, each after ``events`` thumbs of its own Dirichlet(a) user."""
+    """``n`` palm models, each after ``events`` thumbs of its own Dirichlet(a) user
+    (``renew``: draws renewed once the observations doubled, as the background upkeep does)."""
     rng = np.random.default_rng(seed)
     R = lp_front_members(K, D, random_state=rng)
     ref = R.mean(axis=0)
@@ -79,6 +80,8 @@ def users(
             y = -y if r.random() < FLIPS else y
             m.partial_fit([Observation.compare(R[i] - ref, y, ts=t)])
             m.strength_evidence(SYM, budget=256)  # as Palm's feedback path: its draws' state
+            if renew and m.evidence_draws_stale_:  # as Palm's background upkeep
+                m.renew_evidence()
         models.append(m)
     return models, ws
 
@@ -122,7 +125,7 @@ def static(args: argparse.Namespace) -> None:
         for prior in args.prior:
             for ev in args.events:
                 t0 = time.process_time()
-                models, _ = users(args.users, ev, prior, a, args.seed)
+                models, _ = users(args.users, ev, prior, a, args.seed, args.renew)
                 n = len(models)
                 raw = np.stack([m.strength_evidence(SYM, budget=args.budget) for m in models])
                 corr = np.stack([corrected(m, SYM, args.budget) for m in models])
@@ -346,6 +349,11 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=20000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--budget", type=int, default=None, help="palm's draws per call (Palm: 256)")
+    ap.add_argument(
+        "--renew",
+        action="store_true",
+        help="renew a user's draws once their observations doubled (Palm's background upkeep)",
+    )
     ap.add_argument("--dynamic", action="store_true")
     ap.add_argument("--rules", nargs="+", default=list(RULES), choices=list(RULES))
     ap.add_argument("--cost", action="store_true", help="time strength_evidence per event")

@@ -366,6 +366,27 @@ class PreferenceModel:
         d: _Draws | None = self.__dict__.get("_ev_draws")
         return 0 if d is None else max(_EVIDENCE_DRAWS - int(d.logy.shape[0]), 0)
 
+    @property
+    def evidence_draws_stale_(self) -> bool:
+        """Whether the concentration evidence's draws, complete, were placed when the user had
+        at most half the observations held now (and 4 fewer): the mixture then sits where an
+        early posterior was, and the importance weights of the draws near today's posterior
+        grow uneven (the log of the noisier estimate is biased low)."""
+        d: _Draws | None = self.__dict__.get("_ev_draws")
+        if d is None or self.evidence_draws_pending_:
+            return False
+        n = len(self._obs)
+        return n >= max(2 * d.placed, d.placed + 4)
+
+    def renew_evidence(self) -> PreferenceModel:
+        """Draw the concentration evidence's draws anew (all of them), placed at the current
+        posterior, for the candidates it was last asked for. Returns self."""
+        d: _Draws | None = self.__dict__.get("_ev_draws")
+        if d is not None:
+            del self.__dict__["_ev_draws"]
+            self.strength_evidence(d.key[0][0])
+        return self
+
     def complete_evidence(self) -> PreferenceModel:
         """Make the concentration evidence's pending draws now (all of them), for the
         candidates it was last asked for. Returns self."""
@@ -960,7 +981,9 @@ class PreferenceModel:
             logy, g, dens, q = self._evidence_batch(targets, n)
             if d is None:
                 cols = np.zeros((n, 0))
-                d = _Draws(grid_key, logy, g, dens, q, dens, dens[0], cols, [], None, logp)
+                d = _Draws(
+                    grid_key, logy, g, dens, q, dens, dens[0], cols, [], None, logp, len(self._obs)
+                )
             else:  # the new batch's columns now, so that every draw holds every observation's
                 cols = self._loglik(np.exp(logy), d.seen, g)
                 d = dataclasses.replace(
@@ -1277,6 +1300,7 @@ class _Draws:
     seen: list[Observation]
     obs: list[Observation] | None
     logp: FloatArray  # the particles' logs when drawn
+    placed: int = 0  # observations held when the (first of the) draws were placed
 
 
 def _twin(rng: np.random.Generator) -> np.random.Generator:

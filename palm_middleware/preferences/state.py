@@ -518,16 +518,20 @@ class LearningState:
             self._put(_Entry(key, state["rev"], policy.version, model, dict(kept_items)))
             ahead, hook = self.move_ahead, self.on_followup
             if hook is not None and (
-                (ahead is not None and model.ess_fraction_ < ahead) or model.evidence_draws_pending_
+                (ahead is not None and model.ess_fraction_ < ahead)
+                or model.evidence_draws_pending_
+                or model.evidence_draws_stale_
             ):
                 hook(key)
         return state
 
     def follow_up(self, key: str) -> bool:
         """Finish what an event left for later on the cached posterior of ``key``: move its
-        particles if their effective sample size is below ``move_ahead``, and make its pending
-        concentration-evidence draws (a new user's first events draw a batch each). True if
-        the result replaced the cached posterior.
+        particles if their effective sample size is below ``move_ahead``, make its pending
+        concentration-evidence draws (a new user's first events draw a batch each), or draw
+        them anew once the user's observations doubled since they were placed (draws placed
+        at an early posterior bias the row low). True if the result replaced the cached
+        posterior.
 
         Called off the feedback path (a background thread): the work is done on a copy taken
         under the cache lock, and the copy replaces the entry only if no event (or refit) took
@@ -543,13 +547,16 @@ class LearningState:
                 return False
             thin = ahead is not None and entry.model.ess_fraction_ < ahead
             draws = entry.model.evidence_draws_pending_ > 0
-            if not (thin or draws):
+            stale = entry.model.evidence_draws_stale_
+            if not (thin or draws or stale):
                 return False
             model = entry.model.copy()
         if thin:
             model.rejuvenate()
         if draws:
             model.complete_evidence()
+        elif stale:
+            model.renew_evidence()
         with self._cache_lock:
             if self._cache.get(key) is not entry:
                 return False

@@ -185,3 +185,53 @@ def test_palm_follows_up_in_the_background_and_loses_no_event(tmp_path: Path) ->
         assert palm.profile("ann").weights["brevity"] > POLICY.default["brevity"]
     with SQLiteStore(tmp_path / "q.db") as store:
         assert Palm(PORTFOLIO, POLICY, store, embedder=None, random_state=0)._upkeep is None
+
+
+@pytest.mark.timeout(120)
+def test_stale_evidence_draws_are_renewed_where_the_posterior_went() -> None:
+    """Two traits, 40 answers one by one (the feedback path's batched draws, placed at the
+    first events' posteriors): once the observations doubled the draws are stale; renewed (as
+    the follow-up does), they sit at today's posterior and the evidence is within 0.15 nats of
+    the quadrature marginal likelihood at every candidate."""
+    import math
+
+    from scipy.integrate import quad
+    from scipy.stats import beta as beta_dist
+
+    strengths = [0.5, 1.2, 2.0, 8.0]
+    rng = np.random.default_rng(5)
+    vs = rng.uniform(0.2, 0.8, 40) * rng.choice([-1, 1], 40)
+    w1 = 0.8  # the user: mostly the first trait
+    ys = [
+        1 if rng.random() < 0.05 + 0.9 / (1 + math.exp(-10 * (2 * w1 - 1) * v)) else -1 for v in vs
+    ]
+    m = PreferenceModel(
+        prior_mean=[0.5, 0.5],
+        prior_strength=2.0,
+        beta=10.0,
+        lapse=0.05,
+        n_particles=512,
+        random_state=0,
+        ess_threshold=0.05,
+    ).fit([])
+    stale_seen = False
+    for v, y in zip(vs, ys, strict=True):
+        m.partial_fit([Observation.compare([v, -v], y)])
+        m.strength_evidence(strengths, budget=256)
+        stale_seen |= m.evidence_draws_stale_
+    assert stale_seen and m.evidence_draws_stale_
+    m.renew_evidence()
+    d = m.__dict__["_ev_draws"]
+    assert not m.evidence_draws_stale_ and d.placed == len(m._obs) and d.logy.shape[0] == 1024
+    ev = m.strength_evidence(strengths)
+    vy = vs * np.asarray(ys)
+
+    def log_marginal(s: float) -> float:
+        def f(w: float) -> float:
+            lik = 0.05 + 0.9 / (1 + np.exp(-10.0 * (2 * w - 1) * vy))
+            return float(beta_dist.pdf(w, s / 2, s / 2) * np.prod(lik))
+
+        return math.log(quad(f, 0, 1, limit=200)[0])
+
+    truth = [log_marginal(s) - log_marginal(2.0) for s in strengths]
+    np.testing.assert_allclose(ev, truth, atol=0.15)
