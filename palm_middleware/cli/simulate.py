@@ -33,6 +33,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--feedback", choices=["pairwise", "thumbs", "both"], default="both")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
+        "--api",
+        action="store_true",
+        help="also drive the real Palm through its public API (palm_api: palm's learning "
+        "settings; palm_api_bundled: the bundled policy's)",
+    )
+    p.add_argument(
         "--out",
         type=Path,
         default=Path("out/simulate"),
@@ -66,7 +72,9 @@ def run(args: argparse.Namespace) -> int:
         ("pairwise", "thumbs") if args.feedback == "both" else (args.feedback,)
     )
     cfg = with_setting(
-        SimulationConfig(n_users=args.users, n_events=args.events, feedback=fb, seed=args.seed),
+        SimulationConfig(
+            n_users=args.users, n_events=args.events, feedback=fb, seed=args.seed, api=args.api
+        ),
         args.setting,
     )
     overrides = {
