@@ -21,8 +21,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--setting",
         choices=sorted(SETTINGS),
         default="anchor",
-        help="issue 17 setting (anchor, beta3, beta30, noise25, peaked, k10, shift); the "
-        "options below override it",
+        help="issue 17 setting (anchor, beta3, beta30, noise25, peaked, k10, shift, bundled); "
+        "the options below override it",
     )
     p.add_argument("--traits", type=int, default=None)
     p.add_argument("--members", type=int, default=None)

@@ -86,10 +86,15 @@ class SimulationConfig:
     ``half_life`` is in events (both particle methods forget with it); ``explore_cost`` is the
     largest relative value loss, under the posterior mean, that a Thompson draw may cost.
     ``palm_beta`` / ``palm_lapse`` (diagnostics): give ``palm`` that β (a one-point grid) or
-    that lapse rate (not learned) instead of learning it. ``api``: also run the Palm-API arms
+    that lapse rate (not learned) instead of learning it; ``palm_reprior=False``: ``palm``
+    fits the population but never re-priors users it already has (``Palm`` gives a user the
+    prior served at their first event and keeps it). ``members="bundled"``: the bundled
+    portfolio's members (6 over its 4 traits) instead of the ℓp front, and the bundled policy's
+    default weights as the deployment default. ``api``: also run the Palm-API arms
     (the real ``Palm`` through its public API; milliseconds per event). ``api_overrides``
     (diagnostics): ``(name, value)`` pairs replacing ``palm_api``'s learning settings (keys of
-    :func:`api_settings`: ``prior_strength``, ``min_events``, ``max_step``, ``population``).
+    :func:`api_settings`: ``prior_strength``, ``min_events``, ``max_step``, ``population``,
+    ``bounds``).
     """
 
     n_traits: int = 4
@@ -114,12 +119,15 @@ class SimulationConfig:
     n_min: int = 20
     palm_beta: float | None = None
     palm_lapse: float | None = None
+    palm_reprior: bool = True
+    members: Literal["front", "bundled"] = "front"
     api: bool = False
     api_overrides: tuple[tuple[str, object], ...] = ()
     seed: int = 0
 
 
-#: The settings of issue 17's "Must show": the anchor and one change each.
+#: The settings of issue 17's "Must show": the anchor and one change each; and ``bundled``: the
+#: anchor's users and noise on the bundled portfolio (what ``Palm``'s README deployment serves).
 SETTINGS: dict[str, dict[str, object]] = {
     "anchor": {},
     "beta3": {"beta": 3.0},
@@ -128,6 +136,7 @@ SETTINGS: dict[str, dict[str, object]] = {
     "peaked": {"user_alpha": 0.3},
     "k10": {"n_members": 10},
     "shift": {"shift": True, "half_life": 20.0},
+    "bundled": {"members": "bundled", "n_members": 6, "n_traits": 4},
 }
 
 
@@ -231,6 +240,10 @@ def _check(c: SimulationConfig) -> None:
         raise InvalidParameterError(f"palm_beta must be > 0; got {c.palm_beta}")
     if c.palm_lapse is not None and not 0 <= c.palm_lapse < 0.5:
         raise InvalidParameterError(f"palm_lapse must be in [0, 0.5); got {c.palm_lapse}")
+    if c.members == "bundled" and (c.n_members, c.n_traits) != (6, 4):
+        raise InvalidParameterError("members='bundled' has 6 members over 4 traits")
+    if c.members not in ("front", "bundled"):
+        raise InvalidParameterError(f"members must be 'front' or 'bundled'; got {c.members!r}")
     if not 0 <= c.explore_cost:
         raise InvalidParameterError(f"explore_cost must be >= 0; got {c.explore_cost}")
 
@@ -262,7 +275,7 @@ def run_api_arm(
     R, users, shifted = _world(c)
     result = SimulationResult(config=c, rewards=R)
     U, T = c.n_users, c.n_events
-    d_idx = int(np.argmax(R @ np.full(c.n_traits, 1.0 / c.n_traits)))
+    d_idx = int(np.argmax(R @ _default_weights(c)))
     for fb in c.feedback:
         shape = (len(METHODS), U, T + 1)
         regret, shown, werr, cover = (np.full(shape, np.nan) for _ in range(4))
@@ -296,9 +309,27 @@ def _world(c: SimulationConfig) -> tuple[FloatArray, FloatArray, FloatArray]:
     R = lp_front_members(
         c.n_members, c.n_traits, p=c.front_p, noise=c.member_noise, random_state=rng
     )
+    if c.members == "bundled":  # the same draws from rng either way: the same users
+        R = np.array(_bundled()[0].rewards)
     users = rng.dirichlet(np.full(c.n_traits, c.user_alpha), size=c.n_users)
     shifted = rng.dirichlet(np.full(c.n_traits, c.user_alpha), size=c.n_users)
     return R, users, shifted
+
+
+def _bundled() -> tuple[Portfolio, BoundsPolicy]:
+    """The bundled portfolio and policy (README's deployment)."""
+    from ..data import bundled
+    from ..policy import load_policy
+    from ..portfolio.manifest import load_portfolio
+
+    return load_portfolio(bundled("portfolio.yaml")), load_policy(bundled("policy.yaml"))
+
+
+def _default_weights(c: SimulationConfig) -> FloatArray:
+    """The deployment default: uniform on the front, the bundled policy's on its portfolio."""
+    if c.members == "bundled":
+        return np.array(_bundled()[1].default.values)
+    return np.full(c.n_traits, 1.0 / c.n_traits)
 
 
 def _coins(c: SimulationConfig, fb: Feedback) -> FloatArray:
@@ -324,7 +355,7 @@ def _run_feedback(
     from tqdm import tqdm
 
     U, T, K, d = c.n_users, c.n_events, c.n_members, c.n_traits
-    default_w = np.full(d, 1.0 / d)
+    default_w = _default_weights(c)
     ref_point = R.mean(axis=0)
     d_idx = int(np.argmax(R @ default_w))
     # palm: β per user over a grid, the lapse rate the population's (starting at 0.1)
@@ -332,7 +363,7 @@ def _run_feedback(
     lapse0 = 0.1 if c.palm_lapse is None else c.palm_lapse
     grid = NoiseGrid.centred(betas, (lapse0,)) if c.learn else NoiseGrid.fixed(10.0, 0.05)
     lapses = c.lapses if c.learn and c.palm_lapse is None else None
-    alpha0 = default_w * d  # the deployment's starting prior: Dirichlet(1)
+    alpha0 = default_w * d  # the deployment's starting prior: Dirichlet(1) on the front
     population = Population(n_min=c.n_min)
     strengths = strength_candidates(float(alpha0.sum()))
 
@@ -381,7 +412,7 @@ def _run_feedback(
                 population.observe(str(u), m.mean_log_weights(), m.noise_posterior(), le, se)
             pop = population.prior(alpha0, grid, lapses)
             result.prior_fit[fb] = pop.alpha
-            for m in palm:
+            for m in palm if c.palm_reprior else ():
                 m.reprior(pop.alpha if c.population else None, pop.noise.p)
                 if pop.noise.lapses[0] != m.noise_grid_.lapses[0]:
                     m.relapse(pop.noise.lapses[0])
@@ -466,11 +497,12 @@ class ApiFit:
 def api_settings(c: SimulationConfig, method: str) -> dict[str, object]:
     """The learning settings the policy of a Palm-API arm states.
 
-    ``palm_api``: those of ``palm`` (prior strength d, i.e. Dirichlet(1) around uniform weights;
-    no ``min_events``; no ``max_step``), then ``c.api_overrides``. ``palm_api_bundled``: the
-    bundled policy's prior strength, ``min_events`` and ``max_step``. Both: β and lapse as
-    ``palm`` handles them (learned, or ``palm_beta``/``palm_lapse``), ``population`` as
-    ``c.population``.
+    ``palm_api``: those of ``palm`` (prior strength d, i.e. Dirichlet(1) around the default;
+    no ``min_events``; no ``max_step``; no trait bounds), then ``c.api_overrides``.
+    ``palm_api_bundled``: the bundled policy's prior strength, ``min_events`` and ``max_step``,
+    and on its own portfolio (``members="bundled"``) its floors, caps and drift limit too.
+    Both: β and lapse as ``palm`` handles them (learned, or ``palm_beta``/``palm_lapse``),
+    ``population`` as ``c.population``.
     """
     if method == "palm_api":
         out: dict[str, object] = {
@@ -478,6 +510,7 @@ def api_settings(c: SimulationConfig, method: str) -> dict[str, object]:
             "min_events": 0.0,
             "max_step": None,
             "population": c.population,
+            "bounds": False,
         }
         for k, v in c.api_overrides:
             if k not in out:
@@ -487,15 +520,13 @@ def api_settings(c: SimulationConfig, method: str) -> dict[str, object]:
             out[k] = v
         return out
     if method == "palm_api_bundled":
-        from ..data import bundled
-        from ..policy import load_policy
-
-        p = load_policy(bundled("policy.yaml"))
+        p = _bundled()[1]
         return {
             "prior_strength": p.prior_strength,
             "min_events": p.min_events,
             "max_step": p.max_step,
             "population": c.population,
+            "bounds": c.members == "bundled",
         }
     raise InvalidParameterError(f"not a Palm-API method: {method!r}; use {list(API_METHODS)}")
 
@@ -503,30 +534,46 @@ def api_settings(c: SimulationConfig, method: str) -> dict[str, object]:
 def api_deployment(
     c: SimulationConfig, rewards: FloatArray, settings: dict[str, object]
 ) -> tuple[Portfolio, BoundsPolicy]:
-    """The portfolio (members ``m0``.., traits ``t0``..) and the policy a Palm-API arm serves:
-    uniform default weights (the ``default`` method's), no floors, caps or drift limit,
-    exploration allowed, and ``settings``' prior strength, ``min_events`` and ``max_step``.
+    """The portfolio and the policy a Palm-API arm serves.
 
-    The policy's ``learning:`` section states β and lapse as ``palm`` handles them and the
-    half-life in the arm's clock (one second per step): ``never`` without one.
+    On the front: members ``m0``.. over traits ``t0``.. with ``rewards``, uniform default
+    weights (the ``default`` method's). With ``members="bundled"``: the bundled portfolio and
+    the bundled policy's default weights, and with ``settings["bounds"]`` its floors, caps and
+    drift limit (its topic rule needs messages, which the simulator does not send).
+    Exploration allowed; ``settings``' prior strength, ``min_events`` and ``max_step``. The
+    ``learning:`` section states β and lapse as ``palm`` handles them and the half-life in
+    the arm's clock (one second per step): ``never`` without one.
     """
     from ..policy import policy_from_data
     from ..portfolio.manifest import Portfolio
 
     d = c.n_traits
-    traits = [f"t{k}" for k in range(d)]
-    portfolio = Portfolio.from_rewards(
-        traits, {f"m{k}": list(map(float, r)) for k, r in enumerate(rewards)}, name="simulate"
-    )
-    default = {t: 1.0 / d for t in traits}
-    default[traits[-1]] = 1.0 - sum(1.0 / d for _ in traits[:-1])  # sums to 1 exactly
+    bounds: list[dict[str, object]] = []
+    if c.members == "bundled":
+        portfolio, bundled_policy = _bundled()
+        traits = list(portfolio.space.names)
+        default = bundled_policy.default.as_dict()
+        if settings["bounds"]:
+            assert bundled_policy.spec is not None
+            for rule in bundled_policy.spec.model_dump(mode="json", exclude_none=True)["bounds"]:
+                keep = {k: rule[k] for k in ("min", "max", "max_l1_from_default") if k in rule}
+                if keep and "when" not in rule:
+                    bounds.append({"id": rule["id"], **keep})
+    else:
+        if settings["bounds"]:
+            raise InvalidParameterError("the bundled policy's bounds need members='bundled'")
+        traits = [f"t{k}" for k in range(d)]
+        portfolio = Portfolio.from_rewards(
+            traits, {f"m{k}": list(map(float, r)) for k, r in enumerate(rewards)}, name="simulate"
+        )
+        default = {t: 1.0 / d for t in traits}
+        default[traits[-1]] = 1.0 - sum(1.0 / d for _ in traits[:-1])  # sums to 1 exactly
     if c.learn:
         beta: object = "learn" if c.palm_beta is None else c.palm_beta
         lapse: object = "learn" if c.palm_lapse is None else c.palm_lapse
     else:
         beta, lapse = 10.0, 0.05  # palm's fixed noise without learning
     half_life = "never" if c.half_life is None else c.half_life / 86400.0
-    bounds: list[dict[str, object]] = []
     if settings["min_events"]:
         bounds.append({"id": "min-evidence", "min_events": settings["min_events"]})
     if settings["max_step"] is not None:

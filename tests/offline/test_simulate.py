@@ -66,7 +66,9 @@ def test_palm_learns_next_to_its_baselines() -> None:
 
 
 def test_settings_change_what_they_say() -> None:
-    assert set(SETTINGS) == {"anchor", "beta3", "beta30", "noise25", "peaked", "k10", "shift"}
+    assert set(SETTINGS) == {
+        "anchor", "beta3", "beta30", "noise25", "peaked", "k10", "shift", "bundled"
+    }  # fmt: skip
     assert with_setting(TINY, "beta3").beta == 3.0
     assert with_setting(TINY, "k10").n_members == 10
     assert with_setting(TINY, "peaked").user_alpha == 0.3
@@ -181,7 +183,10 @@ def test_api_arms_run_next_to_the_others_on_the_same_users() -> None:
 
 def test_api_policies_state_what_the_arms_claim() -> None:
     mine = api_settings(TINY, "palm_api")
-    assert mine == {"prior_strength": 4.0, "min_events": 0.0, "max_step": None, "population": True}
+    assert mine == {
+        "prior_strength": 4.0, "min_events": 0.0, "max_step": None, "population": True,
+        "bounds": False,
+    }  # fmt: skip
     bundled = api_settings(TINY, "palm_api_bundled")
     assert (bundled["prior_strength"], bundled["min_events"], bundled["max_step"]) == (10, 3, 0.25)
     rewards = lp_front_members(TINY.n_members, TINY.n_traits, random_state=0)
@@ -199,3 +204,34 @@ def test_api_policies_state_what_the_arms_claim() -> None:
         api_settings(replace(TINY, api_overrides=(("gamma", 1),)), "palm_api")
     with pytest.raises(InvalidParameterError, match="not a Palm-API method"):
         run_api_arm(TINY, "palm")
+
+
+def test_bundled_members_and_policy_are_the_readme_deployment() -> None:
+    from palm_middleware import load_policy, load_portfolio
+    from palm_middleware.data import bundled
+
+    cfg = replace(with_setting(TINY, "bundled"), n_users=3, n_events=4, api=True)
+    res = run_simulation(replace(cfg, feedback=("thumbs",)))
+    portfolio, policy = (
+        load_portfolio(bundled("portfolio.yaml")),
+        load_policy(bundled("policy.yaml")),
+    )
+    np.testing.assert_array_equal(res.rewards, portfolio.rewards)
+    served, mine = api_deployment(cfg, res.rewards, api_settings(cfg, "palm_api_bundled"))
+    assert served.ids == portfolio.ids
+    np.testing.assert_array_equal(mine.lower, policy.lower)
+    np.testing.assert_array_equal(mine.upper, policy.upper)
+    np.testing.assert_array_equal(mine.default.values, policy.default.values)
+    assert (mine.max_drift, mine.min_events, mine.max_step) == (0.8, 3, 0.25)
+    with pytest.raises(InvalidParameterError, match="6 members over 4 traits"):
+        run_simulation(replace(cfg, n_members=5))
+
+
+def test_palm_without_repriors_changes_only_palm() -> None:
+    cfg = replace(TINY, n_users=6, n_events=12, feedback=("thumbs",))
+    a, b = run_simulation(cfg), run_simulation(replace(cfg, palm_reprior=False))
+    pm = METHODS.index("palm")
+    assert not np.array_equal(a.per_user["thumbs"][pm], b.per_user["thumbs"][pm])
+    for m in ("default", "bandit", "reference"):
+        mi = METHODS.index(m)
+        np.testing.assert_array_equal(a.per_user["thumbs"][mi], b.per_user["thumbs"][mi])
