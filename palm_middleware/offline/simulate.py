@@ -22,8 +22,10 @@ Methods:
         ``palm_api``'s policy states the learning settings of ``palm`` (prior strength d, no
         ``min_events``, no ``max_step``; β and lapse learned); ``palm_api_bundled`` those of
         the bundled policy (its prior strength, ``min_events`` and ``max_step``), which is what
-        a deployment of the default policy gets. Both route on uniform default weights with no
-        floors or caps (the bundled policy's are named after its own traits).
+        a deployment of the default policy gets. On the ℓp front both route on uniform default
+        weights with no floors or caps (the bundled policy's are named after its own traits);
+        on the bundled portfolio (setting ``bundled``) on the bundled default weights, and
+        ``palm_api_bundled`` within the bundled policy's floors, caps and drift limit.
 
 Metrics per step: regret of what ``mode="mean"`` would serve, regret of what is shown (the mean
 over an A/B pair's two members), 90% interval coverage of the true weights, weight error, and
@@ -240,6 +242,8 @@ def _check(c: SimulationConfig) -> None:
         raise InvalidParameterError(f"palm_beta must be > 0; got {c.palm_beta}")
     if c.palm_lapse is not None and not 0 <= c.palm_lapse < 0.5:
         raise InvalidParameterError(f"palm_lapse must be in [0, 0.5); got {c.palm_lapse}")
+    if c.api and c.palm_lapse == 0:
+        raise InvalidParameterError("api: a policy states a lapse rate in (0, 0.5); got 0")
     if c.members == "bundled" and (c.n_members, c.n_traits) != (6, 4):
         raise InvalidParameterError("members='bundled' has 6 members over 4 traits")
     if c.members not in ("front", "bundled"):
