@@ -23,7 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
-from palm_middleware import MemoryStore, Pairwise, Palm, load_policy, load_portfolio
+from palm_middleware import (
+    ComparisonUnavailable,
+    MemoryStore,
+    Pairwise,
+    Palm,
+    load_policy,
+    load_portfolio,
+)
 from palm_middleware.demo.users import default_users
 
 
@@ -57,8 +64,11 @@ def replay(
         for turn in range(rounds):
             p = rng.choice(prompts)
             # As in the demo: the served request carries the user's words (and their cues).
-            palm.decide(user.name, [{"role": "user", "content": user.message(p, turn)}])
-            a, b = palm.compare_candidates(user.name)
+            d = palm.decide(user.name, [{"role": "user", "content": user.message(p, turn)}])
+            try:
+                a, b = palm.compare_candidates(user.name, served=d.member)
+            except ComparisonUnavailable:
+                continue  # no second member within the exploration bound: no question
             ua, ub = user.utility(replies[a][p]), user.utility(replies[b][p])
             if a != b and abs(ua - ub) > margin:
                 win, lose = (a, b) if ua > ub else (b, a)

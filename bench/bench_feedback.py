@@ -194,24 +194,46 @@ def in_memory(args: argparse.Namespace, feedback: str) -> dict[str, Any]:
     """The in-place update alone, with this tree's ``LearningState`` defaults and a population
     (as ``Palm`` has): per-event CPU time of ``rebuild`` (excluding store I/O), which events
     moved particles, the CPU time of each Metropolis-Hastings move on its own, regret and 90%
-    coverage at ``STEPS``."""
+    coverage at ``STEPS``.
+
+    ``--moves background`` (default where the tree has it): as ``Palm`` outside its sync mode,
+    a :class:`BackgroundUpkeep` thread moves posteriors that events left thin and makes a new user's
+    evidence draws; its CPU time is
+    reported apart (it is not on the feedback path, but it is paid). ``--order round-robin``:
+    every user's event t before anyone's t + 1 (traffic from many users; a user's next event
+    comes 59 events later), instead of each user's events back to back."""
+    import threading
+
     from palm_middleware.preferences.model import PreferenceModel
 
-    moves: list[float] = []
+    moves: list[float] = []  # on the feedback path (this thread)
     plain = PreferenceModel._move
+    main = threading.get_ident()
 
     def timed_move(self: PreferenceModel, *a: Any, **k: Any) -> Any:
         c0 = time.thread_time()
         try:
             return plain(self, *a, **k)
         finally:
-            moves.append(time.thread_time() - c0)
+            if threading.get_ident() == main:
+                moves.append(time.thread_time() - c0)
 
     PreferenceModel._move = timed_move  # type: ignore[method-assign]
     try:
         return _in_memory(args, feedback, moves)
     finally:
         PreferenceModel._move = plain  # type: ignore[method-assign]
+
+
+def _background(ls: LearningState, wanted: str) -> Any:
+    """The tree's background mover on ``ls`` (None: inline, or a tree without one)."""
+    if wanted != "background" or not hasattr(ls, "follow_up"):  # (a baseline from before it)
+        return None
+    try:
+        from palm_middleware.background_upkeep import BackgroundUpkeep
+    except ImportError:  # a baseline from before it
+        return None
+    return BackgroundUpkeep(ls)
 
 
 def _in_memory(args: argparse.Namespace, feedback: str, moves: list[float]) -> dict[str, Any]:
@@ -229,47 +251,67 @@ def _in_memory(args: argparse.Namespace, feedback: str, moves: list[float]) -> d
         warm = ProfileRecord("warm", st, k + 1, float(k))
     ls.forget_cache()
     moves.clear()
+    mover = _background(ls, getattr(args, "moves", "inline"))
     if getattr(args, "gc_freeze", False):  # as the proxy does after start-up
         import gc
 
         gc.collect()
         gc.freeze()
     cpu: list[float] = []
+    wall: list[float] = []  # (with a background thread, waits for the GIL show here only)
     moved: list[bool] = []
     first: list[bool] = []
     regret = np.zeros((args.users, args.events + 1))
     cover = np.zeros((args.users, args.events + 1))
-    for u, w in enumerate(users):
-        vals = R @ w
-        opt = float(vals.max())
-        urng = np.random.default_rng([args.seed, u])
-        rec: ProfileRecord | None = None
-        now = 1.7e9
-        for t in range(args.events + 1):
-            if rec is None:
-                mean, lo, hi = np.full(4, 0.25), np.zeros(4), np.ones(4)
-            else:
-                post = rec.state["posterior"]
-                mean, lo, hi = (np.asarray(post[k]) for k in ("mean", "lower", "upper"))
-            regret[u, t] = (opt - vals[int(np.argmax(R @ mean))]) / opt
-            cover[u, t] = float(np.mean((w >= lo) & (w <= hi)))
-            if t == args.events:
-                break
-            now += 30.0
-            event = _event(feedback, R, w, urng, u, t, now, args.beta)
-            n_moves = len(moves)
-            c0 = time.thread_time()
-            state = ls.rebuild(rec, [event], now=now, policy=policy, limit=0.25)
-            cpu.append(time.thread_time() - c0)
-            moved.append(len(moves) > n_moves)
-            first.append(rec is None)
-            rec = ProfileRecord(f"u{u}", state, (rec.version if rec else 0) + 1, now)
+    vals = users @ R.T
+    urngs = [np.random.default_rng([args.seed, u]) for u in range(args.users)]
+    recs: list[ProfileRecord | None] = [None] * args.users
+    now = np.full(args.users, 1.7e9)
+    if getattr(args, "order", "user") == "round-robin":
+        steps = [(u, t) for t in range(args.events + 1) for u in range(args.users)]
+    else:
+        steps = [(u, t) for u in range(args.users) for t in range(args.events + 1)]
+    c_all = time.process_time()
+    for u, t in steps:
+        w, rec = users[u], recs[u]
+        opt = float(vals[u].max())
+        if rec is None:
+            mean, lo, hi = np.full(4, 0.25), np.zeros(4), np.ones(4)
+        else:
+            post = rec.state["posterior"]
+            mean, lo, hi = (np.asarray(post[k]) for k in ("mean", "lower", "upper"))
+        regret[u, t] = (opt - vals[u][int(np.argmax(R @ mean))]) / opt
+        cover[u, t] = float(np.mean((w >= lo) & (w <= hi)))
+        if t == args.events:
+            continue
+        now[u] += 30.0
+        event = _event(feedback, R, w, urngs[u], u, t, float(now[u]), args.beta)
+        n_moves = len(moves)
+        c0, w0 = time.thread_time(), time.perf_counter()
+        state = ls.rebuild(rec, [event], now=float(now[u]), policy=policy, limit=0.25)
+        cpu.append(time.thread_time() - c0)
+        wall.append(time.perf_counter() - w0)
+        moved.append(len(moves) > n_moves)
+        first.append(rec is None)
+        recs[u] = ProfileRecord(f"u{u}", state, (rec.version if rec else 0) + 1, float(now[u]))
+    if mover is not None:
+        mover.drain(30.0)
+        mover.close()
+    process_cpu = time.process_time() - c_all
     se = lambda x: float(x.std(ddof=1) / np.sqrt(len(x)))  # noqa: E731
     return {
         "cpu": cpu,
+        "wall": wall,
         "moved": moved,
         "first": first,
         "moves": list(moves),
+        "background": None
+        if mover is None
+        else {
+            "moved": ls.followed_up,
+            "cpu_per_event_ms": 1e3 * mover.cpu_seconds / len(cpu),
+            "process_cpu_per_event_ms": 1e3 * process_cpu / len(cpu),
+        },
         "regret": {str(s): [float(regret[:, s].mean()), se(regret[:, s])] for s in STEPS},
         "coverage": float(cover[:, 1:].mean()),
         "coverage_last": float(cover[:, -1].mean()),
@@ -282,18 +324,32 @@ def in_memory_table(results: dict[str, dict[str, list[dict[str, Any]]]]) -> None
         "| revision | feedback | CPU ms p50 / p99 / max | events that moved | their CPU ms p50 / "
         "max | MH move alone ms p50 / max | other events p99 | "
         + " | ".join(f"regret % t={s}" for s in STEPS)
-        + " | 90% coverage t=1..50 / t=50 |"
+        + " | 90% coverage t=1..50 / t=50 | background: follow-ups per 100 events, thread CPU ms "
+        "per event | process CPU ms per event | wall ms p50 / p99 / max |"
     )
-    print("|---|---|---|---|---|---|---|" + "---|" * len(STEPS) + "---|")
+    print("|---|---|---|---|---|---|---|" + "---|" * len(STEPS) + "---|---|---|---|")
     for rev, by_fb in results.items():
         for fb, rounds in by_fb.items():
             cpu = np.concatenate([r["cpu"] for r in rounds])
             moved = np.concatenate([r["moved"] for r in rounds]).astype(bool)
             mv = np.concatenate([r["moves"] for r in rounds]) * 1e3
-            r0 = rounds[0]  # regret and coverage: the same in every round (seeded)
+            r0 = rounds[0]
+            # Regret and coverage: the same in every round when moves are inline (seeded);
+            # with background moves they depend on the thread's timing: the rounds' mean.
             reg = " | ".join(
-                f"{100 * r0['regret'][str(s)][0]:.2f} ± {100 * r0['regret'][str(s)][1]:.2f}"
+                f"{100 * np.mean([r['regret'][str(s)][0] for r in rounds]):.2f} ± "
+                f"{100 * rounds[0]['regret'][str(s)][1]:.2f}"
                 for s in STEPS
+            )
+            cov = np.mean([r["coverage"] for r in rounds])
+            cov_last = np.mean([r["coverage_last"] for r in rounds])
+            bgs = [r["background"] for r in rounds if r.get("background")]
+            bg = (
+                f"{100 * np.mean([b['moved'] for b in bgs]) / len(rounds[0]['cpu']):.1f}, "
+                f"{np.mean([b['cpu_per_event_ms'] for b in bgs]):.3f} | "
+                f"{np.mean([b['process_cpu_per_event_ms'] for b in bgs]):.3f}"
+                if bgs
+                else "- | -"
             )
             mcpu = cpu[moved] * 1e3
             print(
@@ -302,34 +358,77 @@ def in_memory_table(results: dict[str, dict[str, list[dict[str, Any]]]]) -> None
                 + " | "
                 + (f"{np.median(mv):.2f} / {mv.max():.2f}" if mv.size else "-")
                 + f" | {np.percentile(cpu[~moved] * 1e3, 99):.3f} | {reg} | "
-                f"{100 * r0['coverage']:.1f} / {100 * r0['coverage_last']:.1f} |"
+                f"{100 * cov:.1f} / {100 * cov_last:.1f} | {bg} | "
+                + (pct(list(np.concatenate([r["wall"] for r in rounds]))) if "wall" in r0 else "-")
+                + " |"
             )
 
 
 def compare_revisions(args: argparse.Namespace) -> None:
-    """This tree and ``--baseline``, each in its own child process, alternating by round."""
+    """Variants in child processes, alternating their order round by round so all see the same
+    load: this tree and ``--baseline``, or (``--moves both``) this tree with background and
+    with inline moves."""
     here = Path(__file__).resolve().parents[1]
-    trees = {"this branch": here, "baseline": Path(args.baseline).resolve()}
-    results: dict[str, dict[str, list[dict[str, Any]]]] = {n: {} for n in trees}
+    if args.baseline:
+        moves = "background" if args.moves == "both" else args.moves
+        base = Path(args.baseline).resolve()
+        variants = {"this branch": (here, moves), "baseline": (base, moves)}
+    else:
+        variants = {"background": (here, "background"), "inline": (here, "inline")}
+    results: dict[str, dict[str, list[dict[str, Any]]]] = {n: {} for n in variants}
     for r in range(args.rounds):
-        order = list(trees) if r % 2 == 0 else list(trees)[::-1]
+        order = list(variants) if r % 2 == 0 else list(variants)[::-1]
         for name in order:
-            tree = trees[name]
+            tree, moves = variants[name]
             env = {**os.environ, "PYTHONPATH": str(tree)}
             cmd = [sys.executable, __file__, "--in-memory-json", "--users", str(args.users)]
             cmd += ["--events", str(args.events), "--seed", str(args.seed)]
             cmd += ["--beta", str(args.beta), "--user-alpha", str(args.user_alpha)]
             cmd += ["--feedback", *args.feedback] + (["--gc-freeze"] if args.gc_freeze else [])
+            cmd += ["--moves", moves, "--order", args.order]
             out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
             for fb, res in json.loads(out.stdout.splitlines()[-1]).items():
                 results[name].setdefault(fb, []).append(res)
             print(f"round {r + 1}/{args.rounds}: {name} done", file=sys.stderr)
     print(
         f"\nin memory, {args.rounds} rounds x {args.users} users x {args.events} events, "
-        f"β = {args.beta}, users ~ Dirichlet({args.user_alpha})"
+        f"β = {args.beta}, users ~ Dirichlet({args.user_alpha}), order {args.order}"
         + (", gc.freeze() after the warm-up" if args.gc_freeze else "")
     )
     in_memory_table(results)
+    if args.plot:
+        plot_tails(results, Path(args.plot))
+
+
+def plot_tails(results: dict[str, dict[str, list[dict[str, Any]]]], path: Path) -> None:
+    """Share of feedback events slower than x (CPU ms), one panel per feedback kind: the tail
+    the p99 target is about."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    kinds = sorted({fb for by_fb in results.values() for fb in by_fb})
+    fig = Figure(figsize=(5.0 * len(kinds), 3.6))
+    FigureCanvasAgg(fig)
+    for k, fb in enumerate(kinds):
+        ax = fig.add_subplot(1, len(kinds), k + 1)
+        for name, by_fb in results.items():
+            if fb not in by_fb:
+                continue
+            cpu = np.sort(np.concatenate([r["cpu"] for r in by_fb[fb]])) * 1e3
+            tail = 1.0 - np.arange(1, cpu.size + 1) / cpu.size
+            ax.step(cpu[:-1], tail[:-1], where="post", label=name)
+        ax.axvline(1.0, color="grey", ls=":", lw=1)
+        ax.axhline(0.01, color="grey", ls=":", lw=1)
+        ax.set_yscale("log")
+        ax.set_xlim(0, 3)
+        ax.set_xlabel("feedback update, CPU ms")
+        ax.set_ylabel("share of events slower")
+        ax.set_title(f"{fb}: the 1 ms / 1 % lines are the p99 target", fontsize=9)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    print(f"plot: {path}")
 
 
 def pipeline(args: argparse.Namespace) -> None:
@@ -344,13 +443,17 @@ def pipeline(args: argparse.Namespace) -> None:
         return t[0]
 
     palms = {}
-    for name in ("refit", "incremental"):
+    # refit / incremental: sync mode (a seed: population refits on the request thread every 25
+    # changes, no upkeep thread); served: as a server runs it (no seed: population refit and
+    # upkeep on background threads).
+    for name in ("refit", "incremental", "served"):
         palm = Palm(
             portfolio,
             load_policy(bundled("policy.yaml")),
             MemoryStore(),
             clock=clock,
-            random_state=0,
+            random_state=None if name == "served" else 0,
+            population_refresh=2.0 if name == "served" else None,
             embedder=None,
         )
         if name == "refit":
@@ -361,6 +464,7 @@ def pipeline(args: argparse.Namespace) -> None:
         palms[name] = palm
     rng = np.random.default_rng(args.seed)
     fb: dict[str, list[float]] = {n: [] for n in palms}
+    fb_cpu: dict[str, list[float]] = {n: [] for n in palms}
     cc: dict[str, list[float]] = {n: [] for n in palms}
     for k in range(args.pipeline_events):
         user = f"user{k % 20}"  # round robin: 20 users, as a server sees them
@@ -368,9 +472,10 @@ def pipeline(args: argparse.Namespace) -> None:
         up = bool(rng.random() < 0.5)
         for name in list(palms) if k % 2 == 0 else list(palms)[::-1]:  # interleaved
             palm = palms[name]
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             palm.record_feedback(user, Thumb(up=up, member=member))
             fb[name].append(time.perf_counter() - t0)
+            fb_cpu[name].append(time.thread_time() - c0)
             if k % 10 == 0:
                 t0 = time.perf_counter()
                 palm.compare_candidates(user)
@@ -379,10 +484,13 @@ def pipeline(args: argparse.Namespace) -> None:
         f"\nPalm on a MemoryStore (JSON round trip and audit hashing included), bundled portfolio "
         f"and policy, {args.pipeline_events} thumbs over 20 users round robin, wall ms"
     )
-    print("| Palm | record_feedback p50 / p99 / max | compare_candidates p50 / p99 / max |")
-    print("|---|---|---|")
+    print(
+        "| Palm | record_feedback p50 / p99 / max | its CPU ms p50 / p99 / max | "
+        "compare_candidates p50 / p99 / max |"
+    )
+    print("|---|---|---|---|")
     for name in palms:
-        print(f"| {name} | {pct(fb[name][20:])} | {pct(cc[name][2:])} |")
+        print(f"| {name} | {pct(fb[name][20:])} | {pct(fb_cpu[name][20:])} | {pct(cc[name][2:])} |")
 
 
 def refresh(args: argparse.Namespace) -> None:
@@ -532,6 +640,20 @@ def main() -> None:
         action="store_true",
         help="with --in-memory: gc.freeze() after the warm-up, as the LiteLLM proxy after start-up",
     )
+    ap.add_argument(
+        "--moves",
+        choices=["background", "inline", "both"],
+        default="background",
+        help="with --in-memory: move thinning posteriors on a background thread, as Palm does "
+        "(where the tree has it), or only on the feedback path; both: the two, interleaved",
+    )
+    ap.add_argument("--plot", help="with --in-memory and two variants: a PNG of the tails")
+    ap.add_argument(
+        "--order",
+        choices=["user", "round-robin"],
+        default="user",
+        help="with --in-memory: each user's events back to back, or interleaved across users",
+    )
     ap.add_argument("--in-memory-json", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument(
         "--parts",
@@ -557,7 +679,7 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} cores, {cpu}; load average {os.getloadavg()[0]:.1f}")
     t0 = time.perf_counter()
     if args.in_memory:
-        if args.baseline:
+        if args.baseline or args.moves == "both":
             compare_revisions(args)
         else:
             in_memory_table({"this tree": {fb: [in_memory(args, fb)] for fb in args.feedback}})

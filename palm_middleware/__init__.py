@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._lazy import load as _load
 from .exceptions import (
+    ComparisonUnavailable,
     ConfigError,
     DecisionBlocked,
     EngineError,
@@ -75,6 +76,7 @@ _LAZY = {
 
 __all__ = [
     "BoundsPolicy",
+    "ComparisonUnavailable",
     "ConfigError",
     "Decision",
     "DecisionBlocked",

@@ -49,6 +49,7 @@ __all__ = [
     "AuditOutbox",
     "ChainReport",
     "feedback_record",
+    "last_served",
     "outcome_record",
     "reply_block_record",
     "verify_audit_chain",
@@ -166,6 +167,29 @@ def reply_block_record(
         "policy_version": policy,
     }
     return AuditRecord(uuid.uuid4().hex, key, "reply_block", payload, now)
+
+
+#: Audit records read back for the user's latest decision (:func:`last_served`).
+LAST_SERVED_WINDOW = 32
+
+
+def last_served(store: Store, key: str, window: int = LAST_SERVED_WINDOW) -> str | None:
+    """The member the user's latest decision served (the stand-in, if one took over), or None.
+
+    Comparison decisions (``mode == "compare"``: the second side of an A/B question) are
+    skipped. Reads only ``key``'s own latest ``window`` records (one indexed query); ``key``
+    must come from the caller's authentication, as for every other read of a user's data.
+    """
+    stand_ins: dict[str, str] = {}
+    for rec in reversed(store.audit(key, limit=window)):
+        payload = rec.payload
+        if rec.kind == "outcome" and isinstance(payload.get("served"), str):
+            stand_ins.setdefault(str(payload.get("decision_id")), payload["served"])
+        elif rec.kind == "decision" and payload.get("mode") != "compare":
+            member = payload.get("member")
+            if isinstance(member, str):
+                return stand_ins.get(rec.record_id, member)
+    return None
 
 
 def outcome_record(

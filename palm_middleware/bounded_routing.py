@@ -70,6 +70,10 @@ class BoundedRouter:
         explore_cost: the most a Thompson draw may cost: its member's value, under the clamped
             mean weights, is at least ``1 - explore_cost`` times the mean member's; a costlier
             draw serves the mean member.
+        pair_cost: the same bound on the second member of an A/B pair (a costlier comparison
+            is not served). Looser than ``explore_cost`` by default: a pair is asked only now
+            and then, both replies are shown, and the user picks the one they want; at 0.2
+            learning from pairs slowed to a third (BENCHMARKS.md, "A/B pairs").
     """
 
     def __init__(
@@ -78,16 +82,15 @@ class BoundedRouter:
         mode: RouteMode,
         rng: np.random.Generator,
         explore_cost: float = 0.2,
+        pair_cost: float = 0.4,
     ) -> None:
         if mode not in MODES:
             raise InvalidParameterError(f"mode must be one of {MODES}; got {mode!r}")
-        if (
-            isinstance(explore_cost, bool)
-            or not isinstance(explore_cost, (int, float))
-            or not 0 <= explore_cost <= 1
-        ):
-            raise InvalidParameterError(f"explore_cost must be in [0, 1]; got {explore_cost!r}")
+        for name, cost in (("explore_cost", explore_cost), ("pair_cost", pair_cost)):
+            if isinstance(cost, bool) or not isinstance(cost, (int, float)) or not 0 <= cost <= 1:
+                raise InvalidParameterError(f"{name} must be in [0, 1]; got {cost!r}")
         self.explore_cost = float(explore_cost)
+        self.pair_cost = float(pair_cost)
         self.router = router
         self.portfolio = router.portfolio
         self.mode: RouteMode = mode
@@ -143,9 +146,7 @@ class BoundedRouter:
                 sample = summary.sample(1, self._rng)[0]
             drawn = bounds.clamp(sample, evidence=summary.evidence)
             route = self.router.route(drawn.weights, mode="thompson")
-            mean = self.router.scores(clamp.weights)
-            top = float(mean.max())
-            cheap = top - float(mean[route.index]) <= self.explore_cost * abs(top)
+            cheap = self.within_cost(self.router.scores(clamp.weights), route.index)
             if cheap and (not member_rules or member_ok(policy, ctx, ev, route.member)):
                 return route, drawn
         if mode == "robust":
@@ -156,6 +157,62 @@ class BoundedRouter:
                 if not member_rules or member_ok(policy, ctx, ev, route.member):
                     return route, clamp
         return self.router.route(clamp.weights), clamp
+
+    def within_cost(self, mean: FloatArray, i: int, cost: float | None = None) -> bool:
+        """Whether member ``i`` loses at most ``cost`` (default ``explore_cost``) of the best
+        value, ``mean`` being each member's value under the (clamped) mean weights: the bound
+        on what is shown."""
+        top = float(mean.max())
+        bound = self.explore_cost if cost is None else cost
+        return top - float(mean[i]) <= bound * abs(top)
+
+    def refuses(
+        self,
+        member: MemberId,
+        route: Route,
+        ev: Evaluation,
+        ctx: RequestContext,
+        policy: BoundsPolicy,
+    ) -> str | None:
+        """Why the policy would not serve ``member`` to this user here (``route``: what it
+        serves), or None: a member it could have served, so a pair may start from it."""
+        if member == route.member:
+            return None
+        if ev.action != "clamp":
+            return f"rule {ev.action_rule!r} decides the member ({ev.action}: {route.member!r})"
+        if policy.condition_members() and not member_ok(policy, ctx, ev, member):
+            return f"rules conditioned on the member apply to {member!r}"
+        return None
+
+    def pair_candidates(
+        self, served: int, ev: Evaluation, ctx: RequestContext, policy: BoundsPolicy
+    ) -> tuple[list[int], str | None]:
+        """The members that may be shown next to ``served`` in an A/B pair, or why none may.
+
+        The second member is shown to the user like a Thompson draw, so it obeys the same
+        rules: exploration allowed, no rule deciding the member, no member-conditioned rule
+        triggered, and at most ``pair_cost`` lost (:meth:`within_cost`).
+        """
+        if ev.action != "clamp":
+            return [], f"rule {ev.action_rule!r} decides the member ({ev.action})"
+        if not ev.exploration:
+            return [], "the policy does not allow exploration here"
+        mean = self.router.scores(ev.clamp.weights)
+        ids = self.portfolio.ids
+        member_rules = bool(policy.condition_members())
+        out = [
+            j
+            for j in range(len(ids))
+            if j != served
+            and self.within_cost(mean, j, self.pair_cost)
+            and (not member_rules or member_ok(policy, ctx, ev, ids[j]))
+        ]
+        if not out:
+            return [], (
+                f"no member but {ids[served]!r} is within the pair cost bound "
+                f"(pair_cost {self.pair_cost:g} of the best value under the mean weights)"
+            )
+        return out, None
 
     def compare(
         self,
@@ -175,6 +232,11 @@ class BoundedRouter:
         if policy.condition_members() and not member_ok(policy, ctx, ev, member):
             return route, f"rules conditioned on the member apply to {member!r}"
         i = self.portfolio.index(member)
+        if not self.within_cost(self.router.scores(ev.clamp.weights), i, self.pair_cost):
+            return route, (
+                f"{member!r} would cost more than pair_cost ({self.pair_cost:g}) "
+                "of the best value under the mean weights"
+            )
         scores = route.scores
         return Route(
             member=member,

@@ -18,6 +18,7 @@ Our exception hierarchy::
       InvalidEventError(ValueError)      malformed feedback events
       IdentityError(PermissionError)     a caller reaching for another user's data
       DecisionBlocked                    the policy refuses the request (.rule_id, .user_message)
+      ComparisonUnavailable              no A/B pair may be shown to this user now (.reason)
       TopicLabelError                    topic labelling failed: request refused (fail closed)
       StoreError                         is_retryable = False
         StoreUnavailable                 is_retryable = True
@@ -34,6 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
+    "ComparisonUnavailable",
     "ConfigError",
     "ConfigIssue",
     "ConvergenceWarning",
@@ -195,6 +197,19 @@ class DecisionBlocked(PalmError):
         super().__init__(f"blocked by rule {rule_id!r}: {user_message}")
         self.rule_id = rule_id
         self.user_message = user_message
+
+
+class ComparisonUnavailable(PalmError):
+    """No A/B pair may be shown to this user now: a rule decides the member, the policy does
+    not allow exploration here, or no second member is within the pair cost bound.
+
+    Not a fault of the request: ask no A/B question this time; a thumb on the served reply
+    still teaches (HTTP 409 at the proxy).
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"no A/B comparison for this user now: {reason}")
+        self.reason = reason
 
 
 class TopicLabelError(PalmError):

@@ -26,12 +26,21 @@ from .audit import (
     SYSTEM_KEY,
     AuditOutbox,
     feedback_record,
+    last_served,
     outcome_record,
     reply_block_record,
 )
+from .background_upkeep import BackgroundUpkeep
 from .bounded_routing import BoundedRouter, check_fits, explain
 from .decision import Decision, Profile
-from .exceptions import DecisionBlocked, InvalidParameterError, PalmError, TopicLabelError
+from .exceptions import (
+    ComparisonUnavailable,
+    DecisionBlocked,
+    InvalidParameterError,
+    InvalidRequestError,
+    PalmError,
+    TopicLabelError,
+)
 from .guard.replies import ReplyRail, ReplyVerdict
 from .inputs import RequestLimits, request_messages
 from .policy import BoundsPolicy
@@ -129,6 +138,9 @@ class Palm:
             them per deployment; these are the values where it does not.
         explore_cost: in Thompson mode, a draw is served only if its member loses at most this
             share of the value the mean member has under the (clamped) mean weights.
+        pair_cost: the same bound, in every mode, on the second member of an A/B pair
+            (:meth:`compare_candidates`); looser by default: at 0.2 learning from pairs slowed
+            to about a third (see :class:`~palm_middleware.bounded_routing.BoundedRouter`).
         population: start new users from the population prior (fitted from the users'
             posterior aggregates that the store keeps, one row per user, shrunk toward the
             policy default; opted-out users never count; every replica sharing the store fits
@@ -138,7 +150,10 @@ class Palm:
             thread at most that often, off the request path (feedback only writes the user's
             row). ``"sync"``: on the calling thread after every 25 changes, so runs repeat
             exactly. None (default): ``"sync"`` when ``random_state`` is given, else 2 s.
-            See :mod:`~palm_middleware.population_feed`.
+            See :mod:`~palm_middleware.population_feed`. Unless ``"sync"``, a second thread
+            also finishes what feedback leaves for later (moving particles it left thin, a new
+            user's evidence draws), so that feedback rarely has to
+            (:mod:`~palm_middleware.background_upkeep`).
         salt: key for pseudonymizing user ids; by default the store's own (persistent) salt.
         clock: time source (seconds). Everything time-dependent reads it (forgetting, the
             served summary's fading, time-of-day conditions, audit times); with the default wall
@@ -172,6 +187,7 @@ class Palm:
         half_life: float | None = 90 * 24 * 3600.0,
         n_particles: int = 1024,
         explore_cost: float = 0.2,
+        pair_cost: float = 0.4,
         population: bool = True,
         population_refresh: float | Literal["sync"] | None = None,
         salt: str | bytes | None = None,
@@ -183,7 +199,7 @@ class Palm:
         self.portfolio = portfolio
         self.router = Router(portfolio)
         self.bounded_router = BoundedRouter(
-            self.router, mode, check_random_state(random_state), explore_cost
+            self.router, mode, check_random_state(random_state), explore_cost, pair_cost
         )
         """Routing within the bounds (also serves anonymous callers the default)."""
         self.mode: RouteMode = mode
@@ -217,6 +233,7 @@ class Palm:
             interval=None if population_refresh == "sync" else _seconds(population_refresh),
         )
         self._profiles = Profiles(store, learning, clock, feed if population else None)
+        self._upkeep = BackgroundUpkeep(learning) if population_refresh != "sync" else None
         if population:
             feed.start()  # the stored rows: a restart (or a new replica) keeps the prior
         self._resolver = EventResolver(portfolio, store.get_audit)
@@ -674,32 +691,76 @@ class Palm:
         )
 
     def compare_candidates(
-        self, user: UserId, served: MemberId | None = None
+        self,
+        user: UserId,
+        served: MemberId | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> tuple[MemberId, MemberId]:
-        """The A/B pair for this user: ``served`` (the member already shown; default: the
-        posterior mean's) and the member to compare it with.
+        """The A/B pair for this user: the member already served and the one to compare it with.
 
-        The second member is chosen by information-directed sampling: the most information
-        about which member is best per squared expected regret of the pair, so the pair stays
-        cheap for the user.
+        The second member is shown like a Thompson draw and obeys the same bound: the policy
+        allows exploration here, no rule pins or defaults the member, no member-conditioned
+        rule is triggered, and it loses at most ``pair_cost`` of the best value under the
+        (clamped) mean weights, whatever ``mode`` is. Among those members it is chosen by
+        information-directed sampling (most information about which member is best per
+        squared expected regret of the pair). :meth:`decide` with ``compare=`` enforces the
+        same bound on the reply it serves.
+
+        Args:
+            served: the member whose reply the user was shown. Default: the member of the
+                user's latest decision on record (the stand-in if one served it; comparison
+                decisions skipped), else the one :meth:`route` gives now.
+            metadata: the request's authenticated metadata, as for :meth:`decide`.
 
         Raises:
-            InvalidParameterError: ``served`` is not a member of the portfolio.
+            InvalidRequestError: ``served`` is not a member, or the policy would not serve it
+                to this user (``param == "served"``).
+            ComparisonUnavailable: no member may be shown next to ``served`` now (``reason``
+                says why): ask no A/B question this time.
+            DecisionBlocked: a blocking rule applies to this user.
         """
+        now = float(self.clock())
         key = self.user_key(user)
+        policy = self.policy
         if served is not None and served not in self.portfolio:
-            raise InvalidParameterError(
+            raise InvalidRequestError(
                 f"served: {served!r} is not a member of the portfolio; members are "
-                f"{list(self.portfolio.ids)}"
+                f"{list(self.portfolio.ids)}",
+                param="served",
             )
-        i, j = self._profiles.compare_candidates(
-            key,
-            float(self.clock()),
-            self.policy,
-            self.portfolio,
-            None if served is None else self.portfolio.index(served),
+        ctx = build_context(policy, metadata, now)
+        routes = self.bounded_router
+        summary, opted_out, model = self._profiles.pair_state(key, now, policy)
+        ev = policy.evaluate(
+            ctx,
+            summary.mean,
+            evidence=summary.evidence,
+            personalized=not opted_out,
+            choose=routes.choose,
         )
-        return self.portfolio.ids[i], self.portfolio.ids[j]
+        if ev.action == "block":
+            assert ev.action_rule is not None and ev.message is not None
+            raise DecisionBlocked(ev.action_rule, ev.message)
+        route = routes.route(summary, ev, ctx, policy, draw=False)[0]
+        if served is None:
+            served = route.member
+            last = last_served(self.store, key)
+            if last is not None and last in self.portfolio:
+                if routes.refuses(last, route, ev, ctx, policy) is None:
+                    served = last  # what the user saw last, while the policy still serves it
+        else:
+            why = routes.refuses(served, route, ev, ctx, policy)
+            if why is not None:
+                raise InvalidRequestError(
+                    f"served: the policy does not serve {served!r} to this user here: {why}",
+                    param="served",
+                )
+        i = self.portfolio.index(served)
+        candidates, why = routes.pair_candidates(i, ev, ctx, policy)
+        if not candidates:
+            raise ComparisonUnavailable(why or "no second member")
+        j = model.query_second(self.portfolio.rewards, i, candidates)
+        return served, self.portfolio.ids[j]
 
     def population_prior(self) -> PopulationPrior:
         """Where a new user starts now: Dirichlet over the weights, (β, lapse) grid, users.

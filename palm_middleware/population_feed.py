@@ -25,13 +25,13 @@ decides where new users start, never the bounds.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from ._daemon import ProcessDaemon
 from .exceptions import InvalidParameterError, StoreError
 
 if TYPE_CHECKING:
@@ -83,13 +83,13 @@ class PopulationFeed:
         self.refits = 0
         """Refits made (any thread)."""
         self._lock = threading.Lock()  # one refresh at a time
-        self._start_lock = threading.Lock()
         self._stamp: tuple[int, ...] | None = None
         self._read_at = 0.0
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._pid = 0
+        self._daemon = ProcessDaemon(
+            "palm-population", _run, (weakref.ref(self), self._wake, self._stop, interval)
+        )
 
     @property
     def background(self) -> bool:
@@ -171,21 +171,7 @@ class PopulationFeed:
     def _ensure_thread(self) -> None:
         if self.interval is None or self._stop.is_set():
             return
-        thread = self._thread
-        if thread is not None and thread.is_alive() and self._pid == os.getpid():
-            return
-        with self._start_lock:
-            thread = self._thread
-            if thread is not None and thread.is_alive() and self._pid == os.getpid():
-                return
-            self._pid = os.getpid()  # a forked child starts its own (threads do not survive)
-            self._thread = threading.Thread(
-                target=_run,
-                args=(weakref.ref(self), self._wake, self._stop, self.interval),
-                name="palm-population",
-                daemon=True,
-            )
-            self._thread.start()
+        self._daemon.ensure()
 
 
 def _run(

@@ -21,8 +21,6 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from .decision import Profile
 from .policy.models import PrivacySpec
 from .policy.redact import redact
@@ -33,7 +31,7 @@ if TYPE_CHECKING:
     from .policy import BoundsPolicy
     from .population_feed import PopulationFeed
     from .portfolio.manifest import Portfolio
-    from .preferences.model import PosteriorSummary
+    from .preferences.model import PosteriorSummary, PreferenceModel
     from .preferences.resolve import Resolved
     from .types import FloatArray
 
@@ -229,19 +227,11 @@ class Profiles:
             for key in self.store.users_with_events_before(cutoff)
         )
 
-    def compare_candidates(
-        self,
-        key: str,
-        now: float,
-        policy: BoundsPolicy,
-        portfolio: Portfolio,
-        served: int | None = None,
-    ) -> tuple[int, int]:
-        """The member served (``served``, default: the posterior mean's) and the member to
-        compare it with (information-directed: most information per squared cost). Reads the
-        cached posterior (a refit only when it is missing or stale)."""
-        model = self.learning.current(key, self.store.get_profile(key), now, policy)
-        rewards = portfolio.rewards
-        if served is None:
-            served = int(np.argmax(rewards @ model.predict()))
-        return served, model.query_second(rewards, served)
+    def pair_state(
+        self, key: str, now: float, policy: BoundsPolicy
+    ) -> tuple[PosteriorSummary, bool, PreferenceModel]:
+        """The served summary, the opt-out flag and the particle posterior (cached: a refit
+        only when it is missing or stale) of one profile read, for an A/B pair."""
+        record = self.store.get_profile(key)
+        summary, opted_out = self.learning.summary(record, now, policy)
+        return summary, opted_out, self.learning.current(key, record, now, policy)

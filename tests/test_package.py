@@ -16,6 +16,7 @@ def test_all_is_sorted_and_importable() -> None:
 
 EXPECTED_ALL = [
     "BoundsPolicy",
+    "ComparisonUnavailable",
     "ConfigError",
     "Decision",
     "DecisionBlocked",

@@ -59,6 +59,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=96,
         help="cap per reply; the default portfolio was measured with 96",
     )
+    p.add_argument(
+        "--pair-cost",
+        type=float,
+        default=None,
+        help="the most an A/B pair's second member may cost a user, as a share of the best "
+        "value under their weights (default: the proxy's, 0.4)",
+    )
     p.add_argument("--seed", type=int, default=0, help="order of the prompts (default 0)")
     p.add_argument("--port", type=int, default=None, help="proxy port (default: a free one)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -145,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
         policy=policy_path,
         bases=served.bases,
         users=[u.name for u in users],
+        pair_cost=args.pair_cost,
     )
     print(f"[2/3] starting the LiteLLM proxy with PALM (config {dep.config})")
     t1 = time.perf_counter()

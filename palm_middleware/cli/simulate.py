@@ -106,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _pipeline_demo(args: argparse.Namespace, beta: float) -> None:
     """A few users with hidden weights giving pairwise feedback through the real pipeline."""
+    from ..exceptions import ComparisonUnavailable
     from ..pipeline import Palm
     from ..preferences.events import Pairwise
     from ..stores.sqlite import SQLiteStore
@@ -127,8 +128,13 @@ def _pipeline_demo(args: argparse.Namespace, beta: float) -> None:
             w = rng.dirichlet(np.ones(len(names)))
             user = f"user-{u}"
             start = palm.decide(user, [{"role": "user", "content": "hello"}]).member
-            for _ in range(15):
-                a, b = palm.compare_candidates(user)
+            for step in range(15):
+                # What the user is served, then the A/B question that starts from it.
+                served = palm.decide(user, [{"role": "user", "content": f"turn {step}"}]).member
+                try:
+                    a, b = palm.compare_candidates(user, served=served)
+                except ComparisonUnavailable:
+                    continue  # nothing within the exploration bound: no question this time
                 ra = portfolio.rewards[portfolio.index(a)]
                 rb = portfolio.rewards[portfolio.index(b)]
                 pa = 1 / (1 + np.exp(-beta * float(w @ (ra - rb))))

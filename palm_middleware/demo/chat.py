@@ -16,7 +16,12 @@ from ..decision import Decision
 from ..engines.members import engine_for_member
 from ..engines.onnx import OnnxEngine
 from ..engines.registry import SessionRegistry
-from ..exceptions import DecisionBlocked, GenerationError
+from ..exceptions import (
+    ComparisonUnavailable,
+    DecisionBlocked,
+    GenerationError,
+    InvalidRequestError,
+)
 from ..pipeline import Palm
 from ..preferences.events import Pairwise, Thumb
 
@@ -119,13 +124,13 @@ class Chat:
             self._say("nothing to compare yet: send a message first")
             return
         messages = self.history[:-1]
-        a, b = self.palm.compare_candidates(self.user)
-        other = b if self.last.member == a else a
-        if other == self.last.member:
-            self._say("no other member to compare with")
+        try:
+            _, other = self.palm.compare_candidates(self.user, served=self.last.member)
+        except (ComparisonUnavailable, InvalidRequestError) as exc:
+            self._say(f"no comparison here: {exc}")
             return
         second = self.palm.decide(self.user, messages, compare=other)
-        if second.member == self.last.member:
+        if second.mode != "compare":
             self._say(f"the policy does not allow a comparison here: {second.explanation}")
             return
         self._say(f"[1] was {self.last.member}; here is [2]:")

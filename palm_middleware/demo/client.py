@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -105,9 +106,18 @@ class ProxyClient:
             seconds=took,
         )
 
-    def compare(self) -> tuple[str, str]:
-        """Two members worth an A/B question to this user."""
-        a, b = self._json("GET", "/palm/v1/compare")["candidates"]
+    def compare(self, served: str | None = None) -> tuple[str, str] | None:
+        """The member the user was shown (``served``) and the one worth comparing it with;
+        None when the proxy says no A/B question may be asked now (HTTP 409)."""
+        path = "/palm/v1/compare"
+        if served is not None:
+            path += "?" + urllib.parse.urlencode({"served": served})
+        status, _, payload = self._call("GET", path)
+        if status == 409:
+            return None
+        if status != 200:
+            raise ProxyError(f"GET {path}: HTTP {status}: {payload}")
+        a, b = payload["candidates"]
         return str(a), str(b)
 
     def feedback(self, event: Mapping[str, Any]) -> dict[str, Any]:

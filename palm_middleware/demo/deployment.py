@@ -88,6 +88,7 @@ def write_deployment(
     users: Sequence[str],
     store: str = "palm.db",
     mode: str = "mean",
+    pair_cost: float | None = None,
 ) -> Deployment:
     """Write ``palm.yaml`` and ``config.yaml`` to ``root`` for a proxy serving ``portfolio``.
 
@@ -99,6 +100,8 @@ def write_deployment(
         users: Names that get a personal key each.
         store: SQLite file name inside ``root`` (``":memory:"`` keeps nothing).
         mode: Routing mode (``mean``, ``thompson`` or ``robust``).
+        pair_cost: the most an A/B pair's second member may cost the user; None: the proxy's
+            default (0.4).
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -115,6 +118,7 @@ def write_deployment(
         "policy": str(Path(policy).resolve()),
         "store": store,
         "mode": mode,
+        **({"pair_cost": pair_cost} if pair_cost is not None else {}),
         "route_models": ["auto"],
         "bases": {k: str(v) for k, v in base_dirs.items()},
         "auth": {

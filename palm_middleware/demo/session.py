@@ -241,8 +241,10 @@ class Session:
         replies: dict[str, ChatReply] = {}
         if served.member is not None:
             replies[served.member] = served
-        a, b = client.compare()
-        for m in (a, b):
+        # The pair starts from the member whose reply the user was shown.
+        pair = client.compare(served.member) if served.member is not None else None
+        a, b = pair if pair is not None else ("-", "-")
+        for m in pair or ():
             if m not in replies:
                 got = self._chat(result, user.name, text, compare=m)
                 if got.member == m:
@@ -264,7 +266,7 @@ class Session:
             f"{_excerpt(served.text, 60)!r:<64} A/B {ab:<34} {w}{said}"
         )
         return RoundRecord(
-            user.name, r + 1, prompt.id, served.member, served.text, (a, b), winner, weights
+            user.name, r + 1, prompt.id, served.member, served.text, pair, winner, weights
         )
 
     def _summary(self, result: SessionResult, user: ScriptedUser, prompt: Prompt) -> UserSummary:

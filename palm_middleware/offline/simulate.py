@@ -70,6 +70,7 @@ __all__ = [
     "run_api_arm",
     "run_simulation",
     "targets",
+    "pair_second",
     "thompson_member",
     "with_setting",
 ]
@@ -86,7 +87,13 @@ class SimulationConfig:
     """Parameters of a simulation run (defaults: the anchor setting of issue 17).
 
     ``half_life`` is in events (both particle methods forget with it); ``explore_cost`` is the
-    largest relative value loss, under the posterior mean, that a Thompson draw may cost.
+    largest relative value loss, under the posterior mean, that a Thompson draw may cost, and
+    ``pair_cost`` with ``bound_pairs`` (as ``Palm.compare_candidates``) the one the second
+    member of an A/B pair may cost: when no member qualifies, no A/B question is asked that
+    step and the served member is shown alone, rated with a thumb (``pair_fallback="thumb"``,
+    what the README advises an app to do on ``ComparisonUnavailable``) or not at all
+    (``"none"``). ``bound_pairs=False``:
+    the pair's second member is only traded off by information-directed sampling (before).
     ``palm_beta`` / ``palm_lapse`` (diagnostics): give ``palm`` that β (a one-point grid) or
     that lapse rate (not learned) instead of learning it; ``palm_reprior=False``: ``palm``
     fits the population but never re-priors users it already has (``Palm`` gives a user the
@@ -114,6 +121,9 @@ class SimulationConfig:
     n_particles: int = 1024
     reference_particles: int = 2000
     explore_cost: float = 0.2
+    pair_cost: float = 0.4
+    bound_pairs: bool = True
+    pair_fallback: Literal["thumb", "none"] = "thumb"
     learn: bool = True
     betas: tuple[float, ...] = DEFAULT_BETAS
     lapses: tuple[float, ...] = DEFAULT_LAPSES
@@ -164,6 +174,12 @@ class SimulationResult:
     def ran(self, fb: Feedback, method: str) -> bool:
         """Whether ``method`` ran under ``fb`` (the Palm-API arms only with ``api=True``)."""
         return bool(np.any(np.isfinite(self.regret[fb][METHODS.index(method)])))
+
+    asked: dict[Feedback, FloatArray] = field(default_factory=dict)
+    """Pairwise, particle methods: the share of users asked an A/B question, [method, step]."""
+    pair_max: dict[Feedback, FloatArray] = field(default_factory=dict)
+    """Pairwise, particle methods: per user, the regret of a shown pair's costlier member;
+    [method, user, step], NaN where no pair was shown."""
 
     def rows(self) -> list[dict[str, float | int | str]]:
         """Long-format rows (method, feedback, step, metrics) for CSV output."""
@@ -229,6 +245,24 @@ def thompson_member(
     return i if v[best] - v[i] <= explore_cost * abs(v[best]) else best
 
 
+def pair_second(
+    model: PreferenceModel,
+    summary_mean: FloatArray,
+    rewards: FloatArray,
+    served: int,
+    pair_cost: float | None,
+) -> int | None:
+    """The A/B pair's second member next to ``served``, as ``Palm.compare_candidates`` picks
+    it: information-directed among the members losing at most ``pair_cost`` of the best value
+    under the posterior mean (None: no bound); None when no member qualifies."""
+    if pair_cost is None:
+        return model.query_second(rewards, served)
+    v = rewards @ summary_mean
+    top = float(v.max())
+    ok = [j for j in range(len(v)) if j != served and top - float(v[j]) <= pair_cost * abs(top)]
+    return model.query_second(rewards, served, ok) if ok else None
+
+
 def _check(c: SimulationConfig) -> None:
     if c.n_members < 2 or c.n_traits < 2 or c.n_users < 1 or c.n_events < 1:
         raise InvalidParameterError("need >= 2 members, >= 2 traits, >= 1 user and >= 1 event")
@@ -237,6 +271,10 @@ def _check(c: SimulationConfig) -> None:
     if not c.beta > 0 or not c.user_alpha > 0:
         raise InvalidParameterError(
             f"beta and user_alpha must be > 0; got {c.beta}, {c.user_alpha}"
+        )
+    if c.pair_fallback not in ("thumb", "none"):
+        raise InvalidParameterError(
+            f"pair_fallback must be 'thumb' or 'none'; got {c.pair_fallback!r}"
         )
     if c.palm_beta is not None and not c.palm_beta > 0:
         raise InvalidParameterError(f"palm_beta must be > 0; got {c.palm_beta}")
@@ -250,6 +288,8 @@ def _check(c: SimulationConfig) -> None:
         raise InvalidParameterError(f"members must be 'front' or 'bundled'; got {c.members!r}")
     if not 0 <= c.explore_cost:
         raise InvalidParameterError(f"explore_cost must be >= 0; got {c.explore_cost}")
+    if not 0 <= c.pair_cost:
+        raise InvalidParameterError(f"pair_cost must be >= 0; got {c.pair_cost}")
 
 
 def run_simulation(
@@ -282,7 +322,7 @@ def run_api_arm(
     d_idx = int(np.argmax(R @ _default_weights(c)))
     for fb in c.feedback:
         shape = (len(METHODS), U, T + 1)
-        regret, shown, werr, cover = (np.full(shape, np.nan) for _ in range(4))
+        regret, shown, werr, cover, asked, pair_max = (np.full(shape, np.nan) for _ in range(6))
         for t in range(T + 1):
             w = shifted if c.shift and t >= T // 2 else users
             vals = w @ R.T
@@ -291,9 +331,8 @@ def run_api_arm(
             regret[_ORACLE, :, t] = shown[_ORACLE, :, t] = 0.0
         coins = _coins(c, fb)
         settings = api_settings(c, method)
-        fit, times = _run_api(
-            c, fb, R, users, shifted, coins, settings, mi, regret, shown, werr, cover, progress
-        )
+        arrays = (regret, shown, werr, cover, asked, pair_max)
+        fit, times = _run_api(c, fb, R, users, shifted, coins, settings, mi, arrays, progress)
         result.api_fit[fb] = {method: fit}
         result.regret[fb] = regret.mean(axis=1)
         result.per_user[fb] = regret
@@ -301,6 +340,12 @@ def run_api_arm(
             regret.std(axis=1, ddof=1) / np.sqrt(U) if U > 1 else 0 * regret[:, 0]
         )
         result.shown[fb] = shown.mean(axis=1)
+        if fb == "pairwise":
+            seen = (~np.isnan(asked)).sum(axis=1)
+            result.asked[fb] = np.where(
+                seen > 0, np.nansum(asked, axis=1) / np.maximum(seen, 1), np.nan
+            )
+            result.pair_max[fb] = pair_max
         result.weight_error[fb] = werr.mean(axis=1)
         result.coverage[fb] = cover.mean(axis=1)
         result.update_ms[fb] = {method: 1e3 * np.asarray(times)}
@@ -390,7 +435,7 @@ def _run_feedback(
     a = np.ones((U, K))
     b = np.ones((U, K))
     shape = (len(METHODS), U, T + 1)
-    regret, shown, werr, cover = (np.full(shape, np.nan) for _ in range(4))
+    regret, shown, werr, cover, asked, pair_max = (np.full(shape, np.nan) for _ in range(6))
     times: dict[str, list[float]] = {"bandit": [], "reference": [], "palm": []}
     rngs = [
         [np.random.default_rng([c.seed, u, mi, 0 if fb == "pairwise" else 1]) for mi in range(5)]
@@ -436,17 +481,24 @@ def _run_feedback(
                     continue
                 r = rngs[u][mi]
                 i = thompson_member(s.mean, s.sample(1, r)[0], R, c.explore_cost)
-                if fb == "thumbs":
+                j = None
+                if fb == "pairwise":
+                    j = pair_second(m, s.mean, R, i, c.pair_cost if c.bound_pairs else None)
+                    asked[mi, u, t] = float(j is not None)
+                if j is None:  # thumbs, or no A/B question within the bound this step
+                    if fb == "pairwise" and c.pair_fallback == "none":
+                        shown[mi, u, t] = reg(u, i)
+                        continue
                     obs = Observation.compare(
                         R[i] - ref_point, _fb(c, w, R[i] - ref_point, coins[u, t]), ts=t
                     )
                     shown[mi, u, t] = reg(u, i)
                 else:
-                    j = m.query_second(R, i)
                     obs = Observation.compare(
                         R[i] - R[j], _fb(c, w, R[i] - R[j], coins[u, t]), ts=t
                     )
                     shown[mi, u, t] = 0.5 * (reg(u, i) + reg(u, j))
+                    pair_max[mi, u, t] = max(reg(u, i), reg(u, j))
                 t0 = time.perf_counter()
                 m.partial_fit([obs])
                 times[METHODS[mi]].append(time.perf_counter() - t0)
@@ -476,13 +528,19 @@ def _run_feedback(
         for mi in (_API, _API_BUNDLED):
             fit, times[METHODS[mi]] = _run_api(
                 c, fb, R, users, shifted, coins, api_settings(c, METHODS[mi]), mi,
-                regret, shown, werr, cover, progress,
+                (regret, shown, werr, cover, asked, pair_max), progress,
             )  # fmt: skip
             result.api_fit.setdefault(fb, {})[METHODS[mi]] = fit
     result.regret[fb] = regret.mean(axis=1)
     result.per_user[fb] = regret
     result.regret_se[fb] = regret.std(axis=1, ddof=1) / np.sqrt(U) if U > 1 else 0 * regret[:, 0]
     result.shown[fb] = shown.mean(axis=1)
+    if fb == "pairwise":
+        seen = (~np.isnan(asked)).sum(axis=1)  # NaN rows (other methods) stay NaN, silently
+        result.asked[fb] = np.where(
+            seen > 0, np.nansum(asked, axis=1) / np.maximum(seen, 1), np.nan
+        )
+        result.pair_max[fb] = pair_max
     result.weight_error[fb] = werr.mean(axis=1)
     result.coverage[fb] = cover.mean(axis=1)
     result.update_ms[fb] = {k: 1e3 * np.asarray(v) for k, v in times.items()}
@@ -618,10 +676,7 @@ def _run_api(
     coins: FloatArray,
     settings: dict[str, object],
     mi: int,
-    regret: FloatArray,
-    shown: FloatArray,
-    werr: FloatArray,
-    cover: FloatArray,
+    out: tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray, FloatArray],
     progress: bool,
 ) -> tuple[ApiFit, list[float]]:
     """One Palm-API arm: the real ``Palm`` (MemoryStore, injected clock, ``random_state``)
@@ -631,24 +686,30 @@ def _run_api(
     writes) and ``palm.profile`` say; then ``palm.decide`` (Thompson within the cost bound, as
     the README serves) picks the member shown; thumbs: a ``Thumb`` on that decision; pairwise:
     ``palm.compare_candidates(user, served=member)`` names the second member and the user's
-    answer is a ``Pairwise``. The user's coin flips are the other methods' (common random
-    numbers). Fills row ``mi`` of the arrays; returns the final population fit and the times
-    (s) of ``record_feedback``.
+    answer is a ``Pairwise``; on ``ComparisonUnavailable`` (no member within ``pair_cost``)
+    the app asks no A/B question and the served reply gets a ``Thumb`` (``pair_fallback``,
+    what the README advises) or nothing (``"none"``). The user's coin flips are the other
+    methods' (common random numbers). Fills row ``mi`` of ``out`` (regret, shown, weight
+    error, coverage, asked, pair_max); returns the final population fit and the times (s) of
+    ``record_feedback``.
     """
     from tqdm import tqdm
 
+    from ..exceptions import ComparisonUnavailable
     from ..pipeline import Palm
     from ..preferences.events import Pairwise, Thumb
     from ..stores.memory import MemoryStore
 
     U, T = c.n_users, c.n_events
+    regret, shown, werr, cover, asked, pair_max = out
     portfolio, policy = api_deployment(c, R, settings)
     ref_point = R.mean(axis=0)
     clock = _StepClock()
     store = MemoryStore()
     palm = Palm(
         portfolio, policy, store, mode="thompson", embedder=None, n_particles=c.n_particles,
-        explore_cost=c.explore_cost, population=bool(settings["population"]), salt=b"simulate",
+        explore_cost=c.explore_cost, pair_cost=c.pair_cost if c.bound_pairs else 1.0,
+        population=bool(settings["population"]), salt=b"simulate",
         clock=clock,
         random_state=np.random.default_rng([c.seed, 77, mi, 0 if fb == "pairwise" else 1]),
     )  # fmt: skip
@@ -678,17 +739,26 @@ def _run_api(
             served = decision.member
             i = portfolio.index(served)
             event: Thumb | Pairwise
-            if fb == "thumbs":
+            other: str | None = None
+            if fb == "pairwise":
+                try:
+                    other = palm.compare_candidates(user, served=served)[1]
+                except ComparisonUnavailable:
+                    other = None  # no A/B question this step
+                asked[mi, u, t] = float(other is not None)
+            if other is None:  # thumbs, or no pair within the bound
+                shown[mi, u, t] = rel[u, i]
+                if fb == "pairwise" and c.pair_fallback == "none":
+                    continue
                 y = _fb(c, w, R[i] - ref_point, coins[u, t])
                 event = Thumb(up=y > 0, decision_id=decision.decision_id)
-                shown[mi, u, t] = rel[u, i]
             else:
-                _, other = palm.compare_candidates(user, served=served)
                 j = portfolio.index(other)
                 y = _fb(c, w, R[i] - R[j], coins[u, t])
                 win, lose = (served, other) if y > 0 else (other, served)
                 event = Pairwise(winner=win, loser=lose)
                 shown[mi, u, t] = 0.5 * (rel[u, i] + rel[u, j])
+                pair_max[mi, u, t] = max(rel[u, i], rel[u, j])
             t0 = time.perf_counter()
             palm.record_feedback(user, event)
             times.append(time.perf_counter() - t0)
@@ -740,6 +810,9 @@ def pool(results: Sequence[SimulationResult]) -> SimulationResult:
                 )
                 for m in results[0].api_fit[fb]
             }
+        if all(fb in r.asked for r in results):
+            out.asked[fb] = np.mean([r.asked[fb] for r in results], axis=0)
+            out.pair_max[fb] = np.concatenate([r.pair_max[fb] for r in results], axis=1)
     return out
 
 

@@ -354,6 +354,58 @@ class PreferenceModel:
         return self
 
     @property
+    def ess_fraction_(self) -> float:
+        """Effective sample size of the weighted particles, as a fraction of their number."""
+        w = self.weights_
+        return float(1.0 / np.dot(w, w)) / self.n_particles
+
+    @property
+    def evidence_draws_pending_(self) -> int:
+        """Draws of the concentration evidence still to make: a budgeted first drawing
+        (:meth:`strength_evidence`) not yet complete; 0 if complete or not started."""
+        d: _Draws | None = self.__dict__.get("_ev_draws")
+        return 0 if d is None else max(_EVIDENCE_DRAWS - int(d.logy.shape[0]), 0)
+
+    @property
+    def evidence_draws_stale_(self) -> bool:
+        """Whether the concentration evidence's draws, complete, were placed when the user had
+        at most half the observations held now (and 4 fewer): the mixture then sits where an
+        early posterior was, and the importance weights of the draws near today's posterior
+        grow uneven (the log of the noisier estimate is biased low)."""
+        d: _Draws | None = self.__dict__.get("_ev_draws")
+        if d is None or self.evidence_draws_pending_:
+            return False
+        n = len(self._obs)
+        return n >= max(2 * d.placed, d.placed + 4)
+
+    def renew_evidence(self) -> PreferenceModel:
+        """Draw the concentration evidence's draws anew (all of them), placed at the current
+        posterior, for the candidates it was last asked for. Returns self."""
+        d: _Draws | None = self.__dict__.get("_ev_draws")
+        if d is not None:
+            del self.__dict__["_ev_draws"]
+            self.strength_evidence(d.key[0][0])
+        return self
+
+    def complete_evidence(self) -> PreferenceModel:
+        """Make the concentration evidence's pending draws now (all of them), for the
+        candidates it was last asked for. Returns self."""
+        d: _Draws | None = self.__dict__.get("_ev_draws")
+        if d is not None and self.evidence_draws_pending_:
+            self.strength_evidence(d.key[0][0])
+        return self
+
+    def rejuvenate(self) -> PreferenceModel:
+        """Resample and move the particles now. Returns self.
+
+        Valid at any time (the move leaves the posterior invariant): a caller may move a
+        posterior whose particles are thinning before the next event would have to.
+        """
+        self._check_fitted()
+        self._rejuvenate()
+        return self
+
+    @property
     def n_moves_(self) -> int:
         """Rejuvenations (resample and move) so far: the costly part of an update."""
         return int(self.__dict__.get("_n_moves", 0))
@@ -381,10 +433,10 @@ class PreferenceModel:
         new.__dict__["_cols_ahead"] = {}
         new._obs = list(self._obs)
         new._cols = dict(self._cols)
-        bits = self._rng.bit_generator
-        twin = type(bits)()
-        twin.state = bits.state
-        new._rng = np.random.Generator(twin)
+        new._rng = _twin(self._rng)
+        ev_rng = self.__dict__.get("_ev_rng")
+        if ev_rng is not None:  # (a copy drawing evidence must not advance this one's)
+            new.__dict__["_ev_rng"] = _twin(ev_rng)
         return new
 
     def preview_mean(self, observations: Sequence[Observation]) -> Callable[[float], FloatArray]:
@@ -481,12 +533,11 @@ class PreferenceModel:
         w = self.weights_
         # The independence proposal is fitted before resampling: the weighted particles hold
         # more distinct points than the resampled ones.
-        proposal = self._proposal(w)
+        proposal, z = self._proposal(w)
         # Systematic resampling: low variance and deterministic given the generator.
         u = (self._rng.random() + np.arange(self.n_particles)) / self.n_particles
         idx = np.minimum(np.searchsorted(np.cumsum(w), u), self.n_particles - 1)
-        before = self._log_particles()
-        logp = before[idx]
+        logp = self._log_particles()[idx]
         self.particles_ = self.particles_[idx]
         self.__dict__["_logp"] = logp
         self._g = self._g[idx]
@@ -496,26 +547,33 @@ class PreferenceModel:
         lev = self.__dict__.get("_lapse_ev")
         if lev is not None:  # resampled particles keep their lapse sums
             self.__dict__["_lapse_ev"] = (lev[0], lev[1][:, idx])
-        self._move(int(self.move_steps), proposal)
+        self._move(int(self.move_steps), proposal, z[idx])
         self.__dict__["_n_moves"] = self.n_moves_ + 1
 
-    def _proposal(self, w: FloatArray) -> _Proposal:
+    def _proposal(self, w: FloatArray) -> tuple[_Proposal, FloatArray]:
         """A logistic-normal fitted to the weighted particles (in additive-log-ratio
         coordinates, covariance inflated so its tails cover the posterior's) and a grid-point
-        law halfway between the posterior's and the prior's."""
+        law halfway between the posterior's and the prior's; also the particles' additive log
+        ratios (the move's coordinates)."""
         logp = self._log_particles()
         z = logp[:, :-1] - logp[:, -1:]
         mean = w @ z
         dev = z - mean
-        cov = (dev * w[:, None]).T @ dev * _INFLATE + 1e-6 * np.eye(z.shape[1])
+        cov = (dev * w[:, None]).T @ dev
+        # The random walk's scale: the weighted spread, as the resampled particles' spread
+        # estimates it (without a pass over them).
+        sd = np.sqrt(np.maximum(np.diagonal(cov), 0.0))
+        cov = cov * _INFLATE + 1e-6 * np.eye(z.shape[1])
         chol = np.asarray(np.linalg.cholesky(cov), dtype=np.float64)
         size = self._gb.size
         q_g = 0.5 * np.bincount(self._g, weights=w, minlength=size) + 0.5 * np.exp(self._logpi)
         q_g /= q_g.sum()
         inv_chol = np.asarray(np.linalg.inv(chol), dtype=np.float64)
-        return _Proposal(mean, chol, inv_chol, q_g)
+        return _Proposal(mean, chol, inv_chol, q_g, sd), z
 
-    def _move(self, n_steps: int, proposal: _Proposal) -> npt.NDArray[np.bool_]:
+    def _move(
+        self, n_steps: int, proposal: _Proposal, z: FloatArray | None = None
+    ) -> npt.NDArray[np.bool_]:
         """Metropolis-Hastings steps that leave the current posterior invariant, vectorized
         over the particles.
 
@@ -526,12 +584,16 @@ class PreferenceModel:
         independence draws replace duplicates left by resampling with fresh points in one step,
         the random walk keeps the tails the fitted proposal under-covers within reach.
 
+        The particle arrays are updated in place on the rows that accept (resampling has just
+        made them this model's own); ``z``: the particles' additive log ratios if known.
         Returns which particles moved.
         """
         n = self.n_particles
         logp = self._log_particles()
-        z = logp[:, :-1] - logp[:, -1:]
-        scale = 2.38 / math.sqrt(max(z.shape[1], 1)) * np.maximum(z.std(axis=0), 1e-3) * 0.7
+        if z is None:
+            z = logp[:, :-1] - logp[:, -1:]
+        d = z.shape[1]
+        scale = 2.38 / math.sqrt(max(d, 1)) * np.maximum(proposal.sd, 1e-3) * 0.7
         cur = logp @ self._alpha + self._llsum
         g = self._g
         size = self._gb.size
@@ -541,31 +603,40 @@ class PreferenceModel:
         prior = np.exp(self._logpi)
         cdf_prior = np.cumsum(prior / prior.sum())
         cdf_q = np.cumsum(proposal.q_g)
-        p = self.particles_
+        p, ll, llsum = self.particles_, self._ll, self._llsum
         # The lapse sums (:meth:`_lapse_diffs`), if kept: resampling gathered them (a copy this
         # move owns), accepted proposals get theirs here.
         lev = self.__dict__.get("_lapse_ev")
-        if lev is not None:
-            lev = self.__dict__["_lapse_ev"] = (lev[0], lev[1].copy())  # written in place below
         comp = self._compare_cols(range(len(self._obs))) if lev is not None else None
         changed = np.zeros(n, dtype=bool)
         exps_c = self._exps if comp is None or len(comp) == len(self._obs) else self._exps[comp]
+        hq = None  # ½‖L⁻¹(z − mean)‖² of the current points
         for _ in range(n_steps):
             u = self._rng.random((5, n))
             eps = self._rng.standard_normal(z.shape)
             ind = u[0] < 0.5
             zp = np.where(ind[:, None], proposal.mean + eps @ proposal.chol.T, z + eps * scale)
-            corr = np.zeros(n)
             gp = g
             if size > 1:
                 g_prior = np.minimum(np.searchsorted(cdf_prior, u[2]), size - 1)
                 g_q = np.minimum(np.searchsorted(cdf_q, u[3]), size - 1)
                 gp = np.where(ind, g_q, np.where(u[1] < 0.5, g_prior, g))
-                corr = np.where(ind, g_corr[gp] - g_corr[g], 0.0)
-            # log q(z) − log q(z') of the independence proposal, where it was used.
-            corr += np.where(ind, proposal.half_sq(zp) - proposal.half_sq(z), 0.0)
-            zz = np.hstack([zp, np.zeros((n, 1))])
-            zz -= _row_max(zz)
+            # log q(z) − log q(z') of the independence proposal, where it was used: both
+            # points' quadratic forms in one product.
+            if hq is None:
+                both = proposal.half_sq(np.vstack([zp, z]))
+                hqp, hq = both[:n], both[n:]
+            else:
+                hqp = proposal.half_sq(zp)
+            corr = hqp - hq
+            if size > 1:
+                corr += g_corr[gp] - g_corr[g]
+            corr *= ind
+            # The proposed points on the simplex: a softmax of [zp, 0].
+            top = np.maximum(_row_max(zp), 0.0)
+            zz = np.empty((n, d + 1))
+            np.subtract(zp, top, out=zz[:, :d])
+            np.negative(top[:, 0], out=zz[:, d])
             e = np.exp(zz)
             tot = _row_sum(e)
             pp = np.maximum(e / tot, 1e-300)
@@ -575,25 +646,27 @@ class PreferenceModel:
             sump = llp @ self._exps
             prop = logpp @ self._alpha + sump
             acc = np.log(u[4]) < prop - cur + corr
-            changed |= acc
+            rows = np.flatnonzero(acc)
+            if not rows.size:
+                continue
+            changed[rows] = True
             if sig and lev is not None and comp is not None:
                 # The lapse sums of the particles that moved, from this step's logistic terms.
-                rows = np.flatnonzero(acc)
-                if rows.size:
-                    # Σ_j exps_j·ll_j of those rows is sump when every term is a comparison.
-                    ll_c = sump[rows] if len(comp) == len(self._obs) else llp[rows][:, comp]
-                    lev[1][:, rows] = _lapse_terms(sig[0][rows], ll_c, exps_c, lev[0])
-            col = acc[:, None]
-            z = np.where(col, zp, z)
-            p = np.where(col, pp, p)
-            logp = np.where(col, logpp, logp)
-            g = np.where(acc, gp, g)
-            self._ll = np.where(col, llp, self._ll)
-            self._llsum = np.where(acc, sump, self._llsum)
-            cur = np.where(acc, prop, cur)
-        self.particles_ = p
+                # Σ_j exps_j·ll_j of those rows is sump when every term is a comparison.
+                ll_c = sump[rows] if len(comp) == len(self._obs) else llp[rows][:, comp]
+                lev[1][:, rows] = _lapse_terms(sig[0][rows], ll_c, exps_c, lev[0])
+            z[rows] = zp[rows]
+            p[rows] = pp[rows]
+            logp[rows] = logpp[rows]
+            hq[rows] = hqp[rows]
+            if size > 1:
+                g[rows] = gp[rows]
+            ll[rows] = llp[rows]
+            llsum[rows] = sump[rows]
+            cur[rows] = prop[rows]
+        self.particles_ = p  # (resets what was cached of the old points)
         self.__dict__["_logp"] = logp
-        self._g = g
+        self._g, self._ll, self._llsum = g, ll, llsum
         return changed
 
     def _noise32(
@@ -602,7 +675,11 @@ class PreferenceModel:
         """Each particle's β and lapse as float32 columns (cached for the particles' own grid
         points until they change)."""
         if g is not None:
-            return self._gb[g].astype(np.float32)[:, None], self._gl[g].astype(np.float32)[:, None]
+            grid = self.__dict__.get("_grid32")
+            if grid is None or grid[0] is not self._gb or grid[1] is not self._gl:
+                b32, l32 = self._gb.astype(np.float32), self._gl.astype(np.float32)
+                grid = self.__dict__["_grid32"] = (self._gb, self._gl, b32, l32)
+            return grid[2][g][:, None], grid[3][g][:, None]
         hit = self.__dict__.get("_n32")
         if hit is None or hit[0] is not self._g or hit[1] is not self._gl:
             b, lp = self._noise32(self._g)
@@ -904,7 +981,9 @@ class PreferenceModel:
             logy, g, dens, q = self._evidence_batch(targets, n)
             if d is None:
                 cols = np.zeros((n, 0))
-                d = _Draws(grid_key, logy, g, dens, q, dens, dens[0], cols, [], None, logp)
+                d = _Draws(
+                    grid_key, logy, g, dens, q, dens, dens[0], cols, [], None, logp, len(self._obs)
+                )
             else:  # the new batch's columns now, so that every draw holds every observation's
                 cols = self._loglik(np.exp(logy), d.seen, g)
                 d = dataclasses.replace(
@@ -1167,17 +1246,24 @@ class PreferenceModel:
         k = int(np.argmax(gains))
         return int(i[k]), int(j[k])
 
-    def query_second(self, rewards: FloatArray, served: int) -> int:
+    def query_second(
+        self, rewards: FloatArray, served: int, candidates: Sequence[int] | None = None
+    ) -> int:
         """The member to show next to ``served`` in an A/B pair: information-directed sampling.
 
         Minimizes (expected regret of the pair)² / information gain about the best member, so
         a member that would teach a little more but cost much more is not shown.
+        ``candidates``: the members that may be shown (default: all but ``served``); the
+        caller's cost bound lives there, while the gain stays about the best of all members.
         """
         r = np.asarray(rewards, dtype=np.float64)
         k = r.shape[0]
         if k < 2 or not 0 <= served < k:
             raise InvalidParameterError(f"query_second needs >= 2 members and served in [0, {k})")
-        others = np.array([j for j in range(k) if j != served])
+        pool = range(k) if candidates is None else candidates
+        others = np.array([int(j) for j in pool if j != served and 0 <= j < k], dtype=np.intp)
+        if others.size == 0:
+            raise InvalidParameterError("query_second needs a candidate other than served")
         gains = self.information_gain(r[served] - r[others], r)
         best = float(self.weights_ @ _row_max(self.particles_ @ r.T)[:, 0])
         cost = best - r @ self.predict()  # expected regret of each member, >= 0
@@ -1214,6 +1300,15 @@ class _Draws:
     seen: list[Observation]
     obs: list[Observation] | None
     logp: FloatArray  # the particles' logs when drawn
+    placed: int = 0  # observations held when the (first of the) draws were placed
+
+
+def _twin(rng: np.random.Generator) -> np.random.Generator:
+    """An independent generator in the same state."""
+    bits = rng.bit_generator
+    twin = type(bits)()
+    twin.state = bits.state
+    return np.random.Generator(twin)
 
 
 def _extends(d: _Draws, obs: list[Observation]) -> bool:
@@ -1267,6 +1362,7 @@ class _Proposal:
     chol: FloatArray
     inv_chol: FloatArray
     q_g: FloatArray
+    sd: FloatArray  # the weighted particles' spread per coordinate (the random walk's scale)
 
     def half_sq(self, z: FloatArray) -> FloatArray:
         """−log density up to a constant: ½‖L⁻¹(z − mean)‖²."""

@@ -27,10 +27,14 @@ after 40 events for a true 0.3). Each user's evidence is an importance-sampling 
 from a defensive mixture of Dirichlets (:meth:`PreferenceModel.strength_evidence`): unbiased
 for candidates far below the current concentration too (the earlier estimate over the
 posterior particles alone was biased toward the current prior, and moved the fit down by at
-most ~2× per refresh). The evidence only ever *widens* the prior (the mean-log fit's
-concentration is the upper limit): it is confounded with the noise model (a concentrated
-prior explains noisy answers as well as a low β does; with 25% flips it favoured twice the
-true concentration), and erring narrow costs calibration.
+most ~2× per refresh). The evidence never makes the prior narrower than the larger of the
+mean-log fit's and the policy default's concentration: it is confounded with the noise model
+(a concentrated prior explains noisy answers as well as a low β does; with 25% flips it
+favoured twice the true concentration), and erring narrow costs calibration. The limit is
+not the mean-log fit's alone: that fit is one EM step from the current prior (with thumbs
+from Dirichlet(1) users it moved Σα 2.9 only to 3.06), so with it the evidence could only
+widen, the noisy fit kept each downward draw, and the prior ratcheted below the truth
+(Σα 2.9–3.1 for a true 4). Up to the default the evidence may undo its own widening.
 
 Where the aggregates live: the store keeps one population row per contributing user (written
 with the profile, deleted with the user; see ``palm_middleware.stores.base``); a
@@ -78,8 +82,10 @@ __all__ = [
 
 #: Candidate prior concentrations, as multiples of the policy default's total concentration
 #: (factors of √2: on a coarser grid the posterior mean snaps to the nearest candidate once
-#: the evidence accumulates).
-STRENGTH_MULTIPLES = tuple(float(2.0 ** (k / 2)) for k in range(-6, 5))
+#: the evidence accumulates). Symmetric around the default (1/8× to 8×): with evidence flat
+#: on one side (thumbs from Dirichlet(1) users barely tell Σα 4 from 16) the posterior mean
+#: depends on where the grid stops, and 1/8× to 4× put it at 0.84× the default.
+STRENGTH_MULTIPLES = tuple(float(2.0 ** (k / 2)) for k in range(-6, 7))
 #: Standard deviation, as a factor, of the prior over the candidate concentrations around the
 #: default's.
 STRENGTH_PRIOR_SD = 4.0
@@ -270,9 +276,10 @@ class Population:
         return pi
 
     def _strength_fit(self, xs: FloatArray, x0: float) -> float | None:
-        """The posterior mean of the log concentration over candidates ``xs`` (uniform prior
-        over them) given the users' summed evidence, shrunk toward ``x0`` by ``n_min``
-        pseudo-users as informative as the average user (None: no user has evidence)."""
+        """The posterior mean of the log concentration over candidates ``xs`` (prior
+        log-normal around ``x0``) given the users' summed evidence, shrunk toward ``x0`` by
+        ``n_min`` pseudo-users as informative as the average user (None: no user has
+        evidence)."""
         evs = [v[3] for v in self._snapshot() if v[3] is not None and v[3].shape == xs.shape]
         if not evs:
             return None
@@ -300,8 +307,11 @@ class Population:
         alpha = dirichlet_from_mean_log(s, a0) if n else a0
         strengths = np.asarray(strength_candidates(float(a0.sum())))
         log_s = self._strength_fit(np.log(strengths), math.log(float(a0.sum())))
-        if log_s is not None and math.exp(log_s) < alpha.sum():  # only ever widens the prior
-            alpha = alpha * math.exp(log_s) / alpha.sum()
+        # The evidence never makes the prior narrower than both the mean-log fit's and the
+        # default's (see the module docstring).
+        if log_s is not None:
+            s_fit = min(math.exp(log_s), max(float(alpha.sum()), float(a0.sum())))
+            alpha = alpha * s_fit / alpha.sum()
         cap = self.max_strength * float(a0.sum())
         if alpha.sum() > cap:
             alpha = alpha * cap / alpha.sum()

@@ -21,7 +21,7 @@ import dataclasses
 import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -83,6 +83,11 @@ class LearningState:
             collapses below this fraction (0.05: about 0.5-1% of events, each moved by one
             Metropolis-Hastings step; regret and interval coverage as with the earlier 0.1 and
             two steps, see BENCHMARKS.md). A refit uses the model's defaults (0.5, 4).
+        move_ahead: an effective-sample-size fraction (above ``ess_threshold``): after an event
+            leaves a cached posterior below it, :attr:`on_followup` is told, so that a
+            background thread can move the particles before the next event collapses them on
+            the feedback path (:class:`~palm_middleware.background_upkeep.BackgroundUpkeep`).
+            None: particles move only on the feedback path.
 
     The policy's ``learning:`` section overrides ``beta``, ``lapse`` and ``half_life``.
     """
@@ -99,6 +104,7 @@ class LearningState:
         cache_size: int = 1024,
         ess_threshold: float = 0.05,
         move_steps: int = 1,
+        move_ahead: float | None = None,
     ) -> None:
         self.beta = beta
         self.lapse = lapse
@@ -121,6 +127,13 @@ class LearningState:
         self.cache_size = cache_size
         self.ess_threshold = ess_threshold
         self.move_steps = move_steps
+        self.move_ahead = move_ahead
+        self.on_followup: Callable[[str], None] | None = None
+        """Called with a user's key after an event left work for later on their cached
+        posterior (particles thinner than ``move_ahead``, evidence draws pending); set by a
+        background thread that then calls :meth:`follow_up`."""
+        self.followed_up = 0
+        """Cached posteriors replaced by :meth:`follow_up`."""
         self._cache: OrderedDict[str, _Entry] = OrderedDict()
         self._cache_lock = threading.Lock()
         self.hits = 0
@@ -503,7 +516,53 @@ class LearningState:
             state["population"]["strength"] = [round(float(x), 6) for x in ev]
         if len(live) <= MAX_EVIDENCE_GROUPS:  # else the stored evidence lost terms: refit next
             self._put(_Entry(key, state["rev"], policy.version, model, dict(kept_items)))
+            ahead, hook = self.move_ahead, self.on_followup
+            if hook is not None and (
+                (ahead is not None and model.ess_fraction_ < ahead)
+                or model.evidence_draws_pending_
+                or model.evidence_draws_stale_
+            ):
+                hook(key)
         return state
+
+    def follow_up(self, key: str) -> bool:
+        """Finish what an event left for later on the cached posterior of ``key``: move its
+        particles if their effective sample size is below ``move_ahead``, make its pending
+        concentration-evidence draws (a new user's first events draw a batch each), or draw
+        them anew once the user's observations doubled since they were placed (draws placed
+        at an early posterior bias the row low). True if the result replaced the cached
+        posterior.
+
+        Called off the feedback path (a background thread): the work is done on a copy taken
+        under the cache lock, and the copy replaces the entry only if no event (or refit) took
+        or replaced it meanwhile; else the work is dropped. The posterior is the same (a move
+        leaves it invariant; the draws are unbiased wherever they sit); the next events then
+        reweight fresh particles and extend complete draws instead of doing either
+        themselves.
+        """
+        ahead = self.move_ahead
+        with self._cache_lock:
+            entry = self._cache.get(key)
+            if entry is None:
+                return False
+            thin = ahead is not None and entry.model.ess_fraction_ < ahead
+            draws = entry.model.evidence_draws_pending_ > 0
+            stale = entry.model.evidence_draws_stale_
+            if not (thin or draws or stale):
+                return False
+            model = entry.model.copy()
+        if thin:
+            model.rejuvenate()
+        if draws:
+            model.complete_evidence()
+        elif stale:
+            model.renew_evidence()
+        with self._cache_lock:
+            if self._cache.get(key) is not entry:
+                return False
+            self._cache[key] = dataclasses.replace(entry, model=model)
+            self.followed_up += 1
+        return True
 
     def _step(
         self,

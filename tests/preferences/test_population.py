@@ -18,6 +18,7 @@ from palm_middleware.preferences.events import Observation
 from palm_middleware.preferences.model import PreferenceModel
 from palm_middleware.preferences.noise import DEFAULT_BETAS, DEFAULT_LAPSES, NoiseGrid
 from palm_middleware.preferences.population import (
+    STRENGTH_MULTIPLES,
     Population,
     dirichlet_from_mean_log,
     strength_candidates,
@@ -248,6 +249,81 @@ def test_dispersed_users_widen_the_prior_and_concentrated_evidence_never_narrows
     for u in range(180):
         pop.observe(str(u), like_default, GRID.p, None, narrow)
     assert pop.prior(ALPHA0, GRID).strength == pytest.approx(4.0, rel=1e-3)  # the EM's
+
+
+@pytest.mark.timeout(30)
+def test_evidence_that_barely_tells_the_candidates_apart_leaves_the_default() -> None:
+    """As after users' first thumbs: the candidates are symmetric around the default, so the
+    fit stays there (with 1/8x to 4x it went to 0.84x, Σα 3.4 for 4, and stayed)."""
+    xs = np.log(np.asarray(STRENGTH_MULTIPLES))
+    np.testing.assert_allclose(xs, -xs[::-1], atol=1e-12)
+    like_default = np.full(4, digamma(1.0) - digamma(4.0))
+    pop = Population(n_min=20)
+    for u in range(100):  # a faint tilt, half the users each way
+        pop.observe(str(u), like_default, GRID.p, None, (-1) ** u * 1e-3 * xs)
+    assert pop.prior(ALPHA0, GRID).strength == pytest.approx(4.0, rel=1e-3)
+
+
+@pytest.mark.timeout(30)
+def test_the_evidence_undoes_its_own_widening_up_to_the_default() -> None:
+    """Users whose posteriors still repeat a too-wide prior (mean log w of a Dirichlet(0.5)
+    each: the mean-log EM step says Σα 2) but whose evidence says 4: back at 4. Evidence for
+    16 stops at the default (the evidence never narrows past it and the EM's). With the EM's
+    concentration as the limit both stayed at 2: a noisy fit could only ratchet down."""
+    strengths = np.asarray(strength_candidates(4.0))
+    like_wide = np.full(4, digamma(0.5) - digamma(2.0))
+    for peak in (4.0, 16.0):
+        pop = Population(n_min=20)
+        ev = -((np.log(strengths) - math.log(peak)) ** 2)
+        for u in range(100):
+            pop.observe(str(u), like_wide, GRID.p, None, ev)
+        assert pop.prior(ALPHA0, GRID).strength == pytest.approx(4.0, rel=1e-3)
+    pop = Population(n_min=20)
+    for u in range(100):  # evidence for 1 (wider than the EM's 2): followed, shrunk
+        pop.observe(str(u), like_wide, GRID.p, None, -((np.log(strengths) - math.log(1.0)) ** 2))
+    assert pop.prior(ALPHA0, GRID).strength == pytest.approx(4.0 ** (20 / 120), rel=5e-3)
+
+
+@pytest.mark.timeout(120)
+def test_the_concentration_recovers_from_a_too_wide_prior() -> None:
+    """Dirichlet(1) users (true Σα 4) whose prior was fitted too wide (Σα 2, as a run of
+    noisy fits left K = 10 thumbs at 2.9): 30 pairwise answers each (β = 10, 5% lapses, both
+    known), refits from the users' real aggregates (each posterior re-priored in place) bring
+    it back within (3.5, 5.0) at the first refresh and keep it there (with the EM's
+    concentration as the limit it climbed one EM step per refresh: 2.35, 2.69, 3.01, 3.31)."""
+    rng = np.random.default_rng(5)
+    rewards = rng.random((6, 4))
+    pairs = [(i, j) for i in range(6) for j in range(i + 1, 6)]
+    pop = Population(n_min=5)
+    wide = np.full(4, 0.5)
+    models = []
+    for u, w in enumerate(rng.dirichlet(np.ones(4), size=60)):
+        obs = []
+        for t in range(30):
+            i, j = pairs[rng.integers(len(pairs))]
+            delta = rewards[i] - rewards[j]
+            p_win = 0.05 + 0.9 / (1 + math.exp(-10.0 * float(w @ delta)))
+            obs.append(Observation.compare(delta, +1 if rng.random() < p_win else -1, ts=t))
+        models.append(
+            PreferenceModel(
+                prior_mean=wide / 2.0,
+                prior_strength=2.0,
+                beta=10.0,
+                lapse=0.05,
+                n_particles=512,
+                random_state=u,
+            ).fit(obs)
+        )
+    fits = []
+    for _ in range(4):
+        for u, m in enumerate(models):
+            ev = m.strength_evidence(strength_candidates(4.0))
+            pop.observe(str(u), m.mean_log_weights(), m.noise_posterior(), None, ev)
+        prior = pop.prior(ALPHA0, NoiseGrid.fixed(10.0, 0.05))
+        fits.append(prior.strength)
+        for m in models:
+            m.reprior(prior.alpha)
+    assert all(3.5 < f < 5.0 for f in fits), fits
 
 
 def test_population_validation() -> None:

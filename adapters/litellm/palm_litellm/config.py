@@ -216,6 +216,11 @@ class PalmProxySettings(_Strict):
     store: str | StoreSettings = "palm.db"
     """A SQLite path (``":memory:"``: in memory), or ``{kind: sqlite|memory|postgres, ...}``."""
     mode: Literal["mean", "thompson", "robust"] = "mean"
+    explore_cost: float = Field(default=0.2, ge=0, le=1, allow_inf_nan=False, strict=True)
+    """The most a Thompson draw may cost the user: the share of the best value (under their
+    clamped mean weights) it may lose (``Palm(explore_cost=)``)."""
+    pair_cost: float = Field(default=0.4, ge=0, le=1, allow_inf_nan=False, strict=True)
+    """The same bound on the second member of an A/B pair (``Palm(pair_cost=)``)."""
     route_models: list[str] = Field(default_factory=lambda: ["auto"], min_length=1)
     allow_direct_members: bool = False
     """Let non-admin keys name a member's model group directly (the policy's conditional rules
@@ -299,6 +304,8 @@ class PalmRuntime:
                 policy,
                 store,
                 mode=settings.mode,
+                explore_cost=settings.explore_cost,
+                pair_cost=settings.pair_cost,
                 limits=settings.limits.core,
                 allow_non_text=settings.limits.allow_non_text,
             )

@@ -19,6 +19,12 @@ POST     /palm/v1/opt-out            personalization off (``{"opted_out": false}
 GET      /palm/v1/compare            two members worth an A/B question to this user
 =======  ==========================  ===============================================
 
+``/compare?served=<member>`` pairs the member the user was shown with a second one within the
+exploration cost bound (the default: the member of the user's latest decision on record). An
+unknown ``served``, or one the policy would not serve this user, is a 400 naming ``served``; when
+no second member may be shown (no exploration here, a pinning rule, nothing within the bound)
+the answer is a 409 saying why: ask no A/B question this time.
+
 The edges are strict, because a field the server ignores is a field a client believes in:
 
 * bodies are JSON objects validated in pydantic strict mode (no ``"yes"`` for a boolean, no
@@ -51,6 +57,7 @@ from starlette.routing import Match
 
 from palm_middleware import (
     ExplicitWeights,
+    InvalidRequestError,
     Pairwise,
     PalmError,
     Regenerate,
@@ -66,6 +73,8 @@ from .errors import error_response, palm_error_response, validation_error_respon
 __all__ = ["MAX_BODY_BYTES", "PREFIX", "PalmRoute", "build_router", "mount"]
 
 PREFIX = "/palm/v1"
+#: Longest member name a field takes (as ``member``, ``winner`` and ``loser`` in feedback).
+MAX_MEMBER_LENGTH = 128
 #: Largest request body the routes read (the biggest valid one, 64 weights, is ~3 KiB).
 MAX_BODY_BYTES = 64 * 1024
 T = TypeVar("T")
@@ -98,19 +107,19 @@ class ThumbIn(_In):
     type: Literal["thumb"]
     up: bool
     decision_id: str | None = Field(default=None, max_length=64)
-    member: str | None = Field(default=None, max_length=128)
+    member: str | None = Field(default=None, max_length=MAX_MEMBER_LENGTH)
 
 
 class RegenerateIn(_In):
     type: Literal["regenerate"]
     decision_id: str | None = Field(default=None, max_length=64)
-    member: str | None = Field(default=None, max_length=128)
+    member: str | None = Field(default=None, max_length=MAX_MEMBER_LENGTH)
 
 
 class PairwiseIn(_In):
     type: Literal["pairwise"]
-    winner: str = Field(max_length=128)
-    loser: str = Field(max_length=128)
+    winner: str = Field(max_length=MAX_MEMBER_LENGTH)
+    loser: str = Field(max_length=MAX_MEMBER_LENGTH)
 
 
 class ExplicitIn(_In):
@@ -395,10 +404,30 @@ def build_router(
 
         return await call(key, body.user, go)
 
-    @router.get("/compare")
-    async def compare(key: Key, user: UserQuery = None) -> CompareOut:
+    @router.get(
+        "/compare",
+        responses={
+            409: {"model": ErrorOut, "description": "No A/B question may be asked now (why)"}
+        },
+    )
+    async def compare(
+        key: Key,
+        user: UserQuery = None,
+        served: Annotated[
+            str | None,
+            Query(
+                description="The member whose reply the user was shown (its `x-palm-member`); "
+                "default: the member of the user's latest decision on record.",
+            ),
+        ] = None,
+    ) -> CompareOut:
+        if served is not None and not 0 < len(served) <= MAX_MEMBER_LENGTH:
+            raise InvalidRequestError(
+                f"served must name a member (1-{MAX_MEMBER_LENGTH} characters)", param="served"
+            )
+
         async def go(rt: PalmRuntime, u: str) -> CompareOut:
-            a, b = await rt.palm.acompare_candidates(u)
+            a, b = await rt.palm.acompare_candidates(u, served)
             return CompareOut(candidates=[a, b])
 
         return await call(key, user, go)

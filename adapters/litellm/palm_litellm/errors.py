@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from palm_middleware.exceptions import (
+    ComparisonUnavailable,
     ConfigError,
     DecisionBlocked,
     GenerationError,
@@ -64,6 +65,7 @@ RETRY_AFTER_S = 1
 
 _STATUS: tuple[tuple[type[PalmError], int], ...] = (
     (DecisionBlocked, 403),
+    (ComparisonUnavailable, 409),
     (IdentityError, 403),
     (RequestTooLargeError, 413),
     (TopicLabelError, 503),

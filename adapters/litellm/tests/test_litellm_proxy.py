@@ -181,7 +181,9 @@ def test_profile_lifecycle(proxy: Proxy) -> None:
     assert {"profile", "events", "audit"} <= set(export)
     kinds = {a["kind"] for a in export["audit"]}
     assert {"decision", "outcome"} <= kinds  # the post-call hook recorded outcomes
-    assert len(api.get("/compare").json()["candidates"]) == 2
+    # The test policy allows no exploration: no A/B question may be asked, and /compare says so.
+    r = api.get("/compare")
+    assert r.status_code == 409 and "does not allow exploration" in r.json()["error"]["message"]
     assert api.post("/profile/reset").json() == {"reset": True}
     assert api.get("/profile").json()["n_events"] == 0
     assert api.delete("/profile").json() == {"deleted": True}
