@@ -21,8 +21,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--setting",
         choices=sorted(SETTINGS),
         default="anchor",
-        help="issue 17 setting (anchor, beta3, beta30, noise25, peaked, k10, shift); the "
-        "options below override it",
+        help="issue 17 setting (anchor, beta3, beta30, noise25, peaked, k10, shift, bundled); "
+        "the options below override it",
     )
     p.add_argument("--traits", type=int, default=None)
     p.add_argument("--members", type=int, default=None)
@@ -32,6 +32,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--noise", type=float, default=None, help="label-flip probability")
     p.add_argument("--feedback", choices=["pairwise", "thumbs", "both"], default="both")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--api",
+        action="store_true",
+        help="also drive the real Palm through its public API (palm_api: palm's learning "
+        "settings; palm_api_bundled: the bundled policy's)",
+    )
     p.add_argument(
         "--out",
         type=Path,
@@ -66,7 +72,9 @@ def run(args: argparse.Namespace) -> int:
         ("pairwise", "thumbs") if args.feedback == "both" else (args.feedback,)
     )
     cfg = with_setting(
-        SimulationConfig(n_users=args.users, n_events=args.events, feedback=fb, seed=args.seed),
+        SimulationConfig(
+            n_users=args.users, n_events=args.events, feedback=fb, seed=args.seed, api=args.api
+        ),
         args.setting,
     )
     overrides = {

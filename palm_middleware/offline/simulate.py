@@ -17,6 +17,15 @@ Methods:
         prior refitted every step, Thompson exploration with the cost bound, A/B second member
         chosen given the one served (information-directed).
     oracle: the best member for the true weights.
+    palm_api, palm_api_bundled (with ``api=True``): the real :class:`~palm_middleware.Palm`,
+        driven only through its public API as an app would (see :func:`_run_api`).
+        ``palm_api``'s policy states the learning settings of ``palm`` (prior strength d, no
+        ``min_events``, no ``max_step``; β and lapse learned); ``palm_api_bundled`` those of
+        the bundled policy (its prior strength, ``min_events`` and ``max_step``), which is what
+        a deployment of the default policy gets. On the ℓp front both route on uniform default
+        weights with no floors or caps (the bundled policy's are named after its own traits);
+        on the bundled portfolio (setting ``bundled``) on the bundled default weights, and
+        ``palm_api_bundled`` within the bundled policy's floors, caps and drift limit.
 
 Metrics per step: regret of what ``mode="mean"`` would serve, regret of what is shown (the mean
 over an A/B pair's two members), 90% interval coverage of the true weights, weight error, and
@@ -29,7 +38,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -41,15 +50,24 @@ from ..preferences.population import Population, strength_candidates
 from ..preferences.state import EVIDENCE_BATCH
 from ..types import FloatArray
 
+if TYPE_CHECKING:
+    from ..policy import BoundsPolicy
+    from ..portfolio.manifest import Portfolio
+
 __all__ = [
+    "API_METHODS",
     "METHODS",
+    "ApiFit",
     "SETTINGS",
     "SimulationConfig",
     "SimulationResult",
+    "api_deployment",
+    "api_settings",
     "format_table",
     "lp_front_members",
     "plot_result",
     "pool",
+    "run_api_arm",
     "run_simulation",
     "targets",
     "pair_second",
@@ -58,8 +76,10 @@ __all__ = [
 ]
 
 Feedback = Literal["pairwise", "thumbs"]
-METHODS = ("default", "bandit", "reference", "palm", "oracle")
-_DEFAULT, _BANDIT, _REF, _PALM, _ORACLE = range(len(METHODS))
+METHODS = ("default", "bandit", "reference", "palm", "oracle", "palm_api", "palm_api_bundled")
+_DEFAULT, _BANDIT, _REF, _PALM, _ORACLE, _API, _API_BUNDLED = range(len(METHODS))
+#: The Palm-API arms (run with ``SimulationConfig(api=True)``; NaN otherwise).
+API_METHODS = METHODS[_API:]
 
 
 @dataclass(frozen=True)
@@ -75,7 +95,15 @@ class SimulationConfig:
     (``"none"``). ``bound_pairs=False``:
     the pair's second member is only traded off by information-directed sampling (before).
     ``palm_beta`` / ``palm_lapse`` (diagnostics): give ``palm`` that β (a one-point grid) or
-    that lapse rate (not learned) instead of learning it.
+    that lapse rate (not learned) instead of learning it; ``palm_reprior=False``: ``palm``
+    fits the population but never re-priors users it already has (``Palm`` gives a user the
+    prior served at their first event and keeps it). ``members="bundled"``: the bundled
+    portfolio's members (6 over its 4 traits) instead of the ℓp front, and the bundled policy's
+    default weights as the deployment default. ``api``: also run the Palm-API arms
+    (the real ``Palm`` through its public API; milliseconds per event). ``api_overrides``
+    (diagnostics): ``(name, value)`` pairs replacing ``palm_api``'s learning settings (keys of
+    :func:`api_settings`: ``prior_strength``, ``min_events``, ``max_step``, ``population``,
+    ``bounds``).
     """
 
     n_traits: int = 4
@@ -103,10 +131,15 @@ class SimulationConfig:
     n_min: int = 20
     palm_beta: float | None = None
     palm_lapse: float | None = None
+    palm_reprior: bool = True
+    members: Literal["front", "bundled"] = "front"
+    api: bool = False
+    api_overrides: tuple[tuple[str, object], ...] = ()
     seed: int = 0
 
 
-#: The settings of issue 17's "Must show": the anchor and one change each.
+#: The settings of issue 17's "Must show": the anchor and one change each; and ``bundled``: the
+#: anchor's users and noise on the bundled portfolio (what ``Palm``'s README deployment serves).
 SETTINGS: dict[str, dict[str, object]] = {
     "anchor": {},
     "beta3": {"beta": 3.0},
@@ -115,6 +148,7 @@ SETTINGS: dict[str, dict[str, object]] = {
     "peaked": {"user_alpha": 0.3},
     "k10": {"n_members": 10},
     "shift": {"shift": True, "half_life": 20.0},
+    "bundled": {"members": "bundled", "n_members": 6, "n_traits": 4},
 }
 
 
@@ -134,6 +168,13 @@ class SimulationResult:
     prior_fit: dict[Feedback, FloatArray] = field(default_factory=dict)
     per_user: dict[Feedback, FloatArray] = field(default_factory=dict)
     """Regret of the mean route per user, [method, user, step] (for paired intervals)."""
+    api_fit: dict[Feedback, dict[str, ApiFit]] = field(default_factory=dict)
+    """What each Palm-API arm's population fit served at the end (learned noise, prior)."""
+
+    def ran(self, fb: Feedback, method: str) -> bool:
+        """Whether ``method`` ran under ``fb`` (the Palm-API arms only with ``api=True``)."""
+        return bool(np.any(np.isfinite(self.regret[fb][METHODS.index(method)])))
+
     asked: dict[Feedback, FloatArray] = field(default_factory=dict)
     """Pairwise, particle methods: the share of users asked an A/B question, [method, step]."""
     pair_max: dict[Feedback, FloatArray] = field(default_factory=dict)
@@ -145,6 +186,8 @@ class SimulationResult:
         out: list[dict[str, float | int | str]] = []
         for fb in self.regret:
             for mi, method in enumerate(METHODS):
+                if not self.ran(fb, method):
+                    continue
                 for t in range(self.regret[fb].shape[1]):
                     out.append(
                         {
@@ -237,6 +280,12 @@ def _check(c: SimulationConfig) -> None:
         raise InvalidParameterError(f"palm_beta must be > 0; got {c.palm_beta}")
     if c.palm_lapse is not None and not 0 <= c.palm_lapse < 0.5:
         raise InvalidParameterError(f"palm_lapse must be in [0, 0.5); got {c.palm_lapse}")
+    if c.api and c.palm_lapse == 0:
+        raise InvalidParameterError("api: a policy states a lapse rate in (0, 0.5); got 0")
+    if c.members == "bundled" and (c.n_members, c.n_traits) != (6, 4):
+        raise InvalidParameterError("members='bundled' has 6 members over 4 traits")
+    if c.members not in ("front", "bundled"):
+        raise InvalidParameterError(f"members must be 'front' or 'bundled'; got {c.members!r}")
     if not 0 <= c.explore_cost:
         raise InvalidParameterError(f"explore_cost must be >= 0; got {c.explore_cost}")
     if not 0 <= c.pair_cost:
@@ -249,16 +298,98 @@ def run_simulation(
     """Simulate every method under each feedback kind and return averaged metrics."""
     c = config
     _check(c)
-    rng = np.random.default_rng(c.seed)
-    R = lp_front_members(
-        c.n_members, c.n_traits, p=c.front_p, noise=c.member_noise, random_state=rng
-    )
-    users = rng.dirichlet(np.full(c.n_traits, c.user_alpha), size=c.n_users)
-    shifted = rng.dirichlet(np.full(c.n_traits, c.user_alpha), size=c.n_users)
+    R, users, shifted = _world(c)
     result = SimulationResult(config=c, rewards=R)
     for fb in c.feedback:
         _run_feedback(c, fb, R, users, shifted, result, progress)
     return result
+
+
+def run_api_arm(
+    config: SimulationConfig, method: str = "palm_api", progress: bool = False
+) -> SimulationResult:
+    """Only one Palm-API arm (with ``default`` and ``oracle``), on the same members, users and
+    coin flips as :func:`run_simulation` with this config: for diagnostics that vary the arm's
+    settings (``config.api_overrides``) without re-running the other methods."""
+    c = config
+    _check(c)
+    mi = METHODS.index(method)
+    if method not in API_METHODS:
+        raise InvalidParameterError(f"not a Palm-API method: {method!r}; use {list(API_METHODS)}")
+    R, users, shifted = _world(c)
+    result = SimulationResult(config=c, rewards=R)
+    U, T = c.n_users, c.n_events
+    d_idx = int(np.argmax(R @ _default_weights(c)))
+    for fb in c.feedback:
+        shape = (len(METHODS), U, T + 1)
+        regret, shown, werr, cover, asked, pair_max = (np.full(shape, np.nan) for _ in range(6))
+        for t in range(T + 1):
+            w = shifted if c.shift and t >= T // 2 else users
+            vals = w @ R.T
+            opt = vals.max(axis=1)
+            regret[_DEFAULT, :, t] = shown[_DEFAULT, :, t] = (opt - vals[:, d_idx]) / opt
+            regret[_ORACLE, :, t] = shown[_ORACLE, :, t] = 0.0
+        coins = _coins(c, fb)
+        settings = api_settings(c, method)
+        arrays = (regret, shown, werr, cover, asked, pair_max)
+        fit, times = _run_api(c, fb, R, users, shifted, coins, settings, mi, arrays, progress)
+        result.api_fit[fb] = {method: fit}
+        result.regret[fb] = regret.mean(axis=1)
+        result.per_user[fb] = regret
+        result.regret_se[fb] = (
+            regret.std(axis=1, ddof=1) / np.sqrt(U) if U > 1 else 0 * regret[:, 0]
+        )
+        result.shown[fb] = shown.mean(axis=1)
+        if fb == "pairwise":
+            seen = (~np.isnan(asked)).sum(axis=1)
+            result.asked[fb] = np.where(
+                seen > 0, np.nansum(asked, axis=1) / np.maximum(seen, 1), np.nan
+            )
+            result.pair_max[fb] = pair_max
+        result.weight_error[fb] = werr.mean(axis=1)
+        result.coverage[fb] = cover.mean(axis=1)
+        result.update_ms[fb] = {method: 1e3 * np.asarray(times)}
+    return result
+
+
+def _world(c: SimulationConfig) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """The members' rewards, the users' hidden weights and their weights after a shift."""
+    rng = np.random.default_rng(c.seed)
+    R = lp_front_members(
+        c.n_members, c.n_traits, p=c.front_p, noise=c.member_noise, random_state=rng
+    )
+    if c.members == "bundled":  # the same draws from rng either way: the same users
+        R = np.array(_bundled()[0].rewards)
+    users = rng.dirichlet(np.full(c.n_traits, c.user_alpha), size=c.n_users)
+    shifted = rng.dirichlet(np.full(c.n_traits, c.user_alpha), size=c.n_users)
+    return R, users, shifted
+
+
+def _bundled() -> tuple[Portfolio, BoundsPolicy]:
+    """The bundled portfolio and policy (README's deployment)."""
+    from ..data import bundled
+    from ..policy import load_policy
+    from ..portfolio.manifest import load_portfolio
+
+    return load_portfolio(bundled("portfolio.yaml")), load_policy(bundled("policy.yaml"))
+
+
+def _default_weights(c: SimulationConfig) -> FloatArray:
+    """The deployment default: uniform on the front, the bundled policy's on its portfolio."""
+    if c.members == "bundled":
+        return np.array(_bundled()[1].default.values)
+    return np.full(c.n_traits, 1.0 / c.n_traits)
+
+
+def _coins(c: SimulationConfig, fb: Feedback) -> FloatArray:
+    """Common random numbers: the user's own coin flips (Bradley-Terry draw, label flip) at
+    step t are the same whichever method asks, so methods that show the same thing get the
+    same answer and their difference is measured with less noise (the methods' own draws
+    differ)."""
+    out: FloatArray = np.random.default_rng([c.seed, 99, 0 if fb == "pairwise" else 1]).random(
+        (c.n_users, c.n_events, 2)
+    )
+    return out
 
 
 def _run_feedback(
@@ -273,7 +404,7 @@ def _run_feedback(
     from tqdm import tqdm
 
     U, T, K, d = c.n_users, c.n_events, c.n_members, c.n_traits
-    default_w = np.full(d, 1.0 / d)
+    default_w = _default_weights(c)
     ref_point = R.mean(axis=0)
     d_idx = int(np.argmax(R @ default_w))
     # palm: β per user over a grid, the lapse rate the population's (starting at 0.1)
@@ -281,7 +412,7 @@ def _run_feedback(
     lapse0 = 0.1 if c.palm_lapse is None else c.palm_lapse
     grid = NoiseGrid.centred(betas, (lapse0,)) if c.learn else NoiseGrid.fixed(10.0, 0.05)
     lapses = c.lapses if c.learn and c.palm_lapse is None else None
-    alpha0 = default_w * d  # the deployment's starting prior: Dirichlet(1)
+    alpha0 = default_w * d  # the deployment's starting prior: Dirichlet(1) on the front
     population = Population(n_min=c.n_min)
     strengths = strength_candidates(float(alpha0.sum()))
 
@@ -310,10 +441,7 @@ def _run_feedback(
         [np.random.default_rng([c.seed, u, mi, 0 if fb == "pairwise" else 1]) for mi in range(5)]
         for u in range(U)
     ]
-    # Common random numbers: the user's own coin flips (Bradley-Terry draw, label flip) at step
-    # t are the same whichever method asks, so methods that show the same thing get the same
-    # answer and their difference is measured with less noise (the methods' own draws differ).
-    coins = np.random.default_rng([c.seed, 99, 0 if fb == "pairwise" else 1]).random((U, T, 2))
+    coins = _coins(c, fb)
     w_now = users.copy()
     bar = tqdm(range(T + 1), desc=f"simulate {fb}", disable=None if progress else True, leave=False)
     for t in bar:
@@ -333,7 +461,7 @@ def _run_feedback(
                 population.observe(str(u), m.mean_log_weights(), m.noise_posterior(), le, se)
             pop = population.prior(alpha0, grid, lapses)
             result.prior_fit[fb] = pop.alpha
-            for m in palm:
+            for m in palm if c.palm_reprior else ():
                 m.reprior(pop.alpha if c.population else None, pop.noise.p)
                 if pop.noise.lapses[0] != m.noise_grid_.lapses[0]:
                     m.relapse(pop.noise.lapses[0])
@@ -394,6 +522,15 @@ def _run_feedback(
                 b[u, lose] += 1
                 times["bandit"].append(time.perf_counter() - t0)
                 shown[_BANDIT, u, t] = 0.5 * (reg(u, i) + reg(u, j))
+    q = np.mean([m.noise_posterior() for m in palm], axis=0)
+    result.noise_fit[fb] = palm[0].noise_grid_.mean(q)
+    if c.api:
+        for mi in (_API, _API_BUNDLED):
+            fit, times[METHODS[mi]] = _run_api(
+                c, fb, R, users, shifted, coins, api_settings(c, METHODS[mi]), mi,
+                (regret, shown, werr, cover, asked, pair_max), progress,
+            )  # fmt: skip
+            result.api_fit.setdefault(fb, {})[METHODS[mi]] = fit
     result.regret[fb] = regret.mean(axis=1)
     result.per_user[fb] = regret
     result.regret_se[fb] = regret.std(axis=1, ddof=1) / np.sqrt(U) if U > 1 else 0 * regret[:, 0]
@@ -407,8 +544,228 @@ def _run_feedback(
     result.weight_error[fb] = werr.mean(axis=1)
     result.coverage[fb] = cover.mean(axis=1)
     result.update_ms[fb] = {k: 1e3 * np.asarray(v) for k, v in times.items()}
-    q = np.mean([m.noise_posterior() for m in palm], axis=0)
-    result.noise_fit[fb] = palm[0].noise_grid_.mean(q)
+
+
+@dataclass(frozen=True)
+class ApiFit:
+    """A Palm-API arm's population prior at the end of a run: the noise it learned (β, lapse:
+    the grid's mean) and the Dirichlet new users start from."""
+
+    beta: float
+    lapse: float
+    alpha: FloatArray
+
+
+def api_settings(c: SimulationConfig, method: str) -> dict[str, object]:
+    """The learning settings the policy of a Palm-API arm states.
+
+    ``palm_api``: those of ``palm`` (prior strength d, i.e. Dirichlet(1) around the default;
+    no ``min_events``; no ``max_step``; no trait bounds), then ``c.api_overrides``.
+    ``palm_api_bundled``: the bundled policy's prior strength, ``min_events`` and ``max_step``,
+    and on its own portfolio (``members="bundled"``) its floors, caps and drift limit too.
+    Both: β and lapse as ``palm`` handles them (learned, or ``palm_beta``/``palm_lapse``),
+    ``population`` as ``c.population``.
+    """
+    if method == "palm_api":
+        out: dict[str, object] = {
+            "prior_strength": float(c.n_traits),
+            "min_events": 0.0,
+            "max_step": None,
+            "population": c.population,
+            "bounds": False,
+        }
+        for k, v in c.api_overrides:
+            if k not in out:
+                raise InvalidParameterError(
+                    f"api_overrides: unknown setting {k!r}; use {list(out)}"
+                )
+            out[k] = v
+        return out
+    if method == "palm_api_bundled":
+        p = _bundled()[1]
+        return {
+            "prior_strength": p.prior_strength,
+            "min_events": p.min_events,
+            "max_step": p.max_step,
+            "population": c.population,
+            "bounds": c.members == "bundled",
+        }
+    raise InvalidParameterError(f"not a Palm-API method: {method!r}; use {list(API_METHODS)}")
+
+
+def api_deployment(
+    c: SimulationConfig, rewards: FloatArray, settings: dict[str, object]
+) -> tuple[Portfolio, BoundsPolicy]:
+    """The portfolio and the policy a Palm-API arm serves.
+
+    On the front: members ``m0``.. over traits ``t0``.. with ``rewards``, uniform default
+    weights (the ``default`` method's). With ``members="bundled"``: the bundled portfolio and
+    the bundled policy's default weights, and with ``settings["bounds"]`` its floors, caps and
+    drift limit (its topic rule needs messages, which the simulator does not send).
+    Exploration allowed; ``settings``' prior strength, ``min_events`` and ``max_step``. The
+    ``learning:`` section states β and lapse as ``palm`` handles them and the half-life in
+    the arm's clock (one second per step): ``never`` without one.
+    """
+    from ..policy import policy_from_data
+    from ..portfolio.manifest import Portfolio
+
+    d = c.n_traits
+    bounds: list[dict[str, object]] = []
+    if c.members == "bundled":
+        portfolio, bundled_policy = _bundled()
+        traits = list(portfolio.space.names)
+        default = bundled_policy.default.as_dict()
+        if settings["bounds"]:
+            assert bundled_policy.spec is not None
+            for rule in bundled_policy.spec.model_dump(mode="json", exclude_none=True)["bounds"]:
+                keep = {k: rule[k] for k in ("min", "max", "max_l1_from_default") if k in rule}
+                if keep and "when" not in rule:
+                    bounds.append({"id": rule["id"], **keep})
+    else:
+        if settings["bounds"]:
+            raise InvalidParameterError("the bundled policy's bounds need members='bundled'")
+        traits = [f"t{k}" for k in range(d)]
+        portfolio = Portfolio.from_rewards(
+            traits, {f"m{k}": list(map(float, r)) for k, r in enumerate(rewards)}, name="simulate"
+        )
+        default = {t: 1.0 / d for t in traits}
+        default[traits[-1]] = 1.0 - sum(1.0 / d for _ in traits[:-1])  # sums to 1 exactly
+    if c.learn:
+        beta: object = "learn" if c.palm_beta is None else c.palm_beta
+        lapse: object = "learn" if c.palm_lapse is None else c.palm_lapse
+    else:
+        beta, lapse = 10.0, 0.05  # palm's fixed noise without learning
+    half_life = "never" if c.half_life is None else c.half_life / 86400.0
+    if settings["min_events"]:
+        bounds.append({"id": "min-evidence", "min_events": settings["min_events"]})
+    if settings["max_step"] is not None:
+        bounds.append({"id": "max-step", "max_step": settings["max_step"]})
+    policy = policy_from_data(
+        {
+            "version": 2,
+            "name": "simulate",
+            "traits": traits,
+            "defaults": {"weights": default, "prior_strength": settings["prior_strength"]},
+            "personalization": True,
+            "exploration": True,
+            "learning": {"beta": beta, "lapse": lapse, "half_life_days": half_life},
+            "bounds": bounds,
+        },
+        "<simulate>",
+    )
+    return portfolio, policy
+
+
+class _StepClock:
+    """The Palm-API arms' clock: one second per simulated step (``t``), whatever the wall
+    clock does, so forgetting counts events as ``palm``'s ``half_life`` does."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return 1_700_000_000.0 + self.t
+
+
+def _run_api(
+    c: SimulationConfig,
+    fb: Feedback,
+    R: FloatArray,
+    users: FloatArray,
+    shifted: FloatArray,
+    coins: FloatArray,
+    settings: dict[str, object],
+    mi: int,
+    out: tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray, FloatArray],
+    progress: bool,
+) -> tuple[ApiFit, list[float]]:
+    """One Palm-API arm: the real ``Palm`` (MemoryStore, injected clock, ``random_state``)
+    driven only through its public API, users in lock step as for the other methods.
+
+    Per user and step: regret, weight error and coverage of what ``palm.route`` (no draw, no
+    writes) and ``palm.profile`` say; then ``palm.decide`` (Thompson within the cost bound, as
+    the README serves) picks the member shown; thumbs: a ``Thumb`` on that decision; pairwise:
+    ``palm.compare_candidates(user, served=member)`` names the second member and the user's
+    answer is a ``Pairwise``; on ``ComparisonUnavailable`` (no member within ``pair_cost``)
+    the app asks no A/B question and the served reply gets a ``Thumb`` (``pair_fallback``,
+    what the README advises) or nothing (``"none"``). The user's coin flips are the other
+    methods' (common random numbers). Fills row ``mi`` of ``out`` (regret, shown, weight
+    error, coverage, asked, pair_max); returns the final population fit and the times (s) of
+    ``record_feedback``.
+    """
+    from tqdm import tqdm
+
+    from ..exceptions import ComparisonUnavailable
+    from ..pipeline import Palm
+    from ..preferences.events import Pairwise, Thumb
+    from ..stores.memory import MemoryStore
+
+    U, T = c.n_users, c.n_events
+    regret, shown, werr, cover, asked, pair_max = out
+    portfolio, policy = api_deployment(c, R, settings)
+    ref_point = R.mean(axis=0)
+    clock = _StepClock()
+    store = MemoryStore()
+    palm = Palm(
+        portfolio, policy, store, mode="thompson", embedder=None, n_particles=c.n_particles,
+        explore_cost=c.explore_cost, pair_cost=c.pair_cost if c.bound_pairs else 1.0,
+        population=bool(settings["population"]), salt=b"simulate",
+        clock=clock,
+        random_state=np.random.default_rng([c.seed, 77, mi, 0 if fb == "pairwise" else 1]),
+    )  # fmt: skip
+    times: list[float] = []
+    w_now = users
+    label = f"{METHODS[mi]} {fb}"
+    bar = tqdm(range(T + 1), desc=label, disable=None if progress else True, leave=False)
+    for t in bar:
+        clock.t = float(t)
+        if c.shift and t == T // 2:
+            w_now = shifted
+        vals = w_now @ R.T
+        opt = vals.max(axis=1, keepdims=True)
+        rel = (opt - vals) / opt  # regret of each member, relative to the best
+        for u in range(U):
+            user, w = f"user-{u}", w_now[u]
+            regret[mi, u, t] = rel[u, portfolio.index(palm.route(user).member)]
+            prof = palm.profile(user, recent=0)
+            mean = np.array([prof.weights[n] for n in portfolio.space.names])
+            lo = np.array([prof.lower[n] for n in portfolio.space.names])
+            hi = np.array([prof.upper[n] for n in portfolio.space.names])
+            werr[mi, u, t] = 0.5 * np.abs(mean - w).sum()
+            cover[mi, u, t] = float(np.mean((w >= lo) & (w <= hi)))
+            if t == T:
+                continue
+            decision = palm.decide(user)
+            served = decision.member
+            i = portfolio.index(served)
+            event: Thumb | Pairwise
+            other: str | None = None
+            if fb == "pairwise":
+                try:
+                    other = palm.compare_candidates(user, served=served)[1]
+                except ComparisonUnavailable:
+                    other = None  # no A/B question this step
+                asked[mi, u, t] = float(other is not None)
+            if other is None:  # thumbs, or no pair within the bound
+                shown[mi, u, t] = rel[u, i]
+                if fb == "pairwise" and c.pair_fallback == "none":
+                    continue
+                y = _fb(c, w, R[i] - ref_point, coins[u, t])
+                event = Thumb(up=y > 0, decision_id=decision.decision_id)
+            else:
+                j = portfolio.index(other)
+                y = _fb(c, w, R[i] - R[j], coins[u, t])
+                win, lose = (served, other) if y > 0 else (other, served)
+                event = Pairwise(winner=win, loser=lose)
+                shown[mi, u, t] = 0.5 * (rel[u, i] + rel[u, j])
+                pair_max[mi, u, t] = max(rel[u, i], rel[u, j])
+            t0 = time.perf_counter()
+            palm.record_feedback(user, event)
+            times.append(time.perf_counter() - t0)
+    pop = palm.population_prior()
+    beta, lapse = pop.noise.mean()
+    palm.store.close()
+    return ApiFit(float(beta), float(lapse), np.asarray(pop.alpha, dtype=np.float64)), times
 
 
 def pool(results: Sequence[SimulationResult]) -> SimulationResult:
@@ -444,6 +801,15 @@ def pool(results: Sequence[SimulationResult]) -> SimulationResult:
         out.noise_fit[fb] = (float(fits[:, 0].mean()), float(fits[:, 1].mean()))
         if all(fb in r.prior_fit for r in results):
             out.prior_fit[fb] = np.mean([r.prior_fit[fb] for r in results], axis=0)
+        if all(fb in r.api_fit for r in results):
+            out.api_fit[fb] = {
+                m: ApiFit(
+                    float(np.mean([r.api_fit[fb][m].beta for r in results])),
+                    float(np.mean([r.api_fit[fb][m].lapse for r in results])),
+                    np.mean([r.api_fit[fb][m].alpha for r in results], axis=0),
+                )
+                for m in results[0].api_fit[fb]
+            }
         if all(fb in r.asked for r in results):
             out.asked[fb] = np.mean([r.asked[fb] for r in results], axis=0)
             out.pair_max[fb] = np.concatenate([r.pair_max[fb] for r in results], axis=1)
@@ -471,11 +837,13 @@ def format_table(result: SimulationResult, steps: Sequence[int] = (5, 10, 20, 50
         steps_ = [s for s in steps if s < reg.shape[1]]
         lines.append(f"{fb}: mean-route regret, % of oracle value (± s.e.), after N events")
         lines.append(
-            f"  {'method':<11}"
+            f"  {'method':<17}"
             + "".join(f"{'N=' + str(s):>15}" for s in steps_)
             + f"{'shown':>8}{'cov90':>7}{'upd ms':>8}{'p99':>7}"
         )
         for mi, m in enumerate(METHODS):
+            if not result.ran(fb, m):
+                continue
             cells = "".join(
                 f"{100 * reg[mi, s]:>8.2f} ± {100 * result.regret_se[fb][mi, s]:4.2f}"
                 for s in steps_
@@ -484,31 +852,39 @@ def format_table(result: SimulationResult, steps: Sequence[int] = (5, 10, 20, 50
             cov = result.coverage[fb][mi, 1:]
             cv = float(np.nanmean(cov)) if np.any(np.isfinite(cov)) else float("nan")
             mean_ms, p99 = result.update_stats(fb, m)
-            lines.append(f"  {m:<11}{cells}{sh:>8.2f}{100 * cv:>7.1f}{mean_ms:>8.3f}{p99:>7.3f}")
+            lines.append(f"  {m:<17}{cells}{sh:>8.2f}{100 * cv:>7.1f}{mean_ms:>8.3f}{p99:>7.3f}")
         if fb in result.noise_fit:
             bt, lp = result.noise_fit[fb]
             lines.append(f"  palm learned beta ≈ {bt:.1f}, lapse ≈ {lp:.2f} (population mean)")
+        for m, fit in result.api_fit.get(fb, {}).items():
+            lines.append(
+                f"  {m} learned beta ≈ {fit.beta:.1f}, lapse ≈ {fit.lapse:.2f} (served prior)"
+            )
     return "\n".join(lines)
 
 
-def targets(result: SimulationResult, fb: Feedback) -> dict[str, float | bool]:
-    """Issue 17's targets for ``palm`` under ``fb``: t=20 regret vs the reference, the worst
-    excess over no personalization at t >= 5, and the mean 90% coverage (steps 1..T).
+def targets(
+    result: SimulationResult, fb: Feedback, method: str = "palm"
+) -> dict[str, float | bool]:
+    """Issue 17's targets for ``method`` (``palm`` or a Palm-API arm) under ``fb``: t=20 regret
+    vs the reference, the worst excess over no personalization at t >= 5, and the mean 90%
+    coverage (steps 1..T).
 
     With per-user results, also how sure each comparison is (users are the unit; palm and the
     reference see the same users and coin flips): a 90% bootstrap interval of the t=20 ratio
     (2000 resamples of users, fixed seed) and the paired standard error of the worst excess.
     """
     reg = result.regret[fb]
+    pm = METHODS.index(method)
     t20 = min(20, reg.shape[1] - 1)
-    ratio = float(reg[_PALM, t20] / max(reg[_REF, t20], 1e-12))
-    diff = reg[_PALM, 5:] - reg[_DEFAULT, 5:]
+    ratio = float(reg[pm, t20] / max(reg[_REF, t20], 1e-12))
+    diff = reg[pm, 5:] - reg[_DEFAULT, 5:]
     worst = int(np.argmax(diff)) + 5 if diff.size else 0
     excess = float(diff.max()) if diff.size else 0.0
-    cov = float(np.mean(result.coverage[fb][_PALM, 1:]))
+    cov = float(np.mean(result.coverage[fb][pm, 1:]))
     out: dict[str, float | bool] = {
         "t20_vs_reference": ratio,
-        "t20_ok": bool(reg[_PALM, t20] <= 1.1 * reg[_REF, t20] + 1e-12),
+        "t20_ok": bool(reg[pm, t20] <= 1.1 * reg[_REF, t20] + 1e-12),
         "max_excess_over_default": excess,
         "worst_step": float(worst),
         "never_worse_ok": excess <= 0.0,
@@ -520,14 +896,14 @@ def targets(result: SimulationResult, fb: Feedback) -> dict[str, float | bool]:
         n = per_user.shape[1]
         idx = np.random.default_rng(0).integers(0, n, size=(2000, n))
         palm, ref = (
-            per_user[_PALM, :, t20][idx].mean(axis=1),
+            per_user[pm, :, t20][idx].mean(axis=1),
             per_user[_REF, :, t20][idx].mean(axis=1),
         )
         ratios = palm / np.maximum(ref, 1e-12)
         out["t20_ratio_lo"], out["t20_ratio_hi"] = (
             float(x) for x in np.percentile(ratios, [5, 95])
         )
-        d = per_user[_PALM, :, worst] - per_user[_DEFAULT, :, worst]
+        d = per_user[pm, :, worst] - per_user[_DEFAULT, :, worst]
         out["excess_se"] = float(d.std(ddof=1) / np.sqrt(n))
     return out
 
@@ -546,9 +922,11 @@ def plot_result(result: SimulationResult, path: str | Path, title: str = "") -> 
         se = 100 * result.regret_se[fb]
         x = np.arange(reg.shape[1])
         for mi, m in enumerate(METHODS):
+            if not result.ran(fb, m):
+                continue
             (line,) = ax.plot(x, reg[mi], label=m)
             ax.fill_between(x, reg[mi] - se[mi], reg[mi] + se[mi], alpha=0.2)
-            if m in ("bandit", "reference", "palm"):
+            if m in ("bandit", "reference", "palm", *API_METHODS):
                 ax.plot(x, 100 * result.shown[fb][mi], ls="--", color=line.get_color(), lw=1)
         ax.set_title(f"{title} {fb} (dashed: regret of what is shown)".strip())
         ax.set_xlabel("events per user")

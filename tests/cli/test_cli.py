@@ -15,12 +15,17 @@ from palm_middleware.data import bundled
 def test_simulate_writes_csv_and_png(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "sim"
     code = main(
-        ["simulate", "--users", "8", "--events", "4", "--pipeline-users", "2", "--out", str(out)]
-    )
+        [
+            "simulate", "--users", "8", "--events", "4", "--pipeline-users", "2", "--out",
+            str(out), "--api",
+        ]
+    )  # fmt: skip
     assert code == 0
     with open(out / "simulate.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert {r["method"] for r in rows} == {"default", "bandit", "reference", "palm", "oracle"}
+    assert {r["method"] for r in rows} == {
+        "default", "bandit", "reference", "palm", "oracle", "palm_api", "palm_api_bundled"
+    }  # fmt: skip
     assert (out / "simulate.png").read_bytes()[:4] == b"\x89PNG"
     text = capsys.readouterr().out
     assert "pipeline: 2 users through Palm" in text and "user-1" in text

@@ -9,13 +9,17 @@ import pytest
 
 from palm_middleware import InvalidParameterError
 from palm_middleware.offline.simulate import (
+    API_METHODS,
     METHODS,
     SETTINGS,
     SimulationConfig,
+    api_deployment,
+    api_settings,
     format_table,
     lp_front_members,
     pair_second,
     pool,
+    run_api_arm,
     run_simulation,
     targets,
     thompson_member,
@@ -45,7 +49,7 @@ def test_palm_learns_next_to_its_baselines() -> None:
         assert res.weight_error[fb][pm, -1] < res.weight_error[fb][pm, 0]
         assert 0.6 <= res.coverage[fb][pm, 1:].mean() <= 1.0
         # what is shown is measured for every method that shows something
-        assert np.all(np.isfinite(res.shown[fb][:, :-1]))
+        assert np.all(np.isfinite(res.shown[fb][: METHODS.index("palm_api"), :-1]))
         mean_ms, p99 = res.update_stats(fb, "palm")
         assert 0 < mean_ms <= p99
         beta, lapse = res.noise_fit[fb]
@@ -56,13 +60,16 @@ def test_palm_learns_next_to_its_baselines() -> None:
         assert 0 <= tg["t20_ratio_lo"] < tg["t20_ratio_hi"]
         assert tg["excess_se"] > 0 and 5 <= tg["worst_step"] <= TINY.n_events
     rows = res.rows()
-    assert len(rows) == 2 * len(METHODS) * (TINY.n_events + 1)
+    assert len(rows) == 2 * (len(METHODS) - len(API_METHODS)) * (TINY.n_events + 1)
+    assert not res.ran("thumbs", "palm_api")  # the Palm-API arms run only when asked
     assert "shown_regret" in rows[0]
     assert "palm learned beta" in format_table(res)
 
 
 def test_settings_change_what_they_say() -> None:
-    assert set(SETTINGS) == {"anchor", "beta3", "beta30", "noise25", "peaked", "k10", "shift"}
+    assert set(SETTINGS) == {
+        "anchor", "beta3", "beta30", "noise25", "peaked", "k10", "shift", "bundled"
+    }  # fmt: skip
     assert with_setting(TINY, "beta3").beta == 3.0
     assert with_setting(TINY, "k10").n_members == 10
     assert with_setting(TINY, "peaked").user_alpha == 0.3
@@ -178,3 +185,88 @@ def test_palm_can_be_told_the_noise() -> None:
     for bad in ({"palm_beta": 0.0}, {"palm_lapse": 0.5}):
         with pytest.raises(InvalidParameterError):
             run_simulation(replace(tiny, **bad))  # type: ignore[arg-type]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("fb", ["thumbs", "pairwise"])
+def test_the_real_palm_personalizes_through_its_public_api(fb: str) -> None:
+    """The Palm-API arm (Palm, MemoryStore, injected clock: decide, record_feedback,
+    compare_candidates, route) beats no personalization after 30 events of either kind."""
+    cfg = replace(TINY, n_users=8, n_events=30, feedback=(fb,), seed=5)  # type: ignore[arg-type]
+    res = run_api_arm(cfg, "palm_api")
+    reg = res.per_user[fb]
+    api, default = METHODS.index("palm_api"), METHODS.index("default")
+    assert np.all(reg[api, :, 0] == reg[default, :, 0])  # everyone starts at the default
+    assert reg[api, :, 25:].mean() < 0.6 * reg[default, :, 25:].mean()
+    assert res.update_ms[fb]["palm_api"].size == cfg.n_users * cfg.n_events  # one per event
+    assert 0.6 <= res.coverage[fb][api, 1:].mean() <= 1.0
+    assert res.ran(fb, "palm_api") and not res.ran(fb, "reference")
+
+
+def test_api_arms_run_next_to_the_others_on_the_same_users() -> None:
+    cfg = replace(TINY, n_users=4, n_events=6, feedback=("pairwise",), api=True)
+    res = run_simulation(cfg)
+    alone = run_api_arm(cfg, "palm_api_bundled")
+    for m in (*API_METHODS, "palm", "reference"):
+        assert res.ran("pairwise", m)
+    mi = METHODS.index("palm_api_bundled")
+    np.testing.assert_array_equal(res.per_user["pairwise"][mi], alone.per_user["pairwise"][mi])
+    assert "palm_api_bundled" in format_table(res)
+    assert targets(res, "pairwise", "palm_api")["t20_vs_reference"] >= 0
+    assert {r["method"] for r in res.rows()} == set(METHODS)
+
+
+def test_api_policies_state_what_the_arms_claim() -> None:
+    mine = api_settings(TINY, "palm_api")
+    assert mine == {
+        "prior_strength": 4.0, "min_events": 0.0, "max_step": None, "population": True,
+        "bounds": False,
+    }  # fmt: skip
+    bundled = api_settings(TINY, "palm_api_bundled")
+    assert (bundled["prior_strength"], bundled["min_events"], bundled["max_step"]) == (10, 3, 0.25)
+    rewards = lp_front_members(TINY.n_members, TINY.n_traits, random_state=0)
+    _, policy = api_deployment(TINY, rewards, bundled)
+    assert (policy.prior_strength, policy.min_events, policy.max_step) == (10, 3, 0.25)
+    assert policy.default.values.sum() == pytest.approx(1.0) and policy.exploration
+    portfolio, policy = api_deployment(replace(TINY, palm_beta=3.0), rewards, mine)
+    np.testing.assert_array_equal(portfolio.rewards, rewards)
+    assert (policy.prior_strength, policy.min_events, policy.max_step) == (4.0, 0.0, None)
+    assert policy.spec is not None and policy.spec.learning is not None
+    assert policy.spec.learning.beta == 3.0 and policy.spec.learning.lapse == "learn"
+    over = api_settings(replace(TINY, api_overrides=(("max_step", 0.25),)), "palm_api")
+    assert over["max_step"] == 0.25
+    with pytest.raises(InvalidParameterError, match="unknown setting"):
+        api_settings(replace(TINY, api_overrides=(("gamma", 1),)), "palm_api")
+    with pytest.raises(InvalidParameterError, match="not a Palm-API method"):
+        run_api_arm(TINY, "palm")
+
+
+def test_bundled_members_and_policy_are_the_readme_deployment() -> None:
+    from palm_middleware import load_policy, load_portfolio
+    from palm_middleware.data import bundled
+
+    cfg = replace(with_setting(TINY, "bundled"), n_users=3, n_events=4, api=True)
+    res = run_simulation(replace(cfg, feedback=("thumbs",)))
+    portfolio, policy = (
+        load_portfolio(bundled("portfolio.yaml")),
+        load_policy(bundled("policy.yaml")),
+    )
+    np.testing.assert_array_equal(res.rewards, portfolio.rewards)
+    served, mine = api_deployment(cfg, res.rewards, api_settings(cfg, "palm_api_bundled"))
+    assert served.ids == portfolio.ids
+    np.testing.assert_array_equal(mine.lower, policy.lower)
+    np.testing.assert_array_equal(mine.upper, policy.upper)
+    np.testing.assert_array_equal(mine.default.values, policy.default.values)
+    assert (mine.max_drift, mine.min_events, mine.max_step) == (0.8, 3, 0.25)
+    with pytest.raises(InvalidParameterError, match="6 members over 4 traits"):
+        run_simulation(replace(cfg, n_members=5))
+
+
+def test_palm_without_repriors_changes_only_palm() -> None:
+    cfg = replace(TINY, n_users=6, n_events=12, feedback=("thumbs",))
+    a, b = run_simulation(cfg), run_simulation(replace(cfg, palm_reprior=False))
+    pm = METHODS.index("palm")
+    assert not np.array_equal(a.per_user["thumbs"][pm], b.per_user["thumbs"][pm])
+    for m in ("default", "bandit", "reference"):
+        mi = METHODS.index(m)
+        np.testing.assert_array_equal(a.per_user["thumbs"][mi], b.per_user["thumbs"][mi])
