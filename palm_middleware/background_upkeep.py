@@ -14,9 +14,11 @@ rest of an event (about 1 ms each, against a quarter of that):
   makes the rest after the first, so later events only extend them.
 
 The work is done on a copy of the cached posterior, which replaces it unless another event
-came first (:meth:`~palm_middleware.preferences.state.LearningState.follow_up`). Used by
-:class:`~palm_middleware.pipeline.Palm` unless it runs synchronously (a ``random_state``
-without ``population_refresh``): a thread's timing would make same-seed runs differ.
+came first (:meth:`~palm_middleware.preferences.state.LearningState.follow_up`); it also puts
+a cached posterior under the population prior a refit changed. Used by
+:class:`~palm_middleware.pipeline.Palm`; in its sync mode (a ``random_state`` without
+``population_refresh``) the same follow-ups run on the caller's thread, since a thread's
+timing would make same-seed runs differ.
 """
 
 from __future__ import annotations
@@ -50,14 +52,18 @@ class BackgroundUpkeep:
             ``on_followup``).
         below: the effective-sample-size fraction under which a posterior is moved ahead; it
             must be above ``learning.ess_threshold`` (the collapse floor on the feedback path).
+        sync: follow up on the caller's thread, right after the event, instead of on a
+            thread: the same work in the same order, so same-seed runs repeat exactly
+            (``Palm``'s sync mode); it costs the feedback call what the thread would.
     """
 
-    def __init__(self, learning: LearningState, *, below: float = 0.25) -> None:
+    def __init__(self, learning: LearningState, *, below: float = 0.25, sync: bool = False) -> None:
         if not learning.ess_threshold < below < 1.0:
             raise InvalidParameterError(
                 f"below must be in (ess_threshold={learning.ess_threshold}, 1); got {below!r}"
             )
         self.learning = learning
+        self.sync = sync
         self.cpu_seconds = 0.0
         """CPU time this thread spent on follow-ups (thread time)."""
         self._pending: dict[str, None] = {}  # insertion-ordered set
@@ -75,6 +81,11 @@ class BackgroundUpkeep:
     def submit(self, key: str) -> None:
         """Queue ``key``'s cached posterior (called right after its event)."""
         if self._stop.is_set():
+            return
+        if self.sync:
+            start = time.thread_time()
+            self.learning.follow_up(key)
+            self.cpu_seconds += time.thread_time() - start
             return
         with self._lock:
             self._pending.pop(key, None)

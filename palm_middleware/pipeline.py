@@ -152,8 +152,9 @@ class Palm:
             exactly. None (default): ``"sync"`` when ``random_state`` is given, else 2 s.
             See :mod:`~palm_middleware.population_feed`. Unless ``"sync"``, a second thread
             also finishes what feedback leaves for later (moving particles it left thin, a new
-            user's evidence draws), so that feedback rarely has to
-            (:mod:`~palm_middleware.background_upkeep`).
+            user's evidence draws, a known user's posterior put under a refitted population
+            prior), so that feedback rarely has to (:mod:`~palm_middleware.background_upkeep`);
+            ``"sync"`` does that on the calling thread.
         salt: key for pseudonymizing user ids; by default the store's own (persistent) salt.
         clock: time source (seconds). Everything time-dependent reads it (forgetting, the
             served summary's fading, time-of-day conditions, audit times); with the default wall
@@ -233,7 +234,7 @@ class Palm:
             interval=None if population_refresh == "sync" else _seconds(population_refresh),
         )
         self._profiles = Profiles(store, learning, clock, feed if population else None)
-        self._upkeep = BackgroundUpkeep(learning) if population_refresh != "sync" else None
+        self._upkeep = BackgroundUpkeep(learning, sync=population_refresh == "sync")
         if population:
             feed.start()  # the stored rows: a restart (or a new replica) keeps the prior
         self._resolver = EventResolver(portfolio, store.get_audit)

@@ -521,13 +521,44 @@ class LearningState:
                 (ahead is not None and model.ess_fraction_ < ahead)
                 or model.evidence_draws_pending_
                 or model.evidence_draws_stale_
+                or self._prior_differs(model, policy)
             ):
                 hook(key)
         return state
 
+    def _prior_differs(self, model: PreferenceModel, policy: BoundsPolicy) -> bool:
+        """Whether ``model`` sits under another prior than the one served now (a population
+        refit since the user's posterior was built)."""
+        prior = self.population_prior(policy)
+        if not np.array_equal(model._alpha, np.maximum(prior.alpha, 1e-2)):
+            return True
+        if model._logpi.shape != prior.noise.p.shape or not np.array_equal(
+            model._logpi, np.log(np.maximum(prior.noise.p, 1e-300))
+        ):
+            return True
+        lapses = model.noise_grid_.lapses
+        return len(lapses) == 1 and lapses[0] != prior.noise.lapses[0]
+
+    def _reprior(self, model: PreferenceModel, policy: BoundsPolicy) -> None:
+        """Put a cached posterior under the prior served now, as a refit from the stored
+        evidence would be: importance reweighting by the prior ratio, no replay."""
+        prior = self.population_prior(policy)
+        alpha = np.maximum(prior.alpha, 1e-2)
+        logpi = np.log(np.maximum(prior.noise.p, 1e-300))
+        same_alpha = np.array_equal(model._alpha, alpha)
+        same_noise = model._logpi.shape == logpi.shape and np.array_equal(model._logpi, logpi)
+        if not (same_alpha and same_noise):
+            model.reprior(None if same_alpha else alpha, None if same_noise else prior.noise.p)
+        lapse = prior.noise.lapses[0]
+        if len(model.noise_grid_.lapses) == 1 and model.noise_grid_.lapses[0] != lapse:
+            model.relapse(lapse)
+
     def follow_up(self, key: str) -> bool:
-        """Finish what an event left for later on the cached posterior of ``key``: move its
-        particles if their effective sample size is below ``move_ahead``, make its pending
+        """Finish what an event left for later on the cached posterior of ``key``: put it
+        under the population prior served now if a refit changed it (as a refit from the
+        stored evidence would be; before, a user already cached kept the prior of their first
+        event), move its particles if their effective sample size is below ``move_ahead``,
+        make its pending
         concentration-evidence draws (a new user's first events draw a batch each), or draw
         them anew once the user's observations doubled since they were placed (draws placed
         at an early posterior bias the row low). True if the result replaced the cached
@@ -545,17 +576,23 @@ class LearningState:
             entry = self._cache.get(key)
             if entry is None:
                 return False
+            known = self._policy_cache.get(entry.policy)
+            policy = known[0] if known is not None else None
+            reprior = policy is not None and self._prior_differs(entry.model, policy)
             thin = ahead is not None and entry.model.ess_fraction_ < ahead
             draws = entry.model.evidence_draws_pending_ > 0
             stale = entry.model.evidence_draws_stale_
-            if not (thin or draws or stale):
+            if not (reprior or thin or draws or stale):
                 return False
             model = entry.model.copy()
+        if reprior:
+            assert policy is not None
+            self._reprior(model, policy)  # (the evidence draws are then drawn anew below)
         if thin:
             model.rejuvenate()
         if draws:
             model.complete_evidence()
-        elif stale:
+        elif stale or reprior:
             model.renew_evidence()
         with self._cache_lock:
             if self._cache.get(key) is not entry:

@@ -19,6 +19,8 @@ from palm_middleware.preferences.population import Population
 from palm_middleware.preferences.state import LearningState
 from palm_middleware.stores.base import EventRecord, ProfileRecord
 
+from ..test_pipeline import Clock
+
 PORTFOLIO = load_portfolio(bundled("portfolio.yaml"))
 POLICY = load_policy(bundled("policy.yaml"))
 R = PORTFOLIO.rewards
@@ -154,10 +156,11 @@ def test_the_threshold_must_sit_above_the_collapse_floor() -> None:
 @pytest.mark.timeout(120)
 def test_palm_follows_up_in_the_background_and_loses_no_event(tmp_path: Path) -> None:
     """Four threads send feedback for three users while the upkeep thread works on the same
-    cache: every event lands once, and the upkeep did work. With a seed (sync), no thread."""
+    cache: every event lands once, and the upkeep did work. With a seed (sync), the follow-ups
+    run on the caller's thread."""
     with SQLiteStore(tmp_path / "p.db") as store:
         palm = Palm(PORTFOLIO, POLICY, store, embedder=None, population_refresh=5.0)
-        assert palm._upkeep is not None
+        assert not palm._upkeep.sync
         users, per_thread = ("ann", "bo", "cy"), 20
         errors: list[BaseException] = []
 
@@ -184,7 +187,7 @@ def test_palm_follows_up_in_the_background_and_loses_no_event(tmp_path: Path) ->
         assert palm._profiles.learning.followed_up > 0
         assert palm.profile("ann").weights["brevity"] > POLICY.default["brevity"]
     with SQLiteStore(tmp_path / "q.db") as store:
-        assert Palm(PORTFOLIO, POLICY, store, embedder=None, random_state=0)._upkeep is None
+        assert Palm(PORTFOLIO, POLICY, store, embedder=None, random_state=0)._upkeep.sync
 
 
 @pytest.mark.timeout(120)
@@ -235,3 +238,31 @@ def test_stale_evidence_draws_are_renewed_where_the_posterior_went() -> None:
 
     truth = [log_marginal(s) - log_marginal(2.0) for s in strengths]
     np.testing.assert_allclose(ev, truth, atol=0.15)
+
+
+@pytest.mark.timeout(120)
+def test_a_known_user_is_put_under_the_refitted_population_prior(tmp_path: Path) -> None:
+    """A user cached before the population prior was refitted: the follow-up after their next
+    event re-priors their posterior (as a refit from the stored evidence would be), so their
+    event after that builds on the prior served now; in sync mode, run after run alike."""
+
+    def run() -> tuple[list[float], float]:
+        with SQLiteStore(tmp_path / f"{np.random.default_rng().integers(1 << 30)}.db") as store:
+            palm = Palm(PORTFOLIO, POLICY, store, embedder=None, clock=Clock(), random_state=0)
+            learning = palm._profiles.learning
+            palm.record_feedback("ann", Pairwise(winner="terse", loser="thorough"))
+            before = learning._cache[next(iter(learning._cache))].model._alpha.copy()
+            for k in range(30):  # others' feedback: the population prior is refitted
+                palm.record_feedback(f"u{k}", Pairwise(winner="terse", loser="careful"))
+            served = learning.population_prior(POLICY).alpha
+            assert not np.allclose(served, before)
+            palm.record_feedback("ann", Thumb(up=True, member="terse"))
+            key = [k for k, e in learning._cache.items() if e.model.n_events_ == 2][0]
+            model = learning._cache[key].model
+            np.testing.assert_allclose(model._alpha, np.maximum(served, 1e-2))
+            assert not learning._prior_differs(model, POLICY)
+            prof = palm.profile("ann")
+            return list(prof.weights.values()), learning.followed_up
+
+    a, b = run(), run()
+    assert a == b and a[1] > 0  # sync mode: the same follow-ups, the same posterior
