@@ -47,6 +47,10 @@ MAX_EVIDENCE_GROUPS = 128
 EVIDENCE_BATCH = 256
 #: Digests of folded event ids kept per user (privacy ``weights_only`` retry detection).
 MAX_FOLDED_IDS = 512
+#: How far the population prior must have moved (relative α, absolute grid probability) for a
+#: known user's cached posterior to be put under it (a follow-up: a reweighting and new
+#: evidence draws, ~2 ms off the feedback path).
+REPRIOR_TOLERANCE = 0.05
 
 #: What a learning state computes once per policy: the default prior, the lapse rates and the
 #: prior concentrations of a population row.
@@ -527,17 +531,21 @@ class LearningState:
         return state
 
     def _prior_differs(self, model: PreferenceModel, policy: BoundsPolicy) -> bool:
-        """Whether ``model`` sits under another prior than the one served now (a population
-        refit since the user's posterior was built)."""
+        """Whether ``model`` sits under a materially different prior than the one served now
+        (a population refit since the user's posterior was built): some α off by more than
+        :data:`REPRIOR_TOLERANCE` relatively, a grid probability by more than it absolutely, or
+        another lapse rate. (A converging population's small refits move no one.)"""
         prior = self.population_prior(policy)
-        if not np.array_equal(model._alpha, np.maximum(prior.alpha, 1e-2)):
+        alpha = np.maximum(prior.alpha, 1e-2)
+        if float(np.max(np.abs(np.log(alpha / model._alpha)))) > REPRIOR_TOLERANCE:
             return True
-        if model._logpi.shape != prior.noise.p.shape or not np.array_equal(
-            model._logpi, np.log(np.maximum(prior.noise.p, 1e-300))
-        ):
+        p = prior.noise.p
+        if model._logpi.shape != p.shape:
+            return True
+        if float(np.max(np.abs(np.exp(model._logpi) - p))) > REPRIOR_TOLERANCE:
             return True
         lapses = model.noise_grid_.lapses
-        return len(lapses) == 1 and lapses[0] != prior.noise.lapses[0]
+        return len(lapses) == 1 and abs(lapses[0] - prior.noise.lapses[0]) > 1e-3
 
     def _reprior(self, model: PreferenceModel, policy: BoundsPolicy) -> None:
         """Put a cached posterior under the prior served now, as a refit from the stored
