@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import tempfile
 from pathlib import Path
 
@@ -118,7 +119,16 @@ def _pipeline_demo(args: argparse.Namespace, beta: float) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "demo.db"
         store = SQLiteStore(db)
-        palm = Palm(portfolio, policy, store, random_state=args.seed)
+        # A simulated clock (a minute per call): with the wall clock, forgetting would read
+        # when each call happened, and runs with the same seed would differ.
+        ticks = itertools.count()
+        palm = Palm(
+            portfolio,
+            policy,
+            store,
+            clock=lambda: 1.7e9 + 60.0 * next(ticks),
+            random_state=args.seed,
+        )
         print(
             f"\npipeline: {args.pipeline_users} users through Palm (SQLite {db.name}, "
             f"portfolio {portfolio.name}, policy {policy.name} {policy.version})"
