@@ -188,6 +188,37 @@ def test_strength_evidence_drawn_in_batches_stays_near_the_truth_after_many_even
         assert m.__dict__["_ev_draws"].logy.shape[0] == 1024
 
 
+def _answered(
+    rng: np.random.Generator,
+    rewards: Any,
+    pairs: list[tuple[int, int]],
+    user_alpha: Any,
+    prior_mean: Any,
+    prior_strength: float,
+) -> list[PreferenceModel]:
+    """60 users with w ~ Dirichlet(user_alpha), 30 pairwise answers each (β = 10, 5 %
+    lapses, both known to the model), each user's posterior under the given prior."""
+    models = []
+    for u, w in enumerate(rng.dirichlet(user_alpha, size=60)):
+        obs = []
+        for t in range(30):
+            i, j = pairs[rng.integers(len(pairs))]
+            delta = rewards[i] - rewards[j]
+            p_win = 0.05 + 0.9 / (1 + math.exp(-10.0 * float(w @ delta)))
+            obs.append(Observation.compare(delta, +1 if rng.random() < p_win else -1, ts=t))
+        models.append(
+            PreferenceModel(
+                prior_mean=prior_mean,
+                prior_strength=prior_strength,
+                beta=10.0,
+                lapse=0.05,
+                n_particles=512,
+                random_state=u,
+            ).fit(obs)
+        )
+    return models
+
+
 def test_the_concentration_is_recovered_from_a_synthetic_population() -> None:
     """Users with known Dirichlet(a) weights give 30 pairwise answers each (β = 10, 5% lapses,
     both known); from the Dirichlet(1) default, refits (each users' aggregates, the prior, every
@@ -199,24 +230,7 @@ def test_the_concentration_is_recovered_from_a_synthetic_population() -> None:
     for a, lo, hi in ((0.3, 0.8, 2.0), (1.0, 2.8, 5.0)):
         pop = Population(n_min=5)
         alpha0 = np.ones(4)
-        models = []
-        for u, w in enumerate(rng.dirichlet(np.full(4, a), size=60)):
-            obs = []
-            for t in range(30):
-                i, j = pairs[rng.integers(len(pairs))]
-                delta = rewards[i] - rewards[j]
-                p_win = 0.05 + 0.9 / (1 + math.exp(-10.0 * float(w @ delta)))
-                obs.append(Observation.compare(delta, +1 if rng.random() < p_win else -1, ts=t))
-            models.append(
-                PreferenceModel(
-                    prior_mean=alpha0 / 4,
-                    prior_strength=4.0,
-                    beta=10.0,
-                    lapse=0.05,
-                    n_particles=512,
-                    random_state=u,
-                ).fit(obs)
-            )
+        models = _answered(rng, rewards, pairs, np.full(4, a), alpha0 / 4, 4.0)
         fits = []
         for _ in range(4):
             for u, m in enumerate(models):
@@ -295,25 +309,7 @@ def test_the_concentration_recovers_from_a_too_wide_prior() -> None:
     rewards = rng.random((6, 4))
     pairs = [(i, j) for i in range(6) for j in range(i + 1, 6)]
     pop = Population(n_min=5)
-    wide = np.full(4, 0.5)
-    models = []
-    for u, w in enumerate(rng.dirichlet(np.ones(4), size=60)):
-        obs = []
-        for t in range(30):
-            i, j = pairs[rng.integers(len(pairs))]
-            delta = rewards[i] - rewards[j]
-            p_win = 0.05 + 0.9 / (1 + math.exp(-10.0 * float(w @ delta)))
-            obs.append(Observation.compare(delta, +1 if rng.random() < p_win else -1, ts=t))
-        models.append(
-            PreferenceModel(
-                prior_mean=wide / 2.0,
-                prior_strength=2.0,
-                beta=10.0,
-                lapse=0.05,
-                n_particles=512,
-                random_state=u,
-            ).fit(obs)
-        )
+    models = _answered(rng, rewards, pairs, np.ones(4), np.full(4, 0.25), 2.0)
     fits = []
     for _ in range(4):
         for u, m in enumerate(models):
