@@ -12,6 +12,7 @@ from palm_middleware.offline.simulate import (
     API_METHODS,
     METHODS,
     SETTINGS,
+    Feedback,
     SimulationConfig,
     api_deployment,
     api_settings,
@@ -189,10 +190,10 @@ def test_palm_can_be_told_the_noise() -> None:
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("fb", ["thumbs", "pairwise"])
-def test_the_real_palm_personalizes_through_its_public_api(fb: str) -> None:
+def test_the_real_palm_personalizes_through_its_public_api(fb: Feedback) -> None:
     """The Palm-API arm (Palm, MemoryStore, injected clock: decide, record_feedback,
     compare_candidates, route) beats no personalization after 30 events of either kind."""
-    cfg = replace(TINY, n_users=8, n_events=30, feedback=(fb,), seed=5)  # type: ignore[arg-type]
+    cfg = replace(TINY, n_users=8, n_events=30, feedback=(fb,), seed=5)
     res = run_api_arm(cfg, "palm_api")
     reg = res.per_user[fb]
     api, default = METHODS.index("palm_api"), METHODS.index("default")
