@@ -271,6 +271,7 @@ def _in_memory(args: argparse.Namespace, feedback: str, moves: list[float]) -> d
         steps = [(u, t) for t in range(args.events + 1) for u in range(args.users)]
     else:
         steps = [(u, t) for u in range(args.users) for t in range(args.events + 1)]
+    gap = float(getattr(args, "gap_ms", 0.0)) / 1e3
     c_all = time.process_time()
     for u, t in steps:
         w, rec = users[u], recs[u]
@@ -294,6 +295,8 @@ def _in_memory(args: argparse.Namespace, feedback: str, moves: list[float]) -> d
         moved.append(len(moves) > n_moves)
         first.append(rec is None)
         recs[u] = ProfileRecord(f"u{u}", state, (rec.version if rec else 0) + 1, float(now[u]))
+        if gap > 0:  # think time: a server is not busy every microsecond
+            time.sleep(gap)
     if mover is not None:
         mover.drain(30.0)
         mover.close()
@@ -385,7 +388,7 @@ def compare_revisions(args: argparse.Namespace) -> None:
             cmd += ["--events", str(args.events), "--seed", str(args.seed)]
             cmd += ["--beta", str(args.beta), "--user-alpha", str(args.user_alpha)]
             cmd += ["--feedback", *args.feedback] + (["--gc-freeze"] if args.gc_freeze else [])
-            cmd += ["--moves", moves, "--order", args.order]
+            cmd += ["--moves", moves, "--order", args.order, "--gap-ms", str(args.gap_ms)]
             out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
             for fb, res in json.loads(out.stdout.splitlines()[-1]).items():
                 results[name].setdefault(fb, []).append(res)
@@ -653,6 +656,13 @@ def main() -> None:
         choices=["user", "round-robin"],
         default="user",
         help="with --in-memory: each user's events back to back, or interleaved across users",
+    )
+    ap.add_argument(
+        "--gap-ms",
+        type=float,
+        default=0.0,
+        help="with --in-memory: idle time after each event (0: the feedback thread never idles, "
+        "so a background thread can only run beside it)",
     )
     ap.add_argument("--in-memory-json", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument(

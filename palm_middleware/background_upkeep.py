@@ -39,6 +39,11 @@ __all__ = ["BackgroundUpkeep"]
 
 _log = logging.getLogger("palm_middleware")
 
+#: A follow-up starts only after feedback updates have been quiet this long (seconds), or after
+#: waiting :data:`MAX_WAIT` for that: run beside an update, it slows it (the CPU, the GIL).
+QUIET = 0.001
+MAX_WAIT = 0.05
+
 #: Users waiting; beyond this the oldest is dropped (its next event does the work on the
 #: feedback path, as without this thread).
 MAX_PENDING = 4096
@@ -137,6 +142,11 @@ def _run(ref: weakref.ref[BackgroundUpkeep], wake: threading.Event, stop: thread
             key = upkeep._next()
             if key is None:
                 break
+            learning = upkeep.learning
+            deadline, pause = time.monotonic() + MAX_WAIT, QUIET
+            while learning.quiet_for() < QUIET and time.monotonic() < deadline:
+                stop.wait(pause)  # backing off: each wake-up asks busy feedback for the GIL
+                pause = min(2 * pause, MAX_WAIT / 4)
             start = time.thread_time()
             try:
                 upkeep.learning.follow_up(key)
@@ -147,4 +157,4 @@ def _run(ref: weakref.ref[BackgroundUpkeep], wake: threading.Event, stop: thread
                 with upkeep._lock:
                     upkeep._busy = False
                     upkeep._idle.notify_all()
-            del upkeep
+            del upkeep, learning  # (held strongly only while working)

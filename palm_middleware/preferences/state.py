@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
@@ -140,6 +141,8 @@ class LearningState:
         """Cached posteriors replaced by :meth:`follow_up`."""
         self._cache: OrderedDict[str, _Entry] = OrderedDict()
         self._cache_lock = threading.Lock()
+        self._busy, self._last_busy = 0, 0.0
+        self._busy_lock = threading.Lock()
         self.hits = 0
         """Updates and reads served by the cache (the rest refit from the stored evidence)."""
         self.misses = 0
@@ -446,7 +449,21 @@ class LearningState:
         event row is deleted after this update, so retries are recognized by a hashed event id.
         The population prior is not refit in here (see :meth:`population_prior`).
         """
-        return self._rebuild(profile, events, now=now, policy=policy, limit=limit, fold=fold)
+        with self._busy_lock:
+            self._busy += 1
+        try:
+            return self._rebuild(profile, events, now=now, policy=policy, limit=limit, fold=fold)
+        finally:
+            with self._busy_lock:
+                self._busy -= 1
+                self._last_busy = time.monotonic()
+
+    def quiet_for(self) -> float:
+        """Seconds since the last feedback update ended (0 while one runs): a background
+        thread's follow-ups wait for a quiet moment rather than compete with feedback for
+        the CPU and the GIL."""
+        with self._busy_lock:
+            return 0.0 if self._busy else time.monotonic() - self._last_busy
 
     def _rebuild(
         self,

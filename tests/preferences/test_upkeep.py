@@ -184,6 +184,10 @@ def test_palm_follows_up_in_the_background_and_loses_no_event(tmp_path: Path) ->
         assert palm._upkeep.drain()
         total = sum(palm.profile(u).n_events for u in users)
         assert total == 4 * per_thread
+        # Under that load most follow-ups lose the race to the user's next event; once
+        # feedback is quiet they land (a new user's first event leaves evidence draws to make).
+        palm.record_feedback("newcomer", Pairwise(winner="terse", loser="careful"))
+        assert palm._upkeep.drain()
         assert palm._profiles.learning.followed_up > 0
         assert palm.profile("ann").weights["brevity"] > POLICY.default["brevity"]
     with SQLiteStore(tmp_path / "q.db") as store:
