@@ -9,14 +9,13 @@ any persistent design pays, and clamp + route alone (no I/O).
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
 import numpy as np
+from _machine import machine
 
 from palm_middleware import Palm, SQLiteStore, load_policy, load_portfolio
 from palm_middleware.data import bundled
@@ -52,15 +51,7 @@ def main() -> None:
             prior_mean=policy.default.values, prior_strength=10, n_particles=512, random_state=k
         ).fit(obs)
         states.append({"posterior": m.summary().to_dict()})
-    cpu = next(
-        (
-            ln.split(":", 1)[1].strip()
-            for ln in open("/proc/cpuinfo")
-            if ln.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    print(f"machine: {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}")
+    print(machine())
     print(
         f"{'profiles':>10} {'decide p50':>11} {'p99':>7} | {'store-only p50':>15} {'p99':>7} | "
         f"{'clamp+route p50':>16} {'p99':>7}   (ms)"

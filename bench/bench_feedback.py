@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -43,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _machine import machine
 
 from palm_middleware.offline.simulate import lp_front_members
 from palm_middleware.policy import parse_policy
@@ -678,15 +678,7 @@ def main() -> None:
     if args.in_memory_json:  # the child process of --baseline
         print(json.dumps({fb: in_memory(args, fb) for fb in args.feedback}))
         return
-    cpu = next(
-        (
-            ln.split(":", 1)[1].strip()
-            for ln in open("/proc/cpuinfo")
-            if ln.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    print(f"machine: {os.cpu_count()} cores, {cpu}; load average {os.getloadavg()[0]:.1f}")
+    print(machine())
     t0 = time.perf_counter()
     if args.in_memory:
         if args.baseline or args.moves == "both":

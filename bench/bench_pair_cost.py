@@ -17,12 +17,11 @@ with an A/B question, and the regret of the mean route at t = 5, 10, 20, 50.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 from dataclasses import replace
 
 import numpy as np
+from _machine import machine
 
 from palm_middleware.offline.simulate import (
     METHODS,
@@ -52,15 +51,7 @@ def main() -> None:
         "--settings", nargs="+", default=["anchor", "k10", "peaked", "beta3"], choices=SETTINGS
     )
     args = ap.parse_args()
-    cpu = next(
-        (
-            ln.split(":", 1)[1].strip()
-            for ln in open("/proc/cpuinfo")
-            if ln.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    print(f"machine: {cpu}, {os.cpu_count()} cores; load {os.getloadavg()[0]:.2f}")
+    print(machine())
     print(
         f"{args.users} users x {args.seeds} seeds, {args.events} events, explore_cost "
         f"{args.explore_cost:g}, pair_cost {args.pair_cost:g}"

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _machine import machine
 
 
 def measure(users: int, calls: int) -> dict[str, list[float]]:
@@ -87,10 +87,7 @@ def main() -> None:
     if args.child:
         print(json.dumps(measure(args.users, args.calls)))
         return
-    lines = open("/proc/cpuinfo").read().splitlines()
-    cpu = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "")
-    cpu = cpu or platform.processor()
-    print(f"machine: {cpu}, {os.cpu_count()} cores; load {os.getloadavg()[0]:.2f}")
+    print(machine())
     here = str(Path(__file__).resolve().parents[1])
     trees = {"this tree": here, **({"baseline": args.baseline} if args.baseline else {})}
     got: dict[str, dict[str, list[float]]] = {n: {"default": [], "served": []} for n in trees}

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from _machine import cpu_model
 
 from palm_middleware.offline.simulate import (
     METHODS,
@@ -52,10 +52,7 @@ def main() -> None:
     if bad:
         ap.error(f"unknown settings {bad}; use {sorted(SETTINGS)}")
     args.out.mkdir(parents=True, exist_ok=True)
-    cpu = next(
-        (ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if "model name" in ln),
-        platform.processor(),
-    )
+    cpu = cpu_model()
     lines = [
         f"machine: {os.cpu_count()} cores, {cpu}; load {os.getloadavg()[0]:.1f} at start",
         f"command: nice -n 10 python bench/bench_palm_api.py --users {args.users} "

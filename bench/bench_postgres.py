@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
-import platform
 import secrets
 import tempfile
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _machine import machine
 
 from palm_middleware import (
     Pairwise,
@@ -251,15 +251,7 @@ def main() -> None:
         "--parts", nargs="+", default=["decision", "audit", "feedback"], help="what to run"
     )
     args = ap.parse_args()
-    cpu = next(
-        (
-            ln.split(":", 1)[1].strip()
-            for ln in open("/proc/cpuinfo")
-            if ln.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    print(f"machine: {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}")
+    print(machine())
     try:
         if "decision" in args.parts:
             decision_overhead(args.users, args.requests)

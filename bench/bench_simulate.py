@@ -21,11 +21,11 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
+from _machine import cpu_model
 
 from palm_middleware.offline.simulate import (
     API_METHODS,
@@ -55,14 +55,7 @@ def main() -> None:
     ap.add_argument("--api", action="store_true", help="also run the Palm-API arms")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    cpu = next(
-        (
-            ln.split(":", 1)[1].strip()
-            for ln in open("/proc/cpuinfo")
-            if ln.startswith("model name")
-        ),
-        platform.processor(),
-    )
+    cpu = cpu_model()
     lines = [
         f"machine: {os.cpu_count()} cores, {cpu} (shared with other jobs: timings are loaded)",
         f"command: nice -n 10 python bench/bench_simulate.py --users {args.users} "

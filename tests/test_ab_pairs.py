@@ -23,20 +23,13 @@ from palm_middleware import (
 from palm_middleware.data import bundled
 from palm_middleware.policy import parse_policy
 
+from .test_pipeline import Clock
+
 pytestmark = pytest.mark.timeout(120)
 
 PORTFOLIO = load_portfolio(bundled("portfolio.yaml"))
 POLICY = load_policy(bundled("policy.yaml"))
 TEXT = bundled("policy.yaml").read_text()
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        self.t += 1.0
-        return self.t
 
 
 def policy_with(*rules: str, head: str = "") -> Any:

@@ -151,6 +151,21 @@ def test_strength_evidence_draws_follow_the_observations_and_the_particles() -> 
     check(_model(2.0, obs + [Observation.compare([0.2, -0.2], -1)] * 3, n=512))
 
 
+def relative_log_marginals(vy: Any, strengths: list[float], current: float = 2.0) -> list[float]:
+    """Two traits, comparisons [v, −v] answered y (``vy`` = v·y; β = 10, 5 % lapses): the log
+    marginal likelihood under a Beta(s/2, s/2) prior by quadrature, at each s in ``strengths``,
+    relative to s = ``current``."""
+
+    def log_marginal(s: float) -> float:
+        def f(w1: float) -> float:
+            lik = 0.05 + 0.9 / (1 + np.exp(-10.0 * (2 * w1 - 1) * vy))
+            return float(beta_dist.pdf(w1, s / 2, s / 2) * np.prod(lik))
+
+        return math.log(quad(f, 0, 1, limit=200)[0])
+
+    return [log_marginal(s) - log_marginal(current) for s in strengths]
+
+
 def test_strength_evidence_drawn_in_batches_stays_near_the_truth_after_many_events() -> None:
     """The feedback path's rule (``budget``: at most 256 new draws per event, each batch from
     the mixture placed at that event's posterior, kept for the events after): after 30 events
@@ -170,16 +185,7 @@ def test_strength_evidence_drawn_in_batches_stays_near_the_truth_after_many_even
             counts.append(m.__dict__["_ev_draws"].logy.shape[0])
         assert counts[:5] == [256, 512, 768, 1024, 1024]
 
-        vy = vs * np.asarray(ys)
-
-        def log_marginal(s: float, vy: Any = vy) -> float:
-            def f(w1: float) -> float:
-                lik = 0.05 + 0.9 / (1 + np.exp(-10.0 * (2 * w1 - 1) * vy))
-                return float(beta_dist.pdf(w1, s / 2, s / 2) * np.prod(lik))
-
-            return math.log(quad(f, 0, 1, limit=200)[0])
-
-        truth = [log_marginal(s) - log_marginal(2.0) for s in strengths]
+        truth = relative_log_marginals(vs * np.asarray(ys), strengths)
         np.testing.assert_allclose(ev, truth, atol=0.15)
         m.__dict__.pop("_ev_draws")
         np.testing.assert_allclose(ev, m.strength_evidence(strengths), atol=0.2)

@@ -20,6 +20,7 @@ from palm_middleware.preferences.state import LearningState
 from palm_middleware.stores.base import EventRecord, ProfileRecord
 
 from ..test_pipeline import Clock
+from .test_population import relative_log_marginals
 
 PORTFOLIO = load_portfolio(bundled("portfolio.yaml"))
 POLICY = load_policy(bundled("policy.yaml"))
@@ -202,9 +203,6 @@ def test_stale_evidence_draws_are_renewed_where_the_posterior_went() -> None:
     the quadrature marginal likelihood at every candidate."""
     import math
 
-    from scipy.integrate import quad
-    from scipy.stats import beta as beta_dist
-
     strengths = [0.5, 1.2, 2.0, 8.0]
     rng = np.random.default_rng(5)
     vs = rng.uniform(0.2, 0.8, 40) * rng.choice([-1, 1], 40)
@@ -231,16 +229,7 @@ def test_stale_evidence_draws_are_renewed_where_the_posterior_went() -> None:
     d = m.__dict__["_ev_draws"]
     assert not m.evidence_draws_stale_ and d.placed == len(m._obs) and d.logy.shape[0] == 1024
     ev = m.strength_evidence(strengths)
-    vy = vs * np.asarray(ys)
-
-    def log_marginal(s: float) -> float:
-        def f(w: float) -> float:
-            lik = 0.05 + 0.9 / (1 + np.exp(-10.0 * (2 * w - 1) * vy))
-            return float(beta_dist.pdf(w, s / 2, s / 2) * np.prod(lik))
-
-        return math.log(quad(f, 0, 1, limit=200)[0])
-
-    truth = [log_marginal(s) - log_marginal(2.0) for s in strengths]
+    truth = relative_log_marginals(vs * np.asarray(ys), strengths)
     np.testing.assert_allclose(ev, truth, atol=0.15)
 
 

@@ -9,7 +9,16 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 from collections.abc import Iterator
 
 import pytest
-from litellm_proxy_fixtures import Deployment, Proxy, build_deployment, start_proxy, stop_proxy
+from litellm_proxy_fixtures import (
+    Deployment,
+    Proxy,
+    Stub,
+    build_deployment,
+    start_proxy,
+    start_stub,
+    stop_proxy,
+    stop_stub,
+)
 
 
 @pytest.fixture(scope="session")
@@ -22,3 +31,12 @@ def proxy(deployment: Deployment) -> Iterator[Proxy]:
     p = start_proxy(deployment)
     yield p
     stop_proxy(p)
+
+
+@pytest.fixture(scope="module")
+def stub(request: pytest.FixtureRequest) -> Iterator[Stub]:
+    """A stub OpenAI-compatible member server for the module, answering the module's
+    ``STUB_REPLY`` (default "An answer.")."""
+    s = start_stub({"STUB_REPLY": getattr(request.module, "STUB_REPLY", "An answer.")})
+    yield s
+    stop_stub(s)

@@ -19,9 +19,7 @@ from litellm_proxy_fixtures import (
     Stub,
     build_stub_deployment,
     start_proxy,
-    start_stub,
     stop_proxy,
-    stop_stub,
 )
 
 pytestmark = pytest.mark.timeout(300)
@@ -49,13 +47,6 @@ MEMBERS = {
 }
 CHEAP = {"steady", "chatty", "bland"}  # within the bound for the default weights
 USERS = ("alice", "bob", "carol", "dora")
-
-
-@pytest.fixture(scope="module")
-def stub() -> Iterator[Stub]:
-    s = start_stub({"STUB_REPLY": "An answer."})
-    yield s
-    stop_stub(s)
 
 
 @pytest.fixture(scope="module")

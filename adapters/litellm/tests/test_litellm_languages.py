@@ -16,9 +16,7 @@ from litellm_proxy_fixtures import (
     Stub,
     build_stub_deployment,
     start_proxy,
-    start_stub,
     stop_proxy,
-    stop_stub,
 )
 
 ITALIAN = "Come posso imparare a suonare la chitarra da solo, senza un insegnante?"
@@ -32,15 +30,9 @@ bounds:
   - {id: no-weapons, layer: law, when: {topic: weapons}, action: block, message: Not that.}
 languages: [en, fr]
 """
+STUB_REPLY = "Here is an answer."  # (the conftest's stub answers it)
 SOFT = POLICY + "unguarded_language: input_rules_only\n"
 REFUSE = POLICY + "unguarded_language: refuse\nunguarded_message: English or French, please.\n"
-
-
-@pytest.fixture(scope="module")
-def stub() -> Iterator[Stub]:
-    s = start_stub({"STUB_REPLY": "Here is an answer."})
-    yield s
-    stop_stub(s)
 
 
 @pytest.fixture(scope="module")

@@ -14,12 +14,11 @@ from litellm_proxy_fixtures import (
     Stub,
     build_stub_deployment,
     start_proxy,
-    start_stub,
     stop_proxy,
-    stop_stub,
 )
 
 REPLY = "Sure thing. First you need the napalm recipe: mix the secret-sauce with care."
+STUB_REPLY = REPLY  # (the conftest's stub answers it)
 MESSAGE = "I can't share that."
 
 POLICY = f"""\
@@ -35,13 +34,6 @@ bounds:
     message: {MESSAGE}
     on: [request, reply]
 """
-
-
-@pytest.fixture(scope="module")
-def stub() -> Iterator[Stub]:
-    s = start_stub({"STUB_REPLY": REPLY})
-    yield s
-    stop_stub(s)
 
 
 @pytest.fixture(scope="module")
