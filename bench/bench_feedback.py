@@ -225,15 +225,21 @@ def in_memory(args: argparse.Namespace, feedback: str) -> dict[str, Any]:
         PreferenceModel._move = plain  # type: ignore[method-assign]
 
 
-def _background(ls: LearningState, wanted: str) -> Any:
-    """The tree's background mover on ``ls`` (None: inline, or a tree without one)."""
+def _background(ls: LearningState, wanted: str, policy: Any) -> Any:
+    """The tree's background mover on ``ls`` (None: inline, or a tree without one), started
+    as ``Palm`` starts it: preparing new users' models ahead, ready before traffic (a server
+    starts before its first request)."""
     if wanted != "background" or not hasattr(ls, "follow_up"):  # (a baseline from before it)
         return None
     try:
         from palm_middleware.background_upkeep import BackgroundUpkeep
     except ImportError:  # a baseline from before it
         return None
-    return BackgroundUpkeep(ls)
+    mover = BackgroundUpkeep(ls)
+    if hasattr(mover, "prepare"):  # (a baseline from before it)
+        mover.prepare(policy)
+        mover.drain(30.0)
+    return mover
 
 
 def _in_memory(args: argparse.Namespace, feedback: str, moves: list[float]) -> dict[str, Any]:
@@ -251,7 +257,7 @@ def _in_memory(args: argparse.Namespace, feedback: str, moves: list[float]) -> d
         warm = ProfileRecord("warm", st, k + 1, float(k))
     ls.forget_cache()
     moves.clear()
-    mover = _background(ls, getattr(args, "moves", "inline"))
+    mover = _background(ls, getattr(args, "moves", "inline"), policy)
     if getattr(args, "gc_freeze", False):  # as the proxy does after start-up
         import gc
 
@@ -312,6 +318,7 @@ def _in_memory(args: argparse.Namespace, feedback: str, moves: list[float]) -> d
         if mover is None
         else {
             "moved": ls.followed_up,
+            "prepared": getattr(ls, "prepared", 0),
             "cpu_per_event_ms": 1e3 * mover.cpu_seconds / len(cpu),
             "process_cpu_per_event_ms": 1e3 * process_cpu / len(cpu),
         },

@@ -11,7 +11,10 @@ rest of an event (about 1 ms each, against a quarter of that):
   becomes rare;
 * **the concentration evidence's first draws**: a new user's first events draw a batch each
   (:meth:`~palm_middleware.preferences.model.PreferenceModel.strength_evidence`); this thread
-  makes the rest after the first, so later events only extend them.
+  makes the rest after the first, so later events only extend them, and between follow-ups it
+  prepares new users' models ahead, their draws made
+  (:meth:`~palm_middleware.preferences.state.LearningState.prepare_ahead`), so that a new
+  user's first event draws nothing either.
 
 The work is done on a copy of the cached posterior, which replaces it unless another event
 came first (:meth:`~palm_middleware.preferences.state.LearningState.follow_up`); it also puts
@@ -33,6 +36,7 @@ from ._daemon import ProcessDaemon
 from .exceptions import InvalidParameterError
 
 if TYPE_CHECKING:
+    from .policy import BoundsPolicy
     from .preferences.state import LearningState
 
 __all__ = ["BackgroundUpkeep"]
@@ -72,6 +76,7 @@ class BackgroundUpkeep:
         self.cpu_seconds = 0.0
         """CPU time this thread spent on follow-ups (thread time)."""
         self._pending: dict[str, None] = {}  # insertion-ordered set
+        self._ahead = False  # new users' models to prepare (until prepare_ahead says full)
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._busy = False
@@ -97,14 +102,27 @@ class BackgroundUpkeep:
             self._pending[key] = None
             while len(self._pending) > MAX_PENDING:
                 self._pending.pop(next(iter(self._pending)))
+            self._ahead = True  # (the event may have taken a model prepared ahead)
+        self._daemon.ensure()
+        self._wake.set()
+
+    def prepare(self, policy: BoundsPolicy) -> None:
+        """Prepare new users' models for ``policy`` ahead, from now (``Palm`` calls this at
+        start-up, so the first new users find theirs). Nothing in sync mode."""
+        if self.sync or self._stop.is_set():
+            return
+        self.learning.expect(policy)
+        with self._lock:
+            self._ahead = True
         self._daemon.ensure()
         self._wake.set()
 
     def drain(self, timeout: float = 10.0) -> bool:
-        """Wait until every queued follow-up is done; False on timeout (tests, benchmarks)."""
+        """Wait until every queued follow-up is done and the models to prepare ahead are
+        ready; False on timeout (tests, benchmarks)."""
         deadline = time.monotonic() + timeout
         with self._idle:
-            while self._pending or self._busy:
+            while self._pending or self._busy or self._ahead:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -119,8 +137,13 @@ class BackgroundUpkeep:
             self.learning.on_followup = None
 
     def _next(self) -> str | None:
+        """The next user to follow up, else :data:`_AHEAD` (prepare a model ahead), else
+        None (idle)."""
         with self._lock:
             if not self._pending:
+                if self._ahead:
+                    self._busy = True
+                    return _AHEAD
                 self._busy = False
                 self._idle.notify_all()
                 return None
@@ -128,6 +151,18 @@ class BackgroundUpkeep:
             del self._pending[key]
             self._busy = True
             return key
+
+    def _work(self, key: str) -> None:
+        if key is not _AHEAD:
+            self.learning.follow_up(key)
+        elif not self.learning.prepare_ahead():
+            with self._lock:
+                self._ahead = False
+
+
+#: :meth:`BackgroundUpkeep._next`'s "prepare a new user's model ahead" (compared by identity:
+#: no user key is this very object).
+_AHEAD = "\x00ahead"
 
 
 def _run(ref: weakref.ref[BackgroundUpkeep], wake: threading.Event, stop: threading.Event) -> None:
@@ -143,15 +178,14 @@ def _run(ref: weakref.ref[BackgroundUpkeep], wake: threading.Event, stop: thread
             if key is None:
                 break
             learning = upkeep.learning
-            deadline, pause = time.monotonic() + MAX_WAIT, QUIET
-            while learning.quiet_for() < QUIET and time.monotonic() < deadline:
-                stop.wait(pause)  # backing off: each wake-up asks busy feedback for the GIL
-                pause = min(2 * pause, MAX_WAIT / 4)
+            learning.wait_quiet(QUIET, MAX_WAIT)
             start = time.thread_time()
             try:
-                upkeep.learning.follow_up(key)
+                upkeep._work(key)
             except Exception:  # never let the thread die silently: follow-ups would stop
                 _log.exception("background follow-up of a cached posterior failed")
+                with upkeep._lock:
+                    upkeep._ahead = False  # (a failing preparation is not retried in a loop)
             finally:
                 upkeep.cpu_seconds += time.thread_time() - start
                 with upkeep._lock:

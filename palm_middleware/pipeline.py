@@ -225,6 +225,7 @@ class Palm:
             population=Population() if population else None,
         )
         learning.model(self.policy).fit([])  # bad parameters fail now, not on the first feedback
+        learning.prior(self.policy)  # (its scipy import, ~0.4 s, here and not on a request)
         if population_refresh is None:
             population_refresh = "sync" if random_state is not None else DEFAULT_REFRESH_S
         feed = PopulationFeed(
@@ -235,6 +236,8 @@ class Palm:
         )
         self._profiles = Profiles(store, learning, clock, feed if population else None)
         self._upkeep = BackgroundUpkeep(learning, sync=population_refresh == "sync")
+        if population:
+            self._upkeep.prepare(self.policy)  # new users' models, before the first arrives
         if population:
             feed.start()  # the stored rows: a restart (or a new replica) keeps the prior
         self._resolver = EventResolver(portfolio, store.get_audit)

@@ -310,7 +310,7 @@ class PreferenceModel:
         if fresh:
             self._obs.extend(fresh)
             self._exps = np.concatenate([self._exps, np.zeros(len(fresh))])
-            self._ll = np.hstack([self._ll, self._fresh_loglik(fresh)])
+            self._ll = self._append(self._ll, self._fresh_loglik(fresh), "_ll_buf")
         self.n_events_ += len(obs)
         idx = np.fromiter(raise_by, dtype=np.intp, count=len(raise_by))
         self._temper_in(idx, np.fromiter(raise_by.values(), dtype=np.float64, count=len(idx)))
@@ -431,6 +431,7 @@ class PreferenceModel:
         new.__dict__["_dvec"] = dict(self.__dict__.get("_dvec") or {})
         new.__dict__["_sig_fresh"] = {}
         new.__dict__["_cols_ahead"] = {}
+        new.__dict__["_ll_buf"] = new.__dict__["_cols_buf"] = None  # (room only its own)
         new._obs = list(self._obs)
         new._cols = dict(self._cols)
         new._rng = _twin(self._rng)
@@ -438,6 +439,29 @@ class PreferenceModel:
         if ev_rng is not None:  # (a copy drawing evidence must not advance this one's)
             new.__dict__["_ev_rng"] = _twin(ev_rng)
         return new
+
+    def _append(self, cur: FloatArray, new: FloatArray, buf_name: str) -> FloatArray:
+        """``cur`` with the columns ``new`` after it: written into the room after ``cur`` when
+        ``cur`` is the start of this model's buffer ``buf_name`` (else a new buffer, twice
+        the size). An event then costs one column, not a copy of every column held (1024 × up
+        to 128 per array). Copies share arrays but not the room (:meth:`copy`)."""
+        n, k = cur.shape[1], new.shape[1]
+        room: FloatArray | None = self.__dict__.get(buf_name)
+        buf: FloatArray
+        if (
+            room is not None
+            and n + k <= room.shape[1]
+            and cur.shape[0] == room.shape[0]
+            and cur.ctypes.data == room.ctypes.data
+            and cur.base is self.__dict__[buf_name]
+        ):
+            buf = room
+        else:
+            buf = np.empty((cur.shape[0], max(2 * (n + k), 16)))
+            buf[:, :n] = cur
+            self.__dict__[buf_name] = buf
+        buf[:, n : n + k] = new
+        return buf[:, : n + k]
 
     def preview_mean(self, observations: Sequence[Observation]) -> Callable[[float], FloatArray]:
         """``mean(f)``: the posterior mean if ``observations`` came in now at ``f`` times their
@@ -679,7 +703,10 @@ class PreferenceModel:
             if grid is None or grid[0] is not self._gb or grid[1] is not self._gl:
                 b32, l32 = self._gb.astype(np.float32), self._gl.astype(np.float32)
                 grid = self.__dict__["_grid32"] = (self._gb, self._gl, b32, l32)
-            return grid[2][g][:, None], grid[3][g][:, None]
+            hit = self.__dict__.get("_g32")  # (the evidence draws' columns, asked per event)
+            if hit is None or hit[0] is not g or hit[1] is not grid:
+                hit = self.__dict__["_g32"] = (g, grid, grid[2][g][:, None], grid[3][g][:, None])
+            return hit[2], hit[3]
         hit = self.__dict__.get("_n32")
         if hit is None or hit[0] is not self._g or hit[1] is not self._gl:
             b, lp = self._noise32(self._g)
@@ -730,7 +757,10 @@ class PreferenceModel:
         return cols[0][:, None] if len(cols) == 1 else np.stack(cols, axis=1)
 
     def _sig32(
-        self, p: FloatArray, obs: Sequence[Observation], g: npt.NDArray[np.intp] | None = None
+        self,
+        p: FloatArray | npt.NDArray[np.float32],
+        obs: Sequence[Observation],
+        g: npt.NDArray[np.intp] | None = None,
     ) -> npt.NDArray[np.float32]:
         """σ(β·⟨p, δ⟩) per particle and comparison in ``obs`` (float32, (n, len(obs))): the
         logistic part of their likelihoods, shared by every lapse rate."""
@@ -753,14 +783,14 @@ class PreferenceModel:
             if p32 is None:
                 p32 = self.__dict__["_p32"] = p.astype(np.float32)
         else:
-            p32 = p.astype(np.float32)
+            p32 = np.asarray(p, dtype=np.float32)
         z = p32 @ deltas
         z *= beta32
         return _sigmoid32(z)
 
     def _loglik(
         self,
-        p: FloatArray,
+        p: FloatArray | npt.NDArray[np.float32],
         obs: Sequence[Observation],
         g: npt.NDArray[np.intp] | None = None,
         lapse: float | None = None,
@@ -924,10 +954,7 @@ class PreferenceModel:
         self._check_fitted()
         if not self._obs:
             return np.zeros(len(strengths))
-        a = self._alpha
-        key = (tuple(float(x) for x in strengths), a.tobytes())
-        targets = np.vstack([np.maximum(np.outer(np.asarray(key[0]), a / a.sum()), 1e-2), a])
-        draws = self._evidence_draws(key, targets, budget)
+        draws = self._evidence_draws(*self._evidence_targets(strengths), budget)
         ly = draws.cols @ self._exps  # the draws' log-likelihood of everything held
         top = float(ly.max())
         total = np.exp(ly - top) @ draws.ratio  # Σ lik · Dir_k / q, scaled per column
@@ -937,6 +964,32 @@ class PreferenceModel:
             z = _logsumexp((ly - top - draws.q)[:, None] + draws.dens, axis=0)
         out: FloatArray = z[:-1] - z[-1]
         return out
+
+    def prepare_evidence(
+        self, strengths: Sequence[float], seed: int | Sequence[int]
+    ) -> PreferenceModel:
+        """Make all the concentration evidence's draws now, before any observation: placed at
+        the prior, from a generator seeded by ``seed`` (each prepared model needs its own:
+        shared draws would correlate users' Monte Carlo errors, which the population sums).
+        Returns self.
+
+        What lets a new user's first event only extend draws made ahead, off the feedback
+        path (:meth:`LearningState.prepare_ahead`); unbiased as any placement is, since the
+        mixture's density is known. A model with observations draws at its posterior instead.
+        """
+        self._check_fitted()
+        if "_ev_draws" not in self.__dict__:
+            self.__dict__["_ev_rng"] = np.random.default_rng(seed)
+            self._evidence_draws(*self._evidence_targets(strengths))
+        return self
+
+    def _evidence_targets(self, strengths: Sequence[float]) -> tuple[tuple[Any, ...], FloatArray]:
+        """The draws' key (candidates, current prior) and the Dirichlets they are weighted
+        to: each candidate concentration around the prior's mean, then the prior itself."""
+        a = self._alpha
+        key = (tuple(float(x) for x in strengths), a.tobytes())
+        targets = np.vstack([np.maximum(np.outer(np.asarray(key[0]), a / a.sum()), 1e-2), a])
+        return key, targets
 
     def _evidence_draws(
         self, key: tuple[Any, ...], targets: FloatArray, budget: int | None = None
@@ -981,14 +1034,29 @@ class PreferenceModel:
             logy, g, dens, q = self._evidence_batch(targets, n)
             if d is None:
                 cols = np.zeros((n, 0))
+                y32 = np.exp(logy).astype(np.float32)
                 d = _Draws(
-                    grid_key, logy, g, dens, q, dens, dens[0], cols, [], None, logp, len(self._obs)
+                    grid_key,
+                    logy,
+                    y32,
+                    g,
+                    dens,
+                    q,
+                    dens,
+                    dens[0],
+                    cols,
+                    [],
+                    None,
+                    logp,
+                    len(self._obs),
                 )
             else:  # the new batch's columns now, so that every draw holds every observation's
-                cols = self._loglik(np.exp(logy), d.seen, g)
+                y32 = np.exp(logy).astype(np.float32)
+                cols = self._loglik(y32, d.seen, g)
                 d = dataclasses.replace(
                     d,
                     logy=np.vstack([d.logy, logy]),
+                    y32=np.vstack([d.y32, y32]),
                     g=np.concatenate([d.g, g]),
                     dens=np.vstack([d.dens, dens]),
                     q=np.concatenate([d.q, q]),
@@ -1000,7 +1068,7 @@ class PreferenceModel:
         assert d is not None
         if d.cols.shape[1] != len(self._obs) or d.obs is not self._obs:
             fresh = self._obs[d.cols.shape[1] :]
-            cols = np.hstack([d.cols, self._loglik(np.exp(d.logy), fresh, d.g)])
+            cols = self._append(d.cols, self._loglik(d.y32, fresh, d.g), "_cols_buf")
             d = dataclasses.replace(d, cols=cols, obs=self._obs, seen=list(self._obs))
         self.__dict__["_ev_draws"] = d
         return d
@@ -1019,12 +1087,14 @@ class PreferenceModel:
             # (and by the user's likelihood: copies of one prior model share particles)
             raw = self.particles_[:4].tobytes() + self._llsum[:4].tobytes()
             bits = np.frombuffer(raw, dtype=np.uint32)
-            rng = self.__dict__["_ev_rng"] = np.random.default_rng(bits.tolist())
+            rng = self.__dict__["_ev_rng"] = np.random.default_rng(bits)
         w, p = self.weights_, self.particles_
         mean = w @ p
         mean /= mean.sum()
         var = w @ (p - mean) ** 2
-        conc = float(np.median(mean * (1 - mean) / np.maximum(var, 1e-12) - 1.0))
+        ratios = sorted((mean * (1 - mean) / np.maximum(var, 1e-12) - 1.0).tolist())
+        mid = len(ratios) // 2  # (the median: np.median costs more than the rest of this)
+        conc = ratios[mid] if len(ratios) % 2 else 0.5 * (ratios[mid - 1] + ratios[mid])
         conc = min(max(conc, 0.1), 1e4)
         half = 0.5 * mean + 0.5 * targets[-1] / targets[-1].sum()
         mix = np.vstack(
@@ -1291,6 +1361,7 @@ class _Draws:
 
     key: tuple[Any, ...]
     logy: FloatArray
+    y32: npt.NDArray[np.float32]  # the points themselves, as the likelihood columns take them
     g: npt.NDArray[np.intp]
     dens: FloatArray  # log Dirichlet density under each target (candidates, current prior)
     q: FloatArray  # log density under the mixture drawn from
@@ -1300,7 +1371,7 @@ class _Draws:
     seen: list[Observation]
     obs: list[Observation] | None
     logp: FloatArray  # the particles' logs when drawn
-    placed: int = 0  # observations held when the (first of the) draws were placed
+    placed: int  # observations held when the (first of the) draws were placed
 
 
 def _twin(rng: np.random.Generator) -> np.random.Generator:

@@ -186,10 +186,14 @@ def test_palm_follows_up_in_the_background_and_loses_no_event(tmp_path: Path) ->
         total = sum(palm.profile(u).n_events for u in users)
         assert total == 4 * per_thread
         # Under that load most follow-ups lose the race to the user's next event; once
-        # feedback is quiet they land (a new user's first event leaves evidence draws to make).
+        # feedback is quiet they land. A new user's first event either took a model prepared
+        # ahead or left its evidence draws to the upkeep: made either way.
         palm.record_feedback("newcomer", Pairwise(winner="terse", loser="careful"))
         assert palm._upkeep.drain()
-        assert palm._profiles.learning.followed_up > 0
+        learning = palm._profiles.learning
+        newcomer = [e.model for e in learning._cache.values() if e.model.n_events_ == 1]
+        assert len(newcomer) == 1 and newcomer[0].evidence_draws_pending_ == 0
+        assert learning.prepared + learning.followed_up > 0 and palm._upkeep.cpu_seconds > 0
         assert palm.profile("ann").weights["brevity"] > POLICY.default["brevity"]
     with SQLiteStore(tmp_path / "q.db") as store:
         assert Palm(PORTFOLIO, POLICY, store, embedder=None, random_state=0)._upkeep.sync
@@ -259,3 +263,120 @@ def test_a_known_user_is_put_under_the_refitted_population_prior(tmp_path: Path)
 
     a, b = run(), run()
     assert a == b and a[1] > 0  # sync mode: the same follow-ups, the same posterior
+
+
+@pytest.mark.timeout(120)
+def test_a_model_prepared_ahead_gives_the_true_evidence_after_its_first_events() -> None:
+    """Draws made before any observation (placed at the prior, as the background prepares a
+    new user's model): after 12 answers, extended one event at a time and never redrawn, the
+    concentration evidence is within 0.15 nats of the quadrature marginal likelihood; two
+    models prepared with different seeds hold different draws."""
+    import math
+
+    strengths = [0.5, 1.2, 2.0, 8.0]
+    rng = np.random.default_rng(11)
+    vs = rng.uniform(0.2, 0.8, 12) * rng.choice([-1, 1], 12)
+    ys = [1 if rng.random() < 0.05 + 0.9 / (1 + math.exp(-10 * 0.6 * v)) else -1 for v in vs]
+    base = PreferenceModel(
+        prior_mean=[0.5, 0.5], prior_strength=2.0, beta=10.0, lapse=0.05, n_particles=512,
+        random_state=0,
+    ).fit([])  # fmt: skip
+    m, other = base.copy().prepare_evidence(strengths, [1, 1]), base.copy()
+    other.prepare_evidence(strengths, [1, 2])
+    d = m.__dict__["_ev_draws"]
+    assert d.logy.shape[0] == 1024 and d.placed == 0 and m.evidence_draws_pending_ == 0
+    assert not np.array_equal(d.logy, other.__dict__["_ev_draws"].logy)
+    for v, y in zip(vs, ys, strict=True):
+        m.partial_fit([Observation.compare([v, -v], y)])
+        ev = m.strength_evidence(strengths, budget=256)  # (the feedback path's call)
+        assert m.__dict__["_ev_draws"].logy is d.logy  # extended, never drawn again
+    truth = relative_log_marginals(vs * np.asarray(ys), strengths)
+    np.testing.assert_allclose(ev, truth, atol=0.15)
+
+
+@pytest.mark.timeout(60)
+def test_copies_append_columns_without_touching_each_other() -> None:
+    """The likelihood columns grow in place, in a buffer with room (an event costs one column);
+    a copy shares the columns held but never the room: two copies fed different answers each
+    hold exactly their own columns."""
+    rng = np.random.default_rng(2)
+    obs = [Observation.compare(R[a] - R[b], 1, ts=0.0) for a, b in rng.integers(0, 6, (20, 2))]
+    m = PreferenceModel(prior_mean=np.full(4, 0.25), random_state=0, ess_threshold=1e-9)
+    m.fit(obs[:3], now=0.0)
+    m.strength_evidence([2.0, 4.0, 8.0])
+    twin = m.copy()
+    for a, b in zip(obs[3:11], obs[11:19], strict=True):
+        m.partial_fit([a], now=0.0)
+        twin.partial_fit([b.__class__.compare(-b.vector, 1, ts=0.0)], now=0.0)
+        m.strength_evidence([2.0, 4.0, 8.0])
+        twin.strength_evidence([2.0, 4.0, 8.0])
+    for model in (m, twin):
+        # (float32 logistic terms: one column at a time or all at once round alike to 1e-6)
+        want = model._loglik(model.particles_, model._obs)
+        np.testing.assert_allclose(model._ll, want, rtol=1e-5, atol=1e-6)
+        d = model.__dict__["_ev_draws"]
+        want = model._loglik(d.y32, model._obs, d.g)
+        np.testing.assert_allclose(d.cols, want, rtol=1e-5, atol=1e-6)
+    assert m._ll.base is not None and m._ll.base.shape[1] > m._ll.shape[1]  # (room kept)
+
+
+@pytest.mark.timeout(120)
+def test_new_users_find_their_models_prepared_ahead() -> None:
+    """The background prepares new users' models (their evidence draws made) up to AHEAD for
+    the prior served now: a new user's first event takes one and leaves no draws to make; a
+    refitted prior drops those prepared for the old one."""
+    from palm_middleware.preferences.state import AHEAD
+
+    state = LearningState(population=Population())
+    upkeep = BackgroundUpkeep(state)
+    try:
+        upkeep.prepare(POLICY)
+        assert upkeep.drain(60.0)
+        assert state._ahead is not None and len(state._ahead[1]) == AHEAD
+        assert not state.prepare_ahead()  # full
+        _feed(state, "dee", 1)
+        assert state.prepared == 1
+        assert state._cache["dee"].model.evidence_draws_pending_ == 0
+        assert upkeep.drain(60.0)
+        assert len(state._ahead[1]) == AHEAD  # refilled after the event took one
+        for k in range(30):  # others' feedback, then a refit: another prior
+            _feed(state, f"u{k}", 2, seed=k)
+        state.refresh_population(POLICY)
+        prepared = state.prepared
+        _feed(state, "eve", 1)
+        assert state.prepared == prepared  # none prepared for this prior yet
+        assert upkeep.drain(60.0)
+        assert state._ahead[0] == state._prior_key(POLICY) and len(state._ahead[1]) == AHEAD
+    finally:
+        upkeep.close()
+
+
+@pytest.mark.timeout(60)
+def test_the_upkeep_waits_for_a_quiet_moment() -> None:
+    """``wait_quiet`` returns False while feedback keeps the state busy, and True soon after
+    it stops (woken as the last update ends, not by polling)."""
+    import time
+
+    state = LearningState(population=Population())
+    stop = threading.Event()
+
+    def feedback() -> None:
+        rng = np.random.default_rng(0)
+        rec: ProfileRecord | None = None
+        i = 0
+        while not stop.is_set():
+            ts = 1.7e9 + 60.0 * i
+            new = state.rebuild(rec, [_event("fay", i, ts, rng)], now=ts, policy=POLICY)
+            rec, i = ProfileRecord("fay", new, i + 1, ts), i + 1
+
+    t = threading.Thread(target=feedback)
+    t.start()
+    try:
+        time.sleep(0.05)
+        assert not state.wait_quiet(0.05, timeout=0.3)
+    finally:
+        stop.set()
+        t.join(30)
+    start = time.monotonic()
+    assert state.wait_quiet(0.05, timeout=5.0)
+    assert 0.0 <= time.monotonic() - start < 1.0
