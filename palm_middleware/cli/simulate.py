@@ -109,7 +109,7 @@ def _pipeline_demo(args: argparse.Namespace, beta: float) -> None:
     """A few users with hidden weights giving pairwise feedback through the real pipeline."""
     from ..exceptions import ComparisonUnavailable
     from ..pipeline import Palm
-    from ..preferences.events import Pairwise
+    from ..preferences.events import Pairwise, Thumb
     from ..stores.sqlite import SQLiteStore
     from ._common import load_deployment
 
@@ -140,11 +140,18 @@ def _pipeline_demo(args: argparse.Namespace, beta: float) -> None:
             start = palm.decide(user, [{"role": "user", "content": "hello"}]).member
             for step in range(15):
                 # What the user is served, then the A/B question that starts from it.
-                served = palm.decide(user, [{"role": "user", "content": f"turn {step}"}]).member
+                decision = palm.decide(user, [{"role": "user", "content": f"turn {step}"}])
+                served = decision.member
                 try:
                     a, b = palm.compare_candidates(user, served=served)
                 except ComparisonUnavailable:
-                    continue  # nothing within the exploration bound: no question this time
+                    # Nothing within the pair's cost bound: a thumb on the reply served
+                    # instead, as the README advises (judged against the average member).
+                    rs = portfolio.rewards[portfolio.index(served)]
+                    gain = float(w @ (rs - portfolio.rewards.mean(axis=0)))
+                    up = rng.random() < 1 / (1 + np.exp(-beta * gain))
+                    palm.record_feedback(user, Thumb(up=up, decision_id=decision.decision_id))
+                    continue
                 ra = portfolio.rewards[portfolio.index(a)]
                 rb = portfolio.rewards[portfolio.index(b)]
                 pa = 1 / (1 + np.exp(-beta * float(w @ (ra - rb))))

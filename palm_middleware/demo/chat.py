@@ -127,7 +127,8 @@ class Chat:
         try:
             _, other = self.palm.compare_candidates(self.user, served=self.last.member)
         except (ComparisonUnavailable, InvalidRequestError) as exc:
-            self._say(f"no comparison here: {exc}")
+            # (the README's advice on a 409: ask for a thumb on the reply served instead)
+            self._say(f"no comparison here: {exc}; rate the last reply with + or - instead")
             return
         second = self.palm.decide(self.user, messages, compare=other)
         if second.mode != "compare":

@@ -62,6 +62,7 @@ def test_no_comparison_past_the_cost_bound(tiny: dict[str, Path], tmp_path: Path
     finally:
         store.close()
     assert "no comparison here" in text and "pair_cost 0.2" in text
+    assert "rate the last reply with + or - instead" in text  # the README's advice on a 409
     assert "here is [2]:" not in text
 
 
