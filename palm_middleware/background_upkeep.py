@@ -27,6 +27,7 @@ timing would make same-seed runs differ.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import weakref
@@ -76,6 +77,7 @@ class BackgroundUpkeep:
         self.cpu_seconds = 0.0
         """CPU time this thread spent on follow-ups (thread time)."""
         self._pending: dict[str, None] = {}  # insertion-ordered set
+        _FORKED.add(self)
         self._ahead = False  # new users' models to prepare (until prepare_ahead says full)
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
@@ -132,6 +134,8 @@ class BackgroundUpkeep:
     def close(self) -> None:
         """Stop the thread (idempotent); later events do all their work themselves."""
         self._stop.set()
+        with self._lock:
+            self._ahead = False
         self._wake.set()
         if self.learning.on_followup == self.submit:
             self.learning.on_followup = None
@@ -159,6 +163,26 @@ class BackgroundUpkeep:
             with self._lock:
                 self._ahead = False
 
+    def _after_fork(self) -> None:
+        """In a forked child: new locks (the parent's thread may have held one at the fork)
+        and nothing queued (the child's cache is its own from here)."""
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._pending = {}
+        self._busy = False
+
+
+#: Upkeeps of this process, for the fork hook below.
+_FORKED: weakref.WeakSet[BackgroundUpkeep] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for upkeep in list(_FORKED):
+        upkeep._after_fork()
+
+
+if hasattr(os, "register_at_fork"):  # (not on Windows, which does not fork)
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 #: :meth:`BackgroundUpkeep._next`'s "prepare a new user's model ahead" (compared by identity:
 #: no user key is this very object).
@@ -184,8 +208,9 @@ def _run(ref: weakref.ref[BackgroundUpkeep], wake: threading.Event, stop: thread
                 upkeep._work(key)
             except Exception:  # never let the thread die silently: follow-ups would stop
                 _log.exception("background follow-up of a cached posterior failed")
-                with upkeep._lock:
-                    upkeep._ahead = False  # (a failing preparation is not retried in a loop)
+                if key is _AHEAD:
+                    with upkeep._lock:
+                        upkeep._ahead = False  # (a failing preparation is not retried in a loop)
             finally:
                 upkeep.cpu_seconds += time.thread_time() - start
                 with upkeep._lock:

@@ -237,9 +237,8 @@ class Palm:
         self._profiles = Profiles(store, learning, clock, feed if population else None)
         self._upkeep = BackgroundUpkeep(learning, sync=population_refresh == "sync")
         if population:
-            self._upkeep.prepare(self.policy)  # new users' models, before the first arrives
-        if population:
             feed.start()  # the stored rows: a restart (or a new replica) keeps the prior
+            self._upkeep.prepare(self.policy)  # new users' models, before the first arrives
         self._resolver = EventResolver(portfolio, store.get_audit)
         self._labeller = TopicLabeller(topics, embedder)
         self._keys = Pseudonymizer(store.salt if salt is None else salt)

@@ -443,8 +443,9 @@ class PreferenceModel:
     def _append(self, cur: FloatArray, new: FloatArray, buf_name: str) -> FloatArray:
         """``cur`` with the columns ``new`` after it: written into the room after ``cur`` when
         ``cur`` is the start of this model's buffer ``buf_name`` (else a new buffer, twice
-        the size). An event then costs one column, not a copy of every column held (1024 × up
-        to 128 per array). Copies share arrays but not the room (:meth:`copy`)."""
+        the size, at most ``max_observations + 1`` columns). An event then costs one column,
+        not a copy of every column held (1024 × up to 128 per array). Copies share arrays but
+        not the room (:meth:`copy`)."""
         n, k = cur.shape[1], new.shape[1]
         room: FloatArray | None = self.__dict__.get(buf_name)
         buf: FloatArray
@@ -457,7 +458,8 @@ class PreferenceModel:
         ):
             buf = room
         else:
-            buf = np.empty((cur.shape[0], max(2 * (n + k), 16)))
+            room_for = min(max(2 * (n + k), 16), self.max_observations + 1)
+            buf = np.empty((cur.shape[0], max(room_for, n + k)))
             buf[:, :n] = cur
             self.__dict__[buf_name] = buf
         buf[:, n : n + k] = new

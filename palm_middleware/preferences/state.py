@@ -17,13 +17,16 @@ wrote, the user was reset, the policy changed) the posterior is refit from the s
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import os
 import secrets
 import threading
 import time
+import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -59,6 +62,18 @@ REPRIOR_TOLERANCE = 0.05
 #: first event only extends them (~0.15 ms) instead of drawing a first batch (~0.5 ms; the
 #: first events had set the pairwise feedback p99).
 AHEAD = 16
+
+#: Learning states of this process, for the fork hook below.
+_FORKED: weakref.WeakSet[LearningState] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for state in list(_FORKED):
+        state._after_fork()
+
+
+if hasattr(os, "register_at_fork"):  # (not on Windows, which does not fork)
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 #: What a learning state computes once per policy: the default prior, the lapse rates and the
 #: prior concentrations of a population row.
@@ -153,8 +168,8 @@ class LearningState:
         self._quiet = threading.Condition(self._busy_lock)  # notified as each update ends
         self._ahead: tuple[tuple[Any, ...], list[PreferenceModel]] | None = None
         self._ahead_policy: BoundsPolicy | None = None
-        self._ahead_seed = [secrets.randbits(63), 0]  # (this process's, then a count)
         self._ahead_lock = threading.Lock()
+        _FORKED.add(self)
         self.prepared = 0
         """New users whose first event found their model prepared ahead."""
         self.hits = 0
@@ -296,17 +311,19 @@ class LearningState:
             random_state=0,
         )
 
-    def _prior_key(self, policy: BoundsPolicy) -> tuple[Any, ...]:
-        """What a new user's model is built from (see :meth:`_model_for`)."""
-        prior = self.population_prior(policy)
+    def _prior_key(self, policy: BoundsPolicy, prior: PopulationPrior) -> tuple[Any, ...]:
+        """What a new user's model under ``prior`` is built from (see :meth:`_model_for`).
+        (Callers read the prior once: a refit on another thread may replace it meanwhile.)"""
         return (prior.alpha.tobytes(), prior.noise, self.settings(policy)[2], self.n_particles)
 
-    def _prior_model(self, policy: BoundsPolicy) -> PreferenceModel:
+    def _prior_model(
+        self, policy: BoundsPolicy, prior: PopulationPrior | None = None
+    ) -> PreferenceModel:
         """``model(policy).fit([])``: a copy of the one drawn for the same prior (the draw is
         seeded, so the copy is the same model and costs a tenth of drawing it)."""
-        prior = self.population_prior(policy)
+        prior = self.population_prior(policy) if prior is None else prior
         half_life = self.settings(policy)[2]
-        key = self._prior_key(policy)  # (no model is built on a hit)
+        key = self._prior_key(policy, prior)  # (no model is built on a hit)
         hit = self._fresh.get(key)
         if hit is None:
             if len(self._fresh) > 16:
@@ -322,13 +339,14 @@ class LearningState:
         (:meth:`prepare_ahead`); else a copy of the prior draw, whose first event draws a
         first batch of the concentration evidence itself."""
         self._ahead_policy = policy
-        key = self._prior_key(policy)
+        prior = self.population_prior(policy)
+        key = self._prior_key(policy, prior)
         with self._ahead_lock:
             ahead = self._ahead
             if ahead is not None and ahead[0] == key and ahead[1]:
                 self.prepared += 1
                 return ahead[1].pop(), True
-        return self._prior_model(policy), False
+        return self._prior_model(policy, prior), False
 
     def expect(self, policy: BoundsPolicy) -> None:
         """New users are expected under ``policy``: what :meth:`prepare_ahead` prepares for
@@ -339,31 +357,41 @@ class LearningState:
         """Prepare one new user's model ahead, its concentration-evidence draws made (at the
         prior, each model from its own generator), for the policy of the latest new user, up
         to ``limit`` kept for the prior served now (those kept for an earlier prior are
-        dropped). True if one was added: a background thread calls it again while True.
+        dropped). True if one was added (or the prior changed meanwhile): a background thread
+        calls it again while True.
 
         Off the feedback path (:class:`~palm_middleware.background_upkeep.BackgroundUpkeep`,
-        outside ``Palm``'s sync mode: the seeds here are random, so same-seed runs would
-        differ)."""
+        outside ``Palm``'s sync mode: the seeds here come from the OS, so same-seed runs would
+        differ, and so do forked workers' draws)."""
         policy = self._ahead_policy
         if policy is None:
             return False
         strengths = self._aggregates(policy)[1]
         if strengths is None:
             return False  # no population fit: no concentration evidence to draw
-        key = self._prior_key(policy)
+        prior = self.population_prior(policy)
+        key = self._prior_key(policy, prior)
         with self._ahead_lock:
             if self._ahead is None or self._ahead[0] != key:
                 self._ahead = (key, [])
             if len(self._ahead[1]) >= limit:
                 return False
-            self._ahead_seed[1] += 1
-            seed = list(self._ahead_seed)
-        model = self._prior_model(policy).prepare_evidence(strengths, seed=seed)
+        seed = secrets.randbits(128)  # (fresh OS entropy per model: no two alike, forks too)
+        model = self._prior_model(policy, prior).prepare_evidence(strengths, seed=seed)
         with self._ahead_lock:
-            if self._ahead is None or self._ahead[0] != key:
-                return False
-            self._ahead[1].append(model)
+            if self._ahead is not None and self._ahead[0] == key:
+                self._ahead[1].append(model)
         return True
+
+    def _after_fork(self) -> None:
+        """In a forked child: new locks (a parent thread may have held one at the fork), and
+        the models prepared ahead dropped (the child would hand out the parent's draws)."""
+        self._cache_lock = threading.Lock()
+        self._busy_lock = threading.Lock()
+        self._quiet = threading.Condition(self._busy_lock)
+        self._busy = 0
+        self._ahead_lock = threading.Lock()
+        self._ahead = None
 
     def _aggregates(
         self, policy: BoundsPolicy
@@ -515,15 +543,22 @@ class LearningState:
         event row is deleted after this update, so retries are recognized by a hashed event id.
         The population prior is not refit in here (see :meth:`population_prior`).
         """
+        with self.updating():
+            return self._rebuild(profile, events, now=now, policy=policy, limit=limit, fold=fold)
+
+    @contextlib.contextmanager
+    def updating(self) -> Iterator[None]:
+        """Marks a feedback update (what :meth:`wait_quiet` waits out)."""
         with self._busy_lock:
             self._busy += 1
         try:
-            return self._rebuild(profile, events, now=now, policy=policy, limit=limit, fold=fold)
+            yield
         finally:
             with self._busy_lock:
                 self._busy -= 1
                 self._last_busy = time.monotonic()
-                self._quiet.notify_all()
+                if not self._busy:  # (a waiter only needs the end of the last one)
+                    self._quiet.notify_all()
 
     def quiet_for(self) -> float:
         """Seconds since the last feedback update ended (0 while one runs)."""
@@ -539,11 +574,14 @@ class LearningState:
         with self._quiet:
             while True:
                 now = time.monotonic()
-                left = quiet if self._busy else quiet - (now - self._last_busy)
-                if left <= 0:
-                    return True
                 if now >= deadline:
                     return False
+                if self._busy:  # (woken as the last update ends)
+                    self._quiet.wait(deadline - now)
+                    continue
+                left = quiet - (now - self._last_busy)
+                if left <= 0:
+                    return True
                 self._quiet.wait(min(left, deadline - now))
 
     def _rebuild(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -324,7 +325,7 @@ def test_copies_append_columns_without_touching_each_other() -> None:
 def test_new_users_find_their_models_prepared_ahead() -> None:
     """The background prepares new users' models (their evidence draws made) up to AHEAD for
     the prior served now: a new user's first event takes one and leaves no draws to make; a
-    refitted prior drops those prepared for the old one."""
+    refitted prior drops those prepared for the old one, and they are prepared anew."""
     from palm_middleware.preferences.state import AHEAD
 
     state = LearningState(population=Population())
@@ -334,49 +335,90 @@ def test_new_users_find_their_models_prepared_ahead() -> None:
         assert upkeep.drain(60.0)
         assert state._ahead is not None and len(state._ahead[1]) == AHEAD
         assert not state.prepare_ahead()  # full
-        _feed(state, "dee", 1)
+        record = _feed(state, "dee", 1)
         assert state.prepared == 1
         assert state._cache["dee"].model.evidence_draws_pending_ == 0
         assert upkeep.drain(60.0)
         assert len(state._ahead[1]) == AHEAD  # refilled after the event took one
-        for k in range(30):  # others' feedback, then a refit: another prior
-            _feed(state, f"u{k}", 2, seed=k)
+        old_key = state._ahead[0]
+        state.observe("dee", record.state)
+        for k in range(30):  # others' feedback, counted in the population, then a refit
+            state.observe(f"u{k}", _feed(state, f"u{k}", 3, seed=k).state)
+        assert upkeep.drain(60.0)
         state.refresh_population(POLICY)
+        new_key = state._prior_key(POLICY, state.population_prior(POLICY))
+        assert new_key != old_key  # the prior moved
         prepared = state.prepared
         _feed(state, "eve", 1)
-        assert state.prepared == prepared  # none prepared for this prior yet
+        assert state.prepared == prepared  # those prepared for the old prior are not used
         assert upkeep.drain(60.0)
-        assert state._ahead[0] == state._prior_key(POLICY) and len(state._ahead[1]) == AHEAD
+        assert state._ahead[0] == new_key and len(state._ahead[1]) == AHEAD
+        _feed(state, "fay", 1)
+        assert state.prepared == prepared + 1
     finally:
         upkeep.close()
 
 
 @pytest.mark.timeout(60)
 def test_the_upkeep_waits_for_a_quiet_moment() -> None:
-    """``wait_quiet`` returns False while feedback keeps the state busy, and True soon after
-    it stops (woken as the last update ends, not by polling)."""
+    """``wait_quiet`` returns False while an update runs, and True once none has run for the
+    quiet time: soon after the update ends, not a timeout later."""
     import time
 
     state = LearningState(population=Population())
-    stop = threading.Event()
+    released = threading.Event()
 
-    def feedback() -> None:
-        rng = np.random.default_rng(0)
-        rec: ProfileRecord | None = None
-        i = 0
-        while not stop.is_set():
-            ts = 1.7e9 + 60.0 * i
-            new = state.rebuild(rec, [_event("fay", i, ts, rng)], now=ts, policy=POLICY)
-            rec, i = ProfileRecord("fay", new, i + 1, ts), i + 1
+    def update() -> None:  # a feedback update that takes 0.3 s
+        with state.updating():
+            time.sleep(0.3)
+        released.set()
 
-    t = threading.Thread(target=feedback)
+    t = threading.Thread(target=update)
     t.start()
     try:
-        time.sleep(0.05)
-        assert not state.wait_quiet(0.05, timeout=0.3)
+        time.sleep(0.02)
+        assert not state.wait_quiet(0.02, timeout=0.1)  # busy throughout
+        start = time.monotonic()
+        assert state.wait_quiet(0.02, timeout=10.0)
+        waited = time.monotonic() - start
     finally:
-        stop.set()
         t.join(30)
-    start = time.monotonic()
-    assert state.wait_quiet(0.05, timeout=5.0)
-    assert 0.0 <= time.monotonic() - start < 1.0
+    assert released.is_set()
+    assert 0.02 <= waited < 2.0  # the rest of the update and the quiet time, not 10 s
+
+
+def _child_after_fork(state: LearningState, upkeep: BackgroundUpkeep, out: Any) -> None:
+    """In the forked child: what it inherited, then a new user's first event and the models
+    it prepares itself (their first draw, to compare with the parent's)."""
+    inherited = state._ahead is None
+    _feed(state, "gil", 1)
+    ok = upkeep.drain(30.0)
+    assert state._ahead is not None
+    out.put((inherited, ok, float(state._ahead[1][0].__dict__["_ev_draws"].logy[0, 0])))
+
+
+@pytest.mark.timeout(120)
+def test_a_forked_worker_prepares_its_own_models() -> None:
+    """A worker forked from a process that prepared models ahead (a server that forks after
+    start-up): the child drops the parent's (it would hand out the same draws as its
+    siblings), serves a new user without deadlocking on a lock the parent's thread held, and
+    prepares models whose draws differ from the parent's."""
+    import multiprocessing
+
+    state = LearningState(population=Population())
+    upkeep = BackgroundUpkeep(state)
+    try:
+        upkeep.prepare(POLICY)
+        assert upkeep.drain(60.0)
+        assert state._ahead is not None
+        parents = {float(m.__dict__["_ev_draws"].logy[0, 0]) for m in state._ahead[1]}
+        ctx = multiprocessing.get_context("fork")
+        out = ctx.Queue()
+        child = ctx.Process(target=_child_after_fork, args=(state, upkeep, out))
+        child.start()
+        inherited, drained, first = out.get(timeout=60)
+        child.join(30)
+    finally:
+        upkeep.close()
+    assert child.exitcode == 0 and inherited and drained
+    assert first not in parents
