@@ -1,13 +1,33 @@
-"""A daemon thread started on demand, once per process."""
+"""A daemon thread started on demand, once per process; and what a forked child resets."""
 
 from __future__ import annotations
 
 import os
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["ProcessDaemon"]
+__all__ = ["ProcessDaemon", "reset_in_forked_child"]
+
+#: Objects whose ``_after_fork()`` a forked child calls (held weakly).
+_FORKED: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def reset_in_forked_child(obj: Any) -> None:
+    """Have a forked child call ``obj._after_fork()``: new locks (a parent's thread may have
+    held one at the fork: the child would wait on it forever) and whatever else must not be
+    shared between workers forked from one process."""
+    _FORKED.add(obj)
+
+
+def _after_fork_in_child() -> None:
+    for obj in list(_FORKED):
+        obj._after_fork()
+
+
+if hasattr(os, "register_at_fork"):  # (not on Windows, which does not fork)
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class ProcessDaemon:

@@ -27,13 +27,12 @@ timing would make same-seed runs differ.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 import weakref
 from typing import TYPE_CHECKING
 
-from ._daemon import ProcessDaemon
+from ._daemon import ProcessDaemon, reset_in_forked_child
 from .exceptions import InvalidParameterError
 
 if TYPE_CHECKING:
@@ -77,7 +76,7 @@ class BackgroundUpkeep:
         self.cpu_seconds = 0.0
         """CPU time this thread spent on follow-ups (thread time)."""
         self._pending: dict[str, None] = {}  # insertion-ordered set
-        _FORKED.add(self)
+        reset_in_forked_child(self)
         self._ahead = False  # new users' models to prepare (until prepare_ahead says full)
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
@@ -171,18 +170,6 @@ class BackgroundUpkeep:
         self._pending = {}
         self._busy = False
 
-
-#: Upkeeps of this process, for the fork hook below.
-_FORKED: weakref.WeakSet[BackgroundUpkeep] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for upkeep in list(_FORKED):
-        upkeep._after_fork()
-
-
-if hasattr(os, "register_at_fork"):  # (not on Windows, which does not fork)
-    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 #: :meth:`BackgroundUpkeep._next`'s "prepare a new user's model ahead" (compared by identity:
 #: no user key is this very object).

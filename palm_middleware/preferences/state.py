@@ -20,17 +20,16 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import os
 import secrets
 import threading
 import time
-import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from .._daemon import reset_in_forked_child
 from ..exceptions import InvalidParameterError
 from ..types import FloatArray
 from .events import Observation
@@ -62,18 +61,6 @@ REPRIOR_TOLERANCE = 0.05
 #: first event only extends them (~0.15 ms) instead of drawing a first batch (~0.5 ms; the
 #: first events had set the pairwise feedback p99).
 AHEAD = 16
-
-#: Learning states of this process, for the fork hook below.
-_FORKED: weakref.WeakSet[LearningState] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for state in list(_FORKED):
-        state._after_fork()
-
-
-if hasattr(os, "register_at_fork"):  # (not on Windows, which does not fork)
-    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 #: What a learning state computes once per policy: the default prior, the lapse rates and the
 #: prior concentrations of a population row.
@@ -169,7 +156,7 @@ class LearningState:
         self._ahead: tuple[tuple[Any, ...], list[PreferenceModel]] | None = None
         self._ahead_policy: BoundsPolicy | None = None
         self._ahead_lock = threading.Lock()
-        _FORKED.add(self)
+        reset_in_forked_child(self)
         self.prepared = 0
         """New users whose first event found their model prepared ahead."""
         self.hits = 0
