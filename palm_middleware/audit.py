@@ -81,6 +81,12 @@ class AuditOutbox:
             self._queue.append(record)
             self._flush()
 
+    def flush(self) -> int:
+        """Write the queued records now, in order; returns how many are still unwritten."""
+        with self._lock:
+            self._flush()
+            return len(self._queue)
+
     def erase_user(self, key: str, now: float) -> None:
         """Erase the user's audit records, leaving one ``forget`` record that lists their ids.
 

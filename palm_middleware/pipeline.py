@@ -517,6 +517,26 @@ class Palm:
         """Audit records not yet written because the store failed."""
         return self._outbox.pending
 
+    def close(self) -> int:
+        """Stop the background threads (the upkeep, the population feed) and write the audit
+        records still queued because the store was down. Returns how many are still
+        unwritten (0: nothing lost); those are logged as an error, since the process is about
+        to drop them. Idempotent. The store stays open (it is the caller's), and ``Palm``
+        keeps serving, doing on each request what the threads did."""
+        self._upkeep.close()
+        if self._profiles.feed is not None:
+            self._profiles.feed.close()
+        left = self._outbox.flush()
+        if left:
+            logger.error("closing with %d audit record(s) the store did not take", left)
+        return left
+
+    def __enter__(self) -> Palm:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # -- feedback -------------------------------------------------------------------------------
     def record_feedback(
         self, user: UserId, event: FeedbackEvent, metadata: Mapping[str, Any] | None = None

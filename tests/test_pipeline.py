@@ -205,6 +205,35 @@ class FlakyStore(SQLiteStore):
         super().append_audit(record)
 
 
+@pytest.mark.timeout(60)
+def test_close_stops_the_threads_and_writes_the_queued_audit(tmp_path: Path) -> None:
+    """``with Palm(...)``: leaving the block stops the upkeep and population threads and
+    writes the audit records queued during an outage; ``Palm`` still serves afterwards, and a
+    close while the store is still down says how many records it could not write."""
+    import time
+
+    store = FlakyStore(tmp_path / "c.db")
+    with Palm(PORTFOLIO, POLICY, store, clock=Clock(), population_refresh=5.0) as palm:
+        palm.record_feedback("alice", Thumb(up=True, member="terse"))
+        store.failing = True
+        ids = [palm.decide("alice").decision_id for _ in range(2)]
+        assert palm.pending_audit == 2
+        store.failing = False
+    assert palm.pending_audit == 0
+    assert {r.record_id for r in store.audit(palm.user_key("alice"))} >= set(ids)
+    threads = (palm._upkeep._daemon, palm._profiles.feed._daemon)  # type: ignore[union-attr]
+    deadline = time.monotonic() + 10.0
+    while any(t.alive() for t in threads) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not any(t.alive() for t in threads)
+    assert palm.record_feedback("alice", Thumb(up=True, member="terse"))
+    assert palm.profile("alice").n_events == 2
+    store.failing = True
+    palm.decide("alice")
+    assert palm.close() == 1 and palm.pending_audit == 1
+    store.close()
+
+
 def test_audit_records_survive_a_store_outage(tmp_path: Path) -> None:
     store = FlakyStore(tmp_path / "f.db")
     palm = Palm(PORTFOLIO, POLICY, store, clock=Clock())
