@@ -123,8 +123,9 @@ def test_a_new_lapse_rate_recomputes_the_columns_from_the_old() -> None:
 
 def test_far_moves_and_pending_draws_draw_anew() -> None:
     """Re-targeting only where it is cheap and no noisier than half the draws: a prior much
-    wider than the draws' (its χ² inflation diverges) and a first drawing still in batches
-    draw anew; the choice depends on the priors alone."""
+    wider than the draws' (its χ² inflation diverges), draws placed when the user held under
+    4/5 of today's observations and a first drawing still in batches draw anew; the choice
+    depends on the priors and the observation counts alone."""
     vs, ys = _answers(3, 12)
     m = _model(vs, ys, (0.2, 0.5, 0.3))
     m.strength_evidence(STRENGTHS)
@@ -132,6 +133,12 @@ def test_far_moves_and_pending_draws_draw_anew() -> None:
     wide = m.copy().reprior(np.array([0.2, 0.2])).retarget_evidence()
     assert wide.__dict__["_ev_draws"].logy is not first.logy
     assert wide.__dict__["_ev_draws"].logy.shape == first.logy.shape
+    grown = m.copy()  # placed at 12 observations; 16 now: more than RETARGET_FRESH (1.25)x
+    more = _answers(4, 4)
+    grown.partial_fit([Observation.compare([v, -v], y) for v, y in zip(*more, strict=True)])
+    grown.reprior(np.array([1.1, 1.1])).retarget_evidence()
+    assert grown.__dict__["_ev_draws"].logy is not first.logy
+    assert grown.__dict__["_ev_draws"].placed == 16
     same = m.copy().retarget_evidence()  # nothing changed: nothing to do
     assert same.__dict__["_ev_draws"] is first
     batched = _model(vs, ys, (0.2, 0.5, 0.3))
