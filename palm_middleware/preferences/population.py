@@ -4,10 +4,11 @@ Each user contributes four small aggregates of their own posterior, never events
 the posterior mean of log w (the Dirichlet's sufficient statistic, clipped), the posterior over
 the β grid, and the log marginal likelihood of their feedback at a few lapse rates and at a few
 prior concentrations.
-:meth:`Population.prior` is one EM step of empirical Bayes on them: the Dirichlet whose
-expected log w matches the users' average, the β-grid probabilities equal to the users' average
-posterior, the prior's concentration from users' log marginal likelihoods at a few candidate
-concentrations (see below), and the lapse-rate probabilities the EM fixed point of the users'
+:meth:`Population.prior` is one EM step of empirical Bayes on them: the prior's concentration
+from users' log marginal likelihoods at a few candidate concentrations (see below), the
+Dirichlet of that concentration whose expected log w best matches the users' average (the EM
+step over the mean at that concentration), the β-grid probabilities equal to the users'
+average posterior, and the lapse-rate probabilities the EM fixed point of the users'
 responsibilities (iterated from uniform at every fit, so the prior is a function of the
 aggregates alone: any replica reading the same rows fits the same prior, however often it
 refits), all shrunk toward
@@ -76,6 +77,7 @@ __all__ = [
     "STRENGTH_PRIOR_SD",
     "Population",
     "PopulationPrior",
+    "dirichlet_at_total",
     "dirichlet_from_mean_log",
     "strength_candidates",
 ]
@@ -309,12 +311,17 @@ class Population:
         log_s = self._strength_fit(np.log(strengths), math.log(float(a0.sum())))
         # The evidence never makes the prior narrower than both the mean-log fit's and the
         # default's (see the module docstring).
+        total = float(alpha.sum())
         if log_s is not None:
-            s_fit = min(math.exp(log_s), max(float(alpha.sum()), float(a0.sum())))
-            alpha = alpha * s_fit / alpha.sum()
-        cap = self.max_strength * float(a0.sum())
-        if alpha.sum() > cap:
-            alpha = alpha * cap / alpha.sum()
+            total = min(math.exp(log_s), max(total, float(a0.sum())))
+        total = min(total, self.max_strength * float(a0.sum()))
+        if n and total != float(alpha.sum()):
+            # The mean at that concentration: the EM step's over the mean alone (Minka's joint
+            # fit rescaled kept the mean of its own concentration, which with thumbs stays near
+            # the default's for tens of refits, and the evidence's concentration absorbed it).
+            alpha = dirichlet_at_total(s, total, alpha)
+        elif total != float(alpha.sum()):
+            alpha = alpha * total / alpha.sum()
         noise = grid.with_probs(p)
         lapse_probs: tuple[float, ...] = ()
         if lapses is not None and len(lapses) > 1 and len(grid.lapses) == 1:
@@ -359,6 +366,26 @@ def dirichlet_from_mean_log(s: FloatArray, init: FloatArray, iters: int = 200) -
             break
         alpha = new
     out: FloatArray = np.clip(alpha, 1e-2, 1e4)
+    return out
+
+
+def dirichlet_at_total(s: FloatArray, total: float, init: FloatArray) -> FloatArray:
+    """The Dirichlet α of concentration ``total`` that best matches the mean-log statistic
+    ``s``: the maximizer of Σ_j (α_j − 1)·s_j − log B(α) over α with Σα = total, where
+    ψ(α_j) = s_j + λ for one λ (Newton on λ from ψ(Σ init): with ``init`` the joint fit
+    (:func:`dirichlet_from_mean_log`) and ``total`` its own concentration, that fit again)."""
+    from scipy.special import zeta
+
+    a = np.asarray(init, dtype=np.float64)
+    lam = float(_digamma(np.array([a.sum()]))[0])
+    for _ in range(50):
+        alpha = _inv_digamma(s + lam)
+        gap = float(alpha.sum()) - total
+        if abs(gap) < 1e-10 * total:
+            break
+        lam -= gap / float(np.sum(1.0 / zeta(2, alpha)))  # d alpha_j / d lam = 1 / ψ'(alpha_j)
+    alpha = np.clip(_inv_digamma(s + lam), 1e-2, 1e4)
+    out: FloatArray = alpha * total / alpha.sum()
     return out
 
 

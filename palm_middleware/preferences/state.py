@@ -52,8 +52,8 @@ EVIDENCE_BATCH = 256
 #: Digests of folded event ids kept per user (privacy ``weights_only`` retry detection).
 MAX_FOLDED_IDS = 512
 #: How far the population prior must have moved (relative α, absolute grid probability) for a
-#: known user's cached posterior to be put under it (a follow-up: a reweighting and new
-#: evidence draws, ~2 ms off the feedback path).
+#: known user's cached posterior to be put under it (a follow-up off the feedback path: a
+#: reweighting, and the evidence draws re-targeted, or drawn anew after a large move).
 REPRIOR_TOLERANCE = 0.05
 
 #: New users' models prepared ahead, per prior: their concentration-evidence draws made between
@@ -720,13 +720,15 @@ class LearningState:
             model = entry.model.copy()
         if reprior:
             assert policy is not None
-            self._reprior(model, policy)  # (the evidence draws are then drawn anew below)
+            self._reprior(model, policy)  # (the evidence draws are then re-targeted below)
         if thin:
             model.rejuvenate()
         if draws:
             model.complete_evidence()
-        elif stale or reprior:
+        elif stale:
             model.renew_evidence()
+        elif reprior:
+            model.retarget_evidence()  # (drawn anew if the prior moved far, or the lapse)
         with self._cache_lock:
             if self._cache.get(key) is not entry:
                 return False

@@ -192,16 +192,23 @@ def test_palm_can_be_told_the_noise() -> None:
 @pytest.mark.parametrize("fb", ["thumbs", "pairwise"])
 def test_the_real_palm_personalizes_through_its_public_api(fb: Feedback) -> None:
     """The Palm-API arm (Palm, MemoryStore, injected clock: decide, record_feedback,
-    compare_candidates, route) beats no personalization after 30 events of either kind."""
-    cfg = replace(TINY, n_users=8, n_events=30, feedback=(fb,), seed=5)
-    res = run_api_arm(cfg, "palm_api")
-    reg = res.per_user[fb]
+    compare_candidates, route) beats no personalization after 30 events of either kind.
+    (Two populations of 8 users, pooled: one population of 8 sat at 0.54-0.59 of no
+    personalization, at the threshold's margin, and moved past it with the Monte Carlo draws
+    alone.)"""
     api, default = METHODS.index("palm_api"), METHODS.index("default")
-    assert np.all(reg[api, :, 0] == reg[default, :, 0])  # everyone starts at the default
-    assert reg[api, :, 25:].mean() < 0.6 * reg[default, :, 25:].mean()
-    assert res.update_ms[fb]["palm_api"].size == cfg.n_users * cfg.n_events  # one per event
-    assert 0.6 <= res.coverage[fb][api, 1:].mean() <= 1.0
-    assert res.ran(fb, "palm_api") and not res.ran(fb, "reference")
+    regs = []
+    for seed in (5, 6):
+        cfg = replace(TINY, n_users=8, n_events=30, feedback=(fb,), seed=seed)
+        res = run_api_arm(cfg, "palm_api")
+        reg = res.per_user[fb]
+        regs.append(reg)
+        assert np.all(reg[api, :, 0] == reg[default, :, 0])  # everyone starts at the default
+        assert res.update_ms[fb]["palm_api"].size == cfg.n_users * cfg.n_events  # one per event
+        assert 0.6 <= res.coverage[fb][api, 1:].mean() <= 1.0
+        assert res.ran(fb, "palm_api") and not res.ran(fb, "reference")
+    both = np.concatenate(regs, axis=1)
+    assert both[api, :, 25:].mean() < 0.6 * both[default, :, 25:].mean()
 
 
 def test_api_arms_run_next_to_the_others_on_the_same_users() -> None:

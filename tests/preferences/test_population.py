@@ -20,6 +20,7 @@ from palm_middleware.preferences.noise import DEFAULT_BETAS, DEFAULT_LAPSES, Noi
 from palm_middleware.preferences.population import (
     STRENGTH_MULTIPLES,
     Population,
+    dirichlet_at_total,
     dirichlet_from_mean_log,
     strength_candidates,
 )
@@ -395,3 +396,19 @@ def test_palm_fixed_noise_and_bad_values(tmp_path: Path) -> None:
     with pytest.raises(InvalidParameterError, match="explore_cost"):
         Palm(PORTFOLIO, POLICY, store, explore_cost=2.0)
     store.close()
+
+
+def test_the_mean_at_a_given_concentration_is_the_em_step_over_the_mean() -> None:
+    """``dirichlet_at_total``: at the joint fit's own concentration, the joint fit; at another,
+    Σα is that concentration and ψ(α_j) − s_j is one constant (the EM step over the mean
+    alone), which a rescaled joint fit is not."""
+    alpha = np.array([3.0, 4.0, 1.0, 2.0])
+    s = digamma(alpha) - digamma(alpha.sum())
+    np.testing.assert_allclose(dirichlet_at_total(s, 10.0, alpha), alpha, rtol=1e-8)
+    for total in (4.0, 40.0):
+        a = dirichlet_at_total(s, total, alpha)
+        assert a.sum() == pytest.approx(total)
+        gap = digamma(a) - s
+        np.testing.assert_allclose(gap, gap[0], atol=1e-8)
+        rescaled = alpha * total / alpha.sum()
+        assert np.ptp(digamma(rescaled) - s) > 0.05
