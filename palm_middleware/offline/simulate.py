@@ -458,7 +458,9 @@ def _run_feedback(
             for u, m in enumerate(palm):
                 le = m.lapse_evidence(lapses) if lapses is not None else None
                 se = m.strength_evidence(strengths, budget=EVIDENCE_BATCH)  # as Palm
-                population.observe(str(u), m.mean_log_weights(), m.noise_posterior(), le, se)
+                population.observe(
+                    str(u), m.mean_log_weights(), m.noise_posterior(), le, se, m.noise_evidence()
+                )
             pop = population.prior(alpha0, grid, lapses)
             result.prior_fit[fb] = pop.alpha
             for m in palm if c.palm_reprior else ():

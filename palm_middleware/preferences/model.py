@@ -865,6 +865,26 @@ class PreferenceModel:
         out: FloatArray = counts.astype(np.float64)
         return out
 
+    def noise_evidence(self) -> FloatArray:
+        """Log-likelihood of the user's observations at each point of :attr:`noise_grid_`, up
+        to a constant: log(posterior / prior), the posterior read off the particles.
+
+        What a population fit of β needs from a user (:meth:`Population.beta_fit`): the
+        posterior alone mixes the user's evidence with the prior they had. A point the prior
+        gives less than one particle's worth is not estimated (0: as likely as the prior's
+        average); nor is anything before the first observation.
+        """
+        self._check_fitted()
+        prior = np.exp(self._logpi)
+        prior = prior / prior.sum()
+        out = np.zeros(prior.size)
+        if not self._obs:
+            return out
+        q = self.noise_posterior()
+        seen = prior * self.n_particles >= 1.0
+        out[seen] = np.log(np.maximum(q[seen], _TINY) / prior[seen])
+        return out
+
     def mean_log_weights(self) -> FloatArray:
         """Posterior mean of log w (the Dirichlet sufficient statistic a population fit needs)."""
         self._check_fitted()

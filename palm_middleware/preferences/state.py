@@ -329,13 +329,14 @@ class LearningState:
         if state.get("opted_out") or agg is None:
             self.population.remove(key)
             return
-        lapse, strength = agg.get("lapse"), agg.get("strength")
+        lapse, strength, beta = agg.get("lapse"), agg.get("strength"), agg.get("beta")
         self.population.observe(
             key,
             np.asarray(agg["mean_log"]),
             np.asarray(agg["noise"]),
             None if lapse is None else np.asarray(lapse),
             None if strength is None else np.asarray(strength),
+            None if beta is None else np.asarray(beta),
         )
 
     def forget(self, key: str) -> None:
@@ -522,10 +523,11 @@ class LearningState:
         state["n_events"] = int(state.get("n_events", 0)) + 1
         state["posterior"] = model.summary().to_dict()
         state["posterior"]["n_events"] = state["n_events"]
-        # What the population fit may read of this user: two small aggregates, no events.
+        # What the population fit may read of this user: small aggregates, no events.
         state["population"] = {
             "mean_log": [round(float(x), 6) for x in model.mean_log_weights()],
             "noise": [round(float(x), 6) for x in model.noise_posterior()],
+            "beta": [round(float(x), 6) for x in model.noise_evidence()],
         }
         lapses, strengths = self._aggregates(policy)  # as the population fit's
         if lapses is not None:

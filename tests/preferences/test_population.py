@@ -354,6 +354,7 @@ def test_palm_counts_users_who_give_feedback_but_never_opted_out_ones(tmp_path: 
     assert set(state["population"]) == {
         "mean_log",
         "noise",
+        "beta",
         "lapse",
         "strength",
     }  # aggregates, no events
@@ -395,3 +396,27 @@ def test_palm_fixed_noise_and_bad_values(tmp_path: Path) -> None:
     with pytest.raises(InvalidParameterError, match="explore_cost"):
         Palm(PORTFOLIO, POLICY, store, explore_cost=2.0)
     store.close()
+
+
+def test_one_users_beta_evidence_is_clipped() -> None:
+    """An extreme user's β evidence counts at most EVIDENCE_SPAN nats: 50 users at β ≈ 2.8 keep
+    the population there."""
+    grid = NoiseGrid.centred(DEFAULT_BETAS, (0.1,))
+    lb = np.log(np.asarray(DEFAULT_BETAS))
+    ev = -0.5 * ((lb - math.log(2.83)) / 0.5) ** 2  # each user: a weak likelihood around 2.8
+    pop = Population(n_min=20)
+    for u in range(50):
+        pop.observe(str(u), np.log(np.full(4, 0.25)), grid.p, noise_evidence=ev)
+    fit = pop.beta_fit(grid)
+    assert fit is not None
+    before = grid.mean(fit[0])[0]
+    extreme = np.full(grid.size, -1e9)
+    extreme[-1] = 0.0
+    pop.observe("outlier", np.log(np.full(4, 0.25)), grid.p, noise_evidence=extreme)
+    after = pop.beta_fit(grid)
+    assert after is not None and after[1] == 51
+    assert 2.0 <= before <= 4.0 and abs(math.log(grid.mean(after[0])[0] / before)) < 0.1
+    pop.remove("outlier")
+    again = pop.beta_fit(grid)
+    assert again is not None
+    np.testing.assert_allclose(again[0], fit[0])
