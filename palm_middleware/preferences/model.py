@@ -384,7 +384,7 @@ class PreferenceModel:
         d: _Draws | None = self.__dict__.get("_ev_draws")
         if d is not None:
             del self.__dict__["_ev_draws"]
-            self.strength_evidence(d.key[0][0])
+            self.strength_evidence(d.key[0][0], noise_probs=d.key[0][2])
         return self
 
     def complete_evidence(self) -> PreferenceModel:
@@ -392,7 +392,7 @@ class PreferenceModel:
         candidates it was last asked for. Returns self."""
         d: _Draws | None = self.__dict__.get("_ev_draws")
         if d is not None and self.evidence_draws_pending_:
-            self.strength_evidence(d.key[0][0])
+            self.strength_evidence(d.key[0][0], noise_probs=d.key[0][2])
         return self
 
     def rejuvenate(self) -> PreferenceModel:
@@ -917,7 +917,10 @@ class PreferenceModel:
         return np.asarray(out, dtype=np.float64)
 
     def strength_evidence(
-        self, strengths: Sequence[float], budget: int | None = None
+        self,
+        strengths: Sequence[float],
+        budget: int | None = None,
+        noise_probs: Sequence[float] | FloatArray | None = None,
     ) -> FloatArray:
         """Log marginal likelihood of the user's observations if the prior were the Dirichlet
         of total concentration ``strengths[k]`` (same mean as the current prior), relative to
@@ -940,12 +943,24 @@ class PreferenceModel:
         (the feedback path's cap, so a new user's first events share the cost instead of one
         paying it all; until then the estimate rests on the draws made so far: unbiased,
         noisier). None: all at once. Renewals draw all at once either way.
+
+        ``noise_probs``: the β-grid probabilities the evidence marginalizes β over (the
+        policy's default grid; None, or another grid's size: the current prior's). Why not
+        the served ones: β and the concentration are confounded (near-vertex users' consistent
+        answers read as a sharp β under a broad prior, or a broad β under a sharp one), so
+        with the evidence conditioned on the served β and β's fit on the served concentration,
+        the population's two fits chased each other along that ridge from refit to refit
+        (peaked users, true Σα 1.2, β 10: Σα 1.3-3.4 as the served β swung 10-20, issue 17);
+        marginalized over a fixed grid prior the concentration's fit depends on no fitted β.
         """
         self._check_fitted()
         if not self._obs:
             return np.zeros(len(strengths))
         a = self._alpha
-        key = (tuple(float(x) for x in strengths), a.tobytes())
+        probs = None
+        if noise_probs is not None and len(noise_probs) == self._logpi.size:
+            probs = tuple(float(x) for x in noise_probs)
+        key = (tuple(float(x) for x in strengths), a.tobytes(), probs)
         targets = np.vstack([np.maximum(np.outer(np.asarray(key[0]), a / a.sum()), 1e-2), a])
         draws = self._evidence_draws(key, targets, budget)
         ly = draws.cols @ self._exps  # the draws' log-likelihood of everything held
@@ -970,8 +985,9 @@ class PreferenceModel:
         posterior mean (halfway to the prior's, so no trait's mean is near zero), and, with
         weight 4 each, the Dirichlet matched to the posterior's mean and variance and one of
         half its concentration (draws where the likelihood is). Each draw carries a grid
-        point from the grid's prior. Drawn again when the prior or the noise grid changes, or
-        when the particles have moved and the observations doubled since the last draw; else
+        point from the grid's prior (the ``noise_probs`` given, if any). Drawn again when the
+        prior or the noise grid changes, or when the particles have moved and the observations
+        doubled since the last draw; else
         extended by new observations' columns only (the mixture's density is known wherever it
         sits, so stale draws stay unbiased).
 
@@ -981,7 +997,10 @@ class PreferenceModel:
         actual count of each component), so every batch is an unbiased estimate and so is
         their draw-weighted mean.
         """
-        grid_key = (key, self._logpi.tobytes(), self._gl.tobytes())
+        # Renewed when the grid prior the draws' grid points come from changes (only the
+        # served one's, unless the evidence marginalizes over given probabilities: key[2]).
+        logpi = self._logpi if key[2] is None else np.log(np.maximum(key[2], 1e-300))
+        grid_key = (key, logpi.tobytes(), self._gl.tobytes())
         logp = self._log_particles()
         d: _Draws | None = self.__dict__.get("_ev_draws")
         if (
@@ -998,7 +1017,7 @@ class PreferenceModel:
         if budget is not None:
             n = min(n, max(int(budget), 1))
         if n > 0:
-            logy, g, dens, q = self._evidence_batch(targets, n)
+            logy, g, dens, q = self._evidence_batch(targets, n, logpi)
             if d is None:
                 cols = np.zeros((n, 0))
                 d = _Draws(
@@ -1026,12 +1045,12 @@ class PreferenceModel:
         return d
 
     def _evidence_batch(
-        self, targets: FloatArray, n: int
+        self, targets: FloatArray, n: int, logpi: FloatArray
     ) -> tuple[FloatArray, npt.NDArray[np.intp], FloatArray, FloatArray]:
         """``n`` draws from the defensive mixture placed at the current posterior
-        (:meth:`_evidence_draws`): their log points, grid points, log densities under
-        ``targets`` and log density under the mixture as drawn (its components weighted by
-        how many draws each gave)."""
+        (:meth:`_evidence_draws`), each with a grid point from the grid prior ``logpi``: their
+        log points, grid points, log densities under ``targets`` and log density under the
+        mixture as drawn (its components weighted by how many draws each gave)."""
         rng = self.__dict__.get("_ev_rng")
         if rng is None:
             # Seeded by the particles (set by the model's own seed), not drawn from the
@@ -1058,7 +1077,7 @@ class PreferenceModel:
         lg -= lg.max(axis=1, keepdims=True)
         lg -= np.log(np.exp(lg).sum(axis=1, keepdims=True))
         logy = np.maximum(lg, -690.0)
-        pi = np.exp(self._logpi)
+        pi = np.exp(logpi)
         g = np.minimum(np.searchsorted(np.cumsum(pi / pi.sum()), rng.random(n)), pi.size - 1)
         counts = n // mix.shape[0] + (np.arange(mix.shape[0]) < n % mix.shape[0])
         return logy, g, _log_dirichlet(logy, targets), _log_mixture(logy, mix, counts)

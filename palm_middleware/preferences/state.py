@@ -535,7 +535,10 @@ class LearningState:
             state["population"]["lapse"] = [round(float(x), 6) for x in ev]
         if strengths is not None:
             # A batch of draws per event: a new user's first events share the drawing
-            ev = model.strength_evidence(strengths, budget=EVIDENCE_BATCH)
+            # β marginalized over the policy's grid prior (not the served one: see
+            # PreferenceModel.strength_evidence)
+            default = self._per_policy(policy)[0].noise.p
+            ev = model.strength_evidence(strengths, budget=EVIDENCE_BATCH, noise_probs=default)
             state["population"]["strength"] = [round(float(x), 6) for x in ev]
         if len(live) <= MAX_EVIDENCE_GROUPS:  # else the stored evidence lost terms: refit next
             self._put(_Entry(key, state["rev"], policy.version, model, dict(kept_items)))
