@@ -167,3 +167,47 @@ def test_query_second_pairs_the_served_member_with_an_informative_cheap_one() ->
         assert j != served and 0 <= j < len(REWARDS)
     with pytest.raises(InvalidParameterError, match="served"):
         m.query_second(REWARDS, 99)
+
+
+def test_noise_evidence_is_the_likelihood_over_the_grid_and_unsampled_points_are_neutral() -> None:
+    w = np.array([0.1, 0.2, 0.3, 0.4])
+    obs = observations(w, 4.0, 0.1, 30, seed=3)
+    m = model(NoiseGrid(DEFAULT_BETAS, (0.1,)), random_state=0).fit(obs)
+    ev = m.noise_evidence()
+    prior = m.noise_grid_.p
+    q = m.noise_posterior()
+    held = q > 0  # (a point whose particles all lost their weight: very unlikely)
+    np.testing.assert_allclose(ev[held], np.log(q[held] / prior[held]))
+    assert np.all(ev[~held] < -100)
+    assert DEFAULT_BETAS[int(np.argmax(ev))] <= 16.0  # the data favour a moderate β
+    # A point the prior gives less than one particle's worth: not estimated (0)
+    probs = np.full(len(DEFAULT_BETAS), 1.0)
+    probs[-1] = 1e-6
+    thin = model(NoiseGrid(DEFAULT_BETAS, (0.1,), tuple(probs)), random_state=0).fit(obs)
+    assert thin.noise_evidence()[-1] == 0.0
+    assert not np.any(
+        model(NoiseGrid(DEFAULT_BETAS, (0.1,)), random_state=0).fit([]).noise_evidence()
+    )
+
+
+def test_the_population_learns_beta_from_users_who_each_barely_know_theirs() -> None:
+    """30 users at β ≈ 2.8, 20 answers each: each user's posterior barely leaves the prior
+    (centred at 8), but their summed likelihood puts the population near the truth."""
+    from palm_middleware.preferences.population import Population
+
+    grid = NoiseGrid.centred(DEFAULT_BETAS, (0.1,))
+    pop = Population(n_min=20)
+    rng = np.random.default_rng(0)
+    for u in range(30):
+        w = rng.dirichlet(np.ones(4))
+        m = model(grid, random_state=u).fit(observations(w, 2.83, 0.1, 20, seed=100 + u))
+        pop.observe(
+            str(u), m.mean_log_weights(), m.noise_posterior(), noise_evidence=m.noise_evidence()
+        )
+    _, one_step, _ = pop.statistics(np.ones(4), grid)
+    fit = pop.beta_fit(grid)
+    assert fit is not None and fit[1] == 30
+    learned = grid.mean(fit[0])[0]
+    assert 1.8 <= learned <= 4.5
+    assert grid.mean(one_step)[0] > 5.0  # the average posterior: still near the prior's 8
+    assert pop.prior(np.ones(4), grid).noise.p == pytest.approx(fit[0])
