@@ -266,7 +266,10 @@ def _cost_plot(cost: dict[str, Any], candidate: dict[str, Any] | None) -> str:
                 va="center",
                 color="#888",
             )
-    ax.set_yticks(ys, rules or ["(no rule binds)"])
+    if rules:
+        ax.set_yticks(ys, rules)
+    else:  # (one tick for the note: a label needs a tick to sit on)
+        ax.set_yticks([0], ["(no rule binds)"])
     ax.invert_yaxis()
     ax.set_xlabel("reward lost per user (population mean)")
     ax.set_title("Cost of the bounds, per rule")

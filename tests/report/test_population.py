@@ -288,3 +288,25 @@ def test_cli_refuses_mixed_modes(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--deployment takes no PORTFOLIO" in capsys.readouterr().err
     assert main(["report", "p.yaml", "-o", "x", "--policy", "new.yaml"]) == 2
     assert "need --deployment" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(120)
+def test_the_page_renders_when_no_rule_binds(report: dict[str, Any]) -> None:
+    """A deployment whose bounds cost nobody anything (no rule row, as the demo's small
+    population can give): the cost plot says so instead of failing the whole page."""
+    import base64
+    import copy
+    import io
+    import re
+
+    from PIL import Image
+
+    from palm_middleware.report import render_html
+
+    quiet = copy.deepcopy(report)
+    quiet["bounds_cost"]["rules"] = []
+    quiet.pop("what_if", None)
+    page = render_html(quiet)
+    assert "Cost of the bounds" in page
+    pngs = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", page)
+    assert pngs and all(Image.open(io.BytesIO(base64.b64decode(p))).width > 100 for p in pngs)
