@@ -457,11 +457,8 @@ def _run_feedback(
             # empirical Bayes: refit the population prior, re-prior everyone in place
             for u, m in enumerate(palm):
                 le = m.lapse_evidence(lapses) if lapses is not None else None
-                # as Palm: β marginalized over the policy's grid prior, not the served one
-                se = m.strength_evidence(strengths, budget=EVIDENCE_BATCH, noise_probs=grid.p)
-                population.observe(
-                    str(u), m.mean_log_weights(), m.noise_posterior(), le, se, m.noise_evidence()
-                )
+                se = m.strength_evidence(strengths, budget=EVIDENCE_BATCH)  # as Palm
+                population.observe(str(u), m.mean_log_weights(), m.noise_posterior(), le, se)
             pop = population.prior(alpha0, grid, lapses)
             result.prior_fit[fb] = pop.alpha
             for m in palm if c.palm_reprior else ():

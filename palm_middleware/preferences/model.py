@@ -384,7 +384,7 @@ class PreferenceModel:
         d: _Draws | None = self.__dict__.get("_ev_draws")
         if d is not None:
             del self.__dict__["_ev_draws"]
-            self.strength_evidence(d.key[0][0], noise_probs=d.key[0][2])
+            self.strength_evidence(d.key[0][0])
         return self
 
     def retarget_evidence(self) -> PreferenceModel:
@@ -413,11 +413,9 @@ class PreferenceModel:
         d: _Draws | None = self.__dict__.get("_ev_draws")
         if d is None:
             return self
-        (strengths, a_bytes, probs), pi_bytes, gl_bytes = d.key
+        (strengths, a_bytes), pi_bytes, gl_bytes = d.key
         a = self._alpha
-        # (draws whose β marginalizes over given probabilities keep them: no grid ratio)
-        logpi = self._logpi if probs is None else np.frombuffer(pi_bytes, dtype=np.float64)
-        new_key = ((strengths, a.tobytes(), probs), logpi.tobytes(), self._gl.tobytes())
+        new_key = ((strengths, a.tobytes()), self._logpi.tobytes(), self._gl.tobytes())
         if d.key == new_key:
             return self
         a_old = np.frombuffer(a_bytes, dtype=np.float64)
@@ -427,14 +425,14 @@ class PreferenceModel:
             self.evidence_draws_pending_
             or len(self._obs) > RETARGET_FRESH * d.placed
             or a_old.shape != a.shape
-            or logpi_old.shape != logpi.shape
+            or logpi_old.shape != self._logpi.shape
             or gl_old.shape != self._gl.shape
             or (gl_bytes != new_key[2] and (np.ptp(gl_old) > 0 or np.ptp(self._gl) > 0))
         ):
             return self.renew_evidence()
         targets = _evidence_targets(strengths, a)
-        shift = logpi_old - logpi  # log π_old − log π_new per grid point
-        grid_inflation = float(np.exp(np.minimum(logpi - shift, 700.0)).sum())
+        shift = logpi_old - self._logpi  # log π_old − log π_new per grid point
+        grid_inflation = float(np.exp(np.minimum(self._logpi - shift, 700.0)).sum())
         worst = _chi2_inflation(targets, _evidence_targets(strengths, a_old)).max()
         if not worst * grid_inflation <= RETARGET_INFLATION:
             return self.renew_evidence()
@@ -457,7 +455,7 @@ class PreferenceModel:
         candidates it was last asked for. Returns self."""
         d: _Draws | None = self.__dict__.get("_ev_draws")
         if d is not None and self.evidence_draws_pending_:
-            self.strength_evidence(d.key[0][0], noise_probs=d.key[0][2])
+            self.strength_evidence(d.key[0][0])
         return self
 
     def rejuvenate(self) -> PreferenceModel:
@@ -962,26 +960,6 @@ class PreferenceModel:
         out: FloatArray = counts.astype(np.float64)
         return out
 
-    def noise_evidence(self) -> FloatArray:
-        """Log-likelihood of the user's observations at each point of :attr:`noise_grid_`, up
-        to a constant: log(posterior / prior), the posterior read off the particles.
-
-        What a population fit of β needs from a user (:meth:`Population.beta_fit`): the
-        posterior alone mixes the user's evidence with the prior they had. A point the prior
-        gives less than one particle's worth is not estimated (0: as likely as the prior's
-        average); nor is anything before the first observation.
-        """
-        self._check_fitted()
-        prior = np.exp(self._logpi)
-        prior = prior / prior.sum()
-        out = np.zeros(prior.size)
-        if not self._obs:
-            return out
-        q = self.noise_posterior()
-        seen = prior * self.n_particles >= 1.0
-        out[seen] = np.log(np.maximum(q[seen], _TINY) / prior[seen])
-        return out
-
     def mean_log_weights(self) -> FloatArray:
         """Posterior mean of log w (the Dirichlet sufficient statistic a population fit needs)."""
         self._check_fitted()
@@ -1014,10 +992,7 @@ class PreferenceModel:
         return np.asarray(out, dtype=np.float64)
 
     def strength_evidence(
-        self,
-        strengths: Sequence[float],
-        budget: int | None = None,
-        noise_probs: Sequence[float] | FloatArray | None = None,
+        self, strengths: Sequence[float], budget: int | None = None
     ) -> FloatArray:
         """Log marginal likelihood of the user's observations if the prior were the Dirichlet
         of total concentration ``strengths[k]`` (same mean as the current prior), relative to
@@ -1040,20 +1015,11 @@ class PreferenceModel:
         (the feedback path's cap, so a new user's first events share the cost instead of one
         paying it all; until then the estimate rests on the draws made so far: unbiased,
         noisier). None: all at once. Renewals draw all at once either way.
-
-        ``noise_probs``: the β-grid probabilities the evidence marginalizes β over (the
-        policy's default grid; None, or another grid's size: the current prior's). Why not
-        the served ones: β and the concentration are confounded (near-vertex users' consistent
-        answers read as a sharp β under a broad prior, or a broad β under a sharp one), so
-        with the evidence conditioned on the served β and β's fit on the served concentration,
-        the population's two fits chased each other along that ridge from refit to refit
-        (peaked users, true Σα 1.2, β 10: Σα 1.3-3.4 as the served β swung 10-20, issue 17);
-        marginalized over a fixed grid prior the concentration's fit depends on no fitted β.
         """
         self._check_fitted()
         if not self._obs:
             return np.zeros(len(strengths))
-        draws = self._evidence_draws(*self._evidence_key(strengths, noise_probs), budget)
+        draws = self._evidence_draws(*self._evidence_key(strengths), budget)
         ly = draws.cols @ self._exps  # the draws' log-likelihood of everything held
         top = float(ly.max())
         total = np.exp(ly - top) @ draws.ratio  # Σ lik · Dir_k / q, scaled per column
@@ -1065,10 +1031,7 @@ class PreferenceModel:
         return out
 
     def prepare_evidence(
-        self,
-        strengths: Sequence[float],
-        seed: int | Sequence[int],
-        noise_probs: Sequence[float] | FloatArray | None = None,
+        self, strengths: Sequence[float], seed: int | Sequence[int]
     ) -> PreferenceModel:
         """Make all the concentration evidence's draws now, before any observation: placed at
         the prior, from a generator seeded by ``seed`` (each prepared model needs its own:
@@ -1082,22 +1045,14 @@ class PreferenceModel:
         self._check_fitted()
         if "_ev_draws" not in self.__dict__:
             self.__dict__["_ev_rng"] = np.random.default_rng(seed)
-            self._evidence_draws(*self._evidence_key(strengths, noise_probs))
+            self._evidence_draws(*self._evidence_key(strengths))
         return self
 
-    def _evidence_key(
-        self,
-        strengths: Sequence[float],
-        noise_probs: Sequence[float] | FloatArray | None = None,
-    ) -> tuple[tuple[Any, ...], FloatArray]:
-        """The draws' key (candidates, current prior, the grid probabilities β is
-        marginalized over if given) and the Dirichlets they are weighted to
+    def _evidence_key(self, strengths: Sequence[float]) -> tuple[tuple[Any, ...], FloatArray]:
+        """The draws' key (candidates, current prior) and the Dirichlets they are weighted to
         (:func:`_evidence_targets`)."""
         a = self._alpha
-        probs = None
-        if noise_probs is not None and len(noise_probs) == self._logpi.size:
-            probs = tuple(float(x) for x in noise_probs)
-        key = (tuple(float(x) for x in strengths), a.tobytes(), probs)
+        key = (tuple(float(x) for x in strengths), a.tobytes())
         return key, _evidence_targets(key[0], a)
 
     def _evidence_draws(
@@ -1112,9 +1067,8 @@ class PreferenceModel:
         posterior mean (halfway to the prior's, so no trait's mean is near zero), and, with
         weight 4 each, the Dirichlet matched to the posterior's mean and variance and one of
         half its concentration (draws where the likelihood is). Each draw carries a grid
-        point from the grid's prior (the ``noise_probs`` given, if any). Drawn again when the
-        prior or the noise grid changes, or when the particles have moved and the observations
-        doubled since the last draw; else
+        point from the grid's prior. Drawn again when the prior or the noise grid changes, or
+        when the particles have moved and the observations doubled since the last draw; else
         extended by new observations' columns only (the mixture's density is known wherever it
         sits, so stale draws stay unbiased).
 
@@ -1124,10 +1078,7 @@ class PreferenceModel:
         actual count of each component), so every batch is an unbiased estimate and so is
         their draw-weighted mean.
         """
-        # Renewed when the grid prior the draws' grid points come from changes (only the
-        # served one's, unless the evidence marginalizes over given probabilities: key[2]).
-        logpi = self._logpi if key[2] is None else np.log(np.maximum(key[2], 1e-300))
-        grid_key = (key, logpi.tobytes(), self._gl.tobytes())
+        grid_key = (key, self._logpi.tobytes(), self._gl.tobytes())
         logp = self._log_particles()
         d: _Draws | None = self.__dict__.get("_ev_draws")
         if (
@@ -1144,7 +1095,7 @@ class PreferenceModel:
         if budget is not None:
             n = min(n, max(int(budget), 1))
         if n > 0:
-            logy, g, dens, q = self._evidence_batch(targets, n, logpi)
+            logy, g, dens, q = self._evidence_batch(targets, n)
             if d is None:
                 cols = np.zeros((n, 0))
                 y32 = np.exp(logy).astype(np.float32)
@@ -1187,12 +1138,12 @@ class PreferenceModel:
         return d
 
     def _evidence_batch(
-        self, targets: FloatArray, n: int, logpi: FloatArray
+        self, targets: FloatArray, n: int
     ) -> tuple[FloatArray, npt.NDArray[np.intp], FloatArray, FloatArray]:
         """``n`` draws from the defensive mixture placed at the current posterior
-        (:meth:`_evidence_draws`), each with a grid point from the grid prior ``logpi``: their
-        log points, grid points, log densities under ``targets`` and log density under the
-        mixture as drawn (its components weighted by how many draws each gave)."""
+        (:meth:`_evidence_draws`): their log points, grid points, log densities under
+        ``targets`` and log density under the mixture as drawn (its components weighted by
+        how many draws each gave)."""
         rng = self.__dict__.get("_ev_rng")
         if rng is None:
             # Seeded by the particles (set by the model's own seed), not drawn from the
@@ -1221,7 +1172,7 @@ class PreferenceModel:
         lg -= lg.max(axis=1, keepdims=True)
         lg -= np.log(np.exp(lg).sum(axis=1, keepdims=True))
         logy = np.maximum(lg, -690.0)
-        pi = np.exp(logpi)
+        pi = np.exp(self._logpi)
         g = np.minimum(np.searchsorted(np.cumsum(pi / pi.sum()), rng.random(n)), pi.size - 1)
         counts = n // mix.shape[0] + (np.arange(mix.shape[0]) < n % mix.shape[0])
         return logy, g, _log_dirichlet(logy, targets), _log_mixture(logy, mix, counts)

@@ -24,10 +24,8 @@ from ..types import FloatArray
 
 __all__ = ["DEFAULT_BETAS", "DEFAULT_LAPSES", "NoiseGrid"]
 
-#: β candidates: geometric (factors of √2), from near-random choices to near-deterministic
-#: ones. With factors of 2, β = 3 users (between 2 and 4) scored 1.10 of the regret of palm told
-#: the true β; with √2 (2.83) 1.02, once the population fit learns β fast (issue 17, beta3).
-DEFAULT_BETAS = tuple(float(2.0 ** (k / 2)) for k in range(13))
+#: β candidates: geometric, from near-random choices to near-deterministic ones.
+DEFAULT_BETAS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
 #: Lapse candidates: the share of labels that are random (a random label is a flip half the time).
 DEFAULT_LAPSES = (0.01, 0.05, 0.1, 0.2, 0.3)
 

@@ -1,20 +1,18 @@
 """The population prior: where a new user starts, learned from everyone else's posteriors.
 
-Each user contributes five small aggregates of their own posterior, never events or text:
+Each user contributes four small aggregates of their own posterior, never events or text:
 the posterior mean of log w (the Dirichlet's sufficient statistic, clipped), the posterior over
-the β grid and the log-likelihood over it, and the log marginal likelihood of their feedback
-at a few lapse rates and at a few prior concentrations.
-:meth:`Population.prior` is empirical Bayes on them: the prior's concentration from users' log
-marginal likelihoods at a few candidate concentrations (see below), the Dirichlet of that
-concentration whose expected log w best matches the users' average (the EM step over the mean
-at that concentration), the β-grid probabilities from a two-parameter population model of β
-fitted to the users' β log-likelihoods (:meth:`Population.beta_fit`; without them, as from
-rows written before it, the users' average posterior), and the lapse-rate probabilities the EM
-fixed point of the users' responsibilities (iterated from uniform at every fit, so the prior is
-a function of the aggregates alone: any replica reading the same rows fits the same prior,
-however often it refits); the Dirichlet and the lapse are shrunk toward the policy default by
-``n_min`` pseudo-users, β by the policy's grid probabilities as the prior of the population's
-centre. β is corrected per user (every
+the β grid, and the log marginal likelihood of their feedback at a few lapse rates and at a few
+prior concentrations.
+:meth:`Population.prior` is one EM step of empirical Bayes on them: the prior's concentration
+from users' log marginal likelihoods at a few candidate concentrations (see below), the
+Dirichlet of that concentration whose expected log w best matches the users' average (the EM
+step over the mean at that concentration), the β-grid probabilities equal to the users'
+average posterior, and the lapse-rate probabilities the EM fixed point of the users'
+responsibilities (iterated from uniform at every fit, so the prior is a function of the
+aggregates alone: any replica reading the same rows fits the same prior, however often it
+refits), all shrunk toward
+the policy default by ``n_min`` pseudo-users. β is corrected per user (every
 particle carries one); the lapse rate is the population's (per-user lapse and β trade off
 against each other on thumbs, and a per-user fit of both drifts to near-deterministic,
 high-lapse corners that no longer rank the good members). Opted-out users are never added
@@ -46,12 +44,7 @@ off the request path (``palm_middleware.population_feed``).
 
 Bound on one user's influence (with N users contributing, any one added or removed):
 
-* the β-grid probabilities: a user's β log-likelihood is clipped to a span of
-  :data:`EVIDENCE_SPAN` nats, so one user changes the ratio of any two (centre, spread)
-  candidates' posterior weights by at most e^EVIDENCE_SPAN (weak, as for the concentration;
-  ``tests/preferences/test_population.py`` checks that an extreme user barely moves 50 others'
-  fit); from the average posterior (users without β log-likelihoods) by at most
-  1 / (N + n_min) in total variation;
+* the β-grid probabilities move by at most 1 / (N + n_min) in total variation;
 * the lapse probabilities move by at most 1 / (N + n_min) per EM step, but the fitted fixed
   point compounds the steps (as repeated one-step refits did before the fit was made a
   function of the aggregates): measured at most about 1 / n_min for any N (0.049 worst over
@@ -60,7 +53,8 @@ Bound on one user's influence (with N users contributing, any one added or remov
   changes the ratio of any two candidates' posterior weights by at most a factor
   e^EVIDENCE_SPAN (weak: how far that moves the fit depends on how flat everyone else's
   evidence is).
-So with ``n_min = 20`` no single user moves the lapse probabilities by more than about 5%.
+So with ``n_min = 20`` no single user moves the grid probabilities by more than 5%, and by
+1 / (N + 20) once N users contribute.
 """
 
 from __future__ import annotations
@@ -78,8 +72,6 @@ from ..types import FloatArray
 from .noise import NoiseGrid
 
 __all__ = [
-    "BETA_CENTRES",
-    "BETA_SPREADS",
     "EVIDENCE_SPAN",
     "STRENGTH_MULTIPLES",
     "STRENGTH_PRIOR_SD",
@@ -108,15 +100,9 @@ def strength_candidates(default_strength: float) -> tuple[float, ...]:
     return tuple(m * float(default_strength) for m in STRENGTH_MULTIPLES)
 
 
-#: Candidate spreads (sd of ln β across users) of the population model of β
-#: (:meth:`Population.beta_fit`).
-BETA_SPREADS = (0.25, 0.5, 1.0)
-#: Candidate centres (geometric mean β) of that model: this many, evenly spaced in ln β.
-BETA_CENTRES = 31
-
-_Stats = tuple[FloatArray, FloatArray, FloatArray | None, FloatArray | None, FloatArray | None]
+_Stats = tuple[FloatArray, FloatArray, FloatArray | None, FloatArray | None]
 """One user's aggregates: mean log w (clipped), β-grid posterior, lapse log-likelihoods,
-concentration log evidence, log-likelihood over the β grid."""
+concentration log evidence."""
 
 
 @dataclass(frozen=True)
@@ -182,12 +168,9 @@ class Population:
         noise_posterior: FloatArray,
         lapse_evidence: FloatArray | None = None,
         strength_evidence: FloatArray | None = None,
-        noise_evidence: FloatArray | None = None,
     ) -> None:
         """Record (or replace) user ``key``'s aggregates (see the module docstring)."""
-        stats = self._parse(
-            mean_log, noise_posterior, lapse_evidence, strength_evidence, noise_evidence
-        )
+        stats = self._parse(mean_log, noise_posterior, lapse_evidence, strength_evidence)
         if stats is None:
             return
         with self._lock:
@@ -200,7 +183,6 @@ class Population:
         noise_posterior: Any,
         lapse_evidence: Any,
         strength_evidence: Any = None,
-        noise_evidence: Any = None,
     ) -> _Stats | None:
         lo = math.log(self.clip)
         ml = np.clip(np.asarray(mean_log, dtype=np.float64), lo, 0.0)
@@ -210,7 +192,7 @@ class Population:
             return None
         if le is not None and not np.all(np.isfinite(le)):
             le = None
-        return ml, q / q.sum(), le, _evidence(strength_evidence), _evidence(noise_evidence)
+        return ml, q / q.sum(), le, _evidence(strength_evidence)
 
     def remove(self, key: str) -> None:
         """Drop user ``key`` (opt-out, reset, erasure)."""
@@ -221,8 +203,7 @@ class Population:
 
     def load(self, rows: Mapping[str, Mapping[str, Any]], *, removals: int | None = None) -> bool:
         """Make the aggregates exactly the store's population ``rows`` (key -> ``{"mean_log",
-        "noise", "lapse", "strength", "beta"}``); ``revision`` grows by the number of users
-        that changed.
+        "noise", "lapse", "strength"}``); ``revision`` grows by the number of users that changed.
 
         ``removals``: the value of :attr:`removals` when ``rows`` were read; if a user was
         removed since, the rows may still hold them, so nothing is loaded and False returned
@@ -232,11 +213,7 @@ class Population:
         for key, agg in rows.items():
             try:
                 stats = self._parse(
-                    agg["mean_log"],
-                    agg["noise"],
-                    agg.get("lapse"),
-                    agg.get("strength"),
-                    agg.get("beta"),
+                    agg["mean_log"], agg["noise"], agg.get("lapse"), agg.get("strength")
                 )
             except (KeyError, TypeError, ValueError, AttributeError):
                 continue
@@ -300,42 +277,6 @@ class Population:
             pi = new
         return pi
 
-    def beta_fit(self, grid: NoiseGrid) -> tuple[FloatArray, int] | None:
-        """The β-grid probabilities under a population model of β, and the users counted
-        (None: no user has β evidence on this grid).
-
-        Users' ln β ~ Normal(centre, spread), discretized on the grid; the centre's prior is
-        the grid's own probabilities (for :meth:`NoiseGrid.centred`, log-normal around the
-        policy's β), the spread's uniform over :data:`BETA_SPREADS`. Returned: the posterior
-        predictive over the grid given every user's log-likelihood over it (each clipped to a
-        span of :data:`EVIDENCE_SPAN` nats). Why not the average of the users' posteriors
-        (one EM step per refit, shrunk by ``n_min`` pseudo-users): with 20 answers a user's
-        posterior over β mostly repeats the prior, so that fit crawled (β = 3 users: 8 → 5.5
-        in 20 events, while the users' summed likelihood already put the population near 3
-        after 10), and the pseudo-users, fully at the default, outweighed the many weakly
-        informed real ones. Two parameters instead of one probability per grid point: the
-        summed evidence of weakly informed users pins them down.
-        """
-        k = grid.size
-        evs = [v[4] for v in self._snapshot() if v[4] is not None and v[4].shape == (k,)]
-        if not evs or len(grid.lapses) != 1:
-            return None
-        lb = np.log(np.asarray(grid.betas, dtype=np.float64))
-        order = np.argsort(lb)
-        centres = np.linspace(lb.min(), lb.max(), BETA_CENTRES)
-        log_prior = np.interp(centres, lb[order], np.log(np.maximum(grid.p, 1e-300))[order])
-        lik = np.exp(np.stack(evs))  # (users, grid points), each user's best point at 1
-        logpost, pis = [], []
-        for sd in BETA_SPREADS:
-            pi = np.exp(-0.5 * ((lb[None, :] - centres[:, None]) / sd) ** 2)
-            pi /= pi.sum(axis=1, keepdims=True)  # (centres, grid points)
-            logpost.append(log_prior + np.log(np.maximum(lik @ pi.T, 1e-300)).sum(axis=0))
-            pis.append(pi)
-        lp = np.concatenate(logpost)
-        post = np.exp(lp - lp.max())
-        out: FloatArray = (post / post.sum()) @ np.vstack(pis)
-        return out, len(evs)
-
     def _strength_fit(self, xs: FloatArray, x0: float) -> float | None:
         """The posterior mean of the log concentration over candidates ``xs`` (prior
         log-normal around ``x0``) given the users' summed evidence, shrunk toward ``x0`` by
@@ -381,9 +322,6 @@ class Population:
             alpha = dirichlet_at_total(s, total, alpha)
         elif total != float(alpha.sum()):
             alpha = alpha * total / alpha.sum()
-        fit = self.beta_fit(grid)
-        if fit is not None:
-            p = fit[0]
         noise = grid.with_probs(p)
         lapse_probs: tuple[float, ...] = ()
         if lapses is not None and len(lapses) > 1 and len(grid.lapses) == 1:

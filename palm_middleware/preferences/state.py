@@ -364,18 +364,11 @@ class LearningState:
             if len(self._ahead[1]) >= limit:
                 return False
         seed = secrets.randbits(128)  # (fresh OS entropy per model: no two alike, forks too)
-        probs = self._evidence_probs(policy)  # (as the feedback path asks: the same draws)
-        model = self._prior_model(policy, prior).prepare_evidence(strengths, seed, probs)
+        model = self._prior_model(policy, prior).prepare_evidence(strengths, seed=seed)
         with self._ahead_lock:
             if self._ahead is not None and self._ahead[0] == key:
                 self._ahead[1].append(model)
         return True
-
-    def _evidence_probs(self, policy: BoundsPolicy) -> FloatArray:
-        """The grid probabilities a user's concentration evidence marginalizes β over: the
-        policy's own, not the served (fitted) ones, so the concentration fit does not depend
-        on the fitted β (see :meth:`PreferenceModel.strength_evidence`)."""
-        return self._per_policy(policy)[0].noise.p
 
     def _after_fork(self) -> None:
         """In a forked child: new locks (a parent thread may have held one at the fork), and
@@ -417,14 +410,13 @@ class LearningState:
         if state.get("opted_out") or agg is None:
             self.population.remove(key)
             return
-        lapse, strength, beta = agg.get("lapse"), agg.get("strength"), agg.get("beta")
+        lapse, strength = agg.get("lapse"), agg.get("strength")
         self.population.observe(
             key,
             np.asarray(agg["mean_log"]),
             np.asarray(agg["noise"]),
             None if lapse is None else np.asarray(lapse),
             None if strength is None else np.asarray(strength),
-            None if beta is None else np.asarray(beta),
         )
 
     def forget(self, key: str) -> None:
@@ -637,11 +629,10 @@ class LearningState:
         state["n_events"] = int(state.get("n_events", 0)) + 1
         state["posterior"] = model.summary().to_dict()
         state["posterior"]["n_events"] = state["n_events"]
-        # What the population fit may read of this user: small aggregates, no events.
+        # What the population fit may read of this user: two small aggregates, no events.
         state["population"] = {
             "mean_log": [round(float(x), 6) for x in model.mean_log_weights()],
             "noise": [round(float(x), 6) for x in model.noise_posterior()],
-            "beta": [round(float(x), 6) for x in model.noise_evidence()],
         }
         lapses, strengths = self._aggregates(policy)  # as the population fit's
         if lapses is not None:
@@ -649,8 +640,7 @@ class LearningState:
             state["population"]["lapse"] = [round(float(x), 6) for x in ev]
         if strengths is not None:
             # A batch of draws per event: a new user's first events share the drawing
-            probs = self._evidence_probs(policy)
-            ev = model.strength_evidence(strengths, budget=EVIDENCE_BATCH, noise_probs=probs)
+            ev = model.strength_evidence(strengths, budget=EVIDENCE_BATCH)
             state["population"]["strength"] = [round(float(x), 6) for x in ev]
         if len(live) <= MAX_EVIDENCE_GROUPS:  # else the stored evidence lost terms: refit next
             self._put(_Entry(key, state["rev"], policy.version, model, dict(kept_items)))
