@@ -335,9 +335,12 @@ def test_new_users_find_their_models_prepared_ahead() -> None:
         assert upkeep.drain(60.0)
         assert state._ahead is not None and len(state._ahead[1]) == AHEAD
         assert not state.prepare_ahead()  # full
+        drawn = state._ahead[1][-1].__dict__["_ev_draws"].logy  # the one the next user takes
         record = _feed(state, "dee", 1)
         assert state.prepared == 1
-        assert state._cache["dee"].model.evidence_draws_pending_ == 0
+        model = state._cache["dee"].model
+        assert model.evidence_draws_pending_ == 0
+        assert model.__dict__["_ev_draws"].logy is drawn  # extended, not drawn again
         assert upkeep.drain(60.0)
         assert len(state._ahead[1]) == AHEAD  # refilled after the event took one
         old_key = state._ahead[0]
