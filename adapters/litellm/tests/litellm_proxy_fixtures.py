@@ -312,3 +312,9 @@ def stop_proxy(proxy: Proxy) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proxy.process.pid, signal.SIGKILL)
             proxy.process.wait(timeout=5)
+
+
+def client_for(proxy: Proxy, who: str) -> httpx.Client:
+    """An httpx client on the proxy with ``who``'s API key (the identity the proxy trusts)."""
+    key = proxy.deployment.keys[who]
+    return httpx.Client(base_url=proxy.url, timeout=60, headers={"Authorization": f"Bearer {key}"})

@@ -18,6 +18,7 @@ from litellm_proxy_fixtures import (
     Proxy,
     Stub,
     build_stub_deployment,
+    client_for,
     start_proxy,
     stop_proxy,
 )
@@ -68,11 +69,6 @@ def proxy(stub: Stub, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prox
     stop_proxy(p)
 
 
-def api(proxy: Proxy, who: str) -> httpx.Client:
-    key = proxy.deployment.keys[who]
-    return httpx.Client(base_url=proxy.url, timeout=60, headers={"Authorization": f"Bearer {key}"})
-
-
 def ask(client: httpx.Client, compare: str | None = None) -> str:
     """One `auto` request; the member that served it (``x-palm-member``)."""
     body: dict[str, Any] = {"model": "auto", "messages": [{"role": "user", "content": "Hi"}]}
@@ -96,7 +92,7 @@ def lean(client: httpx.Client, weights: dict[str, float]) -> None:
 
 
 def test_the_pair_starts_from_the_member_served(proxy: Proxy) -> None:
-    with api(proxy, "alice") as alice:
+    with client_for(proxy, "alice") as alice:
         served = ask(alice)
         assert served == "steady"
         assert pair(alice, served=served)[0] == "steady"
@@ -127,7 +123,7 @@ def test_the_pair_starts_from_the_member_served(proxy: Proxy) -> None:
     ],
 )
 def test_a_bad_served_is_a_400_naming_the_field(proxy: Proxy, served: str, why: str) -> None:
-    with api(proxy, "bob") as bob:
+    with client_for(proxy, "bob") as bob:
         r = bob.get("/palm/v1/compare", params={"served": served})
         assert r.status_code == 400, r.text
         err = r.json()["error"]
@@ -137,13 +133,13 @@ def test_a_bad_served_is_a_400_naming_the_field(proxy: Proxy, served: str, why: 
 
 
 def test_served_given_twice_is_refused(proxy: Proxy) -> None:
-    with api(proxy, "bob") as bob:
+    with client_for(proxy, "bob") as bob:
         r = bob.get("/palm/v1/compare?served=steady&served=chatty")
         assert r.status_code == 422 and r.json()["error"]["param"] == "served"
 
 
 def test_another_users_member_is_only_a_member_name(proxy: Proxy) -> None:
-    with api(proxy, "carol") as carol, api(proxy, "dora") as dora:
+    with client_for(proxy, "carol") as carol, client_for(proxy, "dora") as dora:
         lean(dora, {"safety": 0.0, "helpfulness": 0.0, "humor": 1.0})
         assert ask(dora) == "jester"  # what dora was served
         before = dora.get("/palm/v1/profile/export").json()
@@ -163,7 +159,7 @@ def test_another_users_member_is_only_a_member_name(proxy: Proxy) -> None:
 def test_no_member_within_the_bound_is_a_409_and_no_comparison_is_served(
     proxy: Proxy,
 ) -> None:
-    with api(proxy, "dora") as dora:
+    with client_for(proxy, "dora") as dora:
         # Dora is all humor: jester is her best member, every other loses over 20% of it.
         assert ask(dora) == "jester"
         r = dora.get("/palm/v1/compare")
@@ -176,7 +172,7 @@ def test_no_member_within_the_bound_is_a_409_and_no_comparison_is_served(
 
 
 def test_palm_compare_serves_only_members_within_the_bound(proxy: Proxy) -> None:
-    with api(proxy, "bob") as bob:
+    with client_for(proxy, "bob") as bob:
         assert ask(bob, compare="chatty") == "chatty"
         assert ask(bob, compare="jester") == "steady"  # 37% below the best: not shown
         assert ask(bob, compare="risky") == "steady"  # the rule keeps it from bob

@@ -21,6 +21,7 @@ from litellm_proxy_fixtures import (
     Deployment,
     Proxy,
     build_deployment,
+    client_for,
     start_proxy,
     stop_proxy,
 )
@@ -51,11 +52,6 @@ def audited(deployment: Deployment, tmp_path_factory: pytest.TempPathFactory) ->
     stop_proxy(proxy)
 
 
-def api(proxy: Proxy, who: str) -> httpx.Client:
-    key = proxy.deployment.keys[who]
-    return httpx.Client(base_url=proxy.url, timeout=60, headers={"Authorization": f"Bearer {key}"})
-
-
 def chat(c: httpx.Client, text: str) -> httpx.Response:
     body = {"model": "auto", "messages": [{"role": "user", "content": text}], "max_tokens": 4}
     return c.post("/v1/chat/completions", json=body)
@@ -73,7 +69,7 @@ def assert_chain_ok(proxy: Proxy) -> None:
 
 
 def test_delete_profile_twice_keeps_the_chain_verifiable(audited: Proxy) -> None:
-    with api(audited, "alice") as alice:
+    with client_for(audited, "alice") as alice:
         assert chat(alice, "Hello there").status_code == 200
         assert alice.delete("/palm/v1/profile").json() == {"deleted": True}
         assert alice.delete("/palm/v1/profile").json() == {"deleted": True}
@@ -86,7 +82,7 @@ def test_delete_profile_twice_keeps_the_chain_verifiable(audited: Proxy) -> None
 
 
 def test_feedback_edits_resets_and_opt_outs_are_audited(audited: Proxy) -> None:
-    with api(audited, "bob") as bob:
+    with client_for(audited, "bob") as bob:
         r = chat(bob, "Hello there")
         decision = r.headers["x-palm-decision"]
         thumb = {"type": "thumb", "up": True, "decision_id": decision, "event_id": "bob-1"}
@@ -127,7 +123,7 @@ def test_a_policy_caught_mid_write_is_not_swapped_in(audited: Proxy) -> None:
     path: Path = audited.deployment.root / "policy.yaml"
     cut = LAW_POLICY.index(f"  - id: {RULE_ID}")  # truncated before the block rule: valid YAML
     before = len(policy_records(audited))
-    with api(audited, "alice") as app:
+    with client_for(audited, "alice") as app:
         version = chat(app, "Hello").headers["x-palm-policy"]
         with open(path, "w") as f:  # the writer stalls mid-write, long enough to look complete
             f.write(LAW_POLICY[:cut])
